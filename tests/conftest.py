@@ -1,0 +1,195 @@
+"""Fixtures shared by the integration and end-to-end tests: the real Docker Engine, a
+busybox image made locally, containers with random names removed afterwards, and a real
+watcher process.
+
+A test that needs the engine or a binary fails (never skips) when it is missing: the README
+test command installs and starts everything.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+BUSYBOX_IMAGE = "deployment-watcher-test/busybox:latest"
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run the README test command, which installs it")
+    return path
+
+
+def docker(*args: str, check: bool = True, timeout: float = 60) -> str:
+    """Run the docker CLI, as a user of the watcher would."""
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """A Docker Engine that answers; fails the test when there is none."""
+    require_binary("docker")
+    result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=30)
+    if result.returncode != 0:
+        pytest.fail(f"no Docker Engine answers: {result.stderr.decode().strip()}")
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine: None) -> str:
+    """A busybox image made here (no registry is reachable): /bin/busybox and its applet links."""
+    if docker("images", "-q", BUSYBOX_IMAGE):
+        return BUSYBOX_IMAGE
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        pytest.fail("/bin/busybox is missing: install busybox-static")
+    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(str(busybox), arcname="bin/busybox")
+        for applet in applets:
+            if applet != "busybox":
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        tmp = tarfile.TarInfo("tmp")
+        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
+        tar.addfile(tmp)
+    subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=buffer.getvalue(), check=True, capture_output=True)
+    return BUSYBOX_IMAGE
+
+
+@dataclass
+class Containers:
+    """Starts containers with random names and removes every one of them at the end."""
+
+    image: str
+    names: list[str] = field(default_factory=list)
+
+    def run(self, *, labels: dict[str, str], command: str = "sleep 600", options: tuple[str, ...] = ()) -> str:
+        name = f"dw-test-{uuid.uuid4().hex[:10]}"
+        self.names.append(name)
+        label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+        docker("run", "-d", "--name", name, *label_args, *options, self.image, "sh", "-c", command)
+        return name
+
+    def remove(self, name: str) -> None:
+        docker("rm", "-f", name)
+
+    def cleanup(self) -> None:
+        if self.names:
+            docker("rm", "-f", *self.names, check=False)
+
+
+@pytest.fixture
+def containers(busybox_image: str) -> Iterator[Containers]:
+    made = Containers(busybox_image)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class WatcherProcess:
+    """A real `python -m watcher` process and an HTTP client for it."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, *, accept: str = "") -> tuple[int, str, str]:
+        """Status, content type and body of a GET."""
+        request = urllib.request.Request(self.url + path, headers={"Accept": accept} if accept else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.headers["Content-Type"], response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+    def samples(self) -> list[Sample]:
+        _, _, body = self.get("/metrics")
+        return [s for family in text_string_to_metric_families(body) for s in family.samples]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The value of the one sample with this name and these labels (a subset), or None."""
+        found = [s.value for s in self.samples() if s.name == name and labels.items() <= s.labels.items()]
+        assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
+        return found[0] if found else None
+
+    def wait_for(self, what: str, check: Callable[[], bool], *, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the watcher exited ({self.process.returncode}):\n{self.tail()}")
+            if check():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_watcher(tmp: Path, *flags: str, env: dict[str, str] | None = None) -> WatcherProcess:
+    """Start the watcher on a free port and wait until it serves /health."""
+    port = free_port()
+    log = tmp / f"watcher-{port}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "watcher", f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", *flags],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    watcher = WatcherProcess(port, process, log)
+
+    def healthy() -> bool:
+        try:
+            return watcher.get("/health")[0] == 200
+        except OSError:
+            return False
+
+    watcher.wait_for("/health", healthy, timeout=20)
+    return watcher

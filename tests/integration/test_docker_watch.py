@@ -1,0 +1,208 @@
+"""The watcher process against the real Docker Engine: rollouts, failures, rollbacks, usage."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from tests.conftest import OPENMETRICS, Containers, WatcherProcess, docker, require_binary, start_watcher
+
+STABLE = 3  # seconds: short, so tests are quick
+HEALTHY_WHEN_FILE = (
+    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
+)  # fmt: skip
+SERVE = "touch /tmp/ok; exec sleep 600"
+BURN = "while :; do :; done"
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
+    process = start_watcher(
+        tmp_path_factory.mktemp("watcher"),
+        f"--rollout.stable-seconds={STABLE}",
+        "--stats.interval-seconds=1",
+        "--labels.track-compose=true",
+    )
+    try:
+        process.wait_for("/ready", lambda: process.get("/ready")[0] == 200)
+        yield process
+    finally:
+        code = process.stop()
+        assert code == 0, f"the watcher did not stop cleanly on SIGTERM ({code}):\n{process.tail()}"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def labels(name: str, version: str, environment: str = "test", **extra: str) -> dict[str, str]:
+    return {
+        "deployment.name": name,
+        "deployment.environment": environment,
+        "deployment.version": version,
+        "deployment.commit": f"sha-{version}",
+        **extra,
+    }
+
+
+def status(watcher: WatcherProcess, name: str) -> float | None:
+    return watcher.value("deployment_status", deployment=name)
+
+
+def test_rollout_lifecycle_with_two_replicas(watcher: WatcherProcess, containers: Containers) -> None:
+    """v1 ×2 → success; v2 → in progress → success (revision 2); v3 exits 1 → failed; v2 again → rollback."""
+    name = unique("shop")
+    v1 = [containers.run(labels=labels(name, "1.0.0"), command=SERVE, options=HEALTHY_WHEN_FILE) for _ in range(2)]
+    watcher.wait_for("v1 success", lambda: status(watcher, name) == 1)
+    assert watcher.value("deployment_version", deployment=name) == 1
+    assert watcher.value("deployment_health_check", deployment=name, check_type="docker_healthcheck") == 1
+
+    v2 = [containers.run(labels=labels(name, "1.1.0"), command=SERVE, options=HEALTHY_WHEN_FILE) for _ in range(2)]
+    watcher.wait_for("v2 in progress", lambda: watcher.value("deployment_version", deployment=name) == 2)
+    assert status(watcher, name) in (2, 1)  # healthy may follow within a second
+    for old in v1:
+        containers.remove(old)
+    watcher.wait_for("v2 success", lambda: status(watcher, name) == 1)
+    assert watcher.value("deployment_info", deployment=name, version="1.1.0", commit="sha-1.1.0") == 1
+
+    containers.run(labels=labels(name, "1.2.0"), command="exit 1")
+    watcher.wait_for("v3 failed", lambda: status(watcher, name) == 0)
+    assert watcher.value("deployment_version", deployment=name) == 3
+    assert watcher.value("deployment_rollback_count_total", deployment=name) == 0
+
+    for old in v2:
+        containers.remove(old)
+    for _ in range(2):
+        containers.run(labels=labels(name, "1.1.0"), command=SERVE, options=HEALTHY_WHEN_FILE)
+    watcher.wait_for("rollback", lambda: watcher.value("deployment_rollback_count_total", deployment=name) == 1)
+    watcher.wait_for("rollback success", lambda: status(watcher, name) == 1)
+    assert watcher.value("deployment_version", deployment=name) == 4
+    assert watcher.value("deployment_duration_seconds_count", deployment=name) == 4
+    versions = {s.labels["version"] for s in watcher.samples() if s.name == "deployment_version_info"
+                and s.labels["deployment"] == name}  # fmt: skip
+    assert versions == {"1.0.0", "1.1.0", "1.2.0"}
+
+
+def test_success_after_stable_time_without_healthcheck(watcher: WatcherProcess, containers: Containers) -> None:
+    """A container without HEALTHCHECK succeeds once it ran for the stable time."""
+    name = unique("plain")
+    containers.run(labels=labels(name, "7"))
+    watcher.wait_for("in progress", lambda: status(watcher, name) == 2, timeout=10)
+    watcher.wait_for("success", lambda: status(watcher, name) == 1, timeout=STABLE + 10)
+    assert watcher.value("deployment_health_status", deployment=name) == 1
+
+
+def test_unhealthy_container_turns_health_to_zero(watcher: WatcherProcess, containers: Containers) -> None:
+    """After success, a container turning unhealthy sets health 0 and keeps status success."""
+    name = unique("flaky")
+    container = containers.run(labels=labels(name, "1.0.0"), command=SERVE, options=HEALTHY_WHEN_FILE)
+    watcher.wait_for("success", lambda: status(watcher, name) == 1)
+    assert watcher.value("deployment_health_status", deployment=name) == 1
+    docker("exec", container, "rm", "/tmp/ok")
+    watcher.wait_for("unhealthy", lambda: watcher.value("deployment_health_status", deployment=name) == 0)
+    assert watcher.value("deployment_health_check", deployment=name, check_type="docker_healthcheck") == 0
+    assert status(watcher, name) == 1
+
+
+def test_cpu_rises_and_memory_is_positive(watcher: WatcherProcess, containers: Containers) -> None:
+    """CPU seconds of a busy container rise between polls; its working set is positive."""
+    name = unique("burn")
+    containers.run(labels=labels(name, "1"), command=BURN)
+    watcher.wait_for(
+        "cpu sampled", lambda: (watcher.value("deployment_cpu_usage_seconds_total", deployment=name) or 0) > 0
+    )
+    first = watcher.value("deployment_cpu_usage_seconds_total", deployment=name) or 0
+    watcher.wait_for(
+        "cpu rising",
+        lambda: (watcher.value("deployment_cpu_usage_seconds_total", deployment=name) or 0) > first + 0.5,
+    )
+    assert (watcher.value("deployment_memory_usage_bytes", deployment=name) or 0) > 0
+
+
+def test_compose_labels_without_deployment_name(watcher: WatcherProcess, containers: Containers) -> None:
+    """With compose tracking on, a compose service is a deployment named project/service."""
+    project = unique("proj")
+    containers.run(
+        labels={"com.docker.compose.project": project, "com.docker.compose.service": "web",
+                "org.opencontainers.image.version": "4.2.0", "org.opencontainers.image.revision": "abc1234"},
+    )  # fmt: skip
+    watcher.wait_for("compose deployment", lambda: status(watcher, f"{project}/web") is not None)
+    assert watcher.value("deployment_info", deployment=f"{project}/web", version="4.2.0", commit="abc1234") == 1
+    assert watcher.value("deployment_status", deployment=f"{project}/web", environment="production") is not None
+
+
+def test_bad_labels_are_counted_and_do_not_disturb(watcher: WatcherProcess, containers: Containers) -> None:
+    """Malformed labels: warned once, counted, tracked with fallbacks or ignored; others carry on."""
+    errors_before = sum(s.value for s in watcher.samples() if s.name == "deployment_watcher_label_errors_total")
+    good = unique("good")
+    odd = unique("odd")
+    containers.run(labels={"deployment.name": "   "})
+    containers.run(
+        labels={
+            "deployment.name": odd,
+            "deployment.version": 'v"1\\n' + "x" * 3000 + "ü",
+            "deployment.timestamp": "yesterday",
+            "deployment.status": "done",
+            "deployment.environment": "prod\nuction",
+        }
+    )
+    containers.run(labels=labels(good, "1.0"))
+    watcher.wait_for("good success", lambda: status(watcher, good) == 1)
+    assert watcher.value("deployment_status", deployment=odd, environment="prod uction") is not None
+    errors_after = sum(s.value for s in watcher.samples() if s.name == "deployment_watcher_label_errors_total")
+    assert errors_after - errors_before >= 5
+    assert (watcher.value("deployment_watcher_label_errors_total", label="deployment.timestamp") or 0) >= 1
+    assert_exposition_valid(watcher)
+    assert "yesterday" in watcher.log.read_text(errors="replace")
+
+
+def test_metrics_valid_in_both_formats(watcher: WatcherProcess, containers: Containers) -> None:
+    """/metrics parses as Prometheus text and as OpenMetrics, and promtool finds nothing to say."""
+    containers.run(labels=labels(unique("fmt"), "2.0"))
+    assert_exposition_valid(watcher)
+
+
+def assert_exposition_valid(watcher: WatcherProcess) -> None:
+    status_code, content_type, text = watcher.get("/metrics")
+    assert status_code == 200 and content_type.startswith("text/plain")
+    families = {f.name for f in parse_text(text)}
+    assert {"deployment_status", "deployment_info", "deployment_duration_seconds"} <= families
+    status_code, content_type, om = watcher.get("/metrics", accept=OPENMETRICS)
+    assert content_type.startswith("application/openmetrics-text")
+    assert om.endswith("# EOF\n")
+    om_families = {f.name: f.type for f in parse_openmetrics(om)}
+    assert om_families["deployment"] == "info"
+    assert om_families["deployment_rollback_count"] == "counter"
+    promtool = require_binary("promtool")
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), checked
+
+
+def test_endpoints(watcher: WatcherProcess) -> None:
+    """/ links to /metrics; /health and /ready answer 200 while connected."""
+    code, _, body = watcher.get("/")
+    assert code == 200 and 'href="metrics"' in body
+    assert watcher.get("/health")[0] == 200
+    assert watcher.get("/ready")[0] == 200
+    assert watcher.value("deployment_watcher_docker_up") == 1
+
+
+def test_existing_containers_are_found_at_start(tmp_path: Path, containers: Containers, docker_engine: None) -> None:
+    """A watcher started after the containers rebuilds their state from the container list."""
+    name = unique("before")
+    containers.run(labels=labels(name, "3.1.0"))
+    late = start_watcher(tmp_path, "--rollout.stable-seconds=1", "--stats.enabled=false")
+    try:
+        late.wait_for("found", lambda: status(late, name) is not None)
+        late.wait_for("success", lambda: status(late, name) == 1)
+        assert late.value("deployment_version", deployment=name) == 1
+    finally:
+        assert late.stop() == 0

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Run the whole test suite (pytest, then mypy and ruff) with one command.
+#
+# Meant for a fresh Debian 12 machine as root: installs what the tests need
+# (Docker Engine, a static busybox, Prometheus, a Python venv), starts a
+# Docker daemon if none answers, and stops the daemon it started on exit.
+#
+# Usage: bash tests/run-all.sh [pytest arguments...]
+# Environment: VENV (default .venv, relative to the repository root), CI.
+set -euo pipefail
+
+# Work from the repository root so relative paths (.venv, pyproject) hold.
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+DOCKERD_LOG="${TMPDIR:-/tmp}/deployment-watcher-dockerd.log"
+# dockerd's default pidfile: using it (rather than a private one) makes a
+# second dockerd refuse to start while another one is still alive.
+DOCKERD_PIDFILE=/var/run/docker.pid
+DOCKERD_PID=""  # set only when this script started dockerd
+APT_UPDATED=0
+
+header() { printf '\n=== %s\n' "$*"; }
+die() { printf 'run-all.sh: error: %s\n' "$*" >&2; exit 1; }
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# --- System packages --------------------------------------------------------
+
+apt_install() {
+    is_root || die "missing system packages ($*); rerun as root or install them yourself"
+    # One `apt-get update` per run is enough, however many installs follow.
+    if ((!APT_UPDATED)); then
+        apt-get update
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# The tests build their busybox image from /bin/busybox, which works only
+# with the static build (a dynamic one would need a libc inside the image).
+have_static_busybox() {
+    [[ -x /bin/busybox ]] || return 1
+    # ldd fails ("not a dynamic executable") exactly when the binary is static.
+    ! ldd /bin/busybox >/dev/null 2>&1
+}
+
+install_system_packages() {
+    local missing=() cmd
+    for cmd in dockerd docker prometheus promtool; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+    done
+    have_static_busybox || missing+=("static /bin/busybox")
+    if ((${#missing[@]})); then
+        echo "missing: ${missing[*]}"
+        # Debian's prometheus package may start its own service; that does not
+        # disturb the tests, so it is left alone.
+        apt_install docker.io busybox-static prometheus
+    else
+        echo "docker, busybox, prometheus: already installed"
+    fi
+}
+
+# --- Python -----------------------------------------------------------------
+
+create_venv() {
+    # A fresh Debian 12 has no python3 at all (e.g. the debian:12 image).
+    command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+    if [[ -x $VENV/bin/pip ]]; then
+        return 0
+    fi
+    # Without Debian's python3-venv (ensurepip) venv creation fails half-way;
+    # re-running `python3 -m venv` on the same directory completes it.
+    if ! python3 -m venv "$VENV"; then
+        echo "python3 -m venv failed; installing python3-venv and retrying"
+        apt_install python3-venv
+        python3 -m venv "$VENV"
+    fi
+}
+
+install_python_deps() {
+    create_venv
+    "$VENV/bin/pip" install -q -e '.[test]'
+}
+
+# --- Docker Engine ----------------------------------------------------------
+
+docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
+
+# A daemon that died without cleaning up leaves its pidfile behind, and
+# dockerd then refuses to start. Remove it unless its pid is a live dockerd.
+remove_stale_dockerd_pidfile() {
+    local pid comm=""
+    [[ -f $DOCKERD_PIDFILE ]] || return 0
+    pid=$(<"$DOCKERD_PIDFILE")
+    if [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/comm ]]; then
+        comm=$(<"/proc/$pid/comm")
+    fi
+    if [[ $comm == dockerd ]]; then
+        return 0  # alive: dockerd will refuse to start and we report why
+    fi
+    echo "removing stale $DOCKERD_PIDFILE (pid ${pid:-?} is not a running dockerd)"
+    rm -f "$DOCKERD_PIDFILE"
+}
+
+# EXIT trap: stop the daemon this script started, and only that one.
+stop_dockerd() {
+    local pid=$DOCKERD_PID i
+    [[ -n $pid ]] || return 0
+    DOCKERD_PID=""
+    header "Stopping the Docker daemon started by this script (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    # dockerd shuts its containers down on SIGTERM; give it time to do so.
+    for ((i = 0; i < 30; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "dockerd did not stop within 30 s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true  # reap it; its exit status is irrelevant
+}
+
+start_dockerd() {
+    is_root || die "no Docker Engine answers and starting dockerd needs root"
+    remove_stale_dockerd_pidfile
+    echo "starting dockerd (log: $DOCKERD_LOG)"
+    # --iptables=false: containers often lack the netfilter privileges, and
+    # the tests need no published ports.
+    dockerd --iptables=false --pidfile "$DOCKERD_PIDFILE" >"$DOCKERD_LOG" 2>&1 &
+    DOCKERD_PID=$!
+    trap stop_dockerd EXIT
+
+    local deadline=$((SECONDS + 60))
+    until docker_answers; do
+        if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            DOCKERD_PID=""  # nothing left for the EXIT trap to stop
+            tail -n 30 "$DOCKERD_LOG" >&2 || true
+            die "dockerd exited during startup (log above)"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 30 "$DOCKERD_LOG" >&2 || true
+            die "dockerd did not answer within 60 s (log above)"
+        fi
+        sleep 1
+    done
+    echo "dockerd is up (pid $DOCKERD_PID)"
+}
+
+ensure_docker() {
+    if docker_answers; then
+        echo "using the running Docker Engine"
+    else
+        start_dockerd
+    fi
+}
+
+# --- Checks -----------------------------------------------------------------
+
+# Run every check even if an earlier one fails, so one run reports them all.
+run_checks() {
+    local failed=()
+
+    header "pytest $*"
+    CI="${CI:-}" "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || failed+=(pytest)
+
+    header "mypy"
+    "$VENV/bin/mypy" || failed+=(mypy)
+
+    header "ruff check ."
+    "$VENV/bin/ruff" check . || failed+=(ruff)
+
+    if ((${#failed[@]})); then
+        header "FAILED: ${failed[*]}"
+        return 1
+    fi
+    header "all checks passed"
+}
+
+main() {
+    # Turn Ctrl-C / SIGTERM into a normal exit so the EXIT trap stops dockerd.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    header "System packages"
+    install_system_packages
+    header "Python environment ($VENV)"
+    install_python_deps
+    header "Docker Engine"
+    ensure_docker
+    run_checks "$@"
+}
+
+main "$@"

@@ -1,0 +1,432 @@
+"""Unit tests of docker_causes: table-driven, plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from watcher import labels
+from watcher.config import LabelSettings
+from watcher.docker_causes import Cause, Inspect, classify, event_time, from_inspect, is_tracked, parse_time
+from watcher.labels import Parsed
+from watcher.observations import (
+    DeploymentKey,
+    Health,
+    Instance,
+    InstanceExited,
+    InstanceGone,
+    InstanceHealth,
+    InstanceOOMKilled,
+    InstanceStopRequested,
+)
+
+CID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
+TIME_NANO = 1_700_000_000_123_456_789
+AT = TIME_NANO / 1_000_000_000
+IMAGE_ID = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+SETTINGS = LabelSettings()
+NOW = 1_714_570_000.0
+
+
+def event(
+    action: str,
+    attributes: dict[str, str] | None = None,
+    *,
+    type_: str = "container",
+    actor_id: str | None = CID,
+) -> dict[str, Any]:
+    """A Docker event as API 1.52 sends it: no legacy ``status``/``id``/``from``."""
+    actor: dict[str, Any] = {
+        "Attributes": {
+            "image": "registry.example.com/shop/api:1.4.2",
+            "name": "shop-api-1",
+            "deployment.name": "api",
+            **(attributes or {}),
+        }
+    }
+    if actor_id is not None:
+        actor["ID"] = actor_id
+    return {
+        "Type": type_,
+        "Action": action,
+        "Actor": actor,
+        "scope": "local",
+        "time": 1_700_000_000,
+        "timeNano": TIME_NANO,
+    }
+
+
+# --- classify -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "attributes", "expected"),
+    [
+        ("create", {}, Inspect(AT, CID)),
+        ("start", {}, Inspect(AT, CID)),
+        ("die", {"exitCode": "3"}, InstanceExited(AT, CID, 3)),
+        ("die", {"exitCode": "0"}, InstanceExited(AT, CID, 0)),
+        ("die", {"exitCode": "137", "execDuration": "12"}, InstanceExited(AT, CID, 137)),
+        ("die", {"exitCode": "oops"}, InstanceExited(AT, CID, -1)),
+        ("die", {"exitCode": ""}, InstanceExited(AT, CID, -1)),
+        ("kill", {"signal": "15"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "SIGTERM"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "sigterm"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "TERM"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "9"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "SIGKILL"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "2"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "3"}, InstanceStopRequested(AT, CID)),
+        ("kill", {"signal": "1"}, None),
+        ("kill", {"signal": "SIGHUP"}, None),
+        ("kill", {"signal": "10"}, None),
+        ("kill", {}, None),
+        ("oom", {}, InstanceOOMKilled(AT, CID)),
+        ("health_status: healthy", {}, InstanceHealth(AT, CID, Health.HEALTHY)),
+        ("health_status: unhealthy", {}, InstanceHealth(AT, CID, Health.UNHEALTHY)),
+        ("health_status: starting", {}, InstanceHealth(AT, CID, Health.STARTING)),
+        ("health_status:healthy", {}, InstanceHealth(AT, CID, Health.HEALTHY)),
+        ("health_status", {}, None),
+        ("health_status: bogus", {}, None),
+        ("destroy", {}, InstanceGone(AT, CID)),
+        ("exec_create: sh -c true", {"execID": "e1"}, None),
+        ("exec_start: sh -c true", {"execID": "e1"}, None),
+        ("exec_die", {"execID": "e1", "exitCode": "1"}, None),
+        ("attach", {}, None),
+        ("resize", {"height": "40", "width": "120"}, None),
+        ("top", {}, None),
+        ("rename", {"oldName": "/x"}, None),
+        ("commit", {}, None),
+        ("", {}, None),
+    ],
+)
+def test_classify(action: str, attributes: dict[str, str], expected: Cause) -> None:
+    """Each container event action maps to the observation the state machine needs."""
+    assert classify(event(action, attributes)) == expected
+
+
+@pytest.mark.parametrize("type_", ["network", "image", "volume", "daemon", "plugin"])
+def test_non_container_events_are_ignored(type_: str) -> None:
+    """Events of other object types mean nothing, even with a container-like action."""
+    assert classify(event("create", type_=type_)) is None
+    assert classify(event("destroy", type_=type_)) is None
+
+
+@pytest.mark.parametrize("actor_id", [None, ""])
+def test_event_without_actor_id_is_ignored(actor_id: str | None) -> None:
+    """An event that names no container is ignored."""
+    assert classify(event("die", {"exitCode": "1"}, actor_id=actor_id)) is None
+
+
+def test_event_without_actor_is_ignored() -> None:
+    """An event with no Actor at all is ignored."""
+    raw = event("start")
+    del raw["Actor"]
+    assert classify(raw) is None
+
+
+def test_event_without_attributes() -> None:
+    """Missing attributes do not break classification."""
+    raw = event("die")
+    raw["Actor"] = {"ID": CID}
+    assert classify(raw) == InstanceExited(AT, CID, 0)
+    raw = event("kill")
+    raw["Actor"] = {"ID": CID, "Attributes": None}
+    assert classify(raw) is None
+
+
+# --- event_time -----------------------------------------------------------------------
+
+
+def test_event_time_uses_time_nano() -> None:
+    """The event time is timeNano in seconds, not the whole-second ``time``."""
+    raw = event("start")
+    raw["time"] = 1
+    at = event_time(raw)
+    assert at == TIME_NANO / 1_000_000_000
+    assert at == pytest.approx(1_700_000_000.123456789, abs=1e-6)
+    assert isinstance(at, float)
+
+
+def test_event_time_falls_back_to_time() -> None:
+    """Engines without timeNano give whole seconds."""
+    raw = event("start")
+    del raw["timeNano"]
+    assert event_time(raw) == 1_700_000_000.0
+
+
+def test_classified_observation_carries_the_event_time() -> None:
+    """Observations are stamped with the event's nanosecond time."""
+    cause = classify(event("oom"))
+    assert isinstance(cause, InstanceOOMKilled)
+    assert cause.at == AT
+
+
+# --- parse_time -----------------------------------------------------------------------
+
+MAY_1_NOON = 1_714_564_800.0  # 2024-05-01T12:00:00Z
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T12:00:00Z", MAY_1_NOON),
+        ("2024-05-01T12:00:00.123456789Z", MAY_1_NOON + 0.123456),
+        ("2024-05-01T12:00:00.5Z", MAY_1_NOON + 0.5),
+        ("2024-05-01T12:00:00+00:00", MAY_1_NOON),
+        ("2024-05-01T14:00:00+02:00", MAY_1_NOON),
+        ("2024-05-01T14:00:00.25+02:00", MAY_1_NOON + 0.25),
+        ("2024-05-01T14:00:00.123456789+02:00", MAY_1_NOON + 0.123456),
+        ("2024-05-01T07:00:00-05:00", MAY_1_NOON),
+    ],
+)
+def test_parse_time(text: str, expected: float) -> None:
+    """RFC 3339 times with nanoseconds and any offset become unix seconds."""
+    assert parse_time(text) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [None, "", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000000000Z", "garbage", "2024-13-01T00:00:00Z", "12:00"],
+)
+def test_parse_time_none(text: str | None) -> None:
+    """The zero time, an empty value and garbage are no time."""
+    assert parse_time(text) is None
+
+
+# --- from_inspect ---------------------------------------------------------------------
+
+STARTED_AT = "2024-05-01T12:00:00.5Z"
+CREATED_AT = "2024-05-01T11:59:58.123456789Z"
+
+
+def inspected(
+    *,
+    status: str = "running",
+    running: bool = True,
+    paused: bool = False,
+    restarting: bool = False,
+    oom: bool = False,
+    exit_code: int = 0,
+    test: list[str] | None = None,
+    health: str | None = "healthy",
+    container_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A container inspect document shaped like Docker's."""
+    state: dict[str, Any] = {
+        "Status": status,
+        "Running": running,
+        "Paused": paused,
+        "Restarting": restarting,
+        "OOMKilled": oom,
+        "Dead": status == "dead",
+        "Pid": 4242 if running else 0,
+        "ExitCode": exit_code,
+        "Error": "",
+        "StartedAt": STARTED_AT,
+        "FinishedAt": "0001-01-01T00:00:00Z" if running else "2024-05-01T12:10:00Z",
+    }
+    if health is not None:
+        state["Health"] = {"Status": health, "FailingStreak": 0, "Log": []}
+    config: dict[str, Any] = {
+        "Hostname": CID[:12],
+        "Image": "registry.example.com/shop/api:1.4.2",
+        "Env": ["PATH=/usr/bin"],
+        "Labels": {"deployment.name": "api", "com.docker.compose.project": "shop"}
+        if container_labels is None
+        else container_labels,
+    }
+    if test is not None:
+        config["Healthcheck"] = {"Test": test, "Interval": 5_000_000_000}
+    return {
+        "Id": CID,
+        "Created": CREATED_AT,
+        "Path": "/app/run",
+        "Args": [],
+        "State": state,
+        "Image": IMAGE_ID,
+        "Name": "/x",
+        "RestartCount": 2,
+        "Config": config,
+        "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}},
+    }
+
+
+def seen(data: dict[str, Any]) -> Instance:
+    instance, parsed = from_inspect(data, now=NOW, settings=SETTINGS)
+    assert instance is not None, parsed
+    return instance
+
+
+def test_from_inspect_running_container() -> None:
+    """A running, healthy, labelled container becomes a full Instance."""
+    instance, parsed = from_inspect(inspected(test=["CMD-SHELL", "true"]), now=NOW, settings=SETTINGS)
+    assert parsed.problems == ()
+    assert instance is not None
+    assert instance.identity is parsed.identity
+    assert instance.id == CID
+    assert instance.running is True
+    assert instance.running_since == pytest.approx(MAY_1_NOON + 0.5)
+    assert instance.has_healthcheck is True
+    assert instance.health is Health.HEALTHY
+    assert instance.exit_code is None
+    assert instance.exit_requested is False
+    assert instance.oom_killed is False
+    assert instance.restart_count == 2
+    assert instance.source == "container"
+    identity = instance.identity
+    assert identity.key == DeploymentKey("api", "production")
+    assert identity.version == "1.4.2"
+    assert identity.image == "registry.example.com/shop/api:1.4.2"
+    assert identity.created_at == pytest.approx(MAY_1_NOON - 2 + 0.123456, abs=1e-6)
+    assert identity.deployed_at == identity.created_at
+
+
+@pytest.mark.parametrize(
+    ("test", "expected"),
+    [
+        (["CMD-SHELL", "true"], True),
+        (["CMD", "curl", "-f", "http://localhost/health"], True),
+        (["NONE"], False),
+        ([], False),
+        (None, False),
+    ],
+)
+def test_has_healthcheck(test: list[str] | None, expected: bool) -> None:
+    """A Healthcheck counts unless it is missing, empty or ``NONE``."""
+    assert seen(inspected(test=test)).has_healthcheck is expected
+
+
+@pytest.mark.parametrize(
+    ("health", "expected"),
+    [
+        ("healthy", Health.HEALTHY),
+        ("unhealthy", Health.UNHEALTHY),
+        ("starting", Health.STARTING),
+        ("bogus", Health.NONE),
+        (None, Health.NONE),
+    ],
+)
+def test_health(health: str | None, expected: Health) -> None:
+    """State.Health.Status becomes the instance's health (NONE without one)."""
+    assert seen(inspected(test=["CMD-SHELL", "true"], health=health)).health is expected
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "oom", "requested"),
+    [
+        ("exited", 0, False, True),
+        ("exited", 137, False, True),
+        ("exited", 143, False, True),
+        ("exited", 130, False, True),
+        ("exited", 1, False, False),
+        ("exited", 2, False, False),
+        ("exited", 139, False, False),
+        ("exited", 137, True, False),
+        ("exited", 0, True, False),
+        ("dead", 143, False, True),
+        ("dead", 1, False, False),
+    ],
+)
+def test_exited_container(status: str, exit_code: int, oom: bool, requested: bool) -> None:
+    """An exited container has its exit code; 0/130/137/143 without OOM count as a requested stop."""
+    instance = seen(inspected(status=status, running=False, exit_code=exit_code, oom=oom, health=None))
+    assert instance.running is False
+    assert instance.running_since is None
+    assert instance.exit_code == exit_code
+    assert instance.exit_requested is requested
+    assert instance.oom_killed is oom
+
+
+@pytest.mark.parametrize(
+    ("status", "paused", "restarting"),
+    [("paused", True, False), ("restarting", False, True)],
+)
+def test_paused_or_restarting_is_not_running(status: str, paused: bool, restarting: bool) -> None:
+    """Docker says Running for paused and restarting containers; they do not serve, so not running."""
+    instance = seen(inspected(status=status, running=True, paused=paused, restarting=restarting))
+    assert instance.running is False
+    assert instance.running_since is None
+    assert instance.exit_code is None
+    assert instance.exit_requested is False
+
+
+def test_created_container_is_not_running() -> None:
+    """A created, never started container is neither running nor exited."""
+    instance = seen(inspected(status="created", running=False, health=None))
+    assert instance.running is False
+    assert instance.exit_code is None
+
+
+@pytest.mark.parametrize("container_labels", [{}, {"maintainer": "ops@example.com"}])
+def test_unlabelled_container(container_labels: dict[str, str]) -> None:
+    """A container without deployment labels is no Instance and has no problems."""
+    assert from_inspect(inspected(container_labels=container_labels), now=NOW, settings=SETTINGS) == (
+        None,
+        Parsed(None, ()),
+    )
+
+
+def test_null_labels() -> None:
+    """Docker's ``"Labels": null`` is no labels."""
+    data = inspected()
+    data["Config"]["Labels"] = None
+    assert from_inspect(data, now=NOW, settings=SETTINGS) == (None, Parsed(None, ()))
+
+
+def test_empty_name_gives_problems_and_no_instance() -> None:
+    """A container ignored for a label problem reports the problem."""
+    instance, parsed = from_inspect(inspected(container_labels={"deployment.name": " "}), now=NOW, settings=SETTINGS)
+    assert instance is None
+    assert parsed.identity is None
+    assert [p.label for p in parsed.problems] == [labels.NAME]
+
+
+def test_label_problems_are_returned_with_the_instance() -> None:
+    """Problems of a tracked container come back next to its Instance."""
+    data = inspected(container_labels={"deployment.name": "api", "deployment.status": "done"})
+    instance, parsed = from_inspect(data, now=NOW, settings=SETTINGS)
+    assert instance is not None
+    assert [p.label for p in parsed.problems] == [labels.STATUS]
+
+
+def test_compose_container_with_compose_tracking() -> None:
+    """With track_compose, compose labels are enough to make an Instance."""
+    data = inspected(container_labels={"com.docker.compose.project": "shop", "com.docker.compose.service": "web"})
+    assert from_inspect(data, now=NOW, settings=SETTINGS)[0] is None
+    instance, _ = from_inspect(data, now=NOW, settings=LabelSettings(track_compose=True))
+    assert instance is not None
+    assert instance.identity.key == DeploymentKey("shop/web", "production")
+
+
+def test_missing_created_uses_now() -> None:
+    """Without a Created time the creation time is the time of inspection."""
+    data = inspected()
+    del data["Created"]
+    assert seen(data).identity.created_at == NOW
+
+
+def test_missing_restart_count() -> None:
+    """A missing RestartCount is zero."""
+    data = inspected()
+    del data["RestartCount"]
+    assert seen(data).restart_count == 0
+
+
+# --- is_tracked -----------------------------------------------------------------------
+
+
+def test_is_tracked_reads_event_attributes() -> None:
+    """Events carry the container's labels as attributes: tracked by deployment.name."""
+    assert is_tracked(event("start"), settings=SETTINGS) is True
+    untracked = event("start")
+    untracked["Actor"]["Attributes"] = {"image": "nginx", "name": "web"}
+    assert is_tracked(untracked, settings=SETTINGS) is False
+
+
+@pytest.mark.parametrize("action", ["pause", "unpause"])
+def test_pause_and_unpause_reinspect(action: str) -> None:
+    """A paused container is not serving: pause and unpause re-read the container."""
+    event = {"Type": "container", "Action": action, "Actor": {"ID": "c1", "Attributes": {}}, "timeNano": 5_000_000_000}
+    assert classify(event) == Inspect(5.0, "c1")

@@ -1,0 +1,53 @@
+"""Backoff and supervision of root tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NoReturn
+
+import pytest
+
+from watcher.docker_watch import Backoff
+from watcher.service import _supervise
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    """Delays double up to the cap; equal jitter keeps each in [cap/2, cap]; reset starts over."""
+    low, high = Backoff(0.5, 4.0, rng=lambda: 0.0), Backoff(0.5, 4.0, rng=lambda: 1.0)
+    assert [low.next() for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    assert [high.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    high.reset()
+    assert high.next() == 0.5
+
+
+async def test_supervise_stops_all_when_one_task_dies() -> None:
+    """One root task crashing cancels the others and surfaces its error."""
+    cancelled = asyncio.Event()
+
+    async def crashes() -> NoReturn:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom")
+
+    async def forever() -> NoReturn:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await _supervise({"crashes": crashes(), "forever": forever()}, stop=asyncio.Event())
+    assert caught.group_contains(RuntimeError, match="boom")
+    assert cancelled.is_set()
+
+
+async def test_supervise_returns_cleanly_on_stop() -> None:
+    """Setting the stop event ends supervision without an error."""
+    stop = asyncio.Event()
+
+    async def forever() -> NoReturn:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    asyncio.get_running_loop().call_later(0.01, stop.set)
+    await _supervise({"forever": forever()}, stop=stop)

@@ -1,0 +1,455 @@
+"""The state machine over scripted observation sequences; time is passed in, never slept."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from watcher.config import RetentionSettings, RolloutSettings, Settings
+from watcher.observations import (
+    DeploymentKey,
+    Health,
+    Identity,
+    Instance,
+    InstanceExited,
+    InstanceGone,
+    InstanceHealth,
+    InstanceOOMKilled,
+    InstanceSeen,
+    InstanceStopRequested,
+    Observation,
+    Resync,
+    Status,
+    Tick,
+    Usage,
+    UsageSampled,
+)
+from watcher.state import (
+    CHECK_HEALTHCHECK,
+    CHECK_OOM,
+    CHECK_RESTARTS,
+    CHECK_RUNNING,
+    Deployment,
+    Durations,
+    State,
+    VersionSeen,
+    apply,
+    health_checks,
+    is_healthy,
+    is_rollback,
+)
+
+API = DeploymentKey("api", "production")
+SETTINGS = Settings(rollout=RolloutSettings(stable_seconds=10, progress_deadline_seconds=600, restart_limit=3))
+
+
+def identity(version: str, *, at: float, key: DeploymentKey = API, **extra: Any) -> Identity:
+    return Identity(
+        key=key, version=version, commit=f"c-{version}", image=f"shop/api:{version}", created_at=at, deployed_at=at,
+        **extra,
+    )  # fmt: skip
+
+
+def created(cid: str, version: str, at: float, **extra: Any) -> InstanceSeen:
+    """A container as its create event shows it: not running yet."""
+    return InstanceSeen(at, Instance(id=cid, identity=identity(version, at=at, **extra), running=False))
+
+
+def started(cid: str, version: str, at: float, *, created_at: float | None = None, healthcheck: bool = False,
+            restarts: int = 0, **extra: Any) -> InstanceSeen:  # fmt: skip
+    """A container as inspect shows it right after its start event."""
+    ident = identity(version, at=at if created_at is None else created_at, **extra)
+    return InstanceSeen(
+        at,
+        Instance(
+            id=cid, identity=ident, running=True, running_since=at, has_healthcheck=healthcheck,
+            health=Health.STARTING if healthcheck else Health.NONE, restart_count=restarts,
+        ),
+    )  # fmt: skip
+
+
+class Run:
+    """Feeds observations in order, each applied at its own `at` unless `now` says otherwise."""
+
+    def __init__(self, settings: Settings = SETTINGS) -> None:
+        self.settings = settings
+        self.state = State()
+        self.notes: list[str] = []
+
+    def __call__(self, *observations: Observation, now: float | None = None) -> Run:
+        for observation in observations:
+            step = apply(self.state, observation, now=observation.at if now is None else now, settings=self.settings)
+            self.state = step.state
+            self.notes += [n.kind for n in step.notes]
+        return self
+
+    def tick(self, at: float) -> Run:
+        return self(Tick(at))
+
+    def d(self, key: DeploymentKey = API) -> Deployment:
+        return self.state.deployments[key]
+
+    @property
+    def status(self) -> Status:
+        return self.d().rollout.status
+
+
+def test_first_sight_starts_revision_one_in_progress() -> None:
+    """The first container of a deployment starts rollout 1, in progress."""
+    run = Run()(created("a", "1.0.0", 100))
+    assert run.status is Status.IN_PROGRESS
+    assert run.d().rollout.revision == 1
+    assert run.notes == ["rollout_started"]
+
+
+def test_success_after_stable_time_without_healthcheck() -> None:
+    """Without a HEALTHCHECK, running for the stable time is success."""
+    run = Run()(created("a", "1.0.0", 100), started("a", "1.0.0", 101, created_at=100))
+    run.tick(110.9)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(111)
+    assert run.status is Status.SUCCESS
+    assert run.d().durations.count == 1
+    assert run.d().durations.total == pytest.approx(11)
+
+
+def test_success_waits_for_healthcheck_healthy() -> None:
+    """With a HEALTHCHECK, only `healthy` is success, however long it runs."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True))
+    run.tick(200)
+    assert run.status is Status.IN_PROGRESS
+    run(InstanceHealth(205, "a", Health.HEALTHY))
+    assert run.status is Status.SUCCESS
+
+
+def test_all_replicas_must_be_healthy() -> None:
+    """Scale > 1: success only when every replica of the new version is healthy."""
+    run = Run()(
+        created("a", "1.0.0", 100), created("b", "1.0.0", 100.1),
+        started("a", "1.0.0", 101, created_at=100, healthcheck=True),
+        started("b", "1.0.0", 101, created_at=100.1, healthcheck=True),
+        InstanceHealth(103, "a", Health.HEALTHY),
+    )  # fmt: skip
+    assert run.status is Status.IN_PROGRESS
+    assert run.d().rollout.members == {"a", "b"}
+    run(InstanceHealth(104, "b", Health.HEALTHY))
+    assert run.status is Status.SUCCESS
+
+
+def test_replica_created_but_not_started_blocks_success() -> None:
+    """A replica that exists but has not started yet is not ready."""
+    run = Run()(started("a", "1.0.0", 100), created("b", "1.0.0", 100.5))
+    run.tick(120)
+    assert run.status is Status.IN_PROGRESS
+
+
+def test_new_version_starts_rollout_and_bumps_revision() -> None:
+    """A container with another version starts rollout 2; the old one's events do not matter."""
+    run = Run()(started("a", "1.0.0", 100)).tick(111)
+    run(started("b", "1.1.0", 200))
+    assert (run.d().rollout.revision, run.d().rollout.version, run.status) == (2, "1.1.0", Status.IN_PROGRESS)
+    # The old version is stopped and removed during the rollout: not a failure.
+    run(InstanceStopRequested(201, "a"), InstanceExited(202, "a", 137), InstanceGone(203, "a"))
+    assert run.status is Status.IN_PROGRESS
+    run.tick(210)
+    assert run.status is Status.SUCCESS
+    assert [h.version for h in run.d().history] == ["1.1.0", "1.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (InstanceExited(105, "b", 1), "exited with code 1"),
+        (InstanceExited(105, "b", 0), "exited with code 0"),
+        (InstanceOOMKilled(105, "b"), "OOM-killed"),
+        (InstanceHealth(105, "b", Health.UNHEALTHY), "turned unhealthy"),
+    ],
+)
+def test_failure_before_success(change: Observation, reason: str) -> None:
+    """A new-version container that exits, is OOM-killed or turns unhealthy fails the rollout."""
+    run = Run()(started("a", "1.0.0", 10)).tick(21)
+    run(started("b", "2.0.0", 100, healthcheck=True), change)
+    assert run.status is Status.FAILED
+    assert reason in run.d().rollout.reason
+    assert run.d().durations.count == 2
+
+
+def test_restart_loop_fails_rollout() -> None:
+    """Restarting repeatedly (Docker's RestartCount at the limit) is a failure."""
+    run = Run()(started("a", "1.0.0", 100, restarts=2))
+    assert run.status is Status.IN_PROGRESS
+    run(started("a", "1.0.0", 102, created_at=100, restarts=3))
+    assert run.status is Status.FAILED
+    assert "restarted 3 times" in run.d().rollout.reason
+
+
+def test_progress_deadline() -> None:
+    """No success within the progress deadline is a failure, at the deadline."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True))
+    run.tick(699)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(700)
+    assert run.status is Status.FAILED
+    assert "deadline" in run.d().rollout.reason
+
+
+def test_deadline_and_stable_time_from_labels() -> None:
+    """Per-deployment tuning labels override the configured stable time and deadline."""
+    run = Run()(started("a", "1.0.0", 100, stable_seconds=2.0))
+    run.tick(102)
+    assert run.status is Status.SUCCESS
+    run(started("b", "2.0.0", 200, healthcheck=True, progress_deadline_seconds=30.0))
+    run.tick(230)
+    assert run.status is Status.FAILED
+
+
+def test_stop_requested_exit_is_not_a_crash() -> None:
+    """An exit after a stop request (docker stop) is not a failure of the rollout."""
+    run = Run()(started("a", "1.0.0", 100), started("b", "1.0.0", 100.2))
+    run(InstanceStopRequested(101, "b"), InstanceExited(101.5, "b", 143))
+    assert run.status is Status.IN_PROGRESS
+    run.tick(110)
+    assert run.status is Status.SUCCESS  # the remaining replica counts
+
+
+def test_after_success_failures_change_health_not_status() -> None:
+    """Once successful, a dying or unhealthy container changes health, not the rollout's status."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), InstanceHealth(101, "a", Health.HEALTHY))
+    assert is_healthy(run.d(), settings=SETTINGS)
+    run(InstanceHealth(150, "a", Health.UNHEALTHY))
+    assert run.status is Status.SUCCESS
+    assert health_checks(run.d(), settings=SETTINGS)[CHECK_HEALTHCHECK] is False
+    assert not is_healthy(run.d(), settings=SETTINGS)
+    run(InstanceExited(160, "a", 1))
+    assert run.status is Status.SUCCESS
+    assert health_checks(run.d(), settings=SETTINGS)[CHECK_RUNNING] is False
+
+
+def test_health_checks_each_series() -> None:
+    """Each check of the current rollout is reported on its own."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    assert health_checks(run.d(), settings=SETTINGS) == {CHECK_RUNNING: True, CHECK_OOM: True, CHECK_RESTARTS: True}
+    run(InstanceOOMKilled(120, "a"))
+    assert health_checks(run.d(), settings=SETTINGS)[CHECK_OOM] is False
+    run(started("a", "1.0.0", 130, created_at=100, restarts=5))
+    checks = health_checks(run.d(), settings=SETTINGS)
+    assert checks[CHECK_RESTARTS] is False and checks[CHECK_OOM] is True
+
+
+def test_rollback_to_lower_version_counts() -> None:
+    """v1 → v2 → v3 (failed) → v2 is a rollback, counted once, and succeeds."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200)).tick(210)
+    run(started("c", "3.0.0", 300), InstanceExited(301, "c", 1))
+    assert (run.status, run.d().rollout.revision, run.d().rollbacks) == (Status.FAILED, 3, 0)
+    run(started("d", "2.0.0", 400))
+    assert run.d().rollout.rollback is True
+    assert (run.d().rollout.revision, run.d().rollbacks) == (4, 1)
+    run.tick(410)
+    assert run.status is Status.SUCCESS
+    assert [h.version for h in run.d().history] == ["2.0.0", "3.0.0", "1.0.0"]
+
+
+def test_rollback_for_unordered_versions_uses_history() -> None:
+    """For SHAs, going back to a version deployed before the current one is a rollback."""
+    run = Run()(started("a", "9f1c2ab", 100)).tick(110)
+    run(started("b", "77aa0c1", 200)).tick(210)
+    assert run.d().rollbacks == 0
+    run(started("c", "9f1c2ab", 300))
+    assert run.d().rollbacks == 1
+
+
+def test_redeploying_a_failed_version_is_a_new_rollout() -> None:
+    """A new container of the version that just failed is another try, not a rollback."""
+    run = Run()(started("a", "1.0.0", 100), InstanceExited(101, "a", 1))
+    assert run.status is Status.FAILED
+    run(started("b", "1.0.0", 200))
+    assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (2, Status.IN_PROGRESS, 0)
+    run.tick(210)
+    assert run.status is Status.SUCCESS
+
+
+def test_scale_up_after_success_joins_without_new_rollout() -> None:
+    """Another replica of the deployed version does not start a rollout."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "1.0.0", 200))
+    assert (run.d().rollout.revision, run.status) == (1, Status.SUCCESS)
+    assert run.d().rollout.members == {"a", "b"}
+
+
+def test_superseded_rollout_is_not_observed_as_duration() -> None:
+    """A rollout replaced before it finished records no duration."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), started("b", "2.0.0", 105))
+    assert "superseded" in run.notes
+    run.tick(115)
+    assert run.d().durations.count == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("success", Status.SUCCESS), ("failed", Status.FAILED), ("in_progress", Status.IN_PROGRESS)],
+)
+def test_status_override_label_wins(override: str, expected: Status) -> None:
+    """deployment.status from deploy tooling replaces the automatic rules, deadline included."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True, status_override=Status[override.upper()]))
+    run(InstanceHealth(101, "a", Health.UNHEALTHY))
+    run.tick(10_000)
+    assert run.status is expected
+
+
+def test_out_of_order_observations_are_ignored() -> None:
+    """An observation older than the last one applied to a container changes nothing."""
+    run = Run()(started("a", "1.0.0", 100))
+    before = run.state
+    run(InstanceExited(99, "a", 1))
+    assert run.state is before
+    assert run.notes[-1] == "stale"
+    run.tick(110)
+    assert run.status is Status.SUCCESS
+
+
+def test_late_container_older_than_current_rollout_starts_nothing() -> None:
+    """A container created before the current rollout's, arriving late, is a leftover."""
+    run = Run()(started("b", "2.0.0", 200)).tick(210)
+    run(started("a", "1.0.0", 215, created_at=100))
+    assert (run.d().rollout.version, run.d().rollout.revision, run.d().rollbacks) == ("2.0.0", 1, 0)
+
+
+def test_unknown_instance_changes_are_ignored() -> None:
+    """Events of containers the state does not own leave it untouched."""
+    run = Run()(started("a", "1.0.0", 100))
+    before = run.state
+    run(InstanceExited(120, "zzz", 1), InstanceGone(121, "zzz"))
+    assert run.state is before
+
+
+def test_gone_deployment_stays_then_is_dropped() -> None:
+    """With all containers gone it is kept (health 0) for the retention time, then dropped."""
+    settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(gone_seconds=60))
+    run = Run(settings)(started("a", "1.0.0", 100)).tick(110)
+    run(InstanceGone(200, "a"))
+    assert run.d().gone_since == 200
+    assert not is_healthy(run.d(), settings=settings)
+    run.tick(259)
+    assert API in run.state.deployments
+    run.tick(260)
+    assert API not in run.state.deployments
+    assert "dropped" in run.notes
+
+
+def test_cap_on_deployments_rejects_new_ones() -> None:
+    """Beyond max_deployments, new deployments are rejected with a note; known ones go on."""
+    settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(max_deployments=1))
+    other = DeploymentKey("web", "production")
+    run = Run(settings)(started("a", "1.0.0", 100), started("w", "1.0.0", 101, key=other))
+    assert list(run.state.deployments) == [API]
+    assert run.notes.count("rejected") == 1
+    run(InstanceExited(102, "w", 1))  # the rejected container's events are ignored
+    run(started("b", "2.0.0", 200))
+    assert run.d().rollout.revision == 2
+
+
+def test_history_keeps_last_distinct_versions() -> None:
+    """deployment_version_info keeps the last N distinct (version, commit) pairs."""
+    settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(history_versions=3))
+    run = Run(settings)
+    for n, version in enumerate(["1", "2", "3", "2", "4"]):
+        run(started(f"c{n}", version, 100 + 100 * n)).tick(111 + 100 * n)
+    assert [h.version for h in run.d().history] == ["4", "2", "3"]
+
+
+def test_cpu_counter_survives_container_replacement_and_restart() -> None:
+    """CPU seconds stay monotonic when containers are replaced or their counters restart."""
+    run = Run()(started("a", "1.0.0", 100))
+    run(UsageSampled(110, {"a": Usage(5.0, 1000)}))
+    assert run.d().cpu_seconds == 5.0
+    run(UsageSampled(120, {"a": Usage(1.0, 1000)}))  # restarted: its cgroup counts from zero
+    assert run.d().cpu_seconds == 6.0
+    run(started("b", "2.0.0", 130), UsageSampled(140, {"a": Usage(2.0, 1000), "b": Usage(3.0, 500)}))
+    assert run.d().cpu_seconds == 10.0
+    run(InstanceGone(150, "a"))
+    assert run.d().cpu_seconds == 10.0
+    assert run.d().memory_bytes == 500
+
+
+def test_memory_counts_only_running_containers() -> None:
+    """A stopped container's last memory sample is not part of the working set."""
+    run = Run()(started("a", "1.0.0", 100), started("b", "1.0.0", 100))
+    run(UsageSampled(110, {"a": Usage(1, 100), "b": Usage(1, 200)}), InstanceExited(111, "b", 0))
+    assert run.d().memory_bytes == 100
+
+
+def test_resync_rebuilds_from_what_exists() -> None:
+    """First sync: one rollout to the newest version; older leftovers are members, not rollouts."""
+    old = started("a", "1.0.0", 50).instance
+    old = dataclasses.replace(old, running=False, running_since=None, exit_code=0, exit_requested=True)
+    new = started("b", "2.0.0", 100).instance
+    replica = started("c", "2.0.0", 100.5).instance
+    run = Run()(Resync(1000, "container", (old, new, replica)), now=1000)
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.version, rollout.members) == (1, "2.0.0", {"b", "c"})
+    assert run.status is Status.SUCCESS
+    assert run.d().durations.count == 0  # not witnessed: its duration is unknown
+    assert set(run.d().members) == {"a", "b", "c"}
+
+
+def test_resync_removes_missing_and_detects_changes_while_away() -> None:
+    """After a reconnect: containers missing are gone, new ones are a rollout, a crash is a failure."""
+    run = Run()(started("a", "1.0.0", 100)).tick(111)
+    crashed = dataclasses.replace(started("b", "2.0.0", 200).instance, running=False, exit_code=1)
+    run(Resync(300, "container", (crashed,)), now=300)
+    assert "a" not in run.d().members
+    assert (run.d().rollout.revision, run.status) == (2, Status.FAILED)
+
+
+def test_resync_deadline_runs_from_discovery() -> None:
+    """A rollout found by a resync gets its deadline from when it was found, not from creation."""
+    stuck = started("a", "1.0.0", 100, healthcheck=True).instance
+    run = Run()(Resync(5000, "container", (stuck,)), now=5000)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(5600)
+    assert run.status is Status.FAILED
+
+
+def test_resync_of_known_container_is_idempotent() -> None:
+    """Resyncing the same facts twice changes nothing visible."""
+    run = Run()(started("a", "1.0.0", 100)).tick(111)
+    instance = run.d().members["a"].instance
+    run(Resync(200, "container", (instance,)), now=200)
+    run(Resync(300, "container", (instance,)), now=300)
+    assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (1, Status.SUCCESS, 0)
+
+
+def test_unchanged_state_is_the_same_object() -> None:
+    """A tick that changes nothing returns the very same state (cheap for caches)."""
+    run = Run()(started("a", "1.0.0", 100)).tick(111)
+    before = run.state
+    run.tick(112)
+    assert run.state is before
+
+
+@pytest.mark.parametrize(
+    ("new", "current", "history", "expected"),
+    [
+        ("1.9.0", "1.10.0", [], True),
+        ("1.10.0", "1.9.0", [], False),
+        ("v2.0.0", "2.0.0", [], False),
+        ("3.0.0-beta", "3.0.0", [], True),
+        ("abc1234", "def5678", ["def5678", "abc1234"], True),
+        ("abc1234", "def5678", ["def5678"], False),
+        ("latest", "1.0.0", ["1.0.0"], False),
+    ],
+)
+def test_is_rollback(new: str, current: str, history: list[str], expected: bool) -> None:
+    """Rollback: ordered versions by order, unordered ones by deploy history."""
+    seen = [VersionSeen(v, "", n, 0.0) for n, v in enumerate(history)]
+    assert is_rollback(new, current, seen) is expected
+
+
+def test_durations_histogram_buckets() -> None:
+    """Durations land in the first bucket that holds them; beyond the last, in +Inf."""
+    d = Durations().observe(3).observe(5).observe(7).observe(10_000)
+    assert d.counts[0] == 2 and d.counts[1] == 1 and d.counts[-1] == 1
+    assert d.count == 4 and d.total == 10_015

@@ -1,0 +1,72 @@
+"""Command line: flags in the Prometheus exporter style, exit codes.
+
+Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed; 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from watcher import __version__, config
+from watcher.service import Service
+
+log = logging.getLogger("watcher")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deployment-watcher",
+        description="Watch Docker deployments and serve them as Prometheus metrics.",
+        epilog=f"Every flag can also be set in the config file or as an environment variable "
+        f"({config.ENV_PREFIX}<SECTION>_<FIELD>); flags win.",
+    )
+    p.add_argument("--config.file", dest="config_file", metavar="PATH",
+                   help=f"YAML configuration file (or ${config.CONFIG_FILE_ENV})")  # fmt: skip
+    p.add_argument("--check-config", action="store_true", help="validate the configuration, print it and exit")
+    p.add_argument("--version", action="version", version=f"deployment-watcher {__version__}")
+    for option in config.options():
+        extra = f" (one of: {', '.join(option.choices)})" if option.choices else ""
+        p.add_argument(
+            option.flag,
+            dest=option.path,
+            metavar="BOOL" if option.type is bool else option.type.__name__.upper(),
+            default=None,
+            help=f"{option.help}{extra}; default {option.default!r}",
+        )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(parser().parse_args(argv))
+    flags = {path: value for path, value in args.items() if "." in path and value is not None}
+    try:
+        settings = config.load(file=args["config_file"], flags=flags)
+    except config.ConfigError as exc:
+        print("deployment-watcher: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args["check_config"]:
+        print(config.as_yaml(settings), end="")
+        return EXIT_OK
+    logging.basicConfig(
+        level=settings.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    errors: tuple[Exception, ...] = ()
+    try:
+        asyncio.run(Service(settings).run())
+    except* Exception as group:
+        errors = group.exceptions
+    if errors:
+        log.error("the watcher stopped: %s", "; ".join(str(e) or type(e).__name__ for e in errors))
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,121 @@
+"""State snapshot → Prometheus metric families, built fresh on every scrape.
+
+``collect()`` only reads one immutable ``State`` and never blocks, so a deployment that
+was dropped simply stops appearing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from watcher.config import Settings
+from watcher.state import DURATION_BUCKETS, State, health_checks, iter_sorted
+
+KEY_LABELS = ["deployment", "environment"]
+
+
+class DeploymentCollector(Collector):
+    """Per-deployment series, from whatever ``snapshot()`` returns at scrape time."""
+
+    def __init__(self, *, snapshot: Callable[[], State], settings: Settings) -> None:
+        self._snapshot = snapshot
+        self._settings = settings
+
+    def describe(self) -> list[Metric]:
+        return list(_Families())
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._snapshot()
+        f = _Families()
+        for d in iter_sorted(state):
+            key = [d.key.name, d.key.environment]
+            r = d.rollout
+            f.status.add_metric(key, r.status.value)
+            f.version.add_metric(key, r.revision)
+            f.timestamp.add_metric([*key, r.version], r.started_at)
+            passed = health_checks(d, settings=self._settings)
+            f.health.add_metric(key, 1 if all(passed.values()) else 0)
+            f.info.add_metric(
+                key, {"status": r.status.text, "version": r.version, "commit": r.commit, "image": r.image}
+            )
+            f.cpu.add_metric(key, d.cpu_seconds)
+            f.memory.add_metric(key, d.memory_bytes)
+            f.rollbacks.add_metric(key, d.rollbacks)
+            for check, ok in sorted(passed.items()):
+                f.checks.add_metric([*key, check], 1 if ok else 0)
+            cumulative, buckets = 0, []
+            for le, count in zip([*map(floatToGoString, DURATION_BUCKETS), "+Inf"], d.durations.counts, strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            f.durations.add_metric(key, buckets, d.durations.total)
+            for seen in d.history:
+                f.versions.add_metric([*key, seen.version, seen.commit], 1)
+        yield from f
+
+
+class _Families:
+    """The empty families of one scrape, each with its HELP text."""
+
+    def __init__(self) -> None:
+        key = KEY_LABELS
+        cached = "Sampled every stats interval and cached in between."
+        self.status = GaugeMetricFamily(
+            "deployment_status", "Status of the current rollout: 0 failed, 1 success, 2 in progress.", labels=key
+        )
+        self.version = GaugeMetricFamily(
+            "deployment_version",
+            "Revision number of the current rollout (1, 2, 3 ...); the version string is on deployment_info.",
+            labels=key,
+        )
+        self.timestamp = GaugeMetricFamily(
+            "deployment_timestamp", "Unix seconds when the current rollout started.", labels=[*key, "version"]
+        )
+        self.health = GaugeMetricFamily(
+            "deployment_health_status", "1 when every health check of the current rollout passes, else 0.", labels=key
+        )
+        self.info = InfoMetricFamily(
+            "deployment", "The current rollout: status, version, commit and image.", labels=key
+        )
+        self.cpu = CounterMetricFamily(
+            "deployment_cpu_usage_seconds",
+            f"CPU seconds used by all containers of the deployment, kept across container replacement. {cached}",
+            labels=key,
+        )
+        self.memory = GaugeMetricFamily(
+            "deployment_memory_usage_bytes",
+            f"Working set (usage minus inactive file) of the running containers. {cached}",
+            labels=key,
+        )
+        self.rollbacks = CounterMetricFamily(
+            "deployment_rollback_count",
+            "Rollbacks detected: a new rollout to a version older than the current one.",
+            labels=key,
+        )
+        self.checks = GaugeMetricFamily(
+            "deployment_health_check",
+            "One health check of the current rollout: 1 pass, 0 fail.",
+            labels=[*key, "check_type"],
+        )
+        self.durations = HistogramMetricFamily(
+            "deployment_duration_seconds", "Rollout time from start to success or failure.", labels=key
+        )
+        # A gauge, not an info family: in OpenMetrics an info family would be named
+        # deployment_version, which is the revision gauge's name.
+        self.versions = GaugeMetricFamily(
+            "deployment_version_info",
+            "Versions deployed recently (the last N distinct ones); value 1.",
+            labels=[*key, "version", "commit_sha"],
+        )
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(vars(self).values())

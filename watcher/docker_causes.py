@@ -1,0 +1,151 @@
+"""Docker's JSON → observations. Pure: the I/O lives in docker_watch.
+
+Events are read by ``Action``, ``Actor.ID`` and ``Actor.Attributes`` (the legacy
+``status``/``id``/``from`` fields are gone from API 1.52) and ordered by ``timeNano``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from watcher import labels
+from watcher.config import LabelSettings
+from watcher.labels import Parsed
+from watcher.observations import (
+    Health,
+    Instance,
+    InstanceChange,
+    InstanceExited,
+    InstanceGone,
+    InstanceHealth,
+    InstanceOOMKilled,
+    InstanceStopRequested,
+)
+
+# Signals `docker stop`, `docker kill` and `docker rm -f` send to end a container:
+# an exit that follows one was asked for, not a crash.
+_STOP_SIGNALS = frozenset(
+    {"2", "3", "9", "15", "SIGINT", "SIGQUIT", "SIGKILL", "SIGTERM", "INT", "QUIT", "KILL", "TERM"}
+)
+# Exit codes of a container stopped on purpose (0, or 128 + one of the signals above),
+# used when only inspect data is at hand (after a reconnect) and no stop event was seen.
+_STOPPED_CODES = frozenset({0, 130, 131, 137, 143})
+_HEALTH = {h.value: h for h in Health}
+_NANOS = re.compile(r"(\.\d{6})\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """The event needs the container's full facts: inspect it, then report ``InstanceSeen``."""
+
+    at: float
+    container_id: str
+
+
+Cause = Inspect | InstanceChange | None
+
+
+def event_time(event: Mapping[str, Any]) -> float:
+    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines)."""
+    if "timeNano" in event:
+        return int(event["timeNano"]) / 1e9
+    return float(event.get("time", 0))
+
+
+def event_action(event: Mapping[str, Any]) -> str:
+    return str(event.get("Action") or event.get("status") or "")
+
+
+def event_attributes(event: Mapping[str, Any]) -> Mapping[str, str]:
+    actor = event.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    return attributes if isinstance(attributes, Mapping) else {}
+
+
+def classify(event: Mapping[str, Any]) -> Cause:
+    """What a container event means for the state machine (None: nothing)."""
+    if event.get("Type", "container") != "container":
+        return None
+    container_id = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+    if not container_id:
+        return None
+    at = event_time(event)
+    action = event_action(event)
+    attributes = event_attributes(event)
+    match action.split(":", 1)[0]:
+        case "create" | "start" | "pause" | "unpause":
+            return Inspect(at, container_id)
+        case "kill":
+            if str(attributes.get("signal", "")).upper() in _STOP_SIGNALS:
+                return InstanceStopRequested(at, container_id)
+            return None
+        case "die":
+            try:
+                code = int(attributes.get("exitCode", "0"))
+            except ValueError:
+                code = -1
+            return InstanceExited(at, container_id, code)
+        case "oom":
+            return InstanceOOMKilled(at, container_id)
+        case "health_status":
+            health = _HEALTH.get(action.split(":", 1)[1].strip()) if ":" in action else None
+            return InstanceHealth(at, container_id, health) if health else None
+        case "destroy":
+            return InstanceGone(at, container_id)
+    return None
+
+
+def parse_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 times (nanoseconds, ``Z``) → unix seconds; None for the zero time."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    # Docker gives nanoseconds; keep microseconds, which every Python 3.11 parses.
+    text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings) -> tuple[Instance | None, Parsed]:
+    """A container's inspect JSON → its Instance (None when it is not a deployment)."""
+    config = data.get("Config") or {}
+    state = data.get("State") or {}
+    created_at = parse_time(data.get("Created")) or now
+    parsed = labels.parse(
+        config.get("Labels") or {},
+        image=str(config.get("Image") or ""),
+        image_id=str(data.get("Image") or ""),
+        created_at=created_at,
+        now=now,
+        settings=settings,
+    )
+    if parsed.identity is None:
+        return None, parsed
+    running = bool(state.get("Running")) and not state.get("Paused") and not state.get("Restarting")
+    exited = state.get("Status") in ("exited", "dead")
+    exit_code = int(state.get("ExitCode") or 0) if exited else None
+    healthcheck = (config.get("Healthcheck") or {}).get("Test") or []
+    health = (state.get("Health") or {}).get("Status")
+    oom = bool(state.get("OOMKilled"))
+    instance = Instance(
+        id=str(data["Id"]),
+        identity=parsed.identity,
+        running=running,
+        running_since=parse_time(state.get("StartedAt")) if running else None,
+        has_healthcheck=bool(healthcheck) and healthcheck[0] != "NONE",
+        health=_HEALTH.get(str(health), Health.NONE),
+        exit_code=exit_code,
+        exit_requested=exit_code in _STOPPED_CODES and not oom,
+        oom_killed=oom,
+        restart_count=int(data.get("RestartCount") or 0),
+    )
+    return instance, parsed
+
+
+def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:
+    return labels.is_tracked(event_attributes(event), settings=settings)

@@ -1,0 +1,210 @@
+"""Docker Engine → observations, forever.
+
+Three levels, as in kopf: ``run_forever`` reconnects with jittered backoff; ``_session`` is
+one connection (subscribe, then relist, then stream); ``_handle`` is one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import aiodocker
+import aiohttp
+from aiodocker.channel import ChannelSubscriber
+
+from watcher import docker_causes, labels
+from watcher.config import Settings
+from watcher.docker_causes import Inspect
+from watcher.labels import Parsed
+from watcher.observations import Instance, InstanceGone, InstanceSeen, Observation, Resync
+from watcher.selfmetrics import SelfMetrics
+
+log = logging.getLogger(__name__)
+
+# What a lost or broken connection raises; anything else is a bug and stops the service.
+CONNECTION_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError)
+
+
+class Disconnected(Exception):
+    """The session ended without an exception of its own (stream closed, daemon silent)."""
+
+
+@dataclass
+class Backoff:
+    """Exponential delays with equal jitter: half fixed, half random."""
+
+    initial: float
+    maximum: float
+    rng: Callable[[], float] = random.random
+    attempt: int = 0
+
+    def next(self) -> float:
+        cap = min(self.maximum, self.initial * 2.0**self.attempt)
+        self.attempt += 1
+        return cap / 2 + self.rng() * cap / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class DockerWatch:
+    settings: Settings
+    submit: Callable[[Observation], None]
+    metrics: SelfMetrics
+    clock: Callable[[], float] = time.time
+    connected: bool = False  # subscribed and synced: what /ready reports
+    _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
+
+    # -- level 1: forever
+
+    async def run_forever(self) -> NoReturn:
+        docker = self.settings.docker
+        backoff = Backoff(docker.backoff_initial_seconds, docker.backoff_max_seconds)
+        while True:
+            try:
+                await self._session(on_synced=backoff.reset)
+            except (Disconnected, *CONNECTION_ERRORS) as exc:
+                reason = str(exc) or type(exc).__name__
+            delay = backoff.next()
+            self.metrics.reconnects.inc()
+            log.warning("lost the Docker Engine (%s); reconnecting in %.1f s", reason, delay)
+            await asyncio.sleep(delay)
+
+    # -- level 2: one connection
+
+    async def _session(self, *, on_synced: Callable[[], None]) -> NoReturn:
+        async with aiodocker.Docker(url=self.settings.docker.host or None) as docker:
+            since = await self._daemon_time(docker)
+            subscriber = docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+            # `since` closes the gap between the daemon flushing the response headers and
+            # registering the subscription; the relist below, not `since`, is the truth.
+            stream = asyncio.create_task(
+                docker.events.run(since=f"{since:.9f}", filters=json.dumps({"type": ["container"]}))
+            )
+            try:
+                await self._until_streaming(docker, stream)
+                await self._resync(docker, at=since)
+                self._set_connected(True)
+                log.info("connected to the Docker Engine and synced")
+                on_synced()
+                await self._stream(docker, subscriber)
+            finally:
+                self._set_connected(False)
+                stream.cancel()
+                with suppress(asyncio.CancelledError, *CONNECTION_ERRORS):
+                    await stream
+
+    async def _until_streaming(self, docker: aiodocker.Docker, stream: asyncio.Task[None]) -> None:
+        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+            while docker.events.json_stream is None:
+                if stream.done():
+                    stream.result()  # raises what ended it
+                    raise Disconnected("the event stream ended before it began")
+                await asyncio.sleep(0.005)
+
+    async def _stream(self, docker: aiodocker.Docker, subscriber: ChannelSubscriber) -> NoReturn:
+        resync_every = self.settings.docker.resync_seconds
+        silence = self.settings.docker.silence_seconds
+        next_resync = time.monotonic() + resync_every
+        while True:
+            wait = silence if not resync_every else max(0.0, min(silence, next_resync - time.monotonic()))
+            try:
+                event = await asyncio.wait_for(subscriber.get(), wait)  # type: ignore[no-untyped-call]
+            except TimeoutError:
+                if resync_every and time.monotonic() >= next_resync:
+                    await self._resync(docker, at=await self._daemon_time(docker))
+                    next_resync = time.monotonic() + resync_every
+                else:
+                    # No event for a while: a quiet daemon answers, a dead connection does not.
+                    async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+                        await docker.version()
+                continue
+            if event is None:  # aiodocker's word for "the stream ended"
+                raise Disconnected("the event stream ended")
+            await self._handle(docker, event)
+
+    async def _resync(self, docker: aiodocker.Docker, *, at: float) -> None:
+        """Rebuild from what exists: every reconnect is a full resync."""
+        label_filter = {} if self.settings.labels.track_compose else {"label": [labels.NAME]}
+        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+            listed = await docker.containers.list(all=True, filters=json.dumps(label_filter))
+        ids = [c.id for c in listed if labels.is_tracked(c["Labels"] or {}, settings=self.settings.labels)]
+        limit = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
+
+        async def inspect(container_id: str) -> Instance | None:
+            async with limit:
+                data = await self._inspect(docker, container_id)
+            return self._instance(data) if data else None
+
+        found = await asyncio.gather(*(inspect(i) for i in ids))
+        instances = tuple(i for i in found if i is not None)
+        self._warned &= {i.id for i in instances}
+        self.submit(Resync(at, "container", instances))
+        self.metrics.resyncs.inc()
+        log.info("resynced: %d tracked containers", len(instances))
+
+    # -- level 3: one event
+
+    async def _handle(self, docker: aiodocker.Docker, event: Mapping[str, Any]) -> None:
+        self.metrics.event(docker_causes.event_action(event))
+        if not docker_causes.is_tracked(event, settings=self.settings.labels):
+            return
+        cause = docker_causes.classify(event)
+        if cause is None:
+            return
+        if isinstance(cause, Inspect):
+            data = await self._inspect(docker, cause.container_id)
+            instance = self._instance(data) if data else None
+            if instance is None:
+                return  # gone already (its destroy event follows) or not a deployment
+            self.submit(InstanceSeen(cause.at, instance))
+        else:
+            if isinstance(cause, InstanceGone):
+                self._warned.discard(cause.instance_id)
+            self.submit(cause)
+        self.metrics.event_lag.observe(max(0.0, self.clock() - cause.at))
+
+    # -- requests and helpers
+
+    async def _inspect(self, docker: aiodocker.Docker, container_id: str) -> Mapping[str, Any] | None:
+        try:
+            async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+                return await docker.containers.container(container_id).show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _daemon_time(self, docker: aiodocker.Docker) -> float:
+        """The daemon's clock: event times and resyncs must be on one timeline."""
+        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+            info = await docker.system.info()
+        return docker_causes.parse_time(info.get("SystemTime")) or self.clock()
+
+    def _instance(self, data: Mapping[str, Any]) -> Instance | None:
+        instance, parsed = docker_causes.from_inspect(data, now=self.clock(), settings=self.settings.labels)
+        self._report(str(data.get("Id", "")), data, parsed)
+        return instance
+
+    def _report(self, container_id: str, data: Mapping[str, Any], parsed: Parsed) -> None:
+        """Label problems: one warning per container and problem, counted once."""
+        if not parsed.problems or container_id in self._warned:
+            return
+        self._warned.add(container_id)
+        name = str(data.get("Name", "")).lstrip("/") or container_id[:12]
+        for problem in parsed.problems:
+            self.metrics.label_errors.labels(problem.label).inc()
+            log.warning("container %s: label %s %s", name, problem.label, problem.message)
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        self.metrics.docker_up.set(1 if connected else 0)

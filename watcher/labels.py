@@ -1,0 +1,196 @@
+"""The label convention: a container's labels → an ``Identity``, plus what was wrong with them.
+
+Labels come from anyone who writes a compose file, so nothing here raises: every odd
+value is cleaned or replaced by a documented fallback and reported as a ``LabelProblem``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from watcher.config import LabelSettings
+from watcher.observations import DeploymentKey, Identity, Status
+
+NAME = "deployment.name"
+ENVIRONMENT = "deployment.environment"
+VERSION = "deployment.version"
+COMMIT = "deployment.commit"
+TIMESTAMP = "deployment.timestamp"
+STATUS = "deployment.status"
+STABLE_SECONDS = "deployment.stable_seconds"
+PROGRESS_DEADLINE = "deployment.progress_deadline_seconds"
+OCI_VERSION = "org.opencontainers.image.version"
+OCI_REVISION = "org.opencontainers.image.revision"
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+
+# The labels of the convention (README has a row for each).
+ALL = (NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PROGRESS_DEADLINE)
+# The labels a problem can be about: the label-error counter is pre-created for each.
+PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION)
+
+_STATUSES = {"in_progress": Status.IN_PROGRESS, "success": Status.SUCCESS, "failed": Status.FAILED}
+_FUTURE_SLACK_SECONDS = 86400.0  # a deploy start more than a day ahead is a unit mistake (ms?)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelProblem:
+    label: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    identity: Identity | None  # None: not a deployment, or ignored for a problem
+    problems: tuple[LabelProblem, ...] = ()
+
+
+def is_tracked(labels: Mapping[str, str], *, settings: LabelSettings) -> bool:
+    """Cheap pre-check on event attributes: could this container belong to a deployment?"""
+    if NAME in labels:
+        return True
+    return settings.track_compose and COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels
+
+
+def parse(
+    labels: Mapping[str, str],
+    *,
+    image: str,
+    image_id: str,
+    created_at: float,
+    now: float,
+    settings: LabelSettings,
+) -> Parsed:
+    """Read the convention from a container's labels (its image's labels included)."""
+    problems: list[LabelProblem] = []
+
+    def clean(label: str) -> str | None:
+        if label not in labels:
+            return None
+        return _clean(label, labels[label], settings.max_value_length, problems)
+
+    name = clean(NAME)
+    if name is None:
+        if not is_tracked(labels, settings=settings):
+            return Parsed(None)
+        project, service = labels[COMPOSE_PROJECT].strip(), labels[COMPOSE_SERVICE].strip()
+        name = _clean(NAME, f"{project}/{service}", settings.max_value_length, problems) if project and service else ""
+    if not name:
+        problems.append(LabelProblem(NAME, "is empty; the container is ignored"))
+        return Parsed(None, tuple(problems))
+
+    environment = clean(ENVIRONMENT)
+    if environment == "":
+        problems.append(LabelProblem(ENVIRONMENT, f"is empty; using {settings.default_environment!r}"))
+    environment = environment or settings.default_environment
+
+    version = clean(VERSION)
+    if version == "":
+        problems.append(LabelProblem(VERSION, "is empty; falling back to the image version"))
+    tag = _image_tag(image)
+    version = (
+        version
+        or clean(OCI_VERSION)
+        or (_clean(VERSION, tag, settings.max_value_length, problems) if tag else "")
+        or _short_id(image_id)[: settings.max_value_length]
+        or "unknown"
+    )
+
+    commit = clean(COMMIT) or clean(OCI_REVISION) or ""
+
+    return Parsed(
+        Identity(
+            key=DeploymentKey(name, environment),
+            version=version,
+            commit=commit,
+            image=_clean("image", image, settings.max_value_length, []),
+            created_at=created_at,
+            deployed_at=_timestamp(labels.get(TIMESTAMP), created_at=created_at, now=now, problems=problems),
+            status_override=_status(labels.get(STATUS), problems),
+            stable_seconds=_seconds(STABLE_SECONDS, labels.get(STABLE_SECONDS), problems),
+            progress_deadline_seconds=_seconds(PROGRESS_DEADLINE, labels.get(PROGRESS_DEADLINE), problems),
+        ),
+        tuple(problems),
+    )
+
+
+def _clean(label: str, raw: str, limit: int, problems: list[LabelProblem]) -> str:
+    """Make a value safe and readable as a Prometheus label value."""
+    # Lone surrogates (possible in JSON) cannot be encoded as UTF-8: replace them.
+    value = raw.encode("utf-8", "replace").decode("utf-8")
+    if value != raw:
+        problems.append(LabelProblem(label, "is not valid UTF-8; bad characters replaced by '?'"))
+    if not value.isprintable():
+        value = "".join(ch if ch.isprintable() else " " for ch in value)
+        problems.append(LabelProblem(label, "contains control characters or line breaks; replaced by spaces"))
+    value = value.strip()
+    if len(value) > limit:
+        problems.append(LabelProblem(label, f"is {len(value)} characters long; truncated to {limit}"))
+        value = value[:limit].rstrip()
+    if any(ch in value for ch in "\"'\\`"):
+        problems.append(LabelProblem(label, "contains quotes or backslashes; kept, escaped in /metrics"))
+    if not value.isascii():
+        problems.append(LabelProblem(label, "contains non-ASCII characters; kept"))
+    return value
+
+
+def _image_tag(image: str) -> str:
+    """The explicit tag of an image reference; '' for digests, bare names and ``latest``."""
+    ref = image.split("@", 1)[0]
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag or not name:  # "host:5000/repo" has a port, not a tag
+        return ""
+    # `latest` says nothing about what runs: fall through to the image id.
+    return "" if tag == "latest" else tag
+
+
+def _short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _timestamp(raw: str | None, *, created_at: float, now: float, problems: list[LabelProblem]) -> float:
+    if raw is None:
+        return created_at
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} is not unix seconds; using the creation time"))
+        return created_at
+    if value > now + _FUTURE_SLACK_SECONDS:
+        problems.append(
+            LabelProblem(TIMESTAMP, f"{_quote(raw)} lies in the future (milliseconds?); using the creation time")
+        )
+        return created_at
+    return value
+
+
+def _status(raw: str | None, problems: list[LabelProblem]) -> Status | None:
+    if raw is None:
+        return None
+    status = _STATUSES.get(raw.strip().lower().replace("-", "_"))
+    if status is None:
+        problems.append(LabelProblem(STATUS, f"{_quote(raw)} is not in_progress, success or failed; ignored"))
+    return status
+
+
+def _seconds(label: str, raw: str | None, problems: list[LabelProblem]) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        problems.append(LabelProblem(label, f"{_quote(raw)} is not a number of seconds; using the default"))
+        return None
+    return value
+
+
+def _quote(raw: str) -> str:
+    """A bounded, one-line rendering of a bad value for log messages."""
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."

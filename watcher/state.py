@@ -1,0 +1,498 @@
+"""The state machine: ``apply(state, observation, now) → new state``. Pure: no I/O, no clock.
+
+A deployment is (name, environment). Its current *rollout* is the last time a new version
+appeared; a rollout goes in_progress → success | failed and then stays so until the next.
+State is immutable: a scrape reads one ``State`` object and never sees a half-applied change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from watcher import versions
+from watcher.config import Settings
+from watcher.observations import (
+    DeploymentKey,
+    Health,
+    Instance,
+    InstanceExited,
+    InstanceGone,
+    InstanceHealth,
+    InstanceOOMKilled,
+    InstanceSeen,
+    InstanceStopRequested,
+    Observation,
+    Resync,
+    Status,
+    Tick,
+    Usage,
+    UsageSampled,
+)
+
+# Rollouts take seconds to tens of minutes.
+DURATION_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+
+CHECK_HEALTHCHECK = "docker_healthcheck"
+CHECK_RUNNING = "containers_running"
+CHECK_OOM = "no_oom_kill"
+CHECK_RESTARTS = "no_restart_loop"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rollout:
+    revision: int
+    version: str
+    commit: str
+    image: str
+    started_at: float
+    status: Status = Status.IN_PROGRESS
+    finished_at: float | None = None
+    reason: str = ""
+    rollback: bool = False
+    members: frozenset[str] = frozenset()  # instances of this rollout (replicas included)
+    trigger_created_at: float = 0.0  # creation time of the instance that started it
+    deadline_at: float = 0.0
+    witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSeen:
+    version: str
+    commit: str
+    revision: int
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """A histogram of rollout durations: counts per bucket of DURATION_BUCKETS, then +Inf."""
+
+    counts: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> Durations:
+        index = next((i for i, le in enumerate(DURATION_BUCKETS) if seconds <= le), len(DURATION_BUCKETS))
+        counts = list(self.counts)
+        counts[index] += 1
+        return Durations(tuple(counts), self.total + seconds)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An instance of a deployment with the watcher's bookkeeping."""
+
+    instance: Instance
+    updated_at: float  # `at` of the last observation applied: older ones are stale
+    cpu_seconds: float = 0.0
+    memory_bytes: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deployment:
+    key: DeploymentKey
+    rollout: Rollout
+    history: tuple[VersionSeen, ...] = ()  # newest first, one entry per (version, commit)
+    rollbacks: int = 0
+    durations: Durations = field(default_factory=Durations)
+    members: Mapping[str, Member] = field(default_factory=dict)
+    retired_cpu_seconds: float = 0.0  # CPU of instances gone or restarted: keeps the counter monotonic
+    gone_since: float | None = None
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.retired_cpu_seconds + sum(m.cpu_seconds for m in self.members.values())
+
+    @property
+    def memory_bytes(self) -> float:
+        return sum(m.memory_bytes for m in self.members.values() if m.instance.running)
+
+    def current(self) -> list[Instance]:
+        """The instances of the current rollout that still exist."""
+        return [self.members[i].instance for i in self.rollout.members if i in self.members]
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    deployments: Mapping[DeploymentKey, Deployment] = field(default_factory=dict)
+    owners: Mapping[str, DeploymentKey] = field(default_factory=dict)  # instance id → deployment
+
+    def running_instance_ids(self) -> list[str]:
+        return [m.instance.id for d in self.deployments.values() for m in d.members.values() if m.instance.running]
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something worth a log line or a counter; the caller does the I/O."""
+
+    kind: str  # rollout_started | rollout_finished | rejected | dropped | stale
+    key: DeploymentKey
+    message: str
+
+
+class Step(NamedTuple):
+    state: State
+    notes: tuple[Note, ...]
+
+
+def apply(state: State, observation: Observation, *, now: float, settings: Settings) -> Step:
+    """The new state after one observation; the same object when nothing changed."""
+    txn = _Txn(state, now=now, settings=settings)
+    match observation:
+        case InstanceSeen(at=at, instance=instance):
+            txn.seen(instance, at=at, witnessed=True)
+        case InstanceStopRequested() | InstanceExited() | InstanceOOMKilled() | InstanceHealth() | InstanceGone():
+            txn.change(observation)
+        case Resync():
+            txn.resync(observation)
+        case UsageSampled(usage=usage):
+            txn.usage(usage)
+        case Tick():
+            txn.tick()
+    return txn.result()
+
+
+def health_checks(deployment: Deployment, *, settings: Settings) -> dict[str, bool]:
+    """Each check of the current rollout's instances: True passes."""
+    current = deployment.current()
+    checks = {
+        CHECK_RUNNING: bool(current) and all(i.running for i in current),
+        CHECK_OOM: not any(i.oom_killed for i in current),
+        CHECK_RESTARTS: not any(i.restart_count >= settings.rollout.restart_limit for i in current),
+    }
+    if any(i.has_healthcheck for i in current):
+        checks[CHECK_HEALTHCHECK] = all(i.health is Health.HEALTHY for i in current if i.has_healthcheck and i.running)
+    return checks
+
+
+def is_healthy(deployment: Deployment, *, settings: Settings) -> bool:
+    return all(health_checks(deployment, settings=settings).values())
+
+
+def is_rollback(new: str, current: str, history: Iterable[VersionSeen]) -> bool:
+    """Going to a version that orders below the current one, or, for versions with no
+    order (SHAs, `latest`), back to one deployed before the current one."""
+    order = versions.compare(new, current)
+    if order is not None:
+        return order < 0
+    return any(seen.version == new for seen in history if seen.version != current)
+
+
+class _Txn:
+    """One apply(): copy-on-write over the previous state, plus the notes it makes."""
+
+    def __init__(self, base: State, *, now: float, settings: Settings) -> None:
+        self.base = base
+        self.now = now
+        self.settings = settings
+        self.notes: list[Note] = []
+        self._deployments: dict[DeploymentKey, Deployment] | None = None
+        self._owners: dict[str, DeploymentKey] | None = None
+
+    # -- copy-on-write access
+
+    @property
+    def deployments(self) -> Mapping[DeploymentKey, Deployment]:
+        return self.base.deployments if self._deployments is None else self._deployments
+
+    @property
+    def owners(self) -> Mapping[str, DeploymentKey]:
+        return self.base.owners if self._owners is None else self._owners
+
+    def put(self, deployment: Deployment) -> None:
+        if self._deployments is None:
+            self._deployments = dict(self.base.deployments)
+        self._deployments[deployment.key] = deployment
+
+    def drop(self, key: DeploymentKey) -> None:
+        if self._deployments is None:
+            self._deployments = dict(self.base.deployments)
+        del self._deployments[key]
+
+    def own(self, instance_id: str, key: DeploymentKey | None) -> None:
+        if self._owners is None:
+            self._owners = dict(self.base.owners)
+        if key is None:
+            self._owners.pop(instance_id, None)
+        else:
+            self._owners[instance_id] = key
+
+    def note(self, kind: str, key: DeploymentKey, message: str) -> None:
+        self.notes.append(Note(kind, key, message))
+
+    def result(self) -> Step:
+        if self._deployments is None and self._owners is None:
+            return Step(self.base, tuple(self.notes))
+        return Step(State(self.deployments, self.owners), tuple(self.notes))
+
+    # -- observations
+
+    def seen(self, instance: Instance, *, at: float, witnessed: bool) -> None:
+        key = instance.identity.key
+        deployment = self.deployments.get(key)
+        if deployment is None:
+            if len(self.deployments) >= self.settings.retention.max_deployments:
+                self.note("rejected", key, f"cap of {self.settings.retention.max_deployments} deployments reached")
+                return
+            rollout = self._new_rollout(instance, revision=1, rollback=False, witnessed=witnessed)
+            version = VersionSeen(rollout.version, rollout.commit, 1, rollout.started_at)
+            deployment = Deployment(key=key, rollout=rollout, history=(version,))
+            self.note("rollout_started", key, _started_message(rollout))
+        member = deployment.members.get(instance.id)
+        if member is not None and at < member.updated_at:
+            self.note("stale", key, f"ignored an observation of {instance.id[:12]} older than the last one")
+            return
+        deployment = _with_member(
+            deployment,
+            Member(instance, at, member.cpu_seconds, member.memory_bytes) if member else Member(instance, at),
+        )
+        self.own(instance.id, key)
+        if member is None:
+            deployment = self._arrived(deployment, instance, witnessed=witnessed)
+        self.put(self._evaluate(deployment))
+
+    def _arrived(self, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
+        """A new instance: it joins the current rollout, starts a new one, or is a leftover."""
+        rollout = deployment.rollout
+        if instance.id in rollout.members:
+            return deployment
+        new_version = instance.identity.version != rollout.version
+        if not new_version and rollout.status is not Status.FAILED:
+            # Another replica (or a recreate) of what is deployed.
+            return dataclasses.replace(deployment, rollout=_join(rollout, instance.id))
+        if instance.identity.created_at < rollout.trigger_created_at:
+            return deployment  # older than the current rollout: arrived late, changes nothing
+        # A new version, or another try of a failed one.
+        return self._start(deployment, instance, witnessed=witnessed)
+
+    def _start(self, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
+        previous = deployment.rollout
+        rollback = is_rollback(instance.identity.version, previous.version, deployment.history)
+        if previous.status is Status.IN_PROGRESS:
+            self.note("superseded", deployment.key, f"revision {previous.revision} superseded before it finished")
+        rollout = self._new_rollout(instance, revision=previous.revision + 1, rollback=rollback, witnessed=witnessed)
+        entry = VersionSeen(rollout.version, rollout.commit, rollout.revision, rollout.started_at)
+        older = (h for h in deployment.history if (h.version, h.commit) != (entry.version, entry.commit))
+        history = (entry, *older)
+        self.note("rollout_started", deployment.key, _started_message(rollout))
+        return dataclasses.replace(
+            deployment,
+            rollout=rollout,
+            history=history[: self.settings.retention.history_versions],
+            rollbacks=deployment.rollbacks + rollback,
+        )
+
+    def _new_rollout(self, instance: Instance, *, revision: int, rollback: bool, witnessed: bool) -> Rollout:
+        identity = instance.identity
+        deadline = identity.progress_deadline_seconds
+        if deadline is None:
+            deadline = self.settings.rollout.progress_deadline_seconds
+        # A rollout found by a resync may have begun long ago: its deadline runs from now.
+        deadline_from = identity.deployed_at if witnessed else max(identity.deployed_at, self.now)
+        return Rollout(
+            revision=revision,
+            version=identity.version,
+            commit=identity.commit,
+            image=identity.image,
+            started_at=identity.deployed_at,
+            rollback=rollback,
+            members=frozenset({instance.id}),
+            trigger_created_at=identity.created_at,
+            deadline_at=deadline_from + deadline,
+            witnessed=witnessed,
+        )
+
+    def change(
+        self,
+        change: InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone,
+    ) -> None:
+        key = self.owners.get(change.instance_id)
+        if key is None:
+            return  # not ours (untracked or rejected)
+        deployment = self.deployments[key]
+        member = deployment.members[change.instance_id]
+        if change.at < member.updated_at:
+            self.note("stale", key, f"ignored an observation of {change.instance_id[:12]} older than the last one")
+            return
+        if isinstance(change, InstanceGone):
+            self.put(self._evaluate(self._remove(deployment, change.instance_id)))
+            return
+        instance = member.instance
+        match change:
+            case InstanceStopRequested():
+                instance = dataclasses.replace(instance, exit_requested=instance.running)
+            case InstanceExited(exit_code=code):
+                instance = dataclasses.replace(instance, running=False, running_since=None, exit_code=code)
+            case InstanceOOMKilled():
+                instance = dataclasses.replace(instance, oom_killed=True)
+            case InstanceHealth(health=health):
+                instance = dataclasses.replace(instance, health=health)
+        deployment = _with_member(deployment, dataclasses.replace(member, instance=instance, updated_at=change.at))
+        self.put(self._evaluate(deployment))
+
+    def _remove(self, deployment: Deployment, instance_id: str) -> Deployment:
+        members = dict(deployment.members)
+        member = members.pop(instance_id)
+        self.own(instance_id, None)
+        return dataclasses.replace(
+            deployment,
+            members=members,
+            retired_cpu_seconds=deployment.retired_cpu_seconds + member.cpu_seconds,
+            gone_since=deployment.gone_since if members else (deployment.gone_since or self.now),
+        )
+
+    def resync(self, resync: Resync) -> None:
+        present = {i.id for i in resync.instances}
+        for instance_id, key in list(self.owners.items()):
+            deployment = self.deployments[key]
+            if instance_id not in present and deployment.members[instance_id].instance.source == resync.source:
+                self.put(self._remove(deployment, instance_id))
+        known = [i for i in resync.instances if i.id in self.owners]
+        new = sorted((i for i in resync.instances if i.id not in self.owners), key=lambda i: i.identity.created_at)
+        for instance in known:
+            self.seen(instance, at=resync.at, witnessed=False)
+        # What appeared while we were not looking is one rollout per deployment, to the newest
+        # version (its replicas with it); older new instances are leftovers.
+        by_key: dict[DeploymentKey, list[Instance]] = {}
+        for instance in new:
+            by_key.setdefault(instance.identity.key, []).append(instance)
+        for group in by_key.values():
+            newest = group[-1].identity.version
+            first = next(i for i in group if i.identity.version == newest)
+            for instance in [first] + [i for i in group if i is not first and i.identity.version == newest]:
+                self.seen(instance, at=resync.at, witnessed=False)
+            for instance in group:
+                if instance.identity.version != newest:
+                    self._add_leftover(instance, at=resync.at)
+        self.tick()
+
+    def _add_leftover(self, instance: Instance, *, at: float) -> None:
+        deployment = self.deployments.get(instance.identity.key)
+        if deployment is None:
+            return  # rejected by the cap
+        self.own(instance.id, deployment.key)
+        self.put(_with_member(deployment, Member(instance, at)))
+
+    def usage(self, usage: Mapping[str, Usage]) -> None:
+        changed: dict[DeploymentKey, dict[str, Member]] = {}
+        retired: dict[DeploymentKey, float] = {}
+        for instance_id, sample in usage.items():
+            key = self.owners.get(instance_id)
+            if key is None:
+                continue
+            members = changed.setdefault(key, dict(self.deployments[key].members))
+            member = members[instance_id]
+            if sample.cpu_seconds < member.cpu_seconds:
+                # The container restarted and its cgroup counter began again.
+                retired[key] = retired.get(key, 0.0) + member.cpu_seconds
+            members[instance_id] = dataclasses.replace(
+                member, cpu_seconds=sample.cpu_seconds, memory_bytes=sample.memory_bytes
+            )
+        for key, members in changed.items():
+            deployment = self.deployments[key]
+            self.put(
+                dataclasses.replace(
+                    deployment,
+                    members=members,
+                    retired_cpu_seconds=deployment.retired_cpu_seconds + retired.get(key, 0.0),
+                )
+            )
+
+    def tick(self) -> None:
+        retention = self.settings.retention.gone_seconds
+        for key, deployment in list(self.deployments.items()):
+            if deployment.gone_since is not None and self.now - deployment.gone_since >= retention:
+                self.drop(key)
+                self.note("dropped", key, f"no containers for {retention:g} s; no longer exported")
+            elif deployment.rollout.status is Status.IN_PROGRESS:
+                evaluated = self._evaluate(deployment)
+                if evaluated is not deployment:
+                    self.put(evaluated)
+
+    # -- the rollout rules
+
+    def _evaluate(self, deployment: Deployment) -> Deployment:
+        rollout = deployment.rollout
+        if rollout.status is not Status.IN_PROGRESS or not deployment.members:
+            return deployment  # finished rollouts are final; a deployment with nothing left waits
+        verdict = self._verdict(deployment)
+        if verdict is None:
+            return deployment
+        status, reason = verdict
+        duration = max(0.0, self.now - rollout.started_at)
+        finished = dataclasses.replace(rollout, status=status, finished_at=self.now, reason=reason)
+        self.note(
+            "rollout_finished",
+            deployment.key,
+            f"revision {rollout.revision} ({rollout.version}) {status.text}"
+            + (f": {reason}" if reason else "")
+            + (f" after {duration:.1f} s" if rollout.witnessed else ""),
+        )
+        durations = deployment.durations.observe(duration) if rollout.witnessed else deployment.durations
+        return dataclasses.replace(deployment, rollout=finished, durations=durations)
+
+    def _verdict(self, deployment: Deployment) -> tuple[Status, str] | None:
+        current = deployment.current()
+        overrides = [i for i in current if i.identity.status_override is not None]
+        if overrides:
+            status = max(overrides, key=lambda i: i.identity.created_at).identity.status_override
+            assert status is not None
+            return None if status is Status.IN_PROGRESS else (status, "set by the deployment.status label")
+        for instance in current:
+            failure = self._failure(instance)
+            if failure:
+                return Status.FAILED, f"container {instance.id[:12]} {failure}"
+        considered = [i for i in current if not (i.exit_code is not None and i.exit_requested)]
+        if considered and all(self._ready(i) for i in considered):
+            return Status.SUCCESS, ""
+        if self.now >= deployment.rollout.deadline_at:
+            return Status.FAILED, "not healthy within the progress deadline"
+        return None
+
+    def _failure(self, instance: Instance) -> str:
+        if instance.oom_killed:
+            return "was OOM-killed"
+        if instance.exit_code is not None and not instance.exit_requested:
+            return f"exited with code {instance.exit_code}"
+        if instance.health is Health.UNHEALTHY:
+            return "turned unhealthy"
+        if instance.restart_count >= self.settings.rollout.restart_limit:
+            return f"restarted {instance.restart_count} times"
+        return ""
+
+    def _ready(self, instance: Instance) -> bool:
+        if not instance.running:
+            return False
+        if instance.has_healthcheck:
+            return instance.health is Health.HEALTHY
+        stable = instance.identity.stable_seconds
+        if stable is None:
+            stable = self.settings.rollout.stable_seconds
+        return instance.running_since is not None and self.now - instance.running_since >= stable
+
+
+def _with_member(deployment: Deployment, member: Member) -> Deployment:
+    members = dict(deployment.members)
+    members[member.instance.id] = member
+    return dataclasses.replace(deployment, members=members, gone_since=None)
+
+
+def _join(rollout: Rollout, instance_id: str) -> Rollout:
+    return dataclasses.replace(rollout, members=rollout.members | {instance_id})
+
+
+def _started_message(rollout: Rollout) -> str:
+    kind = "rollback" if rollout.rollback else "rollout"
+    return f"{kind} to {rollout.version} started (revision {rollout.revision})"
+
+
+def iter_sorted(state: State) -> Iterator[Deployment]:
+    """Deployments in a stable order, for exposition."""
+    for key in sorted(state.deployments):
+        yield state.deployments[key]
