@@ -65,9 +65,11 @@ def test_rollout_lifecycle_with_two_replicas(watcher: WatcherProcess, containers
     assert watcher.value("deployment_version", deployment=name) == 1
     assert watcher.value("deployment_health_check", deployment=name, check_type="docker_healthcheck") == 1
 
-    v2 = [containers.run(labels=labels(name, "1.1.0"), command=SERVE, options=HEALTHY_WHEN_FILE) for _ in range(2)]
+    # v2 becomes healthy only after 3 s (failed checks in the start period do not count).
+    slow = (*HEALTHY_WHEN_FILE, "--health-start-period", "30s")
+    v2 = [containers.run(labels=labels(name, "1.1.0"), command=f"sleep 3; {SERVE}", options=slow) for _ in range(2)]
     watcher.wait_for("v2 in progress", lambda: watcher.value("deployment_version", deployment=name) == 2)
-    assert status(watcher, name) in (2, 1)  # healthy may follow within a second
+    assert status(watcher, name) == 2
     for old in v1:
         containers.remove(old)
     watcher.wait_for("v2 success", lambda: status(watcher, name) == 1)
