@@ -153,11 +153,8 @@ def _short_id(image_id: str) -> str:
 def _timestamp(raw: str | None, *, created_at: float, now: float, problems: list[LabelProblem]) -> float:
     if raw is None:
         return created_at
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
+    value = _non_negative(raw)
+    if value is None:
         problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} is not unix seconds; using the creation time"))
         return created_at
     if value > now + _FUTURE_SLACK_SECONDS:
@@ -180,14 +177,19 @@ def _status(raw: str | None, problems: list[LabelProblem]) -> Status | None:
 def _seconds(label: str, raw: str | None, problems: list[LabelProblem]) -> float | None:
     if raw is None:
         return None
+    value = _non_negative(raw)
+    if value is None:
+        problems.append(LabelProblem(label, f"{_quote(raw)} is not a number of seconds; using the default"))
+    return value
+
+
+def _non_negative(raw: str) -> float | None:
+    """A finite, non-negative number, or None."""
     try:
         value = float(raw.strip())
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        problems.append(LabelProblem(label, f"{_quote(raw)} is not a number of seconds; using the default"))
         return None
-    return value
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def _quote(raw: str) -> str:
