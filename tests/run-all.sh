@@ -46,7 +46,7 @@ have_static_busybox() {
 
 install_system_packages() {
     local missing=() cmd
-    for cmd in dockerd docker prometheus promtool; do
+    for cmd in dockerd docker prometheus promtool debootstrap; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     have_static_busybox || missing+=("static /bin/busybox")
@@ -54,9 +54,10 @@ install_system_packages() {
         echo "missing: ${missing[*]}"
         # Debian's prometheus package may start its own service; that does not
         # disturb the tests, so it is left alone.
-        apt_install docker.io busybox-static prometheus
+        # debootstrap makes the local Debian base the image test builds on.
+        apt_install docker.io busybox-static prometheus debootstrap
     else
-        echo "docker, busybox, prometheus: already installed"
+        echo "docker, busybox, prometheus, debootstrap: already installed"
     fi
 }
 

@@ -1,0 +1,45 @@
+"""The Grafana dashboard in deploy/grafana/dashboards, loaded and taken apart for tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PATH = Path(__file__).parents[1] / "deploy" / "grafana" / "dashboards" / "deployments.json"
+
+
+def load() -> dict[str, Any]:
+    """Return the dashboard JSON as a dict."""
+    dashboard: dict[str, Any] = json.loads(PATH.read_text())
+    return dashboard
+
+
+def panels(dashboard: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield every panel that is not a row, including those nested in collapsed rows."""
+    for panel in (dashboard if dashboard is not None else load()).get("panels", []):
+        if panel.get("type") == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def expressions(dashboard: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """Return (panel title, expr) for every target of every panel."""
+    return [
+        (str(panel.get("title", "")), str(target.get("expr", "")))
+        for panel in panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
+
+
+def variable_queries(dashboard: dict[str, Any] | None = None) -> dict[str, str]:
+    """Return the PromQL query of every query-type template variable by name (object queries unwrapped)."""
+    result: dict[str, str] = {}
+    for variable in (dashboard if dashboard is not None else load())["templating"]["list"]:
+        if variable.get("type") != "query":
+            continue
+        query = variable.get("query", "")
+        result[variable["name"]] = str(query.get("query", "") if isinstance(query, dict) else query)
+    return result

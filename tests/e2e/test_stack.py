@@ -1,0 +1,205 @@
+"""The deploy kit end to end: a real Prometheus with deploy/prometheus, a real watcher, real
+containers; every dashboard query answers, filters hold, and alerts fire."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import dashboard
+from tests.conftest import Containers, WatcherProcess, free_port, require_binary, start_watcher
+
+pytestmark = pytest.mark.docker
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
+# Grafana's interval variables, given values that fit a 15 s scrape interval.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
+
+
+@dataclass
+class Prometheus:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [data]
+        return result
+
+
+@dataclass
+class Scenario:
+    api: str  # production: 1.0 → 2.0 (fails) → 1.0 again: a rollback
+    web: str  # staging: 1.0 → 2.0 (fails): currently failed
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, docker_engine: None, busybox_image: str) -> Iterator[
+    tuple[Prometheus, WatcherProcess, Scenario]
+]:  # fmt: skip
+    tmp = tmp_path_factory.mktemp("stack")
+    watcher = start_watcher(tmp, "--rollout.stable-seconds=2", "--stats.interval-seconds=2")
+    containers = Containers(busybox_image)
+    prometheus: Prometheus | None = None
+    try:
+        scenario = run_scenario(watcher, containers)
+        prometheus = start_prometheus(tmp, watcher_port=watcher.port)
+        yield prometheus, watcher, scenario
+    finally:
+        if prometheus is not None:
+            prometheus.process.terminate()
+            prometheus.process.wait(timeout=30)
+        containers.cleanup()
+        watcher.stop()
+
+
+def run_scenario(watcher: WatcherProcess, containers: Containers) -> Scenario:
+    suffix = uuid.uuid4().hex[:6]
+    scenario = Scenario(api=f"e2e-api-{suffix}", web=f"e2e-web-{suffix}")
+
+    def deploy(name: str, environment: str, version: str, command: str = "exec sleep 600") -> str:
+        labels = {"deployment.name": name, "deployment.environment": environment, "deployment.version": version,
+                  "deployment.commit": f"commit-{version}"}  # fmt: skip
+        return containers.run(labels=labels, command=command)
+
+    def status(name: str) -> float | None:
+        return watcher.value("deployment_status", deployment=name)
+
+    api_v1 = deploy(scenario.api, "production", "1.0.0")
+    web_v1 = deploy(scenario.web, "staging", "1.0.0", command="while :; do :; done")
+    watcher.wait_for("v1 success", lambda: status(scenario.api) == 1 and status(scenario.web) == 1)
+    deploy(scenario.api, "production", "2.0.0", command="exit 1")
+    deploy(scenario.web, "staging", "2.0.0", command="exit 1")
+    watcher.wait_for("v2 failed", lambda: status(scenario.api) == 0 and status(scenario.web) == 0)
+    containers.remove(api_v1)
+    deploy(scenario.api, "production", "1.0.0")
+    watcher.wait_for("rollback", lambda: watcher.value("deployment_rollback_count_total", deployment=scenario.api) == 1)
+    watcher.wait_for("rollback success", lambda: status(scenario.api) == 1)
+    assert web_v1
+    return scenario
+
+
+def start_prometheus(tmp: Path, *, watcher_port: int) -> Prometheus:
+    """Prometheus from the project's own files; only the target address is rewritten."""
+    binary = require_binary("prometheus")
+    config_dir = tmp / "prometheus"
+    shutil.copytree(DEPLOY, config_dir)
+    config_file = config_dir / "prometheus.yml"
+    config = yaml.safe_load(config_file.read_text())
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            static["targets"] = [f"127.0.0.1:{watcher_port}"]
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = tmp / "prometheus.log"
+    process = subprocess.Popen(
+        [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    prometheus = Prometheus(port, process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return prometheus
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"prometheus not ready:\n{log.read_text()[-3000:]}")
+
+
+def substitute(expr: str, *, deployment: str, environment: str) -> str:
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    return expr.replace("$deployment", deployment).replace("$environment", environment)
+
+
+def wait_until(what: str, check: Any, *, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last is True:
+            return
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+def test_every_panel_query_returns_data(stack: tuple[Prometheus, WatcherProcess, Scenario]) -> None:
+    """With both deployments selected, every expression of every panel returns a series."""
+    prometheus, _, scenario = stack
+    both = f"({scenario.api}|{scenario.web})"  # names are [a-z0-9-]: no regex escaping needed
+
+    def empty() -> object:
+        missing = [
+            (title, expr)
+            for title, expr in dashboard.expressions()
+            if not prometheus.query(substitute(expr, deployment=both, environment="(production|staging)"))
+        ]
+        return missing or True
+
+    wait_until("every panel to have data", empty)
+
+
+def test_variables_list_both_deployments_and_environments(
+    stack: tuple[Prometheus, WatcherProcess, Scenario],
+) -> None:
+    """The template variables' label_values queries find both deployments and both environments."""
+    prometheus, _, scenario = stack
+    for variable, query in dashboard.variable_queries().items():
+        match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query.strip())
+        assert match, f"{variable}: {query}"
+        selector = substitute(match.group(1), deployment=".*", environment=".*")
+        values = {s["metric"].get(match.group(2)) for s in prometheus.query(selector)}
+        expected = {scenario.api, scenario.web} if match.group(2) == "deployment" else {"production", "staging"}
+        assert expected <= values, (variable, values)
+
+
+def test_filtering_to_one_deployment(stack: tuple[Prometheus, WatcherProcess, Scenario]) -> None:
+    """With one deployment selected, no panel shows another deployment's series."""
+    prometheus, _, scenario = stack
+    wait_until("data", lambda: bool(prometheus.query(f'deployment_status{{deployment="{scenario.api}"}}')))
+    for title, expr in dashboard.expressions():
+        for series in prometheus.query(substitute(expr, deployment=scenario.api, environment=".*")):
+            shown = series.get("metric", {}).get("deployment")
+            assert shown in (None, scenario.api), (title, series)
+
+
+def test_failed_and_rollback_alerts_fire(stack: tuple[Prometheus, WatcherProcess, Scenario]) -> None:
+    """The failed-deployment and rollback alerts are pending or firing for the scenario."""
+    prometheus, _, scenario = stack
+
+    def alerts() -> object:
+        active = {
+            (a["labels"]["alertname"], a["labels"].get("deployment"))
+            for a in prometheus.api("alerts")["alerts"]
+            if a["state"] in ("pending", "firing")
+        }
+        wanted = {("DeploymentFailed", scenario.web), ("DeploymentRolledBack", scenario.api)}
+        return True if wanted <= active else active
+
+    wait_until("alerts", alerts)
