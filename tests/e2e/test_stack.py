@@ -87,7 +87,7 @@ def run_scenario(watcher: WatcherProcess, containers: Containers) -> Scenario:
         return watcher.value("deployment_status", deployment=name)
 
     api_v1 = deploy(scenario.api, "production", "1.0.0")
-    web_v1 = deploy(scenario.web, "staging", "1.0.0", command="while :; do :; done")
+    deploy(scenario.web, "staging", "1.0.0", command="while :; do :; done")
     watcher.wait_for("v1 success", lambda: status(scenario.api) == 1 and status(scenario.web) == 1)
     deploy(scenario.api, "production", "2.0.0", command="exit 1")
     deploy(scenario.web, "staging", "2.0.0", command="exit 1")
@@ -96,7 +96,6 @@ def run_scenario(watcher: WatcherProcess, containers: Containers) -> Scenario:
     deploy(scenario.api, "production", "1.0.0")
     watcher.wait_for("rollback", lambda: watcher.value("deployment_rollback_count_total", deployment=scenario.api) == 1)
     watcher.wait_for("rollback success", lambda: status(scenario.api) == 1)
-    assert web_v1
     return scenario
 
 
