@@ -30,17 +30,30 @@ TICK_SECONDS = 1.0  # resolution of time-based rules (stable time, deadlines, re
 class Core:
     """Holds the current state; the one place observations are applied."""
 
-    def __init__(self, *, settings: Settings, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        metrics: SelfMetrics,
+        clock: Callable[[], float] = time.time,
+        state: State | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
-        self.state = State()
+        self.state = state or State()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every observation that changed the state (it must not block)."""
+        self._listeners.append(listener)
 
     def snapshot(self) -> State:
         return self.state
 
     def submit(self, observation: Observation) -> None:
         step = apply(self.state, observation, now=self.clock(), settings=self.settings)
+        changed = step.state is not self.state
         self.state = step.state
         for note in step.notes:
             self.metrics.notes.labels(note.kind).inc()
@@ -49,6 +62,9 @@ class Core:
                 level = logging.WARNING
             log.log(level, "deployment %s/%s: %s", note.key.name, note.key.environment, note.message)
         self.metrics.deployments.set(len(self.state.deployments))
+        if changed:
+            for listener in self._listeners:
+                listener()
 
     async def tick_forever(self) -> NoReturn:
         while True:

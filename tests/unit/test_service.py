@@ -1,4 +1,4 @@
-"""Backoff and supervision of root tasks."""
+"""Backoff, the core's change listeners, and supervision of root tasks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ from typing import NoReturn
 
 import pytest
 
+from prometheus_client import CollectorRegistry
+
+from watcher.config import Settings
 from watcher.docker_watch import Backoff
-from watcher.service import _supervise
+from watcher.observations import DeploymentKey, Identity, Instance, InstanceSeen, Tick
+from watcher.selfmetrics import SelfMetrics
+from watcher.service import Core, _supervise
 
 
 def test_backoff_grows_with_jitter_and_caps() -> None:
@@ -51,3 +56,18 @@ async def test_supervise_returns_cleanly_on_stop() -> None:
 
     asyncio.get_running_loop().call_later(0.01, stop.set)
     await _supervise({"forever": forever()}, stop=stop)
+
+
+def test_core_tells_listeners_only_when_the_state_changed() -> None:
+    """on_change listeners run after a change, not after an observation that changed nothing."""
+    core = Core(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()), clock=lambda: 100.0)
+    calls: list[int] = []
+    core.on_change(lambda: calls.append(1))
+    core.submit(Tick(100.0))
+    assert calls == []
+    identity = Identity(
+        key=DeploymentKey("api", "production"), version="1.0.0", commit="", image="api:1", created_at=99.0,
+        deployed_at=99.0,
+    )  # fmt: skip
+    core.submit(InstanceSeen(99.0, Instance(id="c1", identity=identity, running=True, running_since=99.0)))
+    assert calls == [1]
