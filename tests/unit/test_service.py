@@ -6,7 +6,6 @@ import asyncio
 from typing import NoReturn
 
 import pytest
-
 from prometheus_client import CollectorRegistry
 
 from watcher.config import Settings
