@@ -47,7 +47,7 @@ class DockerSettings:
     request_timeout_seconds: float = _opt(
         10.0, "timeout of one API request (list, inspect, ping), in seconds", minimum=0.1
     )
-    inspect_concurrency: int = _opt(16, "containers inspected at once during a resync", minimum=1)
+    inspect_concurrency: int = _opt(16, "containers inspected at once (during a resync, and for events)", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)

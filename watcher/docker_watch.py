@@ -2,6 +2,11 @@
 
 Three levels, as in kopf: ``run_forever`` reconnects with jittered backoff; ``_session`` is
 one connection (subscribe, then relist, then stream); ``_handle`` is one event.
+
+The stream is read without waiting for inspects: the daemon drops events of a client that
+stops reading, and an inspect of a container being started waits for the start (up to
+seconds under load). Each container's events are applied in order, containers concurrently
+(``_PerContainer``); the state machine does not depend on the order across containers.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -24,7 +29,7 @@ from watcher import docker_causes, labels
 from watcher.config import Settings
 from watcher.docker_causes import Inspect
 from watcher.labels import Parsed
-from watcher.observations import Instance, InstanceGone, InstanceSeen, Observation, Resync
+from watcher.observations import Instance, InstanceChange, InstanceGone, InstanceSeen, Observation, Resync
 from watcher.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,36 @@ class Backoff:
         self.attempt = 0
 
 
+class _PerContainer:
+    """Jobs run in arrival order per container, and concurrently across containers."""
+
+    def __init__(self, group: asyncio.TaskGroup) -> None:
+        self._group = group
+        self._last: dict[str, asyncio.Task[None]] = {}  # the newest job of each busy container
+
+    def busy(self, container_id: str) -> bool:
+        return container_id in self._last
+
+    def add(self, container_id: str, job: Coroutine[Any, Any, None]) -> None:
+        task = self._group.create_task(self._after(self._last.get(container_id), job))
+        self._last[container_id] = task
+        task.add_done_callback(lambda done: self._forget(container_id, done))
+
+    @staticmethod
+    async def _after(previous: asyncio.Task[None] | None, job: Coroutine[Any, Any, None]) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # its failure is reported by the group, once
+        except asyncio.CancelledError:
+            job.close()  # never started: not a coroutine left unawaited
+            raise
+        await job
+
+    def _forget(self, container_id: str, task: asyncio.Task[None]) -> None:
+        if self._last.get(container_id) is task:
+            del self._last[container_id]
+
+
 @dataclass
 class DockerWatch:
     settings: Settings
@@ -63,6 +98,10 @@ class DockerWatch:
     clock: Callable[[], float] = time.time
     connected: bool = False  # subscribed and synced: what /ready reports
     _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
+    _inspecting: asyncio.Semaphore = field(init=False)  # bounds inspects of events in flight
+
+    def __post_init__(self) -> None:
+        self._inspecting = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
 
     # -- level 1: forever
 
@@ -72,8 +111,8 @@ class DockerWatch:
         while True:
             try:
                 await self._session(on_synced=backoff.reset)
-            except (Disconnected, *CONNECTION_ERRORS) as exc:
-                reason = str(exc) or type(exc).__name__
+            except* (Disconnected, *CONNECTION_ERRORS) as group:
+                reason = "; ".join(str(e) or type(e).__name__ for e in group.exceptions)
             delay = backoff.next()
             self.metrics.reconnects.inc()
             log.warning("lost the Docker Engine (%s); reconnecting in %.1f s", reason, delay)
@@ -112,6 +151,12 @@ class DockerWatch:
                 await asyncio.sleep(0.005)
 
     async def _stream(self, docker: aiodocker.Docker, subscriber: ChannelSubscriber) -> NoReturn:
+        # An inspect failing with a connection error ends the group, hence the session.
+        async with asyncio.TaskGroup() as group:
+            await self._read(docker, subscriber, _PerContainer(group))
+        raise AssertionError("unreachable")  # _read never returns
+
+    async def _read(self, docker: aiodocker.Docker, subscriber: ChannelSubscriber, work: _PerContainer) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
         silence = self.settings.docker.silence_seconds
         next_resync = time.monotonic() + resync_every
@@ -130,7 +175,7 @@ class DockerWatch:
                 continue
             if event is None:  # aiodocker's word for "the stream ended"
                 raise Disconnected("the event stream ended")
-            await self._handle(docker, event)
+            self._handle(docker, event, work)
 
     async def _resync(self, docker: aiodocker.Docker, *, at: float) -> None:
         """Rebuild from what exists: every reconnect is a full resync."""
@@ -154,24 +199,42 @@ class DockerWatch:
 
     # -- level 3: one event
 
-    async def _handle(self, docker: aiodocker.Docker, event: Mapping[str, Any]) -> None:
+    def _handle(self, docker: aiodocker.Docker, event: Mapping[str, Any], work: _PerContainer) -> None:
         self.metrics.event(docker_causes.event_action(event))
         if not docker_causes.is_tracked(event, settings=self.settings.labels):
             return
         cause = docker_causes.classify(event)
         if cause is None:
             return
+        if docker_causes.event_action(event) == "create":
+            instance, parsed = docker_causes.from_create_event(event, settings=self.settings.labels)
+            if instance is not None:
+                self._report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
+                self._apply(InstanceSeen(cause.at, instance))
+                return
         if isinstance(cause, Inspect):
-            data = await self._inspect(docker, cause.container_id)
-            instance = self._instance(data) if data else None
-            if instance is None:
-                return  # gone already (its destroy event follows) or not a deployment
-            self.submit(InstanceSeen(cause.at, instance))
+            work.add(cause.container_id, self._seen(docker, cause))
+        elif work.busy(cause.instance_id):
+            work.add(cause.instance_id, self._changed(cause))  # after that container's inspect
         else:
-            if isinstance(cause, InstanceGone):
-                self._warned.discard(cause.instance_id)
-            self.submit(cause)
-        self.metrics.event_lag.observe(max(0.0, self.clock() - cause.at))
+            self._apply(cause)
+
+    async def _seen(self, docker: aiodocker.Docker, cause: Inspect) -> None:
+        async with self._inspecting:
+            data = await self._inspect(docker, cause.container_id)
+        instance = self._instance(data) if data else None
+        if instance is None:
+            return  # gone already (its destroy event follows) or not a deployment
+        self._apply(InstanceSeen(cause.at, instance))
+
+    async def _changed(self, change: InstanceChange) -> None:
+        self._apply(change)
+
+    def _apply(self, observation: InstanceSeen | InstanceChange) -> None:
+        if isinstance(observation, InstanceGone):
+            self._warned.discard(observation.instance_id)
+        self.submit(observation)
+        self.metrics.event_lag.observe(max(0.0, self.clock() - observation.at))
 
     # -- requests and helpers
 
@@ -192,15 +255,15 @@ class DockerWatch:
 
     def _instance(self, data: Mapping[str, Any]) -> Instance | None:
         instance, parsed = docker_causes.from_inspect(data, now=self.clock(), settings=self.settings.labels)
-        self._report(str(data.get("Id", "")), data, parsed)
+        self._report(str(data.get("Id", "")), str(data.get("Name", "")).lstrip("/"), parsed)
         return instance
 
-    def _report(self, container_id: str, data: Mapping[str, Any], parsed: Parsed) -> None:
+    def _report(self, container_id: str, name: str, parsed: Parsed) -> None:
         """Label problems: one warning per container and problem, counted once."""
         if not parsed.problems or container_id in self._warned:
             return
         self._warned.add(container_id)
-        name = str(data.get("Name", "")).lstrip("/") or container_id[:12]
+        name = name or container_id[:12]
         for problem in parsed.problems:
             self.metrics.label_errors.labels(problem.label).inc()
             log.warning("container %s: label %s %s", name, problem.label, problem.message)

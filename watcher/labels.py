@@ -29,6 +29,7 @@ COMPOSE_SERVICE = "com.docker.compose.service"
 # The labels of the convention (README has a row for each).
 ALL = (NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PROGRESS_DEADLINE)
 # The labels a problem can be about: the label-error counter is pre-created for each.
+UNKNOWN_VERSION = "unknown"  # no label, no image tag, no image id
 PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION)
 
 _STATUSES = {"in_progress": Status.IN_PROGRESS, "success": Status.SUCCESS, "failed": Status.FAILED}
@@ -95,7 +96,7 @@ def parse(
         or clean(OCI_VERSION)
         or (_clean(VERSION, tag, settings.max_value_length, problems) if tag else "")
         or _short_id(image_id)[: settings.max_value_length]
-        or "unknown"
+        or UNKNOWN_VERSION
     )
 
     commit = clean(COMMIT) or clean(OCI_REVISION) or ""

@@ -8,7 +8,16 @@ import pytest
 
 from watcher import labels
 from watcher.config import LabelSettings
-from watcher.docker_causes import Cause, Inspect, classify, event_time, from_inspect, is_tracked, parse_time
+from watcher.docker_causes import (
+    Cause,
+    Inspect,
+    classify,
+    event_time,
+    from_create_event,
+    from_inspect,
+    is_tracked,
+    parse_time,
+)
 from watcher.labels import Parsed
 from watcher.observations import (
     DeploymentKey,
@@ -430,3 +439,46 @@ def test_pause_and_unpause_reinspect(action: str) -> None:
     """A paused container is not serving: pause and unpause re-read the container."""
     event = {"Type": "container", "Action": action, "Actor": {"ID": "c1", "Attributes": {}}, "timeNano": 5_000_000_000}
     assert classify(event) == Inspect(5.0, "c1")
+
+
+# --- from_create_event ------------------------------------------------------------------
+
+
+def test_create_event_gives_a_created_instance_without_inspect() -> None:
+    """A create event's labels and image name are enough: identity from them, not running."""
+    instance, parsed = from_create_event(
+        event("create", {"deployment.version": "2.0.0", "deployment.environment": "staging"}), settings=SETTINGS
+    )
+    assert parsed.problems == ()
+    assert instance is not None
+    assert instance.id == CID
+    assert instance.identity.key == DeploymentKey("api", "staging")
+    assert instance.identity.version == "2.0.0"
+    assert instance.identity.created_at == AT
+    assert not instance.running
+
+
+def test_create_event_takes_the_version_from_the_image_tag() -> None:
+    """Without a version label the image tag, which the event carries, is the version."""
+    instance, _ = from_create_event(event("create"), settings=SETTINGS)
+    assert instance is not None and instance.identity.version == "1.4.2"
+
+
+def test_create_event_needing_the_image_id_asks_for_an_inspect() -> None:
+    """A version that could only come from the image id (tag `latest`) is not in the event."""
+    instance, _ = from_create_event(event("create", {"image": "shop/api:latest"}), settings=SETTINGS)
+    assert instance is None
+
+
+def test_create_event_reports_label_problems() -> None:
+    """Bad labels on the event come back as problems, as they do from inspect data."""
+    instance, parsed = from_create_event(event("create", {"deployment.version": "1.0\n"}), settings=SETTINGS)
+    assert instance is not None
+    assert [p.label for p in parsed.problems] == ["deployment.version"]
+
+
+def test_create_event_of_an_unlabelled_container() -> None:
+    """No deployment.name: no instance, and no problems to report."""
+    data = event("create")
+    del data["Actor"]["Attributes"]["deployment.name"]
+    assert from_create_event(data, settings=SETTINGS) == (None, Parsed(None))
