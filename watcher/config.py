@@ -83,7 +83,18 @@ class RetentionSettings:
 class StatsSettings:
     enabled: bool = _opt(True, "poll CPU and memory of running tracked containers")
     interval_seconds: float = _opt(15.0, "seconds between two stats polls", minimum=1)
-    concurrency: int = _opt(8, "stats requests in flight at once", minimum=1)
+    concurrency: int = _opt(8, "stats API requests (and cgroup-parent inspects) in flight at once", minimum=1)
+    source: str = _opt(
+        "auto",
+        "where CPU and memory come from: cgroup files (microseconds a container; needs the host's cgroup tree), "
+        "the Docker stats API (about a second a container), or auto: cgroup files when they read for the "
+        "containers, else the API",
+        choices=("auto", "cgroup", "api"),
+    )
+    cgroup_root: str = _opt(
+        "/sys/fs/cgroup",
+        "absolute path of the host's cgroup tree, e.g. /host/sys/fs/cgroup when mounted into a container",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -284,6 +295,8 @@ def _cross_checks(settings: Settings) -> list[str]:
         parse_listen_address(settings.web.listen_address)
     except ValueError as exc:
         problems.append(f"web.listen_address: {exc}")
+    if not settings.stats.cgroup_root.startswith("/"):
+        problems.append(f"stats.cgroup_root must be an absolute path, got {settings.stats.cgroup_root!r}")
     if not settings.labels.default_environment:
         problems.append("labels.default_environment must not be empty")
     return problems

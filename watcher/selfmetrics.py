@@ -21,6 +21,7 @@ KNOWN_ACTIONS = (
     "exec_start", "exec_die",
 )  # fmt: skip
 _ACTION = re.compile(r"[a-z_]{1,32}")
+STATS_SOURCES = ("cgroup", "api")
 NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "rejected", "dropped", "stale")
 
 
@@ -85,9 +86,22 @@ class SelfMetrics:
         self.stats_errors = Counter(
             f"{PREFIX}_stats_errors", "Containers whose stats could not be read in a poll.", registry=registry
         )
+        self.stats_source = Gauge(
+            f"{PREFIX}_stats_source",
+            "1 for the source CPU and memory are read from (cgroup files or the Docker stats API), "
+            "0 for the other; both 0 until it is chosen.",
+            ["source"],
+            registry=registry,
+        )
+        for source in STATS_SOURCES:
+            self.stats_source.labels(source)
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )
+
+    def stats_source_in_use(self, source: str) -> None:
+        for each in STATS_SOURCES:
+            self.stats_source.labels(each).set(1 if each == source else 0)
 
     def event(self, action: str) -> None:
         base = action.split(":", 1)[0].strip()
