@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,11 +23,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiodocker
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -49,6 +51,7 @@ from watcher.observations import (
 from watcher.selfmetrics import SelfMetrics
 from watcher.service import Service
 from watcher.state import State, apply
+from watcher.stats import ApiStats, open_source
 
 LABEL = "deployment-watcher.benchmark"  # on every container made here, for cleanup
 
@@ -265,6 +268,85 @@ def figure_state_machine(recording: Recording, *, repeat: int = 20) -> Figure:
     )
 
 
+# -- figure 1: a stats round
+
+
+def daemon_pids() -> list[int]:
+    """dockerd, containerd and the shims: the daemon side of a stats request."""
+    found = subprocess.run(
+        ["pidof", "dockerd", "containerd", "containerd-shim-runc-v2"], capture_output=True, text=True
+    ).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def daemon_cpu() -> float:
+    total = 0.0
+    for pid in daemon_pids():
+        with suppress(OSError):  # a shim that just ended
+            total += cpu_seconds(pid)
+    return total
+
+
+@dataclass
+class Round:
+    wall: float
+    cpu: float  # seconds: the sampler and the daemon side together
+    samples: int
+
+
+async def _watcher_rounds(ids: list[str], *, source: str, rounds: int) -> list[Round]:
+    """Rounds of the watcher's own stats source, after one round that finds the files."""
+    settings = load(environ={}, flags={"stats.source": source})
+    async with aiodocker.Docker() as client:
+        api = ApiStats(client, concurrency=settings.stats.concurrency, timeout=30)
+        sampler = await open_source(settings=settings, docker=client, api=api, chosen=lambda _: None)
+        assert sampler is not None
+        await sampler.sample(ids)
+        results = []
+        for _ in range(rounds):
+            cpu, daemon, started = time.process_time(), daemon_cpu(), time.perf_counter()
+            usage, errors = await sampler.sample(ids)
+            wall = time.perf_counter() - started
+            results.append(Round(wall, time.process_time() - cpu + daemon_cpu() - daemon, len(usage)))
+            assert not errors, f"{errors} containers could not be sampled"
+    return results
+
+
+def _cli_round(ids: list[str]) -> Round:
+    children, daemon, started = resource.getrusage(resource.RUSAGE_CHILDREN), daemon_cpu(), time.perf_counter()
+    output = docker("stats", "--no-stream", "--format", "{{.ID}} {{.CPUPerc}} {{.MemUsage}}", *ids, timeout=300)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cli = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return Round(wall, cli + daemon_cpu() - daemon, len(output.splitlines()))
+
+
+def figure_stats(*, containers: int, rounds: int = 5) -> Figure:
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    with cleanup():
+        ids = run_containers(prefix, containers, labels=lambda i: {}, command="sleep 3600")
+        cgroup = asyncio.run(_watcher_rounds(ids, source="cgroup", rounds=rounds))
+        cli = [_cli_round(ids) for _ in range(rounds)]
+        api = asyncio.run(_watcher_rounds(ids, source="api", rounds=2))
+    assert all(r.samples == containers for r in cgroup + cli), "a round missed containers"
+
+    def median(rows: list[Round], what: str) -> float:
+        return float(statistics.median(getattr(r, what) for r in rows))
+
+    return Figure(
+        f"1. Stats round over {containers} running containers (median of {rounds}; CPU: sampler + "
+        "dockerd, containerd, shims; baseline: `docker stats --no-stream`)",
+        [
+            ("wall time, cgroup files", ms(median(cgroup, "wall")), ms(median(cli, "wall")),
+             f"{median(cli, 'wall') / median(cgroup, 'wall'):.0f}× faster"),
+            ("CPU seconds, cgroup files", f"{median(cgroup, 'cpu'):.3f} s", f"{median(cli, 'cpu'):.3f} s",
+             f"{median(cli, 'cpu') / max(median(cgroup, 'cpu'), 1e-3):.0f}× less"),
+            ("wall time, stats API", ms(median(api, "wall")), ms(median(cli, "wall")), "(the fallback source)"),
+            ("CPU seconds, stats API", f"{median(api, 'cpu'):.3f} s", f"{median(cli, 'cpu'):.3f} s", ""),
+        ],
+    )  # fmt: skip
+
+
 # -- figure 2: /metrics at 1,000 deployments
 
 
@@ -403,6 +485,8 @@ def main() -> None:
         return
     wanted = args.figures or FIGURES
     print(describe_machine())
+    if "stats" in wanted:
+        figure_stats(containers=args.containers).print()
     if "metrics" in wanted:
         figure_metrics(deployments=args.deployments).print()
     if "lag" in wanted or "state" in wanted:
