@@ -18,6 +18,7 @@ import yaml
 
 ENV_PREFIX = "WATCHER_"
 CONFIG_FILE_ENV = "WATCHER_CONFIG_FILE"
+API_TOKEN_ENV = "WATCHER_API_TOKEN"  # a secret: read from the environment only, never a setting
 
 
 def _opt(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> Any:
@@ -98,6 +99,17 @@ class StatsSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    token_file: str = _opt(
+        "", f"file holding the bearer token of the CI/CD API (or set {API_TOKEN_ENV}); no token: the API is off"
+    )
+    max_body_bytes: int = _opt(16384, "largest request body the API accepts, in bytes", minimum=256)
+    retention_seconds: float = _opt(
+        2592000.0, "seconds a deployment with no containers stays exported after its last API report", minimum=0
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogSettings:
     level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -110,6 +122,7 @@ class Settings:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -245,7 +258,9 @@ def load(
             if f"{section}.{name}" not in known:
                 problems.append(f"config file: unknown setting {section}.{name}")
     for name in environ:
-        if name.startswith(ENV_PREFIX) and name != CONFIG_FILE_ENV and name not in {o.env for o in known.values()}:
+        if name.startswith(ENV_PREFIX) and name not in {CONFIG_FILE_ENV, API_TOKEN_ENV} | {
+            o.env for o in known.values()
+        }:
             problems.append(f"environment: unknown variable {name}")
     for path in flags:
         if path not in known:

@@ -22,6 +22,10 @@ KNOWN_ACTIONS = (
 )  # fmt: skip
 _ACTION = re.compile(r"[a-z_]{1,32}")
 STATS_SOURCES = ("cgroup", "api")
+# What became of a CI/CD API request (README explains each).
+API_OUTCOMES = (
+    "started", "updated", "unchanged", "stale", "invalid", "too_large", "unauthorized", "disabled", "rejected",
+)  # fmt: skip
 NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "rejected", "dropped", "stale")
 
 
@@ -98,6 +102,12 @@ class SelfMetrics:
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )
+        self.api_requests = Counter(
+            f"{PREFIX}_api_requests", "Requests to the CI/CD API (POST /api/v1/deployments), by outcome.", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
+        for outcome in API_OUTCOMES:
+            self.api_requests.labels(outcome)
 
     def stats_source_in_use(self, source: str) -> None:
         for each in STATS_SOURCES:

@@ -14,13 +14,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from watcher import stats
+from watcher.api import DeploymentsApi
 from watcher.collector import DeploymentCollector
 from watcher.config import Settings, parse_listen_address
 from watcher.docker_watch import DockerWatch
 from watcher.http import make_app
 from watcher.observations import Observation, Tick
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import State, apply
+from watcher.state import State, Step, apply
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class Core:
         return self.state
 
     def submit(self, observation: Observation) -> None:
+        self.step(observation)
+
+    def step(self, observation: Observation) -> Step:
+        """Apply ``observation`` and say what it did (the CI/CD API answers with it)."""
         step = apply(self.state, observation, now=self.clock(), settings=self.settings)
         changed = step.state is not self.state
         self.state = step.state
@@ -65,6 +70,7 @@ class Core:
         if changed:
             for listener in self._listeners:
                 listener()
+        return step
 
     async def tick_forever(self) -> NoReturn:
         while True:
@@ -75,13 +81,19 @@ class Core:
 class Service:
     """Everything the watcher runs, built from settings; ``run()`` until stopped."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, registry: CollectorRegistry | None = None, api_token: str | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
         self.core = Core(settings=settings, metrics=self.metrics)
         self.registry.register(DeploymentCollector(snapshot=self.core.snapshot, settings=settings))
         self.docker = DockerWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
+        self.api = DeploymentsApi(
+            token=api_token, settings=settings, snapshot=self.core.snapshot, step=self.core.step,
+            clock=self.core.clock, metrics=self.metrics,
+        )  # fmt: skip
         self.port: int | None = None  # bound port, once serving (0 in settings picks a free one)
 
     def ready(self) -> bool:
@@ -90,7 +102,9 @@ class Service:
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or SIGTERM/SIGINT); a root task dying stops all, raising its error."""
         stop = stop or asyncio.Event()
-        runner = web.AppRunner(make_app(registry=self.registry, ready=self.ready), access_log=None)
+        app = make_app(registry=self.registry, ready=self.ready)
+        app.add_routes(self.api.routes())
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
             host, port = parse_listen_address(self.settings.web.listen_address)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from watcher.config import RetentionSettings, RolloutSettings, Settings
+from watcher.config import ApiSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.observations import (
     DeploymentKey,
     Health,
@@ -21,6 +21,7 @@ from watcher.observations import (
     InstanceStopRequested,
     Observation,
     Resync,
+    RolloutReported,
     Status,
     Tick,
     Usage,
@@ -31,6 +32,7 @@ from watcher.state import (
     CHECK_OOM,
     CHECK_RESTARTS,
     CHECK_RUNNING,
+    REPORTED_REASON,
     Deployment,
     Durations,
     State,
@@ -67,6 +69,22 @@ def started(cid: str, version: str, at: float, *, created_at: float | None = Non
             id=cid, identity=ident, running=True, running_since=at, has_healthcheck=healthcheck,
             health=Health.STARTING if healthcheck else Health.NONE, restart_count=restarts,
         ),
+    )  # fmt: skip
+
+
+def reported(
+    version: str,
+    status: str,
+    at: float,
+    *,
+    key: DeploymentKey = API,
+    started_at: float | None = None,
+    finished_at: float | None = None,
+) -> RolloutReported:
+    """A report from deploy tooling, as the CI/CD API makes it."""
+    return RolloutReported(
+        at=at, key=key, version=version, commit=f"c-{version}", status=Status[status.upper()], started_at=started_at,
+        finished_at=finished_at,
     )  # fmt: skip
 
 
@@ -453,3 +471,163 @@ def test_durations_histogram_buckets() -> None:
     d = Durations().observe(3).observe(5).observe(7).observe(10_000)
     assert d.counts[0] == 2 and d.counts[1] == 1 and d.counts[-1] == 1
     assert d.count == 4 and d.total == 10_015
+
+
+# -- reports from deploy tooling (the CI/CD API)
+
+
+def test_report_announces_then_finishes_a_rollout() -> None:
+    """in_progress starts revision 1 judged by the tooling; success finishes it with its duration."""
+    run = Run()(reported("1.0.0", "in_progress", 100))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.status, rollout.reported, rollout.image) == (1, Status.IN_PROGRESS, True, "")
+    run.tick(500)
+    assert run.status is Status.IN_PROGRESS  # no container rules; the deadline is further away
+    run(reported("1.0.0", "success", 160))
+    assert (run.status, run.d().rollout.reason, run.d().rollout.finished_at) == (Status.SUCCESS, REPORTED_REASON, 160)
+    assert (run.d().durations.count, run.d().durations.total) == (1, 60)
+    assert run.notes == ["rollout_started", "rollout_finished"]
+
+
+def test_report_only_deployment_has_no_health_checks() -> None:
+    """Without containers there is nothing to check: no check series, health passes."""
+    run = Run()(reported("1.0.0", "success", 100))
+    assert health_checks(run.d(), settings=SETTINGS) == {}
+    assert is_healthy(run.d(), settings=SETTINGS)
+
+
+def test_final_report_of_unannounced_version_starts_and_finishes_it() -> None:
+    """A success never announced is one revision started and finished at once; with started_at, timed."""
+    run = Run()(reported("1.0.0", "success", 150, started_at=100, finished_at=140))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.status, rollout.started_at, rollout.finished_at) == (1, Status.SUCCESS, 100, 140)
+    assert (run.d().durations.count, run.d().durations.total) == (1, 40)
+    run(reported("2.0.0", "failed", 300))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.status, rollout.started_at, rollout.finished_at) == (2, Status.FAILED, 300, 300)
+    assert run.d().durations.count == 1  # no start given: the duration is unknown
+
+
+def test_reported_rollback_counts_and_keeps_history() -> None:
+    """Reports go through the same rollback rules: back to an older version is a rollback."""
+    run = Run()(reported("1.0.0", "success", 100), reported("2.0.0", "success", 200))
+    run(reported("1.0.0", "in_progress", 300))
+    assert (run.d().rollout.revision, run.d().rollout.rollback, run.d().rollbacks) == (3, True, 1)
+    assert [(h.version, h.commit) for h in run.d().history] == [("1.0.0", "c-1.0.0"), ("2.0.0", "c-2.0.0")]
+
+
+def test_containers_join_the_announced_rollout() -> None:
+    """Containers of the announced version join it; its status stays the tooling's to report."""
+    run = Run()(reported("2.0.0", "in_progress", 100), started("a", "2.0.0", 105, healthcheck=True))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.members, rollout.image) == (1, {"a"}, "shop/api:2.0.0")
+    run(InstanceHealth(110, "a", Health.HEALTHY)).tick(200)
+    assert run.status is Status.IN_PROGRESS  # healthy, but the tooling has not said success yet
+    run(InstanceExited(210, "a", 1))
+    assert run.status is Status.IN_PROGRESS
+    assert not is_healthy(run.d(), settings=SETTINGS)  # a crash shows in health
+    run(reported("2.0.0", "failed", 220))
+    assert (run.status, run.d().durations.total, run.d().rollout.revision) == (Status.FAILED, 120, 1)
+
+
+def test_report_takes_over_a_rollout_its_containers_started() -> None:
+    """in_progress of the version the containers already roll out makes the tooling its judge."""
+    run = Run()(started("a", "1.0.0", 100), reported("1.0.0", "in_progress", 102))
+    assert (run.d().rollout.revision, run.d().rollout.reported) == (1, True)
+    run.tick(150)
+    assert run.status is Status.IN_PROGRESS  # the stable time no longer decides
+
+
+def test_final_report_finishes_a_container_rollout() -> None:
+    """A final report about the rollout in progress decides it, timed from the containers' start."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), reported("1.0.0", "failed", 130))
+    assert (run.status, run.d().rollout.reason, run.d().durations.total) == (Status.FAILED, REPORTED_REASON, 30)
+
+
+def test_final_report_corrects_a_finished_rollout() -> None:
+    """After the rules said success, a failed report corrects the status; the duration is not counted again."""
+    run = Run()(started("a", "1.0.0", 100)).tick(111)
+    assert run.status is Status.SUCCESS
+    run(reported("1.0.0", "failed", 140))
+    assert (run.status, run.d().rollout.revision, run.d().rollout.finished_at) == (Status.FAILED, 1, 111)
+    assert run.d().durations.count == 1
+    assert run.notes[-1] == "rollout_finished"
+
+
+def test_repeated_report_changes_nothing_but_its_time() -> None:
+    """The same final report twice leaves the rollout as it was; only reported_at moves."""
+    run = Run()(reported("1.0.0", "success", 100))
+    rollout = run.d().rollout
+    run(reported("1.0.0", "success", 110))
+    assert run.d().rollout is rollout
+    assert run.d().reported_at == 110
+
+
+def test_report_older_than_current_rollout_is_stale() -> None:
+    """A report of another version from before the current rollout began changes nothing."""
+    run = Run()(started("b", "2.0.0", 200))
+    before = run.state
+    run(reported("1.0.0", "success", 300, started_at=150))
+    run(reported("1.0.0", "failed", 300, finished_at=190))
+    assert run.state is before
+    assert run.notes[-2:] == ["stale", "stale"]
+
+
+def test_in_progress_again_after_finish_is_another_try() -> None:
+    """The finished version announced again is a new revision; late news of the finished one is not."""
+    run = Run()(reported("1.0.0", "failed", 100, started_at=50))
+    run(reported("1.0.0", "in_progress", 120, started_at=60))  # the same deploy, reported late
+    assert (run.d().rollout.revision, run.status) == (1, Status.FAILED)
+    run(reported("1.0.0", "in_progress", 200))
+    assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (2, Status.IN_PROGRESS, 0)
+
+
+def test_reported_rollout_fails_at_the_deadline() -> None:
+    """Announced but never finished (the job died): failed at the progress deadline, containers or not."""
+    run = Run()(reported("1.0.0", "in_progress", 100))
+    run.tick(699)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(700)
+    assert (run.status, run.d().rollout.reason) == (Status.FAILED, "no final report within the progress deadline")
+
+
+def test_new_version_containers_after_a_report() -> None:
+    """Containers of another version: older than the report, leftovers; newer, a new rollout."""
+    run = Run()(reported("2.0.0", "in_progress", 100))
+    run(started("old", "1.0.0", 110, created_at=90))
+    assert (run.d().rollout.version, run.d().rollout.revision) == ("2.0.0", 1)
+    run(started("new", "1.0.0", 120))
+    assert (run.d().rollout.version, run.d().rollout.revision, run.d().rollbacks) == ("1.0.0", 2, 1)
+    assert "superseded" in run.notes
+    assert run.d().rollout.reported is False
+
+
+def test_report_only_deployment_is_dropped_after_the_report_retention() -> None:
+    """No containers: kept for api.retention_seconds after the last report, then dropped."""
+    settings = dataclasses.replace(SETTINGS, api=ApiSettings(retention_seconds=1000))
+    run = Run(settings)(reported("1.0.0", "success", 100), reported("1.0.0", "success", 500))
+    run.tick(1499)
+    assert API in run.state.deployments
+    run.tick(1500)
+    assert API not in run.state.deployments
+    assert run.notes[-1] == "dropped"
+
+
+def test_reports_extend_retention_of_a_deployment_whose_containers_are_gone() -> None:
+    """Containers gone and a report: dropped when both retention times have passed."""
+    settings = dataclasses.replace(
+        SETTINGS, retention=RetentionSettings(gone_seconds=60), api=ApiSettings(retention_seconds=1000)
+    )
+    run = Run(settings)(started("a", "1.0.0", 100), reported("1.0.0", "success", 110), InstanceGone(200, "a"))
+    run.tick(500)
+    assert API in run.state.deployments
+    run.tick(1110)
+    assert API not in run.state.deployments
+
+
+def test_report_beyond_the_cap_is_rejected() -> None:
+    """The deployment cap applies to reported deployments too."""
+    settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(max_deployments=1))
+    run = Run(settings)(started("a", "1.0.0", 100), reported("1.0.0", "success", 110, key=DeploymentKey("x", "y")))
+    assert list(run.state.deployments) == [API]
+    assert run.notes[-1] == "rejected"
