@@ -88,6 +88,22 @@ class SelfMetrics:
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )
+        self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
+        self.state_save_errors = Counter(
+            f"{PREFIX}_state_save_errors",
+            "Writes of the state file that failed (read-only or full disk...); retried at the next change.",
+            registry=registry,
+        )
+        self.state_last_save = Gauge(
+            f"{PREFIX}_state_last_save_timestamp_seconds",
+            "Unix time of the last successful write of the state file (0: none since start-up).",
+            registry=registry,
+        )
+        self.state_load_errors = Counter(
+            f"{PREFIX}_state_load_errors",
+            "State files found unreadable, corrupt or of an unknown schema at start-up: moved aside, started fresh.",
+            registry=registry,
+        )
 
     def event(self, action: str) -> None:
         base = action.split(":", 1)[0].strip()
