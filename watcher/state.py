@@ -192,6 +192,7 @@ class _Txn:
         self.now = now
         self.settings = settings
         self.notes: list[Note] = []
+        self.resyncing = False  # what a resync reveals happened at some unknown time before it
         self._deployments: dict[DeploymentKey, Deployment] | None = None
         self._owners: dict[str, DeploymentKey] | None = None
 
@@ -233,7 +234,7 @@ class _Txn:
 
     # -- observations
 
-    def seen(self, instance: Instance, *, at: float, witnessed: bool) -> None:
+    def seen(self, instance: Instance, *, at: float, witnessed: bool, listed: bool = False) -> None:
         key = instance.identity.key
         deployment = self.deployments.get(key)
         if deployment is None:
@@ -245,7 +246,9 @@ class _Txn:
             deployment = Deployment(key=key, rollout=rollout, history=(version,))
             self.note("rollout_started", key, _started_message(rollout))
         member = deployment.members.get(instance.id)
-        if member is not None and at < member.updated_at:
+        # A container list is newer than anything applied before it, even when the clock went
+        # back since (a state file written before a reboot, a volume moved to another host).
+        if member is not None and at < member.updated_at and not listed:
             self.note("stale", key, f"ignored an observation of {instance.id[:12]} older than the last one")
             return
         deployment = _with_member(
@@ -255,7 +258,7 @@ class _Txn:
         self.own(instance.id, key)
         if member is None:
             deployment = self._arrived(deployment, instance, witnessed=witnessed)
-        self.put(self._evaluate(deployment))
+        self.put(deployment if listed else self._evaluate(deployment))
 
     def _arrived(self, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
         """A new instance: it joins the current rollout, starts a new one, or is a leftover."""
@@ -348,15 +351,24 @@ class _Txn:
         )
 
     def resync(self, resync: Resync) -> None:
-        present = {i.id for i in resync.instances}
+        self.resyncing = True
+        listed = {i.id: i for i in resync.instances}
         for instance_id, key in list(self.owners.items()):
             deployment = self.deployments[key]
-            if instance_id not in present and deployment.members[instance_id].instance.source == resync.source:
+            instance = listed.get(instance_id)
+            if instance is None:
+                if deployment.members[instance_id].instance.source == resync.source:
+                    self.put(self._remove(deployment, instance_id))
+            elif instance.identity.key != key:
+                # Read as another deployment's now: the label settings changed across a restart.
                 self.put(self._remove(deployment, instance_id))
         known = [i for i in resync.instances if i.id in self.owners]
         new = sorted((i for i in resync.instances if i.id not in self.owners), key=lambda i: i.identity.created_at)
         for instance in known:
-            self.seen(instance, at=resync.at, witnessed=False)
+            self.seen(instance, at=resync.at, witnessed=False, listed=True)
+        # Judged once the whole list is applied, not one replica's news against another's old state.
+        for key in dict.fromkeys(i.identity.key for i in known):
+            self.put(self._evaluate(self.deployments[key]))
         # What appeared while we were not looking is one rollout per deployment, to the newest
         # version (its replicas with it); older new instances are leftovers.
         by_key: dict[DeploymentKey, list[Instance]] = {}
@@ -425,6 +437,8 @@ class _Txn:
         if verdict is None:
             return deployment
         status, reason = verdict
+        # A finish found by a resync (after a restart or reconnect) happened at an unknown time.
+        timed = rollout.witnessed and not self.resyncing
         duration = max(0.0, self.now - rollout.started_at)
         finished = dataclasses.replace(rollout, status=status, finished_at=self.now, reason=reason)
         self.note(
@@ -432,9 +446,9 @@ class _Txn:
             deployment.key,
             f"revision {rollout.revision} ({rollout.version}) {status.text}"
             + (f": {reason}" if reason else "")
-            + (f" after {duration:.1f} s" if rollout.witnessed else ""),
+            + (f" after {duration:.1f} s" if timed else ""),
         )
-        durations = deployment.durations.observe(duration) if rollout.witnessed else deployment.durations
+        durations = deployment.durations.observe(duration) if timed else deployment.durations
         return dataclasses.replace(deployment, rollout=finished, durations=durations)
 
     def _verdict(self, deployment: Deployment) -> tuple[Status, str] | None:
