@@ -6,7 +6,7 @@ top-level ``schema`` number, every field written explicitly. A change old files 
 read with bumps ``SCHEMA`` and adds ``MIGRATIONS[old]``, a function turning a document of
 schema ``old`` into one of ``old + 1``; files are migrated in memory when loaded and written
 in the current schema. A new field whose default means what files without it meant needs no
-new schema: read it with ``.get``-style defaults here and list the default in README.
+new schema: decode it with that default when it is missing, and list the default in README.
 """
 
 from __future__ import annotations
