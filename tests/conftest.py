@@ -99,7 +99,7 @@ class Containers:
 
     def cleanup(self) -> None:
         if self.names:
-            docker("rm", "-f", *self.names, check=False)
+            docker("rm", "-f", "-v", *self.names, check=False)
 
 
 @pytest.fixture
@@ -174,11 +174,15 @@ class WatcherProcess:
 
 
 def start_watcher(tmp: Path, *flags: str, env: dict[str, str] | None = None) -> WatcherProcess:
-    """Start the watcher on a free port and wait until it serves /health."""
+    """Start the watcher on a free port and wait until it serves /health.
+
+    Its state file goes to a directory of its own unless ``flags`` give ``--storage.directory``.
+    """
     port = free_port()
     log = tmp / f"watcher-{port}.log"
+    defaults = [f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", f"--storage.directory={tmp}/data-{port}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "watcher", f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", *flags],
+        [sys.executable, "-m", "watcher", *defaults, *flags],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},

@@ -110,6 +110,20 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    directory: str = _opt(
+        "data",
+        "directory of the state file (state.json), created when missing; a relative path is relative to "
+        "the working directory; empty: keep no state across restarts",
+    )
+    debounce_seconds: float = _opt(
+        1.0,
+        "after a change, wait this many seconds, gathering further changes, before saving the state file",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogSettings:
     level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -123,6 +137,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

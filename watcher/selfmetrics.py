@@ -108,6 +108,22 @@ class SelfMetrics:
         )  # fmt: skip
         for outcome in API_OUTCOMES:
             self.api_requests.labels(outcome)
+        self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
+        self.state_save_errors = Counter(
+            f"{PREFIX}_state_save_errors",
+            "Writes of the state file that failed (read-only or full disk...); retried at the next change.",
+            registry=registry,
+        )
+        self.state_last_save = Gauge(
+            f"{PREFIX}_state_last_save_timestamp_seconds",
+            "Unix time of the last successful write of the state file (0: none since start-up).",
+            registry=registry,
+        )
+        self.state_load_errors = Counter(
+            f"{PREFIX}_state_load_errors",
+            "State files found unreadable, corrupt or of an unknown schema at start-up: moved aside, started fresh.",
+            registry=registry,
+        )
 
     def stats_source_in_use(self, source: str) -> None:
         for each in STATS_SOURCES:

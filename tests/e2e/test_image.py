@@ -157,7 +157,8 @@ def container_logs(name: str) -> str:
 
 
 def test_image_runs_as_non_root_and_exports_a_labelled_deployment(watcher_image: str, containers: Containers) -> None:
-    """The built image reads the socket read-only as uid 10001, exports a labelled container and turns healthy."""
+    """The built image reads the socket read-only as uid 10001, exports a labelled container, turns healthy,
+    and writes its state file into its volume."""
     require_binary("docker")
     assert SOCKET.is_socket(), f"{SOCKET} is not a socket: the test mounts the local Docker socket"
     labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", watcher_image)
@@ -200,15 +201,21 @@ def test_image_runs_as_non_root_and_exports_a_labelled_deployment(watcher_image:
         def healthy() -> bool:
             return docker("inspect", "--format", "{{.State.Health.Status}}", name) == "healthy"
 
+        def saved() -> bool:
+            owner = docker("exec", name, "stat", "-c", "%u", "/var/lib/deployment-watcher/state.json", check=False)
+            return owner == "10001"
+
         deadline = time.monotonic() + 60
-        seen_metrics = seen_healthy = False
-        while time.monotonic() < deadline and not (seen_metrics and seen_healthy):
+        seen_metrics = seen_healthy = seen_saved = False
+        while time.monotonic() < deadline and not (seen_metrics and seen_healthy and seen_saved):
             assert docker("inspect", "--format", "{{.State.Running}}", name) == "true", container_logs(name)
             seen_metrics = seen_metrics or exported()
             seen_healthy = seen_healthy or healthy()
+            seen_saved = seen_saved or (seen_metrics and saved())
             time.sleep(0.5)
         logs = container_logs(name)
         assert seen_metrics, f"/metrics never showed deployment {deployment}:\n{logs}"
         assert seen_healthy, f"the HEALTHCHECK never reported healthy within 60 s:\n{logs}"
+        assert seen_saved, f"no state file written by uid 10001 in the volume:\n{logs}"
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)  # -v: the image's anonymous data volume
