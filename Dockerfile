@@ -67,9 +67,11 @@ ENV PATH=/opt/watcher/bin:${PATH} \
 VOLUME ["/var/lib/deployment-watcher"]
 
 EXPOSE 9102
-# No curl in slim images: ask /health with the venv's Python. Assumes the default port.
+# No curl in slim images: ask /health with the venv's Python. The probe finds the port and the
+# web config (https, see README "TLS and basic auth") in WATCHER_* variables and
+# WATCHER_CONFIG_FILE; it cannot see flags given after the image name.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["/opt/watcher/bin/python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9102/health', timeout=2).status == 200 else 1)"]
+    CMD ["/opt/watcher/bin/python", "-m", "watcher.healthcheck"]
 
 USER watcher
 ENTRYPOINT ["deployment-watcher"]

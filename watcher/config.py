@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from watcher import webconfig
+
 ENV_PREFIX = "WATCHER_"
 CONFIG_FILE_ENV = "WATCHER_CONFIG_FILE"
 API_TOKEN_ENV = "WATCHER_API_TOKEN"  # a secret: read from the environment only, never a setting
@@ -29,6 +31,9 @@ def _opt(default: Any, help: str, *, minimum: float | None = None, choices: tupl
 class WebSettings:
     listen_address: str = _opt(
         ":9102", "host:port to serve /metrics, /health and /ready on (empty host: all interfaces)"
+    )
+    config_file: str = _opt(
+        "", "web config file (Prometheus exporters' format) for TLS and basic auth; empty: plain HTTP, no auth"
     )
 
 
@@ -327,6 +332,11 @@ def _cross_checks(settings: Settings) -> list[str]:
         problems.append(f"web.listen_address: {exc}")
     if not settings.stats.cgroup_root.startswith("/"):
         problems.append(f"stats.cgroup_root must be an absolute path, got {settings.stats.cgroup_root!r}")
+    if settings.web.config_file:
+        try:
+            webconfig.load(settings.web.config_file)
+        except webconfig.WebConfigError as exc:
+            problems.extend(f"web.config_file: {problem}" for problem in exc.problems)
     if not settings.labels.default_environment:
         problems.append("labels.default_environment must not be empty")
     return problems

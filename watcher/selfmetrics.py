@@ -10,7 +10,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from watcher import __version__, labels
+from watcher import __version__, labels, websecurity
 
 PREFIX = "deployment_watcher"
 
@@ -99,6 +99,15 @@ class SelfMetrics:
         )
         for source in STATS_SOURCES:
             self.stats_source.labels(source)
+        self.basic_auth_failures = Counter(
+            f"{PREFIX}_basic_auth_failures",
+            "Requests refused by basic auth, by reason: missing (no Basic credentials), malformed, "
+            "invalid (unknown user or wrong password).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in websecurity.FAILURES:
+            self.basic_auth_failures.labels(reason)
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )

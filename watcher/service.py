@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from watcher import stats
+from watcher import stats, webconfig, websecurity
 from watcher.api import DeploymentsApi
 from watcher.collector import DeploymentCollector
 from watcher.config import Settings, parse_listen_address
@@ -107,6 +107,8 @@ class Service:
             clock=self.core.clock, metrics=self.metrics,
         )  # fmt: skip
         self.port: int | None = None  # bound port, once serving (0 in settings picks a free one)
+        path = settings.web.config_file
+        self.web_config = webconfig.load(path) if path else webconfig.WebConfig()
 
     def ready(self) -> bool:
         return self.docker.connected
@@ -116,14 +118,18 @@ class Service:
         stop = stop or asyncio.Event()
         app = make_app(registry=self.registry, ready=self.ready)
         app.add_routes(self.api.routes())
+        websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
             host, port = parse_listen_address(self.settings.web.listen_address)
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=self.web_config.tls)
             await site.start()
             self.port = runner.addresses[0][1]
-            log.info("serving metrics on %s:%d", host, self.port)
+            scheme = "https" if self.web_config.tls else "http"
+            log.info("serving metrics on %s://%s:%d", scheme, host, self.port)
+            if self.web_config.users and not self.web_config.tls:
+                log.warning("basic auth without TLS: passwords cross the network in clear text")
             await _supervise(self._root_tasks(), stop=stop)
         finally:
             try:
