@@ -21,6 +21,7 @@ KNOWN_ACTIONS = (
     "exec_start", "exec_die",
 )  # fmt: skip
 _ACTION = re.compile(r"[a-z_]{1,32}")
+EXPOSITION_PARTS = ("deployments", "own")
 NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "rejected", "dropped", "stale")
 
 
@@ -84,6 +85,21 @@ class SelfMetrics:
         )
         self.stats_errors = Counter(
             f"{PREFIX}_stats_errors", "Containers whose stats could not be read in a poll.", registry=registry
+        )
+        self.exposition_renders = Counter(
+            f"{PREFIX}_exposition_renders",
+            "Renderings of /metrics, by part: the deployment series (after a change of state) and the "
+            "watcher's own metrics (with each rendering, and at the staleness bound).",
+            ["part"],
+            registry=registry,
+        )
+        for part in EXPOSITION_PARTS:
+            self.exposition_renders.labels(part)
+        self.exposition_duration = Histogram(
+            f"{PREFIX}_exposition_render_duration_seconds",
+            "Time one rendering of /metrics took (every format served, gzip copies included).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
         )
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
