@@ -14,9 +14,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from watcher import stats
-from watcher.collector import DeploymentCollector
 from watcher.config import Settings, parse_listen_address
 from watcher.docker_watch import DockerWatch
+from watcher.exposition import Exposition
 from watcher.http import make_app
 from watcher.observations import Observation, Tick
 from watcher.selfmetrics import SelfMetrics
@@ -80,7 +80,10 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
         self.core = Core(settings=settings, metrics=self.metrics)
-        self.registry.register(DeploymentCollector(snapshot=self.core.snapshot, settings=settings))
+        self.exposition = Exposition(
+            snapshot=self.core.snapshot, registry=self.registry, settings=settings, metrics=self.metrics
+        )
+        self.core.on_change(self.exposition.changed)
         self.docker = DockerWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
         self.port: int | None = None  # bound port, once serving (0 in settings picks a free one)
 
@@ -90,7 +93,8 @@ class Service:
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or SIGTERM/SIGINT); a root task dying stops all, raising its error."""
         stop = stop or asyncio.Event()
-        runner = web.AppRunner(make_app(registry=self.registry, ready=self.ready), access_log=None)
+        await self.exposition.refresh()  # the first scrape is served from memory too
+        runner = web.AppRunner(make_app(exposition=self.exposition, ready=self.ready), access_log=None)
         await runner.setup()
         try:
             host, port = parse_listen_address(self.settings.web.listen_address)
@@ -103,7 +107,11 @@ class Service:
             await runner.cleanup()
 
     def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:
-        tasks = {"docker watch": self.docker.run_forever(), "rule clock": self.core.tick_forever()}
+        tasks = {
+            "docker watch": self.docker.run_forever(),
+            "rule clock": self.core.tick_forever(),
+            "exposition": self.exposition.run_forever(),
+        }
         if self.settings.stats.enabled:
             tasks["stats poll"] = stats.poll_forever(
                 settings=self.settings, snapshot=self.core.snapshot, submit=self.core.submit, metrics=self.metrics
