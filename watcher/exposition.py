@@ -29,7 +29,8 @@ uncompressed body of megabytes at every refresh would cost more than the refresh
 end of the previous rendering, then renders the newest snapshot: a burst of events costs one
 rendering per interval, not one per event. Rendering runs in a worker thread so the event loop
 keeps reading Docker events (the daemon drops a client that stops reading). A change therefore
-shows in ``/metrics`` within the interval plus one rendering time.
+shows in ``/metrics`` within the interval plus one rendering time. The service renders once
+before it serves; without that, the first scrape waits for the first rendering.
 
 **Variants.** The format is whatever ``choose_encoder`` of prometheus-client negotiates from
 ``Accept`` (it takes the first type it supports, in the header's order), so any header gets
