@@ -129,6 +129,22 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExpositionSettings:
+    min_interval_seconds: float = _opt(
+        1.0,
+        "after a change of state, /metrics is re-rendered once this many seconds after the previous rendering "
+        "at the earliest; changes in between are coalesced into one rendering",
+        minimum=0,
+    )
+    max_staleness_seconds: float = _opt(
+        5.0,
+        "the watcher's own metrics in /metrics (process, runtime, counters) are re-read at least this often, "
+        "in seconds; deployment series follow every change of state",
+        minimum=0.1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogSettings:
     level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -143,6 +159,7 @@ class Settings:
     stats: StatsSettings = field(default_factory=StatsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    exposition: ExpositionSettings = field(default_factory=ExpositionSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

@@ -26,6 +26,7 @@ STATS_SOURCES = ("cgroup", "api")
 API_OUTCOMES = (
     "started", "updated", "unchanged", "stale", "invalid", "too_large", "unauthorized", "disabled", "rejected",
 )  # fmt: skip
+EXPOSITION_PARTS = ("deployments", "own")
 NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "rejected", "dropped", "stale")
 
 
@@ -108,6 +109,21 @@ class SelfMetrics:
         )
         for reason in websecurity.FAILURES:
             self.basic_auth_failures.labels(reason)
+        self.exposition_renders = Counter(
+            f"{PREFIX}_exposition_renders",
+            "Renderings of /metrics, by part: the deployment series (after a change of state) and the "
+            "watcher's own metrics (with each rendering, and at the staleness bound).",
+            ["part"],
+            registry=registry,
+        )
+        for part in EXPOSITION_PARTS:
+            self.exposition_renders.labels(part)
+        self.exposition_duration = Histogram(
+            f"{PREFIX}_exposition_render_duration_seconds",
+            "Time one rendering of /metrics took (every format served, gzip copies included).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )

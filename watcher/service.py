@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from watcher import stats, webconfig, websecurity
 from watcher.api import DeploymentsApi
-from watcher.collector import DeploymentCollector
 from watcher.config import Settings, parse_listen_address
 from watcher.docker_watch import DockerWatch
+from watcher.exposition import Exposition
 from watcher.http import make_app
 from watcher.observations import Observation, Tick
 from watcher.selfmetrics import SelfMetrics
@@ -100,7 +100,10 @@ class Service:
         self.core.on_change(self._changed.set)
         # One writer thread: a save still running when the service stops ends before the final one.
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-file")
-        self.registry.register(DeploymentCollector(snapshot=self.core.snapshot, settings=settings))
+        self.exposition = Exposition(
+            snapshot=self.core.snapshot, registry=self.registry, settings=settings, metrics=self.metrics
+        )
+        self.core.on_change(self.exposition.changed)
         self.docker = DockerWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
         self.api = DeploymentsApi(
             token=api_token, settings=settings, snapshot=self.core.snapshot, step=self.core.step,
@@ -116,7 +119,8 @@ class Service:
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or SIGTERM/SIGINT); a root task dying stops all, raising its error."""
         stop = stop or asyncio.Event()
-        app = make_app(registry=self.registry, ready=self.ready)
+        await self.exposition.refresh()  # the first scrape is served from memory too
+        app = make_app(exposition=self.exposition, ready=self.ready)
         app.add_routes(self.api.routes())
         websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
         runner = web.AppRunner(app, access_log=None)
@@ -139,7 +143,11 @@ class Service:
                 await runner.cleanup()
 
     def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:
-        tasks = {"docker watch": self.docker.run_forever(), "rule clock": self._rule_clock()}
+        tasks = {
+            "docker watch": self.docker.run_forever(),
+            "rule clock": self._rule_clock(),
+            "exposition": self.exposition.run_forever(),
+        }
         if self.settings.stats.enabled:
             tasks["stats poll"] = stats.poll_forever(
                 settings=self.settings, snapshot=self.core.snapshot, submit=self.core.submit, metrics=self.metrics

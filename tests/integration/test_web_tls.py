@@ -32,7 +32,10 @@ from tests.conftest import WatcherProcess, free_port, require_binary, start_watc
 from tests.pki import Pki, make_pki
 from watcher import healthcheck, webconfig
 from watcher.config import Settings, WebSettings
+from watcher.exposition import Exposition
 from watcher.http import make_app
+from watcher.selfmetrics import SelfMetrics
+from watcher.state import State
 
 PASSWORD = "scrape-me"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()  # the cost htpasswd -B uses
@@ -233,7 +236,9 @@ CLIENT_AUTH_CASES = [
 async def served(server: AiohttpServer, pki: Pki, config: Path) -> str:
     """Serve the watcher's app with the web config's TLS context; its https URL."""
     loaded = webconfig.load(str(config))
-    app = make_app(registry=CollectorRegistry(), ready=lambda: True)
+    registry = CollectorRegistry()
+    exposition = Exposition(snapshot=State, registry=registry, settings=Settings(), metrics=SelfMetrics(registry))
+    app = make_app(exposition=exposition, ready=lambda: True)
     test_server = await server(app, ssl=loaded.tls)
     return f"https://127.0.0.1:{test_server.port}/health"
 

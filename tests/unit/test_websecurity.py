@@ -12,8 +12,11 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
+from watcher.config import Settings
+from watcher.exposition import Exposition
 from watcher.http import make_app
 from watcher.selfmetrics import SelfMetrics
+from watcher.state import State
 from watcher.webconfig import WebConfig
 from watcher.websecurity import CACHE_SIZE, FAILURES, BasicAuthCheck, install
 
@@ -41,7 +44,8 @@ def guarded_app(*, ready: bool = True) -> tuple[web.Application, Counter]:
     """The watcher's app with basic auth and headers, plus an /api/v1 route with its own (fake) bearer auth."""
     registry = CollectorRegistry()
     metrics = SelfMetrics(registry)
-    app = make_app(registry=registry, ready=lambda: ready)
+    exposition = Exposition(snapshot=State, registry=registry, settings=Settings(), metrics=metrics)
+    app = make_app(exposition=exposition, ready=lambda: ready)
 
     async def api(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != "Bearer token":
@@ -140,9 +144,10 @@ async def test_headers_on_every_answer(aiohttp_client: AiohttpClient, path: str)
 async def test_no_users_no_auth(aiohttp_client: AiohttpClient) -> None:
     """Without basic_auth_users, /metrics is open as before; headers alone still apply."""
     registry = CollectorRegistry()
-    app = make_app(registry=registry, ready=lambda: True)
-    install(app, config=WebConfig(headers={"X-Content-Type-Options": "nosniff"}),
-            failures=SelfMetrics(registry).basic_auth_failures)  # fmt: skip
+    metrics = SelfMetrics(registry)
+    exposition = Exposition(snapshot=State, registry=registry, settings=Settings(), metrics=metrics)
+    app = make_app(exposition=exposition, ready=lambda: True)
+    install(app, config=WebConfig(headers={"X-Content-Type-Options": "nosniff"}), failures=metrics.basic_auth_failures)
     response = await (await aiohttp_client(app)).get("/metrics")
     assert response.status == 200
     assert response.headers["X-Content-Type-Options"] == "nosniff"
