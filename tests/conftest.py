@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -99,7 +100,7 @@ class Containers:
 
     def cleanup(self) -> None:
         if self.names:
-            docker("rm", "-f", *self.names, check=False)
+            docker("rm", "-f", "-v", *self.names, check=False)
 
 
 @pytest.fixture
@@ -125,16 +126,19 @@ class WatcherProcess:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    ssl_context: ssl.SSLContext | None = None  # set: talk https with this client context
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request, e.g. Authorization
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def get(self, path: str, *, accept: str = "") -> tuple[int, str, str]:
         """Status, content type and body of a GET."""
-        request = urllib.request.Request(self.url + path, headers={"Accept": accept} if accept else {})
+        headers = {**self.headers, **({"Accept": accept} if accept else {})}
+        request = urllib.request.Request(self.url + path, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.ssl_context) as response:
                 return response.status, response.headers["Content-Type"], response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers["Content-Type"], exc.read().decode()
@@ -148,6 +152,19 @@ class WatcherProcess:
         found = [s.value for s in self.samples() if s.name == name and labels.items() <= s.labels.items()]
         assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
         return found[0] if found else None
+
+    def expect(self, name: str, expected: float, *, timeout: float = 10, **labels: str) -> None:
+        """Wait until /metrics shows ``expected`` for that sample (renderings lag a change by up to a second)."""
+        self.wait_for(f"{name}{labels} == {expected}", lambda: self.value(name, **labels) == expected, timeout=timeout)
+
+    def fresh(self) -> None:
+        """Wait until /metrics shows the watcher's own counters as they are now (two renderings later)."""
+        own = {"part": "own"}
+        start = self.value("deployment_watcher_exposition_renders_total", **own) or 0
+        self.wait_for(
+            "a fresh rendering",
+            lambda: (self.value("deployment_watcher_exposition_renders_total", **own) or 0) >= start + 2,
+        )
 
     def wait_for(self, what: str, check: Callable[[], bool], *, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -173,17 +190,32 @@ class WatcherProcess:
         return self.process.returncode
 
 
-def start_watcher(tmp: Path, *flags: str, env: dict[str, str] | None = None) -> WatcherProcess:
-    """Start the watcher on a free port and wait until it serves /health."""
+def start_watcher(
+    tmp: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> WatcherProcess:
+    """Start the watcher on a free port and wait until it serves /health (over https with ``ssl_context``).
+
+    Its state file goes to a directory of its own unless ``flags`` give ``--storage.directory``.
+    """
     port = free_port()
     log = tmp / f"watcher-{port}.log"
+    defaults = [
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=debug",
+        f"--storage.directory={tmp}/data-{port}",
+        "--exposition.max-staleness-seconds=1",  # the watcher's own counters lag by at most this
+    ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "watcher", f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", *flags],
+        [sys.executable, "-m", "watcher", *defaults, *flags],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
-    watcher = WatcherProcess(port, process, log)
+    watcher = WatcherProcess(port, process, log, ssl_context, headers or {})
 
     def healthy() -> bool:
         try:

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from watcher import webconfig
+
 ENV_PREFIX = "WATCHER_"
 CONFIG_FILE_ENV = "WATCHER_CONFIG_FILE"
 API_TOKEN_ENV = "WATCHER_API_TOKEN"  # a secret: read from the environment only, never a setting
@@ -29,6 +31,9 @@ def _opt(default: Any, help: str, *, minimum: float | None = None, choices: tupl
 class WebSettings:
     listen_address: str = _opt(
         ":9102", "host:port to serve /metrics, /health and /ready on (empty host: all interfaces)"
+    )
+    config_file: str = _opt(
+        "", "web config file (Prometheus exporters' format) for TLS and basic auth; empty: plain HTTP, no auth"
     )
 
 
@@ -110,6 +115,36 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    directory: str = _opt(
+        "data",
+        "directory of the state file (state.json), created when missing; a relative path is relative to "
+        "the working directory; empty: keep no state across restarts",
+    )
+    debounce_seconds: float = _opt(
+        1.0,
+        "after a change, wait this many seconds, gathering further changes, before saving the state file",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpositionSettings:
+    min_interval_seconds: float = _opt(
+        1.0,
+        "after a change of state, /metrics is re-rendered once this many seconds after the previous rendering "
+        "at the earliest; changes in between are coalesced into one rendering",
+        minimum=0,
+    )
+    max_staleness_seconds: float = _opt(
+        5.0,
+        "the watcher's own metrics in /metrics (process, runtime, counters) are re-read at least this often, "
+        "in seconds; deployment series follow every change of state",
+        minimum=0.1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogSettings:
     level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -123,6 +158,8 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    exposition: ExpositionSettings = field(default_factory=ExpositionSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -312,6 +349,11 @@ def _cross_checks(settings: Settings) -> list[str]:
         problems.append(f"web.listen_address: {exc}")
     if not settings.stats.cgroup_root.startswith("/"):
         problems.append(f"stats.cgroup_root must be an absolute path, got {settings.stats.cgroup_root!r}")
+    if settings.web.config_file:
+        try:
+            webconfig.load(settings.web.config_file)
+        except webconfig.WebConfigError as exc:
+            problems.extend(f"web.config_file: {problem}" for problem in exc.problems)
     if not settings.labels.default_environment:
         problems.append("labels.default_environment must not be empty")
     return problems

@@ -202,6 +202,7 @@ class _Txn:
         self.now = now
         self.settings = settings
         self.notes: list[Note] = []
+        self.resyncing = False  # what a resync reveals happened at some unknown time before it
         self._deployments: dict[DeploymentKey, Deployment] | None = None
         self._owners: dict[str, DeploymentKey] | None = None
 
@@ -243,7 +244,7 @@ class _Txn:
 
     # -- observations
 
-    def seen(self, instance: Instance, *, at: float, witnessed: bool) -> None:
+    def seen(self, instance: Instance, *, at: float, witnessed: bool, listed: bool = False) -> None:
         key = instance.identity.key
         deployment = self.deployments.get(key)
         if deployment is None:
@@ -251,7 +252,9 @@ class _Txn:
                 return
             deployment = self._create(key, self._new_rollout(instance, revision=1, rollback=False, witnessed=witnessed))
         member = deployment.members.get(instance.id)
-        if member is not None and at < member.updated_at:
+        # A container list is newer than anything applied before it, even when the clock went
+        # back since (a state file written before a reboot, a volume moved to another host).
+        if member is not None and at < member.updated_at and not listed:
             self.note("stale", key, f"ignored an observation of {instance.id[:12]} older than the last one")
             return
         deployment = _with_member(
@@ -261,7 +264,7 @@ class _Txn:
         self.own(instance.id, key)
         if member is None:
             deployment = self._arrived(deployment, instance, witnessed=witnessed)
-        self.put(self._evaluate(deployment))
+        self.put(deployment if listed else self._evaluate(deployment))
 
     def _has_room(self, key: DeploymentKey) -> bool:
         """Whether a new deployment may be tracked (the cap guards against label explosions)."""
@@ -375,15 +378,24 @@ class _Txn:
         )
 
     def resync(self, resync: Resync) -> None:
-        present = {i.id for i in resync.instances}
+        self.resyncing = True
+        listed = {i.id: i for i in resync.instances}
         for instance_id, key in list(self.owners.items()):
             deployment = self.deployments[key]
-            if instance_id not in present and deployment.members[instance_id].instance.source == resync.source:
+            instance = listed.get(instance_id)
+            if instance is None:
+                if deployment.members[instance_id].instance.source == resync.source:
+                    self.put(self._remove(deployment, instance_id))
+            elif instance.identity.key != key:
+                # Read as another deployment's now: the label settings changed across a restart.
                 self.put(self._remove(deployment, instance_id))
         known = [i for i in resync.instances if i.id in self.owners]
         new = sorted((i for i in resync.instances if i.id not in self.owners), key=lambda i: i.identity.created_at)
         for instance in known:
-            self.seen(instance, at=resync.at, witnessed=False)
+            self.seen(instance, at=resync.at, witnessed=False, listed=True)
+        # Judged once the whole list is applied, not one replica's news against another's old state.
+        for key in dict.fromkeys(i.identity.key for i in known):
+            self.put(self._evaluate(self.deployments[key]))
         # What appeared while we were not looking is one rollout per deployment, to the newest
         # version (its replicas with it); older new instances are leftovers.
         by_key: dict[DeploymentKey, list[Instance]] = {}
@@ -413,8 +425,10 @@ class _Txn:
             key = self.owners.get(instance_id)
             if key is None:
                 continue
+            member = self.deployments[key].members[instance_id]
+            if (member.cpu_seconds, member.memory_bytes) == (sample.cpu_seconds, sample.memory_bytes):
+                continue  # an idle container: no new state, so nothing to render or save
             members = changed.setdefault(key, dict(self.deployments[key].members))
-            member = members[instance_id]
             if sample.cpu_seconds < member.cpu_seconds:
                 # The container restarted and its cgroup counter began again.
                 retired[key] = retired.get(key, 0.0) + member.cpu_seconds
@@ -544,6 +558,8 @@ class _Txn:
 
     def _finish(self, deployment: Deployment, status: Status, reason: str, *, at: float) -> Deployment:
         rollout = deployment.rollout
+        # A finish found by a resync (after a restart or reconnect) happened at an unknown time.
+        timed = rollout.witnessed and not self.resyncing
         duration = max(0.0, at - rollout.started_at)
         finished = dataclasses.replace(rollout, status=status, finished_at=at, reason=reason)
         self.note(
@@ -551,9 +567,9 @@ class _Txn:
             deployment.key,
             f"revision {rollout.revision} ({rollout.version}) {status.text}"
             + (f": {reason}" if reason else "")
-            + (f" after {duration:.1f} s" if rollout.witnessed else ""),
+            + (f" after {duration:.1f} s" if timed else ""),
         )
-        durations = deployment.durations.observe(duration) if rollout.witnessed else deployment.durations
+        durations = deployment.durations.observe(duration) if timed else deployment.durations
         return dataclasses.replace(deployment, rollout=finished, durations=durations)
 
     def _verdict(self, deployment: Deployment) -> tuple[Status, str] | None:

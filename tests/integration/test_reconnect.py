@@ -105,7 +105,8 @@ def test_reconnects_and_resyncs_after_losing_the_daemon(
         watcher.wait_for("synced", lambda: watcher.value("deployment_status", deployment="reconnect-a") == 1)
         proxy.cut()
         watcher.wait_for("not ready", lambda: watcher.get("/ready")[0] == 503)
-        assert watcher.value("deployment_watcher_docker_up") == 0
+        # The watcher's own metrics are re-read within exposition.max_staleness_seconds.
+        watcher.wait_for("docker_up 0", lambda: watcher.value("deployment_watcher_docker_up") == 0)
         assert watcher.value("deployment_status", deployment="reconnect-a") == 1  # stale values still served
         # Changes while disconnected: one container replaced by a new version.
         containers.remove(before)

@@ -20,6 +20,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from watcher import cli, config, notify
 from watcher.api import PATH, DeploymentsApi, Invalid, parse_report, read_token
 from watcher.config import ApiSettings, ConfigError, RetentionSettings, Settings
+from watcher.exposition import Exposition
 from watcher.http import make_app
 from watcher.observations import DeploymentKey, Status
 from watcher.selfmetrics import SelfMetrics
@@ -130,7 +131,8 @@ async def serve(aiohttp_client: AiohttpClient, *, token: str | None = TOKEN, set
     api = DeploymentsApi(
         token=token, settings=settings, snapshot=core.snapshot, step=core.step, clock=core.clock, metrics=metrics
     )
-    app = make_app(registry=CollectorRegistry(), ready=lambda: True)
+    exposition = Exposition(snapshot=core.snapshot, registry=registry, settings=settings, metrics=metrics)
+    app = make_app(exposition=exposition, ready=lambda: True)
     app.add_routes(api.routes())
     return Server(await aiohttp_client(app), core, registry)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from watcher import store
 from watcher.config import ApiSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.observations import (
     DeploymentKey,
@@ -392,6 +393,16 @@ def test_cpu_counter_survives_container_replacement_and_restart() -> None:
     assert run.d().memory_bytes == 500
 
 
+def test_an_unchanged_sample_leaves_the_state_as_it_was() -> None:
+    """Idle containers (same CPU and memory as last time) make no new state: nothing to render or save."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(110, {"a": Usage(5.0, 1000)}))
+    before = run.state
+    run(UsageSampled(125, {"a": Usage(5.0, 1000)}))
+    assert run.state is before
+    run(UsageSampled(140, {"a": Usage(5.5, 1000)}))
+    assert run.state is not before and run.d().cpu_seconds == 5.5
+
+
 def test_memory_counts_only_running_containers() -> None:
     """A stopped container's last memory sample is not part of the working set."""
     run = Run()(started("a", "1.0.0", 100), started("b", "1.0.0", 100))
@@ -631,3 +642,102 @@ def test_report_beyond_the_cap_is_rejected() -> None:
     run = Run(settings)(started("a", "1.0.0", 100), reported("1.0.0", "success", 110, key=DeploymentKey("x", "y")))
     assert list(run.state.deployments) == [API]
     assert run.notes[-1] == "rejected"
+
+
+# -- after a restart: the saved state, then a resync of what Docker has now
+
+
+def restart(run: Run) -> Run:
+    """The watcher stopped and started again: its state went through the state file."""
+    run.state = store.decode(store.encode(run.state))
+    return run
+
+
+def test_restart_finds_a_rollout_that_finished_meanwhile_without_a_duration() -> None:
+    """v2 in progress at the restart and healthy now: success, revision kept, no made-up duration."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200, healthcheck=True), InstanceGone(201, "a"))
+    restart(run)
+    healthy = dataclasses.replace(run.d().members["b"].instance, health=Health.HEALTHY)
+    run(Resync(900, "container", (healthy,)), now=900)
+    assert (run.d().rollout.revision, run.status) == (2, Status.SUCCESS)
+    assert run.d().durations.count == 1  # v1's only: v2 ended at some unknown time while away
+
+
+def test_restart_a_rollout_finishing_after_the_resync_keeps_its_duration() -> None:
+    """A rollout seen beginning before the restart and ending after it is timed from its start."""
+    run = Run()(started("b", "2.0.0", 200, healthcheck=True))
+    restart(run)
+    run(Resync(250, "container", (run.d().members["b"].instance,)), now=250)
+    run(InstanceHealth(260, "b", Health.HEALTHY))
+    assert run.status is Status.SUCCESS
+    assert (run.d().durations.count, run.d().durations.total) == (1, 60)
+
+
+def test_restart_detects_a_crash_while_away() -> None:
+    """A container of the rollout in progress that exited while the watcher was down fails it."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200, healthcheck=True))
+    restart(run)
+    crashed = dataclasses.replace(run.d().members["b"].instance, running=False, running_since=None, exit_code=3)
+    run(Resync(900, "container", (run.d().members["a"].instance, crashed)), now=900)
+    assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (2, Status.FAILED, 0)
+    assert "exited with code 3" in run.d().rollout.reason
+
+
+def test_restart_detects_a_rollback_while_away_and_keeps_counters() -> None:
+    """v2 replaced by v1 while down: revision 3, one rollback more, CPU of the gone container kept."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200), UsageSampled(205, {"b": Usage(7.5, 1000)}), InstanceGone(206, "a"))
+    restart(run)
+    again = started("c", "1.0.0", 500).instance
+    run(Resync(600, "container", (again,)), now=600)
+    d = run.d()
+    assert (d.rollout.revision, d.rollout.version, d.rollout.rollback, d.rollbacks) == (3, "1.0.0", True, 1)
+    assert set(d.members) == {"c"} and set(run.state.owners) == {"c"}
+    assert d.cpu_seconds == 7.5
+    assert [h.version for h in d.history] == ["1.0.0", "2.0.0"]
+
+
+def test_restart_trusts_the_list_over_a_clock_that_went_back() -> None:
+    """Saved times ahead of the daemon's clock (reboot, other host) do not make the relist stale."""
+    run = Run()(started("a", "1.0.0", 10_000, healthcheck=True))
+    restart(run)
+    exited = dataclasses.replace(run.d().members["a"].instance, running=False, running_since=None, exit_code=1)
+    run(Resync(500, "container", (exited,)), now=500)
+    assert run.status is Status.FAILED
+    assert "stale" not in run.notes
+    run(InstanceGone(501, "a"))  # later events are on the daemon's clock again, not stale either
+    assert run.d().members == {}
+
+
+def test_restart_deployment_gone_meanwhile_is_kept_for_retention() -> None:
+    """All containers removed while down: the deployment stays exported (health 0), counters kept."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(105, {"a": Usage(2.0, 10)})).tick(110)
+    restart(run)
+    run(Resync(1000, "container", ()), now=1000)
+    assert (run.d().gone_since, run.d().cpu_seconds, run.d().rollout.revision) == (1000, 2.0, 1)
+    run.tick(1000 + SETTINGS.retention.gone_seconds)
+    assert API not in run.state.deployments
+
+
+def test_restart_judges_replicas_on_the_whole_list() -> None:
+    """Past the deadline, replicas all healthy now: success, whichever is listed first."""
+    run = Run()(started("a", "2.0.0", 100, healthcheck=True), started("b", "2.0.0", 100.5, healthcheck=True))
+    restart(run)
+    now = [dataclasses.replace(run.d().members[i].instance, health=Health.HEALTHY) for i in ("a", "b")]
+    run(Resync(5000, "container", tuple(now)), now=5000)
+    assert (run.d().rollout.revision, run.status) == (1, Status.SUCCESS)
+
+
+def test_restart_with_other_label_settings_moves_a_container() -> None:
+    """A container read as another deployment after a settings change leaves the old one, CPU kept there."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(105, {"a": Usage(3.0, 10)})).tick(110)
+    restart(run)
+    staging = DeploymentKey("api", "staging")
+    moved = dataclasses.replace(
+        run.d().members["a"].instance, identity=dataclasses.replace(identity("1.0.0", at=100), key=staging)
+    )
+    run(Resync(200, "container", (moved,)), now=200)
+    assert run.d().members == {} and run.d().cpu_seconds == 3.0
+    assert set(run.d(staging).members) == {"a"} and run.state.owners == {"a": staging}
