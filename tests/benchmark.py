@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, docker
+from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, docker, free_port
 from watcher.collector import DeploymentCollector
 from watcher.config import Settings, load
+from watcher.exposition import Exposition
 from watcher.http import make_app
 from watcher.observations import (
     DeploymentKey,
@@ -103,22 +105,17 @@ def run_containers(prefix: str, count: int, *, labels: Callable[[int], dict[str,
     """Start ``count`` containers through the API, 16 at a time; returns their ids."""
     names = [f"{prefix}-{i}" for i in range(count)]
 
-    async def one(docker_: object, name: str, index: int) -> str:
-        import aiodocker
-
-        assert isinstance(docker_, aiodocker.Docker)
+    async def one(client: aiodocker.Docker, name: str, index: int) -> str:
         config: dict[str, Any] = {
             "Image": BUSYBOX_IMAGE,
             "Cmd": ["sh", "-c", command],
             "Labels": {LABEL: "1", **labels(index)},
             "HostConfig": {"NetworkMode": "none"},
         }
-        container = await docker_.containers.run(config=config, name=name)
+        container = await client.containers.run(config=config, name=name)
         return str(container.id)
 
     async def all_() -> list[str]:
-        import aiodocker
-
         async with aiodocker.Docker() as client:
             limit = asyncio.Semaphore(16)
 
@@ -424,10 +421,6 @@ def measure_scrapes(port: int, *, count: int) -> tuple[list[float], int]:
     return [r[0] for r in results], results[-1][1]
 
 
-def metrics_app(*, registry: CollectorRegistry) -> web.Application:
-    return make_app(registry=registry, ready=lambda: True)
-
-
 def figure_metrics(*, deployments: int, scrapes: int = 200) -> Figure:
     settings = Settings()
     state = synthetic_state(deployments=deployments, settings=settings)
@@ -438,7 +431,9 @@ def figure_metrics(*, deployments: int, scrapes: int = 200) -> Figure:
     baseline_app.router.add_get("/metrics", make_aiohttp_handler(registry))
     with serving(baseline_app) as port:
         base, base_bytes = measure_scrapes(port, count=scrapes)
-    with serving(metrics_app(registry=registry)) as port:
+    own = CollectorRegistry()
+    exposition = Exposition(snapshot=lambda: state, registry=own, settings=settings, metrics=SelfMetrics(own))
+    with serving(make_app(exposition=exposition, ready=lambda: True)) as port:
         ours, our_bytes = measure_scrapes(port, count=scrapes)
     series = sum(len(f.samples) for f in registry.collect())
     return Figure(
@@ -454,6 +449,91 @@ def figure_metrics(*, deployments: int, scrapes: int = 200) -> Figure:
 
 def ratio(baseline: list[float], ours: list[float], q: float) -> str:
     return f"{percentile(baseline, q) / percentile(ours, q):.1f}× faster"
+
+
+# -- figure 4: memory and idle CPU of a real watcher process
+
+
+IDLE_SECONDS = 30.0
+SCRAPE_EVERY = 15.0  # Prometheus' default scrape interval
+TOKEN = "benchmark-token-" + uuid.uuid4().hex
+
+
+def _idle(pid: int, port: int) -> tuple[float, int]:
+    """CPU share of one core over IDLE_SECONDS with scrapes every SCRAPE_EVERY, then RSS."""
+    scraper = Scraper(port) if port else None
+    cpu, started = cpu_seconds(pid), time.monotonic()
+    while (left := IDLE_SECONDS - (time.monotonic() - started)) > 0:
+        if scraper:
+            scraper.scrape()
+        time.sleep(min(SCRAPE_EVERY, left))
+    return (cpu_seconds(pid) - cpu) / (time.monotonic() - started), rss_bytes(pid)
+
+
+async def _report_deployments(port: int, *, deployments: int, versions: int) -> None:
+    """Each deployment rolled through ``versions`` versions, through the CI/CD API."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as session:
+        limit = asyncio.Semaphore(8)
+
+        async def report(d: int, v: int) -> None:
+            body = {
+                "deployment": f"service-{d:04d}",
+                "environment": ("production", "staging")[d % 2],
+                "version": f"1.{v}.0",
+                "commit": f"{(d * 7919 + v):040x}",
+                "status": "success",
+                "started_at": 1_700_000_000 + v * 600,
+                "finished_at": 1_700_000_000 + v * 600 + 42,
+            }
+            async with limit, session.post("/api/v1/deployments", json=body) as response:
+                assert response.status in (200, 201), await response.text()
+
+        for v in range(versions):
+            await asyncio.gather(*(report(d, v) for d in range(deployments)))
+
+
+def figure_memory(*, deployments: int, versions: int = 5) -> Figure:
+    port = free_port()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "watcher", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warning"],
+        env={**os.environ, "WATCHER_API_TOKEN": TOKEN},
+    )
+    # Baseline: a Python with the same libraries imported, doing nothing.
+    bare = subprocess.Popen(
+        [sys.executable, "-c", "import aiodocker, aiohttp, prometheus_client, yaml, time; time.sleep(3600)"]
+    )
+    try:
+        scraper = None
+        for _ in range(100):
+            with suppress(OSError):
+                scraper = Scraper(port)
+                scraper.scrape("/health")
+                break
+            time.sleep(0.1)
+        assert scraper is not None, "the watcher did not start"
+        time.sleep(2)
+        (idle_cpu, idle_rss), (bare_cpu, bare_rss) = _idle(watcher.pid, port), _idle(bare.pid, 0)
+        asyncio.run(_report_deployments(port, deployments=deployments, versions=versions))
+        busy_cpu, busy_rss = _idle(watcher.pid, port)
+    finally:
+        for process in (watcher, bare):
+            process.terminate()
+            process.wait(timeout=30)
+    mb = 1024 * 1024
+    return Figure(
+        f"4. Memory and idle CPU of `python -m watcher` (scraped every {SCRAPE_EVERY:g} s over {IDLE_SECONDS:g} s; "
+        f"{deployments:,} deployments × {versions} versions reported through the API; baseline: a Python "
+        "with the same libraries imported)",
+        [
+            ("RSS idle, no deployments", f"{idle_rss / mb:.1f} MB", f"{bare_rss / mb:.1f} MB",
+             f"+{(idle_rss - bare_rss) / mb:.1f} MB"),
+            (f"RSS at {deployments:,} deployments", f"{busy_rss / mb:.1f} MB", f"{bare_rss / mb:.1f} MB",
+             f"+{(busy_rss - bare_rss) / mb:.1f} MB"),
+            ("CPU idle, no deployments", f"{idle_cpu:.2%}", f"{bare_cpu:.2%}", "of one core"),
+            (f"CPU idle at {deployments:,} deployments", f"{busy_cpu:.2%}", f"{bare_cpu:.2%}", "of one core"),
+        ],
+    )  # fmt: skip
 
 
 # -- main
@@ -489,6 +569,8 @@ def main() -> None:
         figure_stats(containers=args.containers).print()
     if "metrics" in wanted:
         figure_metrics(deployments=args.deployments).print()
+    if "memory" in wanted:
+        figure_memory(deployments=args.deployments).print()
     if "lag" in wanted or "state" in wanted:
         prefix = f"bench-{uuid.uuid4().hex[:6]}"
         with cleanup():
