@@ -16,9 +16,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -455,6 +457,7 @@ def ratio(baseline: list[float], ours: list[float], q: float) -> str:
 
 
 IDLE_SECONDS = 30.0
+SETTLE_SECONDS = 10.0
 SCRAPE_EVERY = 15.0  # Prometheus' default scrape interval
 TOKEN = "benchmark-token-" + uuid.uuid4().hex
 
@@ -495,8 +498,16 @@ async def _report_deployments(port: int, *, deployments: int, versions: int) -> 
 
 def figure_memory(*, deployments: int, versions: int = 5) -> Figure:
     port = free_port()
+    data = tempfile.mkdtemp(prefix="watcher-benchmark-")  # the state file is part of the cost
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "watcher", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warning"],
+        [
+            sys.executable,
+            "-m",
+            "watcher",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warning",
+            f"--storage.directory={data}",
+        ],
         env={**os.environ, "WATCHER_API_TOKEN": TOKEN},
     )
     # Baseline: a Python with the same libraries imported, doing nothing.
@@ -515,11 +526,13 @@ def figure_memory(*, deployments: int, versions: int = 5) -> Figure:
         time.sleep(2)
         (idle_cpu, idle_rss), (bare_cpu, bare_rss) = _idle(watcher.pid, port), _idle(bare.pid, 0)
         asyncio.run(_report_deployments(port, deployments=deployments, versions=versions))
+        time.sleep(SETTLE_SECONDS)  # the last rendering and state file save after the reports
         busy_cpu, busy_rss = _idle(watcher.pid, port)
     finally:
         for process in (watcher, bare):
             process.terminate()
             process.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
     mb = 1024 * 1024
     return Figure(
         f"4. Memory and idle CPU of `python -m watcher` (scraped every {SCRAPE_EVERY:g} s over {IDLE_SECONDS:g} s; "
