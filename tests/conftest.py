@@ -56,11 +56,8 @@ def docker_engine() -> None:
         pytest.fail(f"no Docker Engine answers: {result.stderr.decode().strip()}")
 
 
-@pytest.fixture(scope="session")
-def busybox_image(docker_engine: None) -> str:
-    """A busybox image made here (no registry is reachable): /bin/busybox and its applet links."""
-    if docker("images", "-q", BUSYBOX_IMAGE):
-        return BUSYBOX_IMAGE
+def busybox_tarball() -> bytes:
+    """A root filesystem for `docker import`: /bin/busybox, its applet links and /tmp."""
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         pytest.fail("/bin/busybox is missing: install busybox-static")
@@ -76,7 +73,16 @@ def busybox_image(docker_engine: None) -> str:
         tmp = tarfile.TarInfo("tmp")
         tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
         tar.addfile(tmp)
-    subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=buffer.getvalue(), check=True, capture_output=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine: None) -> str:
+    """A busybox image made here (no registry is reachable)."""
+    if not docker("images", "-q", BUSYBOX_IMAGE):
+        subprocess.run(
+            ["docker", "import", "-", BUSYBOX_IMAGE], input=busybox_tarball(), check=True, capture_output=True
+        )
     return BUSYBOX_IMAGE
 
 
