@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Containers, WatcherProcess, docker, start_watcher
-from tests.dockerproxy import SocketProxy
+from tests.dockerproxy import ReadOnlyProxy, SocketProxy
 
 pytestmark = pytest.mark.docker
 
@@ -127,3 +127,25 @@ def test_reconnects_when_the_daemon_hangs(tmp_path: Path, proxy: SocketProxy, co
     finally:
         assert watcher.stop() == 0
 
+
+def test_reconnects_when_the_event_stream_stalls(tmp_path: Path, containers: Containers, docker_engine: None) -> None:
+    """The event stream stops delivering while the daemon answers every other request: the
+    silence check finds events the stream did not deliver, and the watcher reconnects and resyncs."""
+    name = unique("stall")
+    containers.run(labels={"deployment.name": name, "deployment.version": "1"})
+    proxy = ReadOnlyProxy(tmp_path / "ro.sock")
+    proxy.start()
+    watcher = watch_through(tmp_path, proxy.path, "--docker.silence-seconds=1")
+    try:
+        watcher.wait_for("v1 success", lambda: watcher.value("deployment_status", deployment=name) == 1)
+        before = reconnects(watcher)
+        proxy.stall_responses_in_flight()  # the event stream: it stays open and delivers nothing
+        containers.run(labels={"deployment.name": name, "deployment.version": "2"})
+        watcher.wait_for("reconnected", lambda: reconnects(watcher) > before)
+        watcher.wait_for("v2 found", lambda: watcher.value("deployment_version", deployment=name) == 2)
+        watcher.wait_for("v2 success", lambda: watcher.value("deployment_status", deployment=name) == 1)
+        assert watcher.get("/ready")[0] == 200
+        assert "did not deliver" in watcher.log.read_text(errors="replace")
+    finally:
+        assert watcher.stop() == 0
+        proxy.close()
