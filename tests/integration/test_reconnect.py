@@ -19,6 +19,9 @@ from tests.dockerproxy import ReadOnlyProxy, SocketProxy
 pytestmark = pytest.mark.docker
 
 QUICK_RECONNECT = ("--docker.backoff-initial-seconds=0.2", "--docker.backoff-max-seconds=1")
+HEALTHY_WHEN_FILE = (
+    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -53,11 +56,19 @@ def reconnects(watcher: WatcherProcess) -> float:
 def test_reconnects_and_resyncs_after_losing_the_daemon(
     tmp_path: Path, proxy: SocketProxy, containers: Containers
 ) -> None:
-    """While cut off: /metrics still served, /ready 503, docker_up 0; afterwards what changed is found."""
+    """While cut off: /metrics still served, /ready 503, docker_up 0; afterwards what changed is
+    found: a new version from the container list, a failing health check from inspect data."""
     before = containers.run(labels={"deployment.name": "reconnect-a", "deployment.version": "1"})
+    checked = unique("reconnect-h")
+    sick = containers.run(
+        labels={"deployment.name": checked, "deployment.version": "1"},
+        command="touch /tmp/ok; exec sleep 600",
+        options=HEALTHY_WHEN_FILE,
+    )
     watcher = watch_through(tmp_path, proxy.path)
     try:
         watcher.wait_for("synced", lambda: watcher.value("deployment_status", deployment="reconnect-a") == 1)
+        watcher.wait_for("healthy", lambda: watcher.value("deployment_health_status", deployment=checked) == 1)
         proxy.cut()
         assert not proxy.path.exists()
         watcher.wait_for("not ready", lambda: watcher.get("/ready")[0] == 503)
@@ -66,13 +77,21 @@ def test_reconnects_and_resyncs_after_losing_the_daemon(
         # Changes while disconnected: one container replaced by a new version.
         containers.remove(before)
         containers.run(labels={"deployment.name": "reconnect-a", "deployment.version": "2"})
+        docker("exec", sick, "rm", "/tmp/ok")
+        watcher.wait_for("unhealthy", lambda: docker("inspect", "-f", "{{.State.Health.Status}}", sick) == "unhealthy")
         watcher.wait_for("retrying", lambda: reconnects(watcher) >= 2)
+        assert watcher.value("deployment_health_status", deployment=checked) == 1  # not seen yet
         proxy.restore()
         watcher.wait_for("ready again", lambda: watcher.get("/ready")[0] == 200)
         watcher.wait_for("resynced", lambda: watcher.value("deployment_version", deployment="reconnect-a") == 2)
         watcher.wait_for("success", lambda: watcher.value("deployment_status", deployment="reconnect-a") == 1)
         assert watcher.value("deployment_info", deployment="reconnect-a", version="2") == 1
         assert (watcher.value("deployment_watcher_resyncs_total") or 0) >= 2
+        watcher.wait_for(
+            "health from inspect", lambda: watcher.value("deployment_health_status", deployment=checked) == 0
+        )
+        assert watcher.value("deployment_health_check", deployment=checked, check_type="docker_healthcheck") == 0
+        assert watcher.value("deployment_status", deployment=checked) == 1  # a finished rollout stays
     finally:
         assert watcher.stop() == 0
 
