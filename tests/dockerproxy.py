@@ -64,10 +64,10 @@ class SocketProxy(_OnItsOwnLoop):
 
     def freeze(self) -> None:
         """Keep accepting and keep every connection open, but forward nothing: a hung daemon."""
-        self.loop.call_soon_threadsafe(self.flowing.clear)
+        self._call(self._flow(False))
 
     def thaw(self) -> None:
-        self.loop.call_soon_threadsafe(self.flowing.set)
+        self._call(self._flow(True))
 
     def close(self) -> None:
         self._call(self._cut())
@@ -75,6 +75,12 @@ class SocketProxy(_OnItsOwnLoop):
 
     async def _listen(self) -> None:
         self.server = await asyncio.start_unix_server(self._client, path=str(self.path))
+
+    async def _flow(self, on: bool) -> None:
+        if on:
+            self.flowing.set()
+        else:
+            self.flowing.clear()
 
     async def _cut(self) -> None:
         if self.server is not None:

@@ -131,8 +131,9 @@ class PrivateDockerd:
             shutil.rmtree(self.base, ignore_errors=True)
 
     def _end_leftovers(self) -> None:
-        """containerd and shims it started that outlived it: their command lines name our paths."""
-        marker = str(self.base).encode()
+        """containerd and shims it started that outlived it: their command lines name its
+        containerd directory (the watcher's names only the socket, and has stopped anyway)."""
+        marker = f"{self.base}/exec/containerd".encode()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue

@@ -96,8 +96,9 @@ def test_daemon_restart_with_live_restore(tmp_path: Path, private_dockerd: Priva
         assert watcher.value("deployment_version", deployment=crash) == 2
         assert "exited with code 3" in watcher.log.read_text(errors="replace")
         assert daemon.docker("inspect", "-f", "{{.State.ExitCode}}", "crash-2") == "3"
-        # steady's container outlived the daemon: the same rollout, still running and healthy.
-        assert all_succeeded(watcher, steady)
+        # steady's container outlived the daemon: the same rollout, running and healthy (Docker
+        # 25 and later probe a restored container afresh: "starting" first, then healthy).
+        watcher.wait_for("steady healthy", lambda: all_succeeded(watcher, steady))
         assert watcher.value("deployment_version", deployment=steady) == 1
     finally:
         assert watcher.stop() == 0

@@ -120,7 +120,7 @@ def test_reconnects_when_the_daemon_hangs(tmp_path: Path, proxy: SocketProxy, co
     watcher reconnects, and an OOM kill that happened meanwhile is read from inspect data."""
     name = unique("hang")
     containers.run(labels={"deployment.name": name, "deployment.version": "1"})
-    watcher = watch_through(tmp_path, proxy.path, "--docker.silence-seconds=1", "--docker.request-timeout-seconds=1")
+    watcher = watch_through(tmp_path, proxy.path, "--docker.silence-seconds=1", "--docker.request-timeout-seconds=2")
     try:
         watcher.wait_for("v1 success", lambda: watcher.value("deployment_status", deployment=name) == 1)
         before = reconnects(watcher)
