@@ -66,10 +66,14 @@ class Core:
             for listener in self._listeners:
                 listener()
 
-    async def tick_forever(self) -> NoReturn:
+    async def tick_forever(self, *, fresh: Callable[[], bool] = lambda: True) -> NoReturn:
+        """Time passing, every TICK_SECONDS, but only while ``fresh()``: rules that fire on time
+        alone (stable time, deadlines) must not judge data that may be stale. After a
+        disconnect, the resync's fresh data decides first."""
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            self.submit(Tick(self.clock()))
+            if fresh():
+                self.submit(Tick(self.clock()))
 
 
 class Service:
@@ -103,7 +107,10 @@ class Service:
             await runner.cleanup()
 
     def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:
-        tasks = {"docker watch": self.docker.run_forever(), "rule clock": self.core.tick_forever()}
+        tasks = {
+            "docker watch": self.docker.run_forever(),
+            "rule clock": self.core.tick_forever(fresh=lambda: self.docker.connected),
+        }
         if self.settings.stats.enabled:
             tasks["stats poll"] = stats.poll_forever(
                 settings=self.settings, snapshot=self.core.snapshot, submit=self.core.submit, metrics=self.metrics

@@ -8,6 +8,7 @@ live restore containers outlive the daemon, without it the daemon stops them.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.private_dockerd import PrivateDockerd
 
 pytestmark = pytest.mark.docker
 
+STABLE = 4  # seconds: v2's stable time, which passes while the daemon is down
 HEALTHY_WHEN_FILE = (
     "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
 )  # fmt: skip
@@ -51,8 +53,9 @@ def counter(watcher: WatcherProcess, name: str) -> float:
 
 
 def test_daemon_restart_with_live_restore(tmp_path: Path, private_dockerd: PrivateDockerd) -> None:
-    """Containers outlive the daemon: after the restart an exit during the downtime fails the
-    rollout in progress (the exit code read from inspect), and the others are still healthy."""
+    """Containers outlive the daemon: the stable time passing while it is down proves nothing
+    (no stale success), after the restart an exit during the downtime fails the rollout in
+    progress (the exit code read from inspect), and the others are still healthy."""
     daemon = private_dockerd
     daemon.start(live_restore=True)
     ctl = tmp_path / "ctl"
@@ -63,10 +66,11 @@ def test_daemon_restart_with_live_restore(tmp_path: Path, private_dockerd: Priva
     watcher = watch(tmp_path, daemon)
     try:
         watcher.wait_for("all succeeded", lambda: all_succeeded(watcher, crash, steady))
-        # v2 of crash: in progress (a long stable time), exits with 3 once the daemon is down.
+        # v2 of crash: in progress for its stable time, exits with 3 once the daemon is down.
+        v2_started = time.monotonic()
         daemon.run(
             "crash-2",
-            labels=labels(crash, "2", **{"deployment.stable_seconds": "600"}),
+            labels=labels(crash, "2", **{"deployment.stable_seconds": str(STABLE)}),
             command="while [ ! -f /ctl/go ]; do sleep 0.1; done; touch /ctl/crashed; exit 3",
             options=("-v", f"{ctl}:/ctl"),
         )
@@ -81,6 +85,9 @@ def test_daemon_restart_with_live_restore(tmp_path: Path, private_dockerd: Priva
         assert watcher.value("deployment_status", deployment=crash) == 2
         assert watcher.value("deployment_version", deployment=crash) == 2
         assert watcher.value("deployment_health_status", deployment=steady) == 1
+        # Its stable time passes while nothing can be known about it: no verdict.
+        time.sleep(max(0.0, v2_started + STABLE + 2 - time.monotonic()))
+        assert watcher.value("deployment_status", deployment=crash) == 2
         (ctl / "go").touch()
         watcher.wait_for("v2 exiting while the daemon is down", lambda: (ctl / "crashed").exists())
         watcher.wait_for(

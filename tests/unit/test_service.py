@@ -1,4 +1,4 @@
-"""Backoff, the core's change listeners, and supervision of root tasks."""
+"""Backoff, the core's change listeners and rule clock, and supervision of root tasks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import NoReturn
 import pytest
 from prometheus_client import CollectorRegistry
 
+from watcher import service
 from watcher.config import Settings
 from watcher.docker_watch import Backoff
-from watcher.observations import DeploymentKey, Identity, Instance, InstanceSeen, Tick
+from watcher.observations import DeploymentKey, Identity, Instance, InstanceSeen, Observation, Tick
 from watcher.selfmetrics import SelfMetrics
 from watcher.service import Core, _supervise
 
@@ -70,3 +71,28 @@ def test_core_tells_listeners_only_when_the_state_changed() -> None:
     )  # fmt: skip
     core.submit(InstanceSeen(99.0, Instance(id="c1", identity=identity, running=True, running_since=99.0)))
     assert calls == [1]
+
+
+class CountingCore(Core):
+    ticks = 0
+
+    def submit(self, observation: Observation) -> None:
+        self.ticks += isinstance(observation, Tick)
+        super().submit(observation)
+
+
+async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ticks while the source is disconnected (no stable-time success or deadline on stale
+    data); ticks again once it is back."""
+    monkeypatch.setattr(service, "TICK_SECONDS", 0.001)
+    connected = asyncio.Event()
+    core = CountingCore(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()))
+    clock = asyncio.create_task(core.tick_forever(fresh=connected.is_set))
+    try:
+        await asyncio.sleep(0.05)
+        assert core.ticks == 0
+        connected.set()
+        while core.ticks < 3:
+            await asyncio.sleep(0.001)
+    finally:
+        clock.cancel()
