@@ -18,6 +18,9 @@
 #     -v /var/run/docker.sock:/var/run/docker.sock:ro \
 #     --group-add "$(stat -c %g /var/run/docker.sock)" deployment-watcher
 # (in compose: `group_add: ["${DOCKER_GID}"]`, see deploy/docker-compose.yml).
+# The state file (revisions, rollback counts, history) lives in the volume
+# /var/lib/deployment-watcher: give it a named volume to keep it across container replacement,
+#   -v deployment-watcher-data:/var/lib/deployment-watcher
 # Configuration comes from WATCHER_<SECTION>_<FIELD> environment variables, flags after the
 # image name, or a mounted YAML file (WATCHER_CONFIG_FILE).
 
@@ -52,17 +55,23 @@ LABEL org.opencontainers.image.title="deployment-watcher" \
 # Non-root user; socket access comes from --group-add / group_add (see the top of this file).
 RUN groupadd --gid 10001 watcher \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin watcher
+        --shell /usr/sbin/nologin watcher \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/deployment-watcher
 
 COPY --from=build /opt/watcher /opt/watcher
 ENV PATH=/opt/watcher/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    WATCHER_STORAGE_DIRECTORY=/var/lib/deployment-watcher
+# Declared after the chown: a new volume starts with the directory's owner (uid 10001).
+VOLUME ["/var/lib/deployment-watcher"]
 
 EXPOSE 9102
-# No curl in slim images: ask /health with the venv's Python. Assumes the default port.
+# No curl in slim images: ask /health with the venv's Python. The probe finds the port and the
+# web config (https, see README "TLS and basic auth") in WATCHER_* variables and
+# WATCHER_CONFIG_FILE; it cannot see flags given after the image name.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["/opt/watcher/bin/python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9102/health', timeout=2).status == 200 else 1)"]
+    CMD ["/opt/watcher/bin/python", "-m", "watcher.healthcheck"]
 
 USER watcher
 ENTRYPOINT ["deployment-watcher"]

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -124,7 +125,7 @@ class Containers:
 
     def cleanup(self) -> None:
         if self.names:
-            docker("rm", "-f", *self.names, check=False)
+            docker("rm", "-f", "-v", *self.names, check=False)
 
 
 @pytest.fixture
@@ -150,16 +151,19 @@ class WatcherProcess:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    ssl_context: ssl.SSLContext | None = None  # set: talk https with this client context
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request, e.g. Authorization
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def get(self, path: str, *, accept: str = "") -> tuple[int, str, str]:
         """Status, content type and body of a GET."""
-        request = urllib.request.Request(self.url + path, headers={"Accept": accept} if accept else {})
+        headers = {**self.headers, **({"Accept": accept} if accept else {})}
+        request = urllib.request.Request(self.url + path, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.ssl_context) as response:
                 return response.status, response.headers["Content-Type"], response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers["Content-Type"], exc.read().decode()
@@ -198,17 +202,27 @@ class WatcherProcess:
         return self.process.returncode
 
 
-def start_watcher(tmp: Path, *flags: str, env: dict[str, str] | None = None) -> WatcherProcess:
-    """Start the watcher on a free port and wait until it serves /health."""
+def start_watcher(
+    tmp: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> WatcherProcess:
+    """Start the watcher on a free port and wait until it serves /health (over https with ``ssl_context``).
+
+    Its state file goes to a directory of its own unless ``flags`` give ``--storage.directory``.
+    """
     port = free_port()
     log = tmp / f"watcher-{port}.log"
+    defaults = [f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", f"--storage.directory={tmp}/data-{port}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "watcher", f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", *flags],
+        [sys.executable, "-m", "watcher", *defaults, *flags],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
-    watcher = WatcherProcess(port, process, log)
+    watcher = WatcherProcess(port, process, log, ssl_context, headers or {})
 
     def healthy() -> bool:
         try:

@@ -1,6 +1,7 @@
 """Command line: flags in the Prometheus exporter style, exit codes.
 
 Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed; 2 bad configuration.
+``deployment-watcher notify …`` is the CI/CD client, with its own flags and exit codes (watcher.notify).
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from watcher import __version__, config
+from watcher import __version__, api, config, notify
 from watcher.service import Service
 
 log = logging.getLogger("watcher")
@@ -24,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
         prog="deployment-watcher",
         description="Watch Docker deployments and serve them as Prometheus metrics.",
         epilog=f"Every flag can also be set in the config file or as an environment variable "
-        f"({config.ENV_PREFIX}<SECTION>_<FIELD>); flags win.",
+        f"({config.ENV_PREFIX}<SECTION>_<FIELD>); flags win. "
+        f"'deployment-watcher notify --help': report a deployment from CI/CD to a running watcher.",
     )
     p.add_argument("--config.file", dest="config_file", metavar="PATH",
                    help=f"YAML configuration file (or ${config.CONFIG_FILE_ENV})")  # fmt: skip
@@ -43,10 +46,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["notify"]:
+        return notify.main(argv[1:])
     args = vars(parser().parse_args(argv))
     flags = {path: value for path, value in args.items() if "." in path and value is not None}
     try:
         settings = config.load(file=args["config_file"], flags=flags)
+        api_token = api.read_token(settings.api, os.environ)
     except config.ConfigError as exc:
         print("deployment-watcher: invalid configuration:", file=sys.stderr)
         for problem in exc.problems:
@@ -63,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     errors: tuple[Exception, ...] = ()
     try:
-        asyncio.run(Service(settings).run())
+        asyncio.run(Service(settings, api_token=api_token).run())
     except* Exception as group:
         errors = group.exceptions
     if errors:

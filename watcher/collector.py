@@ -1,4 +1,4 @@
-"""State snapshot → Prometheus metric families, built fresh on every scrape.
+"""State snapshot → Prometheus metric families, built fresh for every rendering of /metrics.
 
 ``collect()`` only reads one immutable ``State`` and never blocks, so a deployment that
 was dropped simply stops appearing.
@@ -25,7 +25,7 @@ KEY_LABELS = ["deployment", "environment"]
 
 
 class DeploymentCollector(Collector):
-    """Per-deployment series, from whatever ``snapshot()`` returns at scrape time."""
+    """Per-deployment series, from whatever ``snapshot()`` returns when collected."""
 
     def __init__(self, *, snapshot: Callable[[], State], settings: Settings) -> None:
         self._snapshot = snapshot

@@ -16,8 +16,11 @@ from typing import Any
 
 import yaml
 
+from watcher import webconfig
+
 ENV_PREFIX = "WATCHER_"
 CONFIG_FILE_ENV = "WATCHER_CONFIG_FILE"
+API_TOKEN_ENV = "WATCHER_API_TOKEN"  # a secret: read from the environment only, never a setting
 
 
 def _opt(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> Any:
@@ -28,6 +31,9 @@ def _opt(default: Any, help: str, *, minimum: float | None = None, choices: tupl
 class WebSettings:
     listen_address: str = _opt(
         ":9102", "host:port to serve /metrics, /health and /ready on (empty host: all interfaces)"
+    )
+    config_file: str = _opt(
+        "", "web config file (Prometheus exporters' format) for TLS and basic auth; empty: plain HTTP, no auth"
     )
 
 
@@ -86,7 +92,59 @@ class RetentionSettings:
 class StatsSettings:
     enabled: bool = _opt(True, "poll CPU and memory of running tracked containers")
     interval_seconds: float = _opt(15.0, "seconds between two stats polls", minimum=1)
-    concurrency: int = _opt(8, "stats requests in flight at once", minimum=1)
+    concurrency: int = _opt(8, "stats API requests (and cgroup-parent inspects) in flight at once", minimum=1)
+    source: str = _opt(
+        "auto",
+        "where CPU and memory come from: cgroup files (microseconds a container; needs the host's cgroup tree), "
+        "the Docker stats API (about a second a container), or auto: cgroup files when they read for the "
+        "containers, else the API",
+        choices=("auto", "cgroup", "api"),
+    )
+    cgroup_root: str = _opt(
+        "/sys/fs/cgroup",
+        "absolute path of the host's cgroup tree, e.g. /host/sys/fs/cgroup when mounted into a container",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    token_file: str = _opt(
+        "", f"file holding the bearer token of the CI/CD API (or set {API_TOKEN_ENV}); no token: the API is off"
+    )
+    max_body_bytes: int = _opt(16384, "largest request body the API accepts, in bytes", minimum=256)
+    retention_seconds: float = _opt(
+        2592000.0, "seconds a deployment with no containers stays exported after its last API report", minimum=0
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    directory: str = _opt(
+        "data",
+        "directory of the state file (state.json), created when missing; a relative path is relative to "
+        "the working directory; empty: keep no state across restarts",
+    )
+    debounce_seconds: float = _opt(
+        1.0,
+        "after a change, wait this many seconds, gathering further changes, before saving the state file",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpositionSettings:
+    min_interval_seconds: float = _opt(
+        1.0,
+        "after a change of state, /metrics is re-rendered once this many seconds after the previous rendering "
+        "at the earliest; changes in between are coalesced into one rendering",
+        minimum=0,
+    )
+    max_staleness_seconds: float = _opt(
+        5.0,
+        "the watcher's own metrics in /metrics (process, runtime, counters) are re-read at least this often, "
+        "in seconds; deployment series follow every change of state",
+        minimum=0.1,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +160,9 @@ class Settings:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    exposition: ExpositionSettings = field(default_factory=ExpositionSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -237,7 +298,9 @@ def load(
             if f"{section}.{name}" not in known:
                 problems.append(f"config file: unknown setting {section}.{name}")
     for name in environ:
-        if name.startswith(ENV_PREFIX) and name != CONFIG_FILE_ENV and name not in {o.env for o in known.values()}:
+        if name.startswith(ENV_PREFIX) and name not in {CONFIG_FILE_ENV, API_TOKEN_ENV} | {
+            o.env for o in known.values()
+        }:
             problems.append(f"environment: unknown variable {name}")
     for path in flags:
         if path not in known:
@@ -287,6 +350,13 @@ def _cross_checks(settings: Settings) -> list[str]:
         parse_listen_address(settings.web.listen_address)
     except ValueError as exc:
         problems.append(f"web.listen_address: {exc}")
+    if not settings.stats.cgroup_root.startswith("/"):
+        problems.append(f"stats.cgroup_root must be an absolute path, got {settings.stats.cgroup_root!r}")
+    if settings.web.config_file:
+        try:
+            webconfig.load(settings.web.config_file)
+        except webconfig.WebConfigError as exc:
+            problems.extend(f"web.config_file: {problem}" for problem in exc.problems)
     if not settings.labels.default_environment:
         problems.append("labels.default_environment must not be empty")
     return problems

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from aiohttp import hdrs, web
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+
+from watcher.exposition import Exposition
 
 LANDING = """<!doctype html>
 <html><head><title>deployment-watcher</title></head>
@@ -18,21 +17,18 @@ LANDING = """<!doctype html>
 """
 
 
-def make_app(*, registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Application:
-    """An aiohttp application serving ``registry``; ``ready()`` says whether Docker is synced."""
+def make_app(*, exposition: Exposition, ready: Callable[[], bool]) -> web.Application:
+    """An aiohttp application serving ``exposition``; ``ready()`` says whether Docker is synced."""
 
     async def landing(request: web.Request) -> web.Response:
         return web.Response(text=LANDING, content_type="text/html")
 
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
-        # Rendering thousands of series takes long enough for the Docker daemon to drop
-        # events of a client that stops reading: render off the event loop. Collectors only
-        # read an immutable snapshot, so a thread is safe.
-        body = await asyncio.to_thread(encoder, registry)
-        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
-        response.enable_compression()
-        return response
+        page = await exposition.page(
+            accept=",".join(request.headers.getall(hdrs.ACCEPT, [])),
+            accept_encoding=",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])),
+        )
+        return web.Response(body=page.body, headers=page.headers)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

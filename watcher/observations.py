@@ -1,7 +1,7 @@
 """What adapters report to the state machine, in words that name no source.
 
-Containers are the only source today; Swarm tasks or a CI/CD API become new adapters
-that produce these same observations, not changes to the state machine.
+Containers are one source and deploy tooling reporting through the CI/CD API another;
+Swarm tasks would be a new adapter that produces these same observations.
 Every observation carries ``at``: when it happened, in unix seconds of the source's clock.
 """
 
@@ -139,5 +139,22 @@ class Tick:
     at: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutReported:
+    """Deploy tooling (CI/CD) says where a rollout of ``version`` stands.
+
+    ``at`` is when the report was received; ``started_at`` and ``finished_at`` are the
+    tooling's own times, None when it did not say.
+    """
+
+    at: float
+    key: DeploymentKey
+    version: str
+    commit: str
+    status: Status
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
 InstanceChange = InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone
-Observation = InstanceSeen | InstanceChange | Resync | UsageSampled | Tick
+Observation = InstanceSeen | InstanceChange | Resync | UsageSampled | Tick | RolloutReported

@@ -10,7 +10,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from watcher import __version__, labels
+from watcher import __version__, labels, websecurity
 
 PREFIX = "deployment_watcher"
 
@@ -21,6 +21,12 @@ KNOWN_ACTIONS = (
     "exec_start", "exec_die",
 )  # fmt: skip
 _ACTION = re.compile(r"[a-z_]{1,32}")
+STATS_SOURCES = ("cgroup", "api")
+# What became of a CI/CD API request (README explains each).
+API_OUTCOMES = (
+    "started", "updated", "unchanged", "stale", "invalid", "too_large", "unauthorized", "disabled", "rejected",
+)  # fmt: skip
+EXPOSITION_PARTS = ("deployments", "own")
 NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "rejected", "dropped", "stale")
 
 
@@ -85,9 +91,68 @@ class SelfMetrics:
         self.stats_errors = Counter(
             f"{PREFIX}_stats_errors", "Containers whose stats could not be read in a poll.", registry=registry
         )
+        self.stats_source = Gauge(
+            f"{PREFIX}_stats_source",
+            "1 for the source CPU and memory are read from (cgroup files or the Docker stats API), "
+            "0 for the other; both 0 until it is chosen.",
+            ["source"],
+            registry=registry,
+        )
+        for source in STATS_SOURCES:
+            self.stats_source.labels(source)
+        self.basic_auth_failures = Counter(
+            f"{PREFIX}_basic_auth_failures",
+            "Requests refused by basic auth, by reason: missing (no Basic credentials), malformed, "
+            "invalid (unknown user or wrong password).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in websecurity.FAILURES:
+            self.basic_auth_failures.labels(reason)
+        self.exposition_renders = Counter(
+            f"{PREFIX}_exposition_renders",
+            "Renderings of /metrics, by part: the deployment series (after a change of state) and the "
+            "watcher's own metrics (with each rendering, and at the staleness bound).",
+            ["part"],
+            registry=registry,
+        )
+        for part in EXPOSITION_PARTS:
+            self.exposition_renders.labels(part)
+        self.exposition_duration = Histogram(
+            f"{PREFIX}_exposition_render_duration_seconds",
+            "Time one rendering of /metrics took (every format served, gzip copies included).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )
+        self.api_requests = Counter(
+            f"{PREFIX}_api_requests", "Requests to the CI/CD API (POST /api/v1/deployments), by outcome.", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
+        for outcome in API_OUTCOMES:
+            self.api_requests.labels(outcome)
+        self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
+        self.state_save_errors = Counter(
+            f"{PREFIX}_state_save_errors",
+            "Writes of the state file that failed (read-only or full disk...); retried at the next change.",
+            registry=registry,
+        )
+        self.state_last_save = Gauge(
+            f"{PREFIX}_state_last_save_timestamp_seconds",
+            "Unix time of the last successful write of the state file (0: none since start-up).",
+            registry=registry,
+        )
+        self.state_load_errors = Counter(
+            f"{PREFIX}_state_load_errors",
+            "State files found unreadable, corrupt or of an unknown schema at start-up: moved aside, started fresh.",
+            registry=registry,
+        )
+
+    def stats_source_in_use(self, source: str) -> None:
+        for each in STATS_SOURCES:
+            self.stats_source.labels(each).set(1 if each == source else 0)
 
     def event(self, action: str) -> None:
         base = action.split(":", 1)[0].strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -13,14 +14,16 @@ from typing import Any, NoReturn
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from watcher import stats
-from watcher.collector import DeploymentCollector
+from watcher import stats, webconfig, websecurity
+from watcher.api import DeploymentsApi
 from watcher.config import Settings, parse_listen_address
 from watcher.docker_watch import DockerWatch
+from watcher.exposition import Exposition
 from watcher.http import make_app
 from watcher.observations import Observation, Tick
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import State, apply
+from watcher.state import State, Step, apply
+from watcher.store import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class Core:
         self.clock = clock
         self.state = state or State()
         self._listeners: list[Callable[[], None]] = []
+        self.metrics.deployments.set(len(self.state.deployments))
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every observation that changed the state (it must not block)."""
@@ -52,6 +56,10 @@ class Core:
         return self.state
 
     def submit(self, observation: Observation) -> None:
+        self.step(observation)
+
+    def step(self, observation: Observation) -> Step:
+        """Apply ``observation`` and say what it did (the CI/CD API answers with it)."""
         step = apply(self.state, observation, now=self.clock(), settings=self.settings)
         changed = step.state is not self.state
         self.state = step.state
@@ -65,6 +73,7 @@ class Core:
         if changed:
             for listener in self._listeners:
                 listener()
+        return step
 
     async def tick_forever(self, *, fresh: Callable[[], bool] = lambda: True) -> NoReturn:
         """Time passing, every TICK_SECONDS, but only while ``fresh()``: rules that fire on time
@@ -77,16 +86,36 @@ class Core:
 
 
 class Service:
-    """Everything the watcher runs, built from settings; ``run()`` until stopped."""
+    """Everything the watcher runs, built from settings; ``run()`` (once) until stopped."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, registry: CollectorRegistry | None = None, api_token: str | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
-        self.core = Core(settings=settings, metrics=self.metrics)
-        self.registry.register(DeploymentCollector(snapshot=self.core.snapshot, settings=settings))
+        directory = settings.storage.directory
+        self.state_file = StateFile(directory, metrics=self.metrics) if directory else None
+        # Loaded before the Docker watch starts: its first resync reconciles the saved state.
+        initial = self.state_file.load() if self.state_file else None
+        self.core = Core(settings=settings, metrics=self.metrics, state=initial)
+        self._saved = self.core.snapshot()  # the state the file holds
+        self._changed = asyncio.Event()
+        self.core.on_change(self._changed.set)
+        # One writer thread: a save still running when the service stops ends before the final one.
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-file")
+        self.exposition = Exposition(
+            snapshot=self.core.snapshot, registry=self.registry, settings=settings, metrics=self.metrics
+        )
+        self.core.on_change(self.exposition.changed)
         self.docker = DockerWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
+        self.api = DeploymentsApi(
+            token=api_token, settings=settings, snapshot=self.core.snapshot, step=self.core.step,
+            clock=self.core.clock, metrics=self.metrics,
+        )  # fmt: skip
         self.port: int | None = None  # bound port, once serving (0 in settings picks a free one)
+        path = settings.web.config_file
+        self.web_config = webconfig.load(path) if path else webconfig.WebConfig()
 
     def ready(self) -> bool:
         return self.docker.connected
@@ -94,28 +123,63 @@ class Service:
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or SIGTERM/SIGINT); a root task dying stops all, raising its error."""
         stop = stop or asyncio.Event()
-        runner = web.AppRunner(make_app(registry=self.registry, ready=self.ready), access_log=None)
+        await self.exposition.refresh()  # the first scrape is served from memory too
+        app = make_app(exposition=self.exposition, ready=self.ready)
+        app.add_routes(self.api.routes())
+        websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
             host, port = parse_listen_address(self.settings.web.listen_address)
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=self.web_config.tls)
             await site.start()
             self.port = runner.addresses[0][1]
-            log.info("serving metrics on %s:%d", host, self.port)
+            scheme = "https" if self.web_config.tls else "http"
+            log.info("serving metrics on %s://%s:%d", scheme, host, self.port)
+            if self.web_config.users and not self.web_config.tls:
+                log.warning("basic auth without TLS: passwords cross the network in clear text")
             await _supervise(self._root_tasks(), stop=stop)
         finally:
-            await runner.cleanup()
+            try:
+                await self._save()  # whatever changed since the last save
+            finally:
+                self._writer.shutdown(wait=True)
+                await runner.cleanup()
 
     def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:
         tasks = {
             "docker watch": self.docker.run_forever(),
-            "rule clock": self.core.tick_forever(fresh=lambda: self.docker.connected),
+            "rule clock": self._rule_clock(),
+            "exposition": self.exposition.run_forever(),
         }
         if self.settings.stats.enabled:
             tasks["stats poll"] = stats.poll_forever(
                 settings=self.settings, snapshot=self.core.snapshot, submit=self.core.submit, metrics=self.metrics
             )
+        if self.state_file:
+            tasks["state file"] = self._save_forever()
         return tasks
+
+    async def _rule_clock(self) -> NoReturn:
+        # Time alone judges nothing while Docker is away: a loaded state holds facts from before
+        # the restart until the first resync, and after a disconnect the last facts may be stale.
+        # Judged by the clock, a rollout would pass its stable time or deadline on them.
+        await self.core.tick_forever(fresh=lambda: self.docker.connected)
+
+    async def _save_forever(self) -> NoReturn:
+        """Save after a change, at most once per debounce period: changes meanwhile ride along."""
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(self.settings.storage.debounce_seconds)
+            await self._save()
+
+    async def _save(self) -> None:
+        self._changed.clear()
+        state = self.core.snapshot()
+        if self.state_file is None or state is self._saved:
+            return
+        if await asyncio.get_running_loop().run_in_executor(self._writer, self.state_file.save, state):
+            self._saved = state
 
 
 class _Stopped(Exception):

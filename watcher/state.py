@@ -1,7 +1,8 @@
 """The state machine: ``apply(state, observation, now) → new state``. Pure: no I/O, no clock.
 
 A deployment is (name, environment). Its current *rollout* is the last time a new version
-appeared; a rollout goes in_progress → success | failed and then stays so until the next.
+appeared (in a container, or in a report from deploy tooling); a rollout goes
+in_progress → success | failed and then stays so until the next.
 State is immutable: a scrape reads one ``State`` object and never sees a half-applied change.
 """
 
@@ -26,6 +27,7 @@ from watcher.observations import (
     InstanceStopRequested,
     Observation,
     Resync,
+    RolloutReported,
     Status,
     Tick,
     Usage,
@@ -39,6 +41,8 @@ CHECK_HEALTHCHECK = "docker_healthcheck"
 CHECK_RUNNING = "containers_running"
 CHECK_OOM = "no_oom_kill"
 CHECK_RESTARTS = "no_restart_loop"
+
+REPORTED_REASON = "reported by deploy tooling"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +60,7 @@ class Rollout:
     trigger_created_at: float = 0.0  # creation time of the instance that started it
     deadline_at: float = 0.0
     witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
+    reported: bool = False  # deploy tooling reported it: its reports, not the container rules, judge it
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ class Deployment:
     members: Mapping[str, Member] = field(default_factory=dict)
     retired_cpu_seconds: float = 0.0  # CPU of instances gone or restarted: keeps the counter monotonic
     gone_since: float | None = None
+    reported_at: float | None = None  # the last report from deploy tooling (for retention)
 
     @property
     def cpu_seconds(self) -> float:
@@ -155,11 +161,15 @@ def apply(state: State, observation: Observation, *, now: float, settings: Setti
             txn.usage(usage)
         case Tick():
             txn.tick()
+        case RolloutReported():
+            txn.reported(observation)
     return txn.result()
 
 
 def health_checks(deployment: Deployment, *, settings: Settings) -> dict[str, bool]:
     """Each check of the current rollout's instances: True passes."""
+    if not deployment.rollout.members:
+        return {}  # reported by deploy tooling, no container of it seen: nothing to check
     current = deployment.current()
     checks = {
         CHECK_RUNNING: bool(current) and all(i.running for i in current),
@@ -192,6 +202,7 @@ class _Txn:
         self.now = now
         self.settings = settings
         self.notes: list[Note] = []
+        self.resyncing = False  # what a resync reveals happened at some unknown time before it
         self._deployments: dict[DeploymentKey, Deployment] | None = None
         self._owners: dict[str, DeploymentKey] | None = None
 
@@ -233,19 +244,17 @@ class _Txn:
 
     # -- observations
 
-    def seen(self, instance: Instance, *, at: float, witnessed: bool) -> None:
+    def seen(self, instance: Instance, *, at: float, witnessed: bool, listed: bool = False) -> None:
         key = instance.identity.key
         deployment = self.deployments.get(key)
         if deployment is None:
-            if len(self.deployments) >= self.settings.retention.max_deployments:
-                self.note("rejected", key, f"cap of {self.settings.retention.max_deployments} deployments reached")
+            if not self._has_room(key):
                 return
-            rollout = self._new_rollout(instance, revision=1, rollback=False, witnessed=witnessed)
-            version = VersionSeen(rollout.version, rollout.commit, 1, rollout.started_at)
-            deployment = Deployment(key=key, rollout=rollout, history=(version,))
-            self.note("rollout_started", key, _started_message(rollout))
+            deployment = self._create(key, self._new_rollout(instance, revision=1, rollback=False, witnessed=witnessed))
         member = deployment.members.get(instance.id)
-        if member is not None and at < member.updated_at:
+        # A container list is newer than anything applied before it, even when the clock went
+        # back since (a state file written before a reboot, a volume moved to another host).
+        if member is not None and at < member.updated_at and not listed:
             self.note("stale", key, f"ignored an observation of {instance.id[:12]} older than the last one")
             return
         deployment = _with_member(
@@ -255,7 +264,22 @@ class _Txn:
         self.own(instance.id, key)
         if member is None:
             deployment = self._arrived(deployment, instance, witnessed=witnessed)
-        self.put(self._evaluate(deployment))
+        self.put(deployment if listed else self._evaluate(deployment))
+
+    def _has_room(self, key: DeploymentKey) -> bool:
+        """Whether a new deployment may be tracked (the cap guards against label explosions)."""
+        if len(self.deployments) < self.settings.retention.max_deployments:
+            return True
+        self.note("rejected", key, f"cap of {self.settings.retention.max_deployments} deployments reached")
+        return False
+
+    def _create(self, key: DeploymentKey, rollout: Rollout) -> Deployment:
+        self.note("rollout_started", key, _started_message(rollout))
+        return Deployment(
+            key=key,
+            rollout=rollout,
+            history=(VersionSeen(rollout.version, rollout.commit, rollout.revision, rollout.started_at),),
+        )
 
     def _arrived(self, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
         """A new instance: it joins the current rollout, starts a new one, or is a leftover."""
@@ -264,8 +288,9 @@ class _Txn:
             return deployment
         new_version = instance.identity.version != rollout.version
         if not new_version and rollout.status is not Status.FAILED:
-            # Another replica (or a recreate) of what is deployed.
-            return dataclasses.replace(deployment, rollout=_join(rollout, instance.id))
+            # Another replica (or a recreate) of what is deployed, or the first container of a
+            # rollout that deploy tooling announced.
+            return dataclasses.replace(deployment, rollout=_join(rollout, instance))
         if instance.identity.created_at < rollout.trigger_created_at:
             return deployment  # older than the current rollout: arrived late, changes nothing
         # A new version, or another try of a failed one.
@@ -274,9 +299,14 @@ class _Txn:
     def _start(self, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
         previous = deployment.rollout
         rollback = is_rollback(instance.identity.version, previous.version, deployment.history)
+        rollout = self._new_rollout(instance, revision=previous.revision + 1, rollback=rollback, witnessed=witnessed)
+        return self._begin(deployment, rollout)
+
+    def _begin(self, deployment: Deployment, rollout: Rollout) -> Deployment:
+        """``rollout`` becomes the current one: history, rollback count and notes follow."""
+        previous = deployment.rollout
         if previous.status is Status.IN_PROGRESS:
             self.note("superseded", deployment.key, f"revision {previous.revision} superseded before it finished")
-        rollout = self._new_rollout(instance, revision=previous.revision + 1, rollback=rollback, witnessed=witnessed)
         entry = VersionSeen(rollout.version, rollout.commit, rollout.revision, rollout.started_at)
         older = (h for h in deployment.history if (h.version, h.commit) != (entry.version, entry.commit))
         history = (entry, *older)
@@ -285,7 +315,7 @@ class _Txn:
             deployment,
             rollout=rollout,
             history=history[: self.settings.retention.history_versions],
-            rollbacks=deployment.rollbacks + rollback,
+            rollbacks=deployment.rollbacks + rollout.rollback,
         )
 
     def _new_rollout(self, instance: Instance, *, revision: int, rollback: bool, witnessed: bool) -> Rollout:
@@ -348,15 +378,24 @@ class _Txn:
         )
 
     def resync(self, resync: Resync) -> None:
-        present = {i.id for i in resync.instances}
+        self.resyncing = True
+        listed = {i.id: i for i in resync.instances}
         for instance_id, key in list(self.owners.items()):
             deployment = self.deployments[key]
-            if instance_id not in present and deployment.members[instance_id].instance.source == resync.source:
+            instance = listed.get(instance_id)
+            if instance is None:
+                if deployment.members[instance_id].instance.source == resync.source:
+                    self.put(self._remove(deployment, instance_id))
+            elif instance.identity.key != key:
+                # Read as another deployment's now: the label settings changed across a restart.
                 self.put(self._remove(deployment, instance_id))
         known = [i for i in resync.instances if i.id in self.owners]
         new = sorted((i for i in resync.instances if i.id not in self.owners), key=lambda i: i.identity.created_at)
         for instance in known:
-            self.seen(instance, at=resync.at, witnessed=False)
+            self.seen(instance, at=resync.at, witnessed=False, listed=True)
+        # Judged once the whole list is applied, not one replica's news against another's old state.
+        for key in dict.fromkeys(i.identity.key for i in known):
+            self.put(self._evaluate(self.deployments[key]))
         # What appeared while we were not looking is one rollout per deployment, to the newest
         # version (its replicas with it); older new instances are leftovers.
         by_key: dict[DeploymentKey, list[Instance]] = {}
@@ -404,40 +443,139 @@ class _Txn:
                 )
             )
 
+    def reported(self, report: RolloutReported) -> None:
+        deployment = self.deployments.get(report.key)
+        if deployment is None:
+            if not self._has_room(report.key):
+                return
+            rollout = self._reported_rollout(report, revision=1, rollback=False)
+            deployment = self._settle(self._create(report.key, rollout), report)
+        else:
+            updated = self._report_on(deployment, report)
+            if updated is None:
+                return
+            deployment = updated
+        self.put(dataclasses.replace(deployment, reported_at=report.at))
+
+    def _report_on(self, deployment: Deployment, report: RolloutReported) -> Deployment | None:
+        """A report about a known deployment; None when it is stale."""
+        current = deployment.rollout
+        if report.version != current.version:
+            when = next(t for t in (report.started_at, report.finished_at, report.at) if t is not None)
+            if when < current.started_at:
+                # E.g. a slow pipeline finishing after a newer one began.
+                self.note(
+                    "stale", deployment.key, f"ignored a report of {report.version} older than the current rollout"
+                )
+                return None
+            rollback = is_rollback(report.version, current.version, deployment.history)
+            rollout = self._reported_rollout(report, revision=current.revision + 1, rollback=rollback)
+            return self._settle(self._begin(deployment, rollout), report)
+        if report.status is Status.IN_PROGRESS:
+            if current.status is Status.IN_PROGRESS:
+                # Announced after its containers appeared: from now on the tooling judges it.
+                return deployment if current.reported else _adopt(deployment)
+            start = report.at if report.started_at is None else report.started_at
+            if current.finished_at is not None and start > current.finished_at:
+                # Deploying the same version again: another try, or a redeploy.
+                return self._begin(
+                    deployment, self._reported_rollout(report, revision=current.revision + 1, rollback=False)
+                )
+            return deployment  # late news of the rollout that already finished
+        if current.status is Status.IN_PROGRESS:
+            return self._settle(_adopt(deployment), report)
+        if current.status is not report.status:
+            # The tooling knows better (e.g. smoke tests failed after the containers turned healthy).
+            self.note(
+                "rollout_finished",
+                deployment.key,
+                f"revision {current.revision} ({current.version}) corrected to {report.status.text} by deploy tooling",
+            )
+            rollout = dataclasses.replace(current, status=report.status, reason=REPORTED_REASON, reported=True)
+            return dataclasses.replace(deployment, rollout=rollout)
+        return deployment  # said again
+
+    def _reported_rollout(self, report: RolloutReported, *, revision: int, rollback: bool) -> Rollout:
+        final = report.status is not Status.IN_PROGRESS
+        end = report.at if report.finished_at is None else report.finished_at
+        start = report.started_at if report.started_at is not None else (end if final else report.at)
+        return Rollout(
+            revision=revision,
+            version=report.version,
+            commit=report.commit,
+            image="",
+            started_at=start,
+            rollback=rollback,
+            trigger_created_at=start,
+            deadline_at=start + self.settings.rollout.progress_deadline_seconds,
+            witnessed=report.started_at is not None or not final,  # a final report alone has no duration
+            reported=True,
+        )
+
+    def _settle(self, deployment: Deployment, report: RolloutReported) -> Deployment:
+        """A final report finishes the current rollout at the time it gives."""
+        if report.status is Status.IN_PROGRESS:
+            return deployment
+        end = report.at if report.finished_at is None else report.finished_at
+        return self._finish(deployment, report.status, REPORTED_REASON, at=end)
+
     def tick(self) -> None:
-        retention = self.settings.retention.gone_seconds
         for key, deployment in list(self.deployments.items()):
-            if deployment.gone_since is not None and self.now - deployment.gone_since >= retention:
+            expired = self._expired(deployment)
+            if expired:
                 self.drop(key)
-                self.note("dropped", key, f"no containers for {retention:g} s; no longer exported")
+                self.note("dropped", key, f"{expired}; no longer exported")
             elif deployment.rollout.status is Status.IN_PROGRESS:
                 evaluated = self._evaluate(deployment)
                 if evaluated is not deployment:
                     self.put(evaluated)
 
+    def _expired(self, deployment: Deployment) -> str:
+        """Why a deployment is no longer exported, or '' while it is kept."""
+        if deployment.members:
+            return ""
+        gone, kept = self.settings.retention.gone_seconds, self.settings.api.retention_seconds
+        if deployment.gone_since is not None and self.now - deployment.gone_since < gone:
+            return ""
+        if deployment.reported_at is None:
+            return f"no containers for {gone:g} s"
+        if self.now - deployment.reported_at < kept:
+            return ""
+        return f"no containers, and no report for {kept:g} s"
+
     # -- the rollout rules
 
     def _evaluate(self, deployment: Deployment) -> Deployment:
         rollout = deployment.rollout
-        if rollout.status is not Status.IN_PROGRESS or not deployment.members:
-            return deployment  # finished rollouts are final; a deployment with nothing left waits
+        if rollout.status is not Status.IN_PROGRESS or not (deployment.members or rollout.reported):
+            return deployment  # the rules never change a finished rollout; one with nothing left waits
         verdict = self._verdict(deployment)
         if verdict is None:
             return deployment
-        status, reason = verdict
-        duration = max(0.0, self.now - rollout.started_at)
-        finished = dataclasses.replace(rollout, status=status, finished_at=self.now, reason=reason)
+        return self._finish(deployment, *verdict, at=self.now)
+
+    def _finish(self, deployment: Deployment, status: Status, reason: str, *, at: float) -> Deployment:
+        rollout = deployment.rollout
+        # A finish found by a resync (after a restart or reconnect) happened at an unknown time.
+        timed = rollout.witnessed and not self.resyncing
+        duration = max(0.0, at - rollout.started_at)
+        finished = dataclasses.replace(rollout, status=status, finished_at=at, reason=reason)
         self.note(
             "rollout_finished",
             deployment.key,
             f"revision {rollout.revision} ({rollout.version}) {status.text}"
             + (f": {reason}" if reason else "")
-            + (f" after {duration:.1f} s" if rollout.witnessed else ""),
+            + (f" after {duration:.1f} s" if timed else ""),
         )
-        durations = deployment.durations.observe(duration) if rollout.witnessed else deployment.durations
+        durations = deployment.durations.observe(duration) if timed else deployment.durations
         return dataclasses.replace(deployment, rollout=finished, durations=durations)
 
     def _verdict(self, deployment: Deployment) -> tuple[Status, str] | None:
+        if deployment.rollout.reported:
+            # Deploy tooling judges what it reported; the deadline catches a job that died.
+            if self.now >= deployment.rollout.deadline_at:
+                return Status.FAILED, "no final report within the progress deadline"
+            return None
         current = deployment.current()
         overrides = [i for i in current if i.identity.status_override is not None]
         if overrides:
@@ -483,8 +621,15 @@ def _with_member(deployment: Deployment, member: Member) -> Deployment:
     return dataclasses.replace(deployment, members=members, gone_since=None)
 
 
-def _join(rollout: Rollout, instance_id: str) -> Rollout:
-    return dataclasses.replace(rollout, members=rollout.members | {instance_id})
+def _adopt(deployment: Deployment) -> Deployment:
+    return dataclasses.replace(deployment, rollout=dataclasses.replace(deployment.rollout, reported=True))
+
+
+def _join(rollout: Rollout, instance: Instance) -> Rollout:
+    # A rollout reported by deploy tooling learns its image from its first container.
+    return dataclasses.replace(
+        rollout, members=rollout.members | {instance.id}, image=rollout.image or instance.identity.image
+    )
 
 
 def _started_message(rollout: Rollout) -> str:

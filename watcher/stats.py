@@ -1,22 +1,30 @@
-"""CPU and memory of running tracked containers, polled every stats interval."""
+"""CPU and memory of running tracked containers, polled every stats interval.
+
+Two sources with one ``sample()``: cgroup files (``watcher.cgroups``, microseconds a
+container) and the Docker stats API (about a second a container, in parallel); with
+``stats.source: auto`` the first poll with containers tells whether the files can be read.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn, Protocol
 
 import aiodocker
 import aiohttp
 
+from watcher.cgroups import CgroupStats, detect_hierarchy, layout_problem, working_set
 from watcher.config import Settings
 from watcher.observations import Usage, UsageSampled
 from watcher.selfmetrics import SelfMetrics
 from watcher.state import State
 
 log = logging.getLogger(__name__)
+
+_API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 def usage_from_stats(stats: Mapping[str, Any]) -> Usage | None:
@@ -27,11 +35,28 @@ def usage_from_stats(stats: Mapping[str, Any]) -> Usage | None:
         usage = float(memory["usage"])
     except (KeyError, TypeError):
         return None  # a container that stopped between listing and sampling
-    detail = memory.get("stats") or {}
-    # cgroup v1 reports total_inactive_file, v2 inactive_file.
-    inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
-    working_set = usage - inactive if inactive < usage else usage
-    return Usage(cpu_seconds=float(cpu_ns) / 1e9, memory_bytes=working_set)
+    # The API passes the cgroup's memory.stat through: the cgroup source's formula applies as is.
+    return Usage(cpu_seconds=float(cpu_ns) / 1e9, memory_bytes=working_set(usage, memory.get("stats") or {}))
+
+
+class StatsSource(Protocol):
+    async def sample(self, container_ids: list[str]) -> tuple[dict[str, Usage], int]:
+        """Usage of each container that could be read, and how many could not."""
+
+
+def choose_source(*, requested: str, layout_problem: str | None, probed: int, readable: int) -> str | None:
+    """``cgroup`` or ``api`` for ``stats.source``; None while ``auto`` has had no running container to try.
+
+    ``auto`` takes the stats API when the cgroup tree is not there, else cgroup files when
+    they read for any of the containers probed (a remote daemon's containers never do).
+    """
+    if requested != "auto":
+        return requested
+    if layout_problem is not None:
+        return "api"
+    if not probed:
+        return None
+    return "cgroup" if readable else "api"
 
 
 class ApiStats:
@@ -54,10 +79,103 @@ class ApiStats:
                 samples = await self._docker.containers.container(container_id).stats(
                     stream=False, timeout=self._timeout
                 )
-            except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except _API_ERRORS as exc:
                 log.debug("stats of %s: %s", container_id[:12], exc)
                 return None
         return usage_from_stats(samples[0]) if samples else None
+
+
+class AutoStats:
+    """``stats.source: auto``: the first poll with containers tries their cgroup files, then keeps to one source."""
+
+    def __init__(self, *, cgroup: CgroupStats, api: StatsSource, chosen: Callable[[str], None]) -> None:
+        self._cgroup = cgroup
+        self._api = api
+        self._chosen = chosen
+        self._source: StatsSource | None = None
+
+    async def sample(self, container_ids: list[str]) -> tuple[dict[str, Usage], int]:
+        if self._source is not None:
+            return await self._source.sample(container_ids)
+        if not container_ids:
+            return {}, 0
+        results = await self._cgroup.read(container_ids)
+        readable = sum(isinstance(r, Usage) for r in results.values())
+        if choose_source(requested="auto", layout_problem=None, probed=len(results), readable=readable) == "cgroup":
+            log.info("stats: the containers' cgroup files read; using them")
+            self._source = self._cgroup
+            self._chosen("cgroup")
+            return self._cgroup.report(results)
+        first = next(iter(results.values()))
+        log.info("stats: the containers' cgroup files cannot be read (%s); using the Docker stats API", first)
+        self._source = self._api
+        self._chosen("api")
+        return await self._api.sample(container_ids)
+
+
+def _cgroup_parent(
+    docker: aiodocker.Docker, *, concurrency: int, timeout: float
+) -> Callable[[str], Awaitable[str | None]]:
+    """Looks up a container's HostConfig.CgroupParent by inspect, a few at a time."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def cgroup_parent(container_id: str) -> str | None:
+        async with limit:
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await docker.containers.container(container_id).show()
+            except _API_ERRORS as exc:
+                log.debug("inspect of %s for its cgroup parent: %s", container_id[:12], exc)
+                return None
+        parent = (data.get("HostConfig") or {}).get("CgroupParent")
+        return parent if isinstance(parent, str) else None
+
+    return cgroup_parent
+
+
+async def open_source(
+    *, settings: Settings, docker: aiodocker.Docker, api: StatsSource, chosen: Callable[[str], None]
+) -> StatsSource | None:
+    """The source ``stats.source`` asks for; None while the daemon does not answer /info (try again later)."""
+    requested = settings.stats.source
+    if requested == "api":
+        chosen("api")
+        return api
+    try:
+        async with asyncio.timeout(settings.docker.request_timeout_seconds):
+            info = await docker.system.info()
+    except _API_ERRORS as exc:
+        log.debug("stats: /info for the cgroup layout: %s", exc)
+        return None
+    hierarchy = detect_hierarchy(
+        root=settings.stats.cgroup_root,
+        driver=str(info.get("CgroupDriver") or ""),
+        version=str(info.get("CgroupVersion") or ""),
+    )
+    problem = layout_problem(hierarchy)
+    log.info(
+        "stats: the daemon's cgroups are v%d (%s driver); cgroup tree at %s",
+        hierarchy.version,
+        hierarchy.driver,
+        hierarchy.root or "/",
+    )
+    cgroup = CgroupStats(
+        hierarchy=hierarchy,
+        cgroup_parent=_cgroup_parent(
+            docker, concurrency=settings.stats.concurrency, timeout=settings.docker.request_timeout_seconds
+        ),
+    )
+    choice = choose_source(requested=requested, layout_problem=problem, probed=0, readable=0)
+    if choice == "cgroup":
+        if problem:
+            log.warning("stats.source is cgroup, but %s: set stats.cgroup_root to the host's cgroup tree", problem)
+        chosen("cgroup")
+        return cgroup
+    if choice == "api":
+        log.info("stats: %s; using the Docker stats API", problem)
+        chosen("api")
+        return api
+    return AutoStats(cgroup=cgroup, api=api, chosen=chosen)
 
 
 async def poll_forever(
@@ -73,16 +191,23 @@ async def poll_forever(
     async with aiodocker.Docker(url=settings.docker.host or None) as docker:
         # One API sample takes about a second (the daemon waits for a second reading).
         timeout = max(interval, settings.docker.request_timeout_seconds)
-        source = ApiStats(docker, concurrency=settings.stats.concurrency, timeout=timeout)
+        api = ApiStats(docker, concurrency=settings.stats.concurrency, timeout=timeout)
+        source: StatsSource | None = None
+        last_errors = 0
         while True:
             started = time.monotonic()
             ids = snapshot().running_instance_ids()
-            usage, errors = await source.sample(ids)
+            if source is None:
+                source = await open_source(
+                    settings=settings, docker=docker, api=api, chosen=metrics.stats_source_in_use
+                )
+            usage, errors = await source.sample(ids) if source else ({}, len(ids))
             if usage:
                 submit(UsageSampled(clock(), usage))
             elapsed = time.monotonic() - started
             metrics.stats_duration.observe(elapsed)
             metrics.stats_errors.inc(errors)
-            if errors:
-                log.info("stats poll: %d of %d containers did not answer", errors, len(ids))
+            if errors != last_errors:  # a line when it changes, not one every poll
+                log.info("stats poll: %d of %d containers could not be read", errors, len(ids))
+                last_errors = errors
             await asyncio.sleep(max(0.0, interval - elapsed))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -21,10 +22,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Containers, docker, free_port, require_binary
+from tests.pki import make_pki
 
 pytestmark = pytest.mark.docker
 
@@ -116,7 +119,7 @@ def wheelhouse() -> str:
     return WHEELHOUSE
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def watcher_image(debian_python_image: str, wheelhouse: str) -> Iterator[str]:
     """The image built from the Dockerfile on the Debian base, offline; removed afterwards."""
     tag = f"deployment-watcher-test/watcher:ci-{uuid.uuid4().hex[:10]}"
@@ -157,7 +160,8 @@ def container_logs(name: str) -> str:
 
 
 def test_image_runs_as_non_root_and_exports_a_labelled_deployment(watcher_image: str, containers: Containers) -> None:
-    """The built image reads the socket read-only as uid 10001, exports a labelled container and turns healthy."""
+    """The built image reads the socket read-only as uid 10001, exports a labelled container, turns healthy,
+    and writes its state file into its volume."""
     require_binary("docker")
     assert SOCKET.is_socket(), f"{SOCKET} is not a socket: the test mounts the local Docker socket"
     labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", watcher_image)
@@ -200,15 +204,49 @@ def test_image_runs_as_non_root_and_exports_a_labelled_deployment(watcher_image:
         def healthy() -> bool:
             return docker("inspect", "--format", "{{.State.Health.Status}}", name) == "healthy"
 
+        def saved() -> bool:
+            owner = docker("exec", name, "stat", "-c", "%u", "/var/lib/deployment-watcher/state.json", check=False)
+            return owner == "10001"
+
         deadline = time.monotonic() + 60
-        seen_metrics = seen_healthy = False
-        while time.monotonic() < deadline and not (seen_metrics and seen_healthy):
+        seen_metrics = seen_healthy = seen_saved = False
+        while time.monotonic() < deadline and not (seen_metrics and seen_healthy and seen_saved):
             assert docker("inspect", "--format", "{{.State.Running}}", name) == "true", container_logs(name)
             seen_metrics = seen_metrics or exported()
             seen_healthy = seen_healthy or healthy()
+            seen_saved = seen_saved or (seen_metrics and saved())
             time.sleep(0.5)
         logs = container_logs(name)
         assert seen_metrics, f"/metrics never showed deployment {deployment}:\n{logs}"
         assert seen_healthy, f"the HEALTHCHECK never reported healthy within 60 s:\n{logs}"
+        assert seen_saved, f"no state file written by uid 10001 in the volume:\n{logs}"
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)  # -v: the image's anonymous data volume
+
+
+def test_image_healthcheck_speaks_https(watcher_image: str, tmp_path: Path) -> None:
+    """With a web config (TLS, basic auth) given by environment, the HEALTHCHECK still turns healthy."""
+    pki = make_pki(tmp_path)
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: {pki.server_cert.name}\n  key_file: {pki.server_key.name}\n"
+        f"basic_auth_users:\n  prometheus: {bcrypt.hashpw(b'secret', bcrypt.gensalt(4)).decode()}\n"
+    )
+    tmp_path.chmod(0o755)  # readable by the image's user (uid 10001); test files only
+    name = f"dw-image-tls-{uuid.uuid4().hex[:10]}"
+    port = free_port()
+    try:
+        docker("run", "-d", "--name", name, "-v", f"{tmp_path}:/etc/watcher:ro", "-v", f"{SOCKET}:{SOCKET}:ro",
+               "--group-add", str(SOCKET.stat().st_gid),
+               "-e", "WATCHER_WEB_CONFIG_FILE=/etc/watcher/web.yml", "-p", f"127.0.0.1:{port}:9102",
+               watcher_image)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while docker("inspect", "--format", "{{.State.Health.Status}}", name) != "healthy":
+            assert docker("inspect", "--format", "{{.State.Running}}", name) == "true", container_logs(name)
+            assert time.monotonic() < deadline, f"the HEALTHCHECK never reported healthy:\n{container_logs(name)}"
+            time.sleep(0.5)
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", timeout=5, context=context)
+        assert refused.value.code == 401
+    finally:
+        docker("rm", "-f", "-v", name, check=False)

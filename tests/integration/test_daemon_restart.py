@@ -37,6 +37,7 @@ def watch(tmp_path: Path, daemon: PrivateDockerd) -> WatcherProcess:
         "--stats.interval-seconds=1",
         "--docker.backoff-initial-seconds=0.2",
         "--docker.backoff-max-seconds=1",
+        "--exposition.max-staleness-seconds=0.5",  # docker_up and counters, re-read quickly
     )
 
 
@@ -80,7 +81,7 @@ def test_daemon_restart_with_live_restore(tmp_path: Path, private_dockerd: Priva
 
         daemon.stop()
         watcher.wait_for("not ready", lambda: watcher.get("/ready")[0] == 503)
-        assert watcher.value("deployment_watcher_docker_up") == 0
+        watcher.wait_for("docker_up 0", lambda: watcher.value("deployment_watcher_docker_up") == 0)
         # The last known values are still served.
         assert watcher.value("deployment_status", deployment=crash) == 2
         assert watcher.value("deployment_version", deployment=crash) == 2
@@ -97,8 +98,8 @@ def test_daemon_restart_with_live_restore(tmp_path: Path, private_dockerd: Priva
 
         daemon.start(live_restore=True)
         watcher.wait_for("ready again", lambda: watcher.get("/ready")[0] == 200)
-        assert watcher.value("deployment_watcher_docker_up") == 1
-        assert counter(watcher, "deployment_watcher_resyncs_total") > resyncs
+        watcher.wait_for("docker_up 1", lambda: watcher.value("deployment_watcher_docker_up") == 1)
+        watcher.wait_for("resynced", lambda: counter(watcher, "deployment_watcher_resyncs_total") > resyncs)
         watcher.wait_for("v2 failed", lambda: watcher.value("deployment_status", deployment=crash) == 0)
         assert watcher.value("deployment_version", deployment=crash) == 2
         assert "exited with code 3" in watcher.log.read_text(errors="replace")
@@ -132,7 +133,7 @@ def test_daemon_restart_without_live_restore(tmp_path: Path, private_dockerd: Pr
 
         daemon.stop()
         watcher.wait_for("not ready", lambda: watcher.get("/ready")[0] == 503)
-        assert watcher.value("deployment_watcher_docker_up") == 0
+        watcher.wait_for("docker_up 0", lambda: watcher.value("deployment_watcher_docker_up") == 0)
         watcher.wait_for(
             "retrying", lambda: counter(watcher, "deployment_watcher_docker_reconnects_total") >= reconnects + 2
         )

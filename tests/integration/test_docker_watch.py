@@ -194,7 +194,8 @@ def test_endpoints(watcher: WatcherProcess) -> None:
     assert code == 200 and 'href="metrics"' in body
     assert watcher.get("/health")[0] == 200
     assert watcher.get("/ready")[0] == 200
-    assert watcher.value("deployment_watcher_docker_up") == 1
+    # The watcher's own metrics are re-read within exposition.max_staleness_seconds.
+    watcher.wait_for("docker_up 1", lambda: watcher.value("deployment_watcher_docker_up") == 1)
 
 
 def test_existing_containers_are_found_at_start(tmp_path: Path, containers: Containers, docker_engine: None) -> None:

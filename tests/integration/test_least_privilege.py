@@ -55,8 +55,11 @@ def test_the_proxy_refuses_writes(proxy: ReadOnlyProxy, containers: Containers) 
     assert docker("ps", "-aq", "--filter", f"name=^{name}$") == ""
 
 
-def test_the_watcher_only_reads(tmp_path: Path, proxy: ReadOnlyProxy, containers: Containers) -> None:
-    """Rollout, failure, rollback, stats polls and periodic resyncs through a
+@pytest.mark.parametrize("stats_source", ["api", "cgroup"])
+def test_the_watcher_only_reads(
+    tmp_path: Path, proxy: ReadOnlyProxy, containers: Containers, stats_source: str
+) -> None:
+    """Rollout, failure, rollback, stats polls (either source) and periodic resyncs through a
     GET-only proxy: nothing refused, only GET/HEAD, only containers, events, info, version, ping."""
     name = f"ro-{uuid.uuid4().hex[:8]}"
     watcher = start_watcher(
@@ -64,8 +67,10 @@ def test_the_watcher_only_reads(tmp_path: Path, proxy: ReadOnlyProxy, containers
         f"--docker.host=unix://{proxy.path}",
         "--rollout.stable-seconds=1",
         "--stats.interval-seconds=1",
+        f"--stats.source={stats_source}",
         "--docker.silence-seconds=1",
         "--docker.resync-seconds=3",
+        "--exposition.max-staleness-seconds=0.5",
     )
     try:
         watcher.wait_for("ready", lambda: watcher.get("/ready")[0] == 200)
@@ -89,4 +94,5 @@ def test_the_watcher_only_reads(tmp_path: Path, proxy: ReadOnlyProxy, containers
     assert {s.method for s in seen} <= ReadOnlyProxy.ALLOWED
     assert [s for s in seen if kind(s) is None] == []
     # Every kind of request the watcher makes went through the proxy.
-    assert {kind(s) for s in seen} >= {"version", "info", "events", "list", "inspect", "stats"}
+    expected = {"version", "info", "events", "list", "inspect"} | ({"stats"} if stats_source == "api" else set())
+    assert {kind(s) for s in seen} >= expected

@@ -19,6 +19,7 @@ from tests.dockerproxy import ReadOnlyProxy, SocketProxy
 pytestmark = pytest.mark.docker
 
 QUICK_RECONNECT = ("--docker.backoff-initial-seconds=0.2", "--docker.backoff-max-seconds=1")
+FRESH_SELF_METRICS = "--exposition.max-staleness-seconds=0.5"  # docker_up and counters, re-read quickly
 HEALTHY_WHEN_FILE = (
     "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
 )  # fmt: skip
@@ -40,6 +41,7 @@ def watch_through(tmp_path: Path, socket: Path, *flags: str) -> WatcherProcess:
         "--rollout.stable-seconds=1",
         "--stats.enabled=false",
         *QUICK_RECONNECT,
+        FRESH_SELF_METRICS,
         *flags,
         env={"DOCKER_HOST": f"unix://{socket}"},
     )
@@ -72,7 +74,8 @@ def test_reconnects_and_resyncs_after_losing_the_daemon(
         proxy.cut()
         assert not proxy.path.exists()
         watcher.wait_for("not ready", lambda: watcher.get("/ready")[0] == 503)
-        assert watcher.value("deployment_watcher_docker_up") == 0
+        # The watcher's own metrics are re-read within exposition.max_staleness_seconds.
+        watcher.wait_for("docker_up 0", lambda: watcher.value("deployment_watcher_docker_up") == 0)
         assert watcher.value("deployment_status", deployment="reconnect-a") == 1  # stale values still served
         # Changes while disconnected: one container replaced by a new version.
         containers.remove(before)
@@ -86,7 +89,7 @@ def test_reconnects_and_resyncs_after_losing_the_daemon(
         watcher.wait_for("resynced", lambda: watcher.value("deployment_version", deployment="reconnect-a") == 2)
         watcher.wait_for("success", lambda: watcher.value("deployment_status", deployment="reconnect-a") == 1)
         assert watcher.value("deployment_info", deployment="reconnect-a", version="2") == 1
-        assert (watcher.value("deployment_watcher_resyncs_total") or 0) >= 2
+        watcher.wait_for("resyncs", lambda: (watcher.value("deployment_watcher_resyncs_total") or 0) >= 2)
         watcher.wait_for(
             "health from inspect", lambda: watcher.value("deployment_health_status", deployment=checked) == 0
         )
@@ -105,7 +108,7 @@ def test_waits_for_a_socket_that_is_not_there_yet(tmp_path: Path, containers: Co
     try:
         watcher.wait_for("retrying", lambda: reconnects(watcher) >= 2)
         assert watcher.get("/ready")[0] == 503
-        assert watcher.value("deployment_watcher_docker_up") == 0
+        watcher.wait_for("docker_up 0", lambda: watcher.value("deployment_watcher_docker_up") == 0)
         assert "No such file" in watcher.log.read_text(errors="replace")
         proxy.start()
         watcher.wait_for("ready", lambda: watcher.get("/ready")[0] == 200)
@@ -126,7 +129,7 @@ def test_reconnects_when_the_daemon_hangs(tmp_path: Path, proxy: SocketProxy, co
         before = reconnects(watcher)
         proxy.freeze()
         watcher.wait_for("not ready", lambda: watcher.get("/ready")[0] == 503)
-        assert watcher.value("deployment_watcher_docker_up") == 0
+        watcher.wait_for("docker_up 0", lambda: watcher.value("deployment_watcher_docker_up") == 0)
         assert watcher.value("deployment_status", deployment=name) == 1  # stale values still served
         # While it hangs, v2 starts and is OOM-killed: its events never reach the watcher.
         oom = containers.run(

@@ -153,6 +153,8 @@ def test_unrelated_environment_is_ignored() -> None:
         ("rollout.stable_seconds", "2.5", 2.5),
         ("docker.resync_seconds", "0", 0.0),
         ("labels.max_value_length", "8", 8),
+        ("stats.source", " CGROUP ", "cgroup"),
+        ("stats.cgroup_root", "/host/sys/fs/cgroup", "/host/sys/fs/cgroup"),
     ],
 )
 def test_flag_values_are_coerced(path: str, raw: str, expected: object) -> None:
@@ -179,6 +181,8 @@ def test_flag_values_are_coerced(path: str, raw: str, expected: object) -> None:
         ("rollout.bogus", "1", "flags: unknown setting rollout.bogus"),
         ("labels.default_environment", "", "labels.default_environment must not be empty"),
         ("docker.backoff_max_seconds", "0.1", "backoff_max_seconds must not be below"),
+        ("stats.source", "files", "stats.source: must be one of auto, cgroup, api"),
+        ("stats.cgroup_root", "sys/fs/cgroup", "stats.cgroup_root must be an absolute path"),
     ],
 )
 def test_bad_flag_values(path: str, raw: str, needle: str) -> None:

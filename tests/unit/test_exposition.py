@@ -1,29 +1,49 @@
-"""The collector and the HTTP app: what a scrape sees, in both exposition formats."""
+"""The collector, the cached exposition and the HTTP app: what a scrape sees, in every format."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import gzip
+import itertools
+import subprocess
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from pytest_aiohttp import AiohttpClient
 
+from tests.conftest import require_binary
 from tests.unit.test_state import SETTINGS, Run, started
 from watcher.collector import DeploymentCollector
+from watcher.config import ExpositionSettings, Settings
+from watcher.exposition import MAX_VARIANTS, VARIANT_IDLE_SECONDS, Exposition, next_rendering_at
 from watcher.http import make_app
 from watcher.observations import DeploymentKey, InstanceExited, InstanceGone, Usage, UsageSampled
 from watcher.selfmetrics import SelfMetrics
+from watcher.service import Service
 from watcher.state import State
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+PROMETHEUS_2 = (  # what Prometheus 2.42 sends, with Accept-Encoding: gzip
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 OM_FAMILIES = {
     "deployment_status": "gauge", "deployment_version": "gauge", "deployment_timestamp": "gauge",
     "deployment_health_status": "gauge", "deployment": "info", "deployment_cpu_usage_seconds": "counter",
     "deployment_memory_usage_bytes": "gauge", "deployment_rollback_count": "counter",
     "deployment_health_check": "gauge", "deployment_duration_seconds": "histogram", "deployment_version_info": "gauge",
 }  # fmt: skip
+FAST = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(min_interval_seconds=0, max_staleness_seconds=3600))
 
 
 def scenario() -> Run:
@@ -35,10 +55,68 @@ def scenario() -> Run:
     return run
 
 
-def registry_for(state: State) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(DeploymentCollector(snapshot=lambda: state, settings=SETTINGS))
-    return registry
+def fleet(deployments: int, revisions: int) -> list[State]:
+    """The states of ``deployments`` deployments after each of ``revisions`` rollouts of all of them."""
+    run, states = Run(), []
+    for revision in range(1, revisions + 1):
+        for i in range(deployments):
+            key = DeploymentKey(f"d{i}", "production")
+            run(started(f"c{i}-{revision}", f"{revision}.0.0", revision * 1000 + i, key=key))
+        states.append(run.state)
+    return states
+
+
+class Counting(Collector):
+    """A collector that counts how often it is collected."""
+
+    def __init__(self) -> None:
+        self.collected = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.collected += 1
+        return iter(())
+
+
+class Chain(Collector):
+    """Several collectors as one, in order: what client_python would serve in one registry."""
+
+    def __init__(self, *collectors: Collector) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        return itertools.chain.from_iterable(c.collect() for c in self._collectors)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def exposition_for(
+    snapshot: Callable[[], State],
+    *,
+    registry: CollectorRegistry | None = None,
+    settings: Settings = SETTINGS,
+    clock: Callable[[], float] | None = None,
+) -> tuple[Exposition, SelfMetrics]:
+    """An exposition of ``snapshot()`` and ``registry``; its own counters live in a registry of their own."""
+    metrics = SelfMetrics(CollectorRegistry())
+    extra = {"clock": clock} if clock else {}
+    registry = CollectorRegistry() if registry is None else registry
+    return Exposition(snapshot=snapshot, registry=registry, settings=settings, metrics=metrics, **extra), metrics
+
+
+def app_for(state: State, *, registry: CollectorRegistry | None = None) -> Exposition:
+    return exposition_for(lambda: state, registry=registry)[0]
+
+
+def renders(metrics: SelfMetrics, part: str) -> float:
+    """How often that part of /metrics was rendered."""
+    [family] = metrics.exposition_renders.collect()
+    return float(next(s.value for s in family.samples if s.name.endswith("_total") and s.labels == {"part": part}))
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -46,10 +124,33 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return {(s.name, frozenset(s.labels.items())): s.value for s in found}
 
 
+@contextlib.asynccontextmanager
+async def renderer(exposition: Exposition) -> AsyncIterator[None]:
+    """The exposition's background renderer, running for the block."""
+    task = asyncio.create_task(exposition.run_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10) -> None:
+    """Poll ``check`` until it is true; generous, as the test machine is shared."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.005)
+
+
+async def text_of(exposition: Exposition) -> str:
+    """What a scrape in the text format gets."""
+    return (await exposition.page(accept="", accept_encoding="")).body.decode()
+
+
 async def test_text_exposition_values(aiohttp_client: AiohttpClient) -> None:
     """Every family is there with the values of the state, in the Prometheus text format."""
-    app = make_app(registry=registry_for(scenario().state), ready=lambda: True)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(make_app(exposition=app_for(scenario().state), ready=lambda: True))
     response = await client.get("/metrics")
     assert response.headers["Content-Type"].startswith("text/plain")
     got = samples(await response.text())
@@ -71,13 +172,13 @@ async def test_text_exposition_values(aiohttp_client: AiohttpClient) -> None:
     assert got[("deployment_timestamp", web | {("version", 'x"y\\z\nü')})] == 400
 
 
-async def test_openmetrics_negotiated_and_valid(aiohttp_client: AiohttpClient) -> None:
-    """With Prometheus' Accept header the body is OpenMetrics, every family typed as documented."""
-    app = make_app(registry=registry_for(scenario().state), ready=lambda: True)
-    client = await aiohttp_client(app)
-    response = await client.get("/metrics", headers={"Accept": OPENMETRICS, "Accept-Encoding": "gzip"})
-    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
-    assert response.headers.get("Content-Encoding") == "gzip"
+async def test_openmetrics_negotiated_gzipped_and_valid(aiohttp_client: AiohttpClient) -> None:
+    """With Prometheus' headers the body is gzipped OpenMetrics, every family typed as documented."""
+    client = await aiohttp_client(make_app(exposition=app_for(scenario().state), ready=lambda: True))
+    response = await client.get("/metrics", headers={"Accept": PROMETHEUS_2, "Accept-Encoding": "gzip"})
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers["Vary"] == "Accept, Accept-Encoding"
     text = await response.text()  # aiohttp decompresses
     families = {f.name: f.type for f in parse_openmetrics(text)}
     assert families == OM_FAMILIES
@@ -85,37 +186,280 @@ async def test_openmetrics_negotiated_and_valid(aiohttp_client: AiohttpClient) -
 
 async def test_self_metrics_precreated_and_both_formats(aiohttp_client: AiohttpClient) -> None:
     """The watcher's own counters exist at zero before anything happens, valid in both formats."""
-    registry = registry_for(State())
-    SelfMetrics(registry)
-    client = await aiohttp_client(make_app(registry=registry, ready=lambda: False))
+    registry = CollectorRegistry()
+    empty = State()
+    exposition = Exposition(snapshot=lambda: empty, registry=registry, settings=SETTINGS, metrics=SelfMetrics(registry))
+    client = await aiohttp_client(make_app(exposition=exposition, ready=lambda: False))
     text = await (await client.get("/metrics")).text()
     got = samples(text)
     assert got[("deployment_watcher_docker_reconnects_total", frozenset())] == 0
     assert got[("deployment_watcher_label_errors_total", frozenset({("label", "deployment.timestamp")}))] == 0
     assert got[("deployment_watcher_events_total", frozenset({("action", "die")}))] == 0
+    assert got[("deployment_watcher_exposition_renders_total", frozenset({("part", "deployments")}))] == 1
     assert not any(name.startswith("deployment_status") for name, _ in got)
     om = await (await client.get("/metrics", headers={"Accept": OPENMETRICS})).text()
     names = [f.name for f in parse_openmetrics(om)]
     assert len(names) == len(set(names))
+    assert "deployment_watcher_exposition_render_duration_seconds" in names
 
 
-async def test_removed_deployment_disappears(aiohttp_client: AiohttpClient) -> None:
-    """Series are built per scrape: a dropped deployment is simply gone."""
+@pytest.mark.prometheus
+async def test_promtool_finds_nothing_to_say() -> None:
+    """The text body, deployments and own metrics together, passes `promtool check metrics`."""
+    registry = CollectorRegistry()
+    state = scenario().state
+    exposition = Exposition(snapshot=lambda: state, registry=registry, settings=SETTINGS, metrics=SelfMetrics(registry))
+    body = (await exposition.page(accept="", accept_encoding="")).body
+    checked = subprocess.run([require_binary("promtool"), "check", "metrics"], input=body, capture_output=True)
+    assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), checked
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "*/*",
+        "text/plain;version=0.0.4",
+        PROMETHEUS_2,
+        "application/openmetrics-text",
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,text/plain;version=0.0.4;q=0.3",
+        "text/plain;version=0.0.4;q=0.1,application/openmetrics-text;version=1.0.0",  # order wins, as in client_python
+        "text/plain;version=1.0.0;escaping=dots",
+        "application/openmetrics-text;version=0.0.1",
+    ],
+)
+@pytest.mark.parametrize("encoding", ["", "gzip", "br, gzip;q=0.5"])
+async def test_every_accept_gets_what_client_python_serves(accept: str, encoding: str) -> None:
+    """Byte for byte the body and Content-Type prometheus-client would serve for one registry of both parts."""
+    registry = CollectorRegistry()
+    Gauge("odd_gauge", "A gauge.", ["label"], registry=registry).labels('a"b\\c\nd').set(1.5)
+    Info("odd_build", "Build.", registry=registry).info({"version": "1.0"})
+    state = scenario().state
+    exposition, _ = exposition_for(lambda: state, registry=registry)
+    page = await exposition.page(accept=accept, accept_encoding=encoding)
+    encoder, content_type = choose_encoder(accept)
+    expected = encoder(Chain(DeploymentCollector(snapshot=lambda: state, settings=SETTINGS), registry))
+    assert page.headers["Content-Type"] == content_type
+    if encoding:
+        assert page.headers["Content-Encoding"] == "gzip"
+        stream = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        assert stream.decompress(page.body) == expected
+        assert stream.eof and not stream.unused_data  # one gzip member, nothing after it
+    else:
+        assert "Content-Encoding" not in page.headers
+        assert page.body == expected
+
+
+async def test_scrapes_are_served_from_memory() -> None:
+    """Once rendered, scrapes in any known variant collect nothing: no per-series work."""
+    registry = CollectorRegistry()
+    counting = Counting()
+    registry.register(counting)
+    snapshots = []
+    state = scenario().state
+
+    def snapshot() -> State:
+        snapshots.append(state)
+        return state
+
+    exposition, metrics = exposition_for(snapshot, registry=registry)
+    await exposition.refresh()
+    assert (counting.collected, len(snapshots)) == (1, 1)
+    for _ in range(20):
+        await exposition.page(accept=PROMETHEUS_2, accept_encoding="gzip")
+        await exposition.page(accept="", accept_encoding="")
+    assert (counting.collected, len(snapshots)) == (1, 1)
+    assert renders(metrics, "deployments") == 1
+
+
+async def test_gzip_copy_is_the_body_after_an_own_refresh() -> None:
+    """Refreshing only the own part keeps the gzip copy equal to the plain body, and reuses the deployments part."""
+    registry = CollectorRegistry()
+    events = Counter("events", "Events.", registry=registry)
+    state = scenario().state
+    exposition, metrics = exposition_for(lambda: state, registry=registry)
+    for accept in ("", OPENMETRICS):  # both variants of both formats are asked for
+        await exposition.page(accept=accept, accept_encoding="gzip")
+        await exposition.page(accept=accept, accept_encoding="")
+    events.inc(7)
+    await exposition.refresh()
+    for accept in ("", OPENMETRICS):
+        plain = (await exposition.page(accept=accept, accept_encoding="")).body
+        assert gzip.decompress((await exposition.page(accept=accept, accept_encoding="gzip")).body) == plain
+        assert b"events_total 7.0\n" in plain
+    # Renderings: the first (gzipped text is new), plain OpenMetrics (new), the refresh; each
+    # reused the deployments part of the first.
+    assert renders(metrics, "own") == 3
+    assert renders(metrics, "deployments") == 1
+
+
+async def test_change_rendered_in_the_background(aiohttp_client: AiohttpClient) -> None:
+    """A change of state reaches /metrics through the renderer, without a scrape doing the work."""
     run = Run()(started("a", "1.0.0", 100)).tick(111)
     current = {"state": run.state}
+    exposition, metrics = exposition_for(lambda: current["state"], settings=FAST)
+    client = await aiohttp_client(make_app(exposition=exposition, ready=lambda: True))
+
+    async def gone() -> bool:
+        return "deployment_status{" not in await (await client.get("/metrics")).text()
+
+    assert not await gone()
+    async with renderer(exposition):
+        run(InstanceGone(200, "a")).tick(200 + SETTINGS.retention.gone_seconds)
+        current["state"] = run.state
+        exposition.changed()
+        await eventually(gone)
+    assert renders(metrics, "deployments") == 2
+
+
+async def test_burst_of_changes_is_one_rendering() -> None:
+    """Changes within the minimum interval are coalesced into one rendering of the newest state."""
+    states = fleet(3, 20)
+    current = {"state": states[0]}
+    settings = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(min_interval_seconds=2.0))
+    exposition, metrics = exposition_for(lambda: current["state"], settings=settings)
+    await exposition.refresh()
+    async with renderer(exposition):
+        for state in states[1:]:  # well within the interval, the renderer running in between
+            current["state"] = state
+            exposition.changed()
+            await asyncio.sleep(0.005)
+        d0 = ("deployment_version", frozenset({("deployment", "d0"), ("environment", "production")}))
+
+        async def newest() -> bool:
+            return samples(await text_of(exposition))[d0] == 20
+
+        await eventually(newest)
+    assert renders(metrics, "deployments") == 2
+
+
+async def test_own_metrics_refreshed_at_the_staleness_bound() -> None:
+    """Without any change of state, the own part is re-read within the bound; the deployments are not re-rendered."""
     registry = CollectorRegistry()
-    registry.register(DeploymentCollector(snapshot=lambda: current["state"], settings=SETTINGS))
-    client = await aiohttp_client(make_app(registry=registry, ready=lambda: True))
-    assert "deployment_status{" in await (await client.get("/metrics")).text()
-    run(InstanceGone(200, "a")).tick(200 + SETTINGS.retention.gone_seconds)
-    current["state"] = run.state
-    assert "deployment_status{" not in await (await client.get("/metrics")).text()
+    events = Counter("events", "Events.", registry=registry)
+    state = scenario().state
+    settings = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(max_staleness_seconds=0.1))
+    exposition, metrics = exposition_for(lambda: state, registry=registry, settings=settings)
+    await exposition.refresh()
+    events.inc()
+
+    async def counted() -> bool:
+        return "events_total 1.0\n" in await text_of(exposition)
+
+    async with renderer(exposition):
+        await eventually(counted)
+    assert renders(metrics, "deployments") == 1
+
+
+@pytest.mark.parametrize(
+    ("own_read_at", "finished_at", "changed", "due"),
+    [
+        (100.0, 100.5, False, 105.0),  # nothing changed: at the staleness bound
+        (100.0, 100.5, True, 101.5),  # changed: one interval after the last rendering ended
+        (100.0, 104.5, True, 105.0),  # changed, but the bound comes first
+    ],
+)
+def test_next_rendering_at(own_read_at: float, finished_at: float, changed: bool, due: float) -> None:
+    """The renderer's schedule: the staleness bound, or one interval after the last rendering once changed."""
+    settings = ExpositionSettings(min_interval_seconds=1.0, max_staleness_seconds=5.0)
+    assert (
+        next_rendering_at(own_read_at=own_read_at, finished_at=finished_at, changed=changed, settings=settings) == due
+    )
+
+
+async def test_concurrent_scrapes_during_rerenders_get_whole_renderings(aiohttp_client: AiohttpClient) -> None:
+    """Scrapes racing re-renders each get one complete rendering of one state: never a mix, never torn."""
+    states = fleet(20, 4)
+    current = {"state": states[0]}
+    registry = CollectorRegistry()
+    exposition = Exposition(
+        snapshot=lambda: current["state"], registry=registry, settings=FAST, metrics=SelfMetrics(registry)
+    )
+    client = await aiohttp_client(make_app(exposition=exposition, ready=lambda: True))
+    seen: set[float] = set()
+
+    async def scrape(accept: str) -> None:
+        response = await client.get("/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"})
+        text = await response.text()
+        parse = parse_openmetrics if accept == OPENMETRICS else parse_text
+        families = {f.name: f for f in parse(text)}  # OpenMetrics: fails unless the body ends with # EOF
+        versions = {s.value for s in families["deployment_version"].samples}
+        assert len(versions) == 1 and len(families["deployment_version"].samples) == 20, versions
+        assert "deployment_watcher_tracked_deployments" in families
+        seen.update(versions)
+
+    async with renderer(exposition):
+        for revision, state in enumerate(states, start=1):
+            current["state"] = state
+            exposition.changed()
+            async with asyncio.timeout(30):
+                while revision not in seen:
+                    await asyncio.gather(*(scrape(OPENMETRICS if i % 2 else "") for i in range(6)))
+    assert seen == set(range(1, 5))
+
+
+async def test_new_variant_waits_for_one_rendering_then_is_cached() -> None:
+    """A format nobody asked for yet is rendered once for the scrape that asks, then kept."""
+    state = scenario().state
+    exposition, metrics = exposition_for(lambda: state)
+    await exposition.refresh()
+    accept = "text/plain;version=1.0.0;escaping=allow-utf-8"
+    first = await exposition.page(accept=accept, accept_encoding="gzip")
+    assert renders(metrics, "deployments") == 2
+    assert await exposition.page(accept=accept, accept_encoding="gzip") == first
+    assert renders(metrics, "deployments") == 2
+
+
+async def test_too_many_variants_are_rendered_alone() -> None:
+    """Beyond the cap, a made-up variant is rendered for its request alone and never cached."""
+    state = scenario().state
+    exposition, metrics = exposition_for(lambda: state)
+    accepts = [f"application/openmetrics-text;version=1.0.{i}" for i in range(1, MAX_VARIANTS + 2)]
+    for accept in accepts:
+        page = await exposition.page(accept=accept, accept_encoding="")
+        assert page.headers["Content-Type"].startswith(accept.replace(";", "; ") + ";")
+        assert page.body.endswith(b"# EOF\n")
+    before = renders(metrics, "deployments")
+    await exposition.page(accept=accepts[0], accept_encoding="")  # within the cap (with the two start variants)
+    assert renders(metrics, "deployments") == before
+    await exposition.page(accept=accepts[-1], accept_encoding="")  # beyond it: rendered again
+    assert renders(metrics, "deployments") == before + 1
+
+
+async def test_idle_variants_are_no_longer_rendered() -> None:
+    """A variant nobody asked for within VARIANT_IDLE_SECONDS drops out of the renderings."""
+    clock = FakeClock()
+    state = scenario().state
+    exposition, metrics = exposition_for(lambda: state, clock=clock)
+    await exposition.page(accept="", accept_encoding="")  # the first rendering, with both start variants
+    clock.now += VARIANT_IDLE_SECONDS / 2
+    await exposition.page(accept=PROMETHEUS_2, accept_encoding="gzip")
+    clock.now += VARIANT_IDLE_SECONDS / 2 + 1
+    await exposition.refresh()
+    assert renders(metrics, "deployments") == 1
+    await exposition.page(accept="", accept_encoding="")  # plain text was dropped: rendered again
+    assert renders(metrics, "deployments") == 2
+
+
+async def test_service_renders_what_the_core_applies() -> None:
+    """Wiring: the core's changes wake the exposition, which shows them; the own part is the registry."""
+    service = Service(Settings())
+    await service.exposition.refresh()
+    service.core.submit(started("a", "1.0.0", 100))
+    api = ("deployment_version", frozenset({("deployment", "api"), ("environment", "production")}))
+
+    async def shown() -> bool:
+        return api in samples(await text_of(service.exposition))
+
+    async with renderer(service.exposition):
+        await eventually(shown)
+    assert ("process_cpu_seconds_total", frozenset()) in samples(await text_of(service.exposition))
 
 
 async def test_health_ready_and_landing(aiohttp_client: AiohttpClient) -> None:
     """/health is 200 while the process works; /ready follows the Docker connection."""
     connected = {"up": False}
-    app = make_app(registry=CollectorRegistry(), ready=lambda: connected["up"])
+    app = make_app(exposition=app_for(State()), ready=lambda: connected["up"])
     client = await aiohttp_client(app)
     assert (await client.get("/health")).status == 200
     assert (await client.get("/ready")).status == 503
@@ -123,11 +467,3 @@ async def test_health_ready_and_landing(aiohttp_client: AiohttpClient) -> None:
     assert (await client.get("/ready")).status == 200
     landing = await client.get("/")
     assert landing.status == 200 and 'href="metrics"' in await landing.text()
-
-
-def test_gzip_roundtrip_sanity() -> None:
-    """gzip of an exposition is smaller (guards the compression header test's premise)."""
-    from prometheus_client import generate_latest
-
-    body = generate_latest(registry_for(scenario().state))
-    assert len(gzip.compress(body)) < len(body)

@@ -1,19 +1,33 @@
-"""Backoff, the core's change listeners and rule clock, and supervision of root tasks."""
+"""Backoff, the core's change listeners and rule clock, supervision of root tasks, and saving the state file."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from watcher import service
-from watcher.config import Settings
+from tests.unit.test_store import rich_state
+from watcher import service as service_module
+from watcher.config import DockerSettings, Settings, StatsSettings, StorageSettings, WebSettings
 from watcher.docker_watch import Backoff
-from watcher.observations import DeploymentKey, Identity, Instance, InstanceSeen, Observation, Tick
+from watcher.observations import (
+    DeploymentKey,
+    Identity,
+    Instance,
+    InstanceGone,
+    InstanceSeen,
+    Observation,
+    Status,
+    Tick,
+)
 from watcher.selfmetrics import SelfMetrics
-from watcher.service import Core, _supervise
+from watcher.service import Core, Service, _supervise
+from watcher.state import State
+from watcher.store import StateFile, decode
 
 
 def test_backoff_grows_with_jitter_and_caps() -> None:
@@ -84,7 +98,7 @@ class CountingCore(Core):
 async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ticks while the source is disconnected (no stable-time success or deadline on stale
     data); ticks again once it is back."""
-    monkeypatch.setattr(service, "TICK_SECONDS", 0.001)
+    monkeypatch.setattr(service_module, "TICK_SECONDS", 0.001)
     connected = asyncio.Event()
     core = CountingCore(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()))
     clock = asyncio.create_task(core.tick_forever(fresh=connected.is_set))
@@ -96,3 +110,63 @@ async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.M
             await asyncio.sleep(0.001)
     finally:
         clock.cancel()
+
+
+async def test_service_loads_saves_on_change_and_at_stop(tmp_path: Path) -> None:
+    """The saved state is the core's first state; changes reach the file after the debounce, the last ones at stop."""
+    saved = rich_state()
+    StateFile(str(tmp_path), metrics=SelfMetrics(CollectorRegistry())).save(saved)
+    settings = Settings(
+        web=WebSettings(listen_address="127.0.0.1:0"),
+        docker=DockerSettings(host=f"unix://{tmp_path}/no-docker.sock", backoff_initial_seconds=5),
+        stats=StatsSettings(enabled=False),
+        storage=StorageSettings(directory=str(tmp_path), debounce_seconds=0.05),
+    )
+    service = Service(settings)
+    assert service.core.snapshot() == saved
+    assert service.registry.get_sample_value("deployment_watcher_tracked_deployments") == len(saved.deployments)
+
+    def on_disk() -> State:
+        return decode((tmp_path / "state.json").read_bytes())
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(service.run(stop=stop))
+    identity = Identity(
+        key=DeploymentKey("new", "production"), version="1", commit="", image="new:1", created_at=time.time(),
+        deployed_at=time.time(),
+    )  # fmt: skip
+    service.core.submit(InstanceSeen(time.time(), Instance(id="n1", identity=identity, running=False)))
+    async with asyncio.timeout(10):
+        while on_disk() != service.core.snapshot():
+            await asyncio.sleep(0.02)
+    service.core.submit(InstanceGone(time.time(), "n1"))
+    stop.set()  # before the debounce ends: the final save has it
+    await running
+    assert on_disk() == service.core.snapshot()
+    assert on_disk().deployments[DeploymentKey("new", "production")].members == {}
+    assert (service.registry.get_sample_value("deployment_watcher_state_saves_total") or 0) >= 2
+
+
+async def test_loaded_state_is_not_judged_by_the_clock_before_the_first_resync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker unreachable after a restart: a saved rollout long past its deadline stays in progress."""
+    monkeypatch.setattr(service_module, "TICK_SECONDS", 0.01)
+    saved = rich_state()
+    api = DeploymentKey("api", "production")
+    assert saved.deployments[api].rollout.status is Status.IN_PROGRESS
+    StateFile(str(tmp_path), metrics=SelfMetrics(CollectorRegistry())).save(saved)
+    settings = Settings(
+        web=WebSettings(listen_address="127.0.0.1:0"),
+        docker=DockerSettings(host=f"unix://{tmp_path}/no-docker.sock", backoff_initial_seconds=5),
+        stats=StatsSettings(enabled=False),
+        storage=StorageSettings(directory=str(tmp_path)),
+    )
+    service = Service(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(service.run(stop=stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await running
+    assert service.core.snapshot() is service._saved
+    assert service.core.snapshot().deployments[api].rollout.status is Status.IN_PROGRESS

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from watcher.config import RetentionSettings, RolloutSettings, Settings
+from watcher import store
+from watcher.config import ApiSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.observations import (
     DeploymentKey,
     Health,
@@ -21,6 +22,7 @@ from watcher.observations import (
     InstanceStopRequested,
     Observation,
     Resync,
+    RolloutReported,
     Status,
     Tick,
     Usage,
@@ -31,6 +33,7 @@ from watcher.state import (
     CHECK_OOM,
     CHECK_RESTARTS,
     CHECK_RUNNING,
+    REPORTED_REASON,
     Deployment,
     Durations,
     State,
@@ -67,6 +70,22 @@ def started(cid: str, version: str, at: float, *, created_at: float | None = Non
             id=cid, identity=ident, running=True, running_since=at, has_healthcheck=healthcheck,
             health=Health.STARTING if healthcheck else Health.NONE, restart_count=restarts,
         ),
+    )  # fmt: skip
+
+
+def reported(
+    version: str,
+    status: str,
+    at: float,
+    *,
+    key: DeploymentKey = API,
+    started_at: float | None = None,
+    finished_at: float | None = None,
+) -> RolloutReported:
+    """A report from deploy tooling, as the CI/CD API makes it."""
+    return RolloutReported(
+        at=at, key=key, version=version, commit=f"c-{version}", status=Status[status.upper()], started_at=started_at,
+        finished_at=finished_at,
     )  # fmt: skip
 
 
@@ -453,3 +472,262 @@ def test_durations_histogram_buckets() -> None:
     d = Durations().observe(3).observe(5).observe(7).observe(10_000)
     assert d.counts[0] == 2 and d.counts[1] == 1 and d.counts[-1] == 1
     assert d.count == 4 and d.total == 10_015
+
+
+# -- reports from deploy tooling (the CI/CD API)
+
+
+def test_report_announces_then_finishes_a_rollout() -> None:
+    """in_progress starts revision 1 judged by the tooling; success finishes it with its duration."""
+    run = Run()(reported("1.0.0", "in_progress", 100))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.status, rollout.reported, rollout.image) == (1, Status.IN_PROGRESS, True, "")
+    run.tick(500)
+    assert run.status is Status.IN_PROGRESS  # no container rules; the deadline is further away
+    run(reported("1.0.0", "success", 160))
+    assert (run.status, run.d().rollout.reason, run.d().rollout.finished_at) == (Status.SUCCESS, REPORTED_REASON, 160)
+    assert (run.d().durations.count, run.d().durations.total) == (1, 60)
+    assert run.notes == ["rollout_started", "rollout_finished"]
+
+
+def test_report_only_deployment_has_no_health_checks() -> None:
+    """Without containers there is nothing to check: no check series, health passes."""
+    run = Run()(reported("1.0.0", "success", 100))
+    assert health_checks(run.d(), settings=SETTINGS) == {}
+    assert is_healthy(run.d(), settings=SETTINGS)
+
+
+def test_final_report_of_unannounced_version_starts_and_finishes_it() -> None:
+    """A success never announced is one revision started and finished at once; with started_at, timed."""
+    run = Run()(reported("1.0.0", "success", 150, started_at=100, finished_at=140))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.status, rollout.started_at, rollout.finished_at) == (1, Status.SUCCESS, 100, 140)
+    assert (run.d().durations.count, run.d().durations.total) == (1, 40)
+    run(reported("2.0.0", "failed", 300))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.status, rollout.started_at, rollout.finished_at) == (2, Status.FAILED, 300, 300)
+    assert run.d().durations.count == 1  # no start given: the duration is unknown
+
+
+def test_reported_rollback_counts_and_keeps_history() -> None:
+    """Reports go through the same rollback rules: back to an older version is a rollback."""
+    run = Run()(reported("1.0.0", "success", 100), reported("2.0.0", "success", 200))
+    run(reported("1.0.0", "in_progress", 300))
+    assert (run.d().rollout.revision, run.d().rollout.rollback, run.d().rollbacks) == (3, True, 1)
+    assert [(h.version, h.commit) for h in run.d().history] == [("1.0.0", "c-1.0.0"), ("2.0.0", "c-2.0.0")]
+
+
+def test_containers_join_the_announced_rollout() -> None:
+    """Containers of the announced version join it; its status stays the tooling's to report."""
+    run = Run()(reported("2.0.0", "in_progress", 100), started("a", "2.0.0", 105, healthcheck=True))
+    rollout = run.d().rollout
+    assert (rollout.revision, rollout.members, rollout.image) == (1, {"a"}, "shop/api:2.0.0")
+    run(InstanceHealth(110, "a", Health.HEALTHY)).tick(200)
+    assert run.status is Status.IN_PROGRESS  # healthy, but the tooling has not said success yet
+    run(InstanceExited(210, "a", 1))
+    assert run.status is Status.IN_PROGRESS
+    assert not is_healthy(run.d(), settings=SETTINGS)  # a crash shows in health
+    run(reported("2.0.0", "failed", 220))
+    assert (run.status, run.d().durations.total, run.d().rollout.revision) == (Status.FAILED, 120, 1)
+
+
+def test_report_takes_over_a_rollout_its_containers_started() -> None:
+    """in_progress of the version the containers already roll out makes the tooling its judge."""
+    run = Run()(started("a", "1.0.0", 100), reported("1.0.0", "in_progress", 102))
+    assert (run.d().rollout.revision, run.d().rollout.reported) == (1, True)
+    run.tick(150)
+    assert run.status is Status.IN_PROGRESS  # the stable time no longer decides
+
+
+def test_final_report_finishes_a_container_rollout() -> None:
+    """A final report about the rollout in progress decides it, timed from the containers' start."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), reported("1.0.0", "failed", 130))
+    assert (run.status, run.d().rollout.reason, run.d().durations.total) == (Status.FAILED, REPORTED_REASON, 30)
+
+
+def test_final_report_corrects_a_finished_rollout() -> None:
+    """After the rules said success, a failed report corrects the status; the duration is not counted again."""
+    run = Run()(started("a", "1.0.0", 100)).tick(111)
+    assert run.status is Status.SUCCESS
+    run(reported("1.0.0", "failed", 140))
+    assert (run.status, run.d().rollout.revision, run.d().rollout.finished_at) == (Status.FAILED, 1, 111)
+    assert run.d().durations.count == 1
+    assert run.notes[-1] == "rollout_finished"
+
+
+def test_repeated_report_changes_nothing_but_its_time() -> None:
+    """The same final report twice leaves the rollout as it was; only reported_at moves."""
+    run = Run()(reported("1.0.0", "success", 100))
+    rollout = run.d().rollout
+    run(reported("1.0.0", "success", 110))
+    assert run.d().rollout is rollout
+    assert run.d().reported_at == 110
+
+
+def test_report_older_than_current_rollout_is_stale() -> None:
+    """A report of another version from before the current rollout began changes nothing."""
+    run = Run()(started("b", "2.0.0", 200))
+    before = run.state
+    run(reported("1.0.0", "success", 300, started_at=150))
+    run(reported("1.0.0", "failed", 300, finished_at=190))
+    assert run.state is before
+    assert run.notes[-2:] == ["stale", "stale"]
+
+
+def test_in_progress_again_after_finish_is_another_try() -> None:
+    """The finished version announced again is a new revision; late news of the finished one is not."""
+    run = Run()(reported("1.0.0", "failed", 100, started_at=50))
+    run(reported("1.0.0", "in_progress", 120, started_at=60))  # the same deploy, reported late
+    assert (run.d().rollout.revision, run.status) == (1, Status.FAILED)
+    run(reported("1.0.0", "in_progress", 200))
+    assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (2, Status.IN_PROGRESS, 0)
+
+
+def test_reported_rollout_fails_at_the_deadline() -> None:
+    """Announced but never finished (the job died): failed at the progress deadline, containers or not."""
+    run = Run()(reported("1.0.0", "in_progress", 100))
+    run.tick(699)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(700)
+    assert (run.status, run.d().rollout.reason) == (Status.FAILED, "no final report within the progress deadline")
+
+
+def test_new_version_containers_after_a_report() -> None:
+    """Containers of another version: older than the report, leftovers; newer, a new rollout."""
+    run = Run()(reported("2.0.0", "in_progress", 100))
+    run(started("old", "1.0.0", 110, created_at=90))
+    assert (run.d().rollout.version, run.d().rollout.revision) == ("2.0.0", 1)
+    run(started("new", "1.0.0", 120))
+    assert (run.d().rollout.version, run.d().rollout.revision, run.d().rollbacks) == ("1.0.0", 2, 1)
+    assert "superseded" in run.notes
+    assert run.d().rollout.reported is False
+
+
+def test_report_only_deployment_is_dropped_after_the_report_retention() -> None:
+    """No containers: kept for api.retention_seconds after the last report, then dropped."""
+    settings = dataclasses.replace(SETTINGS, api=ApiSettings(retention_seconds=1000))
+    run = Run(settings)(reported("1.0.0", "success", 100), reported("1.0.0", "success", 500))
+    run.tick(1499)
+    assert API in run.state.deployments
+    run.tick(1500)
+    assert API not in run.state.deployments
+    assert run.notes[-1] == "dropped"
+
+
+def test_reports_extend_retention_of_a_deployment_whose_containers_are_gone() -> None:
+    """Containers gone and a report: dropped when both retention times have passed."""
+    settings = dataclasses.replace(
+        SETTINGS, retention=RetentionSettings(gone_seconds=60), api=ApiSettings(retention_seconds=1000)
+    )
+    run = Run(settings)(started("a", "1.0.0", 100), reported("1.0.0", "success", 110), InstanceGone(200, "a"))
+    run.tick(500)
+    assert API in run.state.deployments
+    run.tick(1110)
+    assert API not in run.state.deployments
+
+
+def test_report_beyond_the_cap_is_rejected() -> None:
+    """The deployment cap applies to reported deployments too."""
+    settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(max_deployments=1))
+    run = Run(settings)(started("a", "1.0.0", 100), reported("1.0.0", "success", 110, key=DeploymentKey("x", "y")))
+    assert list(run.state.deployments) == [API]
+    assert run.notes[-1] == "rejected"
+
+
+# -- after a restart: the saved state, then a resync of what Docker has now
+
+
+def restart(run: Run) -> Run:
+    """The watcher stopped and started again: its state went through the state file."""
+    run.state = store.decode(store.encode(run.state))
+    return run
+
+
+def test_restart_finds_a_rollout_that_finished_meanwhile_without_a_duration() -> None:
+    """v2 in progress at the restart and healthy now: success, revision kept, no made-up duration."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200, healthcheck=True), InstanceGone(201, "a"))
+    restart(run)
+    healthy = dataclasses.replace(run.d().members["b"].instance, health=Health.HEALTHY)
+    run(Resync(900, "container", (healthy,)), now=900)
+    assert (run.d().rollout.revision, run.status) == (2, Status.SUCCESS)
+    assert run.d().durations.count == 1  # v1's only: v2 ended at some unknown time while away
+
+
+def test_restart_a_rollout_finishing_after_the_resync_keeps_its_duration() -> None:
+    """A rollout seen beginning before the restart and ending after it is timed from its start."""
+    run = Run()(started("b", "2.0.0", 200, healthcheck=True))
+    restart(run)
+    run(Resync(250, "container", (run.d().members["b"].instance,)), now=250)
+    run(InstanceHealth(260, "b", Health.HEALTHY))
+    assert run.status is Status.SUCCESS
+    assert (run.d().durations.count, run.d().durations.total) == (1, 60)
+
+
+def test_restart_detects_a_crash_while_away() -> None:
+    """A container of the rollout in progress that exited while the watcher was down fails it."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200, healthcheck=True))
+    restart(run)
+    crashed = dataclasses.replace(run.d().members["b"].instance, running=False, running_since=None, exit_code=3)
+    run(Resync(900, "container", (run.d().members["a"].instance, crashed)), now=900)
+    assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (2, Status.FAILED, 0)
+    assert "exited with code 3" in run.d().rollout.reason
+
+
+def test_restart_detects_a_rollback_while_away_and_keeps_counters() -> None:
+    """v2 replaced by v1 while down: revision 3, one rollback more, CPU of the gone container kept."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200), UsageSampled(205, {"b": Usage(7.5, 1000)}), InstanceGone(206, "a"))
+    restart(run)
+    again = started("c", "1.0.0", 500).instance
+    run(Resync(600, "container", (again,)), now=600)
+    d = run.d()
+    assert (d.rollout.revision, d.rollout.version, d.rollout.rollback, d.rollbacks) == (3, "1.0.0", True, 1)
+    assert set(d.members) == {"c"} and set(run.state.owners) == {"c"}
+    assert d.cpu_seconds == 7.5
+    assert [h.version for h in d.history] == ["1.0.0", "2.0.0"]
+
+
+def test_restart_trusts_the_list_over_a_clock_that_went_back() -> None:
+    """Saved times ahead of the daemon's clock (reboot, other host) do not make the relist stale."""
+    run = Run()(started("a", "1.0.0", 10_000, healthcheck=True))
+    restart(run)
+    exited = dataclasses.replace(run.d().members["a"].instance, running=False, running_since=None, exit_code=1)
+    run(Resync(500, "container", (exited,)), now=500)
+    assert run.status is Status.FAILED
+    assert "stale" not in run.notes
+    run(InstanceGone(501, "a"))  # later events are on the daemon's clock again, not stale either
+    assert run.d().members == {}
+
+
+def test_restart_deployment_gone_meanwhile_is_kept_for_retention() -> None:
+    """All containers removed while down: the deployment stays exported (health 0), counters kept."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(105, {"a": Usage(2.0, 10)})).tick(110)
+    restart(run)
+    run(Resync(1000, "container", ()), now=1000)
+    assert (run.d().gone_since, run.d().cpu_seconds, run.d().rollout.revision) == (1000, 2.0, 1)
+    run.tick(1000 + SETTINGS.retention.gone_seconds)
+    assert API not in run.state.deployments
+
+
+def test_restart_judges_replicas_on_the_whole_list() -> None:
+    """Past the deadline, replicas all healthy now: success, whichever is listed first."""
+    run = Run()(started("a", "2.0.0", 100, healthcheck=True), started("b", "2.0.0", 100.5, healthcheck=True))
+    restart(run)
+    now = [dataclasses.replace(run.d().members[i].instance, health=Health.HEALTHY) for i in ("a", "b")]
+    run(Resync(5000, "container", tuple(now)), now=5000)
+    assert (run.d().rollout.revision, run.status) == (1, Status.SUCCESS)
+
+
+def test_restart_with_other_label_settings_moves_a_container() -> None:
+    """A container read as another deployment after a settings change leaves the old one, CPU kept there."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(105, {"a": Usage(3.0, 10)})).tick(110)
+    restart(run)
+    staging = DeploymentKey("api", "staging")
+    moved = dataclasses.replace(
+        run.d().members["a"].instance, identity=dataclasses.replace(identity("1.0.0", at=100), key=staging)
+    )
+    run(Resync(200, "container", (moved,)), now=200)
+    assert run.d().members == {} and run.d().cpu_seconds == 3.0
+    assert set(run.d(staging).members) == {"a"} and run.state.owners == {"a": staging}

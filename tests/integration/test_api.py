@@ -1,0 +1,182 @@
+"""The CI/CD API of a real watcher process, driven by the real `notify` subcommand and raw HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUSYBOX_IMAGE, Containers, WatcherProcess, free_port, start_watcher
+
+TOKEN = "integration-token-" + uuid.uuid4().hex
+STABLE = 2  # seconds: the container rules would have finished a rollout by then
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
+    process = start_watcher(
+        tmp_path_factory.mktemp("api"),
+        f"--rollout.stable-seconds={STABLE}",
+        "--stats.enabled=false",
+        "--api.max-body-bytes=4096",
+        env={"WATCHER_API_TOKEN": TOKEN},
+    )
+    try:
+        process.wait_for("/ready", lambda: process.get("/ready")[0] == 200)
+        yield process
+    finally:
+        code = process.stop()
+        assert code == 0, f"the watcher did not stop cleanly ({code}):\n{process.tail()}"
+        assert TOKEN not in process.log.read_text(), "the token leaked into the log"
+
+
+def notify(url: str, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    """`deployment-watcher notify` as a deploy script runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", "notify", "--url", url, *args],
+        env={**os.environ, "WATCHER_API_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    request = urllib.request.Request(url + "/api/v1/deployments", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_reported_rollouts_show_in_metrics_with_a_rollback(watcher: WatcherProcess) -> None:
+    """Reports of a deployment without containers: status, revision, versions, durations, a rollback."""
+    name = unique("fn")
+    flags = ("--deployment", name, "--environment", "test")
+    done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "in_progress",
+                  "--started-at", str(time.time() - 30))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"outcome": "started"' in done.stdout
+    assert watcher.value("deployment_status", deployment=name) == 2
+    assert watcher.value("deployment_version", deployment=name) == 1
+    assert watcher.value("deployment_version_info", deployment=name, version="1.0.0", commit_sha="sha-1") == 1
+
+    done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "success")
+    assert done.returncode == 0, done.stderr
+    assert watcher.value("deployment_status", deployment=name) == 1
+    assert watcher.value("deployment_duration_seconds_count", deployment=name) == 1
+    duration = watcher.value("deployment_duration_seconds_sum", deployment=name)
+    assert duration is not None and duration >= 30
+    assert watcher.value("deployment_info", deployment=name, status="success", version="1.0.0", image="") == 1
+
+    done = notify(watcher.url, *flags, "--version", "2.0.0", "--status", "success", "--started-at",
+                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 10)))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert watcher.value("deployment_version", deployment=name) == 2
+    assert watcher.value("deployment_duration_seconds_count", deployment=name) == 2
+
+    done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "in_progress")
+    assert done.returncode == 0, done.stderr
+    assert watcher.value("deployment_rollback_count_total", deployment=name) == 1
+    assert watcher.value("deployment_version", deployment=name) == 3
+    assert watcher.value("deployment_status", deployment=name) == 2
+
+
+def test_containers_join_the_announced_rollout(watcher: WatcherProcess, containers: Containers) -> None:
+    """CI announces a version; its container joins that revision; CI's success finishes it."""
+    name = unique("svc")
+    flags = ("--deployment", name, "--environment", "test", "--version", "3.1.0", "--commit", "sha-31")
+    done = notify(watcher.url, *flags, "--status", "in_progress")
+    assert done.returncode == 0, done.stderr
+    labels = {"deployment.name": name, "deployment.environment": "test", "deployment.version": "3.1.0"}
+    containers.run(labels=labels)
+    joined = {"deployment": name, "check_type": "containers_running"}
+    watcher.wait_for("the container to join", lambda: watcher.value("deployment_health_check", **joined) == 1)
+    time.sleep(STABLE + 1)  # past the stable time: the container rules would have said success
+    assert watcher.value("deployment_status", deployment=name) == 2
+    assert watcher.value("deployment_version", deployment=name) == 1
+
+    done = notify(watcher.url, *flags, "--status", "success")
+    assert done.returncode == 0, done.stderr
+    assert watcher.value("deployment_status", deployment=name) == 1
+    assert watcher.value("deployment_version", deployment=name) == 1
+    assert watcher.value("deployment_info", deployment=name, commit="sha-31", image=BUSYBOX_IMAGE) == 1
+    assert watcher.value("deployment_duration_seconds_count", deployment=name) == 1
+
+
+def test_wrong_or_missing_token_is_refused_and_nothing_recorded(watcher: WatcherProcess) -> None:
+    """401 (exit code 3) for a wrong token, 401 with a Bearer challenge without one; no deployment appears."""
+    name = unique("nope")
+    flags = ("--deployment", name, "--version", "1.0.0", "--status", "success")
+    done = notify(watcher.url, *flags, token="wrong-token-0123456789")
+    assert done.returncode == 3, done.stderr
+    assert "401" in done.stderr
+    status, headers, _ = post(watcher.url, b'{"deployment": "%s"}' % name.encode(), {})
+    assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="deployment-watcher"')
+    assert watcher.value("deployment_status", deployment=name) is None
+    refused = watcher.value("deployment_watcher_api_requests_total", outcome="unauthorized")
+    assert refused is not None and refused >= 2
+
+
+def test_body_above_the_limit_is_413(watcher: WatcherProcess) -> None:
+    """A body above api.max_body_bytes is refused with 413 and records nothing."""
+    name = unique("big")
+    body = b'{"deployment": "%s", "version": "1", "status": "success", "commit": "%s"}' % (
+        name.encode(),
+        b"x" * 100_000,
+    )
+    status, _, text = post(watcher.url, body, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 413, text
+    assert "4096 bytes" in text
+    assert watcher.value("deployment_status", deployment=name) is None
+
+
+def test_notify_exit_code_when_nothing_listens() -> None:
+    """A watcher that cannot be reached is exit code 1."""
+    done = notify(f"http://127.0.0.1:{free_port()}", "--deployment", "x", "--version", "1", "--status", "success")
+    assert done.returncode == 1
+    assert "cannot reach the watcher" in done.stderr
+
+
+def test_api_is_off_without_a_token(tmp_path: Path, docker_engine: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token configured: the API answers 403 disabled (exit code 3) and records nothing."""
+    monkeypatch.delenv("WATCHER_API_TOKEN", raising=False)
+    process = start_watcher(tmp_path, "--stats.enabled=false")
+    try:
+        name = unique("off")
+        done = notify(process.url, "--deployment", name, "--version", "1.0.0", "--status", "success")
+        assert done.returncode == 3, done.stderr
+        assert "disabled" in done.stderr
+        assert process.value("deployment_status", deployment=name) is None
+        assert "CI/CD API off" in process.log.read_text()
+    finally:
+        assert process.stop() == 0
+
+
+def test_unreadable_token_file_stops_the_start(tmp_path: Path) -> None:
+    """A token file that cannot be read is a configuration error: exit code 2, said clearly."""
+    missing = tmp_path / "no-such-token"
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher", f"--api.token-file={missing}"],
+        env={k: v for k, v in os.environ.items() if k != "WATCHER_API_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert f"api.token_file {missing}: cannot read it" in done.stderr

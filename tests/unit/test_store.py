@@ -1,0 +1,356 @@
+"""The state file: its format round-trips, bad files are moved aside, writes are atomic."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from tests.unit.test_state import Run, created, started
+from watcher import store
+from watcher.observations import (
+    DeploymentKey,
+    Health,
+    Identity,
+    Instance,
+    InstanceExited,
+    InstanceGone,
+    InstanceHealth,
+    InstanceOOMKilled,
+    Status,
+    Usage,
+    UsageSampled,
+)
+from watcher.selfmetrics import SelfMetrics
+from watcher.state import DURATION_BUCKETS, Deployment, Durations, Member, Rollout, State, VersionSeen
+from watcher.store import DecodeError, StateFile, decode, encode
+
+README = (Path(__file__).parents[2] / "README.md").read_text()
+WORKER = DeploymentKey("worker", "staging")
+NOW = 1_717_243_200.0  # 2024-06-01T12:00:00Z
+
+
+def rich_state() -> State:
+    """Every kind of thing the state holds: rollouts of each status, a rollback, history,
+    durations, usage, retired CPU, a gone deployment, replicas, overrides and tuning labels."""
+    run = Run()
+    run(started("a", "1.0.0", 100, healthcheck=True), InstanceHealth(103, "a", Health.HEALTHY))
+    run(started("b", "2.0.0", 200), UsageSampled(205, {"a": Usage(1.5, 2e6), "b": Usage(0.25, 3e6)}))
+    run(InstanceGone(206, "a")).tick(210)
+    run(started("c", "3.0.0", 300, restarts=1), InstanceExited(301, "c", 1))
+    run(started("d", "2.0.0", 400), created("e", "2.0.0", 400.5))  # a rollback, a replica not started yet
+    run(
+        started("w", "abc1234", 500, key=WORKER, status_override=Status.SUCCESS, stable_seconds=2.5,
+                progress_deadline_seconds=60.0),
+        InstanceOOMKilled(501, "w"),
+    )  # fmt: skip
+    run(started("x", "1", 600, key=DeploymentKey("gone", "production")), InstanceGone(601, "x"))
+    return run.state
+
+
+def test_round_trip_of_a_rich_state() -> None:
+    """decode(encode(state)) is the same state, owners map included."""
+    state = rich_state()
+    assert state.deployments[DeploymentKey("api", "production")].rollbacks == 1
+    assert decode(encode(state)) == state
+
+
+numbers = st.floats(allow_nan=False, allow_infinity=False)
+texts = st.text(max_size=12)
+
+
+@st.composite
+def states(draw: st.DrawFn) -> State:
+    """Arbitrary states: any strings (control characters, quotes, non-ASCII), any finite numbers."""
+    keys = draw(st.lists(st.builds(DeploymentKey, texts, texts), unique=True, max_size=3))
+    ids = iter(draw(st.lists(st.text(min_size=1, max_size=8), unique=True, min_size=3 * len(keys))))
+    deployments = {}
+    for key in keys:
+        members = {}
+        for _ in range(draw(st.integers(0, 3))):
+            instance_id = next(ids)
+            identity = Identity(
+                key=key, version=draw(texts), commit=draw(texts), image=draw(texts), created_at=draw(numbers),
+                deployed_at=draw(numbers), status_override=draw(st.none() | st.sampled_from(Status)),
+                stable_seconds=draw(st.none() | numbers), progress_deadline_seconds=draw(st.none() | numbers),
+            )  # fmt: skip
+            instance = Instance(
+                id=instance_id, identity=identity, running=draw(st.booleans()), running_since=draw(st.none() | numbers),
+                has_healthcheck=draw(st.booleans()), health=draw(st.sampled_from(Health)),
+                exit_code=draw(st.none() | st.integers()), exit_requested=draw(st.booleans()),
+                oom_killed=draw(st.booleans()), restart_count=draw(st.integers(min_value=0)),
+                source=draw(st.sampled_from(["container", "api"])),
+            )  # fmt: skip
+            members[instance_id] = Member(instance, draw(numbers), draw(numbers), draw(numbers))
+        rollout = Rollout(
+            revision=draw(st.integers(min_value=1)), version=draw(texts), commit=draw(texts), image=draw(texts),
+            started_at=draw(numbers), status=draw(st.sampled_from(Status)), finished_at=draw(st.none() | numbers),
+            reason=draw(texts), rollback=draw(st.booleans()), members=frozenset(draw(st.lists(texts, max_size=3))),
+            trigger_created_at=draw(numbers), deadline_at=draw(numbers), witnessed=draw(st.booleans()),
+            reported=draw(st.booleans()),
+        )  # fmt: skip
+        history = tuple(
+            VersionSeen(draw(texts), draw(texts), draw(st.integers(min_value=1)), draw(numbers))
+            for _ in range(draw(st.integers(0, 3)))
+        )
+        counts = tuple(draw(st.lists(st.integers(min_value=0), min_size=len(DURATION_BUCKETS) + 1,
+                                     max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
+        deployments[key] = Deployment(
+            key=key, rollout=rollout, history=history, rollbacks=draw(st.integers(min_value=0)),
+            durations=Durations(counts, draw(numbers)), members=members, retired_cpu_seconds=draw(numbers),
+            gone_since=draw(st.none() | numbers),
+            reported_at=draw(st.none() | numbers),
+        )  # fmt: skip
+    owners = {i: key for key, d in deployments.items() for i in d.members}
+    return State(deployments, owners)
+
+
+@settings(deadline=None)  # a busy CI machine must not make it flaky
+@given(states())
+def test_round_trip_property(state: State) -> None:
+    """Any state survives the file unchanged."""
+    assert decode(encode(state)) == state
+
+
+def _fields(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {name for child in value.values() for name in _fields(child)}
+    if isinstance(value, list):
+        return {name for child in value for name in _fields(child)}
+    return set()
+
+
+def test_every_field_of_the_file_is_documented() -> None:
+    """The format is a contract: README's "State file" section names every field written."""
+    section = README.split("## State file", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([a-z_]+)`", section))
+    assert _fields(json.loads(encode(rich_state()))) - documented == set()
+
+
+def test_the_file_says_its_schema() -> None:
+    """The top level carries the schema number and no field of a generic dataclass dump."""
+    document = json.loads(encode(rich_state()))
+    assert document["schema"] == store.SCHEMA == 1
+    assert "key" not in document["deployments"][0] and "instance" not in document["deployments"][0]["members"][0]
+
+
+def test_migration_table_reaches_the_current_schema() -> None:
+    """Every older schema has its step: a file of any schema this watcher ever wrote is readable."""
+    assert all(old in store.MIGRATIONS for old in range(1, store.SCHEMA))
+
+
+def test_an_older_schema_is_migrated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of schema 1 is read through MIGRATIONS[1] once the current schema is 2, and written as 2."""
+    state = rich_state()
+    old = json.loads(encode(state))
+    for d in old["deployments"]:  # pretend schema 1 called it so
+        d["rollback_total"] = d.pop("rollbacks")
+
+    def to_2(document: store.Document) -> store.Document:
+        for d in document["deployments"]:
+            d["rollbacks"] = d.pop("rollback_total")
+        return document
+
+    monkeypatch.setattr(store, "SCHEMA", 2)
+    monkeypatch.setitem(store.MIGRATIONS, 1, to_2)
+    assert decode(json.dumps(old).encode()) == state
+    assert json.loads(encode(state))["schema"] == 2
+    assert decode(encode(state)) == state  # a file already at schema 2 is not migrated again
+
+
+def test_a_missing_migration_is_an_unreadable_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no step from the file's schema, the file cannot be read."""
+    data = encode(rich_state())
+    monkeypatch.setattr(store, "SCHEMA", 2)
+    with pytest.raises(DecodeError, match="no migration from schema 1"):
+        decode(data)
+
+
+def _corrupt(document: dict[str, Any], path: str, value: object) -> bytes:
+    *parents, last = path.split(".")
+    target: Any = document
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    target[last] = value
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "top level is not an object"),
+        (b'{"deployments": []}', "no valid schema"),
+        (b'{"schema": "1", "deployments": []}', "no valid schema"),
+        (b'{"schema": 2, "deployments": []}', "schema 2 is newer"),
+        (b'{"schema": 1, "deployments": [], "x": NaN}', "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+        (b'{"schema": 1}', "state.deployments: missing"),
+    ],
+)
+def test_bad_files_are_refused(data: bytes, message: str) -> None:
+    """Not JSON, no or a newer schema, a wrong shape: DecodeError saying what."""
+    with pytest.raises(DecodeError, match=message):
+        decode(data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("deployments.0.rollout.status", "done", "rollout.status: 'done' is not one of"),
+        ("deployments.0.rollout.revision", 0, "revision: must be at least 1"),
+        ("deployments.0.rollbacks", True, "rollbacks: expected an integer"),
+        ("deployments.0.members.0.health", None, "health: expected a string"),
+        ("deployments.0.members.0.identity.status_override", "bogus", "status_override"),
+        ("deployments.0.durations.buckets", [1, 2], "are not this watcher's buckets"),
+        ("deployments.0.durations.counts", [0], "expected 11 counts"),
+        ("deployments.1.name", "api", "appears twice"),
+        ("deployments.0.history", {}, "history: expected a list"),
+    ],
+)
+def test_wrong_fields_are_refused_by_path(path: str, value: object, message: str) -> None:
+    """A field of the wrong type or value is refused with its path in the message."""
+    document = json.loads(encode(rich_state()))
+    document["deployments"][1]["environment"] = document["deployments"][0]["environment"]
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        decode(_corrupt(document, path, value))
+
+
+def test_truncated_files_are_refused() -> None:
+    """A file cut anywhere (a save interrupted on a filesystem without atomic rename) is refused."""
+    data = encode(rich_state())
+    for cut in range(0, len(data) - 1, max(1, len(data) // 97)):
+        with pytest.raises(DecodeError):
+            decode(data[:cut])
+
+
+# -- the file on disk
+
+
+def state_file(directory: Path) -> tuple[StateFile, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return StateFile(str(directory), metrics=SelfMetrics(registry), clock=lambda: NOW), registry
+
+
+def metric(registry: CollectorRegistry, name: str) -> float:
+    value = registry.get_sample_value(name)
+    assert value is not None, name
+    return value
+
+
+def test_save_then_load(tmp_path: Path) -> None:
+    """A saved state loads back; the directory is made when missing; saves are counted and timed."""
+    file, registry = state_file(tmp_path / "data" / "deeper")
+    state = rich_state()
+    assert file.save(state) is True
+    assert state_file(tmp_path / "data" / "deeper")[0].load() == state
+    assert metric(registry, "deployment_watcher_state_saves_total") == 1
+    assert metric(registry, "deployment_watcher_state_last_save_timestamp_seconds") == NOW
+    assert metric(registry, "deployment_watcher_state_save_errors_total") == 0
+
+
+def test_save_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    """Each save replaces the whole file; only state.json remains in the directory."""
+    file, _ = state_file(tmp_path)
+    file.save(State())
+    first_inode = os.stat(file.path).st_ino
+    file.save(rich_state())
+    assert os.listdir(tmp_path) == ["state.json"]
+    assert os.stat(file.path).st_ino != first_inode  # renamed over, never rewritten in place
+    assert decode(file.path.read_bytes()) == rich_state()
+
+
+def test_missing_file_starts_fresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No file yet: an empty state, an info line, no error counted."""
+    file, registry = state_file(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert file.load() == State()
+    assert f"no state file at {tmp_path / 'state.json'}: starting fresh" in caplog.text
+    assert metric(registry, "deployment_watcher_state_load_errors_total") == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", encode(rich_state())[:200], b'{"schema": 99, "deployments": []}', b""],
+    ids=["corrupt", "truncated", "newer-schema", "empty"],
+)
+def test_unusable_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes) -> None:
+    """Corrupt, truncated or unknown: renamed to state.json.corrupt-<UTC time>, an error logged and counted."""
+    (tmp_path / "state.json").write_bytes(content)
+    file, registry = state_file(tmp_path)
+    assert file.load() == State()
+    aside = tmp_path / "state.json.corrupt-20240601T120000Z"
+    assert os.listdir(tmp_path) == [aside.name] and aside.read_bytes() == content
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"the state file {tmp_path / 'state.json'} is unusable" in errors[0].getMessage()
+    assert f"moved it to {aside}" in errors[0].getMessage()
+    assert metric(registry, "deployment_watcher_state_load_errors_total") == 1
+    assert file.save(rich_state()) and file.load() == rich_state()  # and it goes on
+
+
+def test_unreadable_file_is_treated_as_corrupt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A state.json that cannot be read (here a directory) is moved aside like a corrupt one."""
+    (tmp_path / "state.json").mkdir()
+    file, registry = state_file(tmp_path)
+    assert file.load() == State()
+    assert "cannot read it: Is a directory" in caplog.text
+    assert metric(registry, "deployment_watcher_state_load_errors_total") == 1
+    assert file.save(State())
+
+
+def test_temp_files_of_an_interrupted_save_are_removed_at_load(tmp_path: Path) -> None:
+    """A save killed midway leaves a temp file; the next start removes it and keeps the real file."""
+    file, _ = state_file(tmp_path)
+    file.save(rich_state())
+    (tmp_path / ".state.json.x1y2z3.tmp").write_bytes(b'{"schema": 1, "depl')
+    assert file.load() == rich_state()
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_failed_save_is_logged_counted_and_cleaned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The rename fails (state.json is a non-empty directory): False, path and reason logged once, no temp file."""
+    (tmp_path / "state.json").mkdir()
+    (tmp_path / "state.json" / "keep").touch()
+    file, registry = state_file(tmp_path)
+    assert file.save(rich_state()) is False
+    assert file.save(rich_state()) is False
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"cannot save the state file {tmp_path / 'state.json'}: Is a directory; the watcher keeps running and "
+        "retries at the next change"
+    ]
+    assert metric(registry, "deployment_watcher_state_save_errors_total") == 2
+    assert metric(registry, "deployment_watcher_state_saves_total") == 0
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]
+    (tmp_path / "state.json" / "keep").unlink()
+    (tmp_path / "state.json").rmdir()
+    with caplog.at_level(logging.INFO):
+        assert file.save(rich_state()) is True
+    assert "saved the state file" in caplog.text and "again" in caplog.text
+
+
+def test_save_where_no_directory_can_be_made(tmp_path: Path) -> None:
+    """A data directory below a file: the save fails cleanly with the reason, nothing raised."""
+    (tmp_path / "file").touch()
+    file, registry = state_file(tmp_path / "file" / "data")
+    assert file.save(State()) is False
+    assert metric(registry, "deployment_watcher_state_save_errors_total") == 1
+
+
+def test_a_state_json_cannot_hold_is_a_failed_save_not_a_crash(tmp_path: Path) -> None:
+    """A non-finite number (never made by the state machine) fails the save cleanly instead of raising."""
+    file, registry = state_file(tmp_path)
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(101, {"a": Usage(float("nan"), 0)}))
+    assert file.save(run.state) is False
+    assert metric(registry, "deployment_watcher_state_save_errors_total") == 1
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,201 @@
+"""Basic auth and extra headers on the HTTP app: which paths are guarded, the answers, the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import bcrypt
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
+
+from watcher.config import Settings
+from watcher.exposition import Exposition
+from watcher.http import make_app
+from watcher.selfmetrics import SelfMetrics
+from watcher.state import State
+from watcher.webconfig import WebConfig
+from watcher.websecurity import CACHE_SIZE, FAILURES, BasicAuthCheck, install
+
+USERS = {"alice": bcrypt.hashpw(b"wonderland", bcrypt.gensalt(4)), "bob": bcrypt.hashpw(b"builder", bcrypt.gensalt(4))}
+HEADERS = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=60"}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+class CountingCheck:
+    """bcrypt.checkpw, counting its calls and the hashes it was given."""
+
+    def __init__(self) -> None:
+        self.hashes: list[bytes] = []
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        self.hashes.append(hashed)
+        return bcrypt.checkpw(password, hashed)
+
+
+def guarded_app(*, ready: bool = True) -> tuple[web.Application, Counter]:
+    """The watcher's app with basic auth and headers, plus an /api/v1 route with its own (fake) bearer auth."""
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    exposition = Exposition(snapshot=State, registry=registry, settings=Settings(), metrics=metrics)
+    app = make_app(exposition=exposition, ready=lambda: ready)
+
+    async def api(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer token":
+            raise web.HTTPUnauthorized(text="bearer token needed")
+        return web.json_response({"recorded": True}, status=201)
+
+    api_app = web.Application()
+    api_app.router.add_post("/deployments", api)
+    app.add_subapp("/api/v1", api_app)
+    install(app, config=WebConfig(users=USERS, headers=HEADERS), failures=metrics.basic_auth_failures)
+    return app, metrics.basic_auth_failures
+
+
+def failures(counter: Counter) -> dict[str, float]:
+    return {s.labels["reason"]: s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")}
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/no-such-page", "/api/../metrics", "/health/../metrics"])
+async def test_guarded_paths_need_a_user(aiohttp_client: AiohttpClient, path: str) -> None:
+    """/, /metrics and unknown paths answer 401 with a Basic challenge to a stranger."""
+    client = await aiohttp_client(guarded_app()[0])
+    response = await client.get(path)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="deployment-watcher", charset="UTF-8"'
+
+
+@pytest.mark.parametrize(("path", "status"), [("/health", 200), ("/ready", 200)])
+async def test_probes_are_open(aiohttp_client: AiohttpClient, path: str, status: int) -> None:
+    """/health and /ready answer without credentials (liveness and readiness probes)."""
+    client = await aiohttp_client(guarded_app()[0])
+    assert (await client.get(path)).status == status
+
+
+async def test_ready_stays_open_when_not_ready(aiohttp_client: AiohttpClient) -> None:
+    """/ready says 503, not 401, while Docker is away."""
+    client = await aiohttp_client(guarded_app(ready=False)[0])
+    assert (await client.get("/ready")).status == 503
+
+
+async def test_api_keeps_its_own_auth(aiohttp_client: AiohttpClient) -> None:
+    """The API under /api/ sees its bearer token: basic auth neither blocks nor replaces it."""
+    app, counter = guarded_app()
+    client = await aiohttp_client(app)
+    assert (await client.post("/api/v1/deployments", headers={"Authorization": "Bearer token"})).status == 201
+    refused = await client.post("/api/v1/deployments", headers=basic("alice", "wonderland"))
+    assert refused.status == 401 and await refused.text() == "bearer token needed"
+    assert failures(counter) == {"missing": 0, "malformed": 0, "invalid": 0}
+
+
+async def test_right_credentials_get_the_exposition(aiohttp_client: AiohttpClient) -> None:
+    """Each user with their password gets /metrics, a parseable exposition."""
+    client = await aiohttp_client(guarded_app()[0])
+    for user, password in (("alice", "wonderland"), ("bob", "builder")):
+        response = await client.get("/metrics", headers=basic(user, password))
+        assert response.status == 200
+        names = {family.name for family in text_string_to_metric_families(await response.text())}
+        assert "deployment_watcher_basic_auth_failures" in names
+    assert (await client.get("/no-such-page", headers=basic("alice", "wonderland"))).status == 404
+
+
+BAD = [
+    ("no header", {}, "missing"),
+    ("bearer", {"Authorization": "Bearer token"}, "missing"),
+    ("empty basic", {"Authorization": "Basic"}, "malformed"),
+    ("not base64", {"Authorization": "Basic !!!"}, "malformed"),
+    ("no colon", {"Authorization": "Basic " + base64.b64encode(b"alice").decode()}, "malformed"),
+    ("not utf-8", {"Authorization": "Basic " + base64.b64encode(b"alice:\xff").decode()}, "malformed"),
+    ("wrong password", basic("alice", "builder"), "invalid"),
+    ("other user's password", basic("bob", "wonderland"), "invalid"),
+    ("unknown user", basic("mallory", "wonderland"), "invalid"),
+    ("empty", basic("", ""), "invalid"),
+    ("case of user", basic("Alice", "wonderland"), "invalid"),
+    ("over 72 bytes", basic("alice", "wonderland" + "x" * 80), "invalid"),
+]
+
+
+@pytest.mark.parametrize(("headers", "reason"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+async def test_bad_credentials(aiohttp_client: AiohttpClient, headers: dict[str, str], reason: str) -> None:
+    """Each kind of bad credentials is a 401 on /metrics, counted by its reason."""
+    app, counter = guarded_app()
+    client = await aiohttp_client(app)
+    response = await client.get("/metrics", headers=headers)
+    assert response.status == 401
+    assert "WWW-Authenticate" in response.headers
+    assert failures(counter) == {r: (1 if r == reason else 0) for r in FAILURES}
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/health", "/no-such-page"])
+async def test_headers_on_every_answer(aiohttp_client: AiohttpClient, path: str) -> None:
+    """The configured headers are on 200, 401 and 404 answers alike."""
+    client = await aiohttp_client(guarded_app()[0])
+    response = await client.get(path)
+    assert {name: response.headers.get(name) for name in HEADERS} == HEADERS
+
+
+async def test_no_users_no_auth(aiohttp_client: AiohttpClient) -> None:
+    """Without basic_auth_users, /metrics is open as before; headers alone still apply."""
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    exposition = Exposition(snapshot=State, registry=registry, settings=Settings(), metrics=metrics)
+    app = make_app(exposition=exposition, ready=lambda: True)
+    install(app, config=WebConfig(headers={"X-Content-Type-Options": "nosniff"}), failures=metrics.basic_auth_failures)
+    response = await (await aiohttp_client(app)).get("/metrics")
+    assert response.status == 200
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_successes_are_cached_failures_are_not() -> None:
+    """A user who passed once costs no more bcrypt; every wrong password does."""
+    counting = CountingCheck()
+    check = BasicAuthCheck(users=USERS, checkpw=counting)
+    for _ in range(3):
+        assert await check.verdict(basic("alice", "wonderland")["Authorization"]) == "ok"
+    assert len(counting.hashes) == 1
+    for _ in range(2):
+        assert await check.verdict(basic("alice", "nope")["Authorization"]) == "invalid"
+    assert len(counting.hashes) == 3
+
+
+async def test_concurrent_first_requests_check_once() -> None:
+    """Scrapes arriving together with the same new credentials wait for one bcrypt check."""
+    counting = CountingCheck()
+    check = BasicAuthCheck(users=USERS, checkpw=counting)
+    verdicts = await asyncio.gather(*(check.verdict(basic("bob", "builder")["Authorization"]) for _ in range(5)))
+    assert verdicts == ["ok"] * 5
+    assert counting.hashes == [USERS["bob"]]
+
+
+async def test_unknown_user_costs_a_bcrypt_check() -> None:
+    """An unknown username is checked against a decoy hash, so it takes as long as a wrong password."""
+    counting = CountingCheck()
+    check = BasicAuthCheck(users=USERS, checkpw=counting)
+    assert await check.verdict(basic("mallory", "wonderland")["Authorization"]) == "invalid"
+    assert len(counting.hashes) == 1 and counting.hashes[0] not in USERS.values()
+    assert bcrypt.checkpw(b"", counting.hashes[0]) is False  # a real hash, of something nobody knows
+
+
+async def test_cache_is_bounded() -> None:
+    """The cache of successes keeps CACHE_SIZE entries, dropping the least recently used."""
+    calls: list[bytes] = []
+
+    def accept_all(password: bytes, hashed: bytes) -> bool:
+        calls.append(password)
+        return True
+
+    check = BasicAuthCheck(users={"u": USERS["alice"]}, checkpw=accept_all)
+    for n in range(CACHE_SIZE + 1):
+        assert await check.verdict(basic("u", f"p{n}")["Authorization"]) == "ok"
+    assert len(calls) == CACHE_SIZE + 1
+    await check.verdict(basic("u", f"p{CACHE_SIZE}")["Authorization"])  # still cached
+    assert len(calls) == CACHE_SIZE + 1
+    await check.verdict(basic("u", "p0")["Authorization"])  # dropped: checked again
+    assert calls[-1] == b"p0" and len(calls) == CACHE_SIZE + 2

@@ -1,0 +1,434 @@
+"""The state file: ``encode(state) → bytes`` and ``decode(bytes) → State`` (pure), and
+``StateFile``, the adapter that loads it at start-up and saves it atomically.
+
+The format is a contract, documented field by field in README ("State file"): JSON with a
+top-level ``schema`` number, every field written explicitly. A change old files cannot be
+read with bumps ``SCHEMA`` and adds ``MIGRATIONS[old]``, a function turning a document of
+schema ``old`` into one of ``old + 1``; files are migrated in memory when loaded and written
+in the current schema. A new field whose default means what files without it meant needs no
+new schema: decode it with that default when it is missing, and list the default in README.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+from watcher import __version__
+from watcher.observations import DeploymentKey, Health, Identity, Instance, Status
+from watcher.selfmetrics import SelfMetrics
+from watcher.state import DURATION_BUCKETS, Deployment, Durations, Member, Rollout, State, VersionSeen, iter_sorted
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+FILE_NAME = "state.json"
+
+Document = dict[str, Any]
+# Schema N → a function turning a schema N document into a schema N + 1 one; applied in order.
+MIGRATIONS: dict[int, Callable[[Document], Document]] = {}
+
+_STATUSES = {status.text: status for status in Status}
+_HEALTHS = {health.value: health for health in Health}
+T = TypeVar("T")
+
+
+class DecodeError(ValueError):
+    """Not a state file this watcher can read: corrupt, truncated, or of an unknown schema."""
+
+
+# -- encode
+
+
+def encode(state: State) -> bytes:
+    """The state file's bytes for ``state``, in the current schema."""
+    document = {
+        "schema": SCHEMA,
+        "written_by": f"deployment-watcher {__version__}",
+        "deployments": [_encode_deployment(d) for d in iter_sorted(state)],
+    }
+    return json.dumps(document, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _encode_deployment(d: Deployment) -> Document:
+    return {
+        "name": d.key.name,
+        "environment": d.key.environment,
+        "rollout": _encode_rollout(d.rollout),
+        "history": [
+            {"version": h.version, "commit": h.commit, "revision": h.revision, "started_at": h.started_at}
+            for h in d.history
+        ],
+        "rollbacks": d.rollbacks,
+        "durations": {"buckets": list(DURATION_BUCKETS), "counts": list(d.durations.counts), "sum": d.durations.total},
+        "retired_cpu_seconds": d.retired_cpu_seconds,
+        "gone_since": d.gone_since,
+        "reported_at": d.reported_at,
+        "members": [_encode_member(d.members[i]) for i in sorted(d.members)],
+    }
+
+
+def _encode_rollout(r: Rollout) -> Document:
+    return {
+        "revision": r.revision,
+        "version": r.version,
+        "commit": r.commit,
+        "image": r.image,
+        "started_at": r.started_at,
+        "status": r.status.text,
+        "finished_at": r.finished_at,
+        "reason": r.reason,
+        "rollback": r.rollback,
+        "members": sorted(r.members),
+        "trigger_created_at": r.trigger_created_at,
+        "deadline_at": r.deadline_at,
+        "witnessed": r.witnessed,
+        "reported": r.reported,
+    }
+
+
+def _encode_member(m: Member) -> Document:
+    i, identity = m.instance, m.instance.identity
+    return {
+        "id": i.id,
+        "source": i.source,
+        "updated_at": m.updated_at,
+        "cpu_seconds": m.cpu_seconds,
+        "memory_bytes": m.memory_bytes,
+        "running": i.running,
+        "running_since": i.running_since,
+        "has_healthcheck": i.has_healthcheck,
+        "health": i.health.value,
+        "exit_code": i.exit_code,
+        "exit_requested": i.exit_requested,
+        "oom_killed": i.oom_killed,
+        "restart_count": i.restart_count,
+        "identity": {
+            "version": identity.version,
+            "commit": identity.commit,
+            "image": identity.image,
+            "created_at": identity.created_at,
+            "deployed_at": identity.deployed_at,
+            "status_override": identity.status_override.text if identity.status_override else None,
+            "stable_seconds": identity.stable_seconds,
+            "progress_deadline_seconds": identity.progress_deadline_seconds,
+        },
+    }
+
+
+# -- decode
+
+
+def decode(data: bytes) -> State:
+    """The state in a state file of this or an older schema; DecodeError for anything else."""
+    try:
+        document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON (truncated files end here), absurd nesting
+        raise DecodeError(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise DecodeError("the top level is not an object")
+    schema = document.get("schema")
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise DecodeError(f"no valid schema number (got {schema!r})")
+    if schema > SCHEMA:
+        raise DecodeError(f"schema {schema} is newer than this watcher's schema {SCHEMA}")
+    for old in range(schema, SCHEMA):
+        migrate = MIGRATIONS.get(old)
+        if migrate is None:
+            raise DecodeError(f"no migration from schema {old}")
+        try:
+            document = migrate(document)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"cannot migrate from schema {old}: {exc!r}") from None
+    return _decode_state(_Object(document, "state"))
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _decode_state(root: _Object) -> State:
+    deployments: dict[DeploymentKey, Deployment] = {}
+    owners: dict[str, DeploymentKey] = {}
+    for n, raw in enumerate(root.array("deployments")):
+        deployment = _decode_deployment(_Object(raw, f"deployments[{n}]"))
+        if deployment.key in deployments:
+            raise DecodeError(f"deployments[{n}]: {deployment.key.name}/{deployment.key.environment} appears twice")
+        for instance_id in deployment.members:
+            if instance_id in owners:
+                raise DecodeError(f"deployments[{n}]: instance {instance_id} also belongs to another deployment")
+            owners[instance_id] = deployment.key
+        deployments[deployment.key] = deployment
+    return State(deployments, owners)
+
+
+def _decode_deployment(d: _Object) -> Deployment:
+    key = DeploymentKey(d.text("name"), d.text("environment"))
+    history = []
+    for n, raw in enumerate(d.array("history")):
+        h = _Object(raw, f"{d.where}.history[{n}]")
+        history.append(VersionSeen(h.text("version"), h.text("commit"), h.integer("revision", minimum=1),
+                                   h.number("started_at")))  # fmt: skip
+    members: dict[str, Member] = {}
+    for n, raw in enumerate(d.array("members")):
+        member = _decode_member(_Object(raw, f"{d.where}.members[{n}]"), key=key)
+        if member.instance.id in members:
+            raise DecodeError(f"{d.where}.members[{n}]: instance {member.instance.id} appears twice")
+        members[member.instance.id] = member
+    return Deployment(
+        key=key,
+        rollout=_decode_rollout(d.child("rollout")),
+        history=tuple(history),
+        rollbacks=d.integer("rollbacks"),
+        durations=_decode_durations(d.child("durations")),
+        members=members,
+        retired_cpu_seconds=d.number("retired_cpu_seconds"),
+        gone_since=d.optional_number("gone_since"),
+        reported_at=d.optional_number("reported_at"),
+    )
+
+
+def _decode_durations(h: _Object) -> Durations:
+    buckets = [_number(b, f"{h.where}.buckets") for b in h.array("buckets")]
+    if buckets != list(DURATION_BUCKETS):
+        # Counts cannot be re-bucketed: changing the buckets needs a new schema and a migration.
+        raise DecodeError(f"{h.where}.buckets: {buckets} are not this watcher's buckets {list(DURATION_BUCKETS)}")
+    counts = [_integer(c, f"{h.where}.counts") for c in h.array("counts")]
+    if len(counts) != len(DURATION_BUCKETS) + 1:
+        raise DecodeError(f"{h.where}.counts: expected {len(DURATION_BUCKETS) + 1} counts (the last for +Inf)")
+    return Durations(tuple(counts), h.number("sum"))
+
+
+def _decode_rollout(r: _Object) -> Rollout:
+    return Rollout(
+        revision=r.integer("revision", minimum=1),
+        version=r.text("version"),
+        commit=r.text("commit"),
+        image=r.text("image"),
+        started_at=r.number("started_at"),
+        status=r.choice("status", _STATUSES),
+        finished_at=r.optional_number("finished_at"),
+        reason=r.text("reason"),
+        rollback=r.flag("rollback"),
+        members=frozenset(_text(m, f"{r.where}.members") for m in r.array("members")),
+        trigger_created_at=r.number("trigger_created_at"),
+        deadline_at=r.number("deadline_at"),
+        witnessed=r.flag("witnessed"),
+        reported=r.flag("reported"),
+    )
+
+
+def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
+    i = m.child("identity")
+    override = i.optional_text("status_override")
+    if override is not None and override not in _STATUSES:
+        raise DecodeError(f"{i.where}.status_override: {override!r} is not one of {', '.join(_STATUSES)}")
+    identity = Identity(
+        key=key,
+        version=i.text("version"),
+        commit=i.text("commit"),
+        image=i.text("image"),
+        created_at=i.number("created_at"),
+        deployed_at=i.number("deployed_at"),
+        status_override=_STATUSES[override] if override is not None else None,
+        stable_seconds=i.optional_number("stable_seconds"),
+        progress_deadline_seconds=i.optional_number("progress_deadline_seconds"),
+    )
+    instance = Instance(
+        id=m.text("id"),
+        identity=identity,
+        running=m.flag("running"),
+        running_since=m.optional_number("running_since"),
+        has_healthcheck=m.flag("has_healthcheck"),
+        health=m.choice("health", _HEALTHS),
+        exit_code=m.optional_integer("exit_code"),
+        exit_requested=m.flag("exit_requested"),
+        oom_killed=m.flag("oom_killed"),
+        restart_count=m.integer("restart_count"),
+        source=m.text("source"),
+    )
+    return Member(instance, m.number("updated_at"), m.number("cpu_seconds"), m.number("memory_bytes"))
+
+
+class _Object:
+    """Typed reads from one JSON object; every problem names the field's path."""
+
+    def __init__(self, value: object, where: str) -> None:
+        if not isinstance(value, dict):
+            raise DecodeError(f"{where}: expected an object, got {type(value).__name__}")
+        self._value: Mapping[str, object] = value
+        self.where = where
+
+    def _get(self, name: str) -> object:
+        try:
+            return self._value[name]
+        except KeyError:
+            raise DecodeError(f"{self.where}.{name}: missing") from None
+
+    def text(self, name: str) -> str:
+        return _text(self._get(name), f"{self.where}.{name}")
+
+    def optional_text(self, name: str) -> str | None:
+        value = self._get(name)
+        return None if value is None else _text(value, f"{self.where}.{name}")
+
+    def integer(self, name: str, *, minimum: int = 0) -> int:
+        return _integer(self._get(name), f"{self.where}.{name}", minimum=minimum)
+
+    def optional_integer(self, name: str) -> int | None:
+        value = self._get(name)
+        return None if value is None else _integer(value, f"{self.where}.{name}", minimum=None)
+
+    def number(self, name: str) -> float:
+        return _number(self._get(name), f"{self.where}.{name}")
+
+    def optional_number(self, name: str) -> float | None:
+        value = self._get(name)
+        return None if value is None else _number(value, f"{self.where}.{name}")
+
+    def flag(self, name: str) -> bool:
+        value = self._get(name)
+        if not isinstance(value, bool):
+            raise DecodeError(f"{self.where}.{name}: expected true or false, got {value!r:.40}")
+        return value
+
+    def choice(self, name: str, choices: Mapping[str, T]) -> T:
+        value = self.text(name)
+        if value not in choices:
+            raise DecodeError(f"{self.where}.{name}: {value!r:.40} is not one of {', '.join(choices)}")
+        return choices[value]
+
+    def array(self, name: str) -> list[object]:
+        value = self._get(name)
+        if not isinstance(value, list):
+            raise DecodeError(f"{self.where}.{name}: expected a list, got {type(value).__name__}")
+        return value
+
+    def child(self, name: str) -> _Object:
+        return _Object(self._get(name), f"{self.where}.{name}")
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise DecodeError(f"{where}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _integer(value: object, where: str, *, minimum: int | None = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"{where}: expected an integer, got {value!r:.40}")
+    if minimum is not None and value < minimum:
+        raise DecodeError(f"{where}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError(f"{where}: expected a number, got {value!r:.40}")
+    return float(value)
+
+
+# -- the file
+
+
+class StateFile:
+    """``state.json`` in a data directory. Neither ``load`` nor ``save`` raises: problems are
+    logged with the path, counted, and the watcher goes on (it never crash-loops on its file).
+
+    ``save`` is blocking I/O, meant for one worker thread at a time.
+    """
+
+    def __init__(self, directory: str, *, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / FILE_NAME
+        self._metrics = metrics
+        self._clock = clock
+        self._failing = ""  # the last save error, so a lasting one is logged once, not at every change
+
+    def load(self) -> State:
+        """The saved state; a fresh one when there is none or it cannot be used (moved aside)."""
+        self._remove_temp_files()
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            log.info("no state file at %s: starting fresh", self.path)
+            return State()
+        except OSError as exc:
+            return self._unusable(f"cannot read it: {exc.strerror or exc}")
+        try:
+            state = decode(data)
+        except DecodeError as exc:
+            return self._unusable(str(exc))
+        log.info("loaded the state file %s: %d deployments", self.path, len(state.deployments))
+        return state
+
+    def save(self, state: State) -> bool:
+        """Write ``state`` atomically (temp file, fsync, rename, fsync of the directory); False on failure."""
+        try:
+            self._write(encode(state))
+        except (OSError, ValueError) as exc:  # ValueError: a number JSON cannot hold (a bug; never crash on it)
+            self._metrics.state_save_errors.inc()
+            problem = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            level = logging.ERROR if problem != self._failing else logging.DEBUG
+            log.log(level, "cannot save the state file %s: %s; the watcher keeps running and retries at the "
+                    "next change", self.path, problem)  # fmt: skip
+            self._failing = problem
+            return False
+        if self._failing:
+            log.info("saved the state file %s again", self.path)
+            self._failing = ""
+        self._metrics.state_saves.inc()
+        self._metrics.state_last_save.set(self._clock())
+        return True
+
+    def _write(self, data: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=f".{FILE_NAME}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temp)
+            raise
+        # The rename is durable only once the directory entry is on disk.
+        directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _unusable(self, reason: str) -> State:
+        self._metrics.state_load_errors.inc()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
+        aside = self.path.with_name(f"{FILE_NAME}.corrupt-{stamp}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            kept = f"could not move it aside ({exc.strerror or exc}); the next save replaces it"
+        else:
+            kept = f"moved it to {aside}"
+        log.error(
+            "the state file %s is unusable (%s): %s and starting fresh from what Docker reports now "
+            "(revisions, rollback counts and version history start over)",
+            self.path, reason, kept,
+        )  # fmt: skip
+        return State()
+
+    def _remove_temp_files(self) -> None:
+        """Temp files of a save that was killed midway; the state file itself is whole either way."""
+        with suppress(OSError):
+            for temp in self.directory.glob(f".{FILE_NAME}.*.tmp"):
+                with suppress(OSError):
+                    temp.unlink()
+                    log.debug("removed %s, left by an interrupted save", temp)
