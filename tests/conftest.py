@@ -178,6 +178,19 @@ class WatcherProcess:
         assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
         return found[0] if found else None
 
+    def expect(self, name: str, expected: float, *, timeout: float = 10, **labels: str) -> None:
+        """Wait until /metrics shows ``expected`` for that sample (renderings lag a change by up to a second)."""
+        self.wait_for(f"{name}{labels} == {expected}", lambda: self.value(name, **labels) == expected, timeout=timeout)
+
+    def fresh(self) -> None:
+        """Wait until /metrics shows the watcher's own counters as they are now (two renderings later)."""
+        own = {"part": "own"}
+        start = self.value("deployment_watcher_exposition_renders_total", **own) or 0
+        self.wait_for(
+            "a fresh rendering",
+            lambda: (self.value("deployment_watcher_exposition_renders_total", **own) or 0) >= start + 2,
+        )
+
     def wait_for(self, what: str, check: Callable[[], bool], *, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -215,7 +228,12 @@ def start_watcher(
     """
     port = free_port()
     log = tmp / f"watcher-{port}.log"
-    defaults = [f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", f"--storage.directory={tmp}/data-{port}"]
+    defaults = [
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=debug",
+        f"--storage.directory={tmp}/data-{port}",
+        "--exposition.max-staleness-seconds=1",  # the watcher's own counters lag by at most this
+    ]
     process = subprocess.Popen(
         [sys.executable, "-m", "watcher", *defaults, *flags],
         stdout=log.open("wb"),

@@ -425,8 +425,10 @@ class _Txn:
             key = self.owners.get(instance_id)
             if key is None:
                 continue
+            member = self.deployments[key].members[instance_id]
+            if (member.cpu_seconds, member.memory_bytes) == (sample.cpu_seconds, sample.memory_bytes):
+                continue  # an idle container: no new state, so nothing to render or save
             members = changed.setdefault(key, dict(self.deployments[key].members))
-            member = members[instance_id]
             if sample.cpu_seconds < member.cpu_seconds:
                 # The container restarted and its cgroup counter began again.
                 retired[key] = retired.get(key, 0.0) + member.cpu_seconds

@@ -72,29 +72,29 @@ def test_reported_rollouts_show_in_metrics_with_a_rollback(watcher: WatcherProce
                   "--started-at", str(time.time() - 30))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert '"outcome": "started"' in done.stdout
-    assert watcher.value("deployment_status", deployment=name) == 2
-    assert watcher.value("deployment_version", deployment=name) == 1
-    assert watcher.value("deployment_version_info", deployment=name, version="1.0.0", commit_sha="sha-1") == 1
+    watcher.expect("deployment_status", 2, deployment=name)
+    watcher.expect("deployment_version", 1, deployment=name)
+    watcher.expect("deployment_version_info", 1, deployment=name, version="1.0.0", commit_sha="sha-1")
 
     done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "success")
     assert done.returncode == 0, done.stderr
-    assert watcher.value("deployment_status", deployment=name) == 1
-    assert watcher.value("deployment_duration_seconds_count", deployment=name) == 1
+    watcher.expect("deployment_status", 1, deployment=name)
+    watcher.expect("deployment_duration_seconds_count", 1, deployment=name)
     duration = watcher.value("deployment_duration_seconds_sum", deployment=name)
     assert duration is not None and duration >= 30
-    assert watcher.value("deployment_info", deployment=name, status="success", version="1.0.0", image="") == 1
+    watcher.expect("deployment_info", 1, deployment=name, status="success", version="1.0.0", image="")
 
     done = notify(watcher.url, *flags, "--version", "2.0.0", "--status", "success", "--started-at",
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 10)))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert watcher.value("deployment_version", deployment=name) == 2
-    assert watcher.value("deployment_duration_seconds_count", deployment=name) == 2
+    watcher.expect("deployment_version", 2, deployment=name)
+    watcher.expect("deployment_duration_seconds_count", 2, deployment=name)
 
     done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "in_progress")
     assert done.returncode == 0, done.stderr
-    assert watcher.value("deployment_rollback_count_total", deployment=name) == 1
-    assert watcher.value("deployment_version", deployment=name) == 3
-    assert watcher.value("deployment_status", deployment=name) == 2
+    watcher.expect("deployment_rollback_count_total", 1, deployment=name)
+    watcher.expect("deployment_version", 3, deployment=name)
+    watcher.expect("deployment_status", 2, deployment=name)
 
 
 def test_containers_join_the_announced_rollout(watcher: WatcherProcess, containers: Containers) -> None:
@@ -108,15 +108,15 @@ def test_containers_join_the_announced_rollout(watcher: WatcherProcess, containe
     joined = {"deployment": name, "check_type": "containers_running"}
     watcher.wait_for("the container to join", lambda: watcher.value("deployment_health_check", **joined) == 1)
     time.sleep(STABLE + 1)  # past the stable time: the container rules would have said success
-    assert watcher.value("deployment_status", deployment=name) == 2
-    assert watcher.value("deployment_version", deployment=name) == 1
+    watcher.expect("deployment_status", 2, deployment=name)
+    watcher.expect("deployment_version", 1, deployment=name)
 
     done = notify(watcher.url, *flags, "--status", "success")
     assert done.returncode == 0, done.stderr
-    assert watcher.value("deployment_status", deployment=name) == 1
-    assert watcher.value("deployment_version", deployment=name) == 1
-    assert watcher.value("deployment_info", deployment=name, commit="sha-31", image=BUSYBOX_IMAGE) == 1
-    assert watcher.value("deployment_duration_seconds_count", deployment=name) == 1
+    watcher.expect("deployment_status", 1, deployment=name)
+    watcher.expect("deployment_version", 1, deployment=name)
+    watcher.expect("deployment_info", 1, deployment=name, commit="sha-31", image=BUSYBOX_IMAGE)
+    watcher.expect("deployment_duration_seconds_count", 1, deployment=name)
 
 
 def test_wrong_or_missing_token_is_refused_and_nothing_recorded(watcher: WatcherProcess) -> None:
@@ -128,6 +128,7 @@ def test_wrong_or_missing_token_is_refused_and_nothing_recorded(watcher: Watcher
     assert "401" in done.stderr
     status, headers, _ = post(watcher.url, b'{"deployment": "%s"}' % name.encode(), {})
     assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="deployment-watcher"')
+    watcher.fresh()
     assert watcher.value("deployment_status", deployment=name) is None
     refused = watcher.value("deployment_watcher_api_requests_total", outcome="unauthorized")
     assert refused is not None and refused >= 2

@@ -141,6 +141,7 @@ def test_basic_auth_refuses_strangers(tls_watcher: WatcherProcess) -> None:
     def refused(reason: str) -> float:
         return tls_watcher.value("deployment_watcher_basic_auth_failures_total", reason=reason) or 0
 
+    tls_watcher.fresh()
     before = {"invalid": refused("invalid"), "missing": refused("missing")}
     for path in ("/", "/metrics"):
         for headers in ({}, basic("prometheus", "wrong"), basic("nobody", PASSWORD)):
@@ -148,6 +149,7 @@ def test_basic_auth_refuses_strangers(tls_watcher: WatcherProcess) -> None:
             assert status == 401 and answer["WWW-Authenticate"].startswith("Basic realm="), (path, headers)
     assert fetch(tls_watcher.url + "/health", context=tls_watcher.ssl_context)[0] == 200
     assert fetch(tls_watcher.url + "/ready", context=tls_watcher.ssl_context)[0] in (200, 503)
+    tls_watcher.fresh()
     assert refused("invalid") - before["invalid"] == 4 and refused("missing") - before["missing"] == 2
 
 

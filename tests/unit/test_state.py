@@ -393,6 +393,16 @@ def test_cpu_counter_survives_container_replacement_and_restart() -> None:
     assert run.d().memory_bytes == 500
 
 
+def test_an_unchanged_sample_leaves_the_state_as_it_was() -> None:
+    """Idle containers (same CPU and memory as last time) make no new state: nothing to render or save."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(110, {"a": Usage(5.0, 1000)}))
+    before = run.state
+    run(UsageSampled(125, {"a": Usage(5.0, 1000)}))
+    assert run.state is before
+    run(UsageSampled(140, {"a": Usage(5.5, 1000)}))
+    assert run.state is not before and run.d().cpu_seconds == 5.5
+
+
 def test_memory_counts_only_running_containers() -> None:
     """A stopped container's last memory sample is not part of the working set."""
     run = Run()(started("a", "1.0.0", 100), started("b", "1.0.0", 100))
