@@ -75,10 +75,14 @@ class Core:
                 listener()
         return step
 
-    async def tick_forever(self) -> NoReturn:
+    async def tick_forever(self, *, fresh: Callable[[], bool] = lambda: True) -> NoReturn:
+        """Time passing, every TICK_SECONDS, but only while ``fresh()``: rules that fire on time
+        alone (stable time, deadlines) must not judge data that may be stale. After a
+        disconnect, the resync's fresh data decides first."""
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            self.submit(Tick(self.clock()))
+            if fresh():
+                self.submit(Tick(self.clock()))
 
 
 class Service:
@@ -157,11 +161,10 @@ class Service:
         return tasks
 
     async def _rule_clock(self) -> NoReturn:
-        # A loaded state holds facts from before the restart: judged by the clock before the first
-        # resync reconciles it, a rollout would pass its stable time or deadline on old facts.
-        while not self.docker.connected:
-            await asyncio.sleep(TICK_SECONDS)
-        await self.core.tick_forever()
+        # Time alone judges nothing while Docker is away: a loaded state holds facts from before
+        # the restart until the first resync, and after a disconnect the last facts may be stale.
+        # Judged by the clock, a rollout would pass its stable time or deadline on them.
+        await self.core.tick_forever(fresh=lambda: self.docker.connected)
 
     async def _save_forever(self) -> NoReturn:
         """Save after a change, at most once per debounce period: changes meanwhile ride along."""
