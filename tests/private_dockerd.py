@@ -46,6 +46,11 @@ class PrivateDockerd:
         """Start dockerd and wait until it answers; the first start imports the image."""
         assert not self.running, "already running"
         args = [
+            # A network namespace of its own: with --bridge=none dockerd deletes the host's docker0,
+            # which the shared daemon (and every other test) needs.
+            shutil.which("unshare") or pytest.fail("unshare (util-linux) is not installed"),
+            "--net",
+            "--",
             shutil.which("dockerd") or pytest.fail("dockerd is not installed: run the README test command"),
             f"--host={self.host}",
             f"--config-file={self.base}/daemon.json",
