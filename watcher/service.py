@@ -27,6 +27,7 @@ from watcher.store import StateFile
 
 log = logging.getLogger(__name__)
 
+SAVE_RETRY_SECONDS = 5.0  # after a failed save (full or read-only disk), even with no new change
 TICK_SECONDS = 1.0  # resolution of time-based rules (stable time, deadlines, retention)
 
 
@@ -167,9 +168,14 @@ class Service:
         await self.core.tick_forever(fresh=lambda: self.docker.connected)
 
     async def _save_forever(self) -> NoReturn:
-        """Save after a change, at most once per debounce period: changes meanwhile ride along."""
+        """Save after a change, at most once per debounce period: changes meanwhile ride along.
+        After a failed save, try again every SAVE_RETRY_SECONDS even when nothing changes."""
         while True:
-            await self._changed.wait()
+            if self.core.snapshot() is self._saved:
+                await self._changed.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), SAVE_RETRY_SECONDS)
             await asyncio.sleep(self.settings.storage.debounce_seconds)
             await self._save()
 
