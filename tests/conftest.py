@@ -29,6 +29,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.private_dockerd import PrivateDockerd
+
 BUSYBOX_IMAGE = "deployment-watcher-test/busybox:latest"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
@@ -57,11 +59,8 @@ def docker_engine() -> None:
         pytest.fail(f"no Docker Engine answers: {result.stderr.decode().strip()}")
 
 
-@pytest.fixture(scope="session")
-def busybox_image(docker_engine: None) -> str:
-    """A busybox image made here (no registry is reachable): /bin/busybox and its applet links."""
-    if docker("images", "-q", BUSYBOX_IMAGE):
-        return BUSYBOX_IMAGE
+def busybox_tarball() -> bytes:
+    """A root filesystem for `docker import`: /bin/busybox, its applet links and /tmp."""
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         pytest.fail("/bin/busybox is missing: install busybox-static")
@@ -77,8 +76,34 @@ def busybox_image(docker_engine: None) -> str:
         tmp = tarfile.TarInfo("tmp")
         tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
         tar.addfile(tmp)
-    subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=buffer.getvalue(), check=True, capture_output=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine: None) -> str:
+    """A busybox image made here (no registry is reachable)."""
+    if not docker("images", "-q", BUSYBOX_IMAGE):
+        subprocess.run(
+            ["docker", "import", "-", BUSYBOX_IMAGE], input=busybox_tarball(), check=True, capture_output=True
+        )
     return BUSYBOX_IMAGE
+
+
+@pytest.fixture
+def private_dockerd(tmp_path: Path) -> Iterator[PrivateDockerd]:
+    """A Docker daemon of the test's own, not started yet (the test picks live restore or not).
+
+    Never restart the shared daemon: other tests use it at the same time.
+    """
+    require_binary("docker")
+    require_binary("dockerd")
+    if os.geteuid() != 0:
+        pytest.fail("a private dockerd needs root: run the README test command as root")
+    daemon = PrivateDockerd(log=tmp_path / "dockerd.log", image=BUSYBOX_IMAGE, image_tarball=busybox_tarball())
+    try:
+        yield daemon
+    finally:
+        daemon.cleanup()
 
 
 @dataclass

@@ -45,7 +45,10 @@ class DockerSettings:
         30.0, "longest reconnect delay, in seconds (each delay is jittered between half and all of it)", minimum=0.01
     )
     silence_seconds: float = _opt(
-        60.0, "after this many seconds without an event, ping the daemon; no answer means reconnect", minimum=1
+        60.0,
+        "after this many seconds without an event, check the daemon; no answer, or events the stream"
+        " did not deliver, mean reconnect",
+        minimum=1,
     )
     resync_seconds: float = _opt(
         600.0, "relist all containers this often, in seconds, as a safety net (0: never)", minimum=0

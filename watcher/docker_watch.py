@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import aiodocker
 import aiohttp
 from aiodocker.channel import ChannelSubscriber
+from aiodocker.events import DockerEvents
 
 from watcher import docker_causes, labels
 from watcher.config import Settings
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 # What a lost or broken connection raises; anything else is a bug and stops the service.
 CONNECTION_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError)
+CONTAINER_EVENTS = json.dumps({"type": ["container"]})
+# Seconds within which an event the daemon sent has reached us; the silence check looks for
+# events older than this that the stream did not deliver.
+DELIVERY_MARGIN = 2.0
 
 
 class Disconnected(Exception):
@@ -126,16 +131,14 @@ class DockerWatch:
             subscriber = docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
             # `since` closes the gap between the daemon flushing the response headers and
             # registering the subscription; the relist below, not `since`, is the truth.
-            stream = asyncio.create_task(
-                docker.events.run(since=f"{since:.9f}", filters=json.dumps({"type": ["container"]}))
-            )
+            stream = asyncio.create_task(docker.events.run(since=f"{since:.9f}", filters=CONTAINER_EVENTS))
             try:
                 await self._until_streaming(docker, stream)
                 await self._resync(docker, at=since)
                 self._set_connected(True)
                 log.info("connected to the Docker Engine and synced")
                 on_synced()
-                await self._stream(docker, subscriber)
+                await self._stream(docker, subscriber, since=since)
             finally:
                 self._set_connected(False)
                 stream.cancel()
@@ -150,16 +153,19 @@ class DockerWatch:
                     raise Disconnected("the event stream ended before it began")
                 await asyncio.sleep(0.005)
 
-    async def _stream(self, docker: aiodocker.Docker, subscriber: ChannelSubscriber) -> NoReturn:
+    async def _stream(self, docker: aiodocker.Docker, subscriber: ChannelSubscriber, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
         async with asyncio.TaskGroup() as group:
-            await self._read(docker, subscriber, _PerContainer(group))
+            await self._read(docker, subscriber, _PerContainer(group), since=since)
         raise AssertionError("unreachable")  # _read never returns
 
-    async def _read(self, docker: aiodocker.Docker, subscriber: ChannelSubscriber, work: _PerContainer) -> NoReturn:
+    async def _read(
+        self, docker: aiodocker.Docker, subscriber: ChannelSubscriber, work: _PerContainer, *, since: float
+    ) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
         silence = self.settings.docker.silence_seconds
         next_resync = time.monotonic() + resync_every
+        heard = since  # the daemon's time of the newest event the stream delivered
         while True:
             wait = silence if not resync_every else max(0.0, min(silence, next_resync - time.monotonic()))
             try:
@@ -169,13 +175,28 @@ class DockerWatch:
                     await self._resync(docker, at=await self._daemon_time(docker))
                     next_resync = time.monotonic() + resync_every
                 else:
-                    # No event for a while: a quiet daemon answers, a dead connection does not.
-                    async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-                        await docker.version()
+                    await self._check_silence(docker, heard=heard)
                 continue
             if event is None:  # aiodocker's word for "the stream ended"
                 raise Disconnected("the event stream ended")
+            heard = max(heard, docker_causes.event_time(event))
             self._handle(docker, event, work)
+
+    async def _check_silence(self, docker: aiodocker.Docker, *, heard: float) -> None:
+        """No event for a while: a hung daemon does not answer, and a stream that stalled while
+        the daemon still answers (a proxy, a NAT dropping the connection) has missed events
+        that the daemon lists when asked for the time since the last one delivered."""
+        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+            until = await self._daemon_time(docker) - DELIVERY_MARGIN
+            if until <= heard:
+                return
+            probe = DockerEvents(docker)  # type: ignore[no-untyped-call]
+            missed = probe.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+            await probe.run(since=f"{heard:.9f}", until=f"{until:.9f}", filters=CONTAINER_EVENTS)
+        while (event := await missed.get()) is not None:
+            if docker_causes.event_time(event) > heard:
+                action = docker_causes.event_action(event)
+                raise Disconnected(f"the event stream did not deliver a {action} event that the daemon lists")
 
     async def _resync(self, docker: aiodocker.Docker, *, at: float) -> None:
         """Rebuild from what exists: every reconnect is a full resync."""

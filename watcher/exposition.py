@@ -36,7 +36,7 @@ before it serves; without that, the first scrape waits for the first rendering.
 ``Accept`` (it takes the first type it supports, in the header's order), so any header gets
 exactly what client_python would serve; gzip when ``gzip_accepted`` says so. A variant (format,
 gzip or not) is rendered while someone asked for it within ``VARIANT_IDLE_SECONDS``; to begin
-with, gzipped OpenMetrics 1.0.0 (Prometheus) and the plain text format (curl). A scrape asking
+with, gzipped OpenMetrics 1.0.0 (what Prometheus asks for). A scrape asking
 for another variant waits for one rendering that adds it; beyond ``MAX_VARIANTS`` live ones, a
 body is rendered for that request alone, so a client inventing ``version=`` values cannot grow
 the cache.
@@ -70,8 +70,9 @@ from watcher.config import ExpositionSettings, Settings
 from watcher.selfmetrics import SelfMetrics
 from watcher.state import State
 
-# Rendered from the start: what Prometheus (OpenMetrics 1.0.0 first, gzip) and curl ask for.
-START_VARIANTS = (("application/openmetrics-text;version=1.0.0", True), ("", False))
+# Rendered from the start: what Prometheus asks for. Others (curl's plain text) are added at
+# their first scrape, which waits for one rendering: each kept format costs megabytes.
+START_VARIANTS = (("application/openmetrics-text;version=1.0.0", True),)
 VARIANT_IDLE_SECONDS = 600.0  # a variant nobody asked for in this long is no longer rendered
 MAX_VARIANTS = 6
 # Compressed once per change, not per scrape; level 1 costs a third of the default for ~20% more bytes.
@@ -128,20 +129,22 @@ class Variant(NamedTuple):
 class _Head:
     """The deployments part in one format, and the gzip stream as it stands after it."""
 
-    identity: bytes | memoryview
+    identity: bytes | memoryview | None  # None: only gzip bodies are served in this format
     gzip: bytes
     compressor: zlib._Compress  # only ever copied, never fed again
 
     @classmethod
-    def of(cls, deployments: bytes | memoryview) -> _Head:
+    def of(cls, deployments: bytes | memoryview, *, plain: bool) -> _Head:
+        """``plain``: keep the uncompressed part too (megabytes at 1,000 deployments), for plain bodies."""
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
         # A sync flush ends the part on a byte boundary without ending the stream.
         gzip = compressor.compress(deployments) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        return cls(deployments, gzip, compressor)
+        return cls(deployments if plain else None, gzip, compressor)
 
     def body(self, own: bytes, *, gzip: bool) -> bytes:
         """The whole body: this part, then the own part (which ends with ``# EOF`` in OpenMetrics)."""
         if not gzip:
+            assert self.identity is not None, "a plain body from a head kept for gzip only"
             return b"".join((self.identity, own))
         tail = self.compressor.copy()
         return b"".join((self.gzip, tail.compress(own), tail.flush()))
@@ -275,11 +278,12 @@ class Exposition:
         if not variants:  # nobody scrapes: nothing to keep fresh
             return _Rendering(state=state, heads={}, bodies={}, own_read_at=started, finished_at=started)
         formats = list(dict.fromkeys(v.format for v in variants))
+        plain = {v.format for v in variants if not v.gzip}
         kept = previous.heads if previous is not None and previous.state is state else {}
-        heads = {f: kept[f] for f in formats if f in kept}
+        heads = {f: kept[f] for f in formats if f in kept and (f not in plain or kept[f].identity is not None)}
         if missing := [f for f in formats if f not in heads]:
             deployments = _Families(DeploymentCollector(snapshot=lambda: state, settings=self._settings).collect())
-            heads |= {f: _Head.of(_without_eof(f.encode(deployments))) for f in missing}
+            heads |= {f: _Head.of(_without_eof(f.encode(deployments)), plain=f in plain) for f in missing}
             self._metrics.exposition_renders.labels("deployments").inc()
         self._metrics.exposition_renders.labels("own").inc()
         own_read_at = self._clock()

@@ -136,7 +136,7 @@ class SelfMetrics:
         self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
         self.state_save_errors = Counter(
             f"{PREFIX}_state_save_errors",
-            "Writes of the state file that failed (read-only or full disk...); retried at the next change.",
+            "Writes of the state file that failed (read-only or full disk...); retried every 5 s and at each change.",
             registry=registry,
         )
         self.state_last_save = Gauge(

@@ -27,6 +27,7 @@ from watcher.store import StateFile
 
 log = logging.getLogger(__name__)
 
+SAVE_RETRY_SECONDS = 5.0  # after a failed save (full or read-only disk), even with no new change
 TICK_SECONDS = 1.0  # resolution of time-based rules (stable time, deadlines, retention)
 
 
@@ -75,10 +76,14 @@ class Core:
                 listener()
         return step
 
-    async def tick_forever(self) -> NoReturn:
+    async def tick_forever(self, *, fresh: Callable[[], bool] = lambda: True) -> NoReturn:
+        """Time passing, every TICK_SECONDS, but only while ``fresh()``: rules that fire on time
+        alone (stable time, deadlines) must not judge data that may be stale. After a
+        disconnect, the resync's fresh data decides first."""
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            self.submit(Tick(self.clock()))
+            if fresh():
+                self.submit(Tick(self.clock()))
 
 
 class Service:
@@ -157,16 +162,20 @@ class Service:
         return tasks
 
     async def _rule_clock(self) -> NoReturn:
-        # A loaded state holds facts from before the restart: judged by the clock before the first
-        # resync reconciles it, a rollout would pass its stable time or deadline on old facts.
-        while not self.docker.connected:
-            await asyncio.sleep(TICK_SECONDS)
-        await self.core.tick_forever()
+        # Time alone judges nothing while Docker is away: a loaded state holds facts from before
+        # the restart until the first resync, and after a disconnect the last facts may be stale.
+        # Judged by the clock, a rollout would pass its stable time or deadline on them.
+        await self.core.tick_forever(fresh=lambda: self.docker.connected)
 
     async def _save_forever(self) -> NoReturn:
-        """Save after a change, at most once per debounce period: changes meanwhile ride along."""
+        """Save after a change, at most once per debounce period: changes meanwhile ride along.
+        After a failed save, try again every SAVE_RETRY_SECONDS even when nothing changes."""
         while True:
-            await self._changed.wait()
+            if self.core.snapshot() is self._saved:
+                await self._changed.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), SAVE_RETRY_SECONDS)
             await asyncio.sleep(self.settings.storage.debounce_seconds)
             await self._save()
 

@@ -377,8 +377,8 @@ class StateFile:
             self._metrics.state_save_errors.inc()
             problem = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             level = logging.ERROR if problem != self._failing else logging.DEBUG
-            log.log(level, "cannot save the state file %s: %s; the watcher keeps running and retries at the "
-                    "next change", self.path, problem)  # fmt: skip
+            log.log(level, "cannot save the state file %s: %s; the watcher keeps running and keeps trying",
+                    self.path, problem)  # fmt: skip
             self._failing = problem
             return False
         if self._failing:

@@ -1,4 +1,4 @@
-"""Backoff, the core's change listeners, supervision of root tasks, and saving the state file."""
+"""Backoff, the core's change listeners and rule clock, supervision of root tasks, and saving the state file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from tests.unit.test_store import rich_state
 from watcher import service as service_module
 from watcher.config import DockerSettings, Settings, StatsSettings, StorageSettings, WebSettings
 from watcher.docker_watch import Backoff
-from watcher.observations import DeploymentKey, Identity, Instance, InstanceGone, InstanceSeen, Status, Tick
+from watcher.observations import (
+    DeploymentKey,
+    Identity,
+    Instance,
+    InstanceGone,
+    InstanceSeen,
+    Observation,
+    Status,
+    Tick,
+)
 from watcher.selfmetrics import SelfMetrics
 from watcher.service import Core, Service, _supervise
 from watcher.state import State
@@ -76,6 +85,31 @@ def test_core_tells_listeners_only_when_the_state_changed() -> None:
     )  # fmt: skip
     core.submit(InstanceSeen(99.0, Instance(id="c1", identity=identity, running=True, running_since=99.0)))
     assert calls == [1]
+
+
+class CountingCore(Core):
+    ticks = 0
+
+    def submit(self, observation: Observation) -> None:
+        self.ticks += isinstance(observation, Tick)
+        super().submit(observation)
+
+
+async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ticks while the source is disconnected (no stable-time success or deadline on stale
+    data); ticks again once it is back."""
+    monkeypatch.setattr(service_module, "TICK_SECONDS", 0.001)
+    connected = asyncio.Event()
+    core = CountingCore(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()))
+    clock = asyncio.create_task(core.tick_forever(fresh=connected.is_set))
+    try:
+        await asyncio.sleep(0.05)
+        assert core.ticks == 0
+        connected.set()
+        while core.ticks < 3:
+            await asyncio.sleep(0.001)
+    finally:
+        clock.cancel()
 
 
 async def test_service_loads_saves_on_change_and_at_stop(tmp_path: Path) -> None:

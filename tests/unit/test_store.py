@@ -327,7 +327,7 @@ def test_failed_save_is_logged_counted_and_cleaned(tmp_path: Path, caplog: pytes
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
         f"cannot save the state file {tmp_path / 'state.json'}: Is a directory; the watcher keeps running and "
-        "retries at the next change"
+        "keeps trying"
     ]
     assert metric(registry, "deployment_watcher_state_save_errors_total") == 2
     assert metric(registry, "deployment_watcher_state_saves_total") == 0
