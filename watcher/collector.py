@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
-from watcher.state import DURATION_BUCKETS, State, health_checks, iter_sorted
+from watcher.state import DURATION_BUCKETS, Deployment, State, health_checks, iter_sorted
 
 KEY_LABELS = ["deployment", "environment"]
 
@@ -35,32 +35,17 @@ class DeploymentCollector(Collector):
         return list(_Families())
 
     def collect(self) -> Iterator[Metric]:
-        state = self._snapshot()
         f = _Families()
-        for d in iter_sorted(state):
-            key = [d.key.name, d.key.environment]
-            r = d.rollout
-            f.status.add_metric(key, r.status.value)
-            f.version.add_metric(key, r.revision)
-            f.timestamp.add_metric([*key, r.version], r.started_at)
-            passed = health_checks(d, settings=self._settings)
-            f.health.add_metric(key, 1 if all(passed.values()) else 0)
-            f.info.add_metric(
-                key, {"status": r.status.text, "version": r.version, "commit": r.commit, "image": r.image}
-            )
-            f.cpu.add_metric(key, d.cpu_seconds)
-            f.memory.add_metric(key, d.memory_bytes)
-            f.rollbacks.add_metric(key, d.rollbacks)
-            for check, ok in sorted(passed.items()):
-                f.checks.add_metric([*key, check], 1 if ok else 0)
-            cumulative, buckets = 0, []
-            for le, count in zip([*map(floatToGoString, DURATION_BUCKETS), "+Inf"], d.durations.counts, strict=True):
-                cumulative += count
-                buckets.append((le, float(cumulative)))
-            f.durations.add_metric(key, buckets, d.durations.total)
-            for seen in d.history:
-                f.versions.add_metric([*key, seen.version, seen.commit], 1)
+        for d in iter_sorted(self._snapshot()):
+            f.add(d, settings=self._settings)
         yield from f
+
+
+def deployment_families(deployment: Deployment, *, settings: Settings) -> list[Metric]:
+    """The families of /metrics with only this deployment's series (the exposition renders them one by one)."""
+    f = _Families()
+    f.add(deployment, settings=settings)
+    return list(f)
 
 
 class _Families:
@@ -116,6 +101,29 @@ class _Families:
             "Versions deployed recently (the last N distinct ones); value 1.",
             labels=[*key, "version", "commit_sha"],
         )
+
+    def add(self, d: Deployment, *, settings: Settings) -> None:
+        """The series of one deployment."""
+        key = [d.key.name, d.key.environment]
+        r = d.rollout
+        self.status.add_metric(key, r.status.value)
+        self.version.add_metric(key, r.revision)
+        self.timestamp.add_metric([*key, r.version], r.started_at)
+        passed = health_checks(d, settings=settings)
+        self.health.add_metric(key, 1 if all(passed.values()) else 0)
+        self.info.add_metric(key, {"status": r.status.text, "version": r.version, "commit": r.commit, "image": r.image})
+        self.cpu.add_metric(key, d.cpu_seconds)
+        self.memory.add_metric(key, d.memory_bytes)
+        self.rollbacks.add_metric(key, d.rollbacks)
+        for check, ok in sorted(passed.items()):
+            self.checks.add_metric([*key, check], 1 if ok else 0)
+        cumulative, buckets = 0, []
+        for le, count in zip([*map(floatToGoString, DURATION_BUCKETS), "+Inf"], d.durations.counts, strict=True):
+            cumulative += count
+            buckets.append((le, float(cumulative)))
+        self.durations.add_metric(key, buckets, d.durations.total)
+        for seen in d.history:
+            self.versions.add_metric([*key, seen.version, seen.commit], 1)
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(vars(self).values())

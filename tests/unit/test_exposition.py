@@ -25,7 +25,16 @@ from tests.conftest import require_binary
 from tests.unit.test_state import SETTINGS, Run, started
 from watcher.collector import DeploymentCollector
 from watcher.config import ExpositionSettings, Settings
-from watcher.exposition import MAX_VARIANTS, VARIANT_IDLE_SECONDS, Exposition, next_rendering_at
+from watcher.exposition import (
+    MAX_VARIANTS,
+    VARIANT_IDLE_SECONDS,
+    Exposition,
+    Format,
+    _Families,
+    _Pieces,
+    _without_eof,
+    next_rendering_at,
+)
 from watcher.http import make_app
 from watcher.observations import DeploymentKey, InstanceExited, InstanceGone, Usage, UsageSampled
 from watcher.selfmetrics import SelfMetrics
@@ -470,3 +479,23 @@ async def test_health_ready_and_landing(aiohttp_client: AiohttpClient) -> None:
     assert (await client.get("/ready")).status == 200
     landing = await client.get("/")
     assert landing.status == 200 and 'href="metrics"' in await landing.text()
+
+
+@pytest.mark.parametrize("accept", ["", OPENMETRICS])
+def test_only_changed_deployments_are_encoded_again(accept: str) -> None:
+    """A change re-encodes the deployments it touched; the part stays what encoding all at once gives."""
+    fmt = Format.negotiate(accept)[0]
+
+    def whole(state: State) -> bytes:
+        body = fmt.encode(_Families(DeploymentCollector(snapshot=lambda: state, settings=SETTINGS).collect()))
+        return bytes(_without_eof(body))
+
+    run = scenario()
+    pieces = _Pieces(fmt, settings=SETTINGS)
+    assert pieces.encode(run.state) == whole(run.state)
+    before = {key: encoded for key, (_, encoded) in pieces._kept.items()}
+    run(UsageSampled(500, {"w": Usage(9.0, 4096)}))  # only web/staging changes
+    assert pieces.encode(run.state) == whole(run.state)
+    again = [key for key, (_, encoded) in pieces._kept.items() if encoded is not before[key]]
+    assert again == [DeploymentKey("web", "staging")]
+    assert pieces.encode(State()) == whole(State())  # no deployments: the headers alone
