@@ -68,8 +68,8 @@ from prometheus_client.registry import Collector
 
 from watcher.collector import DeploymentCollector, deployment_families
 from watcher.config import ExpositionSettings, Settings
-from watcher.selfmetrics import SelfMetrics
 from watcher.observations import DeploymentKey
+from watcher.selfmetrics import SelfMetrics
 from watcher.state import Deployment, State, iter_sorted
 
 # Rendered from the start: what Prometheus asks for. Others (curl's plain text) are added at
