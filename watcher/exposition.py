@@ -68,8 +68,8 @@ from prometheus_client.registry import Collector
 
 from watcher.collector import DeploymentCollector, deployment_families
 from watcher.config import ExpositionSettings, Settings
-from watcher.selfmetrics import SelfMetrics
 from watcher.observations import DeploymentKey
+from watcher.selfmetrics import SelfMetrics
 from watcher.state import Deployment, State, iter_sorted
 
 # Rendered from the start: what Prometheus asks for. Others (curl's plain text) are added at
@@ -169,6 +169,25 @@ def next_rendering_at(*, own_read_at: float, finished_at: float, changed: bool, 
     return min(stale_at, finished_at + settings.min_interval_seconds)
 
 
+# The families a stats poll changes; every other family changes only with the rollout.
+USAGE_FAMILIES = frozenset({"deployment_cpu_usage_seconds", "deployment_memory_usage_bytes"})
+
+
+class _Encoded(NamedTuple):
+    deployment: Deployment
+    keys: tuple[object, object]  # what the usage families and the other families show
+    pieces: list[bytes]  # the sample lines of each family
+
+
+def _usage_key(deployment: Deployment) -> object:
+    return (deployment.cpu_seconds, deployment.memory_bytes)
+
+
+def _rules_key(deployment: Deployment) -> object:
+    members = tuple(member.instance for member in deployment.members.values())  # health checks
+    return (deployment.rollout, deployment.history, deployment.rollbacks, deployment.durations, members)
+
+
 class _Pieces:
     """The deployments part in one format, kept per deployment and family.
 
@@ -183,26 +202,38 @@ class _Pieces:
     def __init__(self, fmt: Format, *, settings: Settings) -> None:
         self._format = fmt
         self._settings = settings
-        # The families without series: their headers alone.
-        self._headers = self._split(
-            fmt.encode(_Families(DeploymentCollector(snapshot=State, settings=settings).describe()))
-        )
-        self._kept: Mapping[DeploymentKey, tuple[Deployment, list[bytes]]] = {}
+        empty = DeploymentCollector(snapshot=State, settings=settings).describe()
+        self._headers = self._split(fmt.encode(_Families(empty)))  # families without series: headers alone
+        usage = [i for i, family in enumerate(empty) if family.name in USAGE_FAMILIES]
+        self._groups = (usage, [i for i in range(len(empty)) if i not in usage])
+        self._kept: Mapping[DeploymentKey, _Encoded] = {}
 
     def encode(self, state: State) -> bytes:
-        kept: dict[DeploymentKey, tuple[Deployment, list[bytes]]] = {}
+        kept: dict[DeploymentKey, _Encoded] = {}
         previous = self._kept  # replaced whole below: a concurrent rendering never sees it half-built
         for deployment in iter_sorted(state):
             hit = previous.get(deployment.key)
-            if hit is None or hit[0] is not deployment:
-                families = _Families(deployment_families(deployment, settings=self._settings))
-                hit = (deployment, [b"".join(lines[1:]) for lines in self._blocks(self._format.encode(families))])
-            kept[deployment.key] = hit
+            kept[deployment.key] = (
+                hit if hit is not None and hit.deployment is deployment else self._one(deployment, hit)
+            )
         self._kept = kept
-        samples = [pieces for _, pieces in kept.values()]
+        samples = [encoded.pieces for encoded in kept.values()]
         return b"".join(
             header + b"".join(pieces[family] for pieces in samples) for family, header in enumerate(self._headers)
         )
+
+    def _one(self, deployment: Deployment, hit: _Encoded | None) -> _Encoded:
+        """Encode the groups of families whose inputs changed: usage alone after a stats poll."""
+        keys = (_usage_key(deployment), _rules_key(deployment))
+        families = deployment_families(deployment, settings=self._settings)
+        pieces = list(hit.pieces) if hit is not None else [b""] * len(families)
+        for group, key, old in zip(self._groups, keys, hit.keys if hit else (None, None), strict=True):
+            if hit is not None and key == old:
+                continue
+            blocks = self._blocks(self._format.encode(_Families([families[i] for i in group])))
+            for i, lines in zip(group, blocks, strict=True):
+                pieces[i] = b"".join(lines[1:])
+        return _Encoded(deployment, keys, pieces)
 
     @classmethod
     def _split(cls, body: bytes) -> list[bytes]:

@@ -493,9 +493,13 @@ def test_only_changed_deployments_are_encoded_again(accept: str) -> None:
     run = scenario()
     pieces = _Pieces(fmt, settings=SETTINGS)
     assert pieces.encode(run.state) == whole(run.state)
-    before = {key: encoded for key, (_, encoded) in pieces._kept.items()}
-    run(UsageSampled(500, {"w": Usage(9.0, 4096)}))  # only web/staging changes
+    before = {key: encoded.pieces for key, encoded in pieces._kept.items()}
+    run(UsageSampled(500, {"w": Usage(9.0, 4096)}))  # only web/staging changes, and only its usage
     assert pieces.encode(run.state) == whole(run.state)
-    again = [key for key, (_, encoded) in pieces._kept.items() if encoded is not before[key]]
-    assert again == [DeploymentKey("web", "staging")]
+    web = DeploymentKey("web", "staging")
+    assert [key for key, encoded in pieces._kept.items() if encoded.pieces is not before[key]] == [web]
+    families = DeploymentCollector(snapshot=State, settings=SETTINGS).describe()
+    encoded_again = {f.name for f, new, old in zip(families, pieces._kept[web].pieces, before[web], strict=True)
+                     if new is not old}  # fmt: skip
+    assert encoded_again == {"deployment_cpu_usage_seconds", "deployment_memory_usage_bytes"}
     assert pieces.encode(State()) == whole(State())  # no deployments: the headers alone
