@@ -1,7 +1,7 @@
 """Benchmarks against baselines measured in the same run; run on purpose, not by CI.
 
-    python -m tests.benchmark            # all figures (needs root and a Docker Engine)
-    python -m tests.benchmark lag state  # some of them
+    python -m tests.benchmark              # all figures (as root, with a Docker Engine running)
+    python -m tests.benchmark metrics lag  # some of them: stats, metrics, lag, memory, state
 
 Each figure prints what the watcher did and a baseline measured just before or after on
 the same machine, so the ratio holds even where the absolute numbers do not.
@@ -36,7 +36,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, docker, free_port
+from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port
 from watcher.collector import DeploymentCollector
 from watcher.config import Settings, load
 from watcher.exposition import Exposition
@@ -567,6 +567,7 @@ FIGURES = ("stats", "metrics", "lag", "memory", "state")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # [] among the choices: argparse checks the empty default of nargs="*" against them.
     parser.add_argument("figures", nargs="*", choices=[*FIGURES, []], help="figures to run (default: all)")
     parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
     parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
@@ -578,6 +579,8 @@ def main() -> None:
         return
     wanted = args.figures or FIGURES
     print(describe_machine())
+    if not docker("images", "-q", BUSYBOX_IMAGE):  # the image the tests make, made the same way
+        subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=busybox_tarball(), check=True)
     if "stats" in wanted:
         figure_stats(containers=args.containers).print()
     if "metrics" in wanted:
