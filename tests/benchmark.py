@@ -1,0 +1,612 @@
+"""Benchmarks against baselines measured in the same run; run on purpose, not by CI.
+
+    python -m tests.benchmark              # all figures (as root, with a Docker Engine running)
+    python -m tests.benchmark metrics lag  # some of them: stats, metrics, lag, memory, state
+
+Each figure prints what the watcher did and a baseline measured just before or after on
+the same machine, so the ratio holds even where the absolute numbers do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port
+from watcher.collector import DeploymentCollector
+from watcher.config import Settings, load
+from watcher.exposition import Exposition
+from watcher.http import make_app
+from watcher.observations import (
+    DeploymentKey,
+    Health,
+    Identity,
+    Instance,
+    InstanceSeen,
+    Observation,
+    Resync,
+    Usage,
+    UsageSampled,
+)
+from watcher.selfmetrics import SelfMetrics
+from watcher.service import Service
+from watcher.state import State, apply
+from watcher.stats import ApiStats, open_source
+
+LABEL = "deployment-watcher.benchmark"  # on every container made here, for cleanup
+
+
+# -- helpers
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def dockerd_pid() -> int:
+    return int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+@dataclass
+class Figure:
+    name: str
+    rows: list[tuple[str, str, str, str]]  # what, watcher, baseline, ratio
+
+    def print(self) -> None:
+        print(f"\n## {self.name}")
+        width = max(len(r[0]) for r in self.rows)
+        for what, ours, base, ratio in self.rows:
+            print(f"  {what:<{width}}  {ours:>14}  baseline {base:>14}  {ratio}")
+
+
+def run_containers(prefix: str, count: int, *, labels: Callable[[int], dict[str, str]], command: str) -> list[str]:
+    """Start ``count`` containers through the API, 16 at a time; returns their ids."""
+    names = [f"{prefix}-{i}" for i in range(count)]
+
+    async def one(client: aiodocker.Docker, name: str, index: int) -> str:
+        config: dict[str, Any] = {
+            "Image": BUSYBOX_IMAGE,
+            "Cmd": ["sh", "-c", command],
+            "Labels": {LABEL: "1", **labels(index)},
+            "HostConfig": {"NetworkMode": "none"},
+        }
+        container = await client.containers.run(config=config, name=name)
+        return str(container.id)
+
+    async def all_() -> list[str]:
+        async with aiodocker.Docker() as client:
+            limit = asyncio.Semaphore(16)
+
+            async def bounded(name: str, index: int) -> str:
+                async with limit:
+                    return await one(client, name, index)
+
+            return await asyncio.gather(*(bounded(n, i) for i, n in enumerate(names)))
+
+    return asyncio.run(all_())
+
+
+def remove_benchmark_containers() -> None:
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL}").split()
+    if ids:
+        docker("rm", "-f", *ids, timeout=300)
+
+
+@contextmanager
+def cleanup() -> Iterator[None]:
+    remove_benchmark_containers()
+    try:
+        yield
+    finally:
+        remove_benchmark_containers()
+
+
+# -- figure 3 and 5: event lag in a burst, and the state machine on what it recorded
+
+
+@dataclass
+class Recording:
+    observations: list[tuple[float, Observation]]  # (now, observation) as the watcher applied them
+    lags: list[float]  # seconds from the event's timeNano to applied, burst only
+    burst_times: list[float]  # the burst's event times
+
+    @property
+    def burst_rate(self) -> float:
+        """Events per second the daemon produced during the burst."""
+        return len(self.burst_times) / max(1e-9, max(self.burst_times) - min(self.burst_times))
+
+
+async def _burst_in_process(*, rollouts: int, prefix: str) -> tuple[Recording, list[float], float]:
+    """A watcher in this process; a burst of rollouts from another; per-event lag."""
+    settings = load(
+        environ={},
+        flags={"web.listen_address": "127.0.0.1:0", "stats.enabled": "false", "rollout.stable_seconds": "1"},
+    )
+    service = Service(settings)
+    recorded: list[tuple[float, Observation]] = []
+    lags: list[float] = []
+    burst_times: list[float] = []
+    measuring = False
+    submit = service.core.submit
+
+    def recording_submit(observation: Observation) -> None:
+        submit(observation)
+        now = time.time()
+        recorded.append((now, observation))
+        if measuring and not isinstance(observation, (Resync, UsageSampled)):
+            lags.append(now - observation.at)
+            burst_times.append(observation.at)
+
+    service.docker.submit = recording_submit
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop=stop))
+    while not service.docker.connected:
+        await asyncio.sleep(0.05)
+
+    def labels_for(version: str) -> Callable[[int], dict[str, str]]:
+        return lambda i: {"deployment.name": f"{prefix}-{i}", "deployment.version": version}
+
+    await asyncio.to_thread(run_containers, f"{prefix}-v1", rollouts, labels=labels_for("1.0.0"), command="sleep 3600")
+    while len(service.core.state.deployments) < rollouts:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1)
+    # Baseline: how late a bare event subscriber (the docker CLI) receives the same events.
+    cli = CliEvents()
+    await asyncio.sleep(0.5)
+    measuring = True
+    started = time.time()
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tests.benchmark", "--burst-worker", prefix, str(rollouts)],
+        check=True,
+    )
+    while sum(1 for d in service.core.state.deployments.values() if d.rollout.version == "2.0.0") < rollouts:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(1)
+    burst_seconds = time.time() - started
+    baseline = cli.stop()
+    stop.set()
+    await task
+    return Recording(recorded, lags, burst_times), baseline, burst_seconds
+
+
+class CliEvents:
+    """`docker events` in a child process; when each event's line arrives, in a thread."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.process = subprocess.Popen(
+            ["docker", "events", "--filter", "type=container", "--format", "{{.TimeNano}}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lags.append(time.time() - int(line) / 1e9)
+
+    def stop(self) -> list[float]:
+        self.process.terminate()
+        self.thread.join(timeout=10)
+        return self.lags
+
+
+def _burst_worker(prefix: str, rollouts: int) -> None:
+    """Run in a child process: start v2 of every deployment at once."""
+    run_containers(
+        f"{prefix}-v2",
+        rollouts,
+        labels=lambda i: {"deployment.name": f"{prefix}-{i}", "deployment.version": "2.0.0"},
+        command="sleep 3600",
+    )
+
+
+def figure_state_machine(recording: Recording, *, repeat: int = 20) -> Figure:
+    """Replay what the watcher applied through the pure state machine, fast as it goes."""
+    settings = Settings()
+    observations = recording.observations
+    started = time.perf_counter()
+    for _ in range(repeat):
+        state = State()
+        for now, observation in observations:
+            state = apply(state, observation, now=now, settings=settings).state
+    elapsed = time.perf_counter() - started
+    rate = len(observations) * repeat / elapsed
+    peak = recording.burst_rate
+    return Figure(
+        f"5. State machine throughput, replaying the {len(observations)} observations recorded above "
+        "(baseline: the rate the daemon emitted them in the burst)",
+        [("observations per second", f"{rate:,.0f}/s", f"{peak:,.0f}/s", f"{rate / peak:,.0f}×")],
+    )
+
+
+# -- figure 1: a stats round
+
+
+def daemon_pids() -> list[int]:
+    """dockerd, containerd and the shims: the daemon side of a stats request."""
+    found = subprocess.run(
+        ["pidof", "dockerd", "containerd", "containerd-shim-runc-v2"], capture_output=True, text=True
+    ).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def daemon_cpu() -> float:
+    total = 0.0
+    for pid in daemon_pids():
+        with suppress(OSError):  # a shim that just ended
+            total += cpu_seconds(pid)
+    return total
+
+
+@dataclass
+class Round:
+    wall: float
+    cpu: float  # seconds: the sampler and the daemon side together
+    samples: int
+
+
+async def _watcher_rounds(ids: list[str], *, source: str, rounds: int) -> list[Round]:
+    """Rounds of the watcher's own stats source, after one round that finds the files."""
+    settings = load(environ={}, flags={"stats.source": source})
+    async with aiodocker.Docker() as client:
+        api = ApiStats(client, concurrency=settings.stats.concurrency, timeout=30)
+        sampler = await open_source(settings=settings, docker=client, api=api, chosen=lambda _: None)
+        assert sampler is not None
+        await sampler.sample(ids)
+        results = []
+        for _ in range(rounds):
+            cpu, daemon, started = time.process_time(), daemon_cpu(), time.perf_counter()
+            usage, errors = await sampler.sample(ids)
+            wall = time.perf_counter() - started
+            results.append(Round(wall, time.process_time() - cpu + daemon_cpu() - daemon, len(usage)))
+            assert not errors, f"{errors} containers could not be sampled"
+    return results
+
+
+def _cli_round(ids: list[str]) -> Round:
+    children, daemon, started = resource.getrusage(resource.RUSAGE_CHILDREN), daemon_cpu(), time.perf_counter()
+    output = docker("stats", "--no-stream", "--format", "{{.ID}} {{.CPUPerc}} {{.MemUsage}}", *ids, timeout=300)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cli = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return Round(wall, cli + daemon_cpu() - daemon, len(output.splitlines()))
+
+
+def figure_stats(*, containers: int, rounds: int = 5) -> Figure:
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    with cleanup():
+        ids = run_containers(prefix, containers, labels=lambda i: {}, command="sleep 3600")
+        cgroup = asyncio.run(_watcher_rounds(ids, source="cgroup", rounds=rounds))
+        cli = [_cli_round(ids) for _ in range(rounds)]
+        api = asyncio.run(_watcher_rounds(ids, source="api", rounds=2))
+    assert all(r.samples == containers for r in cgroup + cli), "a round missed containers"
+
+    def median(rows: list[Round], what: str) -> float:
+        return float(statistics.median(getattr(r, what) for r in rows))
+
+    return Figure(
+        f"1. Stats round over {containers} running containers (median of {rounds}; CPU: sampler + "
+        "dockerd, containerd, shims; baseline: `docker stats --no-stream`)",
+        [
+            ("wall time, cgroup files", ms(median(cgroup, "wall")), ms(median(cli, "wall")),
+             f"{median(cli, 'wall') / median(cgroup, 'wall'):.0f}× faster"),
+            ("CPU seconds, cgroup files", f"{median(cgroup, 'cpu'):.3f} s", f"{median(cli, 'cpu'):.3f} s",
+             f"{median(cli, 'cpu') / max(median(cgroup, 'cpu'), 1e-3):.0f}× less"),
+            ("wall time, stats API", ms(median(api, "wall")), ms(median(cli, "wall")), "(the fallback source)"),
+            ("CPU seconds, stats API", f"{median(api, 'cpu'):.3f} s", f"{median(cli, 'cpu'):.3f} s", ""),
+        ],
+    )  # fmt: skip
+
+
+# -- figure 2: /metrics at 1,000 deployments
+
+
+def synthetic_state(*, deployments: int, versions: int = 10, settings: Settings) -> State:
+    """Deployments with a history of ``versions`` rollouts, a healthcheck each, and usage."""
+    state, now = State(), 1_700_000_000.0
+    for v in range(versions):
+        seen: list[Observation] = []
+        for d in range(deployments):
+            now += 0.001
+            identity = Identity(
+                key=DeploymentKey(f"service-{d:04d}", ("production", "staging")[d % 2]),
+                version=f"1.{v}.{d % 7}",
+                commit=f"{(d * 7919 + v):040x}",
+                image=f"registry.example.com/team/service-{d:04d}:1.{v}.{d % 7}",
+                created_at=now,
+                deployed_at=now,
+            )
+            instance = Instance(
+                id=f"{d:032x}{v:032x}",
+                identity=identity,
+                running=True,
+                running_since=now,
+                has_healthcheck=True,
+                health=Health.HEALTHY,
+            )
+            seen.append(InstanceSeen(now, instance))
+        for observation in seen:
+            state = apply(state, observation, now=now, settings=settings).state
+    usage = {i: Usage(cpu_seconds=12.5, memory_bytes=64e6) for i in state.running_instance_ids()}
+    return apply(state, UsageSampled(now, usage), now=now, settings=settings).state
+
+
+class Scraper:
+    """Keep-alive GETs of one URL, as Prometheus scrapes (gzip asked for)."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def scrape(self, path: str = "/metrics") -> tuple[float, int]:
+        """Seconds until the whole body arrived, and its size on the wire."""
+        started = time.perf_counter()
+        self.connection.request("GET", path, headers={"Accept": OPENMETRICS, "Accept-Encoding": "gzip"})
+        response = self.connection.getresponse()
+        body = response.read()
+        elapsed = time.perf_counter() - started
+        assert response.status == 200, response.status
+        return elapsed, len(body)
+
+
+@contextmanager
+def serving(app: web.Application) -> Iterator[int]:
+    """Serve ``app`` on a free port from a thread with its own event loop."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+def measure_scrapes(port: int, *, count: int) -> tuple[list[float], int]:
+    scraper = Scraper(port)
+    scraper.scrape()  # warm up
+    results = [scraper.scrape() for _ in range(count)]
+    return [r[0] for r in results], results[-1][1]
+
+
+def figure_metrics(*, deployments: int, scrapes: int = 200) -> Figure:
+    settings = Settings()
+    state = synthetic_state(deployments=deployments, settings=settings)
+    registry = CollectorRegistry()
+    SelfMetrics(registry)
+    registry.register(DeploymentCollector(snapshot=lambda: state, settings=settings))
+    baseline_app = web.Application()
+    baseline_app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    with serving(baseline_app) as port:
+        base, base_bytes = measure_scrapes(port, count=scrapes)
+    own = CollectorRegistry()
+    exposition = Exposition(snapshot=lambda: state, registry=own, settings=settings, metrics=SelfMetrics(own))
+    with serving(make_app(exposition=exposition, ready=lambda: True)) as port:
+        ours, our_bytes = measure_scrapes(port, count=scrapes)
+    series = sum(len(f.samples) for f in registry.collect())
+    return Figure(
+        f"2. /metrics at {deployments:,} deployments ({series:,} series; OpenMetrics, gzip; "
+        "baseline: prometheus-client's make_aiohttp_handler on the same registry)",
+        [
+            ("median", ms(statistics.median(ours)), ms(statistics.median(base)), ratio(base, ours, 50)),
+            ("p99", ms(percentile(ours, 99)), ms(percentile(base, 99)), ratio(base, ours, 99)),
+            ("bytes", f"{our_bytes:,}", f"{base_bytes:,}", ""),
+        ],
+    )
+
+
+def ratio(baseline: list[float], ours: list[float], q: float) -> str:
+    return f"{percentile(baseline, q) / percentile(ours, q):.1f}× faster"
+
+
+# -- figure 4: memory and idle CPU of a real watcher process
+
+
+IDLE_SECONDS = 30.0
+SETTLE_SECONDS = 10.0
+SCRAPE_EVERY = 15.0  # Prometheus' default scrape interval
+TOKEN = "benchmark-token-" + uuid.uuid4().hex
+
+
+def _idle(pid: int, port: int) -> tuple[float, int]:
+    """CPU share of one core over IDLE_SECONDS with scrapes every SCRAPE_EVERY, then RSS."""
+    scraper = Scraper(port) if port else None
+    cpu, started = cpu_seconds(pid), time.monotonic()
+    while (left := IDLE_SECONDS - (time.monotonic() - started)) > 0:
+        if scraper:
+            scraper.scrape()
+        time.sleep(min(SCRAPE_EVERY, left))
+    return (cpu_seconds(pid) - cpu) / (time.monotonic() - started), rss_bytes(pid)
+
+
+async def _report_deployments(port: int, *, deployments: int, versions: int) -> None:
+    """Each deployment rolled through ``versions`` versions, through the CI/CD API."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as session:
+        limit = asyncio.Semaphore(8)
+
+        async def report(d: int, v: int) -> None:
+            body = {
+                "deployment": f"service-{d:04d}",
+                "environment": ("production", "staging")[d % 2],
+                "version": f"1.{v}.0",
+                "commit": f"{(d * 7919 + v):040x}",
+                "status": "success",
+                "started_at": 1_700_000_000 + v * 600,
+                "finished_at": 1_700_000_000 + v * 600 + 42,
+            }
+            async with limit, session.post("/api/v1/deployments", json=body) as response:
+                assert response.status in (200, 201), await response.text()
+
+        for v in range(versions):
+            await asyncio.gather(*(report(d, v) for d in range(deployments)))
+
+
+def figure_memory(*, deployments: int, versions: int = 5) -> Figure:
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="watcher-benchmark-")  # the state file is part of the cost
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "watcher",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warning",
+            f"--storage.directory={data}",
+        ],
+        env={**os.environ, "WATCHER_API_TOKEN": TOKEN},
+    )
+    # Baseline: a Python with the same libraries imported, doing nothing.
+    bare = subprocess.Popen(
+        [sys.executable, "-c", "import aiodocker, aiohttp, prometheus_client, yaml, time; time.sleep(3600)"]
+    )
+    try:
+        scraper = None
+        for _ in range(100):
+            with suppress(OSError):
+                scraper = Scraper(port)
+                scraper.scrape("/health")
+                break
+            time.sleep(0.1)
+        assert scraper is not None, "the watcher did not start"
+        time.sleep(2)
+        (idle_cpu, idle_rss), (bare_cpu, bare_rss) = _idle(watcher.pid, port), _idle(bare.pid, 0)
+        asyncio.run(_report_deployments(port, deployments=deployments, versions=versions))
+        time.sleep(SETTLE_SECONDS)  # the last rendering and state file save after the reports
+        busy_cpu, busy_rss = _idle(watcher.pid, port)
+    finally:
+        for process in (watcher, bare):
+            process.terminate()
+            process.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+    mb = 1024 * 1024
+    return Figure(
+        f"4. Memory and idle CPU of `python -m watcher` (scraped every {SCRAPE_EVERY:g} s over {IDLE_SECONDS:g} s; "
+        f"{deployments:,} deployments × {versions} versions reported through the API; baseline: a Python "
+        "with the same libraries imported)",
+        [
+            ("RSS idle, no deployments", f"{idle_rss / mb:.1f} MB", f"{bare_rss / mb:.1f} MB",
+             f"+{(idle_rss - bare_rss) / mb:.1f} MB"),
+            (f"RSS at {deployments:,} deployments", f"{busy_rss / mb:.1f} MB", f"{bare_rss / mb:.1f} MB",
+             f"+{(busy_rss - bare_rss) / mb:.1f} MB"),
+            ("CPU idle, no deployments", f"{idle_cpu:.2%}", f"{bare_cpu:.2%}", "of one core"),
+            (f"CPU idle at {deployments:,} deployments", f"{busy_cpu:.2%}", f"{bare_cpu:.2%}", "of one core"),
+        ],
+    )  # fmt: skip
+
+
+# -- main
+
+
+def describe_machine() -> str:
+    info = json.loads(docker("info", "--format", "{{json .}}"))
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
+        f"Docker {info['ServerVersion']} (cgroup v{info.get('CgroupVersion', '?')}, {info.get('CgroupDriver')})"
+    )
+
+
+FIGURES = ("stats", "metrics", "lag", "memory", "state")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # [] among the choices: argparse checks the empty default of nargs="*" against them.
+    parser.add_argument("figures", nargs="*", choices=[*FIGURES, []], help="figures to run (default: all)")
+    parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
+    parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
+    parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")
+    parser.add_argument("--burst-worker", nargs=2, metavar=("PREFIX", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.burst_worker:
+        _burst_worker(args.burst_worker[0], int(args.burst_worker[1]))
+        return
+    wanted = args.figures or FIGURES
+    print(describe_machine())
+    if not docker("images", "-q", BUSYBOX_IMAGE):  # the image the tests make, made the same way
+        subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=busybox_tarball(), check=True)
+    if "stats" in wanted:
+        figure_stats(containers=args.containers).print()
+    if "metrics" in wanted:
+        figure_metrics(deployments=args.deployments).print()
+    if "memory" in wanted:
+        figure_memory(deployments=args.deployments).print()
+    if "lag" in wanted or "state" in wanted:
+        prefix = f"bench-{uuid.uuid4().hex[:6]}"
+        with cleanup():
+            recording, cli_lags, burst = asyncio.run(_burst_in_process(rollouts=args.rollouts, prefix=prefix))
+        lags = recording.lags
+        Figure(
+            f"3. Event lag, burst of {args.rollouts} simultaneous rollouts "
+            f"({len(lags)} events applied in {burst:.1f} s; baseline: `docker events` receiving them)",
+            [
+                (
+                    f"p{q}",
+                    ms(percentile(lags, q)),
+                    ms(percentile(cli_lags, q)),
+                    f"{percentile(lags, q) / percentile(cli_lags, q):.1f}×",
+                )
+                for q in (50, 99)
+            ],
+        ).print()
+        figure_state_machine(recording).print()
+
+
+if __name__ == "__main__":
+    main()
