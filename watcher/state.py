@@ -8,6 +8,7 @@ State is immutable: a scrape reads one ``State`` object and never sees a half-ap
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -90,7 +91,7 @@ class Member:
 
     instance: Instance
     updated_at: float  # `at` of the last observation applied: older ones are stale
-    cpu_seconds: float = 0.0
+    cpu_nanos: int = 0  # cumulative since the instance (re)started
     memory_bytes: float = 0.0
 
 
@@ -102,12 +103,15 @@ class Deployment:
     rollbacks: int = 0
     durations: Durations = field(default_factory=Durations)
     members: Mapping[str, Member] = field(default_factory=dict)
-    retired_cpu_seconds: float = 0.0  # CPU of instances gone or restarted: keeps the counter monotonic
+    # CPU of instances gone or restarted: keeps the counter monotonic. Integer nanoseconds,
+    # because float sums depend on their order: moving a container's CPU from the live sum to
+    # the retired one could lower the total by an ulp, which Prometheus reads as a reset.
+    retired_cpu_nanos: int = 0
     gone_since: float | None = None
 
     @property
     def cpu_seconds(self) -> float:
-        return self.retired_cpu_seconds + sum(m.cpu_seconds for m in self.members.values())
+        return (self.retired_cpu_nanos + sum(m.cpu_nanos for m in self.members.values())) / 1e9
 
     @property
     def memory_bytes(self) -> float:
@@ -250,7 +254,7 @@ class _Txn:
             return
         deployment = _with_member(
             deployment,
-            Member(instance, at, member.cpu_seconds, member.memory_bytes) if member else Member(instance, at),
+            Member(instance, at, member.cpu_nanos, member.memory_bytes) if member else Member(instance, at),
         )
         self.own(instance.id, key)
         if member is None:
@@ -343,7 +347,7 @@ class _Txn:
         return dataclasses.replace(
             deployment,
             members=members,
-            retired_cpu_seconds=deployment.retired_cpu_seconds + member.cpu_seconds,
+            retired_cpu_nanos=deployment.retired_cpu_nanos + member.cpu_nanos,
             gone_since=deployment.gone_since if members else (deployment.gone_since or self.now),
         )
 
@@ -381,26 +385,25 @@ class _Txn:
 
     def usage(self, usage: Mapping[str, Usage]) -> None:
         changed: dict[DeploymentKey, dict[str, Member]] = {}
-        retired: dict[DeploymentKey, float] = {}
+        retired: dict[DeploymentKey, int] = {}
         for instance_id, sample in usage.items():
             key = self.owners.get(instance_id)
-            if key is None:
+            cpu_nanos = _cpu_nanos(sample)
+            if key is None or cpu_nanos is None:
                 continue
             members = changed.setdefault(key, dict(self.deployments[key].members))
             member = members[instance_id]
-            if sample.cpu_seconds < member.cpu_seconds:
+            if cpu_nanos < member.cpu_nanos:
                 # The container restarted and its cgroup counter began again.
-                retired[key] = retired.get(key, 0.0) + member.cpu_seconds
-            members[instance_id] = dataclasses.replace(
-                member, cpu_seconds=sample.cpu_seconds, memory_bytes=sample.memory_bytes
-            )
+                retired[key] = retired.get(key, 0) + member.cpu_nanos
+            members[instance_id] = dataclasses.replace(member, cpu_nanos=cpu_nanos, memory_bytes=sample.memory_bytes)
         for key, members in changed.items():
             deployment = self.deployments[key]
             self.put(
                 dataclasses.replace(
                     deployment,
                     members=members,
-                    retired_cpu_seconds=deployment.retired_cpu_seconds + retired.get(key, 0.0),
+                    retired_cpu_nanos=deployment.retired_cpu_nanos + retired.get(key, 0),
                 )
             )
 
@@ -475,6 +478,15 @@ class _Txn:
         if stable is None:
             stable = self.settings.rollout.stable_seconds
         return instance.running_since is not None and self.now - instance.running_since >= stable
+
+
+def _cpu_nanos(sample: Usage) -> int | None:
+    """The sample's CPU in nanoseconds; None for a sample no source makes sense of (NaN,
+    negative, beyond the 64-bit nanosecond counter of a cgroup)."""
+    nanos = sample.cpu_seconds * 1e9
+    if not (0 <= nanos < 2.0**64 and 0 <= sample.memory_bytes < math.inf):
+        return None
+    return round(nanos)
 
 
 def _with_member(deployment: Deployment, member: Member) -> Deployment:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import pytest
@@ -372,6 +373,25 @@ def test_cpu_counter_survives_container_replacement_and_restart() -> None:
     run(InstanceGone(150, "a"))
     assert run.d().cpu_seconds == 10.0
     assert run.d().memory_bytes == 500
+
+
+def test_cpu_counter_exact_when_a_container_goes() -> None:
+    """Regression: 0.3 retired + (0.2 + 0.1) live read 0.6000000000000001, then 0.6 once 0.2 retired: a reset."""
+    run = Run()(started("a", "1.0.0", 100), started("b", "1.0.0", 100), started("c", "1.0.0", 100))
+    run(UsageSampled(110, {"a": Usage(0.3, 0), "b": Usage(0.2, 0), "c": Usage(0.1, 0)}), InstanceGone(111, "a"))
+    before = run.d().cpu_seconds
+    run(InstanceGone(112, "b"))
+    assert run.d().cpu_seconds >= before
+    assert run.d().cpu_seconds == 0.6
+
+
+def test_unusable_usage_sample_is_ignored() -> None:
+    """A sample with NaN, infinite, negative or impossibly large numbers changes nothing (and does not raise)."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(110, {"a": Usage(2.0, 100)}))
+    for bad in (Usage(math.nan, 1), Usage(math.inf, 1), Usage(-1.0, 1), Usage(1e300, 1), Usage(3.0, math.nan)):
+        run(UsageSampled(120, {"a": bad}))
+    assert run.d().cpu_seconds == 2.0
+    assert run.d().memory_bytes == 100
 
 
 def test_memory_counts_only_running_containers() -> None:
