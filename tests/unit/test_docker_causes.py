@@ -136,6 +136,31 @@ def test_event_without_attributes() -> None:
     assert classify(raw) is None
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"Actor": ["not", "an", "object"]}, None),
+        ({"Actor": {"ID": CID, "Attributes": ["exitCode", "1"]}}, InstanceExited(AT, CID, 0)),
+        ({"Actor": {"ID": {"nested": 1}}}, None),
+        ({"timeNano": None, "time": "yesterday"}, None),
+        ({"timeNano": float("nan"), "time": float("inf")}, None),
+        ({"timeNano": 10**400}, InstanceExited(1_700_000_000.0, CID, 1)),
+        ({"Action": ["die"]}, None),
+    ],
+)
+def test_malformed_event_is_ignored_or_read_safely(change: dict[str, Any], expected: Cause) -> None:
+    """Regression (property test): fields of the wrong JSON type read as absent instead of raising."""
+    assert classify({**event("die", {"exitCode": "1"}), **change}) == expected
+
+
+@pytest.mark.parametrize("code", [None, ["1"], {"x": 1}, "9" * 5000])
+def test_die_with_unreadable_exit_code(code: object) -> None:
+    """Regression (property test): an exitCode that is no integer is -1, not an exception."""
+    raw = event("die")
+    raw["Actor"]["Attributes"]["exitCode"] = code
+    assert classify(raw) == InstanceExited(AT, CID, -1)
+
+
 # --- event_time -----------------------------------------------------------------------
 
 
@@ -412,6 +437,34 @@ def test_missing_restart_count() -> None:
     data = inspected()
     del data["RestartCount"]
     assert seen(data).restart_count == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"Config": True},
+        {"State": ["running"]},
+        {"Created": 1714564800},
+        {"RestartCount": "many"},
+        {"Config": {"Labels": {"deployment.name": "api", "deployment.version": 7}, "Healthcheck": {"Test": 5}}},
+        {"State": {"Running": True, "StartedAt": 0, "Health": "healthy", "Status": "exited", "ExitCode": "x"}},
+    ],
+)
+def test_malformed_inspect_reads_safely(change: dict[str, Any]) -> None:
+    """Regression (property test): inspect fields of the wrong JSON type read as absent."""
+    data = {**inspected(), **change}
+    instance, _ = from_inspect(data, now=NOW, settings=SETTINGS)
+    assert instance is None or (instance.id == CID and instance.restart_count >= 0)
+
+
+@pytest.mark.parametrize("container_id", [None, "", 42])
+def test_inspect_without_id_is_no_instance(container_id: object) -> None:
+    """Regression (property test): inspect data without a string Id gives no instance, no KeyError."""
+    data = inspected()
+    data["Id"] = container_id
+    assert from_inspect(data, now=NOW, settings=SETTINGS) == (None, Parsed(None))
+    del data["Id"]
+    assert from_inspect(data, now=NOW, settings=SETTINGS) == (None, Parsed(None))
 
 
 # --- is_tracked -----------------------------------------------------------------------
