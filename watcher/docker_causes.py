@@ -141,6 +141,7 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         has_healthcheck=isinstance(healthcheck, list) and bool(healthcheck) and healthcheck[0] != "NONE",
         health=_HEALTH.get(_text(health), Health.NONE),
         exit_code=exit_code,
+        exited_at=parse_time(state.get("FinishedAt")) if exited else None,
         exit_requested=exit_code in _STOPPED_CODES and not oom,
         oom_killed=oom,
         restart_count=max(0, _integer(data.get("RestartCount"), default=0)),

@@ -21,7 +21,7 @@ KNOWN_ACTIONS = (
     "exec_start", "exec_die",
 )  # fmt: skip
 _ACTION = re.compile(r"[a-z_]{1,32}")
-NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "rejected", "dropped", "stale")
+NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale")
 
 
 # `_created` series of pre-created zero counters are noise; the switch is process-wide.
@@ -63,8 +63,8 @@ class SelfMetrics:
             self.label_errors.labels(label)
         self.notes = Counter(
             f"{PREFIX}_state_changes",
-            "Things the state machine did: rollouts started and finished, deployments rejected "
-            "by the cap or dropped after retention, stale observations ignored.",
+            "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
+            "rejected by the cap or dropped after retention, stale observations ignored.",
             ["kind"],
             registry=registry,
         )

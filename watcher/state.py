@@ -135,7 +135,7 @@ class State:
 class Note:
     """Something worth a log line or a counter; the caller does the I/O."""
 
-    kind: str  # rollout_started | rollout_finished | rejected | dropped | stale
+    kind: str  # rollout_started | rollout_finished | superseded | revised | rejected | dropped | stale
     key: DeploymentKey
     message: str
 
@@ -259,6 +259,8 @@ class _Txn:
         self.own(instance.id, key)
         if member is None:
             deployment = self._arrived(deployment, instance, witnessed=witnessed)
+        elif instance.exited_at is not None:
+            deployment = self._revised(deployment, before=member.instance, after=instance, at=instance.exited_at)
         self.put(self._evaluate(deployment))
 
     def _arrived(self, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
@@ -332,13 +334,15 @@ class _Txn:
             case InstanceStopRequested():
                 instance = dataclasses.replace(instance, exit_requested=instance.running)
             case InstanceExited(exit_code=code):
-                instance = dataclasses.replace(instance, running=False, running_since=None, exit_code=code)
+                instance = dataclasses.replace(
+                    instance, running=False, running_since=None, exit_code=code, exited_at=change.at
+                )
             case InstanceOOMKilled():
                 instance = dataclasses.replace(instance, oom_killed=True)
             case InstanceHealth(health=health):
                 instance = dataclasses.replace(instance, health=health)
         deployment = _with_member(deployment, dataclasses.replace(member, instance=instance, updated_at=change.at))
-        self.put(self._evaluate(deployment))
+        self.put(self._evaluate(self._revised(deployment, before=member.instance, after=instance, at=change.at)))
 
     def _remove(self, deployment: Deployment, instance_id: str) -> Deployment:
         members = dict(deployment.members)
@@ -458,6 +462,30 @@ class _Txn:
             return Status.FAILED, "not healthy within the progress deadline"
         return None
 
+    def _revised(self, deployment: Deployment, *, before: Instance, after: Instance, at: float) -> Deployment:
+        """A success judged on the stable time was premature when a container of the rollout
+        failed (``at``: when, by the source's clock) before its stable time was up: the watcher
+        was behind the event stream, and a tick judged while the failure waited to be read.
+        The success becomes a failure."""
+        rollout = deployment.rollout
+        if (
+            rollout.status is not Status.SUCCESS
+            or before.id not in rollout.members
+            or before.has_healthcheck  # success came from a `healthy` event, in stream order
+            or before.running_since is None
+            or at >= before.running_since + self._stable_seconds(before)
+        ):
+            return deployment
+        failure = self._failure(after)
+        if not failure:
+            return deployment
+        reason = f"container {before.id[:12]} {failure} before its stable time was up"
+        self.note(
+            "revised", deployment.key, f"revision {rollout.revision} ({rollout.version}) failed after all: " + reason
+        )
+        revised = dataclasses.replace(rollout, status=Status.FAILED, reason=reason)
+        return dataclasses.replace(deployment, rollout=revised)
+
     def _failure(self, instance: Instance) -> str:
         if instance.oom_killed:
             return "was OOM-killed"
@@ -474,10 +502,12 @@ class _Txn:
             return False
         if instance.has_healthcheck:
             return instance.health is Health.HEALTHY
-        stable = instance.identity.stable_seconds
-        if stable is None:
-            stable = self.settings.rollout.stable_seconds
+        stable = self._stable_seconds(instance)
         return instance.running_since is not None and self.now - instance.running_since >= stable
+
+    def _stable_seconds(self, instance: Instance) -> float:
+        stable = instance.identity.stable_seconds
+        return self.settings.rollout.stable_seconds if stable is None else stable
 
 
 def _cpu_nanos(sample: Usage) -> int | None:

@@ -296,6 +296,7 @@ def test_from_inspect_running_container() -> None:
     assert instance.has_healthcheck is True
     assert instance.health is Health.HEALTHY
     assert instance.exit_code is None
+    assert instance.exited_at is None
     assert instance.exit_requested is False
     assert instance.oom_killed is False
     assert instance.restart_count == 2
@@ -362,6 +363,7 @@ def test_exited_container(status: str, exit_code: int, oom: bool, requested: boo
     assert instance.exit_code == exit_code
     assert instance.exit_requested is requested
     assert instance.oom_killed is oom
+    assert instance.exited_at == 1_714_565_400.0  # FinishedAt, 2024-05-01T12:10:00Z
 
 
 @pytest.mark.parametrize(
@@ -374,6 +376,7 @@ def test_paused_or_restarting_is_not_running(status: str, paused: bool, restarti
     assert instance.running is False
     assert instance.running_since is None
     assert instance.exit_code is None
+    assert instance.exited_at is None
     assert instance.exit_requested is False
 
 

@@ -228,6 +228,52 @@ def test_after_success_failures_change_health_not_status() -> None:
     assert health_checks(run.d(), settings=SETTINGS)[CHECK_RUNNING] is False
 
 
+def test_late_exit_before_stable_time_revises_success_to_failed() -> None:
+    """Regression (load test): a tick judged success while the exit, 0.7 s after start, waited to be read."""
+    run = Run()(started("a", "1.0.0", 100))
+    run.tick(110.5)  # stable time (10 s) seemingly up; the exit below happened at 100.7
+    assert run.status is Status.SUCCESS
+    run(InstanceExited(100.7, "a", 1), now=111)
+    assert run.status is Status.FAILED
+    assert "before its stable time was up" in run.d().rollout.reason
+    assert run.notes[-1] == "revised"
+    assert run.d().durations.count == 1  # the rollout finished once
+
+
+def test_late_inspect_of_an_exit_before_stable_time_revises_success() -> None:
+    """Regression (load test): the success was judged, then an inspect (for a later event) showed the exit."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110.5)
+    exited = dataclasses.replace(
+        run.d().members["a"].instance, running=False, running_since=None, exit_code=1, exited_at=100.7
+    )
+    run(InstanceSeen(100.1, exited), now=111)
+    assert run.status is Status.FAILED
+    run(InstanceExited(100.7, "a", 1), now=111.2)  # the die event, read last
+    assert run.status is Status.FAILED
+    assert run.notes.count("revised") == 1
+
+
+def test_exit_after_stable_time_keeps_success() -> None:
+    """A container that crashes after its stable time was up does not revise the success."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110.5)
+    run(InstanceExited(110.2, "a", 1), now=111)
+    assert run.status is Status.SUCCESS
+
+
+def test_requested_stop_before_stable_time_keeps_success() -> None:
+    """A stop that was asked for is no failure, however late it is read."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110.5)
+    run(InstanceStopRequested(104, "a"), InstanceExited(105, "a", 143), now=111)
+    assert run.status is Status.SUCCESS
+
+
+def test_late_exit_with_healthcheck_keeps_success() -> None:
+    """A success from a `healthy` event is in stream order: an exit read after it is after it."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), InstanceHealth(100.5, "a", Health.HEALTHY))
+    run(InstanceExited(100.7, "a", 1))
+    assert run.status is Status.SUCCESS
+
+
 def test_health_checks_each_series() -> None:
     """Each check of the current rollout is reported on its own."""
     run = Run()(started("a", "1.0.0", 100)).tick(110)
