@@ -88,6 +88,11 @@ class SelfMetrics:
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )
+        self.asyncio_tasks = Gauge(
+            f"{PREFIX}_asyncio_tasks",
+            "asyncio tasks alive, counted every second: back to the same number when idle; growth is a leak.",
+            registry=registry,
+        )
 
     def event(self, action: str) -> None:
         base = action.split(":", 1)[0].strip()

@@ -70,6 +70,8 @@ class Core:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             self.submit(Tick(self.clock()))
+            # Counted here, on the loop's thread: scrapes render in a worker thread.
+            self.metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
 
 
 class Service:
