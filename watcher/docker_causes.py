@@ -2,11 +2,14 @@
 
 Events are read by ``Action``, ``Actor.ID`` and ``Actor.Attributes`` (the legacy
 ``status``/``id``/``from`` fields are gone from API 1.52) and ordered by ``timeNano``.
+Nothing here raises: a field of the wrong JSON type (never sent by a sane engine, but a
+crash would stop the watcher) reads as absent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,31 +52,30 @@ class Inspect:
 Cause = Inspect | InstanceChange | None
 
 
-def event_time(event: Mapping[str, Any]) -> float:
-    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines)."""
-    if "timeNano" in event:
-        return int(event["timeNano"]) / 1e9
-    return float(event.get("time", 0))
+def event_time(event: Mapping[str, Any]) -> float | None:
+    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a number."""
+    nanos = _number(event.get("timeNano"))
+    if nanos is not None:
+        return nanos / 1e9
+    return _number(event.get("time"))
 
 
 def event_action(event: Mapping[str, Any]) -> str:
-    return str(event.get("Action") or event.get("status") or "")
+    return _text(event.get("Action")) or _text(event.get("status"))
 
 
-def event_attributes(event: Mapping[str, Any]) -> Mapping[str, str]:
-    actor = event.get("Actor") or {}
-    attributes = actor.get("Attributes") or {}
-    return attributes if isinstance(attributes, Mapping) else {}
+def event_attributes(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _object(_object(event.get("Actor")).get("Attributes"))
 
 
 def classify(event: Mapping[str, Any]) -> Cause:
     """What a container event means for the state machine (None: nothing)."""
     if event.get("Type", "container") != "container":
         return None
-    container_id = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
-    if not container_id:
-        return None
+    container_id = _text(_object(event.get("Actor")).get("ID")) or _text(event.get("id"))
     at = event_time(event)
+    if not container_id or at is None:
+        return None
     action = event_action(event)
     attributes = event_attributes(event)
     match action.split(":", 1)[0]:
@@ -84,11 +86,7 @@ def classify(event: Mapping[str, Any]) -> Cause:
                 return InstanceStopRequested(at, container_id)
             return None
         case "die":
-            try:
-                code = int(attributes.get("exitCode", "0"))
-            except ValueError:
-                code = -1
-            return InstanceExited(at, container_id, code)
+            return InstanceExited(at, container_id, _integer(attributes.get("exitCode", 0), default=-1))
         case "oom":
             return InstanceOOMKilled(at, container_id)
         case "health_status":
@@ -99,9 +97,9 @@ def classify(event: Mapping[str, Any]) -> Cause:
     return None
 
 
-def parse_time(text: str | None) -> float | None:
+def parse_time(text: object) -> float | None:
     """Docker's RFC 3339 times (nanoseconds, ``Z``) → unix seconds; None for the zero time."""
-    if not text or text.startswith("0001-01-01"):
+    if not isinstance(text, str) or not text or text.startswith("0001-01-01"):
         return None
     # Docker gives nanoseconds; keep microseconds, which every Python 3.11 parses.
     text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
@@ -113,13 +111,16 @@ def parse_time(text: str | None) -> float | None:
 
 def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings) -> tuple[Instance | None, Parsed]:
     """A container's inspect JSON → its Instance (None when it is not a deployment)."""
-    config = data.get("Config") or {}
-    state = data.get("State") or {}
+    container_id = _text(data.get("Id"))
+    if not container_id:
+        return None, Parsed(None)
+    config = _object(data.get("Config"))
+    state = _object(data.get("State"))
     created_at = parse_time(data.get("Created")) or now
     parsed = labels.parse(
-        config.get("Labels") or {},
-        image=str(config.get("Image") or ""),
-        image_id=str(data.get("Image") or ""),
+        {k: v for k, v in _object(config.get("Labels")).items() if isinstance(v, str)},
+        image=_text(config.get("Image")),
+        image_id=_text(data.get("Image")),
         created_at=created_at,
         now=now,
         settings=settings,
@@ -128,21 +129,22 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         return None, parsed
     running = bool(state.get("Running")) and not state.get("Paused") and not state.get("Restarting")
     exited = state.get("Status") in ("exited", "dead")
-    exit_code = int(state.get("ExitCode") or 0) if exited else None
-    healthcheck = (config.get("Healthcheck") or {}).get("Test") or []
-    health = (state.get("Health") or {}).get("Status")
+    exit_code = _integer(state.get("ExitCode"), default=0) if exited else None
+    healthcheck = _object(config.get("Healthcheck")).get("Test")
+    health = _object(state.get("Health")).get("Status")
     oom = bool(state.get("OOMKilled"))
     instance = Instance(
-        id=str(data["Id"]),
+        id=container_id,
         identity=parsed.identity,
         running=running,
         running_since=parse_time(state.get("StartedAt")) if running else None,
-        has_healthcheck=bool(healthcheck) and healthcheck[0] != "NONE",
-        health=_HEALTH.get(str(health), Health.NONE),
+        has_healthcheck=isinstance(healthcheck, list) and bool(healthcheck) and healthcheck[0] != "NONE",
+        health=_HEALTH.get(_text(health), Health.NONE),
         exit_code=exit_code,
+        exited_at=parse_time(state.get("FinishedAt")) if exited else None,
         exit_requested=exit_code in _STOPPED_CODES and not oom,
         oom_killed=oom,
-        restart_count=int(data.get("RestartCount") or 0),
+        restart_count=max(0, _integer(data.get("RestartCount"), default=0)),
     )
     return instance, parsed
 
@@ -156,6 +158,8 @@ def from_create_event(event: Mapping[str, Any], *, settings: LabelSettings) -> t
     """
     container_id = str((event.get("Actor") or {}).get("ID") or "")
     at = event_time(event)
+    if at is None:
+        return None, Parsed(None)  # classify() ignores such an event too
     attributes = event_attributes(event)
     parsed = labels.parse(
         attributes, image=str(attributes.get("image", "")), image_id="", created_at=at, now=at, settings=settings
@@ -167,3 +171,37 @@ def from_create_event(event: Mapping[str, Any], *, settings: LabelSettings) -> t
 
 def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:
     return labels.is_tracked(event_attributes(event), settings=settings)
+
+
+# -- reading JSON fields of the expected type
+
+
+def _object(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: object) -> float | None:
+    """A finite JSON number (not a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _integer(value: object, *, default: int) -> int:
+    """A JSON integer, or one written as text (event attributes are strings)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return default
+    return default

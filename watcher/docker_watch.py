@@ -179,7 +179,7 @@ class DockerWatch:
                 continue
             if event is None:  # aiodocker's word for "the stream ended"
                 raise Disconnected("the event stream ended")
-            heard = max(heard, docker_causes.event_time(event))
+            heard = max(heard, docker_causes.event_time(event) or heard)
             self._handle(docker, event, work)
 
     async def _check_silence(self, docker: aiodocker.Docker, *, heard: float) -> None:
@@ -194,7 +194,7 @@ class DockerWatch:
             missed = probe.subscribe(create_task=False)  # type: ignore[no-untyped-call]
             await probe.run(since=f"{heard:.9f}", until=f"{until:.9f}", filters=CONTAINER_EVENTS)
         while (event := await missed.get()) is not None:
-            if docker_causes.event_time(event) > heard:
+            if (docker_causes.event_time(event) or heard) > heard:
                 action = docker_causes.event_action(event)
                 raise Disconnected(f"the event stream did not deliver a {action} event that the daemon lists")
 

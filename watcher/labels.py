@@ -95,7 +95,7 @@ def parse(
         version
         or clean(OCI_VERSION)
         or (_clean(VERSION, tag, settings.max_value_length, problems) if tag else "")
-        or _short_id(image_id)[: settings.max_value_length]
+        or _clean("image", _short_id(image_id), settings.max_value_length, [])
         or UNKNOWN_VERSION
     )
 

@@ -65,6 +65,7 @@ class Instance:
     has_healthcheck: bool = False
     health: Health = Health.NONE
     exit_code: int | None = None  # set while exited
+    exited_at: float | None = None  # when it exited, while exited (if the source knows)
     exit_requested: bool = False  # the exit followed a stop request: not a crash
     oom_killed: bool = False
     restart_count: int = 0

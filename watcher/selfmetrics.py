@@ -27,7 +27,7 @@ API_OUTCOMES = (
     "started", "updated", "unchanged", "stale", "invalid", "too_large", "unauthorized", "disabled", "rejected",
 )  # fmt: skip
 EXPOSITION_PARTS = ("deployments", "own")
-NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "rejected", "dropped", "stale")
+NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale")
 
 
 # `_created` series of pre-created zero counters are noise; the switch is process-wide.
@@ -69,8 +69,8 @@ class SelfMetrics:
             self.label_errors.labels(label)
         self.notes = Counter(
             f"{PREFIX}_state_changes",
-            "Things the state machine did: rollouts started and finished, deployments rejected "
-            "by the cap or dropped after retention, stale observations ignored.",
+            "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
+            "rejected by the cap or dropped after retention, stale observations ignored.",
             ["kind"],
             registry=registry,
         )
@@ -147,6 +147,12 @@ class SelfMetrics:
         self.state_load_errors = Counter(
             f"{PREFIX}_state_load_errors",
             "State files found unreadable, corrupt or of an unknown schema at start-up: moved aside, started fresh.",
+            registry=registry,
+        )
+
+        self.asyncio_tasks = Gauge(
+            f"{PREFIX}_asyncio_tasks",
+            "asyncio tasks alive, counted every second: back to the same number when idle; growth is a leak.",
             registry=registry,
         )
 

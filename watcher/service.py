@@ -84,6 +84,8 @@ class Core:
             await asyncio.sleep(TICK_SECONDS)
             if fresh():
                 self.submit(Tick(self.clock()))
+            # Counted here, on the loop's thread: renderings run in a worker thread.
+            self.metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
 
 
 class Service:

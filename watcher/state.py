@@ -9,6 +9,7 @@ State is immutable: a scrape reads one ``State`` object and never sees a half-ap
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -95,7 +96,7 @@ class Member:
 
     instance: Instance
     updated_at: float  # `at` of the last observation applied: older ones are stale
-    cpu_seconds: float = 0.0
+    cpu_nanos: int = 0  # cumulative since the instance (re)started
     memory_bytes: float = 0.0
 
 
@@ -107,13 +108,16 @@ class Deployment:
     rollbacks: int = 0
     durations: Durations = field(default_factory=Durations)
     members: Mapping[str, Member] = field(default_factory=dict)
-    retired_cpu_seconds: float = 0.0  # CPU of instances gone or restarted: keeps the counter monotonic
+    # CPU of instances gone or restarted: keeps the counter monotonic. Integer nanoseconds,
+    # because float sums depend on their order: moving a container's CPU from the live sum to
+    # the retired one could lower the total by an ulp, which Prometheus reads as a reset.
+    retired_cpu_nanos: int = 0
     gone_since: float | None = None
     reported_at: float | None = None  # the last report from deploy tooling (for retention)
 
     @property
     def cpu_seconds(self) -> float:
-        return self.retired_cpu_seconds + sum(m.cpu_seconds for m in self.members.values())
+        return (self.retired_cpu_nanos + sum(m.cpu_nanos for m in self.members.values())) / 1e9
 
     @property
     def memory_bytes(self) -> float:
@@ -137,7 +141,7 @@ class State:
 class Note:
     """Something worth a log line or a counter; the caller does the I/O."""
 
-    kind: str  # rollout_started | rollout_finished | rejected | dropped | stale
+    kind: str  # rollout_started | rollout_finished | superseded | revised | rejected | dropped | stale
     key: DeploymentKey
     message: str
 
@@ -259,11 +263,13 @@ class _Txn:
             return
         deployment = _with_member(
             deployment,
-            Member(instance, at, member.cpu_seconds, member.memory_bytes) if member else Member(instance, at),
+            Member(instance, at, member.cpu_nanos, member.memory_bytes) if member else Member(instance, at),
         )
         self.own(instance.id, key)
         if member is None:
             deployment = self._arrived(deployment, instance, witnessed=witnessed)
+        elif instance.exited_at is not None:
+            deployment = self._revised(deployment, before=member.instance, after=instance, at=instance.exited_at)
         self.put(deployment if listed else self._evaluate(deployment))
 
     def _has_room(self, key: DeploymentKey) -> bool:
@@ -358,13 +364,15 @@ class _Txn:
             case InstanceStopRequested():
                 instance = dataclasses.replace(instance, exit_requested=instance.running)
             case InstanceExited(exit_code=code):
-                instance = dataclasses.replace(instance, running=False, running_since=None, exit_code=code)
+                instance = dataclasses.replace(
+                    instance, running=False, running_since=None, exit_code=code, exited_at=change.at
+                )
             case InstanceOOMKilled():
                 instance = dataclasses.replace(instance, oom_killed=True)
             case InstanceHealth(health=health):
                 instance = dataclasses.replace(instance, health=health)
         deployment = _with_member(deployment, dataclasses.replace(member, instance=instance, updated_at=change.at))
-        self.put(self._evaluate(deployment))
+        self.put(self._evaluate(self._revised(deployment, before=member.instance, after=instance, at=change.at)))
 
     def _remove(self, deployment: Deployment, instance_id: str) -> Deployment:
         members = dict(deployment.members)
@@ -373,7 +381,7 @@ class _Txn:
         return dataclasses.replace(
             deployment,
             members=members,
-            retired_cpu_seconds=deployment.retired_cpu_seconds + member.cpu_seconds,
+            retired_cpu_nanos=deployment.retired_cpu_nanos + member.cpu_nanos,
             gone_since=deployment.gone_since if members else (deployment.gone_since or self.now),
         )
 
@@ -420,28 +428,27 @@ class _Txn:
 
     def usage(self, usage: Mapping[str, Usage]) -> None:
         changed: dict[DeploymentKey, dict[str, Member]] = {}
-        retired: dict[DeploymentKey, float] = {}
+        retired: dict[DeploymentKey, int] = {}
         for instance_id, sample in usage.items():
             key = self.owners.get(instance_id)
-            if key is None:
+            cpu_nanos = _cpu_nanos(sample)
+            if key is None or cpu_nanos is None:
                 continue
             member = self.deployments[key].members[instance_id]
-            if (member.cpu_seconds, member.memory_bytes) == (sample.cpu_seconds, sample.memory_bytes):
+            if (member.cpu_nanos, member.memory_bytes) == (cpu_nanos, sample.memory_bytes):
                 continue  # an idle container: no new state, so nothing to render or save
             members = changed.setdefault(key, dict(self.deployments[key].members))
-            if sample.cpu_seconds < member.cpu_seconds:
+            if cpu_nanos < member.cpu_nanos:
                 # The container restarted and its cgroup counter began again.
-                retired[key] = retired.get(key, 0.0) + member.cpu_seconds
-            members[instance_id] = dataclasses.replace(
-                member, cpu_seconds=sample.cpu_seconds, memory_bytes=sample.memory_bytes
-            )
+                retired[key] = retired.get(key, 0) + member.cpu_nanos
+            members[instance_id] = dataclasses.replace(member, cpu_nanos=cpu_nanos, memory_bytes=sample.memory_bytes)
         for key, members in changed.items():
             deployment = self.deployments[key]
             self.put(
                 dataclasses.replace(
                     deployment,
                     members=members,
-                    retired_cpu_seconds=deployment.retired_cpu_seconds + retired.get(key, 0.0),
+                    retired_cpu_nanos=deployment.retired_cpu_nanos + retired.get(key, 0),
                 )
             )
 
@@ -595,6 +602,30 @@ class _Txn:
             return Status.FAILED, "not healthy within the progress deadline"
         return None
 
+    def _revised(self, deployment: Deployment, *, before: Instance, after: Instance, at: float) -> Deployment:
+        """A success judged on the stable time was premature when a container of the rollout
+        failed (``at``: when, by the source's clock) before its stable time was up: the watcher
+        was behind the event stream, and a tick judged while the failure waited to be read.
+        The success becomes a failure."""
+        rollout = deployment.rollout
+        if (
+            rollout.status is not Status.SUCCESS
+            or before.id not in rollout.members
+            or before.has_healthcheck  # success came from a `healthy` event, in stream order
+            or before.running_since is None
+            or at >= before.running_since + self._stable_seconds(before)
+        ):
+            return deployment
+        failure = self._failure(after)
+        if not failure:
+            return deployment
+        reason = f"container {before.id[:12]} {failure} before its stable time was up"
+        self.note(
+            "revised", deployment.key, f"revision {rollout.revision} ({rollout.version}) failed after all: " + reason
+        )
+        revised = dataclasses.replace(rollout, status=Status.FAILED, reason=reason)
+        return dataclasses.replace(deployment, rollout=revised)
+
     def _failure(self, instance: Instance) -> str:
         if instance.oom_killed:
             return "was OOM-killed"
@@ -611,10 +642,21 @@ class _Txn:
             return False
         if instance.has_healthcheck:
             return instance.health is Health.HEALTHY
-        stable = instance.identity.stable_seconds
-        if stable is None:
-            stable = self.settings.rollout.stable_seconds
+        stable = self._stable_seconds(instance)
         return instance.running_since is not None and self.now - instance.running_since >= stable
+
+    def _stable_seconds(self, instance: Instance) -> float:
+        stable = instance.identity.stable_seconds
+        return self.settings.rollout.stable_seconds if stable is None else stable
+
+
+def _cpu_nanos(sample: Usage) -> int | None:
+    """The sample's CPU in nanoseconds; None for a sample no source makes sense of (NaN,
+    negative, beyond the 64-bit nanosecond counter of a cgroup)."""
+    nanos = sample.cpu_seconds * 1e9
+    if not (0 <= nanos < 2.0**64 and 0 <= sample.memory_bytes < math.inf):
+        return None
+    return round(nanos)
 
 
 def _with_member(deployment: Deployment, member: Member) -> Deployment:

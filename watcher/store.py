@@ -68,7 +68,7 @@ def _encode_deployment(d: Deployment) -> Document:
         ],
         "rollbacks": d.rollbacks,
         "durations": {"buckets": list(DURATION_BUCKETS), "counts": list(d.durations.counts), "sum": d.durations.total},
-        "retired_cpu_seconds": d.retired_cpu_seconds,
+        "retired_cpu_nanos": d.retired_cpu_nanos,
         "gone_since": d.gone_since,
         "reported_at": d.reported_at,
         "members": [_encode_member(d.members[i]) for i in sorted(d.members)],
@@ -100,13 +100,14 @@ def _encode_member(m: Member) -> Document:
         "id": i.id,
         "source": i.source,
         "updated_at": m.updated_at,
-        "cpu_seconds": m.cpu_seconds,
+        "cpu_nanos": m.cpu_nanos,
         "memory_bytes": m.memory_bytes,
         "running": i.running,
         "running_since": i.running_since,
         "has_healthcheck": i.has_healthcheck,
         "health": i.health.value,
         "exit_code": i.exit_code,
+        "exited_at": i.exited_at,
         "exit_requested": i.exit_requested,
         "oom_killed": i.oom_killed,
         "restart_count": i.restart_count,
@@ -189,7 +190,7 @@ def _decode_deployment(d: _Object) -> Deployment:
         rollbacks=d.integer("rollbacks"),
         durations=_decode_durations(d.child("durations")),
         members=members,
-        retired_cpu_seconds=d.number("retired_cpu_seconds"),
+        retired_cpu_nanos=d.integer("retired_cpu_nanos"),
         gone_since=d.optional_number("gone_since"),
         reported_at=d.optional_number("reported_at"),
     )
@@ -249,12 +250,13 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         has_healthcheck=m.flag("has_healthcheck"),
         health=m.choice("health", _HEALTHS),
         exit_code=m.optional_integer("exit_code"),
+        exited_at=m.optional_number("exited_at"),
         exit_requested=m.flag("exit_requested"),
         oom_killed=m.flag("oom_killed"),
         restart_count=m.integer("restart_count"),
         source=m.text("source"),
     )
-    return Member(instance, m.number("updated_at"), m.number("cpu_seconds"), m.number("memory_bytes"))
+    return Member(instance, m.number("updated_at"), m.integer("cpu_nanos"), m.number("memory_bytes"))
 
 
 class _Object:

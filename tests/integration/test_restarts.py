@@ -243,7 +243,7 @@ def test_read_only_state_directory_still_loads(tmp_path: Path, mounts: list[Path
     directory.mkdir()
     key = DeploymentKey(f"kept-{uuid.uuid4().hex[:8]}", ENVIRONMENT)
     rollout = Rollout(revision=7, version="4.2.0", commit="", image="", started_at=time.time() - 60)
-    kept = Deployment(key=key, rollout=rollout, rollbacks=2, retired_cpu_seconds=12.5, gone_since=time.time())
+    kept = Deployment(key=key, rollout=rollout, rollbacks=2, retired_cpu_nanos=12_500_000_000, gone_since=time.time())
     (source / store.FILE_NAME).write_bytes(store.encode(State({key: kept}, {})))
     run("mount", "--bind", str(source), str(directory))
     mounts.append(directory)

@@ -145,6 +145,31 @@ def test_event_without_attributes() -> None:
     assert classify(raw) is None
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"Actor": ["not", "an", "object"]}, None),
+        ({"Actor": {"ID": CID, "Attributes": ["exitCode", "1"]}}, InstanceExited(AT, CID, 0)),
+        ({"Actor": {"ID": {"nested": 1}}}, None),
+        ({"timeNano": None, "time": "yesterday"}, None),
+        ({"timeNano": float("nan"), "time": float("inf")}, None),
+        ({"timeNano": 10**400}, InstanceExited(1_700_000_000.0, CID, 1)),
+        ({"Action": ["die"]}, None),
+    ],
+)
+def test_malformed_event_is_ignored_or_read_safely(change: dict[str, Any], expected: Cause) -> None:
+    """Regression (property test): fields of the wrong JSON type read as absent instead of raising."""
+    assert classify({**event("die", {"exitCode": "1"}), **change}) == expected
+
+
+@pytest.mark.parametrize("code", [None, ["1"], {"x": 1}, "9" * 5000])
+def test_die_with_unreadable_exit_code(code: object) -> None:
+    """Regression (property test): an exitCode that is no integer is -1, not an exception."""
+    raw = event("die")
+    raw["Actor"]["Attributes"]["exitCode"] = code
+    assert classify(raw) == InstanceExited(AT, CID, -1)
+
+
 # --- event_time -----------------------------------------------------------------------
 
 
@@ -280,6 +305,7 @@ def test_from_inspect_running_container() -> None:
     assert instance.has_healthcheck is True
     assert instance.health is Health.HEALTHY
     assert instance.exit_code is None
+    assert instance.exited_at is None
     assert instance.exit_requested is False
     assert instance.oom_killed is False
     assert instance.restart_count == 2
@@ -346,6 +372,7 @@ def test_exited_container(status: str, exit_code: int, oom: bool, requested: boo
     assert instance.exit_code == exit_code
     assert instance.exit_requested is requested
     assert instance.oom_killed is oom
+    assert instance.exited_at == 1_714_565_400.0  # FinishedAt, 2024-05-01T12:10:00Z
 
 
 @pytest.mark.parametrize(
@@ -358,6 +385,7 @@ def test_paused_or_restarting_is_not_running(status: str, paused: bool, restarti
     assert instance.running is False
     assert instance.running_since is None
     assert instance.exit_code is None
+    assert instance.exited_at is None
     assert instance.exit_requested is False
 
 
@@ -421,6 +449,34 @@ def test_missing_restart_count() -> None:
     data = inspected()
     del data["RestartCount"]
     assert seen(data).restart_count == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"Config": True},
+        {"State": ["running"]},
+        {"Created": 1714564800},
+        {"RestartCount": "many"},
+        {"Config": {"Labels": {"deployment.name": "api", "deployment.version": 7}, "Healthcheck": {"Test": 5}}},
+        {"State": {"Running": True, "StartedAt": 0, "Health": "healthy", "Status": "exited", "ExitCode": "x"}},
+    ],
+)
+def test_malformed_inspect_reads_safely(change: dict[str, Any]) -> None:
+    """Regression (property test): inspect fields of the wrong JSON type read as absent."""
+    data = {**inspected(), **change}
+    instance, _ = from_inspect(data, now=NOW, settings=SETTINGS)
+    assert instance is None or (instance.id == CID and instance.restart_count >= 0)
+
+
+@pytest.mark.parametrize("container_id", [None, "", 42])
+def test_inspect_without_id_is_no_instance(container_id: object) -> None:
+    """Regression (property test): inspect data without a string Id gives no instance, no KeyError."""
+    data = inspected()
+    data["Id"] = container_id
+    assert from_inspect(data, now=NOW, settings=SETTINGS) == (None, Parsed(None))
+    del data["Id"]
+    assert from_inspect(data, now=NOW, settings=SETTINGS) == (None, Parsed(None))
 
 
 # --- is_tracked -----------------------------------------------------------------------

@@ -194,6 +194,12 @@ def test_short_image_id_has_no_prefix() -> None:
     assert "sha256" not in version
 
 
+def test_short_image_id_fallback_is_cleaned() -> None:
+    """Regression (property test): an odd image id used as the version is made printable too."""
+    version = identity_of(parse({labels.NAME: "api"}, image="api", image_id="sha256:ab\x00\ud7fccd")).version
+    assert version.isprintable() and version == "ab  cd"
+
+
 @pytest.mark.parametrize("empty", ["", "  "])
 def test_empty_version_falls_back_with_a_problem(empty: str) -> None:
     """An empty deployment.version is reported and the image version is used."""

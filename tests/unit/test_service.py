@@ -170,3 +170,20 @@ async def test_loaded_state_is_not_judged_by_the_clock_before_the_first_resync(
     await running
     assert service.core.snapshot() is service._saved
     assert service.core.snapshot().deployments[api].rollout.status is Status.IN_PROGRESS
+
+
+async def test_tick_counts_asyncio_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 1 s clock also sets the asyncio task gauge: this test's task, the clock's, and a sleeper."""
+    monkeypatch.setattr("watcher.service.TICK_SECONDS", 0.01)
+    registry = CollectorRegistry()
+    core = Core(settings=Settings(), metrics=SelfMetrics(registry), clock=lambda: 100.0)
+    sleeper = asyncio.create_task(asyncio.sleep(3600))
+    clock = asyncio.create_task(core.tick_forever(fresh=lambda: True))
+    try:
+        while registry.get_sample_value("deployment_watcher_asyncio_tasks") == 0:
+            await asyncio.sleep(0.01)
+        assert registry.get_sample_value("deployment_watcher_asyncio_tasks") == 3
+    finally:
+        for task in (sleeper, clock):
+            task.cancel()
+        await asyncio.gather(sleeper, clock, return_exceptions=True)

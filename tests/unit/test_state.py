@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import pytest
@@ -246,6 +247,52 @@ def test_after_success_failures_change_health_not_status() -> None:
     assert health_checks(run.d(), settings=SETTINGS)[CHECK_RUNNING] is False
 
 
+def test_late_exit_before_stable_time_revises_success_to_failed() -> None:
+    """Regression (load test): a tick judged success while the exit, 0.7 s after start, waited to be read."""
+    run = Run()(started("a", "1.0.0", 100))
+    run.tick(110.5)  # stable time (10 s) seemingly up; the exit below happened at 100.7
+    assert run.status is Status.SUCCESS
+    run(InstanceExited(100.7, "a", 1), now=111)
+    assert run.status is Status.FAILED
+    assert "before its stable time was up" in run.d().rollout.reason
+    assert run.notes[-1] == "revised"
+    assert run.d().durations.count == 1  # the rollout finished once
+
+
+def test_late_inspect_of_an_exit_before_stable_time_revises_success() -> None:
+    """Regression (load test): the success was judged, then an inspect (for a later event) showed the exit."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110.5)
+    exited = dataclasses.replace(
+        run.d().members["a"].instance, running=False, running_since=None, exit_code=1, exited_at=100.7
+    )
+    run(InstanceSeen(100.1, exited), now=111)
+    assert run.status is Status.FAILED
+    run(InstanceExited(100.7, "a", 1), now=111.2)  # the die event, read last
+    assert run.status is Status.FAILED
+    assert run.notes.count("revised") == 1
+
+
+def test_exit_after_stable_time_keeps_success() -> None:
+    """A container that crashes after its stable time was up does not revise the success."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110.5)
+    run(InstanceExited(110.2, "a", 1), now=111)
+    assert run.status is Status.SUCCESS
+
+
+def test_requested_stop_before_stable_time_keeps_success() -> None:
+    """A stop that was asked for is no failure, however late it is read."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110.5)
+    run(InstanceStopRequested(104, "a"), InstanceExited(105, "a", 143), now=111)
+    assert run.status is Status.SUCCESS
+
+
+def test_late_exit_with_healthcheck_keeps_success() -> None:
+    """A success from a `healthy` event is in stream order: an exit read after it is after it."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), InstanceHealth(100.5, "a", Health.HEALTHY))
+    run(InstanceExited(100.7, "a", 1))
+    assert run.status is Status.SUCCESS
+
+
 def test_health_checks_each_series() -> None:
     """Each check of the current rollout is reported on its own."""
     run = Run()(started("a", "1.0.0", 100)).tick(110)
@@ -401,6 +448,25 @@ def test_an_unchanged_sample_leaves_the_state_as_it_was() -> None:
     assert run.state is before
     run(UsageSampled(140, {"a": Usage(5.5, 1000)}))
     assert run.state is not before and run.d().cpu_seconds == 5.5
+
+
+def test_cpu_counter_exact_when_a_container_goes() -> None:
+    """Regression: 0.3 retired + (0.2 + 0.1) live read 0.6000000000000001, then 0.6 once 0.2 retired: a reset."""
+    run = Run()(started("a", "1.0.0", 100), started("b", "1.0.0", 100), started("c", "1.0.0", 100))
+    run(UsageSampled(110, {"a": Usage(0.3, 0), "b": Usage(0.2, 0), "c": Usage(0.1, 0)}), InstanceGone(111, "a"))
+    before = run.d().cpu_seconds
+    run(InstanceGone(112, "b"))
+    assert run.d().cpu_seconds >= before
+    assert run.d().cpu_seconds == 0.6
+
+
+def test_unusable_usage_sample_is_ignored() -> None:
+    """A sample with NaN, infinite, negative or impossibly large numbers changes nothing (and does not raise)."""
+    run = Run()(started("a", "1.0.0", 100), UsageSampled(110, {"a": Usage(2.0, 100)}))
+    for bad in (Usage(math.nan, 1), Usage(math.inf, 1), Usage(-1.0, 1), Usage(1e300, 1), Usage(3.0, math.nan)):
+        run(UsageSampled(120, {"a": bad}))
+    assert run.d().cpu_seconds == 2.0
+    assert run.d().memory_bytes == 100
 
 
 def test_memory_counts_only_running_containers() -> None:

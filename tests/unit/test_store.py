@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -85,11 +86,12 @@ def states(draw: st.DrawFn) -> State:
             instance = Instance(
                 id=instance_id, identity=identity, running=draw(st.booleans()), running_since=draw(st.none() | numbers),
                 has_healthcheck=draw(st.booleans()), health=draw(st.sampled_from(Health)),
-                exit_code=draw(st.none() | st.integers()), exit_requested=draw(st.booleans()),
+                exit_code=draw(st.none() | st.integers()), exited_at=draw(st.none() | numbers),
+                exit_requested=draw(st.booleans()),
                 oom_killed=draw(st.booleans()), restart_count=draw(st.integers(min_value=0)),
                 source=draw(st.sampled_from(["container", "api"])),
             )  # fmt: skip
-            members[instance_id] = Member(instance, draw(numbers), draw(numbers), draw(numbers))
+            members[instance_id] = Member(instance, draw(numbers), draw(st.integers(min_value=0)), draw(numbers))
         rollout = Rollout(
             revision=draw(st.integers(min_value=1)), version=draw(texts), commit=draw(texts), image=draw(texts),
             started_at=draw(numbers), status=draw(st.sampled_from(Status)), finished_at=draw(st.none() | numbers),
@@ -105,7 +107,7 @@ def states(draw: st.DrawFn) -> State:
                                      max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
         deployments[key] = Deployment(
             key=key, rollout=rollout, history=history, rollbacks=draw(st.integers(min_value=0)),
-            durations=Durations(counts, draw(numbers)), members=members, retired_cpu_seconds=draw(numbers),
+            durations=Durations(counts, draw(numbers)), members=members, retired_cpu_nanos=draw(st.integers(min_value=0)),
             gone_since=draw(st.none() | numbers),
             reported_at=draw(st.none() | numbers),
         )  # fmt: skip
@@ -350,7 +352,10 @@ def test_save_where_no_directory_can_be_made(tmp_path: Path) -> None:
 def test_a_state_json_cannot_hold_is_a_failed_save_not_a_crash(tmp_path: Path) -> None:
     """A non-finite number (never made by the state machine) fails the save cleanly instead of raising."""
     file, registry = state_file(tmp_path)
-    run = Run()(started("a", "1.0.0", 100), UsageSampled(101, {"a": Usage(float("nan"), 0)}))
-    assert file.save(run.state) is False
+    run = Run()(started("a", "1.0.0", 100))
+    deployment = run.d()
+    member = dataclasses.replace(deployment.members["a"], memory_bytes=float("nan"))  # apply() refuses NaN
+    broken = State({deployment.key: dataclasses.replace(deployment, members={"a": member})}, run.state.owners)
+    assert file.save(broken) is False
     assert metric(registry, "deployment_watcher_state_save_errors_total") == 1
     assert os.listdir(tmp_path) == []
