@@ -66,6 +66,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from watcher import heap
 from watcher.collector import DeploymentCollector, deployment_families
 from watcher.config import ExpositionSettings, Settings
 from watcher.observations import DeploymentKey
@@ -377,6 +378,7 @@ class Exposition:
         if missing := [f for f in formats if f not in heads]:
             heads |= {f: _Head.of(self._pieces(f).encode(state), plain=f in plain) for f in missing}
             self._metrics.exposition_renders.labels("deployments").inc()
+            heap.release_free_memory()  # the encoding's temporaries, megabytes at 1,000 deployments
         self._metrics.exposition_renders.labels("own").inc()
         own_read_at = self._clock()
         own_families = _Families(self._registry.collect())

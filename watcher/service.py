@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from watcher import stats, webconfig, websecurity
+from watcher import heap, stats, webconfig, websecurity
 from watcher.api import DeploymentsApi
 from watcher.config import Settings, parse_listen_address
 from watcher.docker_watch import DockerWatch
@@ -188,6 +188,7 @@ class Service:
             return
         if await asyncio.get_running_loop().run_in_executor(self._writer, self.state_file.save, state):
             self._saved = state
+        heap.release_free_memory()  # the encoding's temporaries, megabytes at 1,000 deployments
 
 
 class _Stopped(Exception):
