@@ -9,6 +9,7 @@ test command installs and starts everything.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -19,11 +20,13 @@ import sys
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -250,3 +253,54 @@ def start_watcher(
 
     watcher.wait_for("/health", healthy, timeout=20)
     return watcher
+
+
+@dataclass
+class Prometheus:
+    """A real Prometheus server started by a test, and its HTTP API."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [data]
+        return result
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def run_prometheus(tmp: Path, config_file: Path) -> Prometheus:
+    """Start ``prometheus`` with this config on a free port, its data under ``tmp``; wait until ready."""
+    binary = require_binary("prometheus")
+    port = free_port()
+    log = tmp / "prometheus.log"
+    process = subprocess.Popen(
+        [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    prometheus = Prometheus(port, process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return prometheus
+        except OSError:
+            pass
+        time.sleep(0.5)
+    prometheus.stop()
+    raise AssertionError(f"prometheus not ready:\n{log.read_text()[-3000:]}")

@@ -3,13 +3,9 @@ containers; every dashboard query answers, filters hold, and alerts fire."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,32 +16,13 @@ import pytest
 import yaml
 
 from tests import dashboard
-from tests.conftest import Containers, WatcherProcess, free_port, require_binary, start_watcher
+from tests.conftest import Containers, Prometheus, WatcherProcess, run_prometheus, start_watcher
 
 pytestmark = pytest.mark.docker
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
 # Grafana's interval variables, given values that fit a 15 s scrape interval.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
-
-
-@dataclass
-class Prometheus:
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def api(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("query", query=expr)
-        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [data]
-        return result
 
 
 @dataclass
@@ -68,8 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_engine: None, busybox
         yield prometheus, watcher, scenario
     finally:
         if prometheus is not None:
-            prometheus.process.terminate()
-            prometheus.process.wait(timeout=30)
+            prometheus.stop()
         containers.cleanup()
         watcher.stop()
 
@@ -101,7 +77,6 @@ def run_scenario(watcher: WatcherProcess, containers: Containers) -> Scenario:
 
 def start_prometheus(tmp: Path, *, watcher_port: int) -> Prometheus:
     """Prometheus from the project's own files; only the target address is rewritten."""
-    binary = require_binary("prometheus")
     config_dir = tmp / "prometheus"
     shutil.copytree(DEPLOY, config_dir)
     config_file = config_dir / "prometheus.yml"
@@ -110,25 +85,7 @@ def start_prometheus(tmp: Path, *, watcher_port: int) -> Prometheus:
         for static in job.get("static_configs", []):
             static["targets"] = [f"127.0.0.1:{watcher_port}"]
     config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = tmp / "prometheus.log"
-    process = subprocess.Popen(
-        [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    prometheus = Prometheus(port, process, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return prometheus
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"prometheus not ready:\n{log.read_text()[-3000:]}")
+    return run_prometheus(tmp, config_file)
 
 
 def substitute(expr: str, *, deployment: str, environment: str) -> str:

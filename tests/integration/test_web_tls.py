@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import json
 import os
 import socket
 import ssl
@@ -28,7 +27,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 
-from tests.conftest import WatcherProcess, free_port, require_binary, start_watcher
+from tests.conftest import WatcherProcess, free_port, require_binary, run_prometheus, start_watcher
 from tests.pki import Pki, make_pki
 from watcher import healthcheck, webconfig
 from watcher.config import Settings, WebSettings
@@ -345,7 +344,6 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
     tls_watcher: WatcherProcess, mtls_watcher: WatcherProcess, pki: Pki, tmp_path: Path
 ) -> None:
     """Prometheus with scheme https, tls_config and basic_auth scrapes both watchers (up 1); a wrong password is up 0."""
-    binary = require_binary("prometheus")
     tls_config = {"ca_file": str(pki.ca)}
     auth = {"username": "prometheus", "password": PASSWORD}
     jobs = [
@@ -364,29 +362,16 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
     }  # fmt: skip
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = tmp_path / "prometheus.log"
-    process = subprocess.Popen(
-        [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    prometheus = run_prometheus(tmp_path, config_file)
     try:
 
         def up() -> dict[str, float]:
-            query = urllib.parse.urlencode({"query": "up"})
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{query}", timeout=5) as response:
-                    result = json.load(response)["data"]["result"]
-            except OSError:
-                return {}
-            return {series["metric"]["job"]: float(series["value"][1]) for series in result}
+            return {series["metric"]["job"]: float(series["value"][1]) for series in prometheus.query("up")}
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and up() != {"tls": 1, "mtls": 1, "wrong-password": 0}:
-            assert process.poll() is None, log.read_text()[-3000:]
+            assert prometheus.process.poll() is None, prometheus.log.read_text()[-3000:]
             time.sleep(0.5)
-        assert up() == {"tls": 1, "mtls": 1, "wrong-password": 0}, log.read_text()[-3000:]
+        assert up() == {"tls": 1, "mtls": 1, "wrong-password": 0}, prometheus.log.read_text()[-3000:]
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        prometheus.stop()
