@@ -149,24 +149,28 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
     return instance, parsed
 
 
-def from_create_event(event: Mapping[str, Any], *, settings: LabelSettings) -> tuple[Instance | None, Parsed]:
-    """A container just created, from its create event alone (None: the event does not say enough).
+def from_create_event(
+    event: Mapping[str, Any], cause: Inspect, *, settings: LabelSettings
+) -> tuple[Instance | None, Parsed]:
+    """The container a create event (classified as ``cause``) made, from the event alone;
+    None when the event does not say enough.
 
     Inspecting it instead would wait for the start that usually follows at once (the daemon
     holds the container while starting it): seconds, under load. The event has the labels
     and the image name; only a version taken from the image id needs an inspect.
     """
-    container_id = str((event.get("Actor") or {}).get("ID") or "")
-    at = event_time(event)
-    if at is None:
-        return None, Parsed(None)  # classify() ignores such an event too
     attributes = event_attributes(event)
     parsed = labels.parse(
-        attributes, image=str(attributes.get("image", "")), image_id="", created_at=at, now=at, settings=settings
+        attributes,
+        image=_text(attributes.get("image")),
+        image_id="",
+        created_at=cause.at,
+        now=cause.at,
+        settings=settings,
     )
-    if not container_id or parsed.identity is None or parsed.identity.version == labels.UNKNOWN_VERSION:
+    if parsed.identity is None or parsed.identity.version == labels.UNKNOWN_VERSION:
         return None, parsed
-    return Instance(id=container_id, identity=parsed.identity, running=False), parsed
+    return Instance(id=cause.container_id, identity=parsed.identity, running=False), parsed
 
 
 def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:

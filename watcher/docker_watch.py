@@ -227,8 +227,8 @@ class DockerWatch:
         cause = docker_causes.classify(event)
         if cause is None:
             return
-        if docker_causes.event_action(event) == "create":
-            instance, parsed = docker_causes.from_create_event(event, settings=self.settings.labels)
+        if isinstance(cause, Inspect) and docker_causes.event_action(event) == "create":
+            instance, parsed = docker_causes.from_create_event(event, cause, settings=self.settings.labels)
             if instance is not None:
                 self._report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
                 self._apply(InstanceSeen(cause.at, instance))

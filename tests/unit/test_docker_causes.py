@@ -500,11 +500,16 @@ def test_pause_and_unpause_reinspect(action: str) -> None:
 # --- from_create_event ------------------------------------------------------------------
 
 
+def created(data: dict[str, Any]) -> tuple[Instance | None, Parsed]:
+    """A create event through classify, then from_create_event, as the watcher does."""
+    cause = classify(data)
+    assert isinstance(cause, Inspect)
+    return from_create_event(data, cause, settings=SETTINGS)
+
+
 def test_create_event_gives_a_created_instance_without_inspect() -> None:
     """A create event's labels and image name are enough: identity from them, not running."""
-    instance, parsed = from_create_event(
-        event("create", {"deployment.version": "2.0.0", "deployment.environment": "staging"}), settings=SETTINGS
-    )
+    instance, parsed = created(event("create", {"deployment.version": "2.0.0", "deployment.environment": "staging"}))
     assert parsed.problems == ()
     assert instance is not None
     assert instance.id == CID
@@ -516,19 +521,19 @@ def test_create_event_gives_a_created_instance_without_inspect() -> None:
 
 def test_create_event_takes_the_version_from_the_image_tag() -> None:
     """Without a version label the image tag, which the event carries, is the version."""
-    instance, _ = from_create_event(event("create"), settings=SETTINGS)
+    instance, _ = created(event("create"))
     assert instance is not None and instance.identity.version == "1.4.2"
 
 
 def test_create_event_needing_the_image_id_asks_for_an_inspect() -> None:
     """A version that could only come from the image id (tag `latest`) is not in the event."""
-    instance, _ = from_create_event(event("create", {"image": "shop/api:latest"}), settings=SETTINGS)
+    instance, _ = created(event("create", {"image": "shop/api:latest"}))
     assert instance is None
 
 
 def test_create_event_reports_label_problems() -> None:
     """Bad labels on the event come back as problems, as they do from inspect data."""
-    instance, parsed = from_create_event(event("create", {"deployment.version": "1.0\n"}), settings=SETTINGS)
+    instance, parsed = created(event("create", {"deployment.version": "1.0\n"}))
     assert instance is not None
     assert [p.label for p in parsed.problems] == ["deployment.version"]
 
@@ -537,4 +542,4 @@ def test_create_event_of_an_unlabelled_container() -> None:
     """No deployment.name: no instance, and no problems to report."""
     data = event("create")
     del data["Actor"]["Attributes"]["deployment.name"]
-    assert from_create_event(data, settings=SETTINGS) == (None, Parsed(None))
+    assert created(data) == (None, Parsed(None))
