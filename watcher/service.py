@@ -186,9 +186,17 @@ class Service:
         state = self.core.snapshot()
         if self.state_file is None or state is self._saved:
             return
-        if await asyncio.get_running_loop().run_in_executor(self._writer, self.state_file.save, state):
+        if await asyncio.get_running_loop().run_in_executor(self._writer, self._write, self.state_file, state):
             self._saved = state
-        heap.release_free_memory()  # the encoding's temporaries, megabytes at 1,000 deployments
+
+    @staticmethod
+    def _write(state_file: StateFile, state: State) -> bool:
+        """In the writer thread: the save, then its encoding's temporaries (megabytes at 1,000
+        deployments) handed back to the OS, neither on the event loop."""
+        try:
+            return state_file.save(state)
+        finally:
+            heap.release_free_memory()
 
 
 class _Stopped(Exception):
