@@ -217,6 +217,15 @@ class WatcherProcess:
                 self.process.wait()
         return self.process.returncode
 
+    def stop_cleanly(self) -> None:
+        """SIGTERM, and the watcher must exit 0 (its log tail when not)."""
+        code = self.stop()
+        assert code == 0, f"the watcher did not stop cleanly on SIGTERM ({code}):\n{self.tail()}"
+
+    def wait_ready(self, what: str = "/ready") -> None:
+        """Until /ready says the watcher is connected to Docker and synced."""
+        self.wait_for(what, lambda: self.get("/ready")[0] == 200)
+
 
 def start_watcher(
     tmp: Path,

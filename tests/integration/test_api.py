@@ -32,11 +32,10 @@ def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> It
         env={"WATCHER_API_TOKEN": TOKEN},
     )
     try:
-        process.wait_for("/ready", lambda: process.get("/ready")[0] == 200)
+        process.wait_ready()
         yield process
     finally:
-        code = process.stop()
-        assert code == 0, f"the watcher did not stop cleanly ({code}):\n{process.tail()}"
+        process.stop_cleanly()
         assert TOKEN not in process.log.read_text(), "the token leaked into the log"
 
 

@@ -97,7 +97,7 @@ def test_daemon_restart_with_live_restore(tmp_path: Path, private_dockerd: Priva
         assert watcher.get("/ready")[0] == 503
 
         daemon.start(live_restore=True)
-        watcher.wait_for("ready again", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready("ready again")
         watcher.wait_for("docker_up 1", lambda: watcher.value("deployment_watcher_docker_up") == 1)
         watcher.wait_for("resynced", lambda: counter(watcher, "deployment_watcher_resyncs_total") > resyncs)
         watcher.wait_for("v2 failed", lambda: watcher.value("deployment_status", deployment=crash) == 0)
@@ -139,7 +139,7 @@ def test_daemon_restart_without_live_restore(tmp_path: Path, private_dockerd: Pr
         )
 
         daemon.start(live_restore=False)
-        watcher.wait_for("ready again", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready("ready again")
         watcher.wait_for("plain down", lambda: watcher.value("deployment_health_status", deployment=plain) == 0)
         assert watcher.value("deployment_health_check", deployment=plain, check_type="containers_running") == 0
         assert watcher.value("deployment_status", deployment=plain) == 1

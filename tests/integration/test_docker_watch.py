@@ -32,11 +32,10 @@ def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> It
         "--labels.track-compose=true",
     )
     try:
-        process.wait_for("/ready", lambda: process.get("/ready")[0] == 200)
+        process.wait_ready()
         yield process
     finally:
-        code = process.stop()
-        assert code == 0, f"the watcher did not stop cleanly on SIGTERM ({code}):\n{process.tail()}"
+        process.stop_cleanly()
 
 
 def unique(prefix: str) -> str:

@@ -73,7 +73,7 @@ def test_the_watcher_only_reads(
         "--exposition.max-staleness-seconds=0.5",
     )
     try:
-        watcher.wait_for("ready", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready("ready")
         v1 = containers.run(labels={"deployment.name": name, "deployment.version": "1.0"})
         watcher.wait_for("v1 success", lambda: watcher.value("deployment_status", deployment=name) == 1)
         containers.run(labels={"deployment.name": name, "deployment.version": "2.0"}, command="sleep 1; exit 1")

@@ -234,7 +234,7 @@ def test_churn_loses_nothing_and_settles(
     churn = Churn(image=busybox_image, run_id=run_id, prefix=f"load-{uuid.uuid4().hex[:6]}")
     scraper = Scraper(watcher, churn.prefix)
     try:
-        watcher.wait_for("/ready", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready()
         scraper.start()
         # The gauge is zero until the first tick counts.
         watcher.wait_for("the first task count", lambda: any(scraper.tasks_since(0)))
@@ -288,5 +288,4 @@ def test_churn_loses_nothing_and_settles(
             )
     finally:
         scraper.stop()
-        code = watcher.stop()
-        assert code == 0, f"the watcher did not stop cleanly ({code}):\n{watcher.tail()}"
+        watcher.stop_cleanly()

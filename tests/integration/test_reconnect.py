@@ -85,7 +85,7 @@ def test_reconnects_and_resyncs_after_losing_the_daemon(
         watcher.wait_for("retrying", lambda: reconnects(watcher) >= 2)
         assert watcher.value("deployment_health_status", deployment=checked) == 1  # not seen yet
         proxy.restore()
-        watcher.wait_for("ready again", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready("ready again")
         watcher.wait_for("resynced", lambda: watcher.value("deployment_version", deployment="reconnect-a") == 2)
         watcher.wait_for("success", lambda: watcher.value("deployment_status", deployment="reconnect-a") == 1)
         assert watcher.value("deployment_info", deployment="reconnect-a", version="2") == 1
@@ -111,7 +111,7 @@ def test_waits_for_a_socket_that_is_not_there_yet(tmp_path: Path, containers: Co
         watcher.wait_for("docker_up 0", lambda: watcher.value("deployment_watcher_docker_up") == 0)
         assert "No such file" in watcher.log.read_text(errors="replace")
         proxy.start()
-        watcher.wait_for("ready", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready("ready")
         watcher.wait_for("found", lambda: watcher.value("deployment_status", deployment=name) == 1)
     finally:
         assert watcher.stop() == 0
@@ -141,7 +141,7 @@ def test_reconnects_when_the_daemon_hangs(tmp_path: Path, proxy: SocketProxy, co
         watcher.wait_for("retrying", lambda: reconnects(watcher) >= before + 2)
         assert watcher.get("/ready")[0] == 503
         proxy.thaw()
-        watcher.wait_for("ready again", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready("ready again")
         watcher.wait_for("v2 failed", lambda: watcher.value("deployment_status", deployment=name) == 0)
         assert watcher.value("deployment_version", deployment=name) == 2
         assert watcher.value("deployment_health_check", deployment=name, check_type="no_oom_kill") == 0

@@ -250,7 +250,7 @@ def test_read_only_state_directory_still_loads(tmp_path: Path, mounts: list[Path
     run("mount", "-o", "remount,bind,ro", str(directory))
     watcher = start_watcher(tmp_path, f"--storage.directory={directory}", "--stats.enabled=false")
     try:
-        watcher.wait_for("ready", lambda: watcher.get("/ready")[0] == 200)
+        watcher.wait_ready("ready")
         assert watcher.value("deployment_version", deployment=key.name) == 7
         assert watcher.value("deployment_rollback_count_total", deployment=key.name) == 2
         assert watcher.value("deployment_cpu_usage_seconds_total", deployment=key.name) == 12.5

@@ -154,5 +154,4 @@ def test_watcher_reports_usage_and_source(
         assert watcher.value("deployment_watcher_stats_source", source=expected) == 1
         assert watcher.value("deployment_watcher_stats_source", source=other) == 0
     finally:
-        code = watcher.stop()
-        assert code == 0, f"the watcher did not stop cleanly on SIGTERM ({code}):\n{watcher.tail()}"
+        watcher.stop_cleanly()
