@@ -2,13 +2,15 @@
 
 ``SocketProxy`` forwards bytes and can cut the daemon off (connections closed, socket file
 gone) or hang it (connections held open, nothing forwarded). ``ReadOnlyProxy`` speaks HTTP:
-it forwards GET and HEAD, refuses everything else with 403, records every request, and can
-stall the responses in flight (the event stream) while new requests still pass.
+it forwards GET and HEAD, refuses everything else with 403, records every request, can
+stall the responses in flight (the event stream) while new requests still pass, and can hold
+container inspects (a daemon slow to answer them) while the event stream flows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from yarl import URL
 DOCKER_SOCKET = "/var/run/docker.sock"
 # Hop-by-hop headers, and those aiohttp sets itself for the body it sends.
 _NOT_FORWARDED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"})
+_INSPECT = re.compile(r"(/v[0-9.]+)?/containers/[^/]+/json")
 
 
 class _OnItsOwnLoop:
@@ -137,6 +140,8 @@ class ReadOnlyProxy(_OnItsOwnLoop):
         self.upstream = upstream
         self.seen: list[Seen] = []  # appended on the proxy's loop; list.append is atomic
         self._in_flight: set[asyncio.Event] = set()  # one per response being streamed
+        self._inspects = asyncio.Event()  # set: inspects pass
+        self._inspects.set()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -146,6 +151,13 @@ class ReadOnlyProxy(_OnItsOwnLoop):
     def stall_responses_in_flight(self) -> None:
         """Stop forwarding the responses being streamed now; later requests are served normally."""
         self._call(self._stall())
+
+    def hold_inspects(self) -> None:
+        """Keep every container inspect waiting until ``release_inspects``."""
+        self._call(self._gate(self._inspects, open_=False))
+
+    def release_inspects(self) -> None:
+        self._call(self._gate(self._inspects, open_=True))
 
     def close(self) -> None:
         self._call(self._close())
@@ -165,11 +177,16 @@ class ReadOnlyProxy(_OnItsOwnLoop):
         await self._runner.setup()
         await web.UnixSite(self._runner, str(self.path)).start()
 
+    @staticmethod
+    async def _gate(gate: asyncio.Event, *, open_: bool) -> None:
+        gate.set() if open_ else gate.clear()
+
     async def _stall(self) -> None:
         for flowing in self._in_flight:
             flowing.clear()
 
     async def _close(self) -> None:
+        self._inspects.set()
         for flowing in self._in_flight:
             flowing.set()
         if self._runner is not None:
@@ -183,6 +200,8 @@ class ReadOnlyProxy(_OnItsOwnLoop):
             self.seen.append(Seen(request.method, request.path, 403))
             return web.json_response({"message": f"{request.method} refused by the read-only proxy"}, status=403)
         assert self._session is not None
+        if _INSPECT.fullmatch(request.path):
+            await self._inspects.wait()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         url = URL(f"http://docker{request.raw_path}", encoded=True)
         async with self._session.request(request.method, url, headers=headers) as upstream:

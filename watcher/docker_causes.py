@@ -26,6 +26,7 @@ from watcher.observations import (
     InstanceGone,
     InstanceHealth,
     InstanceOOMKilled,
+    InstanceStarted,
     InstanceStopRequested,
 )
 
@@ -79,8 +80,10 @@ def classify(event: Mapping[str, Any]) -> Cause:
     action = event_action(event)
     attributes = event_attributes(event)
     match action.split(":", 1)[0]:
-        case "create" | "start" | "pause" | "unpause":
+        case "create" | "pause" | "unpause":
             return Inspect(at, container_id)
+        case "start":
+            return InstanceStarted(at, container_id)
         case "kill":
             if str(attributes.get("signal", "")).upper() in _STOP_SIGNALS:
                 return InstanceStopRequested(at, container_id)
@@ -170,7 +173,7 @@ def from_create_event(
     )
     if parsed.identity is None or parsed.identity.version == labels.UNKNOWN_VERSION:
         return None, parsed
-    return Instance(id=cause.container_id, identity=parsed.identity, running=False), parsed
+    return Instance(id=cause.container_id, identity=parsed.identity, running=False, inspected=False), parsed
 
 
 def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:

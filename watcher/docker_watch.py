@@ -5,7 +5,9 @@ one connection (subscribe, then relist, then stream); ``_handle`` is one event.
 
 The stream is read without waiting for inspects: the daemon drops events of a client that
 stops reading, and an inspect of a container being started waits for the start (up to
-seconds under load). Each container's events are applied in order, containers concurrently
+seconds under load). A create or start event is applied from the event alone; the inspect
+after a start adds what only it says (a health check, the restart count), and the rules wait
+for it. Each container's events are applied in order, containers concurrently
 (``_PerContainer``); the state machine does not depend on the order across containers.
 """
 
@@ -30,7 +32,15 @@ from watcher import docker_causes, labels
 from watcher.config import Settings
 from watcher.docker_causes import Inspect
 from watcher.labels import Parsed
-from watcher.observations import Instance, InstanceChange, InstanceGone, InstanceSeen, Observation, Resync
+from watcher.observations import (
+    Instance,
+    InstanceChange,
+    InstanceGone,
+    InstanceSeen,
+    InstanceStarted,
+    Observation,
+    Resync,
+)
 from watcher.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -235,10 +245,14 @@ class DockerWatch:
                 return
         if isinstance(cause, Inspect):
             work.add(cause.container_id, self._seen(docker, cause))
-        elif work.busy(cause.instance_id):
+            return
+        if work.busy(cause.instance_id):
             work.add(cause.instance_id, self._changed(cause))  # after that container's inspect
         else:
             self._apply(cause)
+        if isinstance(cause, InstanceStarted):
+            # Running as of now; the rules wait for what only the inspect says (health check).
+            work.add(cause.instance_id, self._seen(docker, Inspect(cause.at, cause.instance_id)))
 
     async def _seen(self, docker: aiodocker.Docker, cause: Inspect) -> None:
         async with self._inspecting:

@@ -70,6 +70,9 @@ class Instance:
     oom_killed: bool = False
     restart_count: int = 0
     source: str = "container"
+    # False while known from events alone: whether it has a health check (hence when it is
+    # ready) is only in the full facts, so the rules wait for them.
+    inspected: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,15 @@ class InstanceSeen:
 
     at: float
     instance: Instance
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStarted:
+    """Started (or restarted): running from ``at``, as the start event says; the full facts
+    (health check, restart count) follow in an ``InstanceSeen``."""
+
+    at: float
+    instance_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,5 +169,7 @@ class RolloutReported:
     finished_at: float | None = None
 
 
-InstanceChange = InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone
+InstanceChange = (
+    InstanceStarted | InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone
+)
 Observation = InstanceSeen | InstanceChange | Resync | UsageSampled | Tick | RolloutReported

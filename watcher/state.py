@@ -20,11 +20,13 @@ from watcher.observations import (
     DeploymentKey,
     Health,
     Instance,
+    InstanceChange,
     InstanceExited,
     InstanceGone,
     InstanceHealth,
     InstanceOOMKilled,
     InstanceSeen,
+    InstanceStarted,
     InstanceStopRequested,
     Observation,
     Resync,
@@ -157,7 +159,14 @@ def apply(state: State, observation: Observation, *, now: float, settings: Setti
     match observation:
         case InstanceSeen(at=at, instance=instance):
             txn.seen(instance, at=at, witnessed=True)
-        case InstanceStopRequested() | InstanceExited() | InstanceOOMKilled() | InstanceHealth() | InstanceGone():
+        case (
+            InstanceStarted()
+            | InstanceStopRequested()
+            | InstanceExited()
+            | InstanceOOMKilled()
+            | InstanceHealth()
+            | InstanceGone()
+        ):
             txn.change(observation)
         case Resync():
             txn.resync(observation)
@@ -344,10 +353,7 @@ class _Txn:
             witnessed=witnessed,
         )
 
-    def change(
-        self,
-        change: InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone,
-    ) -> None:
+    def change(self, change: InstanceChange) -> None:
         key = self.owners.get(change.instance_id)
         if key is None:
             return  # not ours (untracked or rejected)
@@ -361,6 +367,13 @@ class _Txn:
             return
         instance = member.instance
         match change:
+            case InstanceStarted():
+                # What Docker resets on a start; the health check's result starts over.
+                instance = dataclasses.replace(
+                    instance, running=True, running_since=change.at, exit_code=None, exited_at=None,
+                    exit_requested=False, oom_killed=False,
+                    health=Health.STARTING if instance.has_healthcheck else Health.NONE,
+                )  # fmt: skip
             case InstanceStopRequested():
                 instance = dataclasses.replace(instance, exit_requested=instance.running)
             case InstanceExited(exit_code=code):
@@ -638,7 +651,7 @@ class _Txn:
         return ""
 
     def _ready(self, instance: Instance) -> bool:
-        if not instance.running:
+        if not instance.running or not instance.inspected:
             return False
         if instance.has_healthcheck:
             return instance.health is Health.HEALTHY

@@ -111,6 +111,7 @@ def _encode_member(m: Member) -> Document:
         "exit_requested": i.exit_requested,
         "oom_killed": i.oom_killed,
         "restart_count": i.restart_count,
+        "inspected": i.inspected,
         "identity": {
             "version": identity.version,
             "commit": identity.commit,
@@ -255,6 +256,7 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         oom_killed=m.flag("oom_killed"),
         restart_count=m.integer("restart_count"),
         source=m.text("source"),
+        inspected=m.flag("inspected", default=True),
     )
     return Member(instance, m.number("updated_at"), m.integer("cpu_nanos"), m.number("memory_bytes"))
 
@@ -295,7 +297,10 @@ class _Object:
         value = self._get(name)
         return None if value is None else _number(value, f"{self.where}.{name}")
 
-    def flag(self, name: str) -> bool:
+    def flag(self, name: str, *, default: bool | None = None) -> bool:
+        """``default``: the value when the field is missing (a field added without a new schema)."""
+        if default is not None and name not in self._value:
+            return default
         value = self._get(name)
         if not isinstance(value, bool):
             raise DecodeError(f"{self.where}.{name}: expected true or false, got {value!r:.40}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from tests.conftest import OPENMETRICS, Containers, WatcherProcess, docker, require_binary, start_watcher
+from tests.dockerproxy import ReadOnlyProxy
 
 STABLE = 3  # seconds: short, so tests are quick
 HEALTHY_WHEN_FILE = (
@@ -208,3 +210,28 @@ def test_existing_containers_are_found_at_start(tmp_path: Path, containers: Cont
         assert late.value("deployment_version", deployment=name) == 1
     finally:
         assert late.stop() == 0
+
+
+def test_a_start_shows_before_its_inspect_answers(tmp_path: Path, containers: Containers, docker_engine: None) -> None:
+    """With inspects held by a slow daemon, the start event alone shows the container running;
+    the rollout passes its stable time but succeeds only once the inspect answers."""
+    proxy = ReadOnlyProxy(tmp_path / "slow.sock")
+    proxy.start()
+    watcher = start_watcher(
+        tmp_path, f"--docker.host=unix://{proxy.path}", "--rollout.stable-seconds=1", "--stats.enabled=false"
+    )
+    try:
+        watcher.wait_ready()
+        proxy.hold_inspects()
+        name = unique("early")
+        containers.run(labels=labels(name, "1.0.0"))
+        watcher.expect("deployment_health_check", 1, deployment=name, check_type="containers_running")
+        time.sleep(2)  # past the stable time, on the start event's facts alone
+        watcher.fresh()
+        assert status(watcher, name) == 2
+        proxy.release_inspects()
+        watcher.wait_for("success once inspected", lambda: status(watcher, name) == 1)
+    finally:
+        proxy.release_inspects()
+        watcher.stop_cleanly()
+        proxy.close()

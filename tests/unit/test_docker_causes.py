@@ -27,6 +27,7 @@ from watcher.observations import (
     InstanceGone,
     InstanceHealth,
     InstanceOOMKilled,
+    InstanceStarted,
     InstanceStopRequested,
 )
 
@@ -73,7 +74,7 @@ def event(
     ("action", "attributes", "expected"),
     [
         ("create", {}, Inspect(AT, CID)),
-        ("start", {}, Inspect(AT, CID)),
+        ("start", {}, InstanceStarted(AT, CID)),
         ("die", {"exitCode": "3"}, InstanceExited(AT, CID, 3)),
         ("die", {"exitCode": "0"}, InstanceExited(AT, CID, 0)),
         ("die", {"exitCode": "137", "execDuration": "12"}, InstanceExited(AT, CID, 137)),
@@ -517,6 +518,7 @@ def test_create_event_gives_a_created_instance_without_inspect() -> None:
     assert instance.identity.version == "2.0.0"
     assert instance.identity.created_at == AT
     assert not instance.running
+    assert not instance.inspected  # the rules wait for the inspect after its start
 
 
 def test_create_event_takes_the_version_from_the_image_tag() -> None:

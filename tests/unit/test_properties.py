@@ -33,6 +33,7 @@ from watcher.observations import (
     InstanceHealth,
     InstanceOOMKilled,
     InstanceSeen,
+    InstanceStarted,
     InstanceStopRequested,
     Observation,
     Resync,
@@ -156,6 +157,7 @@ class StateMachine(RuleBasedStateMachine):
             exit_requested=extra["exit_requested"],
             oom_killed=extra["oom"],
             restart_count=extra["restarts"],
+            inspected=extra["inspected"],
         )
 
     runtime = st.fixed_dictionaries(
@@ -168,6 +170,7 @@ class StateMachine(RuleBasedStateMachine):
             "exit_requested": st.booleans(),
             "oom": st.booleans(),
             "restarts": st.integers(0, 5),
+            "inspected": st.booleans(),
         }
     )
 
@@ -207,7 +210,7 @@ class StateMachine(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        kind=st.sampled_from(("stop", "exit", "oom", "health", "gone")),
+        kind=st.sampled_from(("start", "stop", "exit", "oom", "health", "gone")),
         code=st.integers(-1, 255),
         health=HEALTH,
         skew=SKEW,
@@ -216,6 +219,7 @@ class StateMachine(RuleBasedStateMachine):
         instance_id = data.draw(st.sampled_from([*sorted(self.identities), "unknown"]))
         at = self.at(skew)
         changes: dict[str, InstanceChange] = {
+            "start": InstanceStarted(at, instance_id),
             "stop": InstanceStopRequested(at, instance_id),
             "exit": InstanceExited(at, instance_id, code),
             "oom": InstanceOOMKilled(at, instance_id),

@@ -20,6 +20,7 @@ from watcher.observations import (
     InstanceHealth,
     InstanceOOMKilled,
     InstanceSeen,
+    InstanceStarted,
     InstanceStopRequested,
     Observation,
     Resync,
@@ -57,8 +58,10 @@ def identity(version: str, *, at: float, key: DeploymentKey = API, **extra: Any)
 
 
 def created(cid: str, version: str, at: float, **extra: Any) -> InstanceSeen:
-    """A container as its create event shows it: not running yet."""
-    return InstanceSeen(at, Instance(id=cid, identity=identity(version, at=at, **extra), running=False))
+    """A container as its create event shows it: not running yet, not inspected."""
+    return InstanceSeen(
+        at, Instance(id=cid, identity=identity(version, at=at, **extra), running=False, inspected=False)
+    )
 
 
 def started(cid: str, version: str, at: float, *, created_at: float | None = None, healthcheck: bool = False,
@@ -142,6 +145,51 @@ def test_success_waits_for_healthcheck_healthy() -> None:
     assert run.status is Status.IN_PROGRESS
     run(InstanceHealth(205, "a", Health.HEALTHY))
     assert run.status is Status.SUCCESS
+
+
+def test_start_event_runs_the_instance_at_once() -> None:
+    """A start event makes the instance running from its time, before any inspect."""
+    run = Run()(created("a", "1.0.0", 100), InstanceStarted(101, "a"))
+    instance = run.d().members["a"].instance
+    assert (instance.running, instance.running_since, instance.inspected) == (True, 101, False)
+    assert health_checks(run.d(), settings=SETTINGS)[CHECK_RUNNING] is True
+
+
+def test_no_success_before_the_inspect() -> None:
+    """Running past the stable time on the start event alone is not success: only the inspect
+    says whether a health check must pass first."""
+    run = Run()(created("a", "1.0.0", 100), InstanceStarted(101, "a"))
+    run.tick(200)
+    assert run.status is Status.IN_PROGRESS
+    run(started("a", "1.0.0", 101, created_at=100), now=200)  # the inspect: no health check
+    assert run.status is Status.SUCCESS
+
+
+def test_inspect_after_start_event_can_add_a_healthcheck() -> None:
+    """The inspect that follows a start event says there is a health check: success waits for it."""
+    run = Run()(created("a", "1.0.0", 100), InstanceStarted(101, "a"), started("a", "1.0.0", 101, healthcheck=True))
+    run.tick(200)
+    assert run.status is Status.IN_PROGRESS
+    run(InstanceHealth(205, "a", Health.HEALTHY))
+    assert run.status is Status.SUCCESS
+
+
+def test_start_after_a_stop_resets_what_docker_resets() -> None:
+    """docker stop, then start: no exit code, a new running time, and the health check starts over."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), InstanceHealth(105, "a", Health.HEALTHY))
+    run(InstanceStopRequested(200, "a"), InstanceExited(201, "a", 143), InstanceStarted(300, "a"))
+    instance = run.d().members["a"].instance
+    assert (instance.running, instance.running_since, instance.exit_code, instance.exited_at) == (True, 300, None, None)
+    assert (instance.exit_requested, instance.health) == (False, Health.STARTING)
+    assert run.status is Status.SUCCESS  # the rollout had finished; a restart does not reopen it
+
+
+def test_start_event_of_an_unknown_container_is_ignored() -> None:
+    """A start of a container the state does not own (untracked, rejected) changes nothing."""
+    run = Run()(started("a", "1.0.0", 100))
+    before = run.state
+    run(InstanceStarted(101, "zzz"))
+    assert run.state is before
 
 
 def test_all_replicas_must_be_healthy() -> None:

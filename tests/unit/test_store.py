@@ -89,7 +89,7 @@ def states(draw: st.DrawFn) -> State:
                 exit_code=draw(st.none() | st.integers()), exited_at=draw(st.none() | numbers),
                 exit_requested=draw(st.booleans()),
                 oom_killed=draw(st.booleans()), restart_count=draw(st.integers(min_value=0)),
-                source=draw(st.sampled_from(["container", "api"])),
+                source=draw(st.sampled_from(["container", "api"])), inspected=draw(st.booleans()),
             )  # fmt: skip
             members[instance_id] = Member(instance, draw(numbers), draw(st.integers(min_value=0)), draw(numbers))
         rollout = Rollout(
@@ -217,6 +217,7 @@ def test_bad_files_are_refused(data: bytes, message: str) -> None:
         ("deployments.0.durations.counts", [0], "expected 11 counts"),
         ("deployments.1.name", "api", "appears twice"),
         ("deployments.0.history", {}, "history: expected a list"),
+        ("deployments.0.members.0.inspected", "yes", "inspected: expected true or false"),
     ],
 )
 def test_wrong_fields_are_refused_by_path(path: str, value: object, message: str) -> None:
@@ -225,6 +226,18 @@ def test_wrong_fields_are_refused_by_path(path: str, value: object, message: str
     document["deployments"][1]["environment"] = document["deployments"][0]["environment"]
     with pytest.raises(DecodeError, match=re.escape(message)):
         decode(_corrupt(document, path, value))
+
+
+def test_a_field_added_with_a_default_needs_no_new_schema() -> None:
+    """Members of a file written before `inspected` existed read as inspected: what they were."""
+    state = rich_state()
+    document = json.loads(encode(state))
+    members = [m for d in document["deployments"] for m in d["members"]]
+    assert not all(m["inspected"] for m in members)  # the replica known from its create event
+    for member in members:
+        del member["inspected"]
+    loaded = decode(json.dumps(document).encode())
+    assert all(m.instance.inspected for d in loaded.deployments.values() for m in d.members.values())
 
 
 def test_truncated_files_are_refused() -> None:
