@@ -17,6 +17,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port
+from watcher import docker_causes
 from watcher.collector import DeploymentCollector
 from watcher.config import Settings, load
 from watcher.exposition import Exposition
@@ -46,9 +48,9 @@ from watcher.observations import (
     Health,
     Identity,
     Instance,
+    InstanceChange,
     InstanceSeen,
     Observation,
-    Resync,
     Usage,
     UsageSampled,
 )
@@ -148,79 +150,121 @@ def cleanup() -> Iterator[None]:
 # -- figure 3 and 5: event lag in a burst, and the state machine on what it recorded
 
 
+EventKey = tuple[str, float]  # (container id, the event's time): one event
+
+
 @dataclass
 class Recording:
     observations: list[tuple[float, Observation]]  # (now, observation) as the watcher applied them
-    lags: list[float]  # seconds from the event's timeNano to applied, burst only
-    burst_times: list[float]  # the burst's event times
+    received: dict[EventKey, float]  # bursts only: when the watcher read each event off the stream
+    applied: dict[EventKey, float]  # bursts only: when each event was first applied
+    baseline: dict[EventKey, float]  # bursts only: when a bare subscriber (`docker events`) received it
+    loop_delays: list[float]  # a bare asyncio loop in another process: how late its 1 ms sleeps woke
+    burst_seconds: list[float]  # each burst's span, first to last event
+
+    @property
+    def lags(self) -> list[float]:
+        """Seconds from each event's timeNano to the watcher applying it."""
+        return [now - at for (_, at), now in self.applied.items()]
+
+    @property
+    def baseline_lags(self) -> list[float]:
+        return [now - at for (_, at), now in self.baseline.items()]
+
+    @property
+    def handling(self) -> list[float]:
+        """Per event, in the watcher: read off the stream → applied."""
+        return [now - self.received[key] for key, now in self.applied.items() if key in self.received]
 
     @property
     def burst_rate(self) -> float:
-        """Events per second the daemon produced during the burst."""
-        return len(self.burst_times) / max(1e-9, max(self.burst_times) - min(self.burst_times))
+        """Events per second the daemon produced during the bursts."""
+        return len(self.baseline) / max(1e-9, sum(self.burst_seconds))
 
 
-async def _burst_in_process(*, rollouts: int, prefix: str) -> tuple[Recording, list[float], float]:
-    """A watcher in this process; a burst of rollouts from another; per-event lag."""
+def _event_key(event: Mapping[str, Any]) -> EventKey | None:
+    container_id, at = docker_causes.event_id(event), docker_causes.event_time(event)
+    return (container_id, at) if container_id and at is not None else None
+
+
+async def _bursts_in_process(*, rollouts: int, bursts: int, prefix: str) -> tuple[Recording, float]:
+    """A watcher in this process; ``bursts`` times, a new version of every deployment started at
+    once by another process; per-event times, and the same events seen by `docker events`."""
     settings = load(
         environ={},
         flags={"web.listen_address": "127.0.0.1:0", "stats.enabled": "false", "rollout.stable_seconds": "1"},
     )
     service = Service(settings)
     recorded: list[tuple[float, Observation]] = []
-    lags: list[float] = []
-    burst_times: list[float] = []
+    received: dict[EventKey, float] = {}
+    applied: dict[EventKey, float] = {}
     measuring = False
-    submit = service.core.submit
+    submit, handle = service.core.submit, service.docker._handle
 
     def recording_submit(observation: Observation) -> None:
         submit(observation)
         now = time.time()
         recorded.append((now, observation))
-        if measuring and not isinstance(observation, (Resync, UsageSampled)):
-            lags.append(now - observation.at)
-            burst_times.append(observation.at)
+        if measuring and isinstance(observation, InstanceSeen | InstanceChange):
+            # The inspect after a start carries the start's time: the event was applied before.
+            instance_id = observation.instance.id if isinstance(observation, InstanceSeen) else observation.instance_id
+            applied.setdefault((instance_id, observation.at), now)
+
+    def recording_handle(docker: aiodocker.Docker, event: Mapping[str, Any], work: Any) -> None:
+        if measuring and (key := _event_key(event)):
+            received[key] = time.time()
+        handle(docker, event, work)
 
     service.docker.submit = recording_submit
+    service.docker._handle = recording_handle  # type: ignore[method-assign]  # a probe, for this figure only
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop=stop))
     while not service.docker.connected:
         await asyncio.sleep(0.05)
 
-    def labels_for(version: str) -> Callable[[int], dict[str, str]]:
-        return lambda i: {"deployment.name": f"{prefix}-{i}", "deployment.version": version}
+    def on_version(version: str) -> int:
+        return sum(1 for d in service.core.state.deployments.values() if d.rollout.version == version)
 
-    await asyncio.to_thread(run_containers, f"{prefix}-v1", rollouts, labels=labels_for("1.0.0"), command="sleep 3600")
-    while len(service.core.state.deployments) < rollouts:
+    labels = {"deployment.version": "1.0.0"}
+    await asyncio.to_thread(
+        run_containers, f"{prefix}-v1", rollouts, labels=lambda i: {"deployment.name": f"{prefix}-{i}", **labels},
+        command="sleep 3600",
+    )  # fmt: skip
+    while on_version("1.0.0") < rollouts:
         await asyncio.sleep(0.05)
     await asyncio.sleep(1)
-    # Baseline: how late a bare event subscriber (the docker CLI) receives the same events.
-    cli = CliEvents()
+    cli, loop = CliEvents(), LoopDelays()
     await asyncio.sleep(0.5)
     measuring = True
     started = time.time()
-    await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "tests.benchmark", "--burst-worker", prefix, str(rollouts)],
-        check=True,
-    )
-    while sum(1 for d in service.core.state.deployments.values() if d.rollout.version == "2.0.0") < rollouts:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(1)
-    burst_seconds = time.time() - started
-    baseline = cli.stop()
+    spans = []
+    for burst in range(bursts):
+        version = f"{burst + 2}.0.0"
+        first = len(cli.received)
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "tests.benchmark", "--burst-worker", prefix, str(rollouts), version],
+            check=True,
+        )
+        while on_version(version) < rollouts:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1)
+        times = [at for _, at in list(cli.received)[first:]]
+        spans.append(max(times) - min(times))
+    seconds = time.time() - started
+    baseline, delays = cli.stop(), loop.stop()
     stop.set()
     await task
-    return Recording(recorded, lags, burst_times), baseline, burst_seconds
+    return Recording(recorded, received, applied, baseline, delays, spans), seconds
 
 
 class CliEvents:
     """`docker events` in a child process; when each event's line arrives, in a thread."""
 
     def __init__(self) -> None:
-        self.lags: list[float] = []
+        self.received: dict[EventKey, float] = {}
         self.process = subprocess.Popen(
-            ["docker", "events", "--filter", "type=container", "--format", "{{.TimeNano}}"],
+            ["docker", "events", "--filter", "type=container", "--format", "{{.Actor.ID}} {{.TimeNano}}"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -230,20 +274,53 @@ class CliEvents:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lags.append(time.time() - int(line) / 1e9)
+            now = time.time()
+            container_id, nanos = line.split()
+            self.received[(container_id, int(nanos) / 1e9)] = now  # the watcher's arithmetic: same float
+
+    def stop(self) -> dict[EventKey, float]:
+        self.process.terminate()
+        self.thread.join(timeout=10)
+        return self.received
+
+
+class LoopDelays:
+    """A bare asyncio loop in a child process sleeping 1 ms at a time: how late it wakes is what
+    the host's scheduler alone costs any process (the watcher, dockerd, `docker events`)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.benchmark", "--loop-delay-worker"], stdout=subprocess.PIPE, text=True
+        )
 
     def stop(self) -> list[float]:
         self.process.terminate()
-        self.thread.join(timeout=10)
-        return self.lags
+        out, _ = self.process.communicate(timeout=10)
+        return [float(x) for x in json.loads(out)]
 
 
-def _burst_worker(prefix: str, rollouts: int) -> None:
-    """Run in a child process: start v2 of every deployment at once."""
+def _loop_delay_worker() -> None:
+    """Run in a child process until SIGTERM; prints the wake-up delays as JSON."""
+    delays: list[float] = []
+
+    async def sleep_until_stopped() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        while not stop.is_set():
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            delays.append(time.perf_counter() - started - 0.001)
+
+    asyncio.run(sleep_until_stopped())
+    print(json.dumps(delays))
+
+
+def _burst_worker(prefix: str, rollouts: int, version: str) -> None:
+    """Run in a child process: start ``version`` of every deployment at once."""
     run_containers(
-        f"{prefix}-v2",
+        f"{prefix}-v{version}",
         rollouts,
-        labels=lambda i: {"deployment.name": f"{prefix}-{i}", "deployment.version": "2.0.0"},
+        labels=lambda i: {"deployment.name": f"{prefix}-{i}", "deployment.version": version},
         command="sleep 3600",
     )
 
@@ -572,10 +649,15 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
     parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
     parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")
-    parser.add_argument("--burst-worker", nargs=2, metavar=("PREFIX", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument("--bursts", type=int, default=3, help="bursts of rollouts for the event lag")
+    parser.add_argument("--burst-worker", nargs=3, metavar=("PREFIX", "COUNT", "VERSION"), help=argparse.SUPPRESS)
+    parser.add_argument("--loop-delay-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.burst_worker:
-        _burst_worker(args.burst_worker[0], int(args.burst_worker[1]))
+        _burst_worker(args.burst_worker[0], int(args.burst_worker[1]), args.burst_worker[2])
+        return
+    if args.loop_delay_worker:
+        _loop_delay_worker()
         return
     wanted = args.figures or FIGURES
     print(describe_machine())
@@ -590,21 +672,28 @@ def main() -> None:
     if "lag" in wanted or "state" in wanted:
         prefix = f"bench-{uuid.uuid4().hex[:6]}"
         with cleanup():
-            recording, cli_lags, burst = asyncio.run(_burst_in_process(rollouts=args.rollouts, prefix=prefix))
-        lags = recording.lags
+            recording, seconds = asyncio.run(
+                _bursts_in_process(rollouts=args.rollouts, bursts=args.bursts, prefix=prefix)
+            )
+        lags, baseline = recording.lags, recording.baseline_lags
+        handling, delays = recording.handling, recording.loop_delays
         Figure(
-            f"3. Event lag, burst of {args.rollouts} simultaneous rollouts "
-            f"({len(lags)} events applied in {burst:.1f} s; baseline: `docker events` receiving them)",
+            f"3. Event lag, {args.bursts} bursts of {args.rollouts} simultaneous rollouts ({len(lags)} events "
+            f"applied in {seconds:.1f} s; baseline: `docker events` receiving the same events)",
             [
-                (
-                    f"p{q}",
-                    ms(percentile(lags, q)),
-                    ms(percentile(cli_lags, q)),
-                    f"{percentile(lags, q) / percentile(cli_lags, q):.1f}×",
-                )
-                for q in (50, 99)
+                *(
+                    (f"p{q}, timeNano → applied", ms(percentile(lags, q)), ms(percentile(baseline, q)),
+                     f"{percentile(lags, q) / percentile(baseline, q):.1f}×")
+                    for q in (50, 99)
+                ),
+                *(
+                    (f"p{q}, in the watcher: read off the stream → applied", ms(percentile(handling, q)), "", "")
+                    for q in (50, 99)
+                ),
+                ("host floor: a bare asyncio loop's 1 ms sleeps woke late by, p99 / max",
+                 f"{ms(percentile(delays, 99))} / {ms(max(delays))}", "", f"{len(delays):,} sleeps"),
             ],
-        ).print()
+        ).print()  # fmt: skip
         figure_state_machine(recording).print()
 
 

@@ -61,6 +61,11 @@ def event_time(event: Mapping[str, Any]) -> float | None:
     return _number(event.get("time"))
 
 
+def event_id(event: Mapping[str, Any]) -> str:
+    """The container's id ("" when the event has none)."""
+    return _text(_object(event.get("Actor")).get("ID")) or _text(event.get("id"))
+
+
 def event_action(event: Mapping[str, Any]) -> str:
     return _text(event.get("Action")) or _text(event.get("status"))
 
@@ -73,7 +78,7 @@ def classify(event: Mapping[str, Any]) -> Cause:
     """What a container event means for the state machine (None: nothing)."""
     if event.get("Type", "container") != "container":
         return None
-    container_id = _text(_object(event.get("Actor")).get("ID")) or _text(event.get("id"))
+    container_id = event_id(event)
     at = event_time(event)
     if not container_id or at is None:
         return None
