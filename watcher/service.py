@@ -127,6 +127,7 @@ class Service:
         """Serve until ``stop`` is set (or SIGTERM/SIGINT); a root task dying stops all, raising its error."""
         stop = stop or asyncio.Event()
         await self.exposition.refresh()  # the first scrape is served from memory too
+        heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
         app = make_app(exposition=self.exposition, ready=self.ready)
         app.add_routes(self.api.routes())
         websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
