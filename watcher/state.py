@@ -189,8 +189,12 @@ def health_checks(deployment: Deployment, *, settings: Settings) -> dict[str, bo
         CHECK_OOM: not any(i.oom_killed for i in current),
         CHECK_RESTARTS: not any(i.restart_count >= settings.rollout.restart_limit for i in current),
     }
-    if any(i.has_healthcheck for i in current):
-        checks[CHECK_HEALTHCHECK] = all(i.health is Health.HEALTHY for i in current if i.has_healthcheck and i.running)
+    # A container running on its start event alone may have a health check: not passed until inspected.
+    unknown = any(i.running and not i.inspected for i in current)
+    if unknown or any(i.has_healthcheck for i in current):
+        checks[CHECK_HEALTHCHECK] = not unknown and all(
+            i.health is Health.HEALTHY for i in current if i.has_healthcheck and i.running
+        )
     return checks
 
 

@@ -152,7 +152,12 @@ def test_start_event_runs_the_instance_at_once() -> None:
     run = Run()(created("a", "1.0.0", 100), InstanceStarted(101, "a"))
     instance = run.d().members["a"].instance
     assert (instance.running, instance.running_since, instance.inspected) == (True, 101, False)
-    assert health_checks(run.d(), settings=SETTINGS)[CHECK_RUNNING] is True
+    checks = health_checks(run.d(), settings=SETTINGS)
+    assert checks[CHECK_RUNNING] is True
+    assert checks[CHECK_HEALTHCHECK] is False  # unknown until the inspect: health 0, not a flap to 1
+    assert not is_healthy(run.d(), settings=SETTINGS)
+    run(started("a", "1.0.0", 101, created_at=100))  # the inspect: no health check after all
+    assert CHECK_HEALTHCHECK not in health_checks(run.d(), settings=SETTINGS)
 
 
 def test_no_success_before_the_inspect() -> None:
