@@ -18,7 +18,6 @@ import ssl
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +31,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.polling import poll
 from tests.private_dockerd import PrivateDockerd
 
 BUSYBOX_IMAGE = "deployment-watcher-test/busybox:latest"
@@ -195,14 +195,17 @@ class WatcherProcess:
         )
 
     def wait_for(self, what: str, check: Callable[[], bool], *, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Poll ``check`` until true; fail at once if the watcher exits, with its log tail either way."""
+
+        def running_check() -> bool:
             if self.process.poll() is not None:
-                raise AssertionError(f"the watcher exited ({self.process.returncode}):\n{self.tail()}")
-            if check():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.tail()}")
+                raise AssertionError(f"the watcher exited ({self.process.returncode}) while waiting for {what}")
+            return check()
+
+        try:
+            poll(what, running_check, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.tail()}") from None
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -300,16 +303,16 @@ def run_prometheus(tmp: Path, config_file: Path) -> Prometheus:
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     prometheus = Prometheus(port, process, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return prometheus
-        except OSError:
-            pass
-        time.sleep(0.5)
-    prometheus.stop()
-    raise AssertionError(f"prometheus not ready:\n{log.read_text()[-3000:]}")
+            raise AssertionError(f"prometheus exited ({process.returncode})")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+
+    try:
+        poll("prometheus /-/ready", ready, timeout=60, interval=0.5, retry_on=(OSError,))
+    except AssertionError as exc:
+        prometheus.stop()
+        raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+    return prometheus

@@ -14,11 +14,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.polling import poll
 
 STOP_TIMEOUT = 30  # seconds dockerd may take to shut down before it is killed
 
@@ -67,13 +68,16 @@ class PrivateDockerd:
         ]
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while self.docker("version", check=False, timeout=10) is None:
+
+        def answers() -> bool:
             if not self.running:
-                pytest.fail(f"dockerd exited during start-up:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"dockerd did not answer within 60 s:\n{self.tail()}")
-            time.sleep(0.1)
+                raise AssertionError("dockerd exited during start-up")
+            return self.docker("version", check=False, timeout=10) is not None
+
+        try:
+            poll("dockerd to answer", answers, timeout=60, interval=0.1)
+        except AssertionError as exc:
+            pytest.fail(f"{exc}\n{self.tail()}")
         if not self._imported:
             subprocess.run(
                 ["docker", "-H", self.host, "import", "-", self.image],

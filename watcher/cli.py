@@ -1,6 +1,7 @@
 """Command line: flags in the Prometheus exporter style, exit codes.
 
-Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed; 2 bad configuration.
+Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed, or did not stop within
+``service.shutdown_timeout_seconds`` (or a second signal forced it); 2 bad configuration.
 ``deployment-watcher notify …`` is the CI/CD client, with its own flags and exit codes (watcher.notify).
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from watcher import __version__, api, config, notify
 from watcher.service import Service
+from watcher.shutdown import ShutdownIncomplete
 
 log = logging.getLogger("watcher")
 
@@ -70,10 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     errors: tuple[Exception, ...] = ()
     try:
-        asyncio.run(Service(settings, api_token=api_token).run())
+        asyncio.run(_serve(Service(settings, api_token=api_token)))
     except* Exception as group:
         errors = group.exceptions
     if errors:
         log.error("the watcher stopped: %s", "; ".join(str(e) or type(e).__name__ for e in errors))
         return EXIT_FAILED
     return EXIT_OK
+
+
+async def _serve(service: Service) -> None:
+    try:
+        await service.run()
+    except ShutdownIncomplete:
+        # What did not end (a task, a thread) would also hang asyncio.run's cleanup and the
+        # interpreter's exit, which wait for every task and thread: only leaving now ends it.
+        logging.shutdown()
+        os._exit(EXIT_FAILED)

@@ -148,6 +148,17 @@ class ExpositionSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    shutdown_timeout_seconds: float = _opt(
+        8.0,
+        "after SIGTERM or SIGINT, seconds the watcher may take to stop (final state file save, open HTTP "
+        "requests); beyond it, it logs what is still pending and exits with code 1. Below docker stop's "
+        "10 s grace, so that report is written before Docker kills the process",
+        minimum=2,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogSettings:
     level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -163,6 +174,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     exposition: ExpositionSettings = field(default_factory=ExpositionSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

@@ -1,4 +1,4 @@
-"""Wiring: one Core holding the state, root tasks supervised, the HTTP server, signals."""
+"""Wiring: one Core holding the state, root tasks supervised, the HTTP server, a bounded shutdown."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from watcher import heap, stats, webconfig, websecurity
+from watcher import heap, shutdown, stats, webconfig, websecurity
 from watcher.api import DeploymentsApi
 from watcher.config import Settings, parse_listen_address
 from watcher.docker_watch import DockerWatch
@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 SAVE_RETRY_SECONDS = 5.0  # after a failed save (full or read-only disk), even with no new change
 TICK_SECONDS = 1.0  # resolution of time-based rules (stable time, deadlines, retention)
+# At shutdown, for requests in flight: ours take milliseconds, and a client that stalls midway
+# (a body never finished, a response never read) must not hold the stop (aiohttp waits 60 s).
+HTTP_GRACE_SECONDS = 1.0
+RECANCEL_SECONDS = 1.0  # a root task still running this long after its cancellation gets another
+WRITER_THREAD = "state-file"
 
 
 class Core:
@@ -106,7 +111,8 @@ class Service:
         self._changed = asyncio.Event()
         self.core.on_change(self._changed.set)
         # One writer thread: a save still running when the service stops ends before the final one.
-        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-file")
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
+        self._writing: concurrent.futures.Future[bool] | None = None  # the newest save handed to it
         self.exposition = Exposition(
             snapshot=self.core.snapshot, registry=self.registry, settings=settings, metrics=self.metrics
         )
@@ -124,31 +130,61 @@ class Service:
         return self.docker.connected
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
-        """Serve until ``stop`` is set (or SIGTERM/SIGINT); a root task dying stops all, raising its error."""
+        """Serve until ``stop`` is set (or SIGTERM/SIGINT), then stop within ``service.shutdown_timeout_seconds``.
+
+        A root task dying stops all, raising its error. ``ShutdownIncomplete``: the shutdown did
+        not finish in time, or a second signal forced it; what did not end may still be running.
+        """
         stop = stop or asyncio.Event()
-        await self.exposition.refresh()  # the first scrape is served from memory too
-        heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
-        app = make_app(exposition=self.exposition, ready=self.ready)
-        app.add_routes(self.api.routes())
-        websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            host, port = parse_listen_address(self.settings.web.listen_address)
-            site = web.TCPSite(runner, host, port, ssl_context=self.web_config.tls)
-            await site.start()
-            self.port = runner.addresses[0][1]
-            scheme = "https" if self.web_config.tls else "http"
-            log.info("serving metrics on %s://%s:%d", scheme, host, self.port)
-            if self.web_config.users and not self.web_config.tls:
-                log.warning("basic auth without TLS: passwords cross the network in clear text")
-            await _supervise(self._root_tasks(), stop=stop)
-        finally:
+        force = asyncio.Event()
+        with shutdown.signals(stop=stop, force=force):
+            await self.exposition.refresh()  # the first scrape is served from memory too
+            heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
+            app = make_app(exposition=self.exposition, ready=self.ready)
+            app.add_routes(self.api.routes())
+            websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_GRACE_SECONDS)
+            await runner.setup()
+            roots: list[asyncio.Task[None]] = []
             try:
-                await self._save()  # whatever changed since the last save
+                host, port = parse_listen_address(self.settings.web.listen_address)
+                site = web.TCPSite(runner, host, port, ssl_context=self.web_config.tls)
+                await site.start()
+                self.port = runner.addresses[0][1]
+                scheme = "https" if self.web_config.tls else "http"
+                log.info("serving metrics on %s://%s:%d", scheme, host, self.port)
+                if self.web_config.users and not self.web_config.tls:
+                    log.warning("basic auth without TLS: passwords cross the network in clear text")
+                roots = _start(self._root_tasks())
+                await _until_stopped(roots, stop=stop)
             finally:
-                self._writer.shutdown(wait=True)
-                await runner.cleanup()
+                stop.set()  # a crash stops too; from now on a signal forces the exit
+                log.info("stopping")
+                await shutdown.bounded(
+                    self._shut_down(runner, roots), timeout=self.settings.service.shutdown_timeout_seconds,
+                    force=force, busy_threads=self._busy_threads,
+                )  # fmt: skip
+        _raise_crashes(roots)
+
+    async def _shut_down(self, runner: web.AppRunner, roots: list[asyncio.Task[None]]) -> None:
+        """The final save first: it is what a restart relies on (rollback counts, history), so it
+        waits neither for a root task nor for a client that does not end. Then the tasks end and
+        the port closes, and whatever the API accepted meanwhile is saved too."""
+        for task in roots:
+            task.cancel()
+        await self._save()
+        await asyncio.gather(
+            asyncio.create_task(_ended(roots), name="root tasks ending"),
+            asyncio.create_task(runner.cleanup(), name="HTTP server closing"),
+        )
+        await self._save()
+        self._writer.shutdown(wait=False)  # the saves above have ended: nothing to wait for
+
+    def _busy_threads(self) -> list[threading.Thread]:
+        """What the shutdown may wait for in a thread: the state file's writer, while it saves."""
+        if self._writing is None or self._writing.done():
+            return []
+        return [thread for thread in threading.enumerate() if thread.name.startswith(WRITER_THREAD)]
 
     def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:
         tasks = {
@@ -177,8 +213,11 @@ class Service:
             if self.core.snapshot() is self._saved:
                 await self._changed.wait()
             else:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+                # arrives in the same instant as the change it waits for, and the loop goes on.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), SAVE_RETRY_SECONDS)
+                    async with asyncio.timeout(SAVE_RETRY_SECONDS):
+                        await self._changed.wait()
             await asyncio.sleep(self.settings.storage.debounce_seconds)
             await self._save()
 
@@ -187,7 +226,8 @@ class Service:
         state = self.core.snapshot()
         if self.state_file is None or state is self._saved:
             return
-        if await asyncio.get_running_loop().run_in_executor(self._writer, self._write, self.state_file, state):
+        self._writing = self._writer.submit(self._write, self.state_file, state)
+        if await asyncio.wrap_future(self._writing):
             self._saved = state
 
     @staticmethod
@@ -200,38 +240,44 @@ class Service:
             heap.release_free_memory()
 
 
-class _Stopped(Exception):
-    pass
+def _start(coroutines: dict[str, Coroutine[Any, Any, NoReturn]]) -> list[asyncio.Task[None]]:
+    """The root tasks, named: a crash is logged with the name, and so is a task that does not stop."""
 
-
-async def _supervise(tasks: dict[str, Coroutine[Any, Any, NoReturn]], *, stop: asyncio.Event) -> None:
-    """Run root tasks until ``stop``: any task ending (they never should) cancels the others."""
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            loop.add_signal_handler(signum, stop.set)
-
-    async def watch(name: str, coro: Coroutine[Any, Any, NoReturn]) -> None:
+    async def watch(name: str, coroutine: Coroutine[Any, Any, NoReturn]) -> None:
         try:
-            await coro
-        except asyncio.CancelledError:
-            raise
+            await coroutine
         except Exception:
             log.exception("root task %r crashed; stopping the watcher", name)
             raise
 
-    async def until_stopped() -> None:
-        await stop.wait()
-        raise _Stopped
+    return [asyncio.create_task(watch(name, coroutine), name=name) for name, coroutine in coroutines.items()]
 
+
+async def _until_stopped(roots: list[asyncio.Task[None]], *, stop: asyncio.Event) -> None:
+    """Until ``stop`` is set or a root task ends (they never should: it crashed)."""
+    stopped = asyncio.create_task(stop.wait(), name="until stopped")
     try:
-        async with asyncio.TaskGroup() as group:
-            for name, coro in tasks.items():
-                group.create_task(watch(name, coro), name=name)
-            group.create_task(until_stopped(), name="stop")
-    except* _Stopped:
-        log.info("stopping")
+        await asyncio.wait([stopped, *roots], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signum)
+        stopped.cancel()
+
+
+async def _ended(roots: list[asyncio.Task[None]]) -> None:
+    """Until the cancelled root tasks have ended.
+
+    One still running RECANCEL_SECONDS after its cancellation is cancelled again: Python 3.11's
+    asyncio.wait_for loses a cancellation that arrives in the same instant as the result it
+    waits for (fixed in 3.12), and the task carries on as if never told to stop.
+    """
+    pending = {task for task in roots if not task.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
+        for task in pending:
+            log.warning("root task %r still running after its cancellation; cancelling it again", task.get_name())
+            task.cancel()
+
+
+def _raise_crashes(roots: list[asyncio.Task[None]]) -> None:
+    errors = [error for task in roots if not task.cancelled() and (error := task.exception()) is not None]
+    if errors:
+        raise BaseExceptionGroup("root tasks crashed", errors)

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tests import dashboard
 from tests.conftest import Containers, Prometheus, WatcherProcess, run_prometheus, start_watcher
+from tests.polling import poll
 
 pytestmark = pytest.mark.docker
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
 # Grafana's interval variables, given values that fit a 15 s scrape interval.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
+STACK_TIMEOUT = 150  # seconds for Prometheus to scrape, evaluate rules and hold alerts pending
 
 
 @dataclass
@@ -94,31 +94,19 @@ def substitute(expr: str, *, deployment: str, environment: str) -> str:
     return expr.replace("$deployment", deployment).replace("$environment", environment)
 
 
-def wait_until(what: str, check: Any, *, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last is True:
-            return
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}: {last}")
-
-
 def test_every_panel_query_returns_data(stack: tuple[Prometheus, WatcherProcess, Scenario]) -> None:
     """With both deployments selected, every expression of every panel returns a series."""
     prometheus, _, scenario = stack
     both = f"({scenario.api}|{scenario.web})"  # names are [a-z0-9-]: no regex escaping needed
 
-    def empty() -> object:
-        missing = [
+    def empty() -> list[tuple[str, str]]:
+        return [
             (title, expr)
             for title, expr in dashboard.expressions()
             if not prometheus.query(substitute(expr, deployment=both, environment="(production|staging)"))
         ]
-        return missing or True
 
-    wait_until("every panel to have data", empty)
+    poll("every panel to have data", empty, timeout=STACK_TIMEOUT, interval=2, until=lambda missing: not missing)
 
 
 def test_variables_list_both_deployments_and_environments(
@@ -138,7 +126,8 @@ def test_variables_list_both_deployments_and_environments(
 def test_filtering_to_one_deployment(stack: tuple[Prometheus, WatcherProcess, Scenario]) -> None:
     """With one deployment selected, no panel shows another deployment's series."""
     prometheus, _, scenario = stack
-    wait_until("data", lambda: bool(prometheus.query(f'deployment_status{{deployment="{scenario.api}"}}')))
+    poll("data", lambda: prometheus.query(f'deployment_status{{deployment="{scenario.api}"}}'), timeout=STACK_TIMEOUT,
+         interval=2)  # fmt: skip
     for title, expr in dashboard.expressions():
         for series in prometheus.query(substitute(expr, deployment=scenario.api, environment=".*")):
             shown = series.get("metric", {}).get("deployment")
@@ -149,13 +138,12 @@ def test_failed_and_rollback_alerts_fire(stack: tuple[Prometheus, WatcherProcess
     """The failed-deployment and rollback alerts are pending or firing for the scenario."""
     prometheus, _, scenario = stack
 
-    def alerts() -> object:
-        active = {
+    def alerts() -> set[tuple[str, str | None]]:
+        return {
             (a["labels"]["alertname"], a["labels"].get("deployment"))
             for a in prometheus.api("alerts")["alerts"]
             if a["state"] in ("pending", "firing")
         }
-        wanted = {("DeploymentFailed", scenario.web), ("DeploymentRolledBack", scenario.api)}
-        return True if wanted <= active else active
 
-    wait_until("alerts", alerts)
+    wanted = {("DeploymentFailed", scenario.web), ("DeploymentRolledBack", scenario.api)}
+    poll("alerts", alerts, timeout=STACK_TIMEOUT, interval=2, until=lambda active: wanted <= active)

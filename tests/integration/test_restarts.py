@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Containers, WatcherProcess, docker, require_binary, start_watcher
+from tests.polling import poll
 from watcher import store
 from watcher.observations import DeploymentKey
 from watcher.state import Deployment, Rollout, State
@@ -72,13 +73,6 @@ def kill_9(watcher: WatcherProcess) -> None:
     watcher.process.wait(timeout=10)
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_kill_9_mid_rollout_then_changes_while_down(tmp_path: Path, containers: Containers) -> None:
     """kill -9 with v2 in progress; v2 crashes while down → failed, revision 2; kill -9 again and
     roll back to v1 while down → revision 3, one rollback; counters never go backwards."""
@@ -96,12 +90,14 @@ def test_kill_9_mid_rollout_then_changes_while_down(tmp_path: Path, containers: 
         watcher.wait_for("v2 in progress", lambda: watcher.value("deployment_version", deployment=name) == 2)
         before = counters(watcher, name)
         # kill -9 loses what changed since the last save: wait until the file has what was exported.
-        wait_until("v2 saved", lambda: (d := saved(data, name)) is not None and d.rollout.revision == 2
-                   and d.cpu_seconds >= before["deployment_cpu_usage_seconds_total"])  # fmt: skip
+        poll("v2 saved", lambda: saved(data, name), timeout=30,
+             until=lambda d: d is not None and d.rollout.revision == 2
+             and d.cpu_seconds >= before["deployment_cpu_usage_seconds_total"])  # fmt: skip
         kill_9(watcher)
 
         docker("exec", v2, "touch", "/tmp/die")  # v2 crashes while nobody watches
-        wait_until("v2 exited", lambda: docker("inspect", "--format", "{{.State.Status}}", v2) == "exited")
+        poll("v2 exited", lambda: docker("inspect", "--format", "{{.State.Status}}", v2), timeout=30,
+             until=lambda status: status == "exited")  # fmt: skip
         containers.remove(v1)  # and v1 goes: its CPU must stay counted
         watcher = start_watcher(tmp_path, *flags)
         watcher.wait_for("v2 failed", lambda: watcher.value("deployment_status", deployment=name) == 0)
@@ -113,7 +109,8 @@ def test_kill_9_mid_rollout_then_changes_while_down(tmp_path: Path, containers: 
         assert "revision 2 (2.0.0) failed: container" in watcher.log.read_text()
         assert "exited with code 3" in watcher.log.read_text()
 
-        wait_until("failure saved", lambda: (d := saved(data, name)) is not None and d.rollout.status.value == 0)
+        poll("failure saved", lambda: saved(data, name), timeout=30,
+             until=lambda d: d is not None and d.rollout.status.value == 0)  # fmt: skip
         before = after
         kill_9(watcher)
         containers.remove(v2)

@@ -3,8 +3,6 @@ container, a container's own --cgroup-parent is found, and a real watcher report
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ import aiodocker
 import pytest
 
 from tests.conftest import Containers, docker, start_watcher
+from tests.polling import poll_async
 from watcher.config import Settings, StatsSettings
 from watcher.observations import Usage
 from watcher.stats import ApiStats, StatsSource, open_source
@@ -46,11 +45,10 @@ async def one(source: StatsSource, container_id: str) -> Usage:
 
 async def filled(source: StatsSource, container_id: str) -> Usage:
     """The container's usage once dd has written its memory."""
-    deadline = time.monotonic() + 30
-    while (usage := await one(source, container_id)).memory_bytes < FILL_MIB * MIB:
-        assert time.monotonic() < deadline, f"memory never reached {FILL_MIB} MiB: {usage}"
-        await asyncio.sleep(0.2)
-    return usage
+    return await poll_async(
+        f"memory of at least {FILL_MIB} MiB", lambda: one(source, container_id), timeout=30,
+        until=lambda usage: usage.memory_bytes >= FILL_MIB * MIB,
+    )  # fmt: skip
 
 
 async def test_cgroup_files_and_stats_api_agree(containers: Containers) -> None:

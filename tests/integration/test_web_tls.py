@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +28,7 @@ from pytest_aiohttp import AiohttpServer
 
 from tests.conftest import WatcherProcess, free_port, require_binary, run_prometheus, start_watcher
 from tests.pki import Pki, make_pki
+from tests.polling import poll
 from watcher import healthcheck, webconfig
 from watcher.config import Settings, WebSettings
 from watcher.exposition import Exposition
@@ -366,12 +366,10 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
     try:
 
         def up() -> dict[str, float]:
+            assert prometheus.process.poll() is None, prometheus.log.read_text()[-3000:]
             return {series["metric"]["job"]: float(series["value"][1]) for series in prometheus.query("up")}
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and up() != {"tls": 1, "mtls": 1, "wrong-password": 0}:
-            assert prometheus.process.poll() is None, prometheus.log.read_text()[-3000:]
-            time.sleep(0.5)
-        assert up() == {"tls": 1, "mtls": 1, "wrong-password": 0}, prometheus.log.read_text()[-3000:]
+        expected = {"tls": 1, "mtls": 1, "wrong-password": 0}
+        poll("up of each job", up, timeout=60, interval=0.5, until=lambda seen: seen == expected)
     finally:
         prometheus.stop()

@@ -9,7 +9,7 @@ import gzip
 import itertools
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
@@ -22,6 +22,7 @@ from prometheus_client.samples import Sample
 from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import require_binary
+from tests.polling import poll_async
 from tests.unit.test_state import SETTINGS, Run, started
 from watcher.collector import DeploymentCollector
 from watcher.config import ExpositionSettings, Settings
@@ -143,13 +144,6 @@ async def renderer(exposition: Exposition) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10) -> None:
-    """Poll ``check`` until it is true; generous, as the test machine is shared."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.005)
 
 
 async def text_of(exposition: Exposition) -> str:
@@ -319,7 +313,7 @@ async def test_change_rendered_in_the_background(aiohttp_client: AiohttpClient) 
         run(InstanceGone(200, "a")).tick(200 + SETTINGS.retention.gone_seconds)
         current["state"] = run.state
         exposition.changed()
-        await eventually(gone)
+        await poll_async("the gone deployment dropped", gone, timeout=10, interval=0.005)
     assert renders(metrics, "deployments") == 2
 
 
@@ -340,7 +334,7 @@ async def test_burst_of_changes_is_one_rendering() -> None:
         async def newest() -> bool:
             return samples(await text_of(exposition))[d0] == 20
 
-        await eventually(newest)
+        await poll_async("the newest state rendered", newest, timeout=10, interval=0.005)
     assert renders(metrics, "deployments") == 2
 
 
@@ -359,7 +353,7 @@ async def test_own_metrics_refreshed_at_the_staleness_bound() -> None:
         return "events_total 1.0\n" in await text_of(exposition)
 
     async with renderer(exposition):
-        await eventually(counted)
+        await poll_async("the counter re-read", counted, timeout=10, interval=0.005)
     assert renders(metrics, "deployments") == before
 
 
@@ -464,7 +458,7 @@ async def test_service_renders_what_the_core_applies() -> None:
         return api in samples(await text_of(service.exposition))
 
     async with renderer(service.exposition):
-        await eventually(shown)
+        await poll_async("the deployment shown", shown, timeout=10, interval=0.005)
     assert ("process_cpu_seconds_total", frozenset()) in samples(await text_of(service.exposition))
 
 

@@ -1,18 +1,23 @@
-"""Backoff, the core's change listeners and rule clock, supervision of root tasks, and saving the state file."""
+"""Backoff, the core's change listeners and rule clock, supervision of root tasks, saving the state
+file, and a shutdown that ends within its bound whatever hangs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.unit.test_store import rich_state
 from watcher import service as service_module
-from watcher.config import DockerSettings, Settings, StatsSettings, StorageSettings, WebSettings
+from watcher.config import DockerSettings, ServiceSettings, Settings, StatsSettings, StorageSettings, WebSettings
 from watcher.docker_watch import Backoff
 from watcher.observations import (
     DeploymentKey,
@@ -25,7 +30,8 @@ from watcher.observations import (
     Tick,
 )
 from watcher.selfmetrics import SelfMetrics
-from watcher.service import Core, Service, _supervise
+from watcher.service import Core, Service
+from watcher.shutdown import ShutdownIncomplete
 from watcher.state import State
 from watcher.store import StateFile, decode
 
@@ -39,9 +45,47 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert high.next() == 0.5
 
 
-async def test_supervise_stops_all_when_one_task_dies() -> None:
-    """One root task crashing cancels the others and surfaces its error."""
-    cancelled = asyncio.Event()
+def quiet_settings(tmp_path: Path, *, directory: str = "", shutdown_timeout: float = 8.0) -> Settings:
+    """A service that serves on a free port and waits for a Docker Engine that is not there."""
+    return Settings(
+        web=WebSettings(listen_address="127.0.0.1:0"),
+        docker=DockerSettings(host=f"unix://{tmp_path}/no-docker.sock", backoff_initial_seconds=5),
+        stats=StatsSettings(enabled=False),
+        storage=StorageSettings(directory=directory, debounce_seconds=60),
+        service=ServiceSettings(shutdown_timeout_seconds=shutdown_timeout),
+    )
+
+
+class ServiceWith(Service):
+    """A service with extra root tasks."""
+
+    def __init__(self, settings: Settings, extra: dict[str, Coroutine[Any, Any, NoReturn]]) -> None:
+        super().__init__(settings)
+        self.extra = extra
+
+    def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:
+        return super()._root_tasks() | self.extra
+
+
+async def serving(service: Service, stop: asyncio.Event) -> asyncio.Task[None]:
+    running = asyncio.create_task(service.run(stop=stop))
+    async with asyncio.timeout(10):
+        while service.port is None:
+            await asyncio.sleep(0.01)
+    return running
+
+
+def a_change(service: Service) -> None:
+    identity = Identity(
+        key=DeploymentKey("new", "production"), version="1", commit="", image="new:1", created_at=time.time(),
+        deployed_at=time.time(),
+    )  # fmt: skip
+    service.core.submit(InstanceSeen(time.time(), Instance(id="n1", identity=identity, running=False)))
+
+
+async def test_a_crashed_root_task_stops_the_service(tmp_path: Path) -> None:
+    """One root task crashing ends the others and surfaces its error."""
+    ended = asyncio.Event()
 
     async def crashes() -> NoReturn:
         await asyncio.sleep(0.01)
@@ -51,25 +95,97 @@ async def test_supervise_stops_all_when_one_task_dies() -> None:
         try:
             await asyncio.sleep(3600)
         finally:
-            cancelled.set()
+            ended.set()
         raise AssertionError("unreachable")
 
+    service = ServiceWith(quiet_settings(tmp_path), {"crashes": crashes(), "forever": forever()})
     with pytest.raises(ExceptionGroup) as caught:
-        await _supervise({"crashes": crashes(), "forever": forever()}, stop=asyncio.Event())
+        await service.run()
     assert caught.group_contains(RuntimeError, match="boom")
-    assert cancelled.is_set()
+    assert ended.is_set()
 
 
-async def test_supervise_returns_cleanly_on_stop() -> None:
-    """Setting the stop event ends supervision without an error."""
+async def test_a_root_task_ignoring_cancellation_is_named_and_the_stop_is_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that never ends: the final save still happens, and at the bound the service gives
+    up, naming the task and where it waits."""
+    monkeypatch.setattr(service_module, "RECANCEL_SECONDS", 0.05)
+    released = asyncio.Event()
+
+    async def stubborn() -> NoReturn:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await released.wait()
+        raise asyncio.CancelledError  # released by the test
+
     stop = asyncio.Event()
+    service = ServiceWith(
+        quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.5), {"stubborn": stubborn()}
+    )
+    running = await serving(service, stop)
+    a_change(service)
+    try:
+        stop.set()
+        started = time.monotonic()
+        with pytest.raises(ShutdownIncomplete, match=r"did not finish within 0\.5 s"):
+            await running
+        assert time.monotonic() - started < 3
+    finally:
+        released.set()
+        await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "stubborn"], return_exceptions=True)
+    assert decode((tmp_path / "state.json").read_bytes()) == service.core.snapshot()
+    [report] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "task 'stubborn':" in report and "in stubborn" in report and "await released.wait()" in report
+    assert "still running after its cancellation; cancelling it again" in caplog.text
 
-    async def forever() -> NoReturn:
+
+async def test_a_stuck_state_file_writer_is_reported_and_the_stop_is_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A save that never returns (a hung disk): the service gives up at the bound and shows the writer thread's stack."""
+    released = threading.Event()
+
+    class StuckDisk(Service):
+        @staticmethod
+        def _write(state_file: StateFile, state: State) -> bool:
+            released.wait(timeout=30)
+            return False
+
+    stop = asyncio.Event()
+    service = StuckDisk(quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.5))
+    running = await serving(service, stop)
+    a_change(service)
+    try:
+        stop.set()
+        with pytest.raises(ShutdownIncomplete):
+            await running
+    finally:
+        released.set()
+    [report] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "thread 'state-file_0':" in report and "released.wait(timeout=30)" in report
+    assert "task 'shutdown':" in report and "in _save" in report
+
+
+async def test_a_lost_cancellation_is_repeated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root task that swallows its cancellation once (as asyncio.wait_for does in Python 3.11
+    when the result arrives in the same instant) is cancelled again: a clean stop."""
+    monkeypatch.setattr(service_module, "RECANCEL_SECONDS", 0.05)
+
+    async def swallows_once() -> NoReturn:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 
-    asyncio.get_running_loop().call_later(0.01, stop.set)
-    await _supervise({"forever": forever()}, stop=stop)
+    stop = asyncio.Event()
+    running = await serving(ServiceWith(quiet_settings(tmp_path), {"swallows once": swallows_once()}), stop)
+    stop.set()
+    await running
+    assert "root task 'swallows once' still running after its cancellation" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_core_tells_listeners_only_when_the_state_changed() -> None:

@@ -1,0 +1,72 @@
+"""Stopping a real watcher process: SIGTERM ends it promptly whatever its HTTP clients do, and a
+second signal forces the exit. No Docker Engine needed: the watcher looks for one that is not there."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from tests.conftest import WatcherProcess, start_watcher
+
+TOKEN = "shutdown-token-" + uuid.uuid4().hex
+
+
+def watcher_without_docker(tmp_path: Path) -> WatcherProcess:
+    return start_watcher(
+        tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false",
+        env={"WATCHER_API_TOKEN": TOKEN},
+    )  # fmt: skip
+
+
+@contextmanager
+def stalled_clients(watcher: WatcherProcess) -> Iterator[None]:
+    """An idle keep-alive connection, and an API request in flight whose body never ends."""
+    with ExitStack() as sockets:
+        idle, stalled = (sockets.enter_context(socket.create_connection(("127.0.0.1", watcher.port))) for _ in "12")
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: watcher\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200"), "no answer on the keep-alive connection"
+        stalled.sendall(
+            f"POST /api/v1/deployments HTTP/1.1\r\nHost: watcher\r\nAuthorization: Bearer {TOKEN}\r\n"
+            'Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{"name": "api", '.encode()
+        )
+        watcher.get("/health")  # a round trip later, the request is in its handler, reading the body
+        yield
+
+
+def test_sigterm_ends_the_watcher_promptly_despite_stalled_clients(tmp_path: Path) -> None:
+    """An idle keep-alive connection and an API request stalled midway do not hold the stop
+    (aiohttp would wait 60 s for the request): exit 0 within seconds, nothing logged as an error."""
+    watcher = watcher_without_docker(tmp_path)
+    try:
+        with stalled_clients(watcher):
+            started = time.monotonic()
+            watcher.process.send_signal(signal.SIGTERM)
+            code = watcher.process.wait(timeout=30)
+            took = time.monotonic() - started
+    finally:
+        watcher.stop()
+    assert code == 0, watcher.tail()
+    assert took < 5, f"the stop took {took:.1f} s\n{watcher.tail()}"
+    assert " ERROR " not in watcher.log.read_text()
+
+
+def test_a_second_signal_forces_the_exit(tmp_path: Path) -> None:
+    """SIGINT right after SIGTERM, while a stalled request holds the stop: exit 1 at once, saying it
+    was forced and what was still pending."""
+    watcher = watcher_without_docker(tmp_path)
+    try:
+        with stalled_clients(watcher):
+            watcher.process.send_signal(signal.SIGTERM)
+            watcher.process.send_signal(signal.SIGINT)
+            code = watcher.process.wait(timeout=30)
+    finally:
+        watcher.stop()
+    log = watcher.log.read_text()
+    assert code == 1, watcher.tail()
+    assert "received while stopping: forcing the exit" in log
+    assert "the shutdown was forced by a second signal; still pending:" in log and "task 'shutdown':" in log
