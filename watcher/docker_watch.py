@@ -179,7 +179,10 @@ class DockerWatch:
         while True:
             wait = silence if not resync_every else max(0.0, min(silence, next_resync - time.monotonic()))
             try:
-                event = await asyncio.wait_for(subscriber.get(), wait)  # type: ignore[no-untyped-call]
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+                # arrives with an event, and the stop would never end this loop.
+                async with asyncio.timeout(wait):
+                    event = await subscriber.get()  # type: ignore[no-untyped-call]
             except TimeoutError:
                 if resync_every and time.monotonic() >= next_resync:
                     await self._resync(docker, at=await self._daemon_time(docker))

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from watcher.docker_watch import _PerContainer
+from prometheus_client import CollectorRegistry
+
+from watcher.config import Settings
+from watcher.docker_watch import DockerWatch, _PerContainer
+from watcher.selfmetrics import SelfMetrics
 
 
 async def test_jobs_of_one_container_run_in_order_and_others_do_not_wait() -> None:
@@ -57,3 +62,29 @@ async def test_a_failing_job_ends_the_group_and_closes_waiting_jobs() -> None:
     else:
         raise AssertionError("the group did not fail")
     assert started == []
+
+
+class QueueSubscriber:
+    """What aiodocker's ChannelSubscriber offers the reader: ``get()`` from a queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def get(self) -> dict[str, Any] | None:
+        return await self.queue.get()
+
+
+async def test_a_stop_arriving_with_an_event_ends_the_reader() -> None:
+    """A cancellation in the same instant as an event is not lost (Python 3.11's wait_for loses it)."""
+    watch = DockerWatch(settings=Settings(), submit=lambda _: None, metrics=SelfMetrics(CollectorRegistry()))
+    subscriber = QueueSubscriber()
+    reader = asyncio.create_task(watch._read(None, subscriber, None, since=0.0))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    # An untracked container's event (another container's health-check exec), then the stop.
+    subscriber.queue.put_nowait({"Type": "container", "Action": "exec_die", "Actor": {"ID": "x"}, "timeNano": 1})
+    await asyncio.sleep(0)
+    reader.cancel()
+    done, _ = await asyncio.wait([reader], timeout=1)
+    if not done:
+        reader.cancel()
+    assert done == {reader} and reader.cancelled()
