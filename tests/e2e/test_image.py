@@ -14,12 +14,12 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Containers, docker, free_port, require_binary
 from tests.pki import make_pki
+from tests.polling import poll
 
 pytestmark = pytest.mark.docker
 
@@ -159,6 +160,15 @@ def container_logs(name: str) -> str:
     return result.stdout + result.stderr
 
 
+@contextmanager
+def logs_on_failure(name: str) -> Iterator[None]:
+    """A failed assertion inside says what the container logged."""
+    try:
+        yield
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{container_logs(name)}") from None
+
+
 def test_image_runs_as_non_root_and_exports_a_labelled_deployment(watcher_image: str, containers: Containers) -> None:
     """The built image reads the socket read-only as uid 10001, exports a labelled container, turns healthy,
     and writes its state file into its volume."""
@@ -208,18 +218,20 @@ def test_image_runs_as_non_root_and_exports_a_labelled_deployment(watcher_image:
             owner = docker("exec", name, "stat", "-c", "%u", "/var/lib/deployment-watcher/state.json", check=False)
             return owner == "10001"
 
-        deadline = time.monotonic() + 60
-        seen_metrics = seen_healthy = seen_saved = False
-        while time.monotonic() < deadline and not (seen_metrics and seen_healthy and seen_saved):
-            assert docker("inspect", "--format", "{{.State.Running}}", name) == "true", container_logs(name)
-            seen_metrics = seen_metrics or exported()
-            seen_healthy = seen_healthy or healthy()
-            seen_saved = seen_saved or (seen_metrics and saved())
-            time.sleep(0.5)
-        logs = container_logs(name)
-        assert seen_metrics, f"/metrics never showed deployment {deployment}:\n{logs}"
-        assert seen_healthy, f"the HEALTHCHECK never reported healthy within 60 s:\n{logs}"
-        assert seen_saved, f"no state file written by uid 10001 in the volume:\n{logs}"
+        seen: set[str] = set()
+
+        def progress() -> set[str]:
+            assert docker("inspect", "--format", "{{.State.Running}}", name) == "true", "the container exited"
+            seen.update({"metrics"} if exported() else set(), {"healthy"} if healthy() else set())
+            if "metrics" in seen and saved():
+                seen.add("saved by uid 10001")
+            return seen
+
+        with logs_on_failure(name):
+            poll(
+                f"/metrics showing {deployment}, the HEALTHCHECK healthy, the state file saved by uid 10001",
+                progress, timeout=60, interval=0.5, until=lambda s: len(s) == 3,
+            )  # fmt: skip
     finally:
         docker("rm", "-f", "-v", name, check=False)  # -v: the image's anonymous data volume
 
@@ -239,11 +251,13 @@ def test_image_healthcheck_speaks_https(watcher_image: str, tmp_path: Path) -> N
                "--group-add", str(SOCKET.stat().st_gid),
                "-e", "WATCHER_WEB_CONFIG_FILE=/etc/watcher/web.yml", "-p", f"127.0.0.1:{port}:9102",
                watcher_image)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while docker("inspect", "--format", "{{.State.Health.Status}}", name) != "healthy":
-            assert docker("inspect", "--format", "{{.State.Running}}", name) == "true", container_logs(name)
-            assert time.monotonic() < deadline, f"the HEALTHCHECK never reported healthy:\n{container_logs(name)}"
-            time.sleep(0.5)
+
+        def health() -> str:
+            assert docker("inspect", "--format", "{{.State.Running}}", name) == "true", "the container exited"
+            return docker("inspect", "--format", "{{.State.Health.Status}}", name)
+
+        with logs_on_failure(name):
+            poll("the HEALTHCHECK healthy", health, timeout=60, interval=0.5, until=lambda s: s == "healthy")
         context = ssl.create_default_context(cafile=str(pki.ca))
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", timeout=5, context=context)
