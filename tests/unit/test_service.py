@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.polling import poll_async
 from tests.unit.test_store import rich_state
 from watcher import service as service_module
 from watcher.config import DockerSettings, ServiceSettings, Settings, StatsSettings, StorageSettings, WebSettings
@@ -69,9 +70,11 @@ class ServiceWith(Service):
 
 async def serving(service: Service, stop: asyncio.Event) -> asyncio.Task[None]:
     running = asyncio.create_task(service.run(stop=stop))
-    async with asyncio.timeout(10):
-        while service.port is None:
-            await asyncio.sleep(0.01)
+
+    async def port() -> int | None:
+        return service.port
+
+    await poll_async("the service serving", port, timeout=10, interval=0.01)
     return running
 
 
@@ -222,8 +225,11 @@ async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.M
         await asyncio.sleep(0.05)
         assert core.ticks == 0
         connected.set()
-        while core.ticks < 3:
-            await asyncio.sleep(0.001)
+
+        async def ticks() -> int:
+            return core.ticks
+
+        await poll_async("three ticks", ticks, timeout=5, interval=0.001, until=lambda n: n >= 3)
     finally:
         clock.cancel()
 
@@ -252,9 +258,11 @@ async def test_service_loads_saves_on_change_and_at_stop(tmp_path: Path) -> None
         deployed_at=time.time(),
     )  # fmt: skip
     service.core.submit(InstanceSeen(time.time(), Instance(id="n1", identity=identity, running=False)))
-    async with asyncio.timeout(10):
-        while on_disk() != service.core.snapshot():
-            await asyncio.sleep(0.02)
+
+    async def caught_up() -> bool:
+        return on_disk() == service.core.snapshot()
+
+    await poll_async("the change saved", caught_up, timeout=10, interval=0.02)
     service.core.submit(InstanceGone(time.time(), "n1"))
     stop.set()  # before the debounce ends: the final save has it
     await running
@@ -296,9 +304,11 @@ async def test_tick_counts_asyncio_tasks(monkeypatch: pytest.MonkeyPatch) -> Non
     sleeper = asyncio.create_task(asyncio.sleep(3600))
     clock = asyncio.create_task(core.tick_forever(fresh=lambda: True))
     try:
-        while registry.get_sample_value("deployment_watcher_asyncio_tasks") == 0:
-            await asyncio.sleep(0.01)
-        assert registry.get_sample_value("deployment_watcher_asyncio_tasks") == 3
+
+        async def tasks() -> float | None:
+            return registry.get_sample_value("deployment_watcher_asyncio_tasks")
+
+        assert await poll_async("tasks counted", tasks, timeout=5, interval=0.01) == 3
     finally:
         for task in (sleeper, clock):
             task.cancel()
