@@ -265,9 +265,10 @@ async def _until_stopped(roots: list[asyncio.Task[None]], *, stop: asyncio.Event
 async def _ended(roots: list[asyncio.Task[None]]) -> None:
     """Until the cancelled root tasks have ended.
 
-    One still running RECANCEL_SECONDS after its cancellation is cancelled again: Python 3.11's
-    asyncio.wait_for loses a cancellation that arrives in the same instant as the result it
-    waits for (fixed in 3.12), and the task carries on as if never told to stop.
+    One still running RECANCEL_SECONDS after its cancellation is cancelled again: a cancellation
+    can be lost (Python 3.11's asyncio.wait_for drops one that arrives in the same instant as
+    the result it waits for; the watcher's own loops use asyncio.timeout, libraries may not),
+    and the task then carries on as if never told to stop.
     """
     pending = {task for task in roots if not task.done()}
     while pending:
