@@ -105,8 +105,10 @@ class Figure:
             print(f"  {what:<{width}}  {ours:>14}  baseline {base:>14}  {ratio}")
 
 
-def run_containers(prefix: str, count: int, *, labels: Callable[[int], dict[str, str]], command: str) -> list[str]:
-    """Start ``count`` containers through the API, 16 at a time; returns their ids."""
+def run_containers(
+    prefix: str, count: int, *, labels: Callable[[int], dict[str, str]], command: str, at_once: int = 16
+) -> list[str]:
+    """Start ``count`` containers through the API, ``at_once`` at a time; returns their ids."""
     names = [f"{prefix}-{i}" for i in range(count)]
 
     async def one(client: aiodocker.Docker, name: str, index: int) -> str:
@@ -121,7 +123,7 @@ def run_containers(prefix: str, count: int, *, labels: Callable[[int], dict[str,
 
     async def all_() -> list[str]:
         async with aiodocker.Docker() as client:
-            limit = asyncio.Semaphore(16)
+            limit = asyncio.Semaphore(at_once)
 
             async def bounded(name: str, index: int) -> str:
                 async with limit:
@@ -187,9 +189,10 @@ def _event_key(event: Mapping[str, Any]) -> EventKey | None:
     return (container_id, at) if container_id and at is not None else None
 
 
-async def _bursts_in_process(*, rollouts: int, bursts: int, prefix: str) -> tuple[Recording, float]:
-    """A watcher in this process; ``bursts`` times, a new version of every deployment started at
-    once by another process; per-event times, and the same events seen by `docker events`."""
+async def _bursts_in_process(*, rollouts: int, bursts: int, at_once: int, prefix: str) -> tuple[Recording, float]:
+    """A watcher in this process; ``bursts`` times, a new version of every deployment started by
+    another process (``at_once`` containers at a time); per-event times, and the same events
+    seen by `docker events`."""
     settings = load(
         environ={},
         flags={"web.listen_address": "127.0.0.1:0", "stats.enabled": "false", "rollout.stable_seconds": "1"},
@@ -243,7 +246,7 @@ async def _bursts_in_process(*, rollouts: int, bursts: int, prefix: str) -> tupl
         first = len(cli.received)
         await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "tests.benchmark", "--burst-worker", prefix, str(rollouts), version],
+            [sys.executable, "-m", "tests.benchmark", "--burst-worker", prefix, str(rollouts), version, str(at_once)],
             check=True,
         )
         while on_version(version) < rollouts:
@@ -315,13 +318,14 @@ def _loop_delay_worker() -> None:
     print(json.dumps(delays))
 
 
-def _burst_worker(prefix: str, rollouts: int, version: str) -> None:
-    """Run in a child process: start ``version`` of every deployment at once."""
+def _burst_worker(prefix: str, rollouts: int, version: str, at_once: int) -> None:
+    """Run in a child process: start ``version`` of every deployment."""
     run_containers(
         f"{prefix}-v{version}",
         rollouts,
         labels=lambda i: {"deployment.name": f"{prefix}-{i}", "deployment.version": version},
         command="sleep 3600",
+        at_once=at_once,
     )
 
 
@@ -626,6 +630,36 @@ def figure_memory(*, deployments: int, versions: int = 5) -> Figure:
     )  # fmt: skip
 
 
+def figure_lag(*, rollouts: int, bursts: int, at_once: int) -> Recording:
+    """Figure 3, printed; the recording feeds figure 5."""
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    with cleanup():
+        recording, seconds = asyncio.run(
+            _bursts_in_process(rollouts=rollouts, bursts=bursts, at_once=at_once, prefix=prefix)
+        )
+    lags, baseline = recording.lags, recording.baseline_lags
+    handling, delays = recording.handling, recording.loop_delays
+    Figure(
+        f"3. Event lag, {bursts} bursts of {rollouts} simultaneous rollouts, their containers started "
+        f"{at_once} at a time ({len(lags)} events applied in {seconds:.1f} s; baseline: `docker events` "
+        "receiving the same events)",
+        [
+            *(
+                (f"p{q}, timeNano → applied", ms(percentile(lags, q)), ms(percentile(baseline, q)),
+                 f"{percentile(lags, q) / percentile(baseline, q):.1f}×")
+                for q in (50, 99)
+            ),
+            *(
+                (f"p{q}, in the watcher: read off the stream → applied", ms(percentile(handling, q)), "", "")
+                for q in (50, 99)
+            ),
+            ("host floor: a bare asyncio loop's 1 ms sleeps woke late by, p99 / max",
+             f"{ms(percentile(delays, 99))} / {ms(max(delays))}", "", f"{len(delays):,} sleeps"),
+        ],
+    ).print()  # fmt: skip
+    return recording
+
+
 # -- main
 
 
@@ -650,11 +684,14 @@ def main() -> None:
     parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
     parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")
     parser.add_argument("--bursts", type=int, default=3, help="bursts of rollouts for the event lag")
-    parser.add_argument("--burst-worker", nargs=3, metavar=("PREFIX", "COUNT", "VERSION"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--burst-worker", nargs=4, metavar=("PREFIX", "COUNT", "VERSION", "AT_ONCE"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--loop-delay-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.burst_worker:
-        _burst_worker(args.burst_worker[0], int(args.burst_worker[1]), args.burst_worker[2])
+        prefix, count, version, at_once = args.burst_worker
+        _burst_worker(prefix, int(count), version, int(at_once))
         return
     if args.loop_delay_worker:
         _loop_delay_worker()
@@ -670,30 +707,8 @@ def main() -> None:
     if "memory" in wanted:
         figure_memory(deployments=args.deployments).print()
     if "lag" in wanted or "state" in wanted:
-        prefix = f"bench-{uuid.uuid4().hex[:6]}"
-        with cleanup():
-            recording, seconds = asyncio.run(
-                _bursts_in_process(rollouts=args.rollouts, bursts=args.bursts, prefix=prefix)
-            )
-        lags, baseline = recording.lags, recording.baseline_lags
-        handling, delays = recording.handling, recording.loop_delays
-        Figure(
-            f"3. Event lag, {args.bursts} bursts of {args.rollouts} simultaneous rollouts ({len(lags)} events "
-            f"applied in {seconds:.1f} s; baseline: `docker events` receiving the same events)",
-            [
-                *(
-                    (f"p{q}, timeNano → applied", ms(percentile(lags, q)), ms(percentile(baseline, q)),
-                     f"{percentile(lags, q) / percentile(baseline, q):.1f}×")
-                    for q in (50, 99)
-                ),
-                *(
-                    (f"p{q}, in the watcher: read off the stream → applied", ms(percentile(handling, q)), "", "")
-                    for q in (50, 99)
-                ),
-                ("host floor: a bare asyncio loop's 1 ms sleeps woke late by, p99 / max",
-                 f"{ms(percentile(delays, 99))} / {ms(max(delays))}", "", f"{len(delays):,} sleeps"),
-            ],
-        ).print()  # fmt: skip
+        recording = figure_lag(rollouts=args.rollouts, bursts=args.bursts, at_once=16)
+        figure_lag(rollouts=args.rollouts, bursts=args.bursts, at_once=4)
         figure_state_machine(recording).print()
 
 
