@@ -228,10 +228,9 @@ async def _bursts_in_process(*, rollouts: int, bursts: int, at_once: int, prefix
     def on_version(version: str) -> int:
         return sum(1 for d in service.core.state.deployments.values() if d.rollout.version == version)
 
-    labels = {"deployment.version": "1.0.0"}
     await asyncio.to_thread(
-        run_containers, f"{prefix}-v1", rollouts, labels=lambda i: {"deployment.name": f"{prefix}-{i}", **labels},
-        command="sleep 3600",
+        run_containers, f"{prefix}-v1", rollouts,
+        labels=lambda i: {"deployment.name": f"{prefix}-{i}", "deployment.version": "1.0.0"}, command="sleep 3600",
     )  # fmt: skip
     while on_version("1.0.0") < rollouts:
         await asyncio.sleep(0.05)
