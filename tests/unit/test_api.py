@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from watcher import cli, config, notify
+from watcher import cli, notify
 from watcher.api import PATH, DeploymentsApi, Invalid, parse_report, read_token
 from watcher.config import ApiSettings, ConfigError, RetentionSettings, Settings
 from watcher.exposition import Exposition
@@ -319,14 +318,6 @@ def test_token_file_and_environment_together_is_an_error(tmp_path: Path) -> None
     path.write_text(TOKEN)
     with pytest.raises(ConfigError, match="both set"):
         read_token(ApiSettings(token_file=str(path)), {"WATCHER_API_TOKEN": TOKEN})
-
-
-@pytest.fixture
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in list(os.environ):
-        if name.startswith(config.ENV_PREFIX):
-            monkeypatch.delenv(name)
-    return monkeypatch
 
 
 def test_cli_unreadable_token_file_exits_2(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -403,14 +402,6 @@ def test_as_yaml_round_trips(tmp_path: Path) -> None:
 
 
 # --- cli ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in list(os.environ):
-        if name.startswith(config.ENV_PREFIX):
-            monkeypatch.delenv(name)
-    return monkeypatch
 
 
 def test_cli_check_config(clean_environ: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import ssl
 from pathlib import Path
 
@@ -288,13 +287,6 @@ def test_config_load_accepts_a_good_web_config(pki: Pki) -> None:
     """A good web config file passes config.load and is kept as its path."""
     path = write(pki.ca.parent, GOOD_TLS, name="good.yml")
     assert config.load(environ={}, flags={"web.config_file": path}).web.config_file == path
-
-
-@pytest.fixture
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(config.ENV_PREFIX):
-            monkeypatch.delenv(name)
 
 
 @pytest.mark.usefixtures("clean_environ")
