@@ -229,9 +229,6 @@ def _decode_rollout(r: _Object) -> Rollout:
 
 def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
     i = m.child("identity")
-    override = i.optional_text("status_override")
-    if override is not None and override not in _STATUSES:
-        raise DecodeError(f"{i.where}.status_override: {override!r} is not one of {', '.join(_STATUSES)}")
     identity = Identity(
         key=key,
         version=i.text("version"),
@@ -239,7 +236,7 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         image=i.text("image"),
         created_at=i.number("created_at"),
         deployed_at=i.number("deployed_at"),
-        status_override=_STATUSES[override] if override is not None else None,
+        status_override=i.optional_choice("status_override", _STATUSES),
         stable_seconds=i.optional_number("stable_seconds"),
         progress_deadline_seconds=i.optional_number("progress_deadline_seconds"),
     )
@@ -307,7 +304,13 @@ class _Object:
         return value
 
     def choice(self, name: str, choices: Mapping[str, T]) -> T:
-        value = self.text(name)
+        return self._chosen(name, self.text(name), choices)
+
+    def optional_choice(self, name: str, choices: Mapping[str, T]) -> T | None:
+        value = self.optional_text(name)
+        return None if value is None else self._chosen(name, value, choices)
+
+    def _chosen(self, name: str, value: str, choices: Mapping[str, T]) -> T:
         if value not in choices:
             raise DecodeError(f"{self.where}.{name}: {value!r:.40} is not one of {', '.join(choices)}")
         return choices[value]
