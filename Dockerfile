@@ -71,7 +71,7 @@ EXPOSE 9102
 # web config (https, see README "TLS and basic auth") in WATCHER_* variables and
 # WATCHER_CONFIG_FILE; it cannot see flags given after the image name.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["/opt/watcher/bin/python", "-m", "watcher.healthcheck"]
+    CMD ["/opt/watcher/bin/python", "-m", "watcher.clients.healthcheck"]
 
 USER watcher
 ENTRYPOINT ["deployment-watcher"]

@@ -38,26 +38,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port
-from watcher import docker_causes
-from watcher.collector import DeploymentCollector
 from watcher.config import Settings, load
-from watcher.exposition import Exposition
-from watcher.http import make_app
-from watcher.observations import (
-    DeploymentKey,
-    Health,
-    Identity,
-    Instance,
-    InstanceChange,
-    InstanceSeen,
-    Observation,
-    Usage,
-    UsageSampled,
-)
+from watcher.domain.machine import apply
+from watcher.domain.model import DeploymentKey, Health, Identity, Instance, State, Usage
+from watcher.domain.observations import InstanceChange, InstanceSeen, Observation, UsageSampled
+from watcher.exposition.families import DeploymentCollector
+from watcher.exposition.rendering import Exposition
+from watcher.runtime.service import Service
 from watcher.selfmetrics import SelfMetrics
-from watcher.service import Service
-from watcher.state import State, apply
-from watcher.stats import ApiStats, open_source
+from watcher.sources.docker import causes as docker_causes
+from watcher.sources.stats.sampling import ApiStats, open_source
+from watcher.web.app import make_app
 
 LABEL = "deployment-watcher.benchmark"  # on every container made here, for cleanup
 

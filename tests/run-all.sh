@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole test suite (pytest, then mypy and ruff) with one command.
+# Run the whole test suite (pytest, then mypy, the import layers and ruff) with one command.
 #
 # Meant for a fresh Debian 12 machine as root: installs what the tests need
 # (Docker Engine, a static busybox, Prometheus, a Python venv), starts a
@@ -167,6 +167,9 @@ run_checks() {
 
     header "mypy"
     "$VENV/bin/mypy" || failed+=(mypy)
+
+    header "lint-imports (the layers in .importlinter)"
+    "$VENV/bin/lint-imports" || failed+=(lint-imports)
 
     header "ruff check ."
     "$VENV/bin/ruff" check . || failed+=(ruff)

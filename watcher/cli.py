@@ -14,9 +14,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from watcher import __version__, api, config, notify
-from watcher.service import Service
-from watcher.shutdown import ShutdownIncomplete
+from watcher import __version__, config
+from watcher.clients import notify
+from watcher.runtime.service import Service
+from watcher.runtime.shutdown import ShutdownIncomplete
+from watcher.sources.api import reports as api
 
 log = logging.getLogger("watcher")
 

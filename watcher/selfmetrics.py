@@ -10,7 +10,9 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from watcher import __version__, labels, websecurity
+from watcher import __version__
+from watcher.config import webconfig
+from watcher.domain import labels
 
 PREFIX = "deployment_watcher"
 
@@ -107,7 +109,7 @@ class SelfMetrics:
             ["reason"],
             registry=registry,
         )
-        for reason in websecurity.FAILURES:
+        for reason in webconfig.FAILURES:
             self.basic_auth_failures.labels(reason)
         self.exposition_renders = Counter(
             f"{PREFIX}_exposition_renders",

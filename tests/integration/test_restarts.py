@@ -14,9 +14,9 @@ import pytest
 
 from tests.conftest import Containers, WatcherProcess, docker, require_binary, start_watcher
 from tests.polling import poll
-from watcher import store
-from watcher.observations import DeploymentKey
-from watcher.state import Deployment, Rollout, State
+from watcher.domain.model import Deployment, DeploymentKey, Rollout, State
+from watcher.persistence import codec as store
+from watcher.persistence import statefile
 
 pytestmark = pytest.mark.docker
 
@@ -62,7 +62,7 @@ def assert_not_backwards(before: dict[str, float], after: dict[str, float]) -> N
 def saved(data: Path, name: str) -> Deployment | None:
     """The deployment as the state file on disk has it."""
     try:
-        state = store.decode((data / store.FILE_NAME).read_bytes())
+        state = store.decode((data / statefile.FILE_NAME).read_bytes())
     except (OSError, store.DecodeError):
         return None
     return state.deployments.get(DeploymentKey(name, ENVIRONMENT))
@@ -241,7 +241,7 @@ def test_read_only_state_directory_still_loads(tmp_path: Path, mounts: list[Path
     key = DeploymentKey(f"kept-{uuid.uuid4().hex[:8]}", ENVIRONMENT)
     rollout = Rollout(revision=7, version="4.2.0", commit="", image="", started_at=time.time() - 60)
     kept = Deployment(key=key, rollout=rollout, rollbacks=2, retired_cpu_nanos=12_500_000_000, gone_since=time.time())
-    (source / store.FILE_NAME).write_bytes(store.encode(State({key: kept}, {})))
+    (source / statefile.FILE_NAME).write_bytes(store.encode(State({key: kept}, {})))
     run("mount", "--bind", str(source), str(directory))
     mounts.append(directory)
     run("mount", "-o", "remount,bind,ro", str(directory))

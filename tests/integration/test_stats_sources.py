@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import Containers, docker, start_watcher
 from tests.polling import poll_async
 from watcher.config import Settings, StatsSettings
-from watcher.observations import Usage
-from watcher.stats import ApiStats, StatsSource, open_source
+from watcher.domain.model import Usage
+from watcher.sources.stats.sampling import ApiStats, StatsSource, open_source
 
 pytestmark = pytest.mark.docker
 

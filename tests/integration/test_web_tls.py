@@ -29,12 +29,12 @@ from pytest_aiohttp import AiohttpServer
 from tests.conftest import WatcherProcess, free_port, require_binary, run_prometheus, start_watcher
 from tests.pki import Pki, make_pki
 from tests.polling import poll
-from watcher import healthcheck, webconfig
-from watcher.config import Settings, WebSettings
-from watcher.exposition import Exposition
-from watcher.http import make_app
+from watcher.clients import healthcheck
+from watcher.config import Settings, WebSettings, webconfig
+from watcher.domain.model import State
+from watcher.exposition.rendering import Exposition
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import State
+from watcher.web.app import make_app
 
 PASSWORD = "scrape-me"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()  # the cost htpasswd -B uses
@@ -172,7 +172,7 @@ def run_healthcheck(port: int, config_file: Path | None) -> subprocess.Completed
     env["WATCHER_WEB_LISTEN_ADDRESS"] = f":{port}"
     if config_file:
         env["WATCHER_WEB_CONFIG_FILE"] = str(config_file)
-    return subprocess.run([sys.executable, "-m", "watcher.healthcheck"], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "watcher.clients.healthcheck"], env=env, capture_output=True, text=True,
                           timeout=30)  # fmt: skip
 
 

@@ -16,14 +16,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from watcher import cli, notify
-from watcher.api import PATH, DeploymentsApi, Invalid, parse_report, read_token
+from watcher import cli
+from watcher.clients import notify
 from watcher.config import ApiSettings, ConfigError, RetentionSettings, Settings
-from watcher.exposition import Exposition
-from watcher.http import make_app
-from watcher.observations import DeploymentKey, Status
+from watcher.domain.model import DeploymentKey, Status
+from watcher.exposition.rendering import Exposition
+from watcher.runtime.service import Core
 from watcher.selfmetrics import SelfMetrics
-from watcher.service import Core
+from watcher.sources.api.reports import DeploymentsApi, Invalid, parse_report, read_token
+from watcher.web.app import make_app
+from watcher.wire import REPORTS_PATH as PATH
 
 NOW = 1_750_000_000.0
 TOKEN = "s3cret-token-0123456789"

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from watcher.cgroups import (
+from watcher.domain.model import Usage
+from watcher.selfmetrics import SelfMetrics
+from watcher.sources.stats.cgroups import (
     CgroupError,
     CgroupFiles,
     CgroupStats,
@@ -24,9 +26,7 @@ from watcher.cgroups import (
     parse_flat_keyed,
     usage_from_files,
 )
-from watcher.observations import Usage
-from watcher.selfmetrics import SelfMetrics
-from watcher.stats import AutoStats, choose_source, usage_from_stats
+from watcher.sources.stats.sampling import AutoStats, choose_source, usage_from_stats
 
 ID = "3f2a" * 16  # 64 hex digits, like a container id
 OTHER = "b7c1" * 16
@@ -269,7 +269,7 @@ async def test_unreadable_container_is_an_error_logged_once(tmp_path: Path, capl
     plant(root, 1, f"/docker/{OTHER}", seconds=1, usage=100, inactive=0)
     parents = Parents()
     source = over(str(root), version="1", parents=parents)
-    with caplog.at_level(logging.WARNING, logger="watcher.cgroups"):
+    with caplog.at_level(logging.WARNING, logger="watcher.sources.stats.cgroups"):
         for _ in range(3):
             usage, errors = await source.sample([ID, OTHER])
             assert set(usage) == {OTHER} and errors == 1
@@ -297,7 +297,7 @@ async def test_garbled_file_is_an_error_not_a_crash(tmp_path: Path, caplog: pyte
     plant(root, 2, f"/docker/{ID}", seconds=1, usage=100, inactive=0)
     (root / "docker" / ID / "memory.current").write_bytes(b"\xff\xfe garbage")
     source = over(str(root), version="2")
-    with caplog.at_level(logging.WARNING, logger="watcher.cgroups"):
+    with caplog.at_level(logging.WARNING, logger="watcher.sources.stats.cgroups"):
         assert await source.sample([ID]) == ({}, 1)
     assert "memory.current: not a byte count" in caplog.text
 

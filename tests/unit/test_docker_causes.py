@@ -6,9 +6,19 @@ from typing import Any
 
 import pytest
 
-from watcher import labels
 from watcher.config import LabelSettings
-from watcher.docker_causes import (
+from watcher.domain import labels
+from watcher.domain.labels import Parsed
+from watcher.domain.model import DeploymentKey, Health, Instance
+from watcher.domain.observations import (
+    InstanceExited,
+    InstanceGone,
+    InstanceHealth,
+    InstanceOOMKilled,
+    InstanceStarted,
+    InstanceStopRequested,
+)
+from watcher.sources.docker.causes import (
     Cause,
     Inspect,
     classify,
@@ -17,18 +27,6 @@ from watcher.docker_causes import (
     from_inspect,
     is_tracked,
     parse_time,
-)
-from watcher.labels import Parsed
-from watcher.observations import (
-    DeploymentKey,
-    Health,
-    Instance,
-    InstanceExited,
-    InstanceGone,
-    InstanceHealth,
-    InstanceOOMKilled,
-    InstanceStarted,
-    InstanceStopRequested,
 )
 
 CID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"

@@ -8,8 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from watcher.config import Settings
-from watcher.docker_watch import DockerWatch, _PerContainer
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.docker.watch import DockerWatch, _PerContainer
 
 
 async def test_jobs_of_one_container_run_in_order_and_others_do_not_wait() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from watcher import config, labels
-from watcher.collector import _Families
+from watcher import config
+from watcher.domain import labels
+from watcher.exposition.families import _Families
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

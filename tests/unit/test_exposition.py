@@ -24,9 +24,11 @@ from pytest_aiohttp import AiohttpClient
 from tests.conftest import require_binary
 from tests.polling import poll_async
 from tests.unit.test_state import SETTINGS, Run, started
-from watcher.collector import DeploymentCollector
 from watcher.config import ExpositionSettings, Settings
-from watcher.exposition import (
+from watcher.domain.model import DeploymentKey, State, Usage
+from watcher.domain.observations import InstanceExited, InstanceGone, UsageSampled
+from watcher.exposition.families import DeploymentCollector
+from watcher.exposition.rendering import (
     MAX_VARIANTS,
     VARIANT_IDLE_SECONDS,
     Exposition,
@@ -36,11 +38,9 @@ from watcher.exposition import (
     _without_eof,
     next_rendering_at,
 )
-from watcher.http import make_app
-from watcher.observations import DeploymentKey, InstanceExited, InstanceGone, Usage, UsageSampled
+from watcher.runtime.service import Service
 from watcher.selfmetrics import SelfMetrics
-from watcher.service import Service
-from watcher.state import State
+from watcher.web.app import make_app
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 PROMETHEUS_2 = (  # what Prometheus 2.42 sends, with Accept-Encoding: gzip

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import pytest
 
-from watcher import labels
 from watcher.config import LabelSettings
-from watcher.labels import LabelProblem, Parsed
-from watcher.observations import DeploymentKey, Identity, Status
+from watcher.domain import labels
+from watcher.domain.labels import LabelProblem, Parsed
+from watcher.domain.model import DeploymentKey, Identity, Status
 
 CREATED = 1_700_000_000.0
 NOW = 1_700_000_600.0

@@ -19,14 +19,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from tests.unit.test_state import Run, started
-from watcher import docker_causes, labels
-from watcher.collector import DeploymentCollector
 from watcher.config import LabelSettings, RetentionSettings, RolloutSettings, Settings
-from watcher.docker_causes import Inspect
-from watcher.observations import (
-    Health,
-    Identity,
-    Instance,
+from watcher.domain import labels
+from watcher.domain.model import DURATION_BUCKETS, Deployment, Health, Identity, Instance, State, Status, Usage
+from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
     InstanceGone,
@@ -37,14 +33,14 @@ from watcher.observations import (
     InstanceStopRequested,
     Observation,
     Resync,
-    Status,
     Tick,
-    Usage,
     UsageSampled,
 )
+from watcher.exposition.families import DeploymentCollector
+from watcher.runtime.service import Core
 from watcher.selfmetrics import SelfMetrics
-from watcher.service import Core
-from watcher.state import DURATION_BUCKETS, Deployment, State
+from watcher.sources.docker import causes as docker_causes
+from watcher.sources.docker.causes import Inspect
 
 # Modest by default, so the module runs in seconds; derandomised under CI so a run there is
 # repeatable; HYPOTHESIS_PROFILE=thorough to hunt. No example database: no files left behind.

@@ -17,24 +17,16 @@ from prometheus_client import CollectorRegistry
 
 from tests.polling import poll_async
 from tests.unit.test_store import rich_state
-from watcher import service as service_module
 from watcher.config import DockerSettings, ServiceSettings, Settings, StatsSettings, StorageSettings, WebSettings
-from watcher.docker_watch import Backoff
-from watcher.observations import (
-    DeploymentKey,
-    Identity,
-    Instance,
-    InstanceGone,
-    InstanceSeen,
-    Observation,
-    Status,
-    Tick,
-)
+from watcher.domain.model import DeploymentKey, Identity, Instance, State, Status
+from watcher.domain.observations import InstanceGone, InstanceSeen, Observation, Tick
+from watcher.persistence.codec import decode
+from watcher.persistence.statefile import StateFile
+from watcher.runtime import service as service_module
+from watcher.runtime.service import Core, Service
+from watcher.runtime.shutdown import ShutdownIncomplete
 from watcher.selfmetrics import SelfMetrics
-from watcher.service import Core, Service
-from watcher.shutdown import ShutdownIncomplete
-from watcher.state import State
-from watcher.store import StateFile, decode
+from watcher.sources.docker.watch import Backoff
 
 
 def test_backoff_grows_with_jitter_and_caps() -> None:
@@ -298,7 +290,7 @@ async def test_loaded_state_is_not_judged_by_the_clock_before_the_first_resync(
 
 async def test_tick_counts_asyncio_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The 1 s clock also sets the asyncio task gauge: this test's task, the clock's, and a sleeper."""
-    monkeypatch.setattr("watcher.service.TICK_SECONDS", 0.01)
+    monkeypatch.setattr("watcher.runtime.service.TICK_SECONDS", 0.01)
     registry = CollectorRegistry()
     core = Core(settings=Settings(), metrics=SelfMetrics(registry), clock=lambda: 100.0)
     sleeper = asyncio.create_task(asyncio.sleep(3600))

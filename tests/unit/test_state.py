@@ -8,13 +8,31 @@ from typing import Any
 
 import pytest
 
-from watcher import store
 from watcher.config import ApiSettings, RetentionSettings, RolloutSettings, Settings
-from watcher.observations import (
+from watcher.domain.machine import (
+    CHECK_HEALTHCHECK,
+    CHECK_OOM,
+    CHECK_RESTARTS,
+    CHECK_RUNNING,
+    REPORTED_REASON,
+    apply,
+    health_checks,
+    is_healthy,
+    is_rollback,
+)
+from watcher.domain.model import (
+    Deployment,
     DeploymentKey,
+    Durations,
     Health,
     Identity,
     Instance,
+    State,
+    Status,
+    Usage,
+    VersionSeen,
+)
+from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
     InstanceHealth,
@@ -25,26 +43,10 @@ from watcher.observations import (
     Observation,
     Resync,
     RolloutReported,
-    Status,
     Tick,
-    Usage,
     UsageSampled,
 )
-from watcher.state import (
-    CHECK_HEALTHCHECK,
-    CHECK_OOM,
-    CHECK_RESTARTS,
-    CHECK_RUNNING,
-    REPORTED_REASON,
-    Deployment,
-    Durations,
-    State,
-    VersionSeen,
-    apply,
-    health_checks,
-    is_healthy,
-    is_rollback,
-)
+from watcher.persistence import codec as store
 
 API = DeploymentKey("api", "production")
 SETTINGS = Settings(rollout=RolloutSettings(stable_seconds=10, progress_deadline_seconds=600, restart_limit=3))

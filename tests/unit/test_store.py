@@ -16,23 +16,26 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from tests.unit.test_state import Run, created, started
-from watcher import store
-from watcher.observations import (
+from watcher.domain.model import (
+    DURATION_BUCKETS,
+    Deployment,
     DeploymentKey,
+    Durations,
     Health,
     Identity,
     Instance,
-    InstanceExited,
-    InstanceGone,
-    InstanceHealth,
-    InstanceOOMKilled,
+    Member,
+    Rollout,
+    State,
     Status,
     Usage,
-    UsageSampled,
+    VersionSeen,
 )
+from watcher.domain.observations import InstanceExited, InstanceGone, InstanceHealth, InstanceOOMKilled, UsageSampled
+from watcher.persistence import codec as store
+from watcher.persistence.codec import DecodeError, decode, encode
+from watcher.persistence.statefile import StateFile
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import DURATION_BUCKETS, Deployment, Durations, Member, Rollout, State, VersionSeen
-from watcher.store import DecodeError, StateFile, decode, encode
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 WORKER = DeploymentKey("worker", "staging")

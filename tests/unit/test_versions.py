@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from watcher.versions import compare, is_ordered
+from watcher.domain.versions import compare, is_ordered
 
 SHA = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
 OTHER_SHA = "deadbeefcafe"

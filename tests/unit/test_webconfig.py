@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from tests.pki import Pki, make_pki
-from watcher import cli, config, webconfig
-from watcher.config import ConfigError
-from watcher.webconfig import WebConfig, WebConfigError
+from watcher import cli, config
+from watcher.config import ConfigError, webconfig
+from watcher.config.webconfig import WebConfig, WebConfigError
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
 GOOD_TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"

@@ -13,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
 from watcher.config import Settings
-from watcher.exposition import Exposition
-from watcher.http import make_app
+from watcher.config.webconfig import FAILURES, WebConfig
+from watcher.domain.model import State
+from watcher.exposition.rendering import Exposition
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import State
-from watcher.webconfig import WebConfig
-from watcher.websecurity import CACHE_SIZE, FAILURES, BasicAuthCheck, install
+from watcher.web.app import make_app
+from watcher.web.security import CACHE_SIZE, BasicAuthCheck, install
 
 USERS = {"alice": bcrypt.hashpw(b"wonderland", bcrypt.gensalt(4)), "bob": bcrypt.hashpw(b"builder", bcrypt.gensalt(4))}
 HEADERS = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=60"}

@@ -27,6 +27,8 @@ CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+# Why a basic auth check failed, as counted in deployment_watcher_auth_failures_total{reason}.
+FAILURES = ("missing", "malformed", "invalid")
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # Go's cipher suite names (crypto/tls.CipherSuites) → OpenSSL's. TLS 1.3 suites cannot be
 # restricted, in Go or OpenSSL: they are accepted and always on.

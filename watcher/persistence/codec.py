@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-import time
 from collections.abc import Callable, Mapping
-from contextlib import suppress
-from pathlib import Path
 from typing import Any, TypeVar
 
 from watcher import __version__
-from watcher.observations import DeploymentKey, Health, Identity, Instance, Status
-from watcher.selfmetrics import SelfMetrics
-from watcher.state import DURATION_BUCKETS, Deployment, Durations, Member, Rollout, State, VersionSeen, iter_sorted
+from watcher.domain.model import (
+    DURATION_BUCKETS,
+    Deployment,
+    DeploymentKey,
+    Durations,
+    Health,
+    Identity,
+    Instance,
+    Member,
+    Rollout,
+    State,
+    Status,
+    VersionSeen,
+    iter_sorted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -343,102 +350,3 @@ def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError(f"{where}: expected a number, got {value!r:.40}")
     return float(value)
-
-
-# -- the file
-
-
-class StateFile:
-    """``state.json`` in a data directory. Neither ``load`` nor ``save`` raises: problems are
-    logged with the path, counted, and the watcher goes on (it never crash-loops on its file).
-
-    ``save`` is blocking I/O, meant for one worker thread at a time.
-    """
-
-    def __init__(self, directory: str, *, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
-        self.directory = Path(directory)
-        self.path = self.directory / FILE_NAME
-        self._metrics = metrics
-        self._clock = clock
-        self._failing = ""  # the last save error, so a lasting one is logged once, not at every change
-
-    def load(self) -> State:
-        """The saved state; a fresh one when there is none or it cannot be used (moved aside)."""
-        self._remove_temp_files()
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            log.info("no state file at %s: starting fresh", self.path)
-            return State()
-        except OSError as exc:
-            return self._unusable(f"cannot read it: {exc.strerror or exc}")
-        try:
-            state = decode(data)
-        except DecodeError as exc:
-            return self._unusable(str(exc))
-        log.info("loaded the state file %s: %d deployments", self.path, len(state.deployments))
-        return state
-
-    def save(self, state: State) -> bool:
-        """Write ``state`` atomically (temp file, fsync, rename, fsync of the directory); False on failure."""
-        try:
-            self._write(encode(state))
-        except (OSError, ValueError) as exc:  # ValueError: a number JSON cannot hold (a bug; never crash on it)
-            self._metrics.state_save_errors.inc()
-            problem = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-            level = logging.ERROR if problem != self._failing else logging.DEBUG
-            log.log(level, "cannot save the state file %s: %s; the watcher keeps running and keeps trying",
-                    self.path, problem)  # fmt: skip
-            self._failing = problem
-            return False
-        if self._failing:
-            log.info("saved the state file %s again", self.path)
-            self._failing = ""
-        self._metrics.state_saves.inc()
-        self._metrics.state_last_save.set(self._clock())
-        return True
-
-    def _write(self, data: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=f".{FILE_NAME}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp)
-            raise
-        # The rename is durable only once the directory entry is on disk.
-        directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-    def _unusable(self, reason: str) -> State:
-        self._metrics.state_load_errors.inc()
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        aside = self.path.with_name(f"{FILE_NAME}.corrupt-{stamp}")
-        try:
-            os.replace(self.path, aside)
-        except OSError as exc:
-            kept = f"could not move it aside ({exc.strerror or exc}); the next save replaces it"
-        else:
-            kept = f"moved it to {aside}"
-        log.error(
-            "the state file %s is unusable (%s): %s and starting fresh from what Docker reports now "
-            "(revisions, rollback counts and version history start over)",
-            self.path, reason, kept,
-        )  # fmt: skip
-        return State()
-
-    def _remove_temp_files(self) -> None:
-        """Temp files of a save that was killed midway; the state file itself is whole either way."""
-        with suppress(OSError):
-            for temp in self.directory.glob(f".{FILE_NAME}.*.tmp"):
-                with suppress(OSError):
-                    temp.unlink()
-                    log.debug("removed %s, left by an interrupted save", temp)

@@ -19,13 +19,14 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from watcher.config import API_TOKEN_ENV, ApiSettings, ConfigError, Settings
-from watcher.observations import DeploymentKey, Observation, RolloutReported, Status
+from watcher.domain.machine import Step
+from watcher.domain.model import Deployment, DeploymentKey, State, Status
+from watcher.domain.observations import Observation, RolloutReported
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import Deployment, State, Step
+from watcher.wire import REPORTS_PATH as PATH
 
 log = logging.getLogger(__name__)
 
-PATH = "/api/v1/deployments"
 FIELDS = ("deployment", "environment", "version", "commit", "status", "started_at", "finished_at")
 MIN_TOKEN_LENGTH = 16
 STATUSES = {status.text: status for status in (Status.IN_PROGRESS, Status.SUCCESS, Status.FAILED)}

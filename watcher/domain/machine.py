@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from watcher import versions
-from watcher.config import Settings
-from watcher.observations import (
+from watcher.domain import versions
+from watcher.domain.model import (
+    Deployment,
     DeploymentKey,
     Health,
     Instance,
+    Member,
+    Rollout,
+    State,
+    Status,
+    Usage,
+    VersionSeen,
+)
+from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
     InstanceGone,
@@ -31,14 +39,10 @@ from watcher.observations import (
     Observation,
     Resync,
     RolloutReported,
-    Status,
     Tick,
-    Usage,
     UsageSampled,
 )
-
-# Rollouts take seconds to tens of minutes.
-DURATION_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+from watcher.domain.settings import RuleSettings
 
 CHECK_HEALTHCHECK = "docker_healthcheck"
 CHECK_RUNNING = "containers_running"
@@ -46,97 +50,6 @@ CHECK_OOM = "no_oom_kill"
 CHECK_RESTARTS = "no_restart_loop"
 
 REPORTED_REASON = "reported by deploy tooling"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rollout:
-    revision: int
-    version: str
-    commit: str
-    image: str
-    started_at: float
-    status: Status = Status.IN_PROGRESS
-    finished_at: float | None = None
-    reason: str = ""
-    rollback: bool = False
-    members: frozenset[str] = frozenset()  # instances of this rollout (replicas included)
-    trigger_created_at: float = 0.0  # creation time of the instance that started it
-    deadline_at: float = 0.0
-    witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
-    reported: bool = False  # deploy tooling reported it: its reports, not the container rules, judge it
-
-
-@dataclass(frozen=True, slots=True)
-class VersionSeen:
-    version: str
-    commit: str
-    revision: int
-    started_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Durations:
-    """A histogram of rollout durations: counts per bucket of DURATION_BUCKETS, then +Inf."""
-
-    counts: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> Durations:
-        index = next((i for i, le in enumerate(DURATION_BUCKETS) if seconds <= le), len(DURATION_BUCKETS))
-        counts = list(self.counts)
-        counts[index] += 1
-        return Durations(tuple(counts), self.total + seconds)
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """An instance of a deployment with the watcher's bookkeeping."""
-
-    instance: Instance
-    updated_at: float  # `at` of the last observation applied: older ones are stale
-    cpu_nanos: int = 0  # cumulative since the instance (re)started
-    memory_bytes: float = 0.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Deployment:
-    key: DeploymentKey
-    rollout: Rollout
-    history: tuple[VersionSeen, ...] = ()  # newest first, one entry per (version, commit)
-    rollbacks: int = 0
-    durations: Durations = field(default_factory=Durations)
-    members: Mapping[str, Member] = field(default_factory=dict)
-    # CPU of instances gone or restarted: keeps the counter monotonic. Integer nanoseconds,
-    # because float sums depend on their order: moving a container's CPU from the live sum to
-    # the retired one could lower the total by an ulp, which Prometheus reads as a reset.
-    retired_cpu_nanos: int = 0
-    gone_since: float | None = None
-    reported_at: float | None = None  # the last report from deploy tooling (for retention)
-
-    @property
-    def cpu_seconds(self) -> float:
-        return (self.retired_cpu_nanos + sum(m.cpu_nanos for m in self.members.values())) / 1e9
-
-    @property
-    def memory_bytes(self) -> float:
-        return sum(m.memory_bytes for m in self.members.values() if m.instance.running)
-
-    def current(self) -> list[Instance]:
-        """The instances of the current rollout that still exist."""
-        return [self.members[i].instance for i in self.rollout.members if i in self.members]
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    deployments: Mapping[DeploymentKey, Deployment] = field(default_factory=dict)
-    owners: Mapping[str, DeploymentKey] = field(default_factory=dict)  # instance id → deployment
-
-    def running_instance_ids(self) -> list[str]:
-        return [m.instance.id for d in self.deployments.values() for m in d.members.values() if m.instance.running]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +66,7 @@ class Step(NamedTuple):
     notes: tuple[Note, ...]
 
 
-def apply(state: State, observation: Observation, *, now: float, settings: Settings) -> Step:
+def apply(state: State, observation: Observation, *, now: float, settings: RuleSettings) -> Step:
     """The new state after one observation; the same object when nothing changed."""
     txn = _Txn(state, now=now, settings=settings)
     match observation:
@@ -179,7 +92,7 @@ def apply(state: State, observation: Observation, *, now: float, settings: Setti
     return txn.result()
 
 
-def health_checks(deployment: Deployment, *, settings: Settings) -> dict[str, bool]:
+def health_checks(deployment: Deployment, *, settings: RuleSettings) -> dict[str, bool]:
     """Each check of the current rollout's instances: True passes."""
     if not deployment.rollout.members:
         return {}  # reported by deploy tooling, no container of it seen: nothing to check
@@ -198,7 +111,7 @@ def health_checks(deployment: Deployment, *, settings: Settings) -> dict[str, bo
     return checks
 
 
-def is_healthy(deployment: Deployment, *, settings: Settings) -> bool:
+def is_healthy(deployment: Deployment, *, settings: RuleSettings) -> bool:
     return all(health_checks(deployment, settings=settings).values())
 
 
@@ -214,7 +127,7 @@ def is_rollback(new: str, current: str, history: Iterable[VersionSeen]) -> bool:
 class _Txn:
     """One apply(): copy-on-write over the previous state, plus the notes it makes."""
 
-    def __init__(self, base: State, *, now: float, settings: Settings) -> None:
+    def __init__(self, base: State, *, now: float, settings: RuleSettings) -> None:
         self.base = base
         self.now = now
         self.settings = settings
@@ -696,9 +609,3 @@ def _join(rollout: Rollout, instance: Instance) -> Rollout:
 def _started_message(rollout: Rollout) -> str:
     kind = "rollback" if rollout.rollback else "rollout"
     return f"{kind} to {rollout.version} started (revision {rollout.revision})"
-
-
-def iter_sorted(state: State) -> Iterator[Deployment]:
-    """Deployments in a stable order, for exposition."""
-    for key in sorted(state.deployments):
-        yield state.deployments[key]

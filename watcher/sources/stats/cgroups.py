@@ -15,7 +15,7 @@ import posixpath
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from watcher.observations import Usage
+from watcher.domain.model import Usage
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
-from watcher.state import DURATION_BUCKETS, Deployment, State, health_checks, iter_sorted
+from watcher.domain.machine import health_checks
+from watcher.domain.model import DURATION_BUCKETS, Deployment, State, iter_sorted
 
 KEY_LABELS = ["deployment", "environment"]
 

@@ -10,8 +10,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from watcher.config import LabelSettings
-from watcher.observations import DeploymentKey, Identity, Status
+from watcher.domain.model import DeploymentKey, Identity, Status
+from watcher.domain.settings import LabelSettings
 
 NAME = "deployment.name"
 ENVIRONMENT = "deployment.environment"

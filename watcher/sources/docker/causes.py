@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watcher import labels
 from watcher.config import LabelSettings
-from watcher.labels import Parsed
-from watcher.observations import (
-    Health,
-    Instance,
+from watcher.domain import labels
+from watcher.domain.labels import Parsed
+from watcher.domain.model import Health, Instance
+from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
     InstanceGone,

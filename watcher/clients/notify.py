@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from watcher import __version__
-from watcher.api import PATH, STATUSES
 from watcher.config import API_TOKEN_ENV
+from watcher.domain.model import Status
+from watcher.wire import REPORTS_PATH as PATH
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 DEFAULT_URL = "http://localhost:9102"
@@ -40,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--environment", help="its environment (default: the watcher's labels.default_environment)")
     p.add_argument("--version", required=True, help="the version deployed")
     p.add_argument("--commit", help="the commit deployed")
-    p.add_argument("--status", required=True, choices=list(STATUSES), help="where the rollout stands")
+    p.add_argument(
+        "--status", required=True, choices=[s.text for s in reversed(Status)], help="where the rollout stands"
+    )
     p.add_argument("--started-at", metavar="TIME", help="when the deploy began: unix seconds or RFC 3339")
     p.add_argument(
         "--finished-at", metavar="TIME", help="when it finished (success or failed): unix seconds or RFC 3339"

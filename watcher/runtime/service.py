@@ -14,16 +14,20 @@ from typing import Any, NoReturn
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from watcher import heap, shutdown, stats, webconfig, websecurity
-from watcher.api import DeploymentsApi
-from watcher.config import Settings, parse_listen_address
-from watcher.docker_watch import DockerWatch
-from watcher.exposition import Exposition
-from watcher.http import make_app
-from watcher.observations import Observation, Tick
+from watcher import heap
+from watcher.config import Settings, parse_listen_address, webconfig
+from watcher.domain.machine import Step, apply
+from watcher.domain.model import State
+from watcher.domain.observations import Observation, Tick
+from watcher.exposition.rendering import Exposition
+from watcher.persistence.statefile import StateFile
+from watcher.runtime import shutdown
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import State, Step, apply
-from watcher.store import StateFile
+from watcher.sources.api.reports import DeploymentsApi
+from watcher.sources.docker.watch import DockerWatch
+from watcher.sources.stats import sampling as stats
+from watcher.web import security as websecurity
+from watcher.web.app import make_app
 
 log = logging.getLogger(__name__)
 

@@ -7,78 +7,10 @@ Every observation carries ``at``: when it happened, in unix seconds of the sourc
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
-
-class Status(enum.Enum):
-    """A rollout's status; the value is what ``deployment_status`` exports."""
-
-    FAILED = 0
-    SUCCESS = 1
-    IN_PROGRESS = 2
-
-    @property
-    def text(self) -> str:
-        return self.name.lower()
-
-
-class Health(enum.Enum):
-    """A HEALTHCHECK's verdict, as Docker reports it (``NONE``: no healthcheck result)."""
-
-    NONE = "none"
-    STARTING = "starting"
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-
-
-class DeploymentKey(NamedTuple):
-    name: str
-    environment: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Identity:
-    """What an instance's labels say it is; fixed for its lifetime."""
-
-    key: DeploymentKey
-    version: str
-    commit: str
-    image: str
-    created_at: float
-    deployed_at: float  # deploy start: the deployment.timestamp label, else created_at
-    status_override: Status | None = None
-    stable_seconds: float | None = None  # per-deployment tuning; None: the configured default
-    progress_deadline_seconds: float | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Instance:
-    """One running unit of a deployment (a container), as last seen in full."""
-
-    id: str
-    identity: Identity
-    running: bool
-    running_since: float | None = None
-    has_healthcheck: bool = False
-    health: Health = Health.NONE
-    exit_code: int | None = None  # set while exited
-    exited_at: float | None = None  # when it exited, while exited (if the source knows)
-    exit_requested: bool = False  # the exit followed a stop request: not a crash
-    oom_killed: bool = False
-    restart_count: int = 0
-    source: str = "container"
-    # False while known from events alone: whether it has a health check (hence when it is
-    # ready) is only in the full facts, so the rules wait for them.
-    inspected: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    cpu_seconds: float  # cumulative since the instance (re)started
-    memory_bytes: float  # working set
+from watcher.domain.model import DeploymentKey, Health, Instance, Status, Usage
 
 
 @dataclass(frozen=True, slots=True)

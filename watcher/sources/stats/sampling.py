@@ -16,11 +16,11 @@ from typing import Any, NoReturn, Protocol
 import aiodocker
 import aiohttp
 
-from watcher.cgroups import CgroupStats, detect_hierarchy, layout_problem, working_set
 from watcher.config import Settings
-from watcher.observations import Usage, UsageSampled
+from watcher.domain.model import State, Usage
+from watcher.domain.observations import UsageSampled
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import State
+from watcher.sources.stats.cgroups import CgroupStats, detect_hierarchy, layout_problem, working_set
 
 log = logging.getLogger(__name__)
 

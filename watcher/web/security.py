@@ -21,7 +21,7 @@ import bcrypt
 from aiohttp import BasicAuth, hdrs, web
 from prometheus_client import Counter
 
-from watcher.webconfig import WebConfig
+from watcher.config.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ OPEN_PATHS = frozenset({"/health", "/ready"})
 OWN_AUTH_PREFIX = "/api/"
 REALM = "deployment-watcher"
 CACHE_SIZE = 100
-FAILURES = ("missing", "malformed", "invalid")
 # A bcrypt hash (cost 10, like the hashes htpasswd makes) of a random password nobody knows:
 # checked for unknown users so that a wrong username takes as long as a wrong password.
 _DECOY = b"$2b$10$ipuouoBKEfrdzMANJlxLueJ5XslszDr0M8D9sbbkK9iJFmlZisaoS"

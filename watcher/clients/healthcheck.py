@@ -20,7 +20,8 @@ import sys
 import urllib.error
 import urllib.request
 
-from watcher import config, webconfig
+from watcher import config
+from watcher.config import webconfig
 
 TIMEOUT_SECONDS = 2.0
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}

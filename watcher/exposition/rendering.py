@@ -67,11 +67,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from watcher import heap
-from watcher.collector import DeploymentCollector, deployment_families
 from watcher.config import ExpositionSettings, Settings
-from watcher.observations import DeploymentKey
+from watcher.domain.model import Deployment, DeploymentKey, State, iter_sorted
+from watcher.exposition.families import DeploymentCollector, deployment_families
 from watcher.selfmetrics import SelfMetrics
-from watcher.state import Deployment, State, iter_sorted
 
 # Rendered from the start: what Prometheus asks for. Others (curl's plain text) are added at
 # their first scrape, which waits for one rendering: each kept format costs megabytes.

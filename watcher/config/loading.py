@@ -1,8 +1,7 @@
-"""Settings: typed dataclasses with defaults, loaded from YAML, environment and flags.
+"""Loading the settings: defaults, the YAML file, environment variables, flags; every problem at once.
 
 Precedence, lowest first: defaults, the YAML file, environment variables
 (``WATCHER_<SECTION>_<FIELD>``), command-line flags (``--<section>.<field>``).
-Every error is collected and reported at once, so a broken config is fixed in one go.
 """
 
 from __future__ import annotations
@@ -11,171 +10,13 @@ import dataclasses
 import os
 import typing
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from watcher import webconfig
-
-ENV_PREFIX = "WATCHER_"
-CONFIG_FILE_ENV = "WATCHER_CONFIG_FILE"
-API_TOKEN_ENV = "WATCHER_API_TOKEN"  # a secret: read from the environment only, never a setting
-
-
-def _opt(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"help": help, "min": minimum, "choices": choices})
-
-
-@dataclass(frozen=True, kw_only=True)
-class WebSettings:
-    listen_address: str = _opt(
-        ":9102", "host:port to serve /metrics, /health and /ready on (empty host: all interfaces)"
-    )
-    config_file: str = _opt(
-        "", "web config file (Prometheus exporters' format) for TLS and basic auth; empty: plain HTTP, no auth"
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class DockerSettings:
-    host: str = _opt("", "Docker endpoint; empty follows DOCKER_HOST, then the local socket")
-    backoff_initial_seconds: float = _opt(0.5, "first reconnect delay, in seconds", minimum=0.01)
-    backoff_max_seconds: float = _opt(
-        30.0, "longest reconnect delay, in seconds (each delay is jittered between half and all of it)", minimum=0.01
-    )
-    silence_seconds: float = _opt(
-        60.0,
-        "after this many seconds without an event, check the daemon; no answer, or events the stream"
-        " did not deliver, mean reconnect",
-        minimum=1,
-    )
-    resync_seconds: float = _opt(
-        600.0, "relist all containers this often, in seconds, as a safety net (0: never)", minimum=0
-    )
-    request_timeout_seconds: float = _opt(
-        10.0, "timeout of one API request (list, inspect, ping), in seconds", minimum=0.1
-    )
-    inspect_concurrency: int = _opt(16, "containers inspected at once (during a resync, and for events)", minimum=1)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LabelSettings:
-    default_environment: str = _opt("production", "environment of containers without deployment.environment")
-    track_compose: bool = _opt(False, "also track compose services without deployment.name, named <project>/<service>")
-    max_value_length: int = _opt(128, "label values longer than this many characters are truncated", minimum=8)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutSettings:
-    stable_seconds: float = _opt(
-        10.0, "seconds a container without HEALTHCHECK must run to count as healthy", minimum=0
-    )
-    progress_deadline_seconds: float = _opt(
-        600.0, "seconds a rollout may stay in progress before it is failed", minimum=1
-    )
-    restart_limit: int = _opt(
-        3, "restarts of one container (Docker's RestartCount) that make a restart loop", minimum=1
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetentionSettings:
-    gone_seconds: float = _opt(3600.0, "seconds a deployment with no containers left stays exported", minimum=0)
-    history_versions: int = _opt(10, "distinct versions kept per deployment for deployment_version_info", minimum=1)
-    max_deployments: int = _opt(
-        5000, "cap on tracked deployments; new ones beyond it are ignored and counted", minimum=1
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class StatsSettings:
-    enabled: bool = _opt(True, "poll CPU and memory of running tracked containers")
-    interval_seconds: float = _opt(15.0, "seconds between two stats polls", minimum=1)
-    concurrency: int = _opt(8, "stats API requests (and cgroup-parent inspects) in flight at once", minimum=1)
-    source: str = _opt(
-        "auto",
-        "where CPU and memory come from: cgroup files (microseconds a container; needs the host's cgroup tree), "
-        "the Docker stats API (about a second a container), or auto: cgroup files when they read for the "
-        "containers, else the API",
-        choices=("auto", "cgroup", "api"),
-    )
-    cgroup_root: str = _opt(
-        "/sys/fs/cgroup",
-        "absolute path of the host's cgroup tree, e.g. /host/sys/fs/cgroup when mounted into a container",
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ApiSettings:
-    token_file: str = _opt(
-        "", f"file holding the bearer token of the CI/CD API (or set {API_TOKEN_ENV}); no token: the API is off"
-    )
-    max_body_bytes: int = _opt(16384, "largest request body the API accepts, in bytes", minimum=256)
-    retention_seconds: float = _opt(
-        2592000.0, "seconds a deployment with no containers stays exported after its last API report", minimum=0
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class StorageSettings:
-    directory: str = _opt(
-        "data",
-        "directory of the state file (state.json), created when missing; a relative path is relative to "
-        "the working directory; empty: keep no state across restarts",
-    )
-    debounce_seconds: float = _opt(
-        1.0,
-        "after a change, wait this many seconds, gathering further changes, before saving the state file",
-        minimum=0,
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExpositionSettings:
-    min_interval_seconds: float = _opt(
-        1.0,
-        "after a change of state, /metrics is re-rendered once this many seconds after the previous rendering "
-        "at the earliest; changes in between are coalesced into one rendering",
-        minimum=0,
-    )
-    max_staleness_seconds: float = _opt(
-        5.0,
-        "the watcher's own metrics in /metrics (process, runtime, counters) are re-read at least this often, "
-        "in seconds; deployment series follow every change of state",
-        minimum=0.1,
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServiceSettings:
-    shutdown_timeout_seconds: float = _opt(
-        8.0,
-        "after SIGTERM or SIGINT, seconds the watcher may take to stop (final state file save, open HTTP "
-        "requests); beyond it, it logs what is still pending and exits with code 1. Below docker stop's "
-        "10 s grace, so that report is written before Docker kills the process",
-        minimum=2,
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class LogSettings:
-    level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    web: WebSettings = field(default_factory=WebSettings)
-    docker: DockerSettings = field(default_factory=DockerSettings)
-    labels: LabelSettings = field(default_factory=LabelSettings)
-    rollout: RolloutSettings = field(default_factory=RolloutSettings)
-    retention: RetentionSettings = field(default_factory=RetentionSettings)
-    stats: StatsSettings = field(default_factory=StatsSettings)
-    api: ApiSettings = field(default_factory=ApiSettings)
-    storage: StorageSettings = field(default_factory=StorageSettings)
-    exposition: ExpositionSettings = field(default_factory=ExpositionSettings)
-    service: ServiceSettings = field(default_factory=ServiceSettings)
-    log: LogSettings = field(default_factory=LogSettings)
+from watcher.config import webconfig
+from watcher.config.settings import API_TOKEN_ENV, CONFIG_FILE_ENV, ENV_PREFIX, Settings
 
 
 class ConfigError(Exception):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import hdrs, web
 
-from watcher.exposition import Exposition
+from watcher.exposition.rendering import Exposition
 
 LANDING = """<!doctype html>
 <html><head><title>deployment-watcher</title></head>

@@ -28,20 +28,14 @@ import aiohttp
 from aiodocker.channel import ChannelSubscriber
 from aiodocker.events import DockerEvents
 
-from watcher import docker_causes, labels
 from watcher.config import Settings
-from watcher.docker_causes import Inspect
-from watcher.labels import Parsed
-from watcher.observations import (
-    Instance,
-    InstanceChange,
-    InstanceGone,
-    InstanceSeen,
-    InstanceStarted,
-    Observation,
-    Resync,
-)
+from watcher.domain import labels
+from watcher.domain.labels import Parsed
+from watcher.domain.model import Instance
+from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.docker import causes as docker_causes
+from watcher.sources.docker.causes import Inspect
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,42 @@
+"""The watcher's configuration: settings dataclasses and their loading."""
+
+from watcher.config.loading import ConfigError, Option, as_yaml, load, options, parse_listen_address
+from watcher.config.settings import (
+    API_TOKEN_ENV,
+    CONFIG_FILE_ENV,
+    ENV_PREFIX,
+    ApiSettings,
+    DockerSettings,
+    ExpositionSettings,
+    LogSettings,
+    ServiceSettings,
+    Settings,
+    StatsSettings,
+    StorageSettings,
+    WebSettings,
+)
+from watcher.domain.settings import LabelSettings, RetentionSettings, RolloutSettings
+
+__all__ = [
+    "API_TOKEN_ENV",
+    "CONFIG_FILE_ENV",
+    "ENV_PREFIX",
+    "ApiSettings",
+    "ConfigError",
+    "DockerSettings",
+    "ExpositionSettings",
+    "LabelSettings",
+    "LogSettings",
+    "Option",
+    "RetentionSettings",
+    "RolloutSettings",
+    "ServiceSettings",
+    "Settings",
+    "StatsSettings",
+    "StorageSettings",
+    "WebSettings",
+    "as_yaml",
+    "load",
+    "options",
+    "parse_listen_address",
+]

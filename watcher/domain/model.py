@@ -1,0 +1,183 @@
+"""The domain's data: what a deployment is, its rollouts and instances. Plain immutable values.
+
+A deployment is (name, environment). Its current *rollout* is the last time a new version
+appeared (in a container, or in a report from deploy tooling); a rollout goes
+in_progress → success | failed and then stays so until the next.
+State is immutable: a scrape reads one ``State`` object and never sees a half-applied change.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Status(enum.Enum):
+    """A rollout's status; the value is what ``deployment_status`` exports."""
+
+    FAILED = 0
+    SUCCESS = 1
+    IN_PROGRESS = 2
+
+    @property
+    def text(self) -> str:
+        return self.name.lower()
+
+
+class Health(enum.Enum):
+    """A HEALTHCHECK's verdict, as Docker reports it (``NONE``: no healthcheck result)."""
+
+    NONE = "none"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class DeploymentKey(NamedTuple):
+    name: str
+    environment: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """What an instance's labels say it is; fixed for its lifetime."""
+
+    key: DeploymentKey
+    version: str
+    commit: str
+    image: str
+    created_at: float
+    deployed_at: float  # deploy start: the deployment.timestamp label, else created_at
+    status_override: Status | None = None
+    stable_seconds: float | None = None  # per-deployment tuning; None: the configured default
+    progress_deadline_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instance:
+    """One running unit of a deployment (a container), as last seen in full."""
+
+    id: str
+    identity: Identity
+    running: bool
+    running_since: float | None = None
+    has_healthcheck: bool = False
+    health: Health = Health.NONE
+    exit_code: int | None = None  # set while exited
+    exited_at: float | None = None  # when it exited, while exited (if the source knows)
+    exit_requested: bool = False  # the exit followed a stop request: not a crash
+    oom_killed: bool = False
+    restart_count: int = 0
+    source: str = "container"
+    # False while known from events alone: whether it has a health check (hence when it is
+    # ready) is only in the full facts, so the rules wait for them.
+    inspected: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cpu_seconds: float  # cumulative since the instance (re)started
+    memory_bytes: float  # working set
+
+
+# Rollouts take seconds to tens of minutes.
+DURATION_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rollout:
+    revision: int
+    version: str
+    commit: str
+    image: str
+    started_at: float
+    status: Status = Status.IN_PROGRESS
+    finished_at: float | None = None
+    reason: str = ""
+    rollback: bool = False
+    members: frozenset[str] = frozenset()  # instances of this rollout (replicas included)
+    trigger_created_at: float = 0.0  # creation time of the instance that started it
+    deadline_at: float = 0.0
+    witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
+    reported: bool = False  # deploy tooling reported it: its reports, not the container rules, judge it
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSeen:
+    version: str
+    commit: str
+    revision: int
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """A histogram of rollout durations: counts per bucket of DURATION_BUCKETS, then +Inf."""
+
+    counts: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> Durations:
+        index = next((i for i, le in enumerate(DURATION_BUCKETS) if seconds <= le), len(DURATION_BUCKETS))
+        counts = list(self.counts)
+        counts[index] += 1
+        return Durations(tuple(counts), self.total + seconds)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An instance of a deployment with the watcher's bookkeeping."""
+
+    instance: Instance
+    updated_at: float  # `at` of the last observation applied: older ones are stale
+    cpu_nanos: int = 0  # cumulative since the instance (re)started
+    memory_bytes: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deployment:
+    key: DeploymentKey
+    rollout: Rollout
+    history: tuple[VersionSeen, ...] = ()  # newest first, one entry per (version, commit)
+    rollbacks: int = 0
+    durations: Durations = field(default_factory=Durations)
+    members: Mapping[str, Member] = field(default_factory=dict)
+    # CPU of instances gone or restarted: keeps the counter monotonic. Integer nanoseconds,
+    # because float sums depend on their order: moving a container's CPU from the live sum to
+    # the retired one could lower the total by an ulp, which Prometheus reads as a reset.
+    retired_cpu_nanos: int = 0
+    gone_since: float | None = None
+    reported_at: float | None = None  # the last report from deploy tooling (for retention)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return (self.retired_cpu_nanos + sum(m.cpu_nanos for m in self.members.values())) / 1e9
+
+    @property
+    def memory_bytes(self) -> float:
+        return sum(m.memory_bytes for m in self.members.values() if m.instance.running)
+
+    def current(self) -> list[Instance]:
+        """The instances of the current rollout that still exist."""
+        return [self.members[i].instance for i in self.rollout.members if i in self.members]
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    deployments: Mapping[DeploymentKey, Deployment] = field(default_factory=dict)
+    owners: Mapping[str, DeploymentKey] = field(default_factory=dict)  # instance id → deployment
+
+    def running_instance_ids(self) -> list[str]:
+        return [m.instance.id for d in self.deployments.values() for m in d.members.values() if m.instance.running]
+
+
+def iter_sorted(state: State) -> Iterator[Deployment]:
+    """Deployments in a stable order, for exposition."""
+    for key in sorted(state.deployments):
+        yield state.deployments[key]
