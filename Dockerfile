@@ -19,7 +19,8 @@
 #     --group-add "$(stat -c %g /var/run/docker.sock)" deployment-watcher
 # (in compose: `group_add: ["${DOCKER_GID}"]`, see deploy/docker-compose.yml).
 # The state file (revisions, rollback counts, history) lives in the volume
-# /var/lib/deployment-watcher: give it a named volume to keep it across container replacement,
+# /var/lib/deployment-watcher (set explicitly below, rather than left to storage.directory's
+# `auto`): give it a named volume to keep it across container replacement,
 #   -v deployment-watcher-data:/var/lib/deployment-watcher
 # Configuration comes from WATCHER_<SECTION>_<FIELD> environment variables, flags after the
 # image name, or a mounted YAML file (WATCHER_CONFIG_FILE).
@@ -68,7 +69,7 @@ VOLUME ["/var/lib/deployment-watcher"]
 
 EXPOSE 9102
 # No curl in slim images: ask /health with the venv's Python. The probe finds the port and the
-# web config (https, see README "TLS and basic auth") in WATCHER_* variables and
+# web config (https, see docs/security.md) in WATCHER_* variables and
 # WATCHER_CONFIG_FILE; it cannot see flags given after the image name.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/opt/watcher/bin/python", "-m", "watcher.clients.healthcheck"]

@@ -2,7 +2,8 @@
 
 Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed, or did not stop within
 ``service.shutdown_timeout_seconds`` (or a second signal forced it); 2 bad configuration.
-``deployment-watcher notify …`` is the CI/CD client, with its own flags and exit codes (watcher.notify).
+``deployment-watcher notify …`` is the CI/CD client, with its own flags and exit codes
+(watcher.clients.notify); ``--help`` lists it under the commands.
 """
 
 from __future__ import annotations
@@ -24,15 +25,28 @@ log = logging.getLogger("watcher")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
+PROG = "deployment-watcher"
+# Subcommand → its entry point and one line for --help. Each parses its own flags: it must come first.
+COMMANDS = {
+    "notify": (notify.main, "report a rollout from CI/CD to a running watcher (see 'notify --help')"),
+}
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="deployment-watcher",
-        description="Watch Docker deployments and serve them as Prometheus metrics.",
+        prog=PROG,
+        usage=f"{PROG} [FLAGS]\n" + "".join(f"       {PROG} {name} [FLAGS]\n" for name in COMMANDS),
+        description="Watch Docker deployments and serve them as Prometheus metrics. Without a command, "
+        "the watcher runs.",
         epilog=f"Every flag can also be set in the config file or as an environment variable "
-        f"({config.ENV_PREFIX}<SECTION>_<FIELD>); flags win. "
-        f"'deployment-watcher notify --help': report a deployment from CI/CD to a running watcher.",
+        f"({config.ENV_PREFIX}<SECTION>_<FIELD>); flags win.",
     )
+    # Listed for --help only: main() hands a command and the rest of the line to its own parser.
+    # The positionals' group is shown before the flags, and holds nothing but the commands.
+    p._positionals.title = "commands (each with its own flags, after it)"
+    commands = p.add_subparsers(dest="command", metavar="COMMAND", help="without one, the watcher runs")
+    for name, (_, summary) in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
     p.add_argument("--config.file", dest="config_file", metavar="PATH",
                    help=f"YAML configuration file (or ${config.CONFIG_FILE_ENV})")  # fmt: skip
     p.add_argument("--check-config", action="store_true", help="validate the configuration, print it and exit")
@@ -51,9 +65,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["notify"]:
-        return notify.main(argv[1:])
-    args = vars(parser().parse_args(argv))
+    if argv[:1] and argv[0] in COMMANDS:
+        command, _ = COMMANDS[argv[0]]
+        return command(argv[1:])
+    p = parser()
+    namespace, unknown = p.parse_known_args(argv)
+    args = vars(namespace)
+    if args["command"]:  # after the watcher's flags, which would not apply to it
+        p.error(f"the command comes first: {PROG} {args['command']} [FLAGS]")
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
     flags = {path: value for path, value in args.items() if "." in path and value is not None}
     try:
         settings = config.load(file=args["config_file"], flags=flags)

@@ -79,9 +79,11 @@ class ApiSettings:
 @dataclass(frozen=True, kw_only=True)
 class StorageSettings:
     directory: str = setting(
-        "data",
-        "directory of the state file (state.json), created when missing; a relative path is relative to "
-        "the working directory; empty: keep no state across restarts",
+        "auto",
+        "directory of the state file (state.json), created when missing. auto: /var/lib/deployment-watcher "
+        "when it is writable or can be created, else $XDG_STATE_HOME/deployment-watcher (by default "
+        "~/.local/state/deployment-watcher); none or empty: keep no state across restarts; any other value "
+        "is that directory (a relative path is relative to the working directory)",
     )
     debounce_seconds: float = setting(
         1.0,

@@ -1,4 +1,4 @@
-"""The state file on disk: atomic saves, and a file that cannot be used moved aside, never a crash."""
+"""The state file on disk: where it lives, atomic saves, and a file that cannot be used moved aside, never a crash."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 
@@ -15,8 +15,45 @@ from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.selfmetrics import SelfMetrics
 
 FILE_NAME = "state.json"
+AUTO = "auto"  # storage.directory: the system directory when usable, else the user's state directory
+DISABLED = ("", "none")  # storage.directory: keep no state across restarts
+SYSTEM_DIRECTORY = Path("/var/lib/deployment-watcher")
+XDG_NAME = "deployment-watcher"
 
 log = logging.getLogger(__name__)
+
+
+def state_directory(
+    setting: str,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    system: Path = SYSTEM_DIRECTORY,
+    home: Callable[[], Path] = Path.home,
+) -> Path | None:
+    """The absolute directory of the state file for ``storage.directory``; None: keep no state.
+
+    ``auto`` is ``system`` when it is a writable directory or its parent lets it be created
+    (not created here: the first save does that), else ``$XDG_STATE_HOME/deployment-watcher``,
+    by default ``~/.local/state/deployment-watcher``: never the directory the watcher happened
+    to start in. Any other value is that directory, relative to the working directory.
+    """
+    if setting.lower() in DISABLED:
+        return None
+    if setting != AUTO:
+        return Path(setting).absolute()
+    if _usable(system):
+        return system
+    # The XDG Base Directory spec: a relative XDG_STATE_HOME is invalid and must be ignored.
+    xdg = environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else home() / ".local" / "state"
+    return base.absolute() / XDG_NAME
+
+
+def _usable(directory: Path) -> bool:
+    """A directory we may write in, or one we may create (its parent exists and is writable)."""
+    if directory.is_dir():
+        return os.access(directory, os.W_OK | os.X_OK)
+    return not directory.exists() and directory.parent.is_dir() and os.access(directory.parent, os.W_OK | os.X_OK)
 
 
 class StateFile:
@@ -26,7 +63,7 @@ class StateFile:
     ``save`` is blocking I/O, meant for one worker thread at a time.
     """
 
-    def __init__(self, directory: str, *, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, directory: str | Path, *, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
         self._metrics = metrics

@@ -20,7 +20,7 @@ from watcher.domain.machine import Step, apply
 from watcher.domain.model import State
 from watcher.domain.observations import Observation, Tick
 from watcher.exposition.rendering import Exposition
-from watcher.persistence.statefile import StateFile
+from watcher.persistence.statefile import StateFile, state_directory
 from watcher.runtime import shutdown
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.api.reports import DeploymentsApi
@@ -106,8 +106,13 @@ class Service:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
-        directory = settings.storage.directory
+        directory = state_directory(settings.storage.directory)
         self.state_file = StateFile(directory, metrics=self.metrics) if directory else None
+        if self.state_file:
+            log.info("state file: %s", self.state_file.path)
+        else:
+            log.info("no state file (storage.directory %r): nothing is kept across restarts",
+                     settings.storage.directory)  # fmt: skip
         # Loaded before the Docker watch starts: its first resync reconciles the saved state.
         initial = self.state_file.load() if self.state_file else None
         self.core = Core(settings=settings, metrics=self.metrics, state=initial)
