@@ -15,7 +15,7 @@ from tests.dockerproxy import ReadOnlyProxy, Seen
 pytestmark = pytest.mark.docker
 
 # What the watcher may ask for, after the optional /v1.xx prefix: the endpoints a socket
-# proxy must allow (README, "Least privilege").
+# proxy must allow (docs/security.md, "Least privilege").
 ALLOWED_PATHS = {
     "ping": r"/_ping",
     "version": r"/version",

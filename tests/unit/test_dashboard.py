@@ -1,4 +1,4 @@
-"""The Grafana dashboard queries the families README documents, filtered by its variables."""
+"""The Grafana dashboard queries the families docs/reference/metrics.md documents, filtered by its variables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``python -m watcher.healthcheck``: the container's HEALTHCHECK, a GET of ``/health`` on this host.
+"""``python -m watcher.clients.healthcheck``: the container's HEALTHCHECK, a GET of ``/health`` on this host.
 
 It reads the settings as the watcher does, from ``WATCHER_*`` variables and
 ``WATCHER_CONFIG_FILE`` (a HEALTHCHECK cannot see the watcher's flags), for the port and, from
