@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from tests.unit.test_state import Run, started
 from watcher.config import LabelSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.domain import labels
-from watcher.domain.model import DURATION_BUCKETS, Deployment, Health, Identity, Instance, State, Status, Usage
+from watcher.domain.model import DURATION_BUCKETS, Deployment, Health, Identity, Instance, Source, State, Status, Usage
 from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
@@ -232,7 +232,7 @@ class StateMachine(RuleBasedStateMachine):
             for i in present
             if i in self.identities
         )
-        self.submit(Resync(self.at(skew), "container", instances))
+        self.submit(Resync(self.at(skew), Source.CONTAINER, instances))
 
     @rule(data=st.data(), skew=SKEW)
     def usage_sampled(self, data: st.DataObject, skew: float) -> None:
@@ -272,7 +272,7 @@ def test_cpu_counter_never_decreases(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(1, 30))):
         live = sorted(run.state.owners)
         step = data.draw(st.sampled_from(("new", "sample", "gone", "resync") if live else ("new",)))
-        at = 100.0 + len(run.notes)
+        at = 100.0 + len(run.events)
         before = run.state
         if step == "new":
             run(started(f"c{born}", data.draw(st.sampled_from(("1.0.0", "2.0.0"))), at))
@@ -284,7 +284,7 @@ def test_cpu_counter_never_decreases(data: st.DataObject) -> None:
             run(InstanceGone(at, data.draw(st.sampled_from(live))))
         else:
             kept = data.draw(st.lists(st.sampled_from(live), unique=True))
-            run(Resync(at, "container", tuple(run.d().members[i].instance for i in kept)))
+            run(Resync(at, Source.CONTAINER, tuple(run.d().members[i].instance for i in kept)))
         check_step(before, run.state)
 
 
