@@ -19,7 +19,7 @@ from watcher.domain.events import DeploymentRejected, DomainEvent, StaleObservat
 
 
 class Subscriber(Protocol):
-    def __call__(self, event: DomainEvent) -> None: ...
+    def __call__(self, event: DomainEvent, /) -> None: ...
 
 
 # Stale observations are routine after a reconnect; a rejected deployment is a limit an operator must see.
