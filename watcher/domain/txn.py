@@ -15,6 +15,8 @@ from watcher.domain.settings import RuleSettings
 
 
 class Txn:
+    """One apply(): the state it started from, the changes so far, and the events they made."""
+
     def __init__(self, base: State, *, now: float, settings: RuleSettings) -> None:
         self.base = base
         self.now = now
