@@ -12,7 +12,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from watcher import __version__
 from watcher.config import webconfig
-from watcher.domain import labels
+from watcher.domain import events, labels
 
 PREFIX = "deployment_watcher"
 
@@ -29,7 +29,6 @@ API_OUTCOMES = (
     "started", "updated", "unchanged", "stale", "invalid", "too_large", "unauthorized", "disabled", "rejected",
 )  # fmt: skip
 EXPOSITION_PARTS = ("deployments", "own")
-NOTE_KINDS = ("rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale")
 
 
 # `_created` series of pre-created zero counters are noise; the switch is process-wide.
@@ -69,15 +68,15 @@ class SelfMetrics:
         )
         for label in labels.PROBLEM_LABELS:
             self.label_errors.labels(label)
-        self.notes = Counter(
+        self.state_changes = Counter(
             f"{PREFIX}_state_changes",
             "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
             "rejected by the cap or dropped after retention, stale observations ignored.",
             ["kind"],
             registry=registry,
         )
-        for kind in NOTE_KINDS:
-            self.notes.labels(kind)
+        for event in events.EVENT_TYPES:
+            self.state_changes.labels(event.kind)
         self.event_lag = Histogram(
             f"{PREFIX}_event_lag_seconds",
             "Time from a Docker event (its timeNano) until the state reflects it.",

@@ -215,8 +215,9 @@ def test_state_directory_refusing_writes(
     try:
         containers.run(labels=labels(name, "1.0.0"), command="exec sleep 600")
         watcher.wait_for("save errors", lambda: (watcher.value("deployment_watcher_state_save_errors_total") or 0) > 0)
-        assert f"ERROR watcher.persistence.statefile: cannot save the state file {directory / 'state.json'}: {reason}" in (
-            watcher.log.read_text()
+        assert (
+            f"ERROR watcher.persistence.statefile: cannot save the state file {directory / 'state.json'}: {reason}"
+            in (watcher.log.read_text())
         )
         # Still serving and still tracking.
         containers.run(labels=labels(name, "2.0.0"), command="exec sleep 600")

@@ -18,10 +18,12 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from tests.unit.test_events import replay
 from tests.unit.test_state import Run, started
 from watcher.config import LabelSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.domain import labels
-from watcher.domain.model import DURATION_BUCKETS, Deployment, Health, Identity, Instance, State, Status, Usage
+from watcher.domain.events import DomainEvent
+from watcher.domain.model import DURATION_BUCKETS, Deployment, Health, Identity, Instance, Source, State, Status, Usage
 from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
@@ -125,6 +127,8 @@ class StateMachine(RuleBasedStateMachine):
         self.registry = CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
         self.core = Core(settings=STATE_SETTINGS, metrics=self.metrics, clock=lambda: self.clock)
+        self.events: list[DomainEvent] = []
+        self.core.subscribe(self.events.append)
         self.registry.register(DeploymentCollector(snapshot=self.core.snapshot, settings=STATE_SETTINGS))
         # A container's identity is fixed for its lifetime: each id keeps the one it was born with.
         self.identities: dict[str, Identity] = {}
@@ -133,9 +137,12 @@ class StateMachine(RuleBasedStateMachine):
     # -- helpers
 
     def submit(self, observation: Observation) -> None:
-        before = self.core.state
+        before, done = self.core.state, len(self.events)
         self.core.submit(observation)
         check_step(before, self.core.state)
+        # Every status change is told by its event: replayed on the statuses before, they give those after.
+        after = {key: (d.rollout.revision, d.rollout.status) for key, d in self.core.state.deployments.items()}
+        assert replay(before, self.events[done:]) == after
 
     def at(self, skew: float) -> float:
         return self.clock + skew
@@ -232,7 +239,7 @@ class StateMachine(RuleBasedStateMachine):
             for i in present
             if i in self.identities
         )
-        self.submit(Resync(self.at(skew), "container", instances))
+        self.submit(Resync(self.at(skew), Source.CONTAINER, instances))
 
     @rule(data=st.data(), skew=SKEW)
     def usage_sampled(self, data: st.DataObject, skew: float) -> None:
@@ -272,7 +279,7 @@ def test_cpu_counter_never_decreases(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(1, 30))):
         live = sorted(run.state.owners)
         step = data.draw(st.sampled_from(("new", "sample", "gone", "resync") if live else ("new",)))
-        at = 100.0 + len(run.notes)
+        at = 100.0 + len(run.events)
         before = run.state
         if step == "new":
             run(started(f"c{born}", data.draw(st.sampled_from(("1.0.0", "2.0.0"))), at))
@@ -284,7 +291,7 @@ def test_cpu_counter_never_decreases(data: st.DataObject) -> None:
             run(InstanceGone(at, data.draw(st.sampled_from(live))))
         else:
             kept = data.draw(st.lists(st.sampled_from(live), unique=True))
-            run(Resync(at, "container", tuple(run.d().members[i].instance for i in kept)))
+            run(Resync(at, Source.CONTAINER, tuple(run.d().members[i].instance for i in kept)))
         check_step(before, run.state)
 
 

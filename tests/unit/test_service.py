@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -17,8 +18,17 @@ from prometheus_client import CollectorRegistry
 
 from tests.polling import poll_async
 from tests.unit.test_store import rich_state
-from watcher.config import DockerSettings, ServiceSettings, Settings, StatsSettings, StorageSettings, WebSettings
-from watcher.domain.model import DeploymentKey, Identity, Instance, State, Status
+from watcher.config import (
+    DockerSettings,
+    RetentionSettings,
+    ServiceSettings,
+    Settings,
+    StatsSettings,
+    StorageSettings,
+    WebSettings,
+)
+from watcher.domain.events import EVENT_TYPES, DomainEvent, RolloutStarted, RolloutSuperseded
+from watcher.domain.model import DeploymentKey, Identity, Instance, Judge, State, Status
 from watcher.domain.observations import InstanceGone, InstanceSeen, Observation, Tick
 from watcher.persistence.codec import decode
 from watcher.persistence.statefile import StateFile
@@ -196,6 +206,68 @@ def test_core_tells_listeners_only_when_the_state_changed() -> None:
     )  # fmt: skip
     core.submit(InstanceSeen(99.0, Instance(id="c1", identity=identity, running=True, running_since=99.0)))
     assert calls == [1]
+
+
+def api_instance(cid: str, version: str, at: float) -> InstanceSeen:
+    identity = Identity(
+        key=DeploymentKey("api", "production"), version=version, commit="", image=f"api:{version}", created_at=at,
+        deployed_at=at,
+    )  # fmt: skip
+    return InstanceSeen(at, Instance(id=cid, identity=identity, running=True, running_since=at))
+
+
+def test_subscribers_receive_every_event_of_a_step_in_order() -> None:
+    """Each subscriber gets each event of the step, in the order they happened, one event at a time."""
+    core = Core(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()), clock=lambda: 100.0)
+    received: list[tuple[str, DomainEvent]] = []
+    core.subscribe(lambda event: received.append(("first", event)))
+    core.subscribe(lambda event: received.append(("second", event)))
+    core.submit(api_instance("c1", "1.0.0", 99.0))
+    step = core.step(api_instance("c2", "2.0.0", 100.0))  # supersedes the rollout in progress
+    assert [type(e) for e in step.events] == [RolloutSuperseded, RolloutStarted]
+    assert received[2:] == [(name, event) for event in step.events for name in ("first", "second")]
+    first = RolloutStarted(
+        key=DeploymentKey("api", "production"), at=99.0, revision=1, version="1.0.0", commit="", rollback=False,
+        judge=Judge.CONTAINERS,
+    )  # fmt: skip
+    assert received[:2] == [("first", first), ("second", first)]
+    core.submit(Tick(100.0))  # no event: nothing more received
+    assert len(received) == 6
+
+
+def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Wired in the service: a log line per event (DEBUG for stale, WARNING for rejected) and the
+    state_changes counter by kind, its label values there at zero from the start."""
+    registry = CollectorRegistry()
+    settings = dataclasses.replace(quiet_settings(tmp_path), retention=RetentionSettings(max_deployments=1))
+    service = Service(settings, registry=registry)
+
+    def changes(kind: str) -> float | None:
+        return registry.get_sample_value("deployment_watcher_state_changes_total", {"kind": kind})
+
+    assert {kind: changes(kind) for kind in [e.kind for e in EVENT_TYPES]} == dict.fromkeys(
+        ["rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale"], 0.0
+    )
+    caplog.set_level(logging.DEBUG, logger="watcher.runtime.service")
+    now = time.time()
+    service.core.submit(api_instance("c1", "1.0.0", now))
+    service.core.submit(InstanceGone(now - 10, "c1"))  # older than what the state holds
+    other = Identity(
+        key=DeploymentKey("web", "staging"), version="1", commit="", image="web:1", created_at=now, deployed_at=now
+    )
+    service.core.submit(InstanceSeen(now, Instance(id="w1", identity=other, running=False)))
+    lines = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("deployment ")]
+    assert lines == [
+        ("watcher.runtime.service", logging.INFO, "deployment api/production: rollout to 1.0.0 started (revision 1)"),
+        (
+            "watcher.runtime.service", logging.DEBUG,
+            "deployment api/production: ignored an observation of c1 older than the last one",
+        ),
+        ("watcher.runtime.service", logging.WARNING, "deployment web/staging: cap of 1 deployments reached"),
+    ]  # fmt: skip
+    assert (changes("rollout_started"), changes("stale"), changes("rejected"), changes("rollout_finished")) == (
+        1.0, 1.0, 1.0, 0.0,
+    )  # fmt: skip
 
 
 class CountingCore(Core):

@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 
 from watcher.config import ApiSettings, RetentionSettings, RolloutSettings, Settings
-from watcher.domain.machine import (
-    CHECK_HEALTHCHECK,
-    CHECK_OOM,
-    CHECK_RESTARTS,
-    CHECK_RUNNING,
-    REPORTED_REASON,
-    apply,
-    health_checks,
-    is_healthy,
-    is_rollback,
+from watcher.domain.events import (
+    DeploymentDropped,
+    DeploymentRejected,
+    DomainEvent,
+    RolloutFinished,
+    RolloutRevised,
+    RolloutStarted,
+    RolloutSuperseded,
+    StaleObservation,
 )
+from watcher.domain.machine import apply
 from watcher.domain.model import (
     Deployment,
     DeploymentKey,
@@ -27,6 +27,8 @@ from watcher.domain.model import (
     Health,
     Identity,
     Instance,
+    Judge,
+    Source,
     State,
     Status,
     Usage,
@@ -45,6 +47,16 @@ from watcher.domain.observations import (
     RolloutReported,
     Tick,
     UsageSampled,
+)
+from watcher.domain.reports import REPORTED_REASON
+from watcher.domain.rules import (
+    CHECK_HEALTHCHECK,
+    CHECK_OOM,
+    CHECK_RESTARTS,
+    CHECK_RUNNING,
+    health_checks,
+    is_healthy,
+    is_rollback,
 )
 from watcher.persistence import codec as store
 
@@ -101,17 +113,22 @@ class Run:
     def __init__(self, settings: Settings = SETTINGS) -> None:
         self.settings = settings
         self.state = State()
-        self.notes: list[str] = []
+        self.events: list[DomainEvent] = []
 
     def __call__(self, *observations: Observation, now: float | None = None) -> Run:
         for observation in observations:
             step = apply(self.state, observation, now=observation.at if now is None else now, settings=self.settings)
             self.state = step.state
-            self.notes += [n.kind for n in step.notes]
+            self.events += step.events
         return self
 
     def tick(self, at: float) -> Run:
         return self(Tick(at))
+
+    @property
+    def types(self) -> list[type[DomainEvent]]:
+        """The classes of the events so far, in order."""
+        return [type(e) for e in self.events]
 
     def d(self, key: DeploymentKey = API) -> Deployment:
         return self.state.deployments[key]
@@ -126,7 +143,7 @@ def test_first_sight_starts_revision_one_in_progress() -> None:
     run = Run()(created("a", "1.0.0", 100))
     assert run.status is Status.IN_PROGRESS
     assert run.d().rollout.revision == 1
-    assert run.notes == ["rollout_started"]
+    assert run.types == [RolloutStarted]
 
 
 def test_success_after_stable_time_without_healthcheck() -> None:
@@ -310,7 +327,7 @@ def test_late_exit_before_stable_time_revises_success_to_failed() -> None:
     run(InstanceExited(100.7, "a", 1), now=111)
     assert run.status is Status.FAILED
     assert "before its stable time was up" in run.d().rollout.reason
-    assert run.notes[-1] == "revised"
+    assert run.types[-1] is RolloutRevised
     assert run.d().durations.count == 1  # the rollout finished once
 
 
@@ -324,7 +341,7 @@ def test_late_inspect_of_an_exit_before_stable_time_revises_success() -> None:
     assert run.status is Status.FAILED
     run(InstanceExited(100.7, "a", 1), now=111.2)  # the die event, read last
     assert run.status is Status.FAILED
-    assert run.notes.count("revised") == 1
+    assert run.types.count(RolloutRevised) == 1
 
 
 def test_exit_after_stable_time_keeps_success() -> None:
@@ -403,7 +420,7 @@ def test_scale_up_after_success_joins_without_new_rollout() -> None:
 def test_superseded_rollout_is_not_observed_as_duration() -> None:
     """A rollout replaced before it finished records no duration."""
     run = Run()(started("a", "1.0.0", 100, healthcheck=True), started("b", "2.0.0", 105))
-    assert "superseded" in run.notes
+    assert RolloutSuperseded in run.types
     run.tick(115)
     assert run.d().durations.count == 1
 
@@ -426,7 +443,7 @@ def test_out_of_order_observations_are_ignored() -> None:
     before = run.state
     run(InstanceExited(99, "a", 1))
     assert run.state is before
-    assert run.notes[-1] == "stale"
+    assert run.types[-1] is StaleObservation
     run.tick(110)
     assert run.status is Status.SUCCESS
 
@@ -457,7 +474,7 @@ def test_gone_deployment_stays_then_is_dropped() -> None:
     assert API in run.state.deployments
     run.tick(260)
     assert API not in run.state.deployments
-    assert "dropped" in run.notes
+    assert DeploymentDropped in run.types
 
 
 def test_cap_on_deployments_rejects_new_ones() -> None:
@@ -466,7 +483,7 @@ def test_cap_on_deployments_rejects_new_ones() -> None:
     other = DeploymentKey("web", "production")
     run = Run(settings)(started("a", "1.0.0", 100), started("w", "1.0.0", 101, key=other))
     assert list(run.state.deployments) == [API]
-    assert run.notes.count("rejected") == 1
+    assert run.types.count(DeploymentRejected) == 1
     run(InstanceExited(102, "w", 1))  # the rejected container's events are ignored
     run(started("b", "2.0.0", 200))
     assert run.d().rollout.revision == 2
@@ -537,7 +554,7 @@ def test_resync_rebuilds_from_what_exists() -> None:
     old = dataclasses.replace(old, running=False, running_since=None, exit_code=0, exit_requested=True)
     new = started("b", "2.0.0", 100).instance
     replica = started("c", "2.0.0", 100.5).instance
-    run = Run()(Resync(1000, "container", (old, new, replica)), now=1000)
+    run = Run()(Resync(1000, Source.CONTAINER, (old, new, replica)), now=1000)
     rollout = run.d().rollout
     assert (rollout.revision, rollout.version, rollout.members) == (1, "2.0.0", {"b", "c"})
     assert run.status is Status.SUCCESS
@@ -549,7 +566,7 @@ def test_resync_removes_missing_and_detects_changes_while_away() -> None:
     """After a reconnect: containers missing are gone, new ones are a rollout, a crash is a failure."""
     run = Run()(started("a", "1.0.0", 100)).tick(111)
     crashed = dataclasses.replace(started("b", "2.0.0", 200).instance, running=False, exit_code=1)
-    run(Resync(300, "container", (crashed,)), now=300)
+    run(Resync(300, Source.CONTAINER, (crashed,)), now=300)
     assert "a" not in run.d().members
     assert (run.d().rollout.revision, run.status) == (2, Status.FAILED)
 
@@ -557,7 +574,7 @@ def test_resync_removes_missing_and_detects_changes_while_away() -> None:
 def test_resync_deadline_runs_from_discovery() -> None:
     """A rollout found by a resync gets its deadline from when it was found, not from creation."""
     stuck = started("a", "1.0.0", 100, healthcheck=True).instance
-    run = Run()(Resync(5000, "container", (stuck,)), now=5000)
+    run = Run()(Resync(5000, Source.CONTAINER, (stuck,)), now=5000)
     assert run.status is Status.IN_PROGRESS
     run.tick(5600)
     assert run.status is Status.FAILED
@@ -567,8 +584,8 @@ def test_resync_of_known_container_is_idempotent() -> None:
     """Resyncing the same facts twice changes nothing visible."""
     run = Run()(started("a", "1.0.0", 100)).tick(111)
     instance = run.d().members["a"].instance
-    run(Resync(200, "container", (instance,)), now=200)
-    run(Resync(300, "container", (instance,)), now=300)
+    run(Resync(200, Source.CONTAINER, (instance,)), now=200)
+    run(Resync(300, Source.CONTAINER, (instance,)), now=300)
     assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (1, Status.SUCCESS, 0)
 
 
@@ -612,13 +629,18 @@ def test_report_announces_then_finishes_a_rollout() -> None:
     """in_progress starts revision 1 judged by the tooling; success finishes it with its duration."""
     run = Run()(reported("1.0.0", "in_progress", 100))
     rollout = run.d().rollout
-    assert (rollout.revision, rollout.status, rollout.reported, rollout.image) == (1, Status.IN_PROGRESS, True, "")
+    assert (rollout.revision, rollout.status, rollout.judge, rollout.image) == (
+        1,
+        Status.IN_PROGRESS,
+        Judge.DEPLOY_TOOLING,
+        "",
+    )
     run.tick(500)
     assert run.status is Status.IN_PROGRESS  # no container rules; the deadline is further away
     run(reported("1.0.0", "success", 160))
     assert (run.status, run.d().rollout.reason, run.d().rollout.finished_at) == (Status.SUCCESS, REPORTED_REASON, 160)
     assert (run.d().durations.count, run.d().durations.total) == (1, 60)
-    assert run.notes == ["rollout_started", "rollout_finished"]
+    assert run.types == [RolloutStarted, RolloutFinished]
 
 
 def test_report_only_deployment_has_no_health_checks() -> None:
@@ -665,7 +687,7 @@ def test_containers_join_the_announced_rollout() -> None:
 def test_report_takes_over_a_rollout_its_containers_started() -> None:
     """in_progress of the version the containers already roll out makes the tooling its judge."""
     run = Run()(started("a", "1.0.0", 100), reported("1.0.0", "in_progress", 102))
-    assert (run.d().rollout.revision, run.d().rollout.reported) == (1, True)
+    assert (run.d().rollout.revision, run.d().rollout.judge) == (1, Judge.DEPLOY_TOOLING)
     run.tick(150)
     assert run.status is Status.IN_PROGRESS  # the stable time no longer decides
 
@@ -683,7 +705,12 @@ def test_final_report_corrects_a_finished_rollout() -> None:
     run(reported("1.0.0", "failed", 140))
     assert (run.status, run.d().rollout.revision, run.d().rollout.finished_at) == (Status.FAILED, 1, 111)
     assert run.d().durations.count == 1
-    assert run.notes[-1] == "rollout_finished"
+    assert run.events[-1] == RolloutRevised(
+        key=API, at=140, revision=1, version="1.0.0", before=Status.SUCCESS, after=Status.FAILED,
+        reason=REPORTED_REASON, by=Judge.DEPLOY_TOOLING,
+    )  # fmt: skip
+    assert run.events[-1].message == "revision 1 (1.0.0) corrected to failed by deploy tooling"
+    assert run.d().rollout.judge is Judge.DEPLOY_TOOLING
 
 
 def test_repeated_report_changes_nothing_but_its_time() -> None:
@@ -702,7 +729,7 @@ def test_report_older_than_current_rollout_is_stale() -> None:
     run(reported("1.0.0", "success", 300, started_at=150))
     run(reported("1.0.0", "failed", 300, finished_at=190))
     assert run.state is before
-    assert run.notes[-2:] == ["stale", "stale"]
+    assert run.types[-2:] == [StaleObservation, StaleObservation]
 
 
 def test_in_progress_again_after_finish_is_another_try() -> None:
@@ -730,8 +757,8 @@ def test_new_version_containers_after_a_report() -> None:
     assert (run.d().rollout.version, run.d().rollout.revision) == ("2.0.0", 1)
     run(started("new", "1.0.0", 120))
     assert (run.d().rollout.version, run.d().rollout.revision, run.d().rollbacks) == ("1.0.0", 2, 1)
-    assert "superseded" in run.notes
-    assert run.d().rollout.reported is False
+    assert RolloutSuperseded in run.types
+    assert run.d().rollout.judge is Judge.CONTAINERS
 
 
 def test_report_only_deployment_is_dropped_after_the_report_retention() -> None:
@@ -742,7 +769,7 @@ def test_report_only_deployment_is_dropped_after_the_report_retention() -> None:
     assert API in run.state.deployments
     run.tick(1500)
     assert API not in run.state.deployments
-    assert run.notes[-1] == "dropped"
+    assert run.types[-1] is DeploymentDropped
 
 
 def test_reports_extend_retention_of_a_deployment_whose_containers_are_gone() -> None:
@@ -762,7 +789,7 @@ def test_report_beyond_the_cap_is_rejected() -> None:
     settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(max_deployments=1))
     run = Run(settings)(started("a", "1.0.0", 100), reported("1.0.0", "success", 110, key=DeploymentKey("x", "y")))
     assert list(run.state.deployments) == [API]
-    assert run.notes[-1] == "rejected"
+    assert run.types[-1] is DeploymentRejected
 
 
 # -- after a restart: the saved state, then a resync of what Docker has now
@@ -780,7 +807,7 @@ def test_restart_finds_a_rollout_that_finished_meanwhile_without_a_duration() ->
     run(started("b", "2.0.0", 200, healthcheck=True), InstanceGone(201, "a"))
     restart(run)
     healthy = dataclasses.replace(run.d().members["b"].instance, health=Health.HEALTHY)
-    run(Resync(900, "container", (healthy,)), now=900)
+    run(Resync(900, Source.CONTAINER, (healthy,)), now=900)
     assert (run.d().rollout.revision, run.status) == (2, Status.SUCCESS)
     assert run.d().durations.count == 1  # v1's only: v2 ended at some unknown time while away
 
@@ -789,7 +816,7 @@ def test_restart_a_rollout_finishing_after_the_resync_keeps_its_duration() -> No
     """A rollout seen beginning before the restart and ending after it is timed from its start."""
     run = Run()(started("b", "2.0.0", 200, healthcheck=True))
     restart(run)
-    run(Resync(250, "container", (run.d().members["b"].instance,)), now=250)
+    run(Resync(250, Source.CONTAINER, (run.d().members["b"].instance,)), now=250)
     run(InstanceHealth(260, "b", Health.HEALTHY))
     assert run.status is Status.SUCCESS
     assert (run.d().durations.count, run.d().durations.total) == (1, 60)
@@ -801,7 +828,7 @@ def test_restart_detects_a_crash_while_away() -> None:
     run(started("b", "2.0.0", 200, healthcheck=True))
     restart(run)
     crashed = dataclasses.replace(run.d().members["b"].instance, running=False, running_since=None, exit_code=3)
-    run(Resync(900, "container", (run.d().members["a"].instance, crashed)), now=900)
+    run(Resync(900, Source.CONTAINER, (run.d().members["a"].instance, crashed)), now=900)
     assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (2, Status.FAILED, 0)
     assert "exited with code 3" in run.d().rollout.reason
 
@@ -812,7 +839,7 @@ def test_restart_detects_a_rollback_while_away_and_keeps_counters() -> None:
     run(started("b", "2.0.0", 200), UsageSampled(205, {"b": Usage(7.5, 1000)}), InstanceGone(206, "a"))
     restart(run)
     again = started("c", "1.0.0", 500).instance
-    run(Resync(600, "container", (again,)), now=600)
+    run(Resync(600, Source.CONTAINER, (again,)), now=600)
     d = run.d()
     assert (d.rollout.revision, d.rollout.version, d.rollout.rollback, d.rollbacks) == (3, "1.0.0", True, 1)
     assert set(d.members) == {"c"} and set(run.state.owners) == {"c"}
@@ -825,9 +852,9 @@ def test_restart_trusts_the_list_over_a_clock_that_went_back() -> None:
     run = Run()(started("a", "1.0.0", 10_000, healthcheck=True))
     restart(run)
     exited = dataclasses.replace(run.d().members["a"].instance, running=False, running_since=None, exit_code=1)
-    run(Resync(500, "container", (exited,)), now=500)
+    run(Resync(500, Source.CONTAINER, (exited,)), now=500)
     assert run.status is Status.FAILED
-    assert "stale" not in run.notes
+    assert StaleObservation not in run.types
     run(InstanceGone(501, "a"))  # later events are on the daemon's clock again, not stale either
     assert run.d().members == {}
 
@@ -836,7 +863,7 @@ def test_restart_deployment_gone_meanwhile_is_kept_for_retention() -> None:
     """All containers removed while down: the deployment stays exported (health 0), counters kept."""
     run = Run()(started("a", "1.0.0", 100), UsageSampled(105, {"a": Usage(2.0, 10)})).tick(110)
     restart(run)
-    run(Resync(1000, "container", ()), now=1000)
+    run(Resync(1000, Source.CONTAINER, ()), now=1000)
     assert (run.d().gone_since, run.d().cpu_seconds, run.d().rollout.revision) == (1000, 2.0, 1)
     run.tick(1000 + SETTINGS.retention.gone_seconds)
     assert API not in run.state.deployments
@@ -847,7 +874,7 @@ def test_restart_judges_replicas_on_the_whole_list() -> None:
     run = Run()(started("a", "2.0.0", 100, healthcheck=True), started("b", "2.0.0", 100.5, healthcheck=True))
     restart(run)
     now = [dataclasses.replace(run.d().members[i].instance, health=Health.HEALTHY) for i in ("a", "b")]
-    run(Resync(5000, "container", tuple(now)), now=5000)
+    run(Resync(5000, Source.CONTAINER, tuple(now)), now=5000)
     assert (run.d().rollout.revision, run.status) == (1, Status.SUCCESS)
 
 
@@ -859,6 +886,6 @@ def test_restart_with_other_label_settings_moves_a_container() -> None:
     moved = dataclasses.replace(
         run.d().members["a"].instance, identity=dataclasses.replace(identity("1.0.0", at=100), key=staging)
     )
-    run(Resync(200, "container", (moved,)), now=200)
+    run(Resync(200, Source.CONTAINER, (moved,)), now=200)
     assert run.d().members == {} and run.d().cpu_seconds == 3.0
     assert set(run.d(staging).members) == {"a"} and run.state.owners == {"a": staging}

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_state import Run, created, started
+from tests.unit.test_state import Run, created, reported, started
 from watcher.domain.model import (
     DURATION_BUCKETS,
     Deployment,
@@ -24,8 +24,10 @@ from watcher.domain.model import (
     Health,
     Identity,
     Instance,
+    Judge,
     Member,
     Rollout,
+    Source,
     State,
     Status,
     Usage,
@@ -92,7 +94,7 @@ def states(draw: st.DrawFn) -> State:
                 exit_code=draw(st.none() | st.integers()), exited_at=draw(st.none() | numbers),
                 exit_requested=draw(st.booleans()),
                 oom_killed=draw(st.booleans()), restart_count=draw(st.integers(min_value=0)),
-                source=draw(st.sampled_from(["container", "api"])), inspected=draw(st.booleans()),
+                source=draw(st.sampled_from(Source)), inspected=draw(st.booleans()),
             )  # fmt: skip
             members[instance_id] = Member(instance, draw(numbers), draw(st.integers(min_value=0)), draw(numbers))
         rollout = Rollout(
@@ -100,7 +102,7 @@ def states(draw: st.DrawFn) -> State:
             started_at=draw(numbers), status=draw(st.sampled_from(Status)), finished_at=draw(st.none() | numbers),
             reason=draw(texts), rollback=draw(st.booleans()), members=frozenset(draw(st.lists(texts, max_size=3))),
             trigger_created_at=draw(numbers), deadline_at=draw(numbers), witnessed=draw(st.booleans()),
-            reported=draw(st.booleans()),
+            judge=draw(st.sampled_from(Judge)),
         )  # fmt: skip
         history = tuple(
             VersionSeen(draw(texts), draw(texts), draw(st.integers(min_value=1)), draw(numbers))
@@ -142,7 +144,7 @@ def test_every_field_of_the_file_is_documented() -> None:
 def test_the_file_says_its_schema() -> None:
     """The top level carries the schema number and no field of a generic dataclass dump."""
     document = json.loads(encode(rich_state()))
-    assert document["schema"] == store.SCHEMA == 1
+    assert document["schema"] == store.SCHEMA == 2
     assert "key" not in document["deployments"][0] and "instance" not in document["deployments"][0]["members"][0]
 
 
@@ -152,29 +154,29 @@ def test_migration_table_reaches_the_current_schema() -> None:
 
 
 def test_an_older_schema_is_migrated(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file of schema 1 is read through MIGRATIONS[1] once the current schema is 2, and written as 2."""
+    """A file of schema 2 is read through MIGRATIONS[2] once the current schema is 3, and written as 3."""
     state = rich_state()
     old = json.loads(encode(state))
-    for d in old["deployments"]:  # pretend schema 1 called it so
+    for d in old["deployments"]:  # pretend schema 2 called it so
         d["rollback_total"] = d.pop("rollbacks")
 
-    def to_2(document: store.Document) -> store.Document:
+    def to_3(document: store.Document) -> store.Document:
         for d in document["deployments"]:
             d["rollbacks"] = d.pop("rollback_total")
         return document
 
-    monkeypatch.setattr(store, "SCHEMA", 2)
-    monkeypatch.setitem(store.MIGRATIONS, 1, to_2)
+    monkeypatch.setattr(store, "SCHEMA", 3)
+    monkeypatch.setitem(store.MIGRATIONS, 2, to_3)
     assert decode(json.dumps(old).encode()) == state
-    assert json.loads(encode(state))["schema"] == 2
-    assert decode(encode(state)) == state  # a file already at schema 2 is not migrated again
+    assert json.loads(encode(state))["schema"] == 3
+    assert decode(encode(state)) == state  # a file already at schema 3 is not migrated again
 
 
 def test_a_missing_migration_is_an_unreadable_file(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no step from the file's schema, the file cannot be read."""
     data = encode(rich_state())
-    monkeypatch.setattr(store, "SCHEMA", 2)
-    with pytest.raises(DecodeError, match="no migration from schema 1"):
+    monkeypatch.setattr(store, "SCHEMA", 3)
+    with pytest.raises(DecodeError, match="no migration from schema 2"):
         decode(data)
 
 
@@ -195,10 +197,15 @@ def _corrupt(document: dict[str, Any], path: str, value: object) -> bytes:
         (b"[1, 2]", "top level is not an object"),
         (b'{"deployments": []}', "no valid schema"),
         (b'{"schema": "1", "deployments": []}', "no valid schema"),
-        (b'{"schema": 2, "deployments": []}', "schema 2 is newer"),
+        (b'{"schema": 3, "deployments": []}', "schema 3 is newer"),
         (b'{"schema": 1, "deployments": [], "x": NaN}', "not JSON"),
         (b"[" * 100_000, "not JSON"),
-        (b'{"schema": 1}', "state.deployments: missing"),
+        (b'{"schema": 2}', "state.deployments: missing"),
+        (b'{"schema": 1}', "cannot migrate from schema 1: KeyError"),
+        (
+            b'{"schema": 1, "deployments": [{"rollout": {"reported": "yes"}}]}',
+            "cannot migrate from schema 1: TypeError",
+        ),
     ],
 )
 def test_bad_files_are_refused(data: bytes, message: str) -> None:
@@ -240,6 +247,40 @@ def test_a_field_added_with_a_default_needs_no_new_schema() -> None:
         del member["inspected"]
     loaded = decode(json.dumps(document).encode())
     assert all(m.instance.inspected for d in loaded.deployments.values() for m in d.members.values())
+
+
+def schema_1_state() -> State:
+    """The state in data/state-schema-1.json: rich_state, and deployments deploy tooling judges
+    (announced, taken over from its containers, reported final only and then joined by one)."""
+    run = Run()
+    run.state = rich_state()
+    run(reported("5.0.0", "in_progress", 700, key=DeploymentKey("cd", "production"), started_at=690))
+    adopted = DeploymentKey("adopted", "staging")
+    run(started("m", "7.0.0", 800, key=adopted), reported("7.0.0", "in_progress", 801, key=adopted))
+    final = DeploymentKey("final", "production")
+    run(reported("8.0.0", "success", 900, key=final))
+    run(started("h", "8.0.0", 905, key=final, healthcheck=True), InstanceHealth(906, "h", Health.HEALTHY))
+    return run.state
+
+
+def test_a_file_of_schema_1_loads_with_every_field() -> None:
+    """A file exactly as the watcher wrote it before schema 2 loads as the state it held; `reported`
+    becomes who judges the rollout, and written back only the schema, writer and that field differ."""
+    data = (Path(__file__).parent / "data" / "state-schema-1.json").read_bytes()
+    old = json.loads(data)
+    assert old["schema"] == 1
+    state = decode(data)
+    assert state == schema_1_state()
+    judges = {key.name: d.rollout.judge for key, d in state.deployments.items()}
+    assert judges == {
+        "adopted": Judge.DEPLOY_TOOLING, "api": Judge.CONTAINERS, "cd": Judge.DEPLOY_TOOLING,
+        "final": Judge.DEPLOY_TOOLING, "gone": Judge.CONTAINERS, "worker": Judge.CONTAINERS,
+    }  # fmt: skip
+    new = json.loads(encode(state))
+    assert new["schema"] == 2
+    for d in old["deployments"]:
+        d["rollout"]["judge"] = "deploy_tooling" if d["rollout"].pop("reported") else "containers"
+    assert new["deployments"] == old["deployments"]
 
 
 def test_truncated_files_are_refused() -> None:

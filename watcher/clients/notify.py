@@ -41,9 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--environment", help="its environment (default: the watcher's labels.default_environment)")
     p.add_argument("--version", required=True, help="the version deployed")
     p.add_argument("--commit", help="the commit deployed")
-    p.add_argument(
-        "--status", required=True, choices=[s.text for s in reversed(Status)], help="where the rollout stands"
-    )
+    p.add_argument("--status", required=True, choices=Status.texts(), help="where the rollout stands")
     p.add_argument("--started-at", metavar="TIME", help="when the deploy began: unix seconds or RFC 3339")
     p.add_argument(
         "--finished-at", metavar="TIME", help="when it finished (success or failed): unix seconds or RFC 3339"

@@ -32,7 +32,6 @@ ALL = (NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PR
 UNKNOWN_VERSION = "unknown"  # no label, no image tag, no image id
 PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION)
 
-_STATUSES = {"in_progress": Status.IN_PROGRESS, "success": Status.SUCCESS, "failed": Status.FAILED}
 _FUTURE_SLACK_SECONDS = 86400.0  # a deploy start more than a day ahead is a unit mistake (ms?)
 
 
@@ -169,10 +168,11 @@ def _timestamp(raw: str | None, *, created_at: float, now: float, problems: list
 def _status(raw: str | None, problems: list[LabelProblem]) -> Status | None:
     if raw is None:
         return None
-    status = _STATUSES.get(raw.strip().lower().replace("-", "_"))
-    if status is None:
+    try:
+        return Status.from_text(raw.strip().lower().replace("-", "_"))  # in-progress, IN_PROGRESS too
+    except ValueError:
         problems.append(LabelProblem(STATUS, f"{_quote(raw)} is not in_progress, success or failed; ignored"))
-    return status
+        return None
 
 
 def _seconds(label: str, raw: str | None, problems: list[LabelProblem]) -> float | None:

@@ -23,7 +23,40 @@ class Status(enum.Enum):
 
     @property
     def text(self) -> str:
+        """How the status is written everywhere: labels, the CI/CD API, the state file, logs."""
         return self.name.lower()
+
+    @classmethod
+    def from_text(cls, text: str) -> Status:
+        """The status written ``text``; ValueError naming the choices for anything else."""
+        try:
+            return _STATUS_BY_TEXT[text]
+        except KeyError:
+            raise ValueError(f"{text!r:.40} is not one of {', '.join(_STATUS_BY_TEXT)}") from None
+
+    @staticmethod
+    def texts() -> tuple[str, ...]:
+        """The statuses' texts in the order a rollout goes through them."""
+        return tuple(_STATUS_BY_TEXT)
+
+
+_STATUS_BY_TEXT = {status.text: status for status in (Status.IN_PROGRESS, Status.SUCCESS, Status.FAILED)}
+
+
+class Judge(enum.Enum):
+    """Who decides whether the current rollout succeeded; the value is what the state file holds."""
+
+    CONTAINERS = "containers"  # the rollout rules over its containers: health, exits, restarts, stable time
+    DEPLOY_TOOLING = "deploy_tooling"  # reports through the CI/CD API; the progress deadline catches a silent job
+    # Reserved for the orchestrator source (Swarm services, whose update state says how the rollout
+    # went): judged like deploy tooling, by what it reports. No source sets it yet.
+    ORCHESTRATOR = "orchestrator"
+
+
+class Source(enum.Enum):
+    """The adapter that reports an instance: a resync of one source removes only its own instances."""
+
+    CONTAINER = "container"
 
 
 class Health(enum.Enum):
@@ -70,7 +103,7 @@ class Instance:
     exit_requested: bool = False  # the exit followed a stop request: not a crash
     oom_killed: bool = False
     restart_count: int = 0
-    source: str = "container"
+    source: Source = Source.CONTAINER
     # False while known from events alone: whether it has a health check (hence when it is
     # ready) is only in the full facts, so the rules wait for them.
     inspected: bool = True
@@ -101,7 +134,7 @@ class Rollout:
     trigger_created_at: float = 0.0  # creation time of the instance that started it
     deadline_at: float = 0.0
     witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
-    reported: bool = False  # deploy tooling reported it: its reports, not the container rules, judge it
+    judge: Judge = Judge.CONTAINERS
 
 
 @dataclass(frozen=True, slots=True)

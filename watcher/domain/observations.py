@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from watcher.domain.model import DeploymentKey, Health, Instance, Status, Usage
+from watcher.domain.model import DeploymentKey, Health, Instance, Source, Status, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class Resync:
     """Everything a source has now; its instances missing here are gone."""
 
     at: float
-    source: str
+    source: Source
     instances: tuple[Instance, ...]
 
 

@@ -19,8 +19,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
-from watcher.domain.machine import health_checks
 from watcher.domain.model import DURATION_BUCKETS, Deployment, State, iter_sorted
+from watcher.domain.rules import health_checks
 
 KEY_LABELS = ["deployment", "environment"]
 

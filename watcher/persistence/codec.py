@@ -11,6 +11,7 @@ new schema: decode it with that default when it is missing, and list the default
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -25,8 +26,10 @@ from watcher.domain.model import (
     Health,
     Identity,
     Instance,
+    Judge,
     Member,
     Rollout,
+    Source,
     State,
     Status,
     VersionSeen,
@@ -35,16 +38,27 @@ from watcher.domain.model import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
+SCHEMA = 2
 FILE_NAME = "state.json"
 
 Document = dict[str, Any]
-# Schema N → a function turning a schema N document into a schema N + 1 one; applied in order.
-MIGRATIONS: dict[int, Callable[[Document], Document]] = {}
-
-_STATUSES = {status.text: status for status in Status}
-_HEALTHS = {health.value: health for health in Health}
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _judge_of_schema_1(document: Document) -> Document:
+    """Schema 2 says who judges a rollout (``judge``) where schema 1 said whether deploy tooling did (``reported``)."""
+    for deployment in document["deployments"]:
+        rollout = deployment["rollout"]
+        reported = rollout.pop("reported")
+        if not isinstance(reported, bool):
+            raise TypeError(f"rollout.reported of {deployment.get('name')!r:.40} is not true or false")
+        rollout["judge"] = (Judge.DEPLOY_TOOLING if reported else Judge.CONTAINERS).value
+    return document
+
+
+# Schema N → a function turning a schema N document into a schema N + 1 one; applied in order.
+MIGRATIONS: dict[int, Callable[[Document], Document]] = {1: _judge_of_schema_1}
 
 
 class DecodeError(ValueError):
@@ -97,7 +111,7 @@ def _encode_rollout(r: Rollout) -> Document:
         "trigger_created_at": r.trigger_created_at,
         "deadline_at": r.deadline_at,
         "witnessed": r.witnessed,
-        "reported": r.reported,
+        "judge": r.judge.value,
     }
 
 
@@ -105,7 +119,7 @@ def _encode_member(m: Member) -> Document:
     i, identity = m.instance, m.instance.identity
     return {
         "id": i.id,
-        "source": i.source,
+        "source": i.source.value,
         "updated_at": m.updated_at,
         "cpu_nanos": m.cpu_nanos,
         "memory_bytes": m.memory_bytes,
@@ -222,7 +236,7 @@ def _decode_rollout(r: _Object) -> Rollout:
         commit=r.text("commit"),
         image=r.text("image"),
         started_at=r.number("started_at"),
-        status=r.choice("status", _STATUSES),
+        status=r.choice("status", Status.from_text),
         finished_at=r.optional_number("finished_at"),
         reason=r.text("reason"),
         rollback=r.flag("rollback"),
@@ -230,7 +244,7 @@ def _decode_rollout(r: _Object) -> Rollout:
         trigger_created_at=r.number("trigger_created_at"),
         deadline_at=r.number("deadline_at"),
         witnessed=r.flag("witnessed"),
-        reported=r.flag("reported"),
+        judge=r.choice("judge", _member_of(Judge)),
     )
 
 
@@ -243,7 +257,7 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         image=i.text("image"),
         created_at=i.number("created_at"),
         deployed_at=i.number("deployed_at"),
-        status_override=i.optional_choice("status_override", _STATUSES),
+        status_override=i.optional_choice("status_override", Status.from_text),
         stable_seconds=i.optional_number("stable_seconds"),
         progress_deadline_seconds=i.optional_number("progress_deadline_seconds"),
     )
@@ -253,13 +267,13 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         running=m.flag("running"),
         running_since=m.optional_number("running_since"),
         has_healthcheck=m.flag("has_healthcheck"),
-        health=m.choice("health", _HEALTHS),
+        health=m.choice("health", _member_of(Health)),
         exit_code=m.optional_integer("exit_code"),
         exited_at=m.optional_number("exited_at"),
         exit_requested=m.flag("exit_requested"),
         oom_killed=m.flag("oom_killed"),
         restart_count=m.integer("restart_count"),
-        source=m.text("source"),
+        source=m.choice("source", _member_of(Source)),
         inspected=m.flag("inspected", default=True),
     )
     return Member(instance, m.number("updated_at"), m.integer("cpu_nanos"), m.number("memory_bytes"))
@@ -310,17 +324,19 @@ class _Object:
             raise DecodeError(f"{self.where}.{name}: expected true or false, got {value!r:.40}")
         return value
 
-    def choice(self, name: str, choices: Mapping[str, T]) -> T:
-        return self._chosen(name, self.text(name), choices)
+    def choice(self, name: str, parse: Callable[[str], T]) -> T:
+        """``parse``: text → value, ValueError for text that is none (``Status.from_text``, ``_member_of``)."""
+        return self._chosen(name, self.text(name), parse)
 
-    def optional_choice(self, name: str, choices: Mapping[str, T]) -> T | None:
+    def optional_choice(self, name: str, parse: Callable[[str], T]) -> T | None:
         value = self.optional_text(name)
-        return None if value is None else self._chosen(name, value, choices)
+        return None if value is None else self._chosen(name, value, parse)
 
-    def _chosen(self, name: str, value: str, choices: Mapping[str, T]) -> T:
-        if value not in choices:
-            raise DecodeError(f"{self.where}.{name}: {value!r:.40} is not one of {', '.join(choices)}")
-        return choices[value]
+    def _chosen(self, name: str, value: str, parse: Callable[[str], T]) -> T:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise DecodeError(f"{self.where}.{name}: {exc}") from None
 
     def array(self, name: str) -> list[object]:
         value = self._get(name)
@@ -330,6 +346,18 @@ class _Object:
 
     def child(self, name: str) -> _Object:
         return _Object(self._get(name), f"{self.where}.{name}")
+
+
+def _member_of(kind: type[E]) -> Callable[[str], E]:
+    """Text → the member of ``kind`` whose value it is; ValueError naming the values for other text."""
+
+    def parse(text: str) -> E:
+        for member in kind:
+            if member.value == text:
+                return member
+        raise ValueError(f"{text!r:.40} is not one of {', '.join(str(m.value) for m in kind)}")
+
+    return parse
 
 
 def _text(value: object, where: str) -> str:

@@ -21,7 +21,8 @@ from watcher.domain.model import State
 from watcher.domain.observations import Observation, Tick
 from watcher.exposition.rendering import Exposition
 from watcher.persistence.statefile import StateFile, state_directory
-from watcher.runtime import shutdown
+from watcher.runtime import shutdown, subscribers
+from watcher.runtime.subscribers import Subscriber
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.api.reports import DeploymentsApi
 from watcher.sources.docker.watch import DockerWatch
@@ -56,11 +57,16 @@ class Core:
         self.clock = clock
         self.state = state or State()
         self._listeners: list[Callable[[], None]] = []
+        self._subscribers: list[Subscriber] = []
         self.metrics.deployments.set(len(self.state.deployments))
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every observation that changed the state (it must not block)."""
         self._listeners.append(listener)
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Hand ``subscriber`` every event of every step, in order (see ``watcher.runtime.subscribers``)."""
+        self._subscribers.append(subscriber)
 
     def snapshot(self) -> State:
         return self.state
@@ -73,12 +79,9 @@ class Core:
         step = apply(self.state, observation, now=self.clock(), settings=self.settings)
         changed = step.state is not self.state
         self.state = step.state
-        for note in step.notes:
-            self.metrics.notes.labels(note.kind).inc()
-            level = logging.DEBUG if note.kind == "stale" else logging.INFO
-            if note.kind == "rejected":
-                level = logging.WARNING
-            log.log(level, "deployment %s/%s: %s", note.key.name, note.key.environment, note.message)
+        for event in step.events:
+            for subscriber in self._subscribers:
+                subscriber(event)
         self.metrics.deployments.set(len(self.state.deployments))
         if changed:
             for listener in self._listeners:
@@ -116,6 +119,9 @@ class Service:
         # Loaded before the Docker watch starts: its first resync reconciles the saved state.
         initial = self.state_file.load() if self.state_file else None
         self.core = Core(settings=settings, metrics=self.metrics, state=initial)
+        # What the state machine says happened, to each subscriber: one line each.
+        self.core.subscribe(subscribers.logging_to(log))
+        self.core.subscribe(subscribers.counting(self.metrics.state_changes))
         self._saved = self.core.snapshot()  # the state the file holds
         self._changed = asyncio.Event()
         self.core.on_change(self._changed.set)

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from watcher.config import API_TOKEN_ENV, ApiSettings, ConfigError, Settings
+from watcher.domain.events import DeploymentRejected, RolloutStarted, StaleObservation
 from watcher.domain.machine import Step
 from watcher.domain.model import Deployment, DeploymentKey, State, Status
 from watcher.domain.observations import Observation, RolloutReported
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("deployment", "environment", "version", "commit", "status", "started_at", "finished_at")
 MIN_TOKEN_LENGTH = 16
-STATUSES = {status.text: status for status in (Status.IN_PROGRESS, Status.SUCCESS, Status.FAILED)}
 _EARLIEST = 946684800.0  # 2000-01-01: an earlier "time" is a mistake (a duration, a zero)
 _FUTURE_SLACK_SECONDS = 86400.0  # beyond a day ahead of our clock is a unit mistake (milliseconds?)
 _CHALLENGE = 'Bearer realm="deployment-watcher"'
@@ -123,10 +123,9 @@ def _text(body: Mapping[str, Any], field: str, *, limit: int, required: bool = F
 def _status(raw: object) -> Status:
     if raw is None:
         raise Invalid("status", "is required")
-    status = STATUSES.get(raw) if isinstance(raw, str) else None
-    if status is None:
-        raise Invalid("status", f"must be one of {', '.join(STATUSES)}")
-    return status
+    if not isinstance(raw, str) or raw not in Status.texts():
+        raise Invalid("status", f"must be one of {', '.join(Status.texts())}")
+    return Status.from_text(raw)
 
 
 def _time(body: Mapping[str, Any], field: str, *, at: float) -> float | None:
@@ -224,15 +223,14 @@ class DeploymentsApi:
     def _record(self, request: web.Request, report: RolloutReported) -> web.Response:
         before = self._snapshot().deployments.get(report.key)
         step = self._step(report)
-        notes = [n for n in step.notes if n.key == report.key]
-        kinds = {n.kind for n in notes}
+        events = [e for e in step.events if e.key == report.key]
         after = step.state.deployments.get(report.key)
-        message = "; ".join(n.message for n in notes)
-        if after is None or "rejected" in kinds:
+        message = "; ".join(e.message for e in events)
+        if after is None or any(isinstance(e, DeploymentRejected) for e in events):
             return self._refuse(request, status=507, outcome="rejected", error=f"not recorded: {message}")
-        if "stale" in kinds:
+        if any(isinstance(e, StaleObservation) for e in events):
             status, outcome = 202, "stale"
-        elif "rollout_started" in kinds:
+        elif any(isinstance(e, RolloutStarted) for e in events):
             status, outcome = 201, "started"
         elif before is None or after.rollout is not before.rollout:
             status, outcome = 200, "updated"

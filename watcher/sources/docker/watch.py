@@ -31,7 +31,7 @@ from aiodocker.events import DockerEvents
 from watcher.config import Settings
 from watcher.domain import labels
 from watcher.domain.labels import Parsed
-from watcher.domain.model import Instance
+from watcher.domain.model import Instance, Source
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
@@ -221,7 +221,7 @@ class DockerWatch:
         found = await asyncio.gather(*(inspect(i) for i in ids))
         instances = tuple(i for i in found if i is not None)
         self._warned &= {i.id for i in instances}
-        self.submit(Resync(at, "container", instances))
+        self.submit(Resync(at, Source.CONTAINER, instances))
         self.metrics.resyncs.inc()
         log.info("resynced: %d tracked containers", len(instances))
 

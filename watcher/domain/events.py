@@ -1,0 +1,152 @@
+"""What the state machine says happened, one typed event per kind of thing; ``apply()`` returns them in order.
+
+Every event names its deployment (``key``) and when it happened (``at``, unix seconds, the
+source's clock where the observation says, else the machine's ``now``). ``kind`` is the stable
+name the watcher counts it under (``deployment_watcher_state_changes_total{kind}``) and
+``message`` the text it logs. The runtime hands each event to its subscribers (log, counter…).
+
+A rollback is a ``RolloutStarted`` with ``rollback=True``: one thing happens (a rollout to an
+older version begins), counted once; subscribe to it with ``case RolloutStarted(rollback=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, get_args
+
+from watcher.domain.model import DeploymentKey, Judge, Status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutStarted:
+    """A new current rollout: a new version (or another try of a failed one) appeared."""
+
+    kind: ClassVar[str] = "rollout_started"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    commit: str
+    rollback: bool  # to a version older than the one before
+    judge: Judge
+
+    @property
+    def message(self) -> str:
+        return f"{'rollback' if self.rollback else 'rollout'} to {self.version} started (revision {self.revision})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutFinished:
+    """An in-progress rollout got its verdict, from ``by``."""
+
+    kind: ClassVar[str] = "rollout_finished"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    status: Status
+    reason: str
+    by: Judge
+    duration: float | None  # seconds from its start; None when its start or end time is unknown
+
+    @property
+    def message(self) -> str:
+        return (
+            f"revision {self.revision} ({self.version}) {self.status.text}"
+            + (f": {self.reason}" if self.reason else "")
+            + (f" after {self.duration:.1f} s" if self.duration is not None else "")
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutRevised:
+    """A finished rollout's verdict changed after the fact: deploy tooling corrected it, or a
+    success judged on the stable time proved premature (a container had failed before it was up)."""
+
+    kind: ClassVar[str] = "revised"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    before: Status
+    after: Status
+    reason: str
+    by: Judge
+
+    @property
+    def message(self) -> str:
+        if self.by is Judge.DEPLOY_TOOLING:
+            return f"revision {self.revision} ({self.version}) corrected to {self.after.text} by deploy tooling"
+        return f"revision {self.revision} ({self.version}) {self.after.text} after all: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutSuperseded:
+    """A rollout still in progress was replaced by a newer one (a ``RolloutStarted`` follows)."""
+
+    kind: ClassVar[str] = "superseded"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+
+    @property
+    def message(self) -> str:
+        return f"revision {self.revision} superseded before it finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentRejected:
+    """A new deployment not tracked: the cap on deployments is reached (a guard against label explosions)."""
+
+    kind: ClassVar[str] = "rejected"
+    key: DeploymentKey
+    at: float
+    cap: int
+
+    @property
+    def message(self) -> str:
+        return f"cap of {self.cap} deployments reached"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentDropped:
+    """A deployment past its retention: no longer tracked nor exported."""
+
+    kind: ClassVar[str] = "dropped"
+    key: DeploymentKey
+    at: float
+    why: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.why}; no longer exported"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaleObservation:
+    """An observation older than what the state holds, ignored: of an instance, or a report of a version."""
+
+    kind: ClassVar[str] = "stale"
+    key: DeploymentKey
+    at: float
+    instance_id: str | None = None  # an observation of this instance, older than its last one
+    version: str | None = None  # a report of this version, older than the current rollout
+
+    @property
+    def message(self) -> str:
+        if self.instance_id is not None:
+            return f"ignored an observation of {self.instance_id[:12]} older than the last one"
+        return f"ignored a report of {self.version} older than the current rollout"
+
+
+DomainEvent = (
+    RolloutStarted
+    | RolloutFinished
+    | RolloutSuperseded
+    | RolloutRevised
+    | DeploymentRejected
+    | DeploymentDropped
+    | StaleObservation
+)
+EVENT_TYPES: tuple[type[DomainEvent], ...] = get_args(DomainEvent)

@@ -1,0 +1,156 @@
+"""Observations of instances (containers): seen in full, changed by an event, gone.
+
+A new instance joins the current rollout (a replica), starts a new rollout (a new version, or
+another try of a failed one), or is a leftover older than the current rollout. An observation
+older than the last one applied to its instance is stale and ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from watcher.domain import rollouts, rules
+from watcher.domain.events import StaleObservation
+from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
+from watcher.domain.observations import (
+    InstanceChange,
+    InstanceExited,
+    InstanceGone,
+    InstanceHealth,
+    InstanceOOMKilled,
+    InstanceStarted,
+    InstanceStopRequested,
+)
+from watcher.domain.txn import Txn, with_member
+
+
+def seen(txn: Txn, instance: Instance, *, at: float, witnessed: bool, listed: bool = False) -> None:
+    """The instance in full. ``witnessed``: seen as it happened, not found by a resync;
+    ``listed``: part of a resync's list, judged once the whole list is applied."""
+    key = instance.identity.key
+    deployment = txn.deployments.get(key)
+    if deployment is None:
+        if not rollouts.has_room(txn, key):
+            return
+        rollout = new_rollout(txn, instance, revision=1, rollback=False, witnessed=witnessed)
+        deployment = rollouts.create(txn, key, rollout)
+    member = deployment.members.get(instance.id)
+    # A container list is newer than anything applied before it, even when the clock went
+    # back since (a state file written before a reboot, a volume moved to another host).
+    if member is not None and at < member.updated_at and not listed:
+        txn.emit(StaleObservation(key=key, at=txn.now, instance_id=instance.id))
+        return
+    deployment = with_member(
+        deployment,
+        Member(instance, at, member.cpu_nanos, member.memory_bytes) if member else Member(instance, at),
+    )
+    txn.own(instance.id, key)
+    if member is None:
+        deployment = _arrived(txn, deployment, instance, witnessed=witnessed)
+    elif instance.exited_at is not None:
+        deployment = rollouts.revise_if_premature(
+            txn, deployment, before=member.instance, after=instance, at=instance.exited_at
+        )
+    txn.put(deployment if listed else rollouts.evaluate(txn, deployment))
+
+
+def changed(txn: Txn, change: InstanceChange) -> None:
+    """An event of a known instance: started, stop requested, exited, OOM-killed, health, gone."""
+    key = txn.owners.get(change.instance_id)
+    if key is None:
+        return  # not ours (untracked or rejected)
+    deployment = txn.deployments[key]
+    member = deployment.members[change.instance_id]
+    if change.at < member.updated_at:
+        txn.emit(StaleObservation(key=key, at=txn.now, instance_id=change.instance_id))
+        return
+    if isinstance(change, InstanceGone):
+        txn.put(rollouts.evaluate(txn, remove(txn, deployment, change.instance_id)))
+        return
+    instance = member.instance
+    match change:
+        case InstanceStarted():
+            # What Docker resets on a start; the health check's result starts over.
+            instance = dataclasses.replace(
+                instance, running=True, running_since=change.at, exit_code=None, exited_at=None,
+                exit_requested=False, oom_killed=False,
+                health=Health.STARTING if instance.has_healthcheck else Health.NONE,
+            )  # fmt: skip
+        case InstanceStopRequested():
+            instance = dataclasses.replace(instance, exit_requested=instance.running)
+        case InstanceExited(exit_code=code):
+            instance = dataclasses.replace(
+                instance, running=False, running_since=None, exit_code=code, exited_at=change.at
+            )
+        case InstanceOOMKilled():
+            instance = dataclasses.replace(instance, oom_killed=True)
+        case InstanceHealth(health=health):
+            instance = dataclasses.replace(instance, health=health)
+    deployment = with_member(deployment, dataclasses.replace(member, instance=instance, updated_at=change.at))
+    deployment = rollouts.revise_if_premature(txn, deployment, before=member.instance, after=instance, at=change.at)
+    txn.put(rollouts.evaluate(txn, deployment))
+
+
+def remove(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
+    """The instance is gone: its CPU retires, and the deployment is gone with its last one."""
+    members = dict(deployment.members)
+    member = members.pop(instance_id)
+    txn.own(instance_id, None)
+    return dataclasses.replace(
+        deployment,
+        members=members,
+        retired_cpu_nanos=deployment.retired_cpu_nanos + member.cpu_nanos,
+        gone_since=deployment.gone_since if members else (deployment.gone_since or txn.now),
+    )
+
+
+def add_leftover(txn: Txn, instance: Instance, *, at: float) -> None:
+    """An instance older than its deployment's current rollout: a member, of no rollout."""
+    deployment = txn.deployments.get(instance.identity.key)
+    if deployment is None:
+        return  # rejected by the cap
+    txn.own(instance.id, deployment.key)
+    txn.put(with_member(deployment, Member(instance, at)))
+
+
+def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, witnessed: bool) -> Rollout:
+    """The rollout ``instance`` starts, judged by its containers."""
+    identity = instance.identity
+    deadline = identity.progress_deadline_seconds
+    if deadline is None:
+        deadline = txn.settings.rollout.progress_deadline_seconds
+    # A rollout found by a resync may have begun long ago: its deadline runs from now.
+    deadline_from = identity.deployed_at if witnessed else max(identity.deployed_at, txn.now)
+    return Rollout(
+        revision=revision,
+        version=identity.version,
+        commit=identity.commit,
+        image=identity.image,
+        started_at=identity.deployed_at,
+        rollback=rollback,
+        members=frozenset({instance.id}),
+        trigger_created_at=identity.created_at,
+        deadline_at=deadline_from + deadline,
+        witnessed=witnessed,
+    )
+
+
+def _arrived(txn: Txn, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
+    """A new instance: it joins the current rollout, starts a new one, or is a leftover."""
+    rollout = deployment.rollout
+    if instance.id in rollout.members:
+        return deployment
+    new_version = instance.identity.version != rollout.version
+    if not new_version and rollout.status is not Status.FAILED:
+        # Another replica (or a recreate) of what is deployed, or the first container of a
+        # rollout that deploy tooling announced (which learns its image from it).
+        joined = dataclasses.replace(
+            rollout, members=rollout.members | {instance.id}, image=rollout.image or instance.identity.image
+        )
+        return dataclasses.replace(deployment, rollout=joined)
+    if instance.identity.created_at < rollout.trigger_created_at:
+        return deployment  # older than the current rollout: arrived late, changes nothing
+    # A new version, or another try of a failed one.
+    rollback = rules.is_rollback(instance.identity.version, rollout.version, deployment.history)
+    started = new_rollout(txn, instance, revision=rollout.revision + 1, rollback=rollback, witnessed=witnessed)
+    return rollouts.begin(txn, deployment, started)

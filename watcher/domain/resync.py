@@ -1,0 +1,48 @@
+"""A resync: everything a source has now, after a (re)connect or periodically.
+
+Its instances missing from the list are gone; the known ones are brought up to date and judged
+once the whole list is applied; what appeared meanwhile is one rollout per deployment. What it
+reveals happened at some unknown time before it: no durations come from it.
+"""
+
+from __future__ import annotations
+
+from watcher.domain import instances, retention, rollouts
+from watcher.domain.model import DeploymentKey, Instance
+from watcher.domain.observations import Resync
+from watcher.domain.txn import Txn
+
+
+def resync(txn: Txn, resync: Resync) -> None:
+    txn.resyncing = True
+    listed = {i.id: i for i in resync.instances}
+    for instance_id, key in list(txn.owners.items()):
+        deployment = txn.deployments[key]
+        instance = listed.get(instance_id)
+        if instance is None:
+            if deployment.members[instance_id].instance.source is resync.source:
+                txn.put(instances.remove(txn, deployment, instance_id))
+        elif instance.identity.key != key:
+            # Read as another deployment's now: the label settings changed across a restart.
+            txn.put(instances.remove(txn, deployment, instance_id))
+    known = [i for i in resync.instances if i.id in txn.owners]
+    new = sorted((i for i in resync.instances if i.id not in txn.owners), key=lambda i: i.identity.created_at)
+    for instance in known:
+        instances.seen(txn, instance, at=resync.at, witnessed=False, listed=True)
+    # Judged once the whole list is applied, not one replica's news against another's old state.
+    for key in dict.fromkeys(i.identity.key for i in known):
+        txn.put(rollouts.evaluate(txn, txn.deployments[key]))
+    # What appeared while we were not looking is one rollout per deployment, to the newest
+    # version (its replicas with it); older new instances are leftovers.
+    by_key: dict[DeploymentKey, list[Instance]] = {}
+    for instance in new:
+        by_key.setdefault(instance.identity.key, []).append(instance)
+    for group in by_key.values():
+        newest = group[-1].identity.version
+        first = next(i for i in group if i.identity.version == newest)
+        for instance in [first] + [i for i in group if i is not first and i.identity.version == newest]:
+            instances.seen(txn, instance, at=resync.at, witnessed=False)
+        for instance in group:
+            if instance.identity.version != newest:
+                instances.add_leftover(txn, instance, at=resync.at)
+    retention.tick(txn)

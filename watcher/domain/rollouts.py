@@ -1,0 +1,123 @@
+"""A deployment's rollouts over time: one begins, the rules judge it, its status changes.
+
+``change_status`` is the one place a rollout's status changes, and it says so with an event:
+in progress → success | failed is a ``RolloutFinished``, a final verdict changed after the fact
+a ``RolloutRevised``. A new rollout begins in progress (``begin``), superseding the previous one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from watcher.domain import rules
+from watcher.domain.events import (
+    DeploymentRejected,
+    RolloutFinished,
+    RolloutRevised,
+    RolloutStarted,
+    RolloutSuperseded,
+)
+from watcher.domain.model import Deployment, DeploymentKey, Instance, Judge, Rollout, Status, VersionSeen
+from watcher.domain.txn import Txn
+
+
+def change_status(txn: Txn, deployment: Deployment, status: Status, reason: str, *, at: float, by: Judge) -> Deployment:
+    """The current rollout with its new verdict ``status`` (never back to in progress), decided by ``by`` at ``at``."""
+    rollout = deployment.rollout
+    assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"
+    key, revision, version = deployment.key, rollout.revision, rollout.version
+    if rollout.status is not Status.IN_PROGRESS:
+        txn.emit(
+            RolloutRevised(
+                key=key, at=at, revision=revision, version=version, before=rollout.status, after=status,
+                reason=reason, by=by,
+            )
+        )  # fmt: skip
+        return dataclasses.replace(deployment, rollout=dataclasses.replace(rollout, status=status, reason=reason))
+    # A finish found by a resync (after a restart or reconnect) happened at an unknown time.
+    duration = max(0.0, at - rollout.started_at) if rollout.witnessed and not txn.resyncing else None
+    txn.emit(
+        RolloutFinished(
+            key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
+        )
+    )
+    return dataclasses.replace(
+        deployment,
+        rollout=dataclasses.replace(rollout, status=status, finished_at=at, reason=reason),
+        durations=deployment.durations if duration is None else deployment.durations.observe(duration),
+    )
+
+
+def evaluate(txn: Txn, deployment: Deployment) -> Deployment:
+    """The rules applied to the current rollout, now."""
+    rollout = deployment.rollout
+    if rollout.status is not Status.IN_PROGRESS or not (deployment.members or rollout.judge is not Judge.CONTAINERS):
+        return deployment  # the rules never change a finished rollout; one with nothing left waits
+    verdict = rules.verdict(deployment, now=txn.now, settings=txn.settings)
+    if verdict is None:
+        return deployment
+    return change_status(txn, deployment, *verdict, at=txn.now, by=rollout.judge)
+
+
+def revise_if_premature(
+    txn: Txn, deployment: Deployment, *, before: Instance, after: Instance, at: float
+) -> Deployment:
+    """A success judged on the stable time becomes a failure when it proves premature (``rules.premature``)."""
+    reason = rules.premature(deployment.rollout, before=before, after=after, at=at, settings=txn.settings)
+    if not reason:
+        return deployment
+    return change_status(txn, deployment, Status.FAILED, reason, at=at, by=Judge.CONTAINERS)
+
+
+def adopt(deployment: Deployment, judge: Judge) -> Deployment:
+    """From now on ``judge`` decides the current rollout (e.g. deploy tooling announced it after its containers)."""
+    if deployment.rollout.judge is judge:
+        return deployment
+    return dataclasses.replace(deployment, rollout=dataclasses.replace(deployment.rollout, judge=judge))
+
+
+def has_room(txn: Txn, key: DeploymentKey) -> bool:
+    """Whether a new deployment may be tracked (the cap guards against label explosions)."""
+    cap = txn.settings.retention.max_deployments
+    if len(txn.deployments) < cap:
+        return True
+    txn.emit(DeploymentRejected(key=key, at=txn.now, cap=cap))
+    return False
+
+
+def create(txn: Txn, key: DeploymentKey, rollout: Rollout) -> Deployment:
+    """A new deployment, its first rollout just begun."""
+    txn.emit(_started(key, rollout))
+    return Deployment(
+        key=key,
+        rollout=rollout,
+        history=(VersionSeen(rollout.version, rollout.commit, rollout.revision, rollout.started_at),),
+    )
+
+
+def begin(txn: Txn, deployment: Deployment, rollout: Rollout) -> Deployment:
+    """``rollout`` becomes the current one: history, rollback count and events follow."""
+    previous = deployment.rollout
+    if previous.status is Status.IN_PROGRESS:
+        txn.emit(
+            RolloutSuperseded(
+                key=deployment.key, at=rollout.started_at, revision=previous.revision, version=previous.version
+            )
+        )
+    entry = VersionSeen(rollout.version, rollout.commit, rollout.revision, rollout.started_at)
+    older = (h for h in deployment.history if (h.version, h.commit) != (entry.version, entry.commit))
+    history = (entry, *older)
+    txn.emit(_started(deployment.key, rollout))
+    return dataclasses.replace(
+        deployment,
+        rollout=rollout,
+        history=history[: txn.settings.retention.history_versions],
+        rollbacks=deployment.rollbacks + rollout.rollback,
+    )
+
+
+def _started(key: DeploymentKey, rollout: Rollout) -> RolloutStarted:
+    return RolloutStarted(
+        key=key, at=rollout.started_at, revision=rollout.revision, version=rollout.version, commit=rollout.commit,
+        rollback=rollout.rollback, judge=rollout.judge,
+    )  # fmt: skip

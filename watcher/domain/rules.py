@@ -1,0 +1,125 @@
+"""The rollout rules: when a rollout's containers make it a success or a failure. Pure functions.
+
+A rollout judged by its containers succeeds once every container of it (one stopped on request
+aside) is ready: healthy by its HEALTHCHECK, or running for the stable time without one. It fails
+when one of them crashes, is OOM-killed, turns unhealthy or restart-loops, or at the progress
+deadline. A ``deployment.status`` label overrides the rules; deploy tooling judges what it reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from watcher.domain import versions
+from watcher.domain.model import Deployment, Health, Instance, Judge, Rollout, Status, VersionSeen
+from watcher.domain.settings import RuleSettings
+
+# The checks exported per deployment (deployment_health_check).
+CHECK_HEALTHCHECK = "docker_healthcheck"
+CHECK_RUNNING = "containers_running"
+CHECK_OOM = "no_oom_kill"
+CHECK_RESTARTS = "no_restart_loop"
+
+
+def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tuple[Status, str] | None:
+    """The in-progress rollout's status and reason, now; None while it is still undecided."""
+    rollout = deployment.rollout
+    if rollout.judge is not Judge.CONTAINERS:
+        # The tooling (or orchestrator) judges what it reported; the deadline catches one that went silent.
+        if now >= rollout.deadline_at:
+            return Status.FAILED, "no final report within the progress deadline"
+        return None
+    current = deployment.current()
+    overrides = [i for i in current if i.identity.status_override is not None]
+    if overrides:
+        status = max(overrides, key=lambda i: i.identity.created_at).identity.status_override
+        assert status is not None
+        return None if status is Status.IN_PROGRESS else (status, "set by the deployment.status label")
+    for instance in current:
+        problem = failure(instance, settings=settings)
+        if problem:
+            return Status.FAILED, f"container {instance.id[:12]} {problem}"
+    considered = [i for i in current if not (i.exit_code is not None and i.exit_requested)]
+    if considered and all(ready(i, now=now, settings=settings) for i in considered):
+        return Status.SUCCESS, ""
+    if now >= rollout.deadline_at:
+        return Status.FAILED, "not healthy within the progress deadline"
+    return None
+
+
+def premature(rollout: Rollout, *, before: Instance, after: Instance, at: float, settings: RuleSettings) -> str:
+    """Why a success judged on the stable time was premature, or '' when it was not.
+
+    It was when a container of the rollout failed (``at``: when, by the source's clock) before
+    its stable time was up: the watcher was behind the event stream, and a tick judged while the
+    failure waited to be read.
+    """
+    if (
+        rollout.status is not Status.SUCCESS
+        or before.id not in rollout.members
+        or before.has_healthcheck  # success came from a `healthy` event, in stream order
+        or before.running_since is None
+        or at >= before.running_since + stable_seconds(before, settings=settings)
+    ):
+        return ""
+    problem = failure(after, settings=settings)
+    return f"container {before.id[:12]} {problem} before its stable time was up" if problem else ""
+
+
+def failure(instance: Instance, *, settings: RuleSettings) -> str:
+    """What is wrong with the instance, in words ('' for nothing)."""
+    if instance.oom_killed:
+        return "was OOM-killed"
+    if instance.exit_code is not None and not instance.exit_requested:
+        return f"exited with code {instance.exit_code}"
+    if instance.health is Health.UNHEALTHY:
+        return "turned unhealthy"
+    if instance.restart_count >= settings.rollout.restart_limit:
+        return f"restarted {instance.restart_count} times"
+    return ""
+
+
+def ready(instance: Instance, *, now: float, settings: RuleSettings) -> bool:
+    if not instance.running or not instance.inspected:
+        return False
+    if instance.has_healthcheck:
+        return instance.health is Health.HEALTHY
+    stable = stable_seconds(instance, settings=settings)
+    return instance.running_since is not None and now - instance.running_since >= stable
+
+
+def stable_seconds(instance: Instance, *, settings: RuleSettings) -> float:
+    stable = instance.identity.stable_seconds
+    return settings.rollout.stable_seconds if stable is None else stable
+
+
+def health_checks(deployment: Deployment, *, settings: RuleSettings) -> dict[str, bool]:
+    """Each check of the current rollout's instances: True passes."""
+    if not deployment.rollout.members:
+        return {}  # reported by deploy tooling, no container of it seen: nothing to check
+    current = deployment.current()
+    checks = {
+        CHECK_RUNNING: bool(current) and all(i.running for i in current),
+        CHECK_OOM: not any(i.oom_killed for i in current),
+        CHECK_RESTARTS: not any(i.restart_count >= settings.rollout.restart_limit for i in current),
+    }
+    # A container running on its start event alone may have a health check: not passed until inspected.
+    unknown = any(i.running and not i.inspected for i in current)
+    if unknown or any(i.has_healthcheck for i in current):
+        checks[CHECK_HEALTHCHECK] = not unknown and all(
+            i.health is Health.HEALTHY for i in current if i.has_healthcheck and i.running
+        )
+    return checks
+
+
+def is_healthy(deployment: Deployment, *, settings: RuleSettings) -> bool:
+    return all(health_checks(deployment, settings=settings).values())
+
+
+def is_rollback(new: str, current: str, history: Iterable[VersionSeen]) -> bool:
+    """Going to a version that orders below the current one, or, for versions with no
+    order (SHAs, `latest`), back to one deployed before the current one."""
+    order = versions.compare(new, current)
+    if order is not None:
+        return order < 0
+    return any(seen.version == new for seen in history if seen.version != current)

@@ -1,0 +1,70 @@
+"""One ``apply()`` in progress: copy-on-write access to the previous state, and the events it makes.
+
+The previous state is never modified: the first change copies the mapping it changes, and an
+observation that changes nothing gives back the very same ``State`` (nothing to render or save).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from watcher.domain.events import DomainEvent
+from watcher.domain.model import Deployment, DeploymentKey, Member, State
+from watcher.domain.settings import RuleSettings
+
+
+class Txn:
+    """One apply(): the state it started from, the changes so far, and the events they made."""
+
+    def __init__(self, base: State, *, now: float, settings: RuleSettings) -> None:
+        self.base = base
+        self.now = now
+        self.settings = settings
+        self.events: list[DomainEvent] = []
+        self.resyncing = False  # what a resync reveals happened at some unknown time before it
+        self._deployments: dict[DeploymentKey, Deployment] | None = None
+        self._owners: dict[str, DeploymentKey] | None = None
+
+    @property
+    def deployments(self) -> Mapping[DeploymentKey, Deployment]:
+        return self.base.deployments if self._deployments is None else self._deployments
+
+    @property
+    def owners(self) -> Mapping[str, DeploymentKey]:
+        """Instance id → the deployment it belongs to."""
+        return self.base.owners if self._owners is None else self._owners
+
+    def put(self, deployment: Deployment) -> None:
+        if self._deployments is None:
+            self._deployments = dict(self.base.deployments)
+        self._deployments[deployment.key] = deployment
+
+    def drop(self, key: DeploymentKey) -> None:
+        if self._deployments is None:
+            self._deployments = dict(self.base.deployments)
+        del self._deployments[key]
+
+    def own(self, instance_id: str, key: DeploymentKey | None) -> None:
+        if self._owners is None:
+            self._owners = dict(self.base.owners)
+        if key is None:
+            self._owners.pop(instance_id, None)
+        else:
+            self._owners[instance_id] = key
+
+    def emit(self, event: DomainEvent) -> None:
+        self.events.append(event)
+
+    def state(self) -> State:
+        """The state after the changes: the previous one itself when there were none."""
+        if self._deployments is None and self._owners is None:
+            return self.base
+        return State(self.deployments, self.owners)
+
+
+def with_member(deployment: Deployment, member: Member) -> Deployment:
+    """``deployment`` with ``member`` added or replaced; no longer gone."""
+    members = dict(deployment.members)
+    members[member.instance.id] = member
+    return dataclasses.replace(deployment, members=members, gone_since=None)

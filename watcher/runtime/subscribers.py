@@ -1,0 +1,45 @@
+"""Subscribers to the state machine's events: what the watcher does with each (a log line, a count).
+
+A subscriber is any callable taking one ``DomainEvent`` (the hook protocol ``Subscriber``);
+``Service`` registers them on the ``Core``, one line each, and the core calls every subscriber
+with every event of a step, in order, once the new state is in place. A subscriber runs on the
+event loop inside that step: it must not block, and it never reaches back into a source or
+submits an observation (``lint-imports`` keeps this module from importing any adapter).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+from prometheus_client import Counter
+
+from watcher.domain.events import DeploymentRejected, DomainEvent, StaleObservation
+
+
+class Subscriber(Protocol):
+    def __call__(self, event: DomainEvent, /) -> None: ...
+
+
+# Stale observations are routine after a reconnect; a rejected deployment is a limit an operator must see.
+_LEVELS: Mapping[type[DomainEvent], int] = {StaleObservation: logging.DEBUG, DeploymentRejected: logging.WARNING}
+
+
+def logging_to(log: logging.Logger) -> Subscriber:
+    """Each event as one line of ``log``: ``deployment <name>/<environment>: <message>``."""
+
+    def log_line(event: DomainEvent) -> None:
+        level = _LEVELS.get(type(event), logging.INFO)
+        log.log(level, "deployment %s/%s: %s", event.key.name, event.key.environment, event.message)
+
+    return log_line
+
+
+def counting(counter: Counter) -> Subscriber:
+    """Each event counted in ``counter`` under its ``kind``."""
+
+    def count(event: DomainEvent) -> None:
+        counter.labels(event.kind).inc()
+
+    return count
