@@ -33,9 +33,9 @@ keeps reading Docker events (the daemon drops a client that stops reading). A ch
 shows in ``/metrics`` within the interval plus one rendering time. The service renders once
 before it serves; without that, the first scrape waits for the first rendering.
 
-**Variants.** The format is whatever ``choose_encoder`` of prometheus-client serves for the
-best acceptable media range of ``Accept``, so a format gets exactly what client_python would
-serve for it; gzip when ``Accept-Encoding`` prefers it (``negotiation``: both honour q-values). A variant (format,
+**Variants.** The format is what ``choose_encoder`` of prometheus-client serves for the best
+acceptable media range of ``Accept``, byte for byte what client_python serves for it; gzip
+when ``Accept-Encoding`` prefers it (weights honoured: ``negotiation``). A variant (format,
 gzip or not) is rendered while someone asked for it within ``VARIANT_IDLE_SECONDS``; to begin
 with, gzipped OpenMetrics 1.0.0 (what Prometheus asks for). A scrape asking
 for another variant waits for one rendering that adds it; beyond ``MAX_VARIANTS`` live ones, a

@@ -5,9 +5,10 @@ cancellation, a thread stuck in a system call, a client that never finishes its 
 first SIGTERM or SIGINT starts the shutdown; if it has not finished after its bound, or SIGINT
 arrives meanwhile (Ctrl-C again), ``bounded`` logs at ERROR every task still pending with the
 chain of awaits it is stuck in (and the stack of each busy thread) and raises
-``ShutdownIncomplete``. SIGTERM while stopping never forces: supervisors repeat it (``timeout``
-signals the process and then its whole process group), and the bound ends the stop anyway. Only the process can then end: whatever is stuck would also hang
+``ShutdownIncomplete``. Only the process can then end: whatever is stuck would also hang
 ``asyncio.run``'s own cleanup and the interpreter's exit, which wait for every task and thread.
+SIGTERM while stopping never forces: supervisors repeat it (``timeout`` signals the process and
+then its whole process group), and the bound ends the stop anyway.
 """
 
 from __future__ import annotations
