@@ -33,9 +33,9 @@ keeps reading Docker events (the daemon drops a client that stops reading). A ch
 shows in ``/metrics`` within the interval plus one rendering time. The service renders once
 before it serves; without that, the first scrape waits for the first rendering.
 
-**Variants.** The format is whatever ``choose_encoder`` of prometheus-client negotiates from
-``Accept`` (it takes the first type it supports, in the header's order), so any header gets
-exactly what client_python would serve; gzip when ``gzip_accepted`` says so. A variant (format,
+**Variants.** The format is what ``choose_encoder`` of prometheus-client serves for the best
+acceptable media range of ``Accept``, byte for byte what client_python serves for it; gzip
+when ``Accept-Encoding`` prefers it (weights honoured: ``negotiation``). A variant (format,
 gzip or not) is rendered while someone asked for it within ``VARIANT_IDLE_SECONDS``; to begin
 with, gzipped OpenMetrics 1.0.0 (what Prometheus asks for). A scrape asking
 for another variant waits for one rendering that adds it; beyond ``MAX_VARIANTS`` live ones, a
@@ -62,7 +62,6 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -70,6 +69,7 @@ from watcher import heap
 from watcher.config import ExpositionSettings, Settings
 from watcher.domain.model import Deployment, DeploymentKey, State, iter_sorted
 from watcher.exposition.families import DeploymentCollector, deployment_families
+from watcher.exposition.negotiation import choose_format, gzip_wanted
 from watcher.selfmetrics import SelfMetrics
 
 # Rendered from the start: what Prometheus asks for. Others (curl's plain text) are added at
@@ -98,8 +98,8 @@ class Format:
 
     @classmethod
     def negotiate(cls, accept: str) -> tuple[Format, str]:
-        """The format and Content-Type prometheus-client answers ``accept`` with."""
-        encoder, content_type = choose_encoder(accept)
+        """The format and Content-Type of the best acceptable media range of ``accept``."""
+        encoder, content_type = choose_format(accept)
         return cls.of(encoder), content_type
 
 
@@ -297,7 +297,7 @@ class Exposition:
     async def page(self, *, accept: str, accept_encoding: str) -> Page:
         """The body for a scrape with these headers; from memory, unless nobody asked for its variant lately."""
         fmt, content_type = Format.negotiate(accept)
-        variant = Variant(fmt, gzip_accepted(accept_encoding))
+        variant = Variant(fmt, gzip_wanted(accept_encoding))
         rendering = self._current
         body = rendering.bodies.get(variant) if rendering is not None else None
         if body is None:
