@@ -126,6 +126,8 @@ def _section(value: object, where: str, known: tuple[str, ...], problems: list[s
     return found
 
 
+# A type check of a YAML value, not watcher.domain.text's cleaning: these strings are paths and
+# names, never shown as label values.
 def _text(section: Mapping[str, object], key: str, problems: list[str]) -> str:
     value = section.get(key)
     if value is None:
