@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from watcher.domain import text, times
 from watcher.domain.model import DeploymentKey, Identity, Status
 from watcher.domain.settings import LabelSettings
 
@@ -31,8 +32,6 @@ ALL = (NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PR
 # The labels a problem can be about: the label-error counter is pre-created for each.
 UNKNOWN_VERSION = "unknown"  # no label, no image tag, no image id
 PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION)
-
-_FUTURE_SLACK_SECONDS = 86400.0  # a deploy start more than a day ahead is a unit mistake (ms?)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +117,14 @@ def parse(
 
 def _clean(label: str, raw: str, limit: int, problems: list[LabelProblem]) -> str:
     """Make a value safe and readable as a Prometheus label value."""
-    # Lone surrogates (possible in JSON) cannot be encoded as UTF-8: replace them.
-    value = raw.encode("utf-8", "replace").decode("utf-8")
-    if value != raw:
+    cleaned = text.clean(raw, limit=limit)
+    if cleaned.unencodable:
         problems.append(LabelProblem(label, "is not valid UTF-8; bad characters replaced by '?'"))
-    if not value.isprintable():
-        value = "".join(ch if ch.isprintable() else " " for ch in value)
+    if cleaned.unprintable:
         problems.append(LabelProblem(label, "contains control characters or line breaks; replaced by spaces"))
-    value = value.strip()
-    if len(value) > limit:
-        problems.append(LabelProblem(label, f"is {len(value)} characters long; truncated to {limit}"))
-        value = value[:limit].rstrip()
+    if cleaned.length > limit:
+        problems.append(LabelProblem(label, f"is {cleaned.length} characters long; truncated to {limit}"))
+    value = cleaned.value
     if any(ch in value for ch in "\"'\\`"):
         problems.append(LabelProblem(label, "contains quotes or backslashes; kept, escaped in /metrics"))
     if not value.isascii():
@@ -157,7 +153,7 @@ def _timestamp(raw: str | None, *, created_at: float, now: float, problems: list
     if value is None:
         problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} is not unix seconds; using the creation time"))
         return created_at
-    if value > now + _FUTURE_SLACK_SECONDS:
+    if times.in_the_future(value, now=now):
         problems.append(
             LabelProblem(TIMESTAMP, f"{_quote(raw)} lies in the future (milliseconds?); using the creation time")
         )
