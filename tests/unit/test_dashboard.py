@@ -201,6 +201,9 @@ def test_fleet_table_is_deployment_by_host() -> None:
     assert matrix["options"]["columnField"] == "host"
     assert matrix["options"]["rowField"] == "rollout"
     assert matrix["options"]["valueField"] == "cell"
+    # groupingToMatrix names the first column (the rows' names) <row field>\<column field>.
+    [first_column] = panel["fieldConfig"]["overrides"]
+    assert first_column["matcher"] == {"id": "byName", "options": "rollout\\host"}
     patterns = {m["options"]["pattern"] for m in panel["fieldConfig"]["defaults"]["mappings"]}
     assert patterns == {".* · failed$", ".* · success$", ".* · in_progress$"}
 
