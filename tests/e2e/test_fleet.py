@@ -390,13 +390,13 @@ def test_version_skew_alert_reaches_the_webhook(fleet: Fleet) -> None:
             for n in fleet.webhook.of_group("api")
             for a in n["alerts"]
             if a["labels"]["alertname"] == "DeploymentVersionSkew" and a["status"] == "firing"
-            and a["annotations"]["hosts"] == "h3"
+            and a["annotations"]["hosts"] == "h3" and a["annotations"]["version"] == "3.0.0"
         ]  # fmt: skip
 
+    # A roll that takes longer than SKEW_FOR raised it before, for 2.0.0: this is the one for 3.0.0.
     [notified, *_] = poll("the skew at the webhook", skew_notified, timeout=TIMEOUT)
     assert notified["labels"] == {"alertname": "DeploymentVersionSkew", "deployment": "api",
                                   "environment": ENVIRONMENT, "severity": "warning"}  # fmt: skip
-    assert notified["annotations"]["version"] == "3.0.0"
     assert "h3 (2.0.0) behind the newest version, 3.0.0" in notified["annotations"]["description"]
 
 
