@@ -456,6 +456,15 @@ def test_every_panel_returns_data(fleet: Fleet) -> None:
     poll("every panel to have data", empty, timeout=TIMEOUT, interval=1, until=lambda missing: not missing)
 
 
+def test_host_variable_lists_the_hosts(fleet: Fleet) -> None:
+    """The host variable's label_values query finds the three hosts."""
+    query = dashboard.variable_queries()["host"]
+    match = re.fullmatch(r"label_values\((.*),\s*host\)", query.strip())
+    assert match, query
+    hosts = {s["metric"].get("host") for s in fleet.prometheus.query(dashboard.substitute(match.group(1)))}
+    assert hosts == set(HOSTS)
+
+
 def legend(template: str, labels: dict[str, str]) -> str:
     """A Grafana legend with the series' labels filled in."""
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template)
