@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import require_binary
+from tests.conftest import require_binary, run_prometheus
+from tests.polling import poll
 
 pytestmark = pytest.mark.prometheus
 
@@ -105,3 +106,23 @@ def test_every_fleet_recording_rule_is_unit_tested() -> None:
     tests = yaml.safe_load((ROOT / rule_tests(rules)).read_text())["tests"]
     tested = {case["expr"] for test in tests for case in test.get("promql_expr_test", [])}
     assert recorded <= tested, f"recording rules without promtool tests: {sorted(recorded - tested)}"
+
+
+def test_target_without_host_label_is_named_by_its_address(tmp_path: Path) -> None:
+    """prometheus.yml's relabelling gives a target without a `host` label its address without the
+    port; a target with one keeps it (a real Prometheus, its targets API)."""
+    config = yaml.safe_load((ROOT / CONFIG).read_text())
+    [job] = config["scrape_configs"]
+    job["static_configs"] = [{"targets": ["127.0.0.1:1"]}, {"targets": ["localhost:2"], "labels": {"host": "h2"}}]
+    config.pop("rule_files")
+    config.pop("alerting")
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    prometheus = run_prometheus(tmp_path, config_file)
+    try:
+        targets = poll("both targets", lambda: prometheus.api("targets")["activeTargets"], timeout=30,
+                       until=lambda active: len(active) == 2)  # fmt: skip
+        hosts = {t["labels"]["instance"]: t["labels"].get("host") for t in targets}
+    finally:
+        prometheus.stop()
+    assert hosts == {"127.0.0.1:1": "127.0.0.1", "localhost:2": "h2"}
