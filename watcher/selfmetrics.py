@@ -71,7 +71,8 @@ class SelfMetrics:
         self.state_changes = Counter(
             f"{PREFIX}_state_changes",
             "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
-            "rejected by the cap or dropped after retention, stale observations ignored.",
+            "rejected by the cap or dropped after retention, stale observations ignored, health changes of a "
+            "rollout's containers.",
             ["kind"],
             registry=registry,
         )
@@ -134,6 +135,14 @@ class SelfMetrics:
         )  # fmt: skip
         for outcome in API_OUTCOMES:
             self.api_requests.labels(outcome)
+        self.stream_clients = Gauge(
+            f"{PREFIX}_stream_clients", "Clients connected to the event stream (GET /api/v1/events).", registry=registry
+        )
+        self.stream_dropped = Counter(
+            f"{PREFIX}_stream_dropped_clients",
+            "Event stream clients dropped for reading too slowly (their queue of events was full, or a write stalled).",
+            registry=registry,
+        )
         self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
         self.state_save_errors = Counter(
             f"{PREFIX}_state_save_errors",
