@@ -31,7 +31,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-STATIC = {"board.js": "text/javascript", "board.css": "text/css"}
+STATIC = {"board.js": "text/javascript", "board.css": "text/css", "favicon.svg": "image/svg+xml"}
 COLUMNS = ("Deployment", "Environment", "Status", "Version", "Revision", "Age", "Health", "CPU", "Memory",
            "Last versions")  # fmt: skip
 
@@ -98,7 +98,7 @@ def _page(title: str, body: str, *, stream: EventStream, extra: Iterable[tuple[s
     data = " ".join(f'data-{name}="{_e(value)}"' for name, value in (("last-event-id", stream.last_id), *extra))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title><link rel="stylesheet" href="static/board.css"><script src="static/board.js" defer></script>
+<title>{_e(title)}</title><link rel="icon" href="static/favicon.svg"><link rel="stylesheet" href="static/board.css"><script src="static/board.js" defer></script>
 </head><body {data}>
 <header><h1><a href="./">deployment-watcher</a></h1>
 <nav><a href="metrics">/metrics</a> <a href="health">/health</a> <a href="ready">/ready</a>
@@ -229,7 +229,7 @@ class Board:
         return web.Response(
             body=self._static[name],
             content_type=STATIC[name],
-            charset="utf-8",
+            charset=None if name.endswith(".svg") else "utf-8",
             headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
         )
 
