@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import bcrypt
 import pytest
 
 from tests.conftest import Containers, WatcherProcess, free_port, start_watcher
+from tests.streamclients import fan_out
 from watcher.clients.reader import Event, Events, Watcher
 
 TOKEN = "read-side-token-" + uuid.uuid4().hex
@@ -146,37 +146,14 @@ def test_reconnecting_with_last_event_id_resumes(watcher: WatcherProcess) -> Non
         foreign.close()
 
 
-async def fan_out(url: str, clients: int, change: Any) -> tuple[float, int]:
-    """``clients`` streams open at once, then ``change()``: (seconds until the last has the event, how many did)."""
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
-        responses = await asyncio.gather(*(session.get(url + "/api/v1/events") for _ in range(clients)))
-        ready = [await r.content.readline() for r in responses]  # the retry line: each stream is open
-        assert all(line.startswith(b"retry:") for line in ready)
-
-        async def first_event(response: aiohttp.ClientResponse) -> float:
-            async for line in response.content:
-                if line.startswith(b"event: "):
-                    return time.monotonic()
-            raise AssertionError("the stream ended before an event")
-
-        waiting = [asyncio.create_task(first_event(r)) for r in responses]
-        await asyncio.sleep(0.5)
-        start = time.monotonic()
-        await asyncio.to_thread(change)
-        arrived = await asyncio.gather(*waiting)
-        for response in responses:
-            response.close()
-        return max(arrived) - start, len(arrived)
-
-
 def test_500_stream_clients_all_get_a_change(watcher: WatcherProcess) -> None:
     """500 clients on the stream at once: every one gets the change."""
     name = unique("fan")
-    seconds, count = asyncio.run(
-        fan_out(watcher.url, 500, lambda: report(watcher, deployment=name, version="1", status="in_progress"))
+    [arrivals] = asyncio.run(
+        fan_out(watcher.url, 500, [lambda: report(watcher, deployment=name, version="1", status="in_progress")])
     )
-    assert count == 500
+    seconds = max(arrivals)
+    assert len(arrivals) == 500
     assert seconds < 10, f"the last of 500 clients got the change after {seconds:.2f} s"
     watcher.wait_for("the clients gone", lambda: watcher.value("deployment_watcher_stream_clients") == 0)
 

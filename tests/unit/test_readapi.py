@@ -17,8 +17,9 @@ from pytest_aiohttp import AiohttpClient
 from tests.unit.readside import AUTH, NOW, read_side
 from tests.unit.test_state import API, SETTINGS, reported, started
 from watcher.config.webconfig import WebConfig
-from watcher.domain.model import DeploymentKey, Health
+from watcher.domain.model import Deployment, DeploymentKey, Health, iter_sorted
 from watcher.domain.observations import InstanceExited, InstanceHealth, Tick
+from watcher.domain.settings import RuleSettings
 from watcher.web import views
 from watcher.web.readapi import ReadApi
 
@@ -158,11 +159,39 @@ def test_the_list_is_encoded_once_per_state() -> None:
     _, side = read_side()
     api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
     side.submit(started("a", "1.0.0", NOW))
-    first = api.list_body(None)
-    assert api.list_body(None) is first
+    first = api.list_body(side.core.snapshot(), None)
+    assert api.list_body(side.core.snapshot(), None) is first
+    assert api.cached(side.core.snapshot(), None) is first and api.cached(side.core.snapshot(), "staging") is None
     side.submit(started("b", "1.0.0", NOW + 1, key=DeploymentKey("web", "production")))
-    assert api.list_body(None) is not first
-    assert json.loads(api.list_body(None)) == views.deployment_list(side.core.snapshot(), settings=SETTINGS)
+    assert api.cached(side.core.snapshot(), None) is None
+    again = api.list_body(side.core.snapshot(), None)
+    assert again is not first
+    state = side.core.snapshot()
+    assert json.loads(again) == {"deployments": [views.summary(d, settings=SETTINGS) for d in iter_sorted(state)]}
+
+
+def test_after_a_change_only_changed_rows_are_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment that did not change keeps its encoded row; the one that changed is encoded again."""
+    _, side = read_side()
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    side.submit(started("a", "1.0.0", NOW), started("b", "1.0.0", NOW, key=DeploymentKey("web", "production")))
+    side.submit(Tick(NOW + 11))  # both rollouts succeed
+    api.list_body(side.core.snapshot(), None)
+    encoded: list[str] = []
+    summary = views.summary
+
+    def counting(deployment: Deployment, *, settings: RuleSettings) -> dict[str, Any]:
+        encoded.append(deployment.key.name)
+        return summary(deployment, settings=settings)
+
+    monkeypatch.setattr(views, "summary", counting)
+    side.submit(started("c", "2.0.0", NOW + 12))  # only api changes
+    del encoded[:]  # the stream's payloads
+    body = json.loads(api.list_body(side.core.snapshot(), None))
+    assert encoded == ["api"]
+    assert [(d["name"], d["version"]) for d in body["deployments"]] == [("api", "2.0.0"), ("web", "1.0.0")]
+    api.list_body(side.core.snapshot(), "production")
+    assert encoded == ["api"]
 
 
 def test_views_do_not_depend_on_the_clock() -> None:

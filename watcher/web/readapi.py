@@ -4,18 +4,20 @@ the event stream ``GET /api/v1/events`` and its description ``GET /api/v1/openap
 Behind the same web config as ``/metrics`` (TLS, basic auth). ``POST /api/v1/deployments``
 on the same path is the CI/CD API, a source (``watcher.sources.api.reports``): the router
 picks the route by method. An answer depends on the state alone: the list is encoded once
-per state (and environment) and served from memory until the state changes.
+per state (and environment), each deployment's row only when it changed, and served from
+memory until the state changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import json
 from collections.abc import Callable
 
 from aiohttp import web
 
-from watcher.domain.model import DeploymentKey, State
+from watcher.domain.model import Deployment, DeploymentKey, State, iter_sorted
 from watcher.domain.settings import RuleSettings
 from watcher.web import stream as event_stream
 from watcher.web import views
@@ -37,6 +39,7 @@ class ReadApi:
         self._stream = stream
         self._openapi = (importlib.resources.files("watcher.web") / "openapi.json").read_bytes()
         self._cached: tuple[State, str | None, bytes] | None = None
+        self._rows: dict[DeploymentKey, tuple[Deployment, bytes]] = {}  # each deployment's row, as last encoded
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -48,15 +51,45 @@ class ReadApi:
 
     async def deployments(self, request: web.Request) -> web.Response:
         environment = request.query.get("environment")
-        return web.Response(body=self.list_body(environment), content_type=JSON_TYPE)
-
-    def list_body(self, environment: str | None) -> bytes:
-        """The list as JSON, from memory while the state is the one it was encoded from."""
         state = self._snapshot()
+        body = self.cached(state, environment)
+        if body is None:
+            # Tens of milliseconds at 1,000 deployments: in a worker thread (the state is immutable), not on the loop.
+            body = await asyncio.to_thread(self.list_body, state, environment)
+        return web.Response(body=body, content_type=JSON_TYPE)
+
+    def cached(self, state: State, environment: str | None) -> bytes | None:
+        """The list's JSON when ``state`` is the one it was last encoded from."""
         cached = self._cached
         if cached is not None and cached[0] is state and cached[1] == environment:
             return cached[2]
-        body = _encode(views.deployment_list(state, settings=self._settings, environment=environment))
+        return None
+
+    def list_body(self, state: State, environment: str | None) -> bytes:
+        """The list as JSON, from memory while the state is the one it was encoded from. After a
+        change, only the deployments that changed are encoded again: one that did not is the very
+        same object in the new state (copy-on-write), and its row depends on nothing else."""
+        body = self.cached(state, environment)
+        if body is not None:
+            return body
+        rows, encoded = self._rows, {}
+        for deployment in iter_sorted(state):
+            if environment is not None and deployment.key.environment != environment:
+                continue
+            known = rows.get(deployment.key)
+            row = (
+                known[1]
+                if known is not None and known[0] is deployment
+                else _encode(views.summary(deployment, settings=self._settings))
+            )
+            encoded[deployment.key] = (deployment, row)
+        body = b'{"deployments":[' + b",".join(row for _, row in encoded.values()) + b"]}"
+        # Replaced whole, never changed in place: a request on the loop may read it meanwhile.
+        self._rows = (
+            encoded
+            if environment is None
+            else {key: known for key, known in {**rows, **encoded}.items() if key in state.deployments}
+        )
         self._cached = (state, environment, body)
         return body
 

@@ -19,7 +19,7 @@ from watcher.domain.events import (
     RolloutStarted,
     RolloutSuperseded,
 )
-from watcher.domain.model import Deployment, DeploymentKey, Member, Rollout, State, iter_sorted
+from watcher.domain.model import Deployment, DeploymentKey, Member, Rollout
 from watcher.domain.settings import RuleSettings
 
 LAST_VERSIONS = 5  # versions listed per deployment in the list (the detail has the whole history)
@@ -102,17 +102,6 @@ def member_view(member: Member, *, current: bool) -> Json:
         "restart_count": instance.restart_count,
         "cpu_seconds": member.cpu_nanos / 1e9,
         "memory_bytes": member.memory_bytes,
-    }
-
-
-def deployment_list(state: State, *, settings: RuleSettings, environment: str | None = None) -> Json:
-    """Every deployment (of ``environment`` when given), sorted by name and environment."""
-    return {
-        "deployments": [
-            summary(d, settings=settings)
-            for d in iter_sorted(state)
-            if environment is None or d.key.environment == environment
-        ]
     }
 
 
