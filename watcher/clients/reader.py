@@ -162,7 +162,7 @@ class Events:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
-                if data and fields.get("event", "message"):
+                if data:
                     try:
                         payload = json.loads("\n".join(data))
                     except ValueError:
