@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.browser]
 @pytest.fixture(scope="module")
 def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
     process = start_watcher(
-        tmp_path_factory.mktemp("board"), "--rollout.stable-seconds=2", "--stats.enabled=false",
+        tmp_path_factory.mktemp("board"), "--rollout.stable-seconds=2", "--stats.interval-seconds=1",
         env={"WATCHER_API_TOKEN": TOKEN},
     )  # fmt: skip
     try:
@@ -134,6 +135,10 @@ def test_the_board_is_live(watcher: WatcherProcess, containers: Containers, brow
     expect(page.locator("#events li").first).to_contain_text("revision 3 (2.2.0) started")
     expect(page.locator("#history tbody tr")).to_have_count(3)  # refetched from the API
     page.screenshot(path=screenshots / "board-detail.png", full_page=True, animations="disabled")
+    page.goto(watcher.url + "/deployment?" + urllib.parse.urlencode({"environment": "staging", "name": shop}))
+    expect(page.locator("#members tbody tr")).to_have_count(1)  # the container, running, current
+    expect(page.locator("#checks li")).to_have_count(3)
+    page.screenshot(path=screenshots / "board-containers.png", full_page=True, animations="disabled")
     assert watched.errors == [] and watched.dialogs == []
 
 

@@ -109,7 +109,7 @@ async def test_the_detail_view(aiohttp_client: AiohttpClient) -> None:
     client = await aiohttp_client(app)
     side.submit(started("a", "1.0.0", NOW), Tick(NOW + 11), started("b", "2.0.0", NOW + 20))
     page = await (await client.get("/deployment", params={"environment": "production", "name": "api"})).text()
-    assert '<dd data-field="status">in progress</dd>' in page
+    assert '<dd data-field="status" class="status status-in_progress">in progress</dd>' in page
     assert '<dd data-field="revision">2</dd>' in page
     assert re.findall(r"<td><code>(\w+)</code></td><td>([\d.]+)</td>", page) == [("a", "1.0.0"), ("b", "2.0.0")]
     history = page.split('id="history"')[1]

@@ -149,8 +149,9 @@ def detail_html(detail: dict[str, Any], *, stream: EventStream, now: float) -> s
     ]
     field_names = ("status", "reason", "version", "commit", "image", "revision", "judge", "started_at",
                    "finished_at", "duration_seconds", "health", "cpu_seconds", "memory_bytes", "rollbacks")  # fmt: skip
+    status_class = f' class="status status-{_e(detail["status"])}"'
     dl = "".join(
-        f'<dt>{_e(label)}</dt><dd data-field="{field}">{_e(value)}</dd>'
+        f'<dt>{_e(label)}</dt><dd data-field="{field}"{status_class if field == "status" else ""}>{_e(value)}</dd>'
         for (label, value), field in zip(facts, field_names, strict=True)
     )
     checks = "".join(

@@ -183,6 +183,8 @@
       const value = values[dd.dataset.field];
       if (value !== undefined) dd.textContent = String(value);
     }
+    const status = document.querySelector("#facts dd[data-field=status]");
+    if (status) status.className = "status status-" + d.status;
   }
 
   function fillTables(detail) {
