@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher import __version__
+from watcher.wire import EVENTS_PATH
 
 DEFAULT_URL = "http://localhost:9102"
 PASSWORD_ENV = "DEPLOYMENT_WATCHER_PASSWORD"  # not WATCHER_*: the watcher refuses unknown variables of its own
@@ -116,7 +117,7 @@ class Watcher:
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
         try:
-            connection.request("GET", self._path("/api/v1/events", query), headers=headers)
+            connection.request("GET", self._path(EVENTS_PATH, query), headers=headers)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             connection.close()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.clients import reader
+from watcher.wire import REPORTS_PATH
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 PROG = "deployment-watcher rollout"
@@ -212,7 +213,7 @@ class Waiter:
     def _read(self) -> dict[str, Any] | None:
         """The deployment now (None while it does not exist)."""
         if self.environment is None:
-            status, answer = self.watcher.get("/api/v1/deployments", timeout=self._left())
+            status, answer = self.watcher.get(REPORTS_PATH, timeout=self._left())
             if status != 200 or not isinstance(answer, dict):
                 raise reader.Unreachable(f"the watcher answered {status} to the list of deployments")
             found = [d for d in answer["deployments"] if d["name"] == self.name]
@@ -224,7 +225,7 @@ class Waiter:
                 return None
             self.environment = found[0]["environment"]
             return dict(found[0])
-        path = "/api/v1/deployments/" + "/".join(urllib.parse.quote(p, safe="") for p in (self.environment, self.name))
+        path = REPORTS_PATH + "/" + "/".join(urllib.parse.quote(p, safe="") for p in (self.environment, self.name))
         status, answer = self.watcher.get(path, timeout=self._left())
         if status == 404:
             return None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from watcher.clients import reader
+from watcher.wire import REPORTS_PATH
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE = 0, 2, 4
 PROG = "deployment-watcher status"
@@ -71,7 +72,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         watcher = reader.Watcher.from_flags(args)
         status, answer = watcher.get(
-            "/api/v1/deployments",
+            REPORTS_PATH,
             query={"environment": args.environment} if args.environment else None,
             timeout=args.timeout,
         )

@@ -30,10 +30,11 @@ from watcher.domain.model import DeploymentKey, State
 from watcher.domain.settings import RuleSettings
 from watcher.selfmetrics import SelfMetrics
 from watcher.web import views
+from watcher.wire import EVENTS_PATH
 
 log = logging.getLogger(__name__)
 
-PATH = "/api/v1/events"
+PATH = EVENTS_PATH
 BUFFER_EVENTS = 1000  # kept for clients that reconnect with Last-Event-ID
 QUEUE_EVENTS = 256  # waiting for one client; a client this far behind is dropped
 WRITE_TIMEOUT_SECONDS = 10.0  # a socket that takes no data this long is a client that stopped reading
