@@ -257,5 +257,9 @@
       cell.textContent = age(Date.now() / 1000 - Number(cell.dataset.since));
     }
   }, 5000);
+  // CPU and memory change with every stats poll, which is no event: re-read them now and then.
+  setInterval(() => {
+    if (document.visibilityState === "visible") (view === "detail" ? reloadDetail() : reloadBoard());
+  }, 30000);
   connect();
 })();
