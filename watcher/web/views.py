@@ -19,12 +19,13 @@ from watcher.domain.events import (
     RolloutStarted,
     RolloutSuperseded,
 )
-from watcher.domain.model import Deployment, DeploymentKey, Member, Rollout
+from watcher.domain.model import Deployment, Member, Rollout
 from watcher.domain.settings import RuleSettings
 
 LAST_VERSIONS = 5  # versions listed per deployment in the list (the detail has the whole history)
 
-# The stream's event names, in the order a rollout meets them (docs/api.md describes each).
+# The stream's event names, in the order a rollout meets them (docs/api.md describes each; a test
+# keeps openapi.json and board.js to the same list).
 EVENT_NAMES = (
     "rollout_started",
     "rollback_started",
@@ -142,7 +143,3 @@ def event_view(event: DomainEvent) -> tuple[str, Json] | None:
             return None
     return name, {"event": name, "name": event.key.name, "environment": event.key.environment, "at": event.at,
                   **fields}  # fmt: skip
-
-
-def key_of(payload: Json) -> DeploymentKey:
-    return DeploymentKey(payload["name"], payload["environment"])
