@@ -236,12 +236,14 @@ def start_watcher(
     env: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     headers: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> WatcherProcess:
-    """Start the watcher on a free port and wait until it serves /health (over https with ``ssl_context``).
+    """Start the watcher on ``port`` (default: a free one) and wait until it serves /health (over https
+    with ``ssl_context``).
 
     Its state file goes to a directory of its own unless ``flags`` give ``--storage.directory``.
     """
-    port = free_port()
+    port = port or free_port()
     log = tmp / f"watcher-{port}.log"
     defaults = [
         f"--web.listen-address=127.0.0.1:{port}",

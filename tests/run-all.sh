@@ -46,7 +46,7 @@ have_static_busybox() {
 
 install_system_packages() {
     local missing=() cmd
-    for cmd in dockerd docker prometheus promtool prometheus-alertmanager amtool debootstrap; do
+    for cmd in dockerd docker prometheus promtool prometheus-alertmanager amtool debootstrap chromium; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     have_static_busybox || missing+=("static /bin/busybox")
@@ -55,10 +55,12 @@ install_system_packages() {
         # Debian's prometheus package may start its own service; that does not
         # disturb the tests, so it is left alone.
         # debootstrap makes the local Debian base the image test builds on.
-        # prometheus-alertmanager brings amtool too (the fleet e2e test and config checks).
-        apt_install docker.io busybox-static prometheus prometheus-alertmanager debootstrap
+        # prometheus-alertmanager brings amtool too (the fleet e2e test and config checks);
+        # chromium: the board's browser tests drive Debian's build through Playwright (from
+        # the test extra), which never downloads a browser.
+        apt_install docker.io busybox-static prometheus prometheus-alertmanager debootstrap chromium
     else
-        echo "docker, busybox, prometheus, alertmanager, debootstrap: already installed"
+        echo "docker, busybox, prometheus, alertmanager, debootstrap, chromium: already installed"
     fi
 }
 
