@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import aiodocker
 import pytest
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from watcher.domain.model import Usage
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.engine import Engine
 from watcher.sources.stats.cgroups import (
     CgroupError,
     CgroupFiles,
@@ -26,7 +29,7 @@ from watcher.sources.stats.cgroups import (
     parse_flat_keyed,
     usage_from_files,
 )
-from watcher.sources.stats.sampling import AutoStats, choose_source, usage_from_stats
+from watcher.sources.stats.sampling import ApiStats, AutoStats, choose_source, usage_from_stats
 
 ID = "3f2a" * 16  # 64 hex digits, like a container id
 OTHER = "b7c1" * 16
@@ -409,6 +412,28 @@ async def test_auto_falls_back_to_the_api(tmp_path: Path, caplog: pytest.LogCapt
     assert chosen == ["api"] and api.polls == [[ID], [ID, OTHER]]
     assert "using the Docker stats API" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the probe is quiet
+
+
+async def test_stats_api_error_without_a_body_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Regression (Podman 4.3): the stats of a container just removed come back 404 with an empty
+    JSON body, which aiodocker fails to decode; that container counts as not read, the poll goes on."""
+
+    async def empty(request: web.Request) -> web.Response:
+        if request.path.endswith("/version"):
+            return web.json_response({"ApiVersion": "1.41"})
+        return web.Response(status=404, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", empty)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    socket = tmp_path / "podman.sock"
+    await web.UnixSite(runner, str(socket)).start()
+    try:
+        async with aiodocker.Docker(url=f"unix://{socket}") as client:
+            assert await ApiStats(Engine(client, timeout=5), concurrency=1, timeout=5).sample([ID]) == ({}, 1)
+    finally:
+        await runner.cleanup()
 
 
 def test_source_metric_pre_created_and_exclusive() -> None:
