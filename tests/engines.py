@@ -57,10 +57,6 @@ class ContainerEngine:
     podman: PodmanService | None = None  # set for Podman: runs its health checks
     names: list[str] = field(default_factory=list)  # containers made by `run`, removed by `cleanup`
 
-    @property
-    def is_podman(self) -> bool:
-        return self.podman is not None
-
     def docker(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         return cli(self.host, *args, check=check, timeout=timeout)
 

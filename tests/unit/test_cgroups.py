@@ -60,48 +60,70 @@ def test_expand_slice(name: str, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("driver", "parent", "expected"),
     [
-        ("cgroupfs", "", [f"/docker/{ID}"]),
-        ("cgroupfs", "/custom", [f"/custom/{ID}"]),
-        ("cgroupfs", "team/nested/", [f"/team/nested/{ID}"]),
-        ("cgroupfs", "../../escape", [f"/escape/{ID}"]),
-        ("systemd", "", [f"/system.slice/docker-{ID}.scope"]),
-        ("systemd", "prod-web.slice", [f"/prod.slice/prod-web.slice/docker-{ID}.scope"]),
+        ("cgroupfs", "", [f"/docker/{ID}", f"/libpod_parent/libpod-{ID}"]),
+        ("cgroupfs", "/custom", [f"/custom/{ID}", f"/custom/libpod-{ID}"]),
+        ("cgroupfs", "team/nested/", [f"/team/nested/{ID}", f"/team/nested/libpod-{ID}"]),
+        ("cgroupfs", "../../escape", [f"/escape/{ID}", f"/escape/libpod-{ID}"]),
+        ("systemd", "", [f"/system.slice/docker-{ID}.scope", f"/machine.slice/libpod-{ID}.scope"]),
+        (
+            "systemd", "prod-web.slice",
+            [f"/prod.slice/prod-web.slice/docker-{ID}.scope", f"/prod.slice/prod-web.slice/libpod-{ID}.scope"],
+        ),
         ("systemd", "/not/a/slice", []),
-        ("", "", [f"/docker/{ID}", f"/system.slice/docker-{ID}.scope"]),
+        (
+            "", "",
+            [f"/docker/{ID}", f"/libpod_parent/libpod-{ID}",
+             f"/system.slice/docker-{ID}.scope", f"/machine.slice/libpod-{ID}.scope"],
+        ),
     ],
-)
+)  # fmt: skip
 def test_cgroup_paths(driver: str, parent: str, expected: list[str]) -> None:
-    """Docker's rule: CgroupParent else the driver's default; cgroupfs joins, systemd makes a scope."""
+    """Docker's rule, then Podman's: CgroupParent else the driver's default; cgroupfs joins, systemd makes a scope."""
     assert cgroup_paths(driver=driver, parent=parent, container_id=ID) == expected
 
 
 @pytest.mark.parametrize(
-    ("version", "driver", "cpu_mount", "parent", "cpu", "memory_dir"),
+    ("version", "driver", "cpu_mount", "parent", "cpu", "memory_dir", "podman"),
     [
-        (1, "cgroupfs", "cpuacct", "", f"/r/cpuacct/docker/{ID}/cpuacct.usage", f"/r/memory/docker/{ID}"),
+        (
+            1, "cgroupfs", "cpuacct", "", f"/r/cpuacct/docker/{ID}/cpuacct.usage", f"/r/memory/docker/{ID}",
+            f"libpod_parent/libpod-{ID}",
+        ),
         (
             1, "cgroupfs", "cpu,cpuacct", "/ci",
-            f"/r/cpu,cpuacct/ci/{ID}/cpuacct.usage", f"/r/memory/ci/{ID}",
+            f"/r/cpu,cpuacct/ci/{ID}/cpuacct.usage", f"/r/memory/ci/{ID}", f"ci/libpod-{ID}",
         ),
         (
             1, "systemd", "cpuacct,cpu", "",
             f"/r/cpuacct,cpu/system.slice/docker-{ID}.scope/cpuacct.usage", f"/r/memory/system.slice/docker-{ID}.scope",
+            f"machine.slice/libpod-{ID}.scope",
         ),
-        (2, "cgroupfs", "", "", f"/r/docker/{ID}/cpu.stat", f"/r/docker/{ID}"),
-        (2, "cgroupfs", "", "batch", f"/r/batch/{ID}/cpu.stat", f"/r/batch/{ID}"),
-        (2, "systemd", "", "", f"/r/system.slice/docker-{ID}.scope/cpu.stat", f"/r/system.slice/docker-{ID}.scope"),
+        (2, "cgroupfs", "", "", f"/r/docker/{ID}/cpu.stat", f"/r/docker/{ID}", f"libpod_parent/libpod-{ID}"),
+        (2, "cgroupfs", "", "batch", f"/r/batch/{ID}/cpu.stat", f"/r/batch/{ID}", f"batch/libpod-{ID}"),
+        (
+            2, "systemd", "", "", f"/r/system.slice/docker-{ID}.scope/cpu.stat", f"/r/system.slice/docker-{ID}.scope",
+            f"machine.slice/libpod-{ID}.scope",
+        ),
         (
             2, "systemd", "", "prod-web.slice",
             f"/r/prod.slice/prod-web.slice/docker-{ID}.scope/cpu.stat", f"/r/prod.slice/prod-web.slice/docker-{ID}.scope",
+            f"prod.slice/prod-web.slice/libpod-{ID}.scope",
         ),
     ],
 )  # fmt: skip
-def test_candidate_files(version: int, driver: str, cpu_mount: str, parent: str, cpu: str, memory_dir: str) -> None:
-    """v1 reads cpuacct and memory controllers' directories, v2 the one unified directory."""
+def test_candidate_files(
+    version: int, driver: str, cpu_mount: str, parent: str, cpu: str, memory_dir: str, podman: str
+) -> None:
+    """v1 reads cpuacct and memory controllers' directories, v2 the one unified directory; Docker's, then Podman's."""
     hierarchy = Hierarchy(root="/r", version=version, driver=driver, cpu_mount=cpu_mount or "cpuacct")
     usage_file = "memory.usage_in_bytes" if version == 1 else "memory.current"
     expected = CgroupFiles(version, cpu, f"{memory_dir}/{usage_file}", f"{memory_dir}/memory.stat")
-    assert hierarchy.candidates(container_id=ID, parent=parent) == [expected]
+    if version == 1:
+        podman_cpu, podman_memory = f"/r/{cpu_mount}/{podman}/cpuacct.usage", f"/r/memory/{podman}"
+    else:
+        podman_cpu, podman_memory = f"/r/{podman}/cpu.stat", f"/r/{podman}"
+    from_podman = CgroupFiles(version, podman_cpu, f"{podman_memory}/{usage_file}", f"{podman_memory}/memory.stat")
+    assert hierarchy.candidates(container_id=ID, parent=parent) == [expected, from_podman]
 
 
 # --- parsing ----------------------------------------------------------------------------
