@@ -75,7 +75,7 @@ install_system_packages() {
 # machine with a local mirror or proxy needs nothing more.
 debian_mirror() {
     local uri
-    uri=$(grep -rhoE '(URIs:|^deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null |
+    uri=$(grep -rhoE '^(URIs:|deb)( +\[[^]]*\])? +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null |
         grep -oE 'https?://[^ ]+' | head -n 1 || true)
     echo "${uri:-http://deb.debian.org/debian}"
 }
