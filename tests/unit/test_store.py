@@ -288,7 +288,13 @@ def schema_1_state() -> State:
     final = DeploymentKey("final", "production")
     run(reported("8.0.0", "success", 900, key=final))
     run(started("h", "8.0.0", 905, key=final, healthcheck=True), InstanceHealth(906, "h", Health.HEALTHY))
-    return run.state
+    # Written when a report's deadline counted from its started_at (690), not from its arrival (700).
+    cd = run.state.deployments[DeploymentKey("cd", "production")]
+    deployments = {
+        **run.state.deployments,
+        cd.key: dataclasses.replace(cd, rollout=dataclasses.replace(cd.rollout, deadline_at=1290.0)),
+    }
+    return State(deployments, run.state.owners)
 
 
 def test_a_file_of_schema_1_loads_with_every_field() -> None:
