@@ -238,6 +238,31 @@ def test_replica_created_but_not_started_blocks_success() -> None:
     assert run.status is Status.IN_PROGRESS
 
 
+def test_a_failed_start_fails_the_rollout_at_once() -> None:
+    """A container whose start failed (Docker kept its error) fails the rollout when seen, not at the deadline."""
+    run = Run()(created("a", "1.0.0", 100))
+    failed = dataclasses.replace(run.d().members["a"].instance, inspected=True, start_error="exit code 127: exec: nope")
+    run(InstanceSeen(100.2, failed))
+    assert (run.status, run.d().rollout.reason) == (
+        Status.FAILED, "container a could not be started: exit code 127: exec: nope"
+    )  # fmt: skip
+    assert run.d().durations.count == 1 and run.d().durations.total == pytest.approx(0.2)
+    # Started after all (the command fixed by a `docker start` of another try): the error is gone.
+    run(InstanceStarted(150, "a"))
+    assert run.d().members["a"].instance.start_error == ""
+
+
+def test_a_container_created_and_never_started_waits_for_the_deadline() -> None:
+    """`docker create` and nothing (a staged deploy): in progress, then failed at the deadline saying why."""
+    run = Run()(created("a", "1.0.0", 100))
+    run.tick(699)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(700)
+    assert (run.status, run.d().rollout.reason) == (
+        Status.FAILED, "not healthy within the progress deadline: container a is not running (never started, or paused)"
+    )  # fmt: skip
+
+
 def test_new_version_starts_rollout_and_bumps_revision() -> None:
     """A container with another version starts rollout 2; the old one's events do not matter."""
     run = Run()(started("a", "1.0.0", 100)).tick(111)

@@ -73,7 +73,7 @@ def changed(txn: Txn, change: InstanceChange) -> None:
             # What Docker resets on a start; the health check's result starts over.
             instance = dataclasses.replace(
                 instance, running=True, running_since=change.at, exit_code=None, exited_at=None,
-                exit_requested=False, oom_killed=False,
+                exit_requested=False, oom_killed=False, start_error="",
                 health=Health.STARTING if instance.has_healthcheck else Health.NONE,
             )  # fmt: skip
         case InstanceStopRequested():

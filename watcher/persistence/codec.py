@@ -144,6 +144,7 @@ def _encode_member(m: Member) -> Document:
         "oom_killed": i.oom_killed,
         "restart_count": i.restart_count,
         "inspected": i.inspected,
+        "start_error": i.start_error,
         "identity": {
             "version": identity.version,
             "commit": identity.commit,
@@ -286,6 +287,7 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         restart_count=m.integer("restart_count"),
         source=m.choice("source", _member_of(Source)),
         inspected=m.flag("inspected", default=True),
+        start_error=m.text("start_error", default=""),
     )
     return Member(instance, m.time("updated_at"), m.integer("cpu_nanos", maximum=MAX_NANOS), m.amount("memory_bytes"))
 
@@ -305,7 +307,10 @@ class _Object:
         except KeyError:
             raise DecodeError(f"{self.where}.{name}: missing") from None
 
-    def text(self, name: str) -> str:
+    def text(self, name: str, *, default: str | None = None) -> str:
+        """``default``: the value when the field is missing (a field added without a new schema)."""
+        if default is not None and name not in self._value:
+            return default
         return _text(self._get(name), f"{self.where}.{name}")
 
     def optional_text(self, name: str) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.config import LabelSettings
-from watcher.domain import labels
+from watcher.domain import labels, text
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Health, Instance
 from watcher.domain.observations import (
@@ -39,6 +39,7 @@ _STOP_SIGNALS = frozenset(
 _STOPPED_CODES = frozenset({0, 130, 131, 137, 143})
 _HEALTH = {h.value: h for h in Health}
 _NANOS = re.compile(r"(\.\d{6})\d+")
+START_ERROR_LENGTH = 300  # characters of a failed start's error kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +153,31 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         exit_requested=exit_code in _STOPPED_CODES and not oom,
         oom_killed=oom,
         restart_count=max(0, _integer(data.get("RestartCount"), default=0)),
+        start_error=_start_error(state),
     )
     return instance, parsed
+
+
+def _start_error(state: Mapping[str, Any]) -> str:
+    """Why the container's start failed ('' when it did not): still ``created``, with the error and
+    exit code the daemon kept (127: no such command, 126: not executable, 128: anything else)."""
+    error = _text(state.get("Error")).strip()
+    code = _integer(state.get("ExitCode"), default=0)
+    if state.get("Status") != "created" or not (error or code):
+        return ""
+    # A runtime's message can be long and hold line breaks; it ends up in a log line and the API's answer.
+    return text.clean(f"exit code {code}: {error or 'no reason given'}", limit=START_ERROR_LENGTH).value
+
+
+def network_disconnect(event: Mapping[str, Any]) -> str:
+    """The container a network ``disconnect`` event is about ('' for any other event).
+
+    After a start that failed, Docker 20.10 sends no container event at all, only the
+    ``connect`` and ``disconnect`` of the container's network; this is how the watcher hears of it.
+    """
+    if event.get("Type") != "network" or event_action(event) != "disconnect":
+        return ""
+    return _text(event_attributes(event).get("container"))
 
 
 def from_create_event(
