@@ -599,3 +599,34 @@ def test_create_event_of_an_unlabelled_container() -> None:
     data = event("create")
     del data["Actor"]["Attributes"]["deployment.name"]
     assert created(data) == (None, Parsed(None))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"timeNano": -(10**9)},
+        {"timeNano": 10**30},  # year 31 million
+        {"time": 10**12},
+        {"time": -1},
+    ],
+)
+def test_event_times_no_state_file_may_hold_are_no_times(event: dict[str, Any]) -> None:
+    """An event from before 1970 or after 9999 (a daemon gone wrong) has no time, so is not applied."""
+    assert event_time(event) is None
+
+
+@pytest.mark.parametrize("code", [str(2**63), 2**63, -(2**63) - 1, "9" * 40])
+def test_exit_codes_beyond_64_bits_are_unreadable(code: object) -> None:
+    """An exit code no state file may hold reads as unknown (-1), like one that is not a number."""
+    event = {
+        "Type": "container",
+        "Action": "die",
+        "timeNano": 10**18,
+        "Actor": {"ID": CID, "Attributes": {"exitCode": code}},
+    }
+    assert classify(event) == InstanceExited(1e9, CID, -1)
+
+
+def test_times_before_1970_are_no_times() -> None:
+    """A creation time before 1970 is none (the current time is used, as for a missing one)."""
+    assert parse_time("1969-12-31T23:59:59Z") is None

@@ -34,6 +34,7 @@ from watcher.domain.model import (
     VersionSeen,
 )
 from watcher.domain.observations import InstanceExited, InstanceGone, InstanceHealth, InstanceOOMKilled, UsageSampled
+from watcher.domain.times import LATEST
 from watcher.persistence import codec as store
 from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.persistence.statefile import StateFile
@@ -70,7 +71,7 @@ def test_round_trip_of_a_rich_state() -> None:
 
 
 # The ranges of the file (docs/state-file.md): anything else is refused at load.
-times = st.floats(0, store.LATEST)
+times = st.floats(0, LATEST)
 amounts = st.floats(0, store.MAX_AMOUNT)
 counts = st.integers(0, store.MAX_COUNT)
 nanos = st.integers(0, store.MAX_NANOS)

@@ -17,8 +17,8 @@ from tests.unit.test_state import SETTINGS
 from tests.unit.test_store import rich_state
 from watcher.domain.machine import apply
 from watcher.domain.observations import Tick
+from watcher.domain.times import LATEST
 from watcher.exposition.families import DeploymentCollector
-from watcher.persistence import codec as store
 from watcher.persistence.codec import DecodeError, decode, encode
 
 VALID = encode(rich_state())
@@ -38,7 +38,7 @@ def usable_or_refused(data: bytes) -> None:
     generate_latest(registry)
     generate_openmetrics(registry)
     later = max((d.rollout.deadline_at for d in state.deployments.values()), default=0.0)
-    apply(state, Tick(min(later, store.LATEST)), now=min(later, store.LATEST), settings=SETTINGS)
+    apply(state, Tick(min(later, LATEST)), now=min(later, LATEST), settings=SETTINGS)
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

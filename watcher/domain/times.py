@@ -9,6 +9,7 @@ long before cannot fail a rollout at once.
 
 from __future__ import annotations
 
+LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z: no time the watcher keeps lies beyond (nor before 0)
 EARLIEST = 946684800.0  # 2000-01-01: an earlier "time" in a report is a mistake (a duration, a zero)
 # Beyond a day ahead of our clock is a unit mistake (milliseconds?), not clock skew.
 FUTURE_SLACK_SECONDS = 86400.0

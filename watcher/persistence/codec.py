@@ -37,6 +37,7 @@ from watcher.domain.model import (
     VersionSeen,
     iter_sorted,
 )
+from watcher.domain.times import LATEST
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ class DecodeError(ValueError):
 # integer beyond a float, a time past year 9999) and again after every restart.
 MAX_COUNT = 2**63 - 1  # counts, revisions, exit codes: what any 64-bit reader of the file takes
 MAX_NANOS = 2**64 - 1  # CPU nanoseconds: a cgroup's counter is 64 bits unsigned
-LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z: a later time is no time (times start at 0)
 MAX_AMOUNT = sys.float_info.max  # seconds and bytes: any finite non-negative number
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.config import LabelSettings
-from watcher.domain import labels, text
+from watcher.domain import labels, text, times
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Health, Instance
 from watcher.domain.observations import (
@@ -54,11 +54,11 @@ Cause = Inspect | InstanceChange | None
 
 
 def event_time(event: Mapping[str, Any]) -> float | None:
-    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a number."""
+    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a
+    number, or it lies before 1970 or after 9999 (a time no state file may hold: ``times.LATEST``)."""
     nanos = _number(event.get("timeNano"))
-    if nanos is not None:
-        return nanos / 1e9
-    return _number(event.get("time"))
+    seconds = nanos / 1e9 if nanos is not None else _number(event.get("time"))
+    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None
 
 
 def event_id(event: Mapping[str, Any]) -> str:
@@ -112,9 +112,10 @@ def parse_time(text: object) -> float | None:
     # Docker gives nanoseconds; keep microseconds, which every Python 3.11 parses.
     text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
+        seconds = dt.datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
+    return seconds if seconds >= 0 else None  # before 1970: no container's time
 
 
 def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings) -> tuple[Instance | None, Parsed]:
@@ -232,12 +233,12 @@ def _number(value: object) -> float | None:
 
 
 def _integer(value: object, *, default: int) -> int:
-    """A JSON integer, or one written as text (event attributes are strings)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    """A JSON integer within 64 bits, or one written as text (event attributes are strings)."""
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
     if isinstance(value, str):
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             return default
-    return default
+    # Beyond 64 bits is no exit code or restart count, and no state file may hold it.
+    return number if number is not None and -(2**63) <= number < 2**63 else default
