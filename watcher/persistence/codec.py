@@ -205,11 +205,11 @@ def _decode_state(root: _Object) -> State:
 
 
 def _decode_deployment(d: _Object) -> Deployment:
-    key = DeploymentKey(d.text("name"), d.text("environment"))
+    key = DeploymentKey(d.label("name"), d.label("environment"))
     history = []
     for n, raw in enumerate(d.array("history")):
         h = _Object(raw, f"{d.where}.history[{n}]")
-        history.append(VersionSeen(h.text("version"), h.text("commit"), h.integer("revision", minimum=1),
+        history.append(VersionSeen(h.label("version"), h.label("commit"), h.integer("revision", minimum=1),
                                    h.time("started_at")))  # fmt: skip
     members: dict[str, Member] = {}
     for n, raw in enumerate(d.array("members")):
@@ -244,9 +244,9 @@ def _decode_durations(h: _Object) -> Durations:
 def _decode_rollout(r: _Object) -> Rollout:
     return Rollout(
         revision=r.integer("revision", minimum=1),
-        version=r.text("version"),
-        commit=r.text("commit"),
-        image=r.text("image"),
+        version=r.label("version"),
+        commit=r.label("commit"),
+        image=r.label("image"),
         started_at=r.time("started_at"),
         status=r.choice("status", Status.from_text),
         finished_at=r.optional_time("finished_at"),
@@ -312,6 +312,15 @@ class _Object:
         if default is not None and name not in self._value:
             return default
         return _text(self._get(name), f"{self.where}.{name}")
+
+    def label(self, name: str) -> str:
+        """Text /metrics shows as a label value: UTF-8, so a lone surrogate (JSON's ``\\ud800``) is refused."""
+        value = self.text(name)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError(f"{self.where}.{name}: not UTF-8 text") from None
+        return value
 
     def optional_text(self, name: str) -> str | None:
         value = self._get(name)
@@ -390,10 +399,6 @@ def _member_of(kind: type[E]) -> Callable[[str], E]:
 def _text(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise DecodeError(f"{where}: expected a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (JSON's \ud800): /metrics could not be written
-        raise DecodeError(f"{where}: not UTF-8 text") from None
     return value
 
 
