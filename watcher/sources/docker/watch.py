@@ -230,11 +230,10 @@ class DockerWatch:
     # -- level 3: one event
 
     def _handle(self, engine: Engine, event: Mapping[str, Any], work: _PerContainer) -> None:
-        disconnected = docker_causes.network_disconnect(event)
-        if disconnected or event.get("Type") == "network":
-            at = docker_causes.event_time(event)
+        if event.get("Type") == "network":  # followed only to hear of failed starts
+            disconnected, at = docker_causes.network_disconnect(event), docker_causes.event_time(event)
             if disconnected in self._unstarted and at is not None:
-                work.add(disconnected, self._seen(engine, Inspect(at, disconnected)))  # a failed start?
+                work.add(disconnected, self._seen(engine, Inspect(at, disconnected)))
             return
         self.metrics.event(docker_causes.event_action(event))
         if not docker_causes.is_tracked(event, settings=self.settings.labels):
@@ -311,5 +310,5 @@ class DockerWatch:
 
 
 def _unstarted(instance: Instance) -> bool:
-    """Created and never started (nor paused, nor failed to start): its start may yet fail."""
+    """Not running, not exited, no failed start: created and never started (or paused), so a start may yet fail."""
     return not instance.running and instance.exit_code is None and not instance.start_error
