@@ -19,6 +19,7 @@ from watcher.domain.observations import (
     InstanceStopRequested,
 )
 from watcher.sources.docker.causes import (
+    START_ERROR_LENGTH,
     Cause,
     Inspect,
     classify,
@@ -26,6 +27,7 @@ from watcher.sources.docker.causes import (
     from_create_event,
     from_inspect,
     is_tracked,
+    network_disconnect,
     parse_time,
 )
 
@@ -478,6 +480,60 @@ def test_created_container_is_not_running() -> None:
     instance = seen(inspected(status="created", running=False, health=None))
     assert instance.running is False
     assert instance.exit_code is None
+    assert instance.start_error == ""
+
+
+# What Docker 20.10 inspects after `docker run … /nonexistent` (no container event is sent).
+RUNC_ERROR = (
+    "failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: "
+    'exec: "/nonexistent": stat /nonexistent: no such file or directory: unknown'
+)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "error", "expected"),
+    [
+        (127, RUNC_ERROR, f"exit code 127: {RUNC_ERROR}"),
+        (128, "", "exit code 128: no reason given"),
+        (0, "mount failed\nsee the log", "exit code 0: mount failed see the log"),
+        (0, "", ""),  # created, never started: nothing failed (yet)
+    ],
+)
+def test_a_failed_start_is_read_from_inspect(exit_code: int, error: str, expected: str) -> None:
+    """A container still `created`, with an exit code or an error the daemon kept, failed to start."""
+    data = inspected(status="created", running=False, health=None, exit_code=exit_code)
+    data["State"]["Error"] = error
+    instance = seen(data)
+    assert (instance.running, instance.exit_code, instance.start_error) == (False, None, expected)
+
+
+def test_a_failed_start_error_is_bounded() -> None:
+    """A runtime's message of any length is kept to START_ERROR_LENGTH characters."""
+    data = inspected(status="created", running=False, health=None, exit_code=128)
+    data["State"]["Error"] = "x" * 100_000
+    assert len(seen(data).start_error) == START_ERROR_LENGTH
+
+
+def test_an_exited_container_has_no_start_error() -> None:
+    """The error of a container that ran and exited is its exit, not a failed start."""
+    data = inspected(status="exited", running=False, health=None, exit_code=1)
+    data["State"]["Error"] = "something"
+    assert seen(data).start_error == ""
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {"container": CID}}}, CID),
+        ({"Type": "network", "Action": "connect", "Actor": {"ID": "n1", "Attributes": {"container": CID}}}, ""),
+        ({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {}}}, ""),
+        ({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {"container": 7}}}, ""),
+        ({"Type": "container", "Action": "disconnect", "Actor": {"ID": CID, "Attributes": {}}}, ""),
+    ],
+)
+def test_network_disconnect(event: dict[str, Any], expected: str) -> None:
+    """The container a network disconnect is about: what a failed start shows of itself on Docker 20.10."""
+    assert network_disconnect(event) == expected
 
 
 @pytest.mark.parametrize("container_labels", [{}, {"maintainer": "ops@example.com"}])
@@ -628,3 +684,34 @@ def test_create_event_of_an_unlabelled_container() -> None:
     data = event("create")
     del data["Actor"]["Attributes"]["deployment.name"]
     assert created(data) == (None, Parsed(None))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"timeNano": -(10**9)},
+        {"timeNano": 10**30},  # year 31 million
+        {"time": 10**12},
+        {"time": -1},
+    ],
+)
+def test_event_times_no_state_file_may_hold_are_no_times(event: dict[str, Any]) -> None:
+    """An event from before 1970 or after 9999 (a daemon gone wrong) has no time, so is not applied."""
+    assert event_time(event) is None
+
+
+@pytest.mark.parametrize("code", [str(2**63), 2**63, -(2**63) - 1, "9" * 40])
+def test_exit_codes_beyond_64_bits_are_unreadable(code: object) -> None:
+    """An exit code no state file may hold reads as unknown (-1), like one that is not a number."""
+    event = {
+        "Type": "container",
+        "Action": "die",
+        "timeNano": 10**18,
+        "Actor": {"ID": CID, "Attributes": {"exitCode": code}},
+    }
+    assert classify(event) == InstanceExited(1e9, CID, -1)
+
+
+def test_times_before_1970_are_no_times() -> None:
+    """A creation time before 1970 is none (the current time is used, as for a missing one)."""
+    assert parse_time("1969-12-31T23:59:59Z") is None

@@ -75,7 +75,7 @@ def changed(txn: Txn, change: InstanceChange) -> None:
             # What Docker resets on a start; the health check's result starts over.
             instance = dataclasses.replace(
                 instance, running=True, running_since=change.at, exit_code=None, exited_at=None,
-                exit_requested=False, oom_killed=False,
+                exit_requested=False, oom_killed=False, start_error="",
                 health=Health.STARTING if instance.has_healthcheck else Health.NONE,
             )  # fmt: skip
         case InstanceStopRequested():
@@ -134,8 +134,6 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
     deadline = identity.progress_deadline_seconds
     if deadline is None:
         deadline = txn.settings.rollout.progress_deadline_seconds
-    # A rollout found by a resync may have begun long ago: its deadline runs from now.
-    deadline_from = identity.deployed_at if witnessed else max(identity.deployed_at, txn.now)
     return Rollout(
         revision=revision,
         version=identity.version,
@@ -145,7 +143,9 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         rollback=rollback,
         members=frozenset({instance.id}),
         trigger_created_at=identity.created_at,
-        deadline_at=deadline_from + deadline,
+        # From when the watcher learned of the rollout (its clock, which judges the deadline), never
+        # from the deployment.timestamp label (times.py); a rollout found by a resync may be old.
+        deadline_at=txn.now + deadline,
         witnessed=witnessed,
     )
 

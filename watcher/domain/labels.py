@@ -106,7 +106,9 @@ def parse(
             commit=commit,
             image=_clean("image", image, settings.max_value_length, []),
             created_at=created_at,
-            deployed_at=_timestamp(labels.get(TIMESTAMP), created_at=created_at, now=now, problems=problems),
+            deployed_at=_timestamp(
+                labels.get(TIMESTAMP), created_at=created_at, now=now, settings=settings, problems=problems
+            ),
             status_override=_status(labels.get(STATUS), problems),
             stable_seconds=_seconds(STABLE_SECONDS, labels.get(STABLE_SECONDS), problems),
             progress_deadline_seconds=_seconds(PROGRESS_DEADLINE, labels.get(PROGRESS_DEADLINE), problems),
@@ -146,17 +148,24 @@ def _short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def _timestamp(raw: str | None, *, created_at: float, now: float, problems: list[LabelProblem]) -> float:
+def _timestamp(
+    raw: str | None, *, created_at: float, now: float, settings: LabelSettings, problems: list[LabelProblem]
+) -> float:
+    """When the deploy started, for the rollout's duration: the label when plausible, else the creation time."""
     if raw is None:
         return created_at
     value = _non_negative(raw)
     if value is None:
         problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} is not unix seconds; using the creation time"))
         return created_at
-    if times.in_the_future(value, now=now):
-        problems.append(
-            LabelProblem(TIMESTAMP, f"{_quote(raw)} lies in the future (milliseconds?); using the creation time")
+    problem = times.implausible(value, now=now)
+    if not problem and value < created_at - settings.max_timestamp_age_seconds:
+        problem = (
+            f"lies {created_at - value:.0f} s before the container was created, more than "
+            f"labels.max_timestamp_age_seconds ({settings.max_timestamp_age_seconds:g} s)"
         )
+    if problem:
+        problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} {problem}; using the creation time"))
         return created_at
     return value
 

@@ -103,6 +103,8 @@ class Instance:
     exit_requested: bool = False  # the exit followed a stop request: not a crash
     oom_killed: bool = False
     restart_count: int = 0
+    # Why its last start failed, in the engine's words ('': it did not); such a container never ran.
+    start_error: str = ""
     source: Source = Source.CONTAINER
     # False while known from events alone: whether it has a health check (hence when it is
     # ready) is only in the full facts, so the rules wait for them.

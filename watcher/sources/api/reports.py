@@ -149,10 +149,9 @@ def _time(body: Mapping[str, Any], field: str, *, at: float) -> float | None:
             raise Invalid(field, "must be a finite number of unix seconds")
     else:
         raise Invalid(field, "must be unix seconds (a number) or an RFC 3339 string")
-    if value < times.EARLIEST:
-        raise Invalid(field, "lies before the year 2000 (unix seconds expected)")
-    if times.in_the_future(value, now=at):
-        raise Invalid(field, "lies more than a day in the future (milliseconds?)")
+    problem = times.implausible(value, now=at)
+    if problem:
+        raise Invalid(field, problem)
     return value
 
 

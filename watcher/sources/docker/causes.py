@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.config import LabelSettings
-from watcher.domain import labels
+from watcher.domain import labels, text, times
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Health, Instance
 from watcher.domain.observations import (
@@ -43,6 +43,7 @@ _STOP_SIGNALS = frozenset(
 _STOPPED_CODES = frozenset({0, 130, 131, 137, 143})
 _HEALTH = {h.value: h for h in Health}
 _NANOS = re.compile(r"(\.\d{6})\d+")
+START_ERROR_LENGTH = 300  # characters of a failed start's error kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +58,11 @@ Cause = Inspect | InstanceChange | None
 
 
 def event_time(event: Mapping[str, Any]) -> float | None:
-    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a number."""
+    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a
+    number, or it lies before 1970 or after 9999 (a time no state file may hold: ``times.LATEST``)."""
     nanos = _number(event.get("timeNano"))
-    if nanos is not None:
-        return nanos / 1e9
-    return _number(event.get("time"))
+    seconds = nanos / 1e9 if nanos is not None else _number(event.get("time"))
+    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None
 
 
 def event_id(event: Mapping[str, Any]) -> str:
@@ -129,9 +130,10 @@ def parse_time(text: object) -> float | None:
     # Docker gives nanoseconds; keep microseconds, which every Python 3.11 parses.
     text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
+        seconds = dt.datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
+    return seconds if seconds >= 0 else None  # before 1970: no container's time
 
 
 def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings) -> tuple[Instance | None, Parsed]:
@@ -170,8 +172,31 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         exit_requested=exit_code in _STOPPED_CODES and not oom,
         oom_killed=oom,
         restart_count=max(0, _integer(data.get("RestartCount"), default=0)),
+        start_error=_start_error(state),
     )
     return instance, parsed
+
+
+def _start_error(state: Mapping[str, Any]) -> str:
+    """Why the container's start failed ('' when it did not): still ``created``, with the error and
+    exit code the daemon kept (127: no such command, 126: not executable, 128: anything else)."""
+    error = _text(state.get("Error")).strip()
+    code = _integer(state.get("ExitCode"), default=0)
+    if state.get("Status") != "created" or not (error or code):
+        return ""
+    # A runtime's message can be long and hold line breaks; it ends up in a log line and the API's answer.
+    return text.clean(f"exit code {code}: {error or 'no reason given'}", limit=START_ERROR_LENGTH).value
+
+
+def network_disconnect(event: Mapping[str, Any]) -> str:
+    """The container a network ``disconnect`` event is about ('' for any other event).
+
+    After a start that failed, Docker 20.10 sends no container event at all, only the
+    ``connect`` and ``disconnect`` of the container's network; this is how the watcher hears of it.
+    """
+    if event.get("Type") != "network" or event_action(event) != "disconnect":
+        return ""
+    return _text(event_attributes(event).get("container"))
 
 
 def from_create_event(
@@ -226,12 +251,12 @@ def _number(value: object) -> float | None:
 
 
 def _integer(value: object, *, default: int) -> int:
-    """A JSON integer, or one written as text (event attributes are strings)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    """A JSON integer within 64 bits, or one written as text (event attributes are strings)."""
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
     if isinstance(value, str):
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             return default
-    return default
+    # Beyond 64 bits is no exit code or restart count, and no state file may hold it.
+    return number if number is not None and -(2**63) <= number < 2**63 else default

@@ -38,7 +38,8 @@ from watcher.sources.engine import ENGINE_ERRORS, Engine
 
 log = logging.getLogger(__name__)
 
-CONTAINER_EVENTS = json.dumps({"type": ["container"]})
+# Network events too: after a start that fails, a network's `disconnect` is all Docker sends.
+CONTAINER_EVENTS = json.dumps({"type": ["container", "network"]})
 # Seconds within which an event the daemon sent has reached us; the silence check looks for
 # events older than this that the stream did not deliver.
 DELIVERY_MARGIN = 2.0
@@ -104,6 +105,8 @@ class DockerWatch:
     clock: Callable[[], float] = time.time
     connected: bool = False  # subscribed and synced: what /ready reports
     _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
+    # Tracked containers created and never started: a network disconnect of one is a failed start.
+    _unstarted: set[str] = field(default_factory=set)
     _inspecting: asyncio.Semaphore = field(init=False)  # bounds inspects of events in flight
 
     def __post_init__(self) -> None:
@@ -219,6 +222,7 @@ class DockerWatch:
         found = await asyncio.gather(*(inspect(i) for i in ids))
         instances = tuple(i for i in found if i is not None)
         self._warned &= {i.id for i in instances}
+        self._unstarted = {i.id for i in instances if _unstarted(i)}
         self.submit(Resync(at, Source.CONTAINER, instances))
         self.metrics.resyncs.inc()
         log.info("resynced: %d tracked containers", len(instances))
@@ -226,16 +230,24 @@ class DockerWatch:
     # -- level 3: one event
 
     def _handle(self, engine: Engine, event: Mapping[str, Any], work: _PerContainer) -> None:
+        if event.get("Type") == "network":  # followed only to hear of failed starts
+            disconnected, at = docker_causes.network_disconnect(event), docker_causes.event_time(event)
+            if disconnected in self._unstarted and at is not None:
+                work.add(disconnected, self._seen(engine, Inspect(at, disconnected)))
+            return
         self.metrics.event(docker_causes.event_action(event))
         if not docker_causes.is_tracked(event, settings=self.settings.labels):
             return
         cause = docker_causes.classify(event)
         if cause is None:
             return
+        if isinstance(cause, InstanceChange):
+            self._unstarted.discard(cause.instance_id)  # started, exited or gone
         if isinstance(cause, Inspect) and docker_causes.event_action(event) == "create":
             instance, parsed = docker_causes.from_create_event(event, cause, settings=self.settings.labels)
             if instance is not None:
                 self._report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
+                self._unstarted.add(instance.id)
                 self._apply(InstanceSeen(cause.at, instance))
                 return
         if isinstance(cause, Inspect):
@@ -255,6 +267,10 @@ class DockerWatch:
         instance = self._instance(data) if data else None
         if instance is None:
             return  # gone already (its destroy event follows) or not a deployment
+        if _unstarted(instance):
+            self._unstarted.add(instance.id)
+        else:
+            self._unstarted.discard(instance.id)
         self._apply(InstanceSeen(cause.at, instance))
 
     async def _changed(self, change: InstanceChange) -> None:
@@ -291,3 +307,8 @@ class DockerWatch:
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
         self.metrics.docker_up.set(1 if connected else 0)
+
+
+def _unstarted(instance: Instance) -> bool:
+    """Not running, not exited, no failed start: created and never started (or paused), so a start may yet fail."""
+    return not instance.running and instance.exit_code is None and not instance.start_error
