@@ -20,6 +20,7 @@ from watcher.domain.model import (
     DURATION_BUCKETS,
     Deployment,
     DeploymentKey,
+    Dora,
     Durations,
     Health,
     Identity,
@@ -270,7 +271,7 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
     old = json.loads(data)
     assert old["schema"] == 1
     state = decode(data)
-    assert state == schema_1_state()
+    assert state == before_dora(schema_1_state())
     judges = {key.name: d.rollout.judge for key, d in state.deployments.items()}
     assert judges == {
         "adopted": Judge.DEPLOY_TOOLING, "api": Judge.CONTAINERS, "cd": Judge.DEPLOY_TOOLING,
@@ -280,7 +281,40 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
     assert new["schema"] == 2
     for d in old["deployments"]:
         d["rollout"]["judge"] = "deploy_tooling" if d["rollout"].pop("reported") else "containers"
-    assert new["deployments"] == old["deployments"]
+    assert without_dora_fields(new)["deployments"] == old["deployments"]
+
+
+def before_dora(state: State) -> State:
+    """``state`` with every DORA figure at zero: what a file written before them holds."""
+    deployments = {key: dataclasses.replace(d, dora=Dora()) for key, d in state.deployments.items()}
+    return State(deployments, state.owners)
+
+
+def without_dora_fields(document: store.Document) -> store.Document:
+    """A written document without the fields the DORA figures added (all at their defaults here)."""
+    assert document.pop("retired") == []
+    zero: dict[str, object] = {"successes": 0, "failures": 0, "change_failures": 0, "rework": 0, "failing_since": None,
+            "failed_revision": 0, "commits": []}  # fmt: skip
+    for d in document["deployments"]:
+        figures = d.pop("dora")
+        assert {k: v for k, v in figures.items() if k in zero} == zero
+        assert sum(figures["lead_times"]["counts"]) == sum(figures["recoveries"]["counts"]) == 0
+        assert (d["rollout"].pop("commit_time"), d["rollout"].pop("hotfix")) == (None, False)
+        for m in d["members"]:
+            assert (m["identity"].pop("commit_time"), m["identity"].pop("hotfix")) == (None, False)
+    return document
+
+
+def test_a_file_of_schema_2_before_dora_loads_with_zero_figures() -> None:
+    """A schema-2 file written before the DORA figures loads as the state it held, every figure zero;
+    written back, only the DORA fields (at their defaults) are added."""
+    data = (Path(__file__).parent / "data" / "state-schema-2.json").read_bytes()
+    old = json.loads(data)
+    assert old["schema"] == 2 and "retired" not in old and all("dora" not in d for d in old["deployments"])
+    state = decode(data)
+    assert state == before_dora(schema_1_state())
+    assert all(d.dora == Dora() for d in state.deployments.values()) and not state.retired
+    assert without_dora_fields(json.loads(encode(state)))["deployments"] == old["deployments"]
 
 
 def test_truncated_files_are_refused() -> None:

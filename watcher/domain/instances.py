@@ -132,6 +132,8 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         trigger_created_at=identity.created_at,
         deadline_at=deadline_from + deadline,
         witnessed=witnessed,
+        commit_time=identity.commit_time,
+        hotfix=identity.hotfix,
     )
 
 

@@ -28,7 +28,11 @@ from watcher.wire import REPORTS_PATH as PATH
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("deployment", "environment", "version", "commit", "status", "started_at", "finished_at")
+FIELDS = (
+    "deployment", "environment", "version", "commit", "status", "started_at", "finished_at", "commit_time",
+    "change_type",
+)  # fmt: skip
+CHANGE_TYPES = ("change", "hotfix")
 MIN_TOKEN_LENGTH = 16
 _EARLIEST = 946684800.0  # 2000-01-01: an earlier "time" is a mistake (a duration, a zero)
 _FUTURE_SLACK_SECONDS = 86400.0  # beyond a day ahead of our clock is a unit mistake (milliseconds?)
@@ -98,6 +102,8 @@ def parse_report(body: object, *, at: float, settings: Settings) -> RolloutRepor
         status=status,
         started_at=started_at,
         finished_at=finished_at,
+        commit_time=_time(body, "commit_time", at=at),
+        hotfix=_change_type(body.get("change_type")) == "hotfix",
     )
 
 
@@ -118,6 +124,14 @@ def _text(body: Mapping[str, Any], field: str, *, limit: int, required: bool = F
     if not value.isprintable():
         raise Invalid(field, "contains line breaks, control or other unprintable characters")
     return value
+
+
+def _change_type(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw not in CHANGE_TYPES:
+        raise Invalid("change_type", f"must be one of {', '.join(CHANGE_TYPES)}")
+    return raw
 
 
 def _status(raw: object) -> Status:
