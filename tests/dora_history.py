@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from prometheus_client.utils import floatToGoString
+
 from watcher.domain.model import LEAD_TIME_BUCKETS, RECOVERY_BUCKETS
 
 DAY = 86400
@@ -81,13 +83,6 @@ def events() -> list[Event]:
 # -- the series the watcher exports, at any time
 
 
-@dataclass(frozen=True)
-class Series:
-    name: str
-    labels: dict[str, str]
-    kind: str  # counter or histogram (a sample of a histogram family)
-
-
 def samples_at(t: int, history: list[Event]) -> Iterator[tuple[str, dict[str, str], float]]:
     """Every sample of the five DORA families at offset ``t``: (name, labels, value)."""
     for name, environment in KEYS:
@@ -114,10 +109,8 @@ def samples_at(t: int, history: list[Event]) -> Iterator[tuple[str, dict[str, st
 
 
 def _le(bound: float) -> str:
-    """A bucket bound as the Prometheus client writes it (``floatToGoString``)."""
-    from prometheus_client.utils import floatToGoString
-
-    return floatToGoString(bound)
+    """A bucket bound as the Prometheus client writes it."""
+    return str(floatToGoString(bound))
 
 
 # -- the figures, by hand

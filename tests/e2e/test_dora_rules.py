@@ -49,14 +49,14 @@ def input_series(events: list[history.Event]) -> list[dict[str, str]]:
         for name, labels, value in history.samples_at(t, events):
             columns.setdefault((name, tuple(sorted({**labels, **TARGET}.items()))), []).append(value)
     result = []
-    for (name, labels), values in columns.items():
+    for (name, pairs), values in columns.items():
         runs: list[str] = []
         start = 0
         for i in range(1, len(values) + 1):
             if i == len(values) or values[i] != values[start]:
-                runs.append(f"{values[start]:g}x{i - start - 1}" if i - start > 1 else f"{values[start]:g}")
+                runs.append(f"{values[start]!r}x{i - start - 1}" if i - start > 1 else repr(values[start]))
                 start = i
-        selector = ",".join(f'{k}="{v}"' for k, v in labels)
+        selector = ",".join(f'{k}="{v}"' for k, v in pairs)
         result.append({"series": f"{name}{{{selector}}}", "values": " ".join(runs)})
     return result
 
@@ -129,5 +129,5 @@ def test_recording_rules_over_30_days(tmp_path: Path) -> None:
         "evaluation_interval": end,
         "tests": [{"interval": f"{STEP}s", "input_series": input_series(events), "promql_expr_test": tests}],
     }
-    (tmp_path / "dora_test.yml").write_text(yaml.safe_dump(document, width=math.inf))  # type: ignore[arg-type]
+    (tmp_path / "dora_test.yml").write_text(yaml.safe_dump(document, width=math.inf))
     promtool("test", "rules", str(tmp_path / "dora_test.yml"))
