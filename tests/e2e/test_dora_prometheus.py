@@ -49,34 +49,39 @@ RULE_LEVELS = {"deployment_frequency_level": "deployment_frequency", "lead_time_
 LEVEL_OF_TITLE = dict(zip(FIGURE_TITLES[:4], RULE_LEVELS.values(), strict=True))
 
 
+Key = tuple[str, tuple[tuple[str, str], ...]]  # a series: its name and sorted labels
+
+
 def openmetrics(events: list[history.Event], *, start: int, times: range) -> str:
     """The history at offsets ``times`` as OpenMetrics with timestamps, the history's offset 0 at unix ``start``."""
-    points: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[int, float]]] = {}
+    points: dict[Key, list[tuple[int, float]]] = {}
     for t in times:
         for name, labels, value in history.samples_at(t, events):
             points.setdefault((name, tuple(sorted({**labels, **TARGET}.items()))), []).append((start + t, value))
     lines = []
 
-    def series(name: str, labels: tuple[tuple[str, str], ...]) -> str:
-        return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}"
+    def series(key: Key) -> str:
+        return key[0] + "{" + ",".join(f'{k}="{v}"' for k, v in key[1]) + "}"
+
+    def without_le(key: Key) -> tuple[tuple[str, str], ...]:
+        return tuple(p for p in key[1] if p[0] != "le")
 
     for family in COUNTERS:
         lines.append(f"# TYPE {family} counter")
-        for (name, labels), values in points.items():
-            if name == f"{family}_total":
-                lines += [f"{series(name, labels)} {value!r} {ts}" for ts, value in values]
+        for key, values in points.items():
+            if key[0] == f"{family}_total":
+                lines += [f"{series(key)} {value!r} {ts}" for ts, value in values]
     for family in HISTOGRAMS:
         lines.append(f"# TYPE {family} histogram")
         mine = {key: values for key, values in points.items() if key[0].startswith(family)}
-        sets = sorted({tuple(p for p in labels if p[0] != "le") for _, labels in mine})
-        for labels in sets:
-            parts = [(name, pairs) for name, pairs in mine if tuple(p for p in pairs if p[0] != "le") == labels]
-            buckets = sorted((p for p in parts if p[0].endswith("_bucket")), key=lambda p: float(dict(p[1])["le"]))
-            ordered = [*buckets, (f"{family}_count", labels), (f"{family}_sum", labels)]
-            for n in range(len(mine[ordered[0]])):
+        for pairs in sorted({without_le(key) for key in mine}):
+            buckets = sorted((k for k in mine if k[0].endswith("_bucket") and without_le(k) == pairs),
+                             key=lambda k: float(dict(k[1])["le"]))  # fmt: skip
+            ordered: list[Key] = [*buckets, (f"{family}_count", pairs), (f"{family}_sum", pairs)]
+            for n in range(len(mine[ordered[0]])):  # one point of the histogram at a time
                 for key in ordered:
                     ts, value = mine[key][n]
-                    lines.append(f"{series(*key)} {value!r} {ts}")
+                    lines.append(f"{series(key)} {value!r} {ts}")
     return "\n".join(lines) + "\n# EOF\n"
 
 
