@@ -47,6 +47,7 @@ from watcher.exposition.rendering import Exposition
 from watcher.runtime.service import Service
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
+from watcher.sources.engine import Engine
 from watcher.sources.stats.sampling import ApiStats, open_source
 from watcher.web.app import make_app
 
@@ -204,10 +205,10 @@ async def _bursts_in_process(*, rollouts: int, bursts: int, at_once: int, prefix
             instance_id = observation.instance.id if isinstance(observation, InstanceSeen) else observation.instance_id
             applied.setdefault((instance_id, observation.at), now)
 
-    def recording_handle(docker: aiodocker.Docker, event: Mapping[str, Any], work: Any) -> None:
+    def recording_handle(engine: Engine, event: Mapping[str, Any], work: Any) -> None:
         if measuring and (key := _event_key(event)):
             received[key] = time.time()
-        handle(docker, event, work)
+        handle(engine, event, work)
 
     service.docker.submit = recording_submit
     service.docker._handle = recording_handle  # type: ignore[method-assign]  # a probe, for this figure only
@@ -367,9 +368,9 @@ class Round:
 async def _watcher_rounds(ids: list[str], *, source: str, rounds: int) -> list[Round]:
     """Rounds of the watcher's own stats source, after one round that finds the files."""
     settings = load(environ={}, flags={"stats.source": source})
-    async with aiodocker.Docker() as client:
-        api = ApiStats(client, concurrency=settings.stats.concurrency, timeout=30)
-        sampler = await open_source(settings=settings, docker=client, api=api, chosen=lambda _: None)
+    async with Engine.open(settings.docker) as engine:
+        api = ApiStats(engine, concurrency=settings.stats.concurrency, timeout=30)
+        sampler = await open_source(settings=settings, engine=engine, api=api, chosen=lambda _: None)
         assert sampler is not None
         await sampler.sample(ids)
         results = []

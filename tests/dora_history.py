@@ -23,6 +23,9 @@ API = ("api", "production")
 WEB = ("web", "staging")
 KEYS = (API, WEB)
 HOUR = 3600
+# A fleet (docs/fleet.md): api runs on two hosts, whose watchers both count each of its rollouts;
+# the rules count it once, so every figure is the same as with one host.
+HOSTS = {API: ("host-1", "host-2"), WEB: ("host-1",)}
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,14 @@ def samples_at(t: int, history: list[Event]) -> Iterator[tuple[str, dict[str, st
 def _le(bound: float) -> str:
     """A bucket bound as the Prometheus client writes it."""
     return str(floatToGoString(bound))
+
+
+def scraped_at(t: int, history: list[Event]) -> Iterator[tuple[str, dict[str, str], float]]:
+    """The samples at ``t`` as Prometheus stores them: from the watcher of each host, with its target labels."""
+    for name, labels, value in samples_at(t, history):
+        for host in HOSTS[(labels["deployment"], labels["environment"])]:
+            target = {"job": "deployment-watcher", "instance": f"{host}:9102", "host": host}
+            yield name, {**labels, **target}, value
 
 
 # -- the figures, by hand

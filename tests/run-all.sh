@@ -46,7 +46,7 @@ have_static_busybox() {
 
 install_system_packages() {
     local missing=() cmd
-    for cmd in dockerd docker prometheus promtool debootstrap; do
+    for cmd in dockerd docker prometheus promtool prometheus-alertmanager amtool debootstrap; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     have_static_busybox || missing+=("static /bin/busybox")
@@ -55,9 +55,10 @@ install_system_packages() {
         # Debian's prometheus package may start its own service; that does not
         # disturb the tests, so it is left alone.
         # debootstrap makes the local Debian base the image test builds on.
-        apt_install docker.io busybox-static prometheus debootstrap
+        # prometheus-alertmanager brings amtool too (the fleet e2e test and config checks).
+        apt_install docker.io busybox-static prometheus prometheus-alertmanager debootstrap
     else
-        echo "docker, busybox, prometheus, debootstrap: already installed"
+        echo "docker, busybox, prometheus, alertmanager, debootstrap: already installed"
     fi
 }
 

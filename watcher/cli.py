@@ -1,7 +1,7 @@
 """Command line: flags in the Prometheus exporter style, exit codes.
 
 Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed, or did not stop within
-``service.shutdown_timeout_seconds`` (or a second signal forced it); 2 bad configuration.
+``service.shutdown_timeout_seconds`` (or a SIGINT while stopping forced it); 2 bad configuration.
 ``deployment-watcher notify …`` is the CI/CD client, with its own flags and exit codes
 (watcher.clients.notify); ``--help`` lists it under the commands.
 """

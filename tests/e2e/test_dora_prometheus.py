@@ -35,7 +35,6 @@ pytestmark = pytest.mark.prometheus
 DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
 STEP = 900  # a scrape every 15 minutes: 2,881 samples per series over 30 days
 TOLERANCE = 0.03
-TARGET = {"job": "deployment-watcher", "instance": "deployment-watcher:9102"}
 COUNTERS = ("deployment_rollouts", "deployment_change_failures", "deployment_rework")
 HISTOGRAMS = ("deployment_lead_time_seconds", "deployment_recovery_seconds")
 # What each figure is in history.Figures, and in the names of the rules.
@@ -56,8 +55,8 @@ def openmetrics(events: list[history.Event], *, start: int, times: range) -> str
     """The history at offsets ``times`` as OpenMetrics with timestamps, the history's offset 0 at unix ``start``."""
     points: dict[Key, list[tuple[int, float]]] = {}
     for t in times:
-        for name, labels, value in history.samples_at(t, events):
-            points.setdefault((name, tuple(sorted({**labels, **TARGET}.items()))), []).append((start + t, value))
+        for name, labels, value in history.scraped_at(t, events):
+            points.setdefault((name, tuple(sorted(labels.items()))), []).append((start + t, value))
     lines = []
 
     def series(key: Key) -> str:

@@ -20,7 +20,6 @@ ROOT = Path(__file__).parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "dora.yml"
 ROUNDING = 1e-6
 STEP = 3600  # the synthetic scrapes: hourly, so every window starts and ends on a sample (no extrapolation)
-TARGET = {"job": "deployment-watcher", "instance": "deployment-watcher:9102"}
 FIGURES = {
     "deployments_per_day": "deployments_per_day",
     "lead_time_p50_seconds": "lead_time_p50",
@@ -46,8 +45,8 @@ def input_series(events: list[history.Event]) -> list[dict[str, str]]:
     """The history as promtool input series: one value per hour from 0 to 30 days, run-length coded."""
     columns: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
     for t in range(0, history.DAYS * history.DAY + 1, STEP):
-        for name, labels, value in history.samples_at(t, events):
-            columns.setdefault((name, tuple(sorted({**labels, **TARGET}.items()))), []).append(value)
+        for name, labels, value in history.scraped_at(t, events):
+            columns.setdefault((name, tuple(sorted(labels.items()))), []).append(value)
     result = []
     for (name, pairs), values in columns.items():
         runs: list[str] = []

@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from tests import dashboard
-from tests.unit.test_dashboard import FILTERS
 
 DASHBOARD = dashboard.load(dashboard.DORA_PATH)
 PANELS = list(dashboard.panels(DASHBOARD))
 EXPRESSIONS = dashboard.expressions(DASHBOARD)
+# DORA figures are per deployment across hosts (a deploy to three hosts counts once): no host filter.
+FILTERS = ('deployment=~"$deployment"', 'environment=~"$environment"')
 RULES = dashboard.PATH.parents[2] / "prometheus" / "rules" / "dora.yml"
 # A per-deployment family or a recorded DORA series: every selector of one filters by both variables.
 SELECTOR = re.compile(r"\b(deployment_(?!watcher_)[a-z_]+|dora:[a-z_0-9:]+)(\{[^}]*\})?")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from watcher import __version__
 from watcher.config import API_TOKEN_ENV
+from watcher.domain.labels import CHANGE_TYPES
 from watcher.domain.model import Status
 from watcher.wire import REPORTS_PATH as PATH
 
@@ -49,9 +50,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--commit-time", metavar="TIME", help="when the commit was made (git log -1 --format=%%ct): for lead time"
     )
-    p.add_argument(
-        "--change-type", choices=("change", "hotfix"), help="hotfix: a fix of a change that failed (DORA rework)"
-    )
+    p.add_argument("--change-type", choices=CHANGE_TYPES, help="hotfix: a fix of a change that failed (DORA rework)")
     p.add_argument("--url", default=DEFAULT_URL, help=f"the watcher's base URL (default {DEFAULT_URL})")
     p.add_argument("--token-file", metavar="PATH", help=f"file holding the API token (default: ${API_TOKEN_ENV})")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="request timeout (default 10)")

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from watcher.domain import text, times
 from watcher.domain.model import DeploymentKey, Identity, Status
 from watcher.domain.settings import LabelSettings
 
@@ -40,9 +41,6 @@ UNKNOWN_VERSION = "unknown"  # no label, no image tag, no image id
 PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION, OCI_CREATED)
 # The values of deployment.change_type; a hotfix fixes a change that failed (DORA's rework).
 CHANGE_TYPES = ("change", "hotfix")
-
-_FUTURE_SLACK_SECONDS = 86400.0  # a deploy start more than a day ahead is a unit mistake (ms?)
-_EARLIEST_COMMIT = 946684800.0  # 2000-01-01: an earlier commit time is a mistake (a duration, a zero)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,17 +128,14 @@ def parse(
 
 def _clean(label: str, raw: str, limit: int, problems: list[LabelProblem]) -> str:
     """Make a value safe and readable as a Prometheus label value."""
-    # Lone surrogates (possible in JSON) cannot be encoded as UTF-8: replace them.
-    value = raw.encode("utf-8", "replace").decode("utf-8")
-    if value != raw:
+    cleaned = text.clean(raw, limit=limit)
+    if cleaned.unencodable:
         problems.append(LabelProblem(label, "is not valid UTF-8; bad characters replaced by '?'"))
-    if not value.isprintable():
-        value = "".join(ch if ch.isprintable() else " " for ch in value)
+    if cleaned.unprintable:
         problems.append(LabelProblem(label, "contains control characters or line breaks; replaced by spaces"))
-    value = value.strip()
-    if len(value) > limit:
-        problems.append(LabelProblem(label, f"is {len(value)} characters long; truncated to {limit}"))
-        value = value[:limit].rstrip()
+    if cleaned.length > limit:
+        problems.append(LabelProblem(label, f"is {cleaned.length} characters long; truncated to {limit}"))
+    value = cleaned.value
     if any(ch in value for ch in "\"'\\`"):
         problems.append(LabelProblem(label, "contains quotes or backslashes; kept, escaped in /metrics"))
     if not value.isascii():
@@ -169,7 +164,7 @@ def _timestamp(raw: str | None, *, created_at: float, now: float, problems: list
     if value is None:
         problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} is not unix seconds; using the creation time"))
         return created_at
-    if value > now + _FUTURE_SLACK_SECONDS:
+    if times.in_the_future(value, now=now):
         problems.append(
             LabelProblem(TIMESTAMP, f"{_quote(raw)} lies in the future (milliseconds?); using the creation time")
         )
@@ -182,29 +177,29 @@ def _commit_time(
 ) -> float | None:
     """deployment.commit_time, else (when enabled) the image's creation time; None when absent or refused."""
     if COMMIT_TIME in labels:
-        return moment(COMMIT_TIME, labels[COMMIT_TIME], now=now, problems=problems)
+        return _moment(COMMIT_TIME, labels[COMMIT_TIME], now=now, problems=problems)
     if settings.image_created_commit_time and OCI_CREATED in labels:
-        return moment(OCI_CREATED, labels[OCI_CREATED], now=now, problems=problems)
+        return _moment(OCI_CREATED, labels[OCI_CREATED], now=now, problems=problems)
     return None
 
 
-def moment(label: str, raw: str, *, now: float, problems: list[LabelProblem]) -> float | None:
+def _moment(label: str, raw: str, *, now: float, problems: list[LabelProblem]) -> float | None:
     """Unix seconds or an RFC 3339 time with a zone, between 2000 and a day ahead of ``now``; else None and a problem."""
-    text = raw.strip()
-    value = _non_negative(text)
+    written = raw.strip()
+    value = _non_negative(written)
     if value is None:
         try:
-            parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            parsed = datetime.datetime.fromisoformat(written.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             parsed = None
         if parsed is None or parsed.tzinfo is None:
             problems.append(LabelProblem(label, f"{_quote(raw)} is not unix seconds nor an RFC 3339 time; ignored"))
             return None
         value = parsed.timestamp()
-    if value > now + _FUTURE_SLACK_SECONDS:
+    if times.in_the_future(value, now=now):
         problems.append(LabelProblem(label, f"{_quote(raw)} lies in the future (milliseconds?); ignored"))
         return None
-    if value < _EARLIEST_COMMIT:
+    if value < times.EARLIEST:
         problems.append(LabelProblem(label, f"{_quote(raw)} lies before the year 2000; ignored"))
         return None
     return value

@@ -435,6 +435,8 @@ def _member_of(kind: type[E]) -> Callable[[str], E]:
     return parse
 
 
+# A type check, not watcher.domain.text's cleaning: the file holds what the watcher wrote, values
+# cleaned when they came in, so anything else is corruption to refuse, never text to repair.
 def _text(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise DecodeError(f"{where}: expected a string, got {type(value).__name__}")

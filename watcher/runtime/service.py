@@ -148,7 +148,7 @@ class Service:
         """Serve until ``stop`` is set (or SIGTERM/SIGINT), then stop within ``service.shutdown_timeout_seconds``.
 
         A root task dying stops all, raising its error. ``ShutdownIncomplete``: the shutdown did
-        not finish in time, or a second signal forced it; what did not end may still be running.
+        not finish in time, or SIGINT forced it; what did not end may still be running.
         """
         stop = stop or asyncio.Event()
         force = asyncio.Event()
@@ -173,7 +173,7 @@ class Service:
                 roots = _start(self._root_tasks())
                 await _until_stopped(roots, stop=stop)
             finally:
-                stop.set()  # a crash stops too; from now on a signal forces the exit
+                stop.set()  # a crash stops too; from now on SIGINT forces the exit
                 log.info("stopping")
                 await shutdown.bounded(
                     self._shut_down(runner, roots), timeout=self.settings.service.shutdown_timeout_seconds,

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from watcher.config import API_TOKEN_ENV, ApiSettings, ConfigError, Settings
+from watcher.domain import labels, text, times
 from watcher.domain.events import DeploymentRejected, RolloutStarted, StaleObservation
 from watcher.domain.machine import Step
 from watcher.domain.model import Deployment, DeploymentKey, State, Status
@@ -32,10 +33,7 @@ FIELDS = (
     "deployment", "environment", "version", "commit", "status", "started_at", "finished_at", "commit_time",
     "change_type",
 )  # fmt: skip
-CHANGE_TYPES = ("change", "hotfix")
 MIN_TOKEN_LENGTH = 16
-_EARLIEST = 946684800.0  # 2000-01-01: an earlier "time" is a mistake (a duration, a zero)
-_FUTURE_SLACK_SECONDS = 86400.0  # beyond a day ahead of our clock is a unit mistake (milliseconds?)
 _CHALLENGE = 'Bearer realm="deployment-watcher"'
 
 
@@ -116,21 +114,21 @@ def _text(body: Mapping[str, Any], field: str, *, limit: int, required: bool = F
         return ""
     if not isinstance(raw, str):
         raise Invalid(field, "must be a string")
-    value = raw.strip()
-    if required and not value:
+    if required and not raw.strip():
         raise Invalid(field, "must not be empty")
-    if len(value) > limit:
-        raise Invalid(field, f"is {len(value)} characters long; at most {limit} (labels.max_value_length)")
-    if not value.isprintable():
+    cleaned = text.clean(raw.strip(), limit=limit)  # stripped first: a trailing newline is no flaw
+    if cleaned.length > limit:
+        raise Invalid(field, f"is {cleaned.length} characters long; at most {limit} (labels.max_value_length)")
+    if cleaned.unprintable or cleaned.unencodable:
         raise Invalid(field, "contains line breaks, control or other unprintable characters")
-    return value
+    return cleaned.value
 
 
 def _change_type(raw: object) -> str | None:
     if raw is None:
         return None
-    if not isinstance(raw, str) or raw not in CHANGE_TYPES:
-        raise Invalid("change_type", f"must be one of {', '.join(CHANGE_TYPES)}")
+    if not isinstance(raw, str) or raw not in labels.CHANGE_TYPES:
+        raise Invalid("change_type", f"must be one of {', '.join(labels.CHANGE_TYPES)}")
     return raw
 
 
@@ -164,9 +162,9 @@ def _time(body: Mapping[str, Any], field: str, *, at: float) -> float | None:
             raise Invalid(field, "must be a finite number of unix seconds")
     else:
         raise Invalid(field, "must be unix seconds (a number) or an RFC 3339 string")
-    if value < _EARLIEST:
+    if value < times.EARLIEST:
         raise Invalid(field, "lies before the year 2000 (unix seconds expected)")
-    if value > at + _FUTURE_SLACK_SECONDS:
+    if times.in_the_future(value, now=at):
         raise Invalid(field, "lies more than a day in the future (milliseconds?)")
     return value
 

@@ -184,7 +184,8 @@ def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:
     return labels.is_tracked(event_attributes(event), settings=settings)
 
 
-# -- reading JSON fields of the expected type
+# -- reading JSON fields of the expected type: a type check, not watcher.domain.text's cleaning,
+# which labels.parse does for the values that become label values
 
 
 def _object(value: object) -> Mapping[str, Any]:
