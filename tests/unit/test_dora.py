@@ -168,6 +168,19 @@ def test_rollouts_found_by_a_resync_do_not_count() -> None:
     assert figures(run) == Dora()
 
 
+def test_a_new_version_found_by_a_resync_counts_without_times() -> None:
+    """A known deployment's new version, deployed while the watcher was away: a rollout, no lead time."""
+    run = Run()(started("a", "1.0.0", T0, commit_time=T0 - 600))
+    run.tick(T0 + 11)
+    ident = identity("2.0.0", at=T0 + 100, commit_time=T0 + 50)
+    later = Instance(id="b", identity=ident, running=True, running_since=T0 + 100)
+    run(Resync(T0 + 1000, Source.CONTAINER, (later,)))
+    run.tick(T0 + 1020)
+    assert run.d().rollout.revision == 2 and run.status is Status.SUCCESS
+    f = figures(run)
+    assert f.successes == 2 and f.lead_times.count == 1  # only 1.0.0's, seen as it happened
+
+
 def test_dropped_and_back_continues_its_counters() -> None:
     """A deployment dropped by retention keeps its figures for retention.dora_seconds: back, it continues."""
     settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(gone_seconds=60, dora_seconds=10 * DAY))

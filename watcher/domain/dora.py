@@ -12,8 +12,10 @@ current rollout beside it (its commit time and hotfix mark are not in the event)
 - recovery runs from the first change failure to the next successful rollout;
 - rework is a hotfix rollout, counted at its first verdict.
 
-Only rollouts seen as they happen count (``_seen``): one found running at start-up happened at a
-time we do not know. Times that are not known (a verdict found by a resync) are not measured.
+Rollouts the watcher did not see begin count only when they are news (``_counted``): a new version
+of a known deployment found by a resync was deployed while the watcher was away, but a
+deployment found running at its first start was deployed at some time nobody knows. Times that
+are not known (a verdict found by a resync, a rollout whose start was not seen) are not measured.
 """
 
 from __future__ import annotations
@@ -33,22 +35,24 @@ def record(dora: Dora, event: DomainEvent, *, rollout: Rollout, previous: Rollou
     ``RolloutStarted`` replaces; ``timed``: the event's time is when it happened (not a resync's)."""
     match event:
         case RolloutStarted(rollback=rollback, at=at):
-            if previous is None or previous.status is not Status.SUCCESS or not _seen(previous):
+            if previous is None or previous.status is not Status.SUCCESS or not _counted(previous):
                 return dora
             if rollback or rollout.hotfix:  # the change deployed before needed intervention
                 return _change_failure(dora, previous.revision, at=at)
             return dora
         case RolloutFinished(status=status, at=at):
-            if not _seen(rollout):
+            if not _counted(rollout):
                 return dora
+            timed = timed and _seen(rollout)
             if status is Status.SUCCESS:
                 counted = dataclasses.replace(dora, successes=dora.successes + 1, rework=dora.rework + rollout.hotfix)
                 return _succeeded(counted, rollout, at=at, timed=timed)
             counted = dataclasses.replace(dora, failures=dora.failures + 1, rework=dora.rework + rollout.hotfix)
             return _change_failure(counted, rollout.revision, at=at)
         case RolloutRevised(after=after, at=at):
-            if not _seen(rollout):
+            if not _counted(rollout):
                 return dora
+            timed = timed and _seen(rollout)
             if after is Status.FAILED:
                 return _change_failure(dora, rollout.revision, at=at)
             return _succeeded(dora, rollout, at=at, timed=timed)
@@ -59,6 +63,11 @@ def _seen(rollout: Rollout) -> bool:
     """Whether the rollout happened while the watcher looked: seen as it began, or reported by deploy
     tooling (a report is news); not one found by a resync, which began at a time we do not know."""
     return rollout.witnessed or rollout.judge is not Judge.CONTAINERS
+
+
+def _counted(rollout: Rollout) -> bool:
+    """Whether the rollout is a deployment to count: seen, or a new revision of a deployment known before."""
+    return _seen(rollout) or rollout.revision > 1
 
 
 def revived(dora: Dora) -> Dora:
