@@ -21,8 +21,8 @@ from watcher.domain.model import (
     Deployment,
     DeploymentKey,
     Dora,
-    Durations,
     Health,
+    Histogram,
     Identity,
     Instance,
     Judge,
@@ -113,7 +113,7 @@ def states(draw: st.DrawFn) -> State:
                                      max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
         deployments[key] = Deployment(
             key=key, rollout=rollout, history=history, rollbacks=draw(st.integers(min_value=0)),
-            durations=Durations(counts, draw(numbers)), members=members, retired_cpu_nanos=draw(st.integers(min_value=0)),
+            durations=Histogram(DURATION_BUCKETS, counts, draw(numbers)), members=members, retired_cpu_nanos=draw(st.integers(min_value=0)),
             gone_since=draw(st.none() | numbers),
             reported_at=draw(st.none() | numbers),
         )  # fmt: skip

@@ -149,24 +149,6 @@ class VersionSeen:
     started_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Durations:
-    """A histogram of rollout durations: counts per bucket of DURATION_BUCKETS, then +Inf."""
-
-    counts: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> Durations:
-        index = next((i for i, le in enumerate(DURATION_BUCKETS) if seconds <= le), len(DURATION_BUCKETS))
-        counts = list(self.counts)
-        counts[index] += 1
-        return Durations(tuple(counts), self.total + seconds)
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-
 # Lead times: minutes (a one-line fix shipped at once) to half a year (a long-lived branch).
 LEAD_TIME_BUCKETS = (
     300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 345600.0, 604800.0,
@@ -180,7 +162,8 @@ RECOVERY_BUCKETS = (
 
 @dataclass(frozen=True, slots=True)
 class Histogram:
-    """Counts per bucket of ``bounds`` (upper bounds, seconds), then +Inf; and the sum."""
+    """Counts per bucket of ``bounds`` (upper bounds, seconds), then +Inf; and the sum: rollout durations,
+    lead times, recovery times."""
 
     bounds: tuple[float, ...]
     counts: tuple[int, ...]
@@ -240,7 +223,7 @@ class Deployment:
     rollout: Rollout
     history: tuple[VersionSeen, ...] = ()  # newest first, one entry per (version, commit)
     rollbacks: int = 0
-    durations: Durations = field(default_factory=Durations)
+    durations: Histogram = field(default_factory=lambda: Histogram.empty(DURATION_BUCKETS))
     members: Mapping[str, Member] = field(default_factory=dict)
     # CPU of instances gone or restarted: keeps the counter monotonic. Integer nanoseconds,
     # because float sums depend on their order: moving a container's CPU from the live sum to

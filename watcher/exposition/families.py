@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
-from watcher.domain.model import DURATION_BUCKETS, Deployment, Histogram, State, iter_sorted
+from watcher.domain.model import Deployment, Histogram, State, iter_sorted
 from watcher.domain.rules import health_checks
 
 KEY_LABELS = ["deployment", "environment"]
@@ -143,7 +143,7 @@ class _Families:
         self.rollbacks.add_metric(key, d.rollbacks)
         for check, ok in sorted(passed.items()):
             self.checks.add_metric([*key, check], 1 if ok else 0)
-        self.durations.add_metric(key, _buckets(DURATION_BUCKETS, d.durations.counts), d.durations.total)
+        self.durations.add_metric(key, *_histogram(d.durations))
         for seen in d.history:
             self.versions.add_metric([*key, seen.version, seen.commit], 1)
         dora = d.dora

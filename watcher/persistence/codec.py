@@ -25,7 +25,6 @@ from watcher.domain.model import (
     Deployment,
     DeploymentKey,
     Dora,
-    Durations,
     Health,
     Histogram,
     Identity,
@@ -97,7 +96,7 @@ def _encode_deployment(d: Deployment) -> Document:
             for h in d.history
         ],
         "rollbacks": d.rollbacks,
-        "durations": {"buckets": list(DURATION_BUCKETS), "counts": list(d.durations.counts), "sum": d.durations.total},
+        "durations": _encode_histogram(d.durations),
         "retired_cpu_nanos": d.retired_cpu_nanos,
         "gone_since": d.gone_since,
         "reported_at": d.reported_at,
@@ -248,7 +247,7 @@ def _decode_deployment(d: _Object) -> Deployment:
         rollout=_decode_rollout(d.child("rollout")),
         history=tuple(history),
         rollbacks=d.integer("rollbacks"),
-        durations=_decode_durations(d.child("durations")),
+        durations=_decode_histogram(d.child("durations"), DURATION_BUCKETS),
         members=members,
         retired_cpu_nanos=d.integer("retired_cpu_nanos"),
         gone_since=d.optional_number("gone_since"),
@@ -280,17 +279,6 @@ def _decode_histogram(h: _Object, bounds: tuple[float, ...]) -> Histogram:
     if len(counts) != len(bounds) + 1:
         raise DecodeError(f"{h.where}.counts: expected {len(bounds) + 1} counts (the last for +Inf)")
     return Histogram(bounds, tuple(counts), h.number("sum"))
-
-
-def _decode_durations(h: _Object) -> Durations:
-    buckets = [_number(b, f"{h.where}.buckets") for b in h.array("buckets")]
-    if buckets != list(DURATION_BUCKETS):
-        # Counts cannot be re-bucketed: changing the buckets needs a new schema and a migration.
-        raise DecodeError(f"{h.where}.buckets: {buckets} are not this watcher's buckets {list(DURATION_BUCKETS)}")
-    counts = [_integer(c, f"{h.where}.counts") for c in h.array("counts")]
-    if len(counts) != len(DURATION_BUCKETS) + 1:
-        raise DecodeError(f"{h.where}.counts: expected {len(DURATION_BUCKETS) + 1} counts (the last for +Inf)")
-    return Durations(tuple(counts), h.number("sum"))
 
 
 def _decode_rollout(r: _Object) -> Rollout:
