@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry
 from tests.unit.test_state import Run, created, reported, started
 from watcher.domain.model import (
     DURATION_BUCKETS,
+    LEAD_TIME_BUCKETS,
+    RECOVERY_BUCKETS,
     Deployment,
     DeploymentKey,
     Dora,
@@ -27,6 +29,7 @@ from watcher.domain.model import (
     Instance,
     Judge,
     Member,
+    Retired,
     Rollout,
     Source,
     State,
@@ -88,6 +91,7 @@ def states(draw: st.DrawFn) -> State:
                 key=key, version=draw(texts), commit=draw(texts), image=draw(texts), created_at=draw(numbers),
                 deployed_at=draw(numbers), status_override=draw(st.none() | st.sampled_from(Status)),
                 stable_seconds=draw(st.none() | numbers), progress_deadline_seconds=draw(st.none() | numbers),
+                commit_time=draw(st.none() | numbers), hotfix=draw(st.booleans()),
             )  # fmt: skip
             instance = Instance(
                 id=instance_id, identity=identity, running=draw(st.booleans()), running_since=draw(st.none() | numbers),
@@ -103,7 +107,7 @@ def states(draw: st.DrawFn) -> State:
             started_at=draw(numbers), status=draw(st.sampled_from(Status)), finished_at=draw(st.none() | numbers),
             reason=draw(texts), rollback=draw(st.booleans()), members=frozenset(draw(st.lists(texts, max_size=3))),
             trigger_created_at=draw(numbers), deadline_at=draw(numbers), witnessed=draw(st.booleans()),
-            judge=draw(st.sampled_from(Judge)),
+            judge=draw(st.sampled_from(Judge)), commit_time=draw(st.none() | numbers), hotfix=draw(st.booleans()),
         )  # fmt: skip
         history = tuple(
             VersionSeen(draw(texts), draw(texts), draw(st.integers(min_value=1)), draw(numbers))
@@ -115,10 +119,30 @@ def states(draw: st.DrawFn) -> State:
             key=key, rollout=rollout, history=history, rollbacks=draw(st.integers(min_value=0)),
             durations=Histogram(DURATION_BUCKETS, counts, draw(numbers)), members=members, retired_cpu_nanos=draw(st.integers(min_value=0)),
             gone_since=draw(st.none() | numbers),
-            reported_at=draw(st.none() | numbers),
+            reported_at=draw(st.none() | numbers), dora=draw(dora_figures()),
         )  # fmt: skip
     owners = {i: key for key, d in deployments.items() for i in d.members}
-    return State(deployments, owners)
+    others = st.builds(DeploymentKey, texts, texts).filter(lambda key: key not in deployments)
+    retired = {key: Retired(draw(dora_figures()), draw(numbers))
+               for key in draw(st.lists(others, unique=True, max_size=2))}  # fmt: skip
+    return State(deployments, owners, retired)
+
+
+@st.composite
+def dora_figures(draw: st.DrawFn) -> Dora:
+    """Any DORA figures: counts, both histograms, the failure being recovered from, the commits counted."""
+
+    def histogram(bounds: tuple[float, ...]) -> Histogram:
+        counts = draw(st.lists(st.integers(min_value=0), min_size=len(bounds) + 1, max_size=len(bounds) + 1))
+        return Histogram(bounds, tuple(counts), draw(numbers))
+
+    return Dora(
+        successes=draw(st.integers(min_value=0)), failures=draw(st.integers(min_value=0)),
+        change_failures=draw(st.integers(min_value=0)), rework=draw(st.integers(min_value=0)),
+        lead_times=histogram(LEAD_TIME_BUCKETS), recoveries=histogram(RECOVERY_BUCKETS),
+        failing_since=draw(st.none() | numbers), failed_revision=draw(st.integers(min_value=0)),
+        commits=tuple(draw(st.lists(texts, max_size=3))),
+    )  # fmt: skip
 
 
 @settings(deadline=None)  # a busy CI machine must not make it flaky
@@ -315,6 +339,19 @@ def test_a_file_of_schema_2_before_dora_loads_with_zero_figures() -> None:
     assert state == before_dora(schema_1_state())
     assert all(d.dora == Dora() for d in state.deployments.values()) and not state.retired
     assert without_dora_fields(json.loads(encode(state)))["deployments"] == old["deployments"]
+
+
+def test_retired_figures_twice_are_refused() -> None:
+    """A deployment's retired DORA figures listed twice, or beside the live deployment, make a corrupt file."""
+    state = rich_state()
+    figures = Retired(Dora(successes=1), 5.0)
+    document = json.loads(encode(State(state.deployments, state.owners, {DeploymentKey("old", "x"): figures})))
+    document["retired"] *= 2
+    with pytest.raises(DecodeError, match="appears twice"):
+        decode(json.dumps(document).encode())
+    live = json.loads(encode(State(state.deployments, state.owners, {DeploymentKey("api", "production"): figures})))
+    with pytest.raises(DecodeError, match="appears twice"):
+        decode(json.dumps(live).encode())
 
 
 def test_truncated_files_are_refused() -> None:

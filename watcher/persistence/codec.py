@@ -223,9 +223,10 @@ def _decode_state(root: _Object) -> State:
     retired: dict[DeploymentKey, Retired] = {}
     for n, raw in enumerate(root.array("retired", default=[])):
         r = _Object(raw, f"retired[{n}]")
-        retired[DeploymentKey(r.text("name"), r.text("environment"))] = Retired(
-            _decode_dora(r.child("dora")), r.number("dropped_at")
-        )
+        key = DeploymentKey(r.text("name"), r.text("environment"))
+        if key in retired or key in deployments:
+            raise DecodeError(f"retired[{n}]: {key.name}/{key.environment} appears twice")
+        retired[key] = Retired(_decode_dora(r.child("dora")), r.number("dropped_at"))
     return State(deployments, owners, retired)
 
 
