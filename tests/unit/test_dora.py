@@ -124,6 +124,16 @@ def test_lead_time_once_per_commit() -> None:
     assert f.commits == ("c-2.0.0", "c-1.0.0")
 
 
+def test_remembered_commits_are_bounded() -> None:
+    """Only the last REMEMBERED_COMMITS commits are remembered: a rollback beyond them counts its lead time again."""
+    run = Run()
+    for n in range(dora.REMEMBERED_COMMITS + 1):
+        run = deploy(run, f"1.{n}.0", T0 + 1000 * n, commit_time=T0 - 100)
+    assert len(figures(run).commits) == dora.REMEMBERED_COMMITS and "c-1.0.0" not in figures(run).commits
+    run = deploy(run, "1.0.0", T0 + 100_000, commit_time=T0 - 100)
+    assert figures(run).lead_times.count == dora.REMEMBERED_COMMITS + 2
+
+
 def test_no_commit_time_no_lead_time() -> None:
     """A rollout without a commit time counts, with no lead time."""
     f = figures(deploy(Run(), "1.0.0", T0))

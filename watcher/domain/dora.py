@@ -25,8 +25,9 @@ import dataclasses
 from watcher.domain.events import DomainEvent, RolloutFinished, RolloutRevised, RolloutStarted
 from watcher.domain.model import Dora, Judge, Rollout, Status
 
-# Commits whose lead time is counted, remembered per deployment: a rollback reaches further back rarely.
-REMEMBERED_COMMITS = 50
+# Commits whose lead time is counted, remembered per deployment: a rollback rarely reaches further
+# back, and 20 commit ids of up to 128 characters stay small even for 5,000 deployments.
+REMEMBERED_COMMITS = 20
 
 
 def record(dora: Dora, event: DomainEvent, *, rollout: Rollout, previous: Rollout | None = None,
