@@ -105,6 +105,13 @@ def test_rules_are_valid_and_loaded() -> None:
     assert "rules/dora.yml" in config["rule_files"]
 
 
+def test_the_stack_keeps_90_days() -> None:
+    """The compose stack's Prometheus keeps more than the 90 days the dashboard's trends show (the default is 15)."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    flags = [f for f in compose["services"]["prometheus"]["command"] if f.startswith("--storage.tsdb.retention.time=")]
+    assert flags == ["--storage.tsdb.retention.time=100d"]
+
+
 def test_every_figure_has_every_window_and_level() -> None:
     """Five figures and four levels, each over 1d, 7d and 30d."""
     assert recorded_names() == {f"dora:{what}:{w}" for what in (*FIGURES, *LEVELS) for w in history.WINDOWS}
