@@ -68,7 +68,8 @@ class SelfMetrics:
         self.state_changes = _labelled(
             Counter, "state_changes",
             "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
-            "rejected by the cap or dropped after retention, stale observations ignored.",
+            "rejected by the cap or dropped after retention, stale observations ignored, health changes of a "
+            "rollout's containers.",
             "kind", [event.kind for event in events.EVENT_TYPES], registry,
         )  # fmt: skip
         self.event_lag = Histogram(
@@ -117,6 +118,14 @@ class SelfMetrics:
             Counter, "api_requests", "Requests to the CI/CD API (POST /api/v1/deployments), by outcome.", "outcome",
             API_OUTCOMES, registry,
         )  # fmt: skip
+        self.stream_clients = Gauge(
+            f"{PREFIX}_stream_clients", "Clients connected to the event stream (GET /api/v1/events).", registry=registry
+        )
+        self.stream_dropped = Counter(
+            f"{PREFIX}_stream_dropped_clients",
+            "Event stream clients dropped for reading too slowly (their queue of events was full, or a write stalled).",
+            registry=registry,
+        )
         self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
         self.state_save_errors = Counter(
             f"{PREFIX}_state_save_errors",

@@ -95,7 +95,7 @@ def event(
         ("health_status: unhealthy", {}, InstanceHealth(AT, CID, Health.UNHEALTHY)),
         ("health_status: starting", {}, InstanceHealth(AT, CID, Health.STARTING)),
         ("health_status:healthy", {}, InstanceHealth(AT, CID, Health.HEALTHY)),
-        ("health_status", {}, None),
+        ("health_status", {}, Inspect(AT, CID)),
         ("health_status: bogus", {}, None),
         ("destroy", {}, InstanceGone(AT, CID)),
         ("exec_create: sh -c true", {"execID": "e1"}, None),
@@ -112,6 +112,91 @@ def event(
 def test_classify(action: str, attributes: dict[str, str], expected: Cause) -> None:
     """Each container event action maps to the observation the state machine needs."""
     assert classify(event(action, attributes)) == expected
+
+
+# --- what other engines send ----------------------------------------------------------
+
+PODMAN_ID = "c4388fd5842af479b957181ce3e3e4ccc8de40e756cd7d2e07d40216aa147bee"
+PODMAN_TIME_NANO = 1_796_073_184_654_775_572
+PODMAN_AT = PODMAN_TIME_NANO / 1e9
+
+
+def podman_event(action: str, exit_code: str = "0", **fields: str) -> dict[str, Any]:
+    """An event as Podman 4.3's Docker-compatible API sends it (captured from /events)."""
+    attributes = {
+        "containerExitCode": exit_code,
+        "deployment.name": "x",
+        "deployment.version": "1",
+        "image": "docker.io/deployment-watcher-test/busybox:latest",
+        "name": "pmtest",
+        "podId": "",
+    }
+    if action == "die":
+        attributes["exitCode"] = exit_code
+    return {
+        "status": action,
+        "id": PODMAN_ID,
+        "from": "docker.io/deployment-watcher-test/busybox:latest",
+        "Type": "container",
+        "Action": action,
+        "Actor": {"ID": PODMAN_ID, "Attributes": attributes},
+        "scope": "local",
+        "time": 1_796_073_184,
+        "timeNano": PODMAN_TIME_NANO,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (podman_event("create"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("start"), InstanceStarted(PODMAN_AT, PODMAN_ID)),
+        # Podman's word for destroy.
+        (podman_event("remove"), InstanceGone(PODMAN_AT, PODMAN_ID)),
+        # A crash: the exit code says so, whatever came before.
+        (podman_event("die", "1"), InstanceExited(PODMAN_AT, PODMAN_ID, 1)),
+        (podman_event("die", "139"), InstanceExited(PODMAN_AT, PODMAN_ID, 139)),
+        # `podman stop`, `rm -f` and `kill` send no kill event with a signal: what the container's
+        # state says decides, as after a reconnect.
+        (podman_event("die", "137"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("die", "143"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("die", "0"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("kill"), None),
+        # The status in HealthStatus is the one before the check that sent the event: read the container.
+        (podman_event("health_status", HealthStatus="healthy"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("health_status", HealthStatus="unhealthy"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("init"), None),
+        (podman_event("cleanup"), None),
+        (podman_event("exec"), None),
+        (podman_event("exec_died", "1"), None),
+        (podman_event("attach"), None),
+        (podman_event("restart"), None),
+    ],
+)
+def test_podman_events(raw: dict[str, Any], expected: Cause) -> None:
+    """Podman 4.3's events, as its Docker-compatible API sends them, map to the same observations."""
+    assert classify(raw) == expected
+
+
+@pytest.mark.parametrize("code", ["137", "143", "0"])
+def test_docker_die_with_a_stop_code_is_taken_as_it_is(code: str) -> None:
+    """On Docker a kill event tells a requested stop; a die without one is applied as sent."""
+    assert classify(event("die", {"exitCode": code})) == InstanceExited(AT, CID, int(code))
+
+
+def test_docker_26_events_keep_the_legacy_fields() -> None:
+    """Docker 26.1 (API 1.45) still sends status/id/from beside Action and Actor; they change nothing."""
+    for action, expected in [
+        ("die", InstanceExited(AT, CID, 137)),
+        ("health_status: healthy", InstanceHealth(AT, CID, Health.HEALTHY)),
+        ("kill", InstanceStopRequested(AT, CID)),
+        ("stop", None),
+        ("destroy", InstanceGone(AT, CID)),
+    ]:
+        raw = event(action, {"exitCode": "137", "execDuration": "5", "signal": "15"})
+        raw.update(status=action, id=CID, **{"from": "deployment-watcher-test/busybox:latest"})
+        assert classify(raw) == expected, action
 
 
 @pytest.mark.parametrize("type_", ["network", "image", "volume", "daemon", "plugin"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from watcher.domain import rollouts, rules
-from watcher.domain.events import StaleObservation
+from watcher.domain.events import HealthChanged, StaleObservation
 from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
 from watcher.domain.observations import (
     InstanceChange,
@@ -47,10 +47,12 @@ def seen(txn: Txn, instance: Instance, *, at: float, witnessed: bool, listed: bo
     txn.own(instance.id, key)
     if member is None:
         deployment = _arrived(txn, deployment, instance, witnessed=witnessed)
-    elif instance.exited_at is not None:
-        deployment = rollouts.revise_if_premature(
-            txn, deployment, before=member.instance, after=instance, at=instance.exited_at
-        )
+    else:
+        _health_changed(txn, deployment, before=member.instance, after=instance, at=at)
+        if instance.exited_at is not None:
+            deployment = rollouts.revise_if_premature(
+                txn, deployment, before=member.instance, after=instance, at=instance.exited_at
+            )
     txn.put(deployment if listed else rollouts.evaluate(txn, deployment))
 
 
@@ -86,9 +88,22 @@ def changed(txn: Txn, change: InstanceChange) -> None:
             instance = dataclasses.replace(instance, oom_killed=True)
         case InstanceHealth(health=health):
             instance = dataclasses.replace(instance, health=health)
+    _health_changed(txn, deployment, before=member.instance, after=instance, at=change.at)
     deployment = with_member(deployment, dataclasses.replace(member, instance=instance, updated_at=change.at))
     deployment = rollouts.revise_if_premature(txn, deployment, before=member.instance, after=instance, at=change.at)
     txn.put(rollouts.evaluate(txn, deployment))
+
+
+def _health_changed(txn: Txn, deployment: Deployment, *, before: Instance, after: Instance, at: float) -> None:
+    """Tell when the health of an instance of the current rollout changed (what a board or a CI gate shows)."""
+    rollout = deployment.rollout
+    if after.health is not before.health and after.id in rollout.members:
+        txn.emit(
+            HealthChanged(
+                key=deployment.key, at=at, revision=rollout.revision, version=rollout.version, instance_id=after.id,
+                before=before.health, after=after.health,
+            )
+        )  # fmt: skip
 
 
 def remove(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:

@@ -29,6 +29,9 @@ from watcher.sources.docker.watch import DockerWatch
 from watcher.sources.stats import sampling as stats
 from watcher.web import security as websecurity
 from watcher.web.app import make_app
+from watcher.web.board import Board
+from watcher.web.readapi import ReadApi
+from watcher.web.stream import EventStream
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,8 @@ class Service:
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
+        self.stream = EventStream(snapshot=self.core.snapshot, settings=settings, metrics=self.metrics)
+        self.core.subscribe(self.stream.publish)
         self._saved = self.core.snapshot()  # the state the file holds
         self._changed = asyncio.Event()
         self.core.on_change(self._changed.set)
@@ -155,8 +160,13 @@ class Service:
         with shutdown.signals(stop=stop, force=force):
             await self.exposition.refresh()  # the first scrape is served from memory too
             heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
-            app = make_app(exposition=self.exposition, ready=self.ready)
+            board = Board(
+                snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, clock=self.core.clock
+            )
+            app = make_app(exposition=self.exposition, ready=self.ready, board=board)
             app.add_routes(self.api.routes())
+            app.add_routes(ReadApi(snapshot=self.core.snapshot, settings=self.settings, stream=self.stream).routes())
+            app.on_shutdown.append(self.stream.close)  # open streams would hold the HTTP server's stop
             websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_GRACE_SECONDS)
             await runner.setup()

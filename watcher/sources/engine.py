@@ -55,7 +55,13 @@ class Engine:
             async with self.deadline():
                 data: Mapping[str, Any] = await self.docker.containers.container(container_id).show()
         except aiodocker.DockerError as exc:
-            if exc.status == 404:
+            if gone(exc.status, exc.message):
                 return None
             raise
         return data
+
+
+def gone(status: int, message: str) -> bool:
+    """An error answer to an inspect that says the container no longer exists: Docker's 404,
+    or the 500 "... no such container" of Podman 4.3 (a removal racing the inspect)."""
+    return status == 404 or (status == 500 and "no such container" in message.lower())

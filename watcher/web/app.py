@@ -1,4 +1,4 @@
-"""The HTTP face: ``/`` landing page, ``/metrics``, ``/health``, ``/ready``."""
+"""The HTTP face: ``/`` (the board, or a landing page without one), ``/metrics``, ``/health``, ``/ready``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from aiohttp import hdrs, web
 
 from watcher.exposition.rendering import Exposition
+from watcher.web.board import Board
 
 # /metrics bodies (megabytes at 1,000 deployments) go out a slice at a time, each once the one
 # before has left the process: a client that does not read holds a slice and the transport's
@@ -28,8 +29,9 @@ LANDING = """<!doctype html>
 """
 
 
-def make_app(*, exposition: Exposition, ready: Callable[[], bool]) -> web.Application:
-    """An aiohttp application serving ``exposition``; ``ready()`` says whether Docker is synced."""
+def make_app(*, exposition: Exposition, ready: Callable[[], bool], board: Board | None = None) -> web.Application:
+    """An aiohttp application serving ``exposition``; ``ready()`` says whether Docker is synced.
+    With ``board``, ``/`` is the board (which links the same pages), else a plain landing page."""
 
     async def landing(request: web.Request) -> web.Response:
         return web.Response(text=LANDING, content_type="text/html")
@@ -52,7 +54,10 @@ def make_app(*, exposition: Exposition, ready: Callable[[], bool]) -> web.Applic
         return web.Response(status=503, text="not ready: not connected to the Docker Engine\n")
 
     app = web.Application()
-    app.router.add_get("/", landing)
+    if board is None:
+        app.router.add_get("/", landing)
+    else:
+        app.add_routes(board.routes())
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", readiness)

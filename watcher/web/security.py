@@ -1,10 +1,10 @@
 """A web config applied to the aiohttp app: basic auth on the pages that need it, extra headers.
 
 Which paths need a user: exporter-toolkit guards every path; here ``/health`` and ``/ready``
-stay open for liveness and readiness probes (Docker's HEALTHCHECK, Kubernetes), and ``/api/``
-authenticates with its own bearer token in the same Authorization header. Everything else
-(``/``, ``/metrics``, and paths that match no route) needs a user. TLS, when configured,
-covers every path.
+stay open for liveness and readiness probes (Docker's HEALTHCHECK, Kubernetes), and the CI/CD
+API (``POST`` under ``/api/``) authenticates with its own bearer token in the same
+Authorization header. Everything else (``/``, ``/metrics``, the read API's ``GET``s under
+``/api/``, and paths that match no route) needs a user. TLS, when configured, covers every path.
 """
 
 from __future__ import annotations
@@ -143,9 +143,11 @@ class BasicAuthCheck:
 
 def needs_user(request: web.Request) -> bool:
     """Whether basic auth guards this request; decided by the route matched, not the raw path."""
-    resource = request.match_info.route.resource
+    route = request.match_info.route
+    resource = route.resource
     canonical = resource.canonical if resource is not None else ""
-    return canonical not in OPEN_PATHS and not canonical.startswith(OWN_AUTH_PREFIX)
+    own_auth = route.method == hdrs.METH_POST and canonical.startswith(OWN_AUTH_PREFIX)
+    return canonical not in OPEN_PATHS and not own_auth
 
 
 def install(app: web.Application, *, config: WebConfig, failures: Counter) -> None:

@@ -2,6 +2,9 @@
 
 Events are read by ``Action``, ``Actor.ID`` and ``Actor.Attributes`` (the legacy
 ``status``/``id``/``from`` fields are gone from API 1.52) and ordered by ``timeNano``.
+Podman's Docker-compatible API sends a few events differently (docs/engines.md): ``remove``
+for ``destroy``, ``health_status`` without the status in the action, and no ``kill`` event
+before the ``die`` of a stop.
 Nothing here raises: a field of the wrong JSON type (never sent by a sane engine, but a
 crash would stop the watcher) reads as absent.
 """
@@ -35,7 +38,8 @@ _STOP_SIGNALS = frozenset(
     {"2", "3", "9", "15", "SIGINT", "SIGQUIT", "SIGKILL", "SIGTERM", "INT", "QUIT", "KILL", "TERM"}
 )
 # Exit codes of a container stopped on purpose (0, or 128 + one of the signals above),
-# used when only inspect data is at hand (after a reconnect) and no stop event was seen.
+# used when only inspect data is at hand (after a reconnect) and no stop event was seen, and
+# on Podman, which sends none.
 _STOPPED_CODES = frozenset({0, 130, 131, 137, 143})
 _HEALTH = {h.value: h for h in Health}
 _NANOS = re.compile(r"(\.\d{6})\d+")
@@ -93,15 +97,29 @@ def classify(event: Mapping[str, Any]) -> Cause:
                 return InstanceStopRequested(at, container_id)
             return None
         case "die":
-            return InstanceExited(at, container_id, _integer(attributes.get("exitCode", 0), default=-1))
+            code = _integer(attributes.get("exitCode", 0), default=-1)
+            if code in _STOPPED_CODES and _from_podman(attributes):
+                # No kill event told whether the stop was asked for: the container's state
+                # says, as after a reconnect (and a removed container is gone anyway).
+                return Inspect(at, container_id)
+            return InstanceExited(at, container_id, code)
         case "oom":
             return InstanceOOMKilled(at, container_id)
+        case "health_status" if ":" not in action:
+            # Podman's: its HealthStatus field holds the status from before the check that
+            # sent the event (Podman 4.3), so the container's state is read instead.
+            return Inspect(at, container_id)
         case "health_status":
-            health = _HEALTH.get(action.split(":", 1)[1].strip()) if ":" in action else None
+            health = _HEALTH.get(action.split(":", 1)[1].strip())
             return InstanceHealth(at, container_id, health) if health else None
-        case "destroy":
+        case "destroy" | "remove":  # remove: Podman's word
             return InstanceGone(at, container_id)
     return None
+
+
+def _from_podman(attributes: Mapping[str, Any]) -> bool:
+    """Podman adds ``podId`` to the attributes of every container event; Docker never does."""
+    return "podId" in attributes
 
 
 def parse_time(text: object) -> float | None:
