@@ -15,6 +15,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import free_port
+from tests.polling import poll_async
 from tests.unit.readside import NOW, ReadSide, read_side
 from tests.unit.test_state import reported, started
 from watcher import cli
@@ -86,11 +87,13 @@ async def served(aiohttp_client: AiohttpClient, **kwargs: Any) -> tuple[str, Rea
 
 
 async def later(side: ReadSide, *observations: Any) -> None:
-    """Once the client follows the stream, apply ``observations``."""
-    for _ in range(500):
-        if side.stream.clients:
-            break
-        await asyncio.sleep(0.01)
+    """Once the client follows the stream, apply ``observations`` (applied before, the client
+    would read the state after them and wait for a version already gone)."""
+
+    async def following() -> bool:
+        return bool(side.stream.clients)
+
+    await poll_async("the client following the stream", following, timeout=60, interval=0.01)
     side.submit(*observations)
 
 
@@ -126,7 +129,9 @@ async def test_a_rollback_exits_1(aiohttp_client: AiohttpClient) -> None:
     """The version waited for is rolled back by a later deploy before it succeeded: exit 1."""
     url, side = await served(aiohttp_client)
     side.submit(started("a", "1.0.0", NOW), Tick(NOW + 11), started("b", "2.0.0", NOW + 20))
-    waiting = asyncio.create_task(run_cli("rollout", "status", "api", "--version", "2.0.0", "--url", url))
+    waiting = asyncio.create_task(
+        run_cli("rollout", "status", "api", "--version", "2.0.0", "--url", url, "--timeout", "60")
+    )
     await later(side, started("c", "1.0.0", NOW + 25))
     code, out, _ = await waiting
     assert code == 1
@@ -136,7 +141,9 @@ async def test_a_rollback_exits_1(aiohttp_client: AiohttpClient) -> None:
 async def test_waits_for_a_version_not_there_yet(aiohttp_client: AiohttpClient) -> None:
     """--version of a deploy the watcher has not seen yet: it waits for it to appear, then for its verdict."""
     url, side = await served(aiohttp_client)
-    waiting = asyncio.create_task(run_cli("rollout", "status", "api", "--version", "2.0.0", "--url", url))
+    waiting = asyncio.create_task(
+        run_cli("rollout", "status", "api", "--version", "2.0.0", "--url", url, "--timeout", "60")
+    )
     await later(side, reported("1.0.0", "success", NOW), reported("2.0.0", "in_progress", NOW + 1))
     side.submit(reported("2.0.0", "success", NOW + 2))
     code, out, _ = await waiting
