@@ -13,6 +13,7 @@ from watcher.config.settings import (
     Settings,
     StatsSettings,
     StorageSettings,
+    SwarmSettings,
     WebSettings,
 )
 from watcher.domain.settings import LabelSettings, RetentionSettings, RolloutSettings
@@ -34,6 +35,7 @@ __all__ = [
     "Settings",
     "StatsSettings",
     "StorageSettings",
+    "SwarmSettings",
     "WebSettings",
     "as_yaml",
     "load",

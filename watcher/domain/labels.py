@@ -25,6 +25,9 @@ OCI_VERSION = "org.opencontainers.image.version"
 OCI_REVISION = "org.opencontainers.image.revision"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
+# On a Swarm task's container, set by the engine; the service's own labels are not there.
+SWARM_SERVICE_ID = "com.docker.swarm.service.id"
+SWARM_SERVICE_NAME = "com.docker.swarm.service.name"
 
 # The labels of the convention (README has a row for each).
 ALL = (NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PROGRESS_DEADLINE)
@@ -51,7 +54,8 @@ def is_tracked(labels: Mapping[str, str], *, settings: LabelSettings) -> bool:
     """Cheap pre-check on event attributes: could this container belong to a deployment?"""
     if NAME in labels:
         return True
-    return settings.track_compose and COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels
+    compose = COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels
+    return settings.track_compose and (compose or SWARM_SERVICE_NAME in labels)
 
 
 def parse(
@@ -75,8 +79,12 @@ def parse(
     if name is None:
         if not is_tracked(labels, settings=settings):
             return Parsed(None)
-        project, service = labels[COMPOSE_PROJECT].strip(), labels[COMPOSE_SERVICE].strip()
-        name = _clean(NAME, f"{project}/{service}", settings.max_value_length, problems) if project and service else ""
+        if COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels:
+            project, service = labels[COMPOSE_PROJECT].strip(), labels[COMPOSE_SERVICE].strip()
+            fallback = f"{project}/{service}" if project and service else ""
+        else:  # a Swarm task: its service's name, as the service's own watcher reads it
+            fallback = labels[SWARM_SERVICE_NAME].strip()
+        name = _clean(NAME, fallback, settings.max_value_length, problems) if fallback else ""
     if not name:
         problems.append(LabelProblem(NAME, "is empty; the container is ignored"))
         return Parsed(None, tuple(problems))

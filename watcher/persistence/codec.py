@@ -29,9 +29,11 @@ from watcher.domain.model import (
     Judge,
     Member,
     Rollout,
+    Service,
     Source,
     State,
     Status,
+    UpdateState,
     VersionSeen,
     iter_sorted,
 )
@@ -93,6 +95,21 @@ def _encode_deployment(d: Deployment) -> Document:
         "gone_since": d.gone_since,
         "reported_at": d.reported_at,
         "members": [_encode_member(d.members[i]) for i in sorted(d.members)],
+        "service": None if d.service is None else _encode_service(d.service),
+    }
+
+
+def _encode_service(s: Service) -> Document:
+    return {
+        "id": s.id,
+        "name": s.name,
+        "template": s.template,
+        "update_state": s.update_state.value,
+        "message": s.message,
+        "desired": s.desired,
+        "running": s.running,
+        "removed": s.removed,
+        "rolled_back_failure": s.rolled_back_failure,
     }
 
 
@@ -133,6 +150,7 @@ def _encode_member(m: Member) -> Document:
         "oom_killed": i.oom_killed,
         "restart_count": i.restart_count,
         "inspected": i.inspected,
+        "service_id": i.service_id,
         "identity": {
             "version": identity.version,
             "commit": identity.commit,
@@ -215,6 +233,21 @@ def _decode_deployment(d: _Object) -> Deployment:
         retired_cpu_nanos=d.integer("retired_cpu_nanos"),
         gone_since=d.optional_number("gone_since"),
         reported_at=d.optional_number("reported_at"),
+        service=_decode_service(d.child("service")) if d.present("service") else None,
+    )
+
+
+def _decode_service(s: _Object) -> Service:
+    return Service(
+        id=s.text("id"),
+        name=s.text("name"),
+        template=s.text("template"),
+        update_state=s.choice("update_state", _member_of(UpdateState)),
+        message=s.text("message"),
+        desired=s.integer("desired"),
+        running=s.integer("running"),
+        removed=s.flag("removed"),
+        rolled_back_failure=s.flag("rolled_back_failure"),
     )
 
 
@@ -275,6 +308,7 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         restart_count=m.integer("restart_count"),
         source=m.choice("source", _member_of(Source)),
         inspected=m.flag("inspected", default=True),
+        service_id=m.text("service_id") if m.present("service_id") else "",
     )
     return Member(instance, m.number("updated_at"), m.integer("cpu_nanos"), m.number("memory_bytes"))
 
@@ -293,6 +327,10 @@ class _Object:
             return self._value[name]
         except KeyError:
             raise DecodeError(f"{self.where}.{name}: missing") from None
+
+    def present(self, name: str) -> bool:
+        """Whether the field is there and not null (a field added without a new schema: absent means none)."""
+        return self._value.get(name) is not None
 
     def text(self, name: str) -> str:
         return _text(self._get(name), f"{self.where}.{name}")
