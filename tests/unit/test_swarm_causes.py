@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from watcher.domain.labels import LabelSettings
 from watcher.domain.model import DeploymentKey, UpdateState
+from watcher.domain.settings import LabelSettings
 from watcher.sources.swarm import causes
 
 LABELS = LabelSettings()
