@@ -116,3 +116,14 @@ def test_odd_json_reads_as_absent() -> None:
     junk = service_json(UpdateStatus={"State": 7}, ServiceStatus="x")
     seen, _ = causes.from_service(junk, at=1.0, replicas=None, settings=LABELS)
     assert seen is not None and seen.service.update_state is UpdateState.NONE and seen.service.desired == 0
+
+
+def test_new_template_before_the_updater_is_updating() -> None:
+    """A service event of an update comes before UpdateStatus: a new template is already updating,
+    while one changed outside its template (a scale) is not."""
+    previous = {"TaskTemplate": {"ContainerSpec": {"Image": "app:1.0"}}}
+    seen, _ = causes.from_service(service_json(PreviousSpec=previous), at=1.0, replicas=None, settings=LABELS)
+    assert seen is not None and seen.service.update_state is UpdateState.UPDATING
+    same = {"TaskTemplate": service_json()["Spec"]["TaskTemplate"]}
+    seen, _ = causes.from_service(service_json(PreviousSpec=same), at=1.0, replicas=None, settings=LABELS)
+    assert seen is not None and seen.service.update_state is UpdateState.NONE

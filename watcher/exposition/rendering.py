@@ -185,7 +185,9 @@ def _usage_key(deployment: Deployment) -> object:
 
 def _rules_key(deployment: Deployment) -> object:
     members = tuple(member.instance for member in deployment.members.values())  # health checks
-    return (deployment.rollout, deployment.history, deployment.rollbacks, deployment.durations, members)
+    # The Swarm service's facts: replicas and update state, and whether it is exported here at all.
+    return (deployment.rollout, deployment.history, deployment.rollbacks, deployment.durations, members,
+            deployment.service)  # fmt: skip
 
 
 class _Pieces:

@@ -82,6 +82,11 @@ def from_service(
         return None, parsed
     status = _object(data.get("UpdateStatus"))
     state = _STATES.get(_text(status.get("State")), UpdateState.NONE)
+    previous = _object(_object(data.get("PreviousSpec")).get("TaskTemplate"))
+    if not status and previous and fingerprint(previous) != fingerprint(template):
+        # A new template whose update has not begun yet: the service event comes a moment before
+        # the updater sets ``updating`` (until then the old tasks are the running ones).
+        state = UpdateState.UPDATING
     started = parse_time(status.get("StartedAt")) if state is not UpdateState.NONE else None
     desired, running = replicas if replicas is not None else _service_status(data)
     return (
