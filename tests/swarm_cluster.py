@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tests.polling import poll
 from tests.private_dockerd import PrivateDockerd
 
 
@@ -95,6 +96,13 @@ class SwarmCluster:
                 services = (self.manager.docker("service", "ls", "-q", check=False) or "").split()
                 if services:
                     self.manager.docker("service", "rm", *services, check=False)
+                    # Tasks end, then their networks can go.
+                    poll("tasks gone", lambda: not (self.manager.docker("ps", "-q", check=False) or "").split(),
+                         timeout=60)  # fmt: skip
+                networks = (self.manager.docker("network", "ls", "-q", "--filter", "driver=overlay",
+                                                check=False) or "").split()  # fmt: skip
+                for network in networks:
+                    self.manager.docker("network", "rm", network, check=False)
             for node in reversed(self.nodes):
                 if node.running:
                     node.docker("swarm", "leave", "--force", check=False, timeout=30)
