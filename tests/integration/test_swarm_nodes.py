@@ -230,3 +230,35 @@ def test_two_nodes(tmp_path: Path, cluster: SwarmCluster, processes: list[subpro
     assert [s["metric"]["node_id"] for s in by_node] == [cluster.node_id(1)]
     alerts = query(prometheus, manager, f"count by (alertname) (ALERTS{{{selector}}})")
     assert all(float(a["value"][1]) == 1 for a in alerts), alerts
+
+
+def test_two_managers_export_once(
+    tmp_path: Path, cluster: SwarmCluster, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Two managers, a watcher on each: only the leader's exports the service; when the leader is
+    demoted, the other manager's watcher takes over and the first stops exporting it."""
+    cluster.manager.docker("node", "promote", cluster.node_id(1))
+    poll(
+        "node 1 a manager",
+        lambda: cluster.nodes[1].docker("info", "--format", "{{.Swarm.ControlAvailable}}", check=False) == "true",
+        timeout=60,
+    )
+    watchers = [start_watcher(tmp_path, cluster, n, processes) for n in (0, 1)]
+    name = f"svc-{uuid.uuid4().hex[:6]}"
+    cluster.manager.docker(
+        "service", "create", "-d", "--name", name, "--replicas", "1", "--label", f"deployment.name={name}",
+        "--no-resolve-image", "--stop-grace-period", "1s", "app:1.0", "sleep", "600",
+    )  # fmt: skip
+
+    def exporters() -> list[int]:
+        return [
+            n for n, node in enumerate(watchers)
+            if value(node, cluster.addresses[n], "deployment_status", deployment=name) is not None
+        ]  # fmt: skip
+
+    poll("the leader exports it", lambda: exporters() == [0], timeout=60)
+    time.sleep(2)  # several leader checks later, still only the leader
+    assert exporters() == [0]
+    cluster.nodes[1].docker("node", "demote", cluster.node_id(0))
+    poll("the new leader exports it, the old one not", lambda: exporters() == [1], timeout=90)
+    assert value(watchers[1], cluster.addresses[1], "deployment_status", deployment=name) == 1
