@@ -66,3 +66,27 @@ def test_every_alert_is_unit_tested() -> None:
     tested = {case["alertname"] for test in document["tests"] for case in test.get("alert_rule_test", [])}
     missing = {rule["alert"] for rule in alert_rules()} - tested
     assert not missing, f"alerts without promtool tests: {sorted(missing)}"
+
+
+def test_swarm_config_is_valid(tmp_path: Path) -> None:
+    """promtool check config accepts deploy/swarm/prometheus.yml laid out as the stack mounts it
+    (the rules next to it under rules/)."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "deployments.yml").write_text((ROOT / RULES).read_text())
+    config = tmp_path / "prometheus.yml"
+    config.write_text((ROOT / "deploy/swarm/prometheus.yml").read_text())
+    promtool("check", "config", str(config))
+
+
+def test_swarm_stack_runs_a_watcher_per_node_where_prometheus_looks() -> None:
+    """deploy/swarm/stack.yml: the watcher is a global service publishing, on each node's address,
+    the port its scrape label names; Prometheus mounts the config and rules checked above."""
+    stack = yaml.safe_load((ROOT / "deploy/swarm/stack.yml").read_text())
+    watcher = stack["services"]["deployment-watcher"]
+    assert watcher["deploy"]["mode"] == "global"
+    port = int(watcher["deploy"]["labels"]["prometheus.scrape.port"])
+    assert {"target": port, "published": port, "protocol": "tcp", "mode": "host"} in watcher["ports"]
+    assert (ROOT / "deploy/swarm" / stack["configs"]["prometheus-config"]["file"]).resolve() == (
+        ROOT / "deploy/swarm/prometheus.yml"
+    )
+    assert (ROOT / "deploy/swarm" / stack["configs"]["prometheus-rules"]["file"]).resolve() == ROOT / RULES
