@@ -197,3 +197,14 @@ def test_tick_judges_the_deadline_of_an_update() -> None:
     run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
     run(Tick(200 + 601))
     assert run.state.deployments[SHOP].rollout.status is Status.FAILED
+
+
+def test_manual_rollback_during_an_update() -> None:
+    """A rollback asked for while the update still runs (or before the watcher saw it finish) is
+    manual: counted, and a success once back; the update it replaced is superseded, not failed."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
+    run(service(205, "1.0", state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+    run(service(209, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=205))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.status, d.rollout.rollback, d.rollbacks) == (Status.SUCCESS, True, 1)
+    assert not [e for e in run.events if isinstance(e, RolloutFinished) and e.revision == 2]

@@ -29,6 +29,7 @@ from watcher.domain.model import (
 from watcher.domain.observations import ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.domain.txn import Txn, with_member
 
+MANUAL_ROLLBACK = "manually requested rollback"  # UpdateStatus.Message of `docker service rollback`
 ROLLBACK_STATES = frozenset({UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED})
 
 
@@ -206,14 +207,16 @@ def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     rollback = state in ROLLBACK_STATES or rules.is_rollback(
         seen.version, deployment.rollout.version, deployment.history
     )
-    automatic = False
-    if state in ROLLBACK_STATES and deployment.rollout.status is Status.IN_PROGRESS:
+    # Swarm says which: a rollback someone asked for is "manually requested rollback"; the
+    # orchestrator's own names the task that failed. A watcher behind the events (or restarted)
+    # may not have seen the update finish, so its status cannot tell.
+    automatic = state in ROLLBACK_STATES and not seen.service.message.startswith(MANUAL_ROLLBACK)
+    if automatic and deployment.rollout.status is Status.IN_PROGRESS:
         # The orchestrator rolls back an update that failed: that update's verdict first.
         deployment = rollouts.change_status(
             txn, deployment, Status.FAILED, seen.service.message or "rolled back by the orchestrator",
             at=seen.changed_at, by=Judge.ORCHESTRATOR,
         )  # fmt: skip
-        automatic = True
     rollout = _rollout(txn, seen, revision=deployment.rollout.revision + 1, rollback=rollback)
     deployment = rollouts.begin(txn, deployment, rollout)
     if deployment.service is not None:

@@ -41,7 +41,11 @@ STATUS_API = (1, 41)  # ServiceStatus on GET /services?status=true
 
 
 class _NotLeader(Exception):
-    """This manager is not (or no longer) the leader: another watcher exports the services."""
+    """This engine is not (or no longer) the leader: another watcher exports the services."""
+
+    def __init__(self, why: str, *, manager: bool) -> None:
+        super().__init__(why)
+        self.manager = manager
 
 
 @dataclass
@@ -56,11 +60,17 @@ class SwarmWatch:
 
     async def run_forever(self) -> NoReturn:
         swarm, docker = self.settings.swarm, self.settings.docker
+        if swarm.services == "off":
+            await asyncio.Event().wait()  # never set: no requests at all
         attempt = 0
+        warned = False
         while True:
             try:
                 await self._session()
             except _NotLeader as exc:
+                if swarm.services == "on" and not exc.manager and not warned:
+                    log.warning("swarm.services is on, but the engine is no Swarm manager: waiting until it is one")
+                    warned = True
                 self._release(str(exc))
                 attempt = 0
                 await asyncio.sleep(swarm.leader_check_seconds)
@@ -103,10 +113,20 @@ class SwarmWatch:
                     await self._resync(docker, at=await self._daemon_time(docker))
                     next_resync = now + swarm.resync_seconds
                 elif self._rolling and now >= next_poll:
-                    for service_id in sorted(self._rolling):
-                        await self._inspect(docker, service_id, at=await self._daemon_time(docker))
+                    await self._poll(docker)
                 next_poll = time.monotonic() + swarm.poll_seconds
                 continue
+            # Every event waiting is handled at once: a service's inspect says how it is now, so
+            # several events of one service need one inspect, and different services' run together.
+            batch = [event]
+            while not events.empty():
+                batch.append(events.get_nowait())
+            await self._handle(docker, batch)
+            next_poll = min(next_poll, time.monotonic() + swarm.poll_seconds)
+
+    async def _handle(self, docker: aiodocker.Docker, batch: list[Mapping[str, Any] | None]) -> None:
+        changed: dict[str, float] = {}  # service id → the time of its newest event
+        for event in batch:
             if event is None:
                 raise aiohttp.ClientError("the event stream ended")
             self.metrics.event(str(event.get("Action", "")))
@@ -114,11 +134,18 @@ class SwarmWatch:
             if cause is None:
                 continue
             if cause.removed:
+                changed.pop(cause.service_id, None)
                 self._rolling.discard(cause.service_id)
                 self.submit(ServiceGone(cause.at, cause.service_id))
             else:
-                await self._inspect(docker, cause.service_id, at=cause.at)
-                next_poll = min(next_poll, time.monotonic() + swarm.poll_seconds)
+                changed[cause.service_id] = cause.at
+        limit = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
+
+        async def one(service_id: str, at: float) -> None:
+            async with limit:
+                await self._inspect(docker, service_id, at=at)
+
+        await asyncio.gather(*(one(service_id, at) for service_id, at in changed.items()))
 
     # -- requests
 
@@ -169,13 +196,11 @@ class SwarmWatch:
         """This engine's node id when it is the Swarm leader; _NotLeader when it is not (or another node now)."""
         info = await self._get(docker, "info")
         node_id = causes.node_id(info)
-        if self.settings.swarm.services == "off" or not causes.is_manager(info):
-            raise _NotLeader(
-                "not a Swarm manager" if self.settings.swarm.services != "off" else "swarm.services is off"
-            )
+        if not causes.is_manager(info):
+            raise _NotLeader("not a Swarm manager", manager=False)
         node = await self._get(docker, f"nodes/{node_id}")
         if not causes.leader(info, node) or (expected and node_id != expected):
-            raise _NotLeader("a manager, not the leader")
+            raise _NotLeader("a manager, not the leader", manager=True)
         return node_id
 
     async def _daemon_time(self, docker: aiodocker.Docker) -> float:
@@ -212,6 +237,18 @@ class SwarmWatch:
         seen = self._seen(found[0], at=at)
         if seen is not None:
             self.submit(seen)
+
+    async def _poll(self, docker: aiodocker.Docker) -> None:
+        """The services whose rollout goes on, read again; concurrently: twenty services rolling
+        at once must not take twenty round trips."""
+        at = await self._daemon_time(docker)
+        limit = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
+
+        async def one(service_id: str) -> None:
+            async with limit:
+                await self._inspect(docker, service_id, at=at)
+
+        await asyncio.gather(*(one(service_id) for service_id in sorted(self._rolling)))
 
     async def _resync(self, docker: aiodocker.Docker, *, at: float) -> None:
         listed = [seen for s in await self._services(docker) if (seen := self._seen(s, at=at)) is not None]
