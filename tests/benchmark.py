@@ -1,7 +1,7 @@
 """Benchmarks against baselines measured in the same run; run on purpose, not by CI.
 
     python -m tests.benchmark              # all figures (as root, with a Docker Engine running)
-    python -m tests.benchmark metrics lag  # some of them: stats, metrics, lag, memory, state
+    python -m tests.benchmark metrics lag  # some of them: stats, metrics, lag, memory, state, readapi, fanout, board
 
 Each figure prints what the watcher did and a baseline measured just before or after on
 the same machine, so the ratio holds even where the absolute numbers do not.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import http.client
 import json
 import os
@@ -38,7 +39,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port
+from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
+from tests.streamclients import fan_out
 from tests.swarm_cluster import SwarmCluster
 from watcher.config import Settings, load
 from watcher.domain.machine import apply
@@ -49,8 +51,12 @@ from watcher.exposition.rendering import Exposition
 from watcher.runtime.service import Service
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
+from watcher.sources.engine import Engine
 from watcher.sources.stats.sampling import ApiStats, open_source
 from watcher.web.app import make_app
+from watcher.web.board import Board
+from watcher.web.readapi import ReadApi
+from watcher.web.stream import EventStream
 
 LABEL = "deployment-watcher.benchmark"  # on every container made here, for cleanup
 
@@ -206,10 +212,10 @@ async def _bursts_in_process(*, rollouts: int, bursts: int, at_once: int, prefix
             instance_id = observation.instance.id if isinstance(observation, InstanceSeen) else observation.instance_id
             applied.setdefault((instance_id, observation.at), now)
 
-    def recording_handle(docker: aiodocker.Docker, event: Mapping[str, Any], work: Any) -> None:
+    def recording_handle(engine: Engine, event: Mapping[str, Any], work: Any) -> None:
         if measuring and (key := _event_key(event)):
             received[key] = time.time()
-        handle(docker, event, work)
+        handle(engine, event, work)
 
     service.docker.submit = recording_submit
     service.docker._handle = recording_handle  # type: ignore[method-assign]  # a probe, for this figure only
@@ -369,9 +375,9 @@ class Round:
 async def _watcher_rounds(ids: list[str], *, source: str, rounds: int) -> list[Round]:
     """Rounds of the watcher's own stats source, after one round that finds the files."""
     settings = load(environ={}, flags={"stats.source": source})
-    async with aiodocker.Docker() as client:
-        api = ApiStats(client, concurrency=settings.stats.concurrency, timeout=30)
-        sampler = await open_source(settings=settings, docker=client, api=api, chosen=lambda _: None)
+    async with Engine.open(settings.docker) as engine:
+        api = ApiStats(engine, concurrency=settings.stats.concurrency, timeout=30)
+        sampler = await open_source(settings=settings, engine=engine, api=api, chosen=lambda _: None)
         assert sampler is not None
         await sampler.sample(ids)
         results = []
@@ -652,7 +658,183 @@ def figure_lag(*, rollouts: int, bursts: int, at_once: int) -> Recording:
     return recording
 
 
-# -- figure 6: Swarm services
+# -- figures 6-8: the read side (JSON API, event stream, board)
+
+
+def read_side_app(snapshot: Callable[[], State], settings: Settings) -> web.Application:
+    """The watcher's app with the board, the read API and the stream over ``snapshot``."""
+    own = CollectorRegistry()
+    metrics = SelfMetrics(own)
+    exposition = Exposition(snapshot=snapshot, registry=own, settings=settings, metrics=metrics)
+    stream = EventStream(snapshot=snapshot, settings=settings, metrics=metrics)
+    app = make_app(exposition=exposition, ready=lambda: True,
+                   board=Board(snapshot=snapshot, settings=settings, stream=stream, clock=time.time))  # fmt: skip
+    app.add_routes(ReadApi(snapshot=snapshot, settings=settings, stream=stream).routes())
+    return app
+
+
+def times_of(scraper: Scraper, path: str, count: int) -> tuple[list[float], int]:
+    scraper.scrape(path)  # warm up: the first rendering or encoding
+    results = [scraper.scrape(path) for _ in range(count)]
+    return [r[0] for r in results], results[-1][1]
+
+
+def of(baseline: list[float], ours: list[float], q: float) -> str:
+    return f"{percentile(ours, q) / percentile(baseline, q):.2f}× the baseline"
+
+
+def figure_read_api(*, deployments: int, requests: int = 200) -> Figure:
+    settings = Settings()
+    state = synthetic_state(deployments=deployments, settings=settings)
+    keys = sorted(state.deployments)
+    mode = {"changed": 0}  # deployments changed (new objects) before each GET
+
+    def snapshot() -> State:
+        if not mode["changed"]:
+            return state
+        fresh = dict(state.deployments)
+        for key in keys[: mode["changed"]]:
+            fresh[key] = dataclasses.replace(fresh[key])  # an equal copy: a changed deployment to the cache
+        return State(fresh, state.owners)
+
+    with serving(read_side_app(snapshot, settings)) as port:
+        scraper = Scraper(port)
+        base, base_bytes = times_of(scraper, "/metrics", requests)
+        ours, our_bytes = times_of(scraper, "/api/v1/deployments", requests)
+        mode["changed"] = 1
+        one, _ = times_of(scraper, "/api/v1/deployments", requests)
+        mode["changed"] = deployments
+        every, _ = times_of(scraper, "/api/v1/deployments", requests // 4)
+    return Figure(
+        f"6. GET /api/v1/deployments at {deployments:,} deployments (baseline: GET /metrics of the same "
+        "state from the same app, OpenMetrics, gzip)",
+        [
+            ("median, state unchanged", ms(statistics.median(ours)), ms(statistics.median(base)), of(base, ours, 50)),
+            ("p99, state unchanged", ms(percentile(ours, 99)), ms(percentile(base, 99)), of(base, ours, 99)),
+            (
+                "median, 1 deployment changed before each GET",
+                ms(statistics.median(one)),
+                ms(statistics.median(base)),
+                of(base, one, 50),
+            ),
+            (
+                "p99, 1 deployment changed before each GET",
+                ms(percentile(one, 99)),
+                ms(percentile(base, 99)),
+                of(base, one, 99),
+            ),
+            (
+                "median, every deployment changed before each GET",
+                ms(statistics.median(every)),
+                ms(statistics.median(base)),
+                of(base, every, 50),
+            ),
+            (
+                "p99, every deployment changed before each GET",
+                ms(percentile(every, 99)),
+                ms(percentile(base, 99)),
+                of(base, every, 99),
+            ),
+            ("bytes (JSON unzipped; metrics gzip)", f"{our_bytes:,}", f"{base_bytes:,}", ""),
+        ],
+    )
+
+
+def figure_fanout(*, clients: int, rounds: int = 5) -> Figure:
+    """A real watcher process: ``clients`` on its stream, a report changes a deployment, until the last has it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        watcher = start_watcher(Path(tmp), "--stats.enabled=false", env={"WATCHER_API_TOKEN": TOKEN})
+        try:
+            versions = iter(range(10_000))
+
+            def change() -> None:
+                connection = http.client.HTTPConnection("127.0.0.1", watcher.port, timeout=30)
+                body = json.dumps({"deployment": "fanout", "version": f"1.{next(versions)}.0", "status": "success"})
+                connection.request("POST", "/api/v1/deployments", body=body,
+                                   headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+                assert connection.getresponse().status in (200, 201)
+                connection.close()
+
+            alone = asyncio.run(fan_out(watcher.url, 1, [change] * rounds))
+            many = asyncio.run(fan_out(watcher.url, clients, [change] * rounds))
+        finally:
+            watcher.stop()
+    last = [max(r) for r in many]
+    one = [r[0] for r in alone]
+    every = [t for r in many for t in r]
+    return Figure(
+        f"7. Event stream fan-out: a report changes a deployment; time until the last of {clients} stream clients "
+        f"has the event, {rounds} changes (real watcher process, clients in one asyncio process on the same "
+        "machine; baseline: one client)",
+        [
+            (
+                "last client, median of changes",
+                ms(statistics.median(last)),
+                ms(statistics.median(one)),
+                f"{statistics.median(last) / statistics.median(one):.1f}× one client",
+            ),
+            ("last client, worst change", ms(max(last)), ms(max(one)), ""),
+            ("median client", ms(statistics.median(every)), ms(statistics.median(one)), ""),
+        ],
+    )
+
+
+def figure_board(*, deployments: int, loads: int = 5) -> Figure:
+    """The board's first render in headless Chromium: until the table is drawn, and until it is live."""
+    from playwright.sync_api import expect, sync_playwright
+
+    settings = Settings()
+    small = synthetic_state(deployments=10, settings=settings)
+    large = synthetic_state(deployments=deployments, settings=settings)
+
+    def load(page: Any, port: int) -> tuple[float, float, float]:
+        """Seconds to DOMContentLoaded and to the load event (navigation timing), and until the stream is live."""
+        started = time.perf_counter()
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+        expect(page.locator("#live")).to_have_text("live")  # Playwright's own world: the page's CSP allows no eval
+        live = time.perf_counter() - started
+        timing = page.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0])")
+        entry = json.loads(timing)
+        return entry["domContentLoadedEventEnd"] / 1000, entry["loadEventEnd"] / 1000, live
+
+    results: dict[str, list[tuple[float, float, float]]] = {}
+    # The servers' loops start before Playwright's: its sync API runs a loop of its own in this thread.
+    with (
+        serving(read_side_app(lambda: small, settings)) as small_port,
+        serving(read_side_app(lambda: large, settings)) as large_port,
+        tempfile.TemporaryDirectory() as profile,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=require_binary("chromium"), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            for label, port, state in (("small", small_port, small), ("large", large_port, large)):
+                page = browser.new_page()
+                load(page, port)  # warm up: the browser's caches, the server's first rendering
+                results[label] = [load(page, port) for _ in range(loads)]
+                drawn = page.locator("#deployments tbody tr").count()
+                assert drawn == len(state.deployments), drawn
+                page.close()
+        finally:
+            browser.close()
+
+    def median(label: str, index: int) -> float:
+        return statistics.median(r[index] for r in results[label])
+
+    rows: list[tuple[str, str, str, str]] = []
+    for index, what in enumerate(("DOMContentLoaded (table drawn)", "load event", "live (stream connected)")):
+        ours, base = median("large", index), median("small", index)
+        rows.append((what, ms(ours), ms(base), f"{ours / base:.1f}× 10 deployments"))
+    return Figure(
+        f"8. The board's first render at {deployments:,} deployments in headless Chromium (Debian's), median of "
+        f"{loads} loads (baseline: the board with 10 deployments)",
+        rows,
+    )
+
+
+# -- figure 9: Swarm services
 
 
 def _swarm_metrics(port: int) -> dict[tuple[str, str], float]:
@@ -788,7 +970,7 @@ def figure_swarm(*, services: int, replicas: int, updates: int) -> Figure:
     baseline = cli_cpu + cli_daemon
     total = watcher_cpu + watcher_daemon
     return Figure(
-        f"6. Swarm: {services} services × {replicas} replicas on a private single-node swarm "
+        f"9. Swarm: {services} services × {replicas} replicas on a private single-node swarm "
         "(CPU: the process and its daemon side, per minute; baseline: `docker service ls` + "
         "`docker service ps` of every service, once)",
         [
@@ -823,7 +1005,7 @@ def describe_machine() -> str:
     )
 
 
-FIGURES = ("stats", "metrics", "lag", "memory", "state", "swarm")
+FIGURES = ("stats", "metrics", "lag", "memory", "state", "readapi", "fanout", "board", "swarm")
 
 
 def main() -> None:
@@ -833,6 +1015,7 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
     parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
     parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")
+    parser.add_argument("--stream-clients", type=int, default=500, help="event stream clients for the fan-out")
     parser.add_argument("--bursts", type=int, default=3, help="bursts of rollouts for the event lag")
     parser.add_argument("--services", type=int, default=100, help="Swarm services for the swarm figure")
     parser.add_argument("--replicas", type=int, default=3, help="replicas of each Swarm service")
@@ -865,6 +1048,12 @@ def main() -> None:
         recording = figure_lag(rollouts=args.rollouts, bursts=args.bursts, at_once=16)
         figure_lag(rollouts=args.rollouts, bursts=args.bursts, at_once=4)
         figure_state_machine(recording).print()
+    if "readapi" in wanted:
+        figure_read_api(deployments=args.deployments).print()
+    if "fanout" in wanted:
+        figure_fanout(clients=args.stream_clients).print()
+    if "board" in wanted:
+        figure_board(deployments=args.deployments).print()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.engines import TRIXIE_ROOT, PodmanService, TrixieDockerd
 from tests.polling import poll
 from tests.private_dockerd import PrivateDockerd
 
@@ -107,6 +108,36 @@ def private_dockerd(tmp_path: Path) -> Iterator[PrivateDockerd]:
         yield daemon
     finally:
         daemon.cleanup()
+
+
+@pytest.fixture(scope="session")
+def trixie_dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrixieDockerd]:
+    """Docker Engine 26.1 (Debian 13's), started for the session in namespaces of its own."""
+    require_binary("docker")
+    if os.geteuid() != 0:
+        pytest.fail("Docker Engine 26.1 in its own namespaces needs root: run tests/run-all.sh as root")
+    log = tmp_path_factory.mktemp("dockerd-26") / "dockerd.log"
+    daemon = TrixieDockerd(root=TRIXIE_ROOT, log=log, image=BUSYBOX_IMAGE, image_tarball=busybox_tarball())
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture(scope="session")
+def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
+    """Podman 4.3's Docker-compatible API, started for the session with a storage of its own."""
+    require_binary("docker")
+    if os.geteuid() != 0:
+        pytest.fail("the Podman service needs root: run tests/run-all.sh as root")
+    log = tmp_path_factory.mktemp("podman") / "podman.log"
+    service = PodmanService(log=log, image=BUSYBOX_IMAGE, image_tarball=busybox_tarball())
+    try:
+        service.start()
+        yield service
+    finally:
+        service.cleanup()
 
 
 @dataclass
@@ -236,12 +267,14 @@ def start_watcher(
     env: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     headers: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> WatcherProcess:
-    """Start the watcher on a free port and wait until it serves /health (over https with ``ssl_context``).
+    """Start the watcher on ``port`` (default: a free one) and wait until it serves /health (over https
+    with ``ssl_context``).
 
     Its state file goes to a directory of its own unless ``flags`` give ``--storage.directory``.
     """
-    port = free_port()
+    port = port or free_port()
     log = tmp / f"watcher-{port}.log"
     defaults = [
         f"--web.listen-address=127.0.0.1:{port}",

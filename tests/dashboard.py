@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 PATH = Path(__file__).parents[1] / "deploy" / "grafana" / "dashboards" / "deployments.json"
+# Grafana's interval variables, given values that fit a scrape interval of 15 s or less.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
 
 
 def load() -> dict[str, Any]:
@@ -43,3 +45,10 @@ def variable_queries(dashboard: dict[str, Any] | None = None) -> dict[str, str]:
         query = variable.get("query", "")
         result[variable["name"]] = str(query.get("query", "") if isinstance(query, dict) else query)
     return result
+
+
+def substitute(expr: str, *, deployment: str = ".*", environment: str = ".*", host: str = ".*") -> str:
+    """The expression as Grafana sends it with these values of the template variables (regexes)."""
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    return expr.replace("$deployment", deployment).replace("$environment", environment).replace("$host", host)

@@ -2,11 +2,14 @@
 # Run the whole test suite (pytest, then mypy, the import layers and ruff) with one command.
 #
 # Meant for a fresh Debian 12 machine as root: installs what the tests need
-# (Docker Engine, a static busybox, Prometheus, a Python venv), starts a
-# Docker daemon if none answers, and stops the daemon it started on exit.
+# (Docker Engine, Podman, a static busybox, Prometheus, a Python venv), makes
+# the Debian 13 root the Docker Engine 26.1 tests run from, starts a Docker
+# daemon if none answers, and stops the daemon it started on exit. The Docker
+# 26.1 daemon and the Podman service are started and stopped by the tests.
 #
 # Usage: bash tests/run-all.sh [pytest arguments...]
-# Environment: VENV (default .venv, relative to the repository root), CI.
+# Environment: VENV (default .venv, relative to the repository root), CI,
+# DEBIAN_MIRROR (default: the first deb.debian.org-style URI in apt's sources).
 set -euo pipefail
 
 # Work from the repository root so relative paths (.venv, pyproject) hold.
@@ -19,6 +22,9 @@ DOCKERD_LOG="${TMPDIR:-/tmp}/deployment-watcher-dockerd.log"
 DOCKERD_PIDFILE=/var/run/docker.pid
 DOCKERD_PID=""  # set only when this script started dockerd
 APT_UPDATED=0
+# Debian 13 with its docker.io (Docker Engine 26.1): tests/engines.py runs its
+# dockerd. A cache: made once per machine, kept across runs.
+TRIXIE_ROOT=/var/cache/deployment-watcher-tests/trixie
 
 header() { printf '\n=== %s\n' "$*"; }
 die() { printf 'run-all.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -46,7 +52,7 @@ have_static_busybox() {
 
 install_system_packages() {
     local missing=() cmd
-    for cmd in dockerd docker prometheus promtool debootstrap; do
+    for cmd in dockerd docker podman prometheus promtool prometheus-alertmanager amtool debootstrap chromium; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     have_static_busybox || missing+=("static /bin/busybox")
@@ -54,11 +60,44 @@ install_system_packages() {
         echo "missing: ${missing[*]}"
         # Debian's prometheus package may start its own service; that does not
         # disturb the tests, so it is left alone.
-        # debootstrap makes the local Debian base the image test builds on.
-        apt_install docker.io busybox-static prometheus debootstrap
+        # debootstrap makes the local Debian base the image test builds on, and
+        # the Debian 13 root of Docker Engine 26.1.
+        # prometheus-alertmanager brings amtool too (the fleet e2e test and config checks);
+        # chromium: the board's browser tests drive Debian's build through Playwright (from
+        # the test extra), which never downloads a browser.
+        apt_install docker.io podman busybox-static prometheus prometheus-alertmanager debootstrap chromium
     else
-        echo "docker, busybox, prometheus, debootstrap: already installed"
+        echo "docker, podman, busybox, prometheus, alertmanager, debootstrap, chromium: already installed"
     fi
+}
+
+# --- Docker Engine 26.1 (Debian 13's docker.io) -------------------------------
+
+# The mirror apt already uses (its deb822 or one-line sources), so that a
+# machine with a local mirror or proxy needs nothing more.
+debian_mirror() {
+    local uri
+    uri=$(grep -rhoE '^(URIs:|deb)( +\[[^]]*\])? +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null |
+        grep -oE 'https?://[^ ]+' | head -n 1 || true)
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# A Debian 13 root with docker.io in it, made once (about a minute) and kept.
+# Made in a temporary directory and renamed, so an interrupted run leaves no
+# half-made root behind.
+ensure_trixie_root() {
+    local mirror partial="$TRIXIE_ROOT.partial"
+    if [[ -x $TRIXIE_ROOT/usr/sbin/dockerd ]]; then
+        echo "using $TRIXIE_ROOT"
+        return 0
+    fi
+    is_root || die "making the Debian 13 root at $TRIXIE_ROOT needs root"
+    mirror="${DEBIAN_MIRROR:-$(debian_mirror)}"
+    echo "making $TRIXIE_ROOT (debootstrap trixie from $mirror)"
+    rm -rf "$partial"
+    mkdir -p "$(dirname "$TRIXIE_ROOT")"
+    debootstrap --variant=minbase --include=docker.io trixie "$partial" "$mirror"
+    mv "$partial" "$TRIXIE_ROOT"
 }
 
 # --- Python -----------------------------------------------------------------
@@ -192,6 +231,8 @@ main() {
     install_python_deps
     header "Docker Engine"
     ensure_docker
+    header "Docker Engine 26.1 root ($TRIXIE_ROOT)"
+    ensure_trixie_root
     run_checks "$@"
 }
 

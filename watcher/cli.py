@@ -1,9 +1,10 @@
 """Command line: flags in the Prometheus exporter style, exit codes.
 
 Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed, or did not stop within
-``service.shutdown_timeout_seconds`` (or a second signal forced it); 2 bad configuration.
-``deployment-watcher notify …`` is the CI/CD client, with its own flags and exit codes
-(watcher.clients.notify); ``--help`` lists it under the commands.
+``service.shutdown_timeout_seconds`` (or a SIGINT while stopping forced it); 2 bad configuration.
+``deployment-watcher notify …`` is the CI/CD client, ``rollout status NAME`` the CI gate and
+``status`` the table of deployments, each with its own flags and exit codes (watcher.clients);
+``--help`` lists them under the commands.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__, config
-from watcher.clients import notify
+from watcher.clients import notify, rollout, status
 from watcher.runtime.service import Service
 from watcher.runtime.shutdown import ShutdownIncomplete
 from watcher.sources.api import reports as api
@@ -29,6 +30,8 @@ PROG = "deployment-watcher"
 # Subcommand → its entry point and one line for --help. Each parses its own flags: it must come first.
 COMMANDS = {
     "notify": (notify.main, "report a rollout from CI/CD to a running watcher (see 'notify --help')"),
+    "rollout": (rollout.main, "'rollout status NAME': wait for a rollout's verdict, exit 0 when it succeeded"),
+    "status": (status.main, "print the deployments a running watcher tracks, like docker ps"),
 }
 
 

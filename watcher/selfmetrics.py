@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Iterable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
@@ -15,6 +17,7 @@ from watcher.config import webconfig
 from watcher.domain import events, labels
 
 PREFIX = "deployment_watcher"
+M = TypeVar("M", Counter, Gauge)
 
 # Docker's container actions; health_status and exec_* carry details after a colon.
 KNOWN_ACTIONS = (
@@ -45,11 +48,9 @@ class SelfMetrics:
         Info(f"{PREFIX}_build", "Version of the watcher.", registry=registry).info(
             {"version": __version__, "python_version": platform.python_version()}
         )
-        self.events = Counter(
-            f"{PREFIX}_events", "Docker container events received, by action.", ["action"], registry=registry
+        self.events = _labelled(
+            Counter, "events", "Docker container events received, by action.", "action", KNOWN_ACTIONS, registry
         )
-        for action in KNOWN_ACTIONS:
-            self.events.labels(action)
         self.docker_up = Gauge(
             f"{PREFIX}_docker_up", "1 while connected to the Docker Engine and synced, else 0.", registry=registry
         )
@@ -60,23 +61,17 @@ class SelfMetrics:
             f"{PREFIX}_resyncs", "Full relists of the containers (after each connect, and periodically).",
             registry=registry,
         )  # fmt: skip
-        self.label_errors = Counter(
-            f"{PREFIX}_label_errors",
-            "Problems found in deployment labels (each logged once per container), by label.",
-            ["label"],
-            registry=registry,
-        )
-        for label in labels.PROBLEM_LABELS:
-            self.label_errors.labels(label)
-        self.state_changes = Counter(
-            f"{PREFIX}_state_changes",
+        self.label_errors = _labelled(
+            Counter, "label_errors", "Problems found in deployment labels (each logged once per container), by label.",
+            "label", labels.PROBLEM_LABELS, registry,
+        )  # fmt: skip
+        self.state_changes = _labelled(
+            Counter, "state_changes",
             "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
-            "rejected by the cap or dropped after retention, stale observations ignored.",
-            ["kind"],
-            registry=registry,
-        )
-        for event in events.EVENT_TYPES:
-            self.state_changes.labels(event.kind)
+            "rejected by the cap or dropped after retention, stale observations ignored, health changes of a "
+            "rollout's containers.",
+            "kind", [event.kind for event in events.EVENT_TYPES], registry,
+        )  # fmt: skip
         self.event_lag = Histogram(
             f"{PREFIX}_event_lag_seconds",
             "Time from a Docker event (its timeNano) until the state reflects it.",
@@ -92,33 +87,24 @@ class SelfMetrics:
         self.stats_errors = Counter(
             f"{PREFIX}_stats_errors", "Containers whose stats could not be read in a poll.", registry=registry
         )
-        self.stats_source = Gauge(
-            f"{PREFIX}_stats_source",
+        self.stats_source = _labelled(
+            Gauge, "stats_source",
             "1 for the source CPU and memory are read from (cgroup files or the Docker stats API), "
             "0 for the other; both 0 until it is chosen.",
-            ["source"],
-            registry=registry,
-        )
-        for source in STATS_SOURCES:
-            self.stats_source.labels(source)
-        self.basic_auth_failures = Counter(
-            f"{PREFIX}_basic_auth_failures",
+            "source", STATS_SOURCES, registry,
+        )  # fmt: skip
+        self.basic_auth_failures = _labelled(
+            Counter, "basic_auth_failures",
             "Requests refused by basic auth, by reason: missing (no Basic credentials), malformed, "
             "invalid (unknown user or wrong password).",
-            ["reason"],
-            registry=registry,
-        )
-        for reason in webconfig.FAILURES:
-            self.basic_auth_failures.labels(reason)
-        self.exposition_renders = Counter(
-            f"{PREFIX}_exposition_renders",
+            "reason", webconfig.FAILURES, registry,
+        )  # fmt: skip
+        self.exposition_renders = _labelled(
+            Counter, "exposition_renders",
             "Renderings of /metrics, by part: the deployment series (after a change of state) and the "
             "watcher's own metrics (with each rendering, and at the staleness bound).",
-            ["part"],
-            registry=registry,
-        )
-        for part in EXPOSITION_PARTS:
-            self.exposition_renders.labels(part)
+            "part", EXPOSITION_PARTS, registry,
+        )  # fmt: skip
         self.exposition_duration = Histogram(
             f"{PREFIX}_exposition_render_duration_seconds",
             "Time one rendering of /metrics took (every format served, gzip copies included).",
@@ -128,12 +114,18 @@ class SelfMetrics:
         self.deployments = Gauge(
             f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
         )
-        self.api_requests = Counter(
-            f"{PREFIX}_api_requests", "Requests to the CI/CD API (POST /api/v1/deployments), by outcome.", ["outcome"],
-            registry=registry,
+        self.api_requests = _labelled(
+            Counter, "api_requests", "Requests to the CI/CD API (POST /api/v1/deployments), by outcome.", "outcome",
+            API_OUTCOMES, registry,
         )  # fmt: skip
-        for outcome in API_OUTCOMES:
-            self.api_requests.labels(outcome)
+        self.stream_clients = Gauge(
+            f"{PREFIX}_stream_clients", "Clients connected to the event stream (GET /api/v1/events).", registry=registry
+        )
+        self.stream_dropped = Counter(
+            f"{PREFIX}_stream_dropped_clients",
+            "Event stream clients dropped for reading too slowly (their queue of events was full, or a write stalled).",
+            registry=registry,
+        )
         self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
         self.state_save_errors = Counter(
             f"{PREFIX}_state_save_errors",
@@ -164,3 +156,14 @@ class SelfMetrics:
     def event(self, action: str) -> None:
         base = action.split(":", 1)[0].strip()
         self.events.labels(base if _ACTION.fullmatch(base) else "other").inc()
+
+
+def _labelled(
+    kind: type[M], name: str, documentation: str, label: str, values: Iterable[str], registry: CollectorRegistry
+) -> M:
+    """A metric with one label, its series for each of ``values`` created at zero: a series that
+    appears at its first increment hides that increment from rate() and increase()."""
+    metric = kind(f"{PREFIX}_{name}", documentation, [label], registry=registry)
+    for value in values:
+        metric.labels(value)
+    return metric

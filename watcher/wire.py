@@ -1,4 +1,5 @@
-"""What both sides of the CI/CD API agree on: its path. Imported by the server and by ``notify``,
-so the client does not pull in the server (aiohttp's web side)."""
+"""What both sides of the APIs agree on: their paths. Imported by the server and by the clients
+(``notify``, ``rollout status``, ``status``), so a client does not pull in the server (aiohttp's web side)."""
 
-REPORTS_PATH = "/api/v1/deployments"
+REPORTS_PATH = "/api/v1/deployments"  # POST: the CI/CD API; GET: the read API's list of deployments
+EVENTS_PATH = "/api/v1/events"  # the read API's event stream

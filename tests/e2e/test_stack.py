@@ -20,8 +20,8 @@ from tests.polling import poll
 pytestmark = pytest.mark.docker
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
-# Grafana's interval variables, given values that fit a 15 s scrape interval.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
+# The `host` label prometheus.yml gives its one target.
+SHIPPED_HOST = "docker-host"
 STACK_TIMEOUT = 150  # seconds for Prometheus to scrape, evaluate rules and hold alerts pending
 
 
@@ -76,7 +76,7 @@ def run_scenario(watcher: WatcherProcess, containers: Containers) -> Scenario:
 
 
 def start_prometheus(tmp: Path, *, watcher_port: int) -> Prometheus:
-    """Prometheus from the project's own files; only the target address is rewritten."""
+    """Prometheus from the project's own files; only the target address is rewritten (its `host` label stays)."""
     config_dir = tmp / "prometheus"
     shutil.copytree(DEPLOY, config_dir)
     config_file = config_dir / "prometheus.yml"
@@ -88,12 +88,6 @@ def start_prometheus(tmp: Path, *, watcher_port: int) -> Prometheus:
     return run_prometheus(tmp, config_file)
 
 
-def substitute(expr: str, *, deployment: str, environment: str) -> str:
-    for name, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(name, value)
-    return expr.replace("$deployment", deployment).replace("$environment", environment)
-
-
 def test_every_panel_query_returns_data(stack: tuple[Prometheus, WatcherProcess, Scenario]) -> None:
     """With both deployments selected, every expression of every panel returns a series."""
     prometheus, _, scenario = stack
@@ -103,7 +97,7 @@ def test_every_panel_query_returns_data(stack: tuple[Prometheus, WatcherProcess,
         return [
             (title, expr)
             for title, expr in dashboard.expressions()
-            if not prometheus.query(substitute(expr, deployment=both, environment="(production|staging)"))
+            if not prometheus.query(dashboard.substitute(expr, deployment=both, environment="(production|staging)"))
         ]
 
     poll("every panel to have data", empty, timeout=STACK_TIMEOUT, interval=2, until=lambda missing: not missing)
@@ -112,14 +106,18 @@ def test_every_panel_query_returns_data(stack: tuple[Prometheus, WatcherProcess,
 def test_variables_list_both_deployments_and_environments(
     stack: tuple[Prometheus, WatcherProcess, Scenario],
 ) -> None:
-    """The template variables' label_values queries find both deployments and both environments."""
+    """The template variables' label_values queries find both deployments, both environments and the host."""
     prometheus, _, scenario = stack
     for variable, query in dashboard.variable_queries().items():
         match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query.strip())
         assert match, f"{variable}: {query}"
-        selector = substitute(match.group(1), deployment=".*", environment=".*")
+        selector = dashboard.substitute(match.group(1))
         values = {s["metric"].get(match.group(2)) for s in prometheus.query(selector)}
-        expected = {scenario.api, scenario.web} if match.group(2) == "deployment" else {"production", "staging"}
+        expected = {
+            "deployment": {scenario.api, scenario.web},
+            "environment": {"production", "staging"},
+            "host": {SHIPPED_HOST},
+        }[match.group(2)]
         assert expected <= values, (variable, values)
 
 
@@ -129,7 +127,7 @@ def test_filtering_to_one_deployment(stack: tuple[Prometheus, WatcherProcess, Sc
     poll("data", lambda: prometheus.query(f'deployment_status{{deployment="{scenario.api}"}}'), timeout=STACK_TIMEOUT,
          interval=2)  # fmt: skip
     for title, expr in dashboard.expressions():
-        for series in prometheus.query(substitute(expr, deployment=scenario.api, environment=".*")):
+        for series in prometheus.query(dashboard.substitute(expr, deployment=scenario.api)):
             shown = series.get("metric", {}).get("deployment")
             assert shown in (None, scenario.api), (title, series)
 

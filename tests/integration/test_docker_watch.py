@@ -235,3 +235,35 @@ def test_a_start_shows_before_its_inspect_answers(tmp_path: Path, containers: Co
         proxy.release_inspects()
         watcher.stop_cleanly()
         proxy.close()
+
+
+def test_a_failed_start_fails_the_rollout_at_once(watcher: WatcherProcess, containers: Containers) -> None:
+    """`docker run` of a command the image lacks: Docker 20.10 sends no container event for the failed
+    start (only its network's connect and disconnect); the rollout fails within seconds, not at the deadline,
+    and the log says why. Before, it stayed in progress for the whole deadline."""
+    name = unique("nostart")
+    container = f"dw-test-{uuid.uuid4().hex[:10]}"
+    containers.names.append(container)
+    label_args = [arg for key, value in labels(name, "1.0.0").items() for arg in ("--label", f"{key}={value}")]
+    result = subprocess.run(["docker", "run", "-d", "--name", container, *label_args, containers.image, "/nonexistent"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 127, result.stderr
+    watcher.wait_for("failed", lambda: status(watcher, name) == 0, timeout=15)
+    assert "could not be started: exit code 127: " in watcher.log.read_text()
+    assert watcher.value("deployment_health_check", deployment=name, check_type="containers_running") == 0
+
+
+def test_a_container_created_and_never_started_stays_in_progress(
+    watcher: WatcherProcess, containers: Containers
+) -> None:
+    """`docker create` and nothing (a staged deploy) is in progress until it starts, then judged as usual."""
+    name = unique("staged")
+    container = f"dw-test-{uuid.uuid4().hex[:10]}"
+    containers.names.append(container)
+    label_args = [arg for key, value in labels(name, "1.0.0").items() for arg in ("--label", f"{key}={value}")]
+    docker("create", "--name", container, *label_args, containers.image, "sh", "-c", "exec sleep 600")
+    watcher.wait_for("in progress", lambda: status(watcher, name) == 2)
+    time.sleep(STABLE + 1)
+    assert status(watcher, name) == 2
+    docker("start", container)
+    watcher.wait_for("success", lambda: status(watcher, name) == 1)

@@ -255,3 +255,29 @@ def test_read_only_state_directory_still_loads(tmp_path: Path, mounts: list[Path
         assert (watcher.value("deployment_watcher_state_load_errors_total") or 0) == 0
     finally:
         assert watcher.stop() == 0
+
+
+def test_a_state_file_with_a_number_out_of_range(tmp_path: Path) -> None:
+    """A rollback count of 10**400 once loaded, crashed the first rendering of /metrics ("int too large to
+    convert to float") and crash-looped every restart; now the file is moved aside at start-up, logged,
+    counted, and the watcher serves, twice in a row."""
+    data = tmp_path / "data"
+    data.mkdir()
+    key = DeploymentKey(f"huge-{uuid.uuid4().hex[:8]}", ENVIRONMENT)
+    rollout = Rollout(revision=3, version="1.0.0", commit="", image="", started_at=time.time() - 60)
+    document = store.encode(State({key: Deployment(key=key, rollout=rollout, rollbacks=1)}, {}))
+    assert document.count(b'"rollbacks":1,') == 1
+    (data / statefile.FILE_NAME).write_bytes(document.replace(b'"rollbacks":1,', b'"rollbacks":1' + b"0" * 400 + b","))
+    for start in (1, 2):
+        watcher = start_watcher(tmp_path, f"--storage.directory={data}", "--stats.enabled=false")
+        try:
+            watcher.wait_ready(f"ready after start {start}")
+            status, _, body = watcher.get("/metrics")
+            assert status == 200 and key.name not in body
+            assert watcher.value("deployment_watcher_state_load_errors_total") == (1 if start == 1 else 0)
+            if start == 1:
+                assert "rollbacks: must be at most 9223372036854775807" in watcher.log.read_text()
+                assert len(list(data.glob(f"{statefile.FILE_NAME}.corrupt-*"))) == 1
+            assert watcher.process.poll() is None
+        finally:
+            assert watcher.stop() == 0, watcher.tail()

@@ -1,17 +1,22 @@
-"""Stopping a real watcher process: SIGTERM ends it promptly whatever its HTTP clients do, and a
-second signal forces the exit. No Docker Engine needed: the watcher looks for one that is not there."""
+"""Stopping a real watcher process: SIGTERM ends it promptly whatever its HTTP clients do, SIGTERM
+again changes nothing, and SIGINT while stopping forces the exit. No Docker Engine needed: the
+watcher looks for one that is not there."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from tests.conftest import WatcherProcess, start_watcher
+from tests.conftest import WatcherProcess, free_port, start_watcher
+from tests.polling import poll
 
 TOKEN = "shutdown-token-" + uuid.uuid4().hex
 
@@ -70,3 +75,49 @@ def test_a_second_signal_forces_the_exit(tmp_path: Path) -> None:
     assert code == 1, watcher.tail()
     assert "received while stopping: forcing the exit" in log
     assert "the shutdown was forced by a second signal; still pending:" in log and "task 'shutdown':" in log
+
+
+def test_sigterm_twice_does_not_force_the_exit(tmp_path: Path) -> None:
+    """A supervisor repeating SIGTERM while the watcher stops gets the orderly stop: exit 0, nothing forced."""
+    watcher = watcher_without_docker(tmp_path)
+    try:
+        with stalled_clients(watcher):
+            watcher.process.send_signal(signal.SIGTERM)
+            # Once the first is handled: two signals pending at once are delivered as one.
+            poll(
+                "the first SIGTERM handled", lambda: " stopping\n" in watcher.log.read_text(), timeout=10, interval=0.01
+            )
+            watcher.process.send_signal(signal.SIGTERM)
+            code = watcher.process.wait(timeout=30)
+    finally:
+        watcher.stop()
+    log = watcher.log.read_text()
+    assert code == 0, watcher.tail()
+    assert "forcing the exit" not in log and " ERROR " not in log
+    assert "SIGTERM received while stopping: the stop goes on" in log
+
+
+def test_stopped_by_timeout(tmp_path: Path) -> None:
+    """Under `timeout`, which signals the watcher and then its whole process group (two SIGTERMs at
+    once), the watcher stops in order: exit 0, nothing forced."""
+    port = free_port()
+    log = tmp_path / "watcher.log"
+    timeout = subprocess.Popen(
+        ["timeout", "--preserve-status", "120", sys.executable, "-m", "watcher", f"--web.listen-address=127.0.0.1:{port}",
+         f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", "--log.level=debug",
+         f"--storage.directory={tmp_path}/data"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    watcher = WatcherProcess(port, timeout, log)
+    try:
+        poll("the watcher serving", lambda: watcher.get("/health")[0] == 200, timeout=20, retry_on=(OSError,))
+        with stalled_clients(watcher):
+            timeout.send_signal(signal.SIGTERM)  # timeout passes it on as when its own time is up
+            code = timeout.wait(timeout=30)
+    finally:
+        if timeout.poll() is None:
+            os.killpg(timeout.pid, signal.SIGKILL)  # timeout leads a process group of its own
+            timeout.wait()
+    text = log.read_text()
+    assert code == 0, watcher.tail()
+    assert "forcing the exit" not in text and " ERROR " not in text

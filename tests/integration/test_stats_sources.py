@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiodocker
 import pytest
 
 from tests.conftest import Containers, docker, start_watcher
 from tests.polling import poll_async
-from watcher.config import Settings, StatsSettings
+from watcher.config import DockerSettings, Settings, StatsSettings
 from watcher.domain.model import Usage
+from watcher.sources.engine import Engine
 from watcher.sources.stats.sampling import ApiStats, StatsSource, open_source
 
 pytestmark = pytest.mark.docker
@@ -26,12 +26,12 @@ BUSY = f"dd if=/dev/zero of=/tmp/fill bs=1M count={FILL_MIB} 2>/dev/null; while 
 OPTIONS = ("--tmpfs", "/tmp", "--network", "none")
 
 
-async def cgroup_source(client: aiodocker.Docker) -> StatsSource:
+async def cgroup_source(engine: Engine) -> StatsSource:
     """The cgroup source as the watcher opens it (driver and version from /info, parents by inspect)."""
     settings = Settings(stats=StatsSettings(source="cgroup", cgroup_root=CGROUP_ROOT))
     chosen: list[str] = []
     source = await open_source(
-        settings=settings, docker=client, api=ApiStats(client, concurrency=1, timeout=1), chosen=chosen.append
+        settings=settings, engine=engine, api=ApiStats(engine, concurrency=1, timeout=1), chosen=chosen.append
     )
     assert source is not None and chosen == ["cgroup"]
     return source
@@ -55,9 +55,9 @@ async def test_cgroup_files_and_stats_api_agree(containers: Containers) -> None:
     """On one busy container the API's CPU seconds lie between two cgroup reads around it, and memory matches."""
     name = containers.run(labels={}, command=BUSY, options=OPTIONS)
     container_id = docker("inspect", "--format", "{{.Id}}", name)
-    async with aiodocker.Docker() as client:
-        cgroup = await cgroup_source(client)
-        api = ApiStats(client, concurrency=1, timeout=30)
+    async with Engine.open(DockerSettings()) as engine:
+        cgroup = await cgroup_source(engine)
+        api = ApiStats(engine, concurrency=1, timeout=30)
         await filled(cgroup, container_id)
         before = await one(cgroup, container_id)
         through_api = await one(api, container_id)
@@ -97,8 +97,8 @@ async def test_container_cgroup_parent_is_found(containers: Containers, cgroup_p
     name = containers.run(labels={}, command=BUSY, options=(*OPTIONS, "--cgroup-parent", cgroup_parent))
     container_id = docker("inspect", "--format", "{{.Id}}", name)
     try:
-        async with aiodocker.Docker() as client:
-            usage = await filled(await cgroup_source(client), container_id)
+        async with Engine.open(DockerSettings()) as engine:
+            usage = await filled(await cgroup_source(engine), container_id)
         assert usage.cpu_seconds > 0
     finally:
         containers.remove(name)  # before the fixture removes its parent cgroups

@@ -114,7 +114,7 @@ def prometheus_config(tmp: Path, cluster: SwarmCluster) -> Path:
     """deploy/swarm/prometheus.yml as shipped, but for the manager's socket here and fast."""
     config = yaml.safe_load((ROOT / "deploy/swarm/prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["rule_files"] = [str(ROOT / "deploy/prometheus/rules/deployments.yml")]
+    config["rule_files"] = [str(ROOT / "deploy/prometheus/rules" / Path(f).name) for f in config["rule_files"]]
     (job,) = config["scrape_configs"]
     (sd,) = job["dockerswarm_sd_configs"]
     sd["host"] = cluster.manager.host

@@ -373,3 +373,28 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
         poll("up of each job", up, timeout=60, interval=0.5, until=lambda seen: seen == expected)
     finally:
         prometheus.stop()
+
+
+def test_the_read_side_over_tls_with_basic_auth(tls_watcher: WatcherProcess, pki: Pki, tmp_path: Path) -> None:
+    """The board, the JSON API and the stream are behind TLS and basic auth; `status` reaches them with
+    --ca-file and the user's password, and exits 4 with a wrong password or an untrusted certificate."""
+    for path in ("/", "/api/v1/deployments", "/api/v1/events", "/api/v1/openapi.json"):
+        assert fetch(tls_watcher.url + path, context=tls_watcher.ssl_context)[0] == 401, path
+    status, headers = fetch(tls_watcher.url + "/api/v1/deployments", context=tls_watcher.ssl_context,
+                            headers=basic("prometheus", PASSWORD))  # fmt: skip
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    password = tmp_path / "password"
+    password.write_text(PASSWORD + "\n")
+
+    def status_command(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "watcher", "status", "--url", tls_watcher.url, *flags],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+
+    done = status_command("--ca-file", str(pki.ca), "--user", "prometheus", "--password-file", str(password))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["NAME", "ENVIRONMENT"]
+    password.write_text("wrong\n")
+    done = status_command("--ca-file", str(pki.ca), "--user", "prometheus", "--password-file", str(password))
+    assert done.returncode == 4 and "refused the credentials" in done.stderr
+    done = status_command("--ca-file", str(pki.rogue_ca), "--user", "prometheus", "--password-file", str(password))
+    assert done.returncode == 4 and "CERTIFICATE_VERIFY_FAILED" in done.stderr

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import aiodocker
 import pytest
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from watcher.domain.model import Usage
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.engine import Engine
 from watcher.sources.stats.cgroups import (
     CgroupError,
     CgroupFiles,
@@ -26,7 +29,7 @@ from watcher.sources.stats.cgroups import (
     parse_flat_keyed,
     usage_from_files,
 )
-from watcher.sources.stats.sampling import AutoStats, choose_source, usage_from_stats
+from watcher.sources.stats.sampling import ApiStats, AutoStats, choose_source, usage_from_stats
 
 ID = "3f2a" * 16  # 64 hex digits, like a container id
 OTHER = "b7c1" * 16
@@ -57,48 +60,70 @@ def test_expand_slice(name: str, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("driver", "parent", "expected"),
     [
-        ("cgroupfs", "", [f"/docker/{ID}"]),
-        ("cgroupfs", "/custom", [f"/custom/{ID}"]),
-        ("cgroupfs", "team/nested/", [f"/team/nested/{ID}"]),
-        ("cgroupfs", "../../escape", [f"/escape/{ID}"]),
-        ("systemd", "", [f"/system.slice/docker-{ID}.scope"]),
-        ("systemd", "prod-web.slice", [f"/prod.slice/prod-web.slice/docker-{ID}.scope"]),
+        ("cgroupfs", "", [f"/docker/{ID}", f"/libpod_parent/libpod-{ID}"]),
+        ("cgroupfs", "/custom", [f"/custom/{ID}", f"/custom/libpod-{ID}"]),
+        ("cgroupfs", "team/nested/", [f"/team/nested/{ID}", f"/team/nested/libpod-{ID}"]),
+        ("cgroupfs", "../../escape", [f"/escape/{ID}", f"/escape/libpod-{ID}"]),
+        ("systemd", "", [f"/system.slice/docker-{ID}.scope", f"/machine.slice/libpod-{ID}.scope"]),
+        (
+            "systemd", "prod-web.slice",
+            [f"/prod.slice/prod-web.slice/docker-{ID}.scope", f"/prod.slice/prod-web.slice/libpod-{ID}.scope"],
+        ),
         ("systemd", "/not/a/slice", []),
-        ("", "", [f"/docker/{ID}", f"/system.slice/docker-{ID}.scope"]),
+        (
+            "", "",
+            [f"/docker/{ID}", f"/libpod_parent/libpod-{ID}",
+             f"/system.slice/docker-{ID}.scope", f"/machine.slice/libpod-{ID}.scope"],
+        ),
     ],
-)
+)  # fmt: skip
 def test_cgroup_paths(driver: str, parent: str, expected: list[str]) -> None:
-    """Docker's rule: CgroupParent else the driver's default; cgroupfs joins, systemd makes a scope."""
+    """Docker's rule, then Podman's: CgroupParent else the driver's default; cgroupfs joins, systemd makes a scope."""
     assert cgroup_paths(driver=driver, parent=parent, container_id=ID) == expected
 
 
 @pytest.mark.parametrize(
-    ("version", "driver", "cpu_mount", "parent", "cpu", "memory_dir"),
+    ("version", "driver", "cpu_mount", "parent", "cpu", "memory_dir", "podman"),
     [
-        (1, "cgroupfs", "cpuacct", "", f"/r/cpuacct/docker/{ID}/cpuacct.usage", f"/r/memory/docker/{ID}"),
+        (
+            1, "cgroupfs", "cpuacct", "", f"/r/cpuacct/docker/{ID}/cpuacct.usage", f"/r/memory/docker/{ID}",
+            f"libpod_parent/libpod-{ID}",
+        ),
         (
             1, "cgroupfs", "cpu,cpuacct", "/ci",
-            f"/r/cpu,cpuacct/ci/{ID}/cpuacct.usage", f"/r/memory/ci/{ID}",
+            f"/r/cpu,cpuacct/ci/{ID}/cpuacct.usage", f"/r/memory/ci/{ID}", f"ci/libpod-{ID}",
         ),
         (
             1, "systemd", "cpuacct,cpu", "",
             f"/r/cpuacct,cpu/system.slice/docker-{ID}.scope/cpuacct.usage", f"/r/memory/system.slice/docker-{ID}.scope",
+            f"machine.slice/libpod-{ID}.scope",
         ),
-        (2, "cgroupfs", "", "", f"/r/docker/{ID}/cpu.stat", f"/r/docker/{ID}"),
-        (2, "cgroupfs", "", "batch", f"/r/batch/{ID}/cpu.stat", f"/r/batch/{ID}"),
-        (2, "systemd", "", "", f"/r/system.slice/docker-{ID}.scope/cpu.stat", f"/r/system.slice/docker-{ID}.scope"),
+        (2, "cgroupfs", "", "", f"/r/docker/{ID}/cpu.stat", f"/r/docker/{ID}", f"libpod_parent/libpod-{ID}"),
+        (2, "cgroupfs", "", "batch", f"/r/batch/{ID}/cpu.stat", f"/r/batch/{ID}", f"batch/libpod-{ID}"),
+        (
+            2, "systemd", "", "", f"/r/system.slice/docker-{ID}.scope/cpu.stat", f"/r/system.slice/docker-{ID}.scope",
+            f"machine.slice/libpod-{ID}.scope",
+        ),
         (
             2, "systemd", "", "prod-web.slice",
             f"/r/prod.slice/prod-web.slice/docker-{ID}.scope/cpu.stat", f"/r/prod.slice/prod-web.slice/docker-{ID}.scope",
+            f"prod.slice/prod-web.slice/libpod-{ID}.scope",
         ),
     ],
 )  # fmt: skip
-def test_candidate_files(version: int, driver: str, cpu_mount: str, parent: str, cpu: str, memory_dir: str) -> None:
-    """v1 reads cpuacct and memory controllers' directories, v2 the one unified directory."""
+def test_candidate_files(
+    version: int, driver: str, cpu_mount: str, parent: str, cpu: str, memory_dir: str, podman: str
+) -> None:
+    """v1 reads cpuacct and memory controllers' directories, v2 the one unified directory; Docker's, then Podman's."""
     hierarchy = Hierarchy(root="/r", version=version, driver=driver, cpu_mount=cpu_mount or "cpuacct")
     usage_file = "memory.usage_in_bytes" if version == 1 else "memory.current"
     expected = CgroupFiles(version, cpu, f"{memory_dir}/{usage_file}", f"{memory_dir}/memory.stat")
-    assert hierarchy.candidates(container_id=ID, parent=parent) == [expected]
+    if version == 1:
+        podman_cpu, podman_memory = f"/r/{cpu_mount}/{podman}/cpuacct.usage", f"/r/memory/{podman}"
+    else:
+        podman_cpu, podman_memory = f"/r/{podman}/cpu.stat", f"/r/{podman}"
+    from_podman = CgroupFiles(version, podman_cpu, f"{podman_memory}/{usage_file}", f"{podman_memory}/memory.stat")
+    assert hierarchy.candidates(container_id=ID, parent=parent) == [expected, from_podman]
 
 
 # --- parsing ----------------------------------------------------------------------------
@@ -409,6 +434,28 @@ async def test_auto_falls_back_to_the_api(tmp_path: Path, caplog: pytest.LogCapt
     assert chosen == ["api"] and api.polls == [[ID], [ID, OTHER]]
     assert "using the Docker stats API" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the probe is quiet
+
+
+async def test_stats_api_error_without_a_body_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Regression (Podman 4.3): the stats of a container just removed come back 404 with an empty
+    JSON body, which aiodocker fails to decode; that container counts as not read, the poll goes on."""
+
+    async def empty(request: web.Request) -> web.Response:
+        if request.path.endswith("/version"):
+            return web.json_response({"ApiVersion": "1.41"})
+        return web.Response(status=404, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", empty)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    socket = tmp_path / "podman.sock"
+    await web.UnixSite(runner, str(socket)).start()
+    try:
+        async with aiodocker.Docker(url=f"unix://{socket}") as client:
+            assert await ApiStats(Engine(client, timeout=5), concurrency=1, timeout=5).sample([ID]) == ({}, 1)
+    finally:
+        await runner.cleanup()
 
 
 def test_source_metric_pre_created_and_exclusive() -> None:

@@ -308,6 +308,25 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path, text: str) -> None:
     assert "\n" not in problems[0]
 
 
+# Files PyYAML cannot read, each with what its one problem line says.
+UNREADABLE = [
+    pytest.param(b'web:\n  listen_address: "\xff:9102"\n', "not UTF-8 text (line 2: byte 0xff)", id="latin-1"),
+    pytest.param(b"[" * 5000 + b"]" * 5000, "not valid YAML: nested too deeply", id="5000-nested-lists"),
+]
+
+
+@pytest.mark.parametrize(("content", "problem"), UNREADABLE)
+def test_unreadable_file_is_one_problem(
+    clean_environ: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, problem: str
+) -> None:
+    """A file that is not UTF-8, or nests deeper than PyYAML recurses, is one problem line: exit 2, no traceback."""
+    path = tmp_path / "bad.yml"
+    path.write_bytes(content)
+    assert problems_of(file=str(path), environ={}) == [f"config file {path}: {problem}"]
+    assert cli.main(["--config.file", str(path)]) == cli.EXIT_CONFIG
+    assert capsys.readouterr().err == f"deployment-watcher: invalid configuration:\n  - config file {path}: {problem}\n"
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

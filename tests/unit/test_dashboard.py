@@ -1,4 +1,5 @@
-"""The Grafana dashboard queries the families docs/reference/metrics.md documents, filtered by its variables."""
+"""The Grafana dashboard queries the families docs/reference/metrics.md documents and the fleet rules of
+deploy/prometheus/rules/fleet.yml, filtered by its variables."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from itertools import combinations
 from typing import Any
 
 import pytest
+import yaml
 
 from tests import dashboard
 
@@ -14,9 +16,12 @@ DASHBOARD = dashboard.load()
 PANELS = list(dashboard.panels(DASHBOARD))
 EXPRESSIONS = dashboard.expressions(DASHBOARD)
 ANNOTATIONS = [a for a in DASHBOARD["annotations"]["list"] if a.get("expr")]
-FILTERS = ('deployment=~"$deployment"', 'environment=~"$environment"')
+FILTERS = ('deployment=~"$deployment"', 'environment=~"$environment"', 'host=~"$host"')
 # A per-deployment family: deployment_… but not the watcher's own deployment_watcher_….
 DEPLOYMENT_FAMILY = re.compile(r"\bdeployment_(?!watcher_)[a-z_]+")
+# A fleet series recorded by rules/fleet.yml: one per deployment/environment over all hosts.
+FLEET_SERIES = re.compile(r"\bdeployment:fleet_[a-z_]+(\{[^}]*\})?")
+FLEET_RULES = dashboard.PATH.parents[2] / "prometheus" / "rules" / "fleet.yml"
 
 
 def _variable(name: str) -> dict[str, Any]:
@@ -80,7 +85,30 @@ def test_annotation_filtered() -> None:
     for annotation in ANNOTATIONS:
         assert "changes(deployment_version{" in annotation["expr"]
         assert all(f in annotation["expr"] for f in FILTERS)
-        assert "{{deployment}}" in annotation["titleFormat"] and "{{environment}}" in annotation["titleFormat"]
+        for label in ("{{deployment}}", "{{environment}}", "{{host}}"):
+            assert label in annotation["titleFormat"], label
+
+
+@pytest.mark.parametrize(("title", "expr"), EXPRESSIONS, ids=[t for t, _ in EXPRESSIONS])
+def test_fleet_series_filtered(title: str, expr: str) -> None:
+    """Every fleet series the dashboard reads is recorded by fleet.yml and filtered by deployment and environment."""
+    recorded = {
+        rule["record"] for group in yaml.safe_load(FLEET_RULES.read_text())["groups"] for rule in group["rules"]
+        if "record" in rule
+    }  # fmt: skip
+    for match in FLEET_SERIES.finditer(expr):
+        name = match.group(0).split("{")[0]
+        assert name in recorded, f"{title}: {name} is not recorded by {FLEET_RULES.name}"
+        assert match.group(1), f"{title}: {match.group(0)} has no label filter"
+        for label_filter in FILTERS[:2]:
+            assert label_filter in match.group(1), f"{title}: {match.group(0)} lacks {label_filter}"
+
+
+@pytest.mark.parametrize(("title", "expr"), EXPRESSIONS, ids=[t for t, _ in EXPRESSIONS])
+def test_watcher_families_filtered_by_host(title: str, expr: str) -> None:
+    """The watcher's own families are filtered by the host variable."""
+    for match in re.finditer(r"\bdeployment_watcher_[a-z_]+(\{[^}]*\})?", expr):
+        assert match.group(1) and 'host=~"$host"' in match.group(1), f"{title}: {match.group(0)}"
 
 
 @pytest.mark.parametrize(
@@ -99,15 +127,21 @@ def test_no_wrong_family_names(wrong: str) -> None:
         assert wrong not in annotation["expr"]
 
 
-def test_count_by_status_uses_info() -> None:
-    """A count by status counts a family that has a status label: deployment_info."""
-    counted = [(t, e) for t, e in EXPRESSIONS if re.search(r"count\s+by\s*\(\s*status\s*\)", e)]
-    assert counted
-    for title, expr in counted:
-        assert re.search(r"count\s+by\s*\(\s*status\s*\)\s*\(\s*deployment_info\{", expr), title
+def test_count_by_status_counts_each_deployment_once() -> None:
+    """Deployments by status counts the fleet's verdicts (one per deployment/environment, not one per
+    host), each status with a target of its own that answers 0 when none has it."""
+    panel = _panel("Deployments by status")
+    legends = {t["legendFormat"]: t["expr"] for t in panel["targets"]}
+    assert set(legends) == {"failed", "success", "in_progress"}
+    values = {"failed": 0, "success": 1, "in_progress": 2}
+    for legend, expr in legends.items():
+        assert expr == (
+            f'count(deployment:fleet_status{{deployment=~"$deployment",environment=~"$environment"}} == {values[legend]})'
+            " or vector(0)"
+        ), legend
 
 
-@pytest.mark.parametrize("name", ["deployment", "environment"])
+@pytest.mark.parametrize("name", ["deployment", "environment", "host"])
 def test_filter_variables(name: str) -> None:
     """The deployment and environment variables are multi-value with All matching everything."""
     variable = _variable(name)
@@ -119,13 +153,16 @@ def test_filter_variables(name: str) -> None:
 
 
 def test_variable_queries() -> None:
-    """The variables list label values of deployment_status, environment within the chosen deployments."""
+    """The variables list label values of deployment_status, environment and host within the chosen ones."""
     queries = dashboard.variable_queries(DASHBOARD)
-    assert set(queries) == {"deployment", "environment"}
+    assert set(queries) == {"deployment", "environment", "host"}
     assert _variable("datasource")["type"] == "datasource"
     assert _variable("datasource")["query"] == "prometheus"
     assert queries["deployment"] == "label_values(deployment_status, deployment)"
     assert queries["environment"] == 'label_values(deployment_status{deployment=~"$deployment"}, environment)'
+    assert queries["host"] == (
+        'label_values(deployment_status{deployment=~"$deployment",environment=~"$environment"}, host)'
+    )
 
 
 def test_grid_does_not_overlap() -> None:
@@ -141,11 +178,42 @@ def test_grid_does_not_overlap() -> None:
 
 
 def test_status_mappings() -> None:
-    """The status panel maps 0, 1 and 2 to Failed, Success and In progress."""
+    """The status panel shows the fleet's verdict and maps 0, 1 and 2 to Failed, Success and In progress."""
     panel = _panel("Status")
-    assert panel["targets"][0]["expr"].startswith("deployment_status{")
+    assert panel["targets"][0]["expr"].startswith("deployment:fleet_status{")
     texts: dict[str, str] = {}
     for mapping in panel["fieldConfig"]["defaults"]["mappings"]:
         if mapping["type"] == "value":
             texts.update({value: option["text"] for value, option in mapping["options"].items()})
     assert texts == {"0": "Failed", "1": "Success", "2": "In progress"}
+
+
+def test_fleet_table_is_deployment_by_host() -> None:
+    """Fleet turns deployment_info into rows per deployment/environment and a column per host, each
+    cell the version and status, coloured by the status."""
+    panel = _panel("Fleet")
+    [target] = panel["targets"]
+    assert target["instant"] is True and target["format"] == "table"
+    assert '"rollout", " / ", "deployment", "environment"' in target["expr"]
+    assert '"cell", " · ", "version", "status"' in target["expr"]
+    [matrix] = panel["transformations"]
+    assert matrix["id"] == "groupingToMatrix"
+    assert matrix["options"]["columnField"] == "host"
+    assert matrix["options"]["rowField"] == "rollout"
+    assert matrix["options"]["valueField"] == "cell"
+    # groupingToMatrix names the first column (the rows' names) <row field>\<column field>.
+    [first_column] = panel["fieldConfig"]["overrides"]
+    assert first_column["matcher"] == {"id": "byName", "options": "rollout\\host"}
+    patterns = {m["options"]["pattern"] for m in panel["fieldConfig"]["defaults"]["mappings"]}
+    assert patterns == {".* · failed$", ".* · success$", ".* · in_progress$"}
+
+
+def test_version_skew_panel() -> None:
+    """Version skew shows the hosts, versions, hosts behind and newest version of each deployment."""
+    exprs = [t["expr"].split("{")[0] for t in _panel("Version skew")["targets"]]
+    assert exprs == [
+        "deployment:fleet_hosts",
+        "deployment:fleet_versions",
+        "deployment:fleet_hosts_behind",
+        "deployment:fleet_newest_version",
+    ]

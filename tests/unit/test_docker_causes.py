@@ -19,6 +19,7 @@ from watcher.domain.observations import (
     InstanceStopRequested,
 )
 from watcher.sources.docker.causes import (
+    START_ERROR_LENGTH,
     Cause,
     Inspect,
     classify,
@@ -26,6 +27,7 @@ from watcher.sources.docker.causes import (
     from_create_event,
     from_inspect,
     is_tracked,
+    network_disconnect,
     parse_time,
 )
 
@@ -95,7 +97,7 @@ def event(
         ("health_status: unhealthy", {}, InstanceHealth(AT, CID, Health.UNHEALTHY)),
         ("health_status: starting", {}, InstanceHealth(AT, CID, Health.STARTING)),
         ("health_status:healthy", {}, InstanceHealth(AT, CID, Health.HEALTHY)),
-        ("health_status", {}, None),
+        ("health_status", {}, Inspect(AT, CID)),
         ("health_status: bogus", {}, None),
         ("destroy", {}, InstanceGone(AT, CID)),
         ("exec_create: sh -c true", {"execID": "e1"}, None),
@@ -112,6 +114,91 @@ def event(
 def test_classify(action: str, attributes: dict[str, str], expected: Cause) -> None:
     """Each container event action maps to the observation the state machine needs."""
     assert classify(event(action, attributes)) == expected
+
+
+# --- what other engines send ----------------------------------------------------------
+
+PODMAN_ID = "c4388fd5842af479b957181ce3e3e4ccc8de40e756cd7d2e07d40216aa147bee"
+PODMAN_TIME_NANO = 1_796_073_184_654_775_572
+PODMAN_AT = PODMAN_TIME_NANO / 1e9
+
+
+def podman_event(action: str, exit_code: str = "0", **fields: str) -> dict[str, Any]:
+    """An event as Podman 4.3's Docker-compatible API sends it (captured from /events)."""
+    attributes = {
+        "containerExitCode": exit_code,
+        "deployment.name": "x",
+        "deployment.version": "1",
+        "image": "docker.io/deployment-watcher-test/busybox:latest",
+        "name": "pmtest",
+        "podId": "",
+    }
+    if action == "die":
+        attributes["exitCode"] = exit_code
+    return {
+        "status": action,
+        "id": PODMAN_ID,
+        "from": "docker.io/deployment-watcher-test/busybox:latest",
+        "Type": "container",
+        "Action": action,
+        "Actor": {"ID": PODMAN_ID, "Attributes": attributes},
+        "scope": "local",
+        "time": 1_796_073_184,
+        "timeNano": PODMAN_TIME_NANO,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (podman_event("create"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("start"), InstanceStarted(PODMAN_AT, PODMAN_ID)),
+        # Podman's word for destroy.
+        (podman_event("remove"), InstanceGone(PODMAN_AT, PODMAN_ID)),
+        # A crash: the exit code says so, whatever came before.
+        (podman_event("die", "1"), InstanceExited(PODMAN_AT, PODMAN_ID, 1)),
+        (podman_event("die", "139"), InstanceExited(PODMAN_AT, PODMAN_ID, 139)),
+        # `podman stop`, `rm -f` and `kill` send no kill event with a signal: what the container's
+        # state says decides, as after a reconnect.
+        (podman_event("die", "137"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("die", "143"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("die", "0"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("kill"), None),
+        # The status in HealthStatus is the one before the check that sent the event: read the container.
+        (podman_event("health_status", HealthStatus="healthy"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("health_status", HealthStatus="unhealthy"), Inspect(PODMAN_AT, PODMAN_ID)),
+        (podman_event("init"), None),
+        (podman_event("cleanup"), None),
+        (podman_event("exec"), None),
+        (podman_event("exec_died", "1"), None),
+        (podman_event("attach"), None),
+        (podman_event("restart"), None),
+    ],
+)
+def test_podman_events(raw: dict[str, Any], expected: Cause) -> None:
+    """Podman 4.3's events, as its Docker-compatible API sends them, map to the same observations."""
+    assert classify(raw) == expected
+
+
+@pytest.mark.parametrize("code", ["137", "143", "0"])
+def test_docker_die_with_a_stop_code_is_taken_as_it_is(code: str) -> None:
+    """On Docker a kill event tells a requested stop; a die without one is applied as sent."""
+    assert classify(event("die", {"exitCode": code})) == InstanceExited(AT, CID, int(code))
+
+
+def test_docker_26_events_keep_the_legacy_fields() -> None:
+    """Docker 26.1 (API 1.45) still sends status/id/from beside Action and Actor; they change nothing."""
+    for action, expected in [
+        ("die", InstanceExited(AT, CID, 137)),
+        ("health_status: healthy", InstanceHealth(AT, CID, Health.HEALTHY)),
+        ("kill", InstanceStopRequested(AT, CID)),
+        ("stop", None),
+        ("destroy", InstanceGone(AT, CID)),
+    ]:
+        raw = event(action, {"exitCode": "137", "execDuration": "5", "signal": "15"})
+        raw.update(status=action, id=CID, **{"from": "deployment-watcher-test/busybox:latest"})
+        assert classify(raw) == expected, action
 
 
 @pytest.mark.parametrize("type_", ["network", "image", "volume", "daemon", "plugin"])
@@ -393,6 +480,60 @@ def test_created_container_is_not_running() -> None:
     instance = seen(inspected(status="created", running=False, health=None))
     assert instance.running is False
     assert instance.exit_code is None
+    assert instance.start_error == ""
+
+
+# What Docker 20.10 inspects after `docker run … /nonexistent` (no container event is sent).
+RUNC_ERROR = (
+    "failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: "
+    'exec: "/nonexistent": stat /nonexistent: no such file or directory: unknown'
+)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "error", "expected"),
+    [
+        (127, RUNC_ERROR, f"exit code 127: {RUNC_ERROR}"),
+        (128, "", "exit code 128: no reason given"),
+        (0, "mount failed\nsee the log", "exit code 0: mount failed see the log"),
+        (0, "", ""),  # created, never started: nothing failed (yet)
+    ],
+)
+def test_a_failed_start_is_read_from_inspect(exit_code: int, error: str, expected: str) -> None:
+    """A container still `created`, with an exit code or an error the daemon kept, failed to start."""
+    data = inspected(status="created", running=False, health=None, exit_code=exit_code)
+    data["State"]["Error"] = error
+    instance = seen(data)
+    assert (instance.running, instance.exit_code, instance.start_error) == (False, None, expected)
+
+
+def test_a_failed_start_error_is_bounded() -> None:
+    """A runtime's message of any length is kept to START_ERROR_LENGTH characters."""
+    data = inspected(status="created", running=False, health=None, exit_code=128)
+    data["State"]["Error"] = "x" * 100_000
+    assert len(seen(data).start_error) == START_ERROR_LENGTH
+
+
+def test_an_exited_container_has_no_start_error() -> None:
+    """The error of a container that ran and exited is its exit, not a failed start."""
+    data = inspected(status="exited", running=False, health=None, exit_code=1)
+    data["State"]["Error"] = "something"
+    assert seen(data).start_error == ""
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {"container": CID}}}, CID),
+        ({"Type": "network", "Action": "connect", "Actor": {"ID": "n1", "Attributes": {"container": CID}}}, ""),
+        ({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {}}}, ""),
+        ({"Type": "network", "Action": "disconnect", "Actor": {"ID": "n1", "Attributes": {"container": 7}}}, ""),
+        ({"Type": "container", "Action": "disconnect", "Actor": {"ID": CID, "Attributes": {}}}, ""),
+    ],
+)
+def test_network_disconnect(event: dict[str, Any], expected: str) -> None:
+    """The container a network disconnect is about: what a failed start shows of itself on Docker 20.10."""
+    assert network_disconnect(event) == expected
 
 
 @pytest.mark.parametrize("container_labels", [{}, {"maintainer": "ops@example.com"}])
@@ -543,3 +684,34 @@ def test_create_event_of_an_unlabelled_container() -> None:
     data = event("create")
     del data["Actor"]["Attributes"]["deployment.name"]
     assert created(data) == (None, Parsed(None))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"timeNano": -(10**9)},
+        {"timeNano": 10**30},  # year 31 million
+        {"time": 10**12},
+        {"time": -1},
+    ],
+)
+def test_event_times_no_state_file_may_hold_are_no_times(event: dict[str, Any]) -> None:
+    """An event from before 1970 or after 9999 (a daemon gone wrong) has no time, so is not applied."""
+    assert event_time(event) is None
+
+
+@pytest.mark.parametrize("code", [str(2**63), 2**63, -(2**63) - 1, "9" * 40])
+def test_exit_codes_beyond_64_bits_are_unreadable(code: object) -> None:
+    """An exit code no state file may hold reads as unknown (-1), like one that is not a number."""
+    event = {
+        "Type": "container",
+        "Action": "die",
+        "timeNano": 10**18,
+        "Actor": {"ID": CID, "Attributes": {"exitCode": code}},
+    }
+    assert classify(event) == InstanceExited(1e9, CID, -1)
+
+
+def test_times_before_1970_are_no_times() -> None:
+    """A creation time before 1970 is none (the current time is used, as for a missing one)."""
+    assert parse_time("1969-12-31T23:59:59Z") is None

@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from tests.unit.test_docker_causes import RUNC_ERROR, inspected
 from watcher.config import Settings
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker.watch import DockerWatch, _PerContainer
@@ -88,3 +89,48 @@ async def test_a_stop_arriving_with_an_event_ends_the_reader() -> None:
     if not done:
         reader.cancel()
     assert done == {reader} and reader.cancelled()
+
+
+class FakeEngine:
+    """Inspects answered from a dict, each one recorded."""
+
+    def __init__(self, answers: dict[str, dict[str, Any]]) -> None:
+        self.answers = answers
+        self.inspected: list[str] = []
+
+    async def inspect(self, container_id: str) -> dict[str, Any] | None:
+        self.inspected.append(container_id)
+        return self.answers.get(container_id)
+
+
+def container_event(action: str, cid: str, at: int, **attributes: str) -> dict[str, Any]:
+    return {"Type": "container", "Action": action, "timeNano": at * 10**9,
+            "Actor": {"ID": cid, "Attributes": {"deployment.name": "api", "image": "shop/api:1.0.0", **attributes}}}  # fmt: skip
+
+
+def disconnect(cid: str, at: int) -> dict[str, Any]:
+    return {"Type": "network", "Action": "disconnect", "timeNano": at * 10**9,
+            "Actor": {"ID": "net", "Attributes": {"container": cid, "name": "bridge", "type": "bridge"}}}  # fmt: skip
+
+
+async def test_a_network_disconnect_of_a_container_never_started_inspects_it() -> None:
+    """After a failed start Docker 20.10 sends only the network's disconnect: the watcher inspects a
+    container it saw created and not started, and nothing else (another container's, or a started one's)."""
+    failed = inspected(status="created", running=False, health=None, exit_code=127)
+    failed["State"]["Error"] = RUNC_ERROR
+    failed["Id"] = "a"
+    engine = FakeEngine({"a": failed})
+    submitted: list[Any] = []
+    watch = DockerWatch(settings=Settings(), submit=submitted.append, metrics=SelfMetrics(CollectorRegistry()))
+    async with asyncio.TaskGroup() as group:
+        work = _PerContainer(group)
+        for event in (
+            container_event("create", "a", 100), container_event("create", "b", 100), container_event("start", "b", 101),
+            disconnect("b", 102), disconnect("untracked", 102), disconnect("a", 102),
+        ):  # fmt: skip
+            watch._handle(engine, event, work)  # type: ignore[arg-type]
+    assert engine.inspected == ["b", "a"]  # b's inspect follows its start event; a's, its disconnect
+    seen = [o for o in submitted if getattr(o, "instance", None) is not None and o.instance.id == "a"]
+    assert seen[-1].at == 102 and seen[-1].instance.start_error == f"exit code 127: {RUNC_ERROR}"
+    watch._handle(engine, container_event("destroy", "a", 103), work)  # type: ignore[arg-type]
+    assert watch._unstarted == set()

@@ -15,6 +15,7 @@ from watcher.domain.events import (
     DeploymentDropped,
     DeploymentRejected,
     DomainEvent,
+    HealthChanged,
     RolloutFinished,
     RolloutRevised,
     RolloutStarted,
@@ -159,10 +160,36 @@ def test_rejected_dropped_and_stale_say_why() -> None:
     assert run.events[-1].message == "no containers for 60 s; no longer exported"
 
 
+def test_health_changes_of_the_current_rollout_are_told() -> None:
+    """Each change of a current container's health is a HealthChanged, before the verdict it brings;
+    a start resets the health check's result, and the same health again is no change."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True))
+    del run.events[:]
+    run(InstanceHealth(105, "a", Health.HEALTHY), InstanceHealth(106, "a", Health.HEALTHY))
+    assert run.types == [HealthChanged, RolloutFinished]
+    assert run.events[0] == HealthChanged(
+        key=API, at=105, revision=1, version="1.0.0", instance_id="a", before=Health.STARTING, after=Health.HEALTHY
+    )
+    assert run.events[0].message == "container a of revision 1 starting -> healthy"
+    del run.events[:]
+    run(InstanceExited(110, "a", 1), InstanceStarted(111, "a"))
+    assert [(e.before, e.after) for e in run.events if isinstance(e, HealthChanged)] == [
+        (Health.HEALTHY, Health.STARTING)
+    ]
+
+
+def test_health_of_a_leftover_is_not_told() -> None:
+    """A container of an older rollout changes no rollout's health: no event."""
+    run = Run()(started("a", "1.0.0", 100, healthcheck=True), started("b", "2.0.0", 200, healthcheck=True))
+    del run.events[:]
+    run(InstanceHealth(205, "a", Health.UNHEALTHY))
+    assert run.events == []
+
+
 def test_kinds_are_the_counter_labels_of_before() -> None:
-    """Each event class has its own stable kind: the state_changes label values stay as they were."""
+    """Each event class has its own stable kind: the state_changes label values stay as they were (health_changed is new)."""
     assert [e.kind for e in EVENT_TYPES] == [
-        "rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale",
+        "rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale", "health_changed",
     ]  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import Collector
@@ -25,11 +25,14 @@ from tests.conftest import require_binary
 from tests.polling import poll_async
 from tests.unit.test_state import SETTINGS, Run, started
 from watcher.config import ExpositionSettings, Settings
-from watcher.domain.model import DeploymentKey, State, Usage
+from watcher.domain.model import Deployment, DeploymentKey, State, Usage
 from watcher.domain.observations import InstanceExited, InstanceGone, UsageSampled
-from watcher.exposition.families import DeploymentCollector
+from watcher.exposition import rendering
+from watcher.exposition.families import DeploymentCollector, deployment_families
 from watcher.exposition.rendering import (
     MAX_VARIANTS,
+    USAGE_FAMILIES,
+    USAGE_FIELDS,
     VARIANT_IDLE_SECONDS,
     Exposition,
     Format,
@@ -37,6 +40,7 @@ from watcher.exposition.rendering import (
     _Pieces,
     _without_eof,
     next_rendering_at,
+    same_but_usage,
 )
 from watcher.runtime.service import Service
 from watcher.selfmetrics import SelfMetrics
@@ -498,3 +502,47 @@ def test_only_changed_deployments_are_encoded_again(accept: str) -> None:
                      if new is not old}  # fmt: skip
     assert encoded_again == {"deployment_cpu_usage_seconds", "deployment_memory_usage_bytes"}
     assert pieces.encode(State()) == whole(State())  # no deployments: the headers alone
+
+
+def test_usage_fields_are_fields_only_the_usage_families_read() -> None:
+    """USAGE_FIELDS names fields of the model, and changing them changes the usage families alone."""
+    for cls, names in USAGE_FIELDS.items():
+        assert names <= {f.name for f in dataclasses.fields(cls)}, cls
+    web = scenario().state.deployments[DeploymentKey("web", "staging")]
+    members = {i: dataclasses.replace(m, cpu_nanos=m.cpu_nanos + 7, memory_bytes=m.memory_bytes + 7)
+               for i, m in web.members.items()}  # fmt: skip
+    sampled = dataclasses.replace(web, members=members, retired_cpu_nanos=web.retired_cpu_nanos + 10**9)
+    assert same_but_usage(web, sampled)
+
+    def shown(deployment: Deployment) -> dict[str, list[Sample]]:
+        return {f.name: f.samples for f in deployment_families(deployment, settings=SETTINGS)}
+
+    before, after = shown(web), shown(sampled)
+    assert {name for name in before if before[name] != after[name]} == USAGE_FAMILIES
+
+
+@pytest.mark.parametrize("accept", ["", OPENMETRICS])
+def test_a_new_field_read_by_a_family_never_goes_stale(accept: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field added to Deployment and shown by a family: changing it alone re-encodes that family."""
+    extended = dataclasses.make_dataclass(
+        "Extended", [("team", str, dataclasses.field(default=""))], bases=(Deployment,), frozen=True, slots=True,
+        kw_only=True,
+    )  # fmt: skip
+
+    def families_with_team(deployment: Deployment, *, settings: Settings) -> list[Metric]:
+        families = deployment_families(deployment, settings=settings)
+        info = next(f for f in families if f.name == "deployment_version_info")
+        assert isinstance(info, GaugeMetricFamily)
+        info.add_metric([*deployment.key, "team", getattr(deployment, "team", "")], 1)
+        return families
+
+    monkeypatch.setattr(rendering, "deployment_families", families_with_team)
+    fmt = Format.negotiate(accept)[0]
+    web = scenario().state.deployments[DeploymentKey("web", "staging")]
+    ours = extended(**{f.name: getattr(web, f.name) for f in dataclasses.fields(Deployment)}, team="blue")
+    pieces = _Pieces(fmt, settings=SETTINGS)
+    assert b'commit_sha="blue"' in pieces.encode(State({web.key: ours}))
+    theirs = State({web.key: dataclasses.replace(ours, team="green")})
+    body = pieces.encode(theirs)
+    assert b'commit_sha="green"' in body and b'commit_sha="blue"' not in body
+    assert body == _Pieces(fmt, settings=SETTINGS).encode(theirs)  # what a fresh encoding gives

@@ -238,7 +238,8 @@ def test_commit_falls_back_to_the_oci_revision(values: dict[str, str], expected:
         (" 1699999990.5 ", 1_699_999_990.5),
         ("1.69999999e9", 1_699_999_990.0),
         (str(int(NOW) + 3600), NOW + 3600),  # a little ahead: clock skew, accepted
-        ("0", 0.0),
+        (str(int(CREATED) - 17 * 60), CREATED - 17 * 60),  # a CI job's start, 17 minutes before the container
+        (str(int(CREATED) - 3600), CREATED - 3600),  # labels.max_timestamp_age_seconds before creation, accepted
     ],
 )
 def test_valid_timestamp(raw: str, expected: float) -> None:
@@ -265,6 +266,15 @@ def test_valid_timestamp(raw: str, expected: float) -> None:
         (str(int(NOW * 1000)), "future"),  # milliseconds
         (str(int(NOW * 1_000_000)), "future"),  # microseconds
         (str(NOW + 2 * 86400), "future"),
+        # Accepted as deploy times before, they failed the rollout at once and put a sample of
+        # 1.7e9 s into the duration histogram; "0" was listed among the valid timestamps.
+        ("0", "before the year 2000"),
+        ("1000", "before the year 2000"),
+        ("946684799", "before the year 2000"),
+        (
+            str(int(CREATED) - 3601),
+            "lies 3601 s before the container was created, more than labels.max_timestamp_age_seconds (3600 s)",
+        ),
     ],
 )
 def test_bad_timestamp_falls_back_to_created_at(raw: str, reason: str) -> None:
@@ -275,6 +285,18 @@ def test_bad_timestamp_falls_back_to_created_at(raw: str, reason: str) -> None:
     assert len(messages) == 1
     assert reason in messages[0]
     assert len(parsed.problems) == 1
+
+
+def test_timestamp_age_is_configurable() -> None:
+    """labels.max_timestamp_age_seconds bounds how long before the creation a deploy may have started."""
+    raw = str(int(CREATED) - 120)
+    assert identity_of(parse({labels.NAME: "api", labels.TIMESTAMP: raw})).deployed_at == CREATED - 120
+    strict = parse({labels.NAME: "api", labels.TIMESTAMP: raw}, settings=LabelSettings(max_timestamp_age_seconds=60))
+    assert identity_of(strict).deployed_at == CREATED
+    assert problems_on(strict, labels.TIMESTAMP) == [
+        f"'{raw}' lies 120 s before the container was created, more than labels.max_timestamp_age_seconds (60 s); "
+        "using the creation time"
+    ]
 
 
 def test_missing_timestamp_is_created_at() -> None:

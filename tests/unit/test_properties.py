@@ -39,6 +39,7 @@ from watcher.domain.observations import (
     UsageSampled,
 )
 from watcher.exposition.families import DeploymentCollector
+from watcher.persistence import codec
 from watcher.runtime.service import Core
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
@@ -161,6 +162,7 @@ class StateMachine(RuleBasedStateMachine):
             oom_killed=extra["oom"],
             restart_count=extra["restarts"],
             inspected=extra["inspected"],
+            start_error="" if running else extra["start_error"],
         )
 
     runtime = st.fixed_dictionaries(
@@ -174,6 +176,7 @@ class StateMachine(RuleBasedStateMachine):
             "oom": st.booleans(),
             "restarts": st.integers(0, 5),
             "inspected": st.booleans(),
+            "start_error": st.sampled_from(("", "", "exit code 127: exec: not found")),
         }
     )
 
@@ -263,6 +266,8 @@ class StateMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         check_exposition(self.registry, self.core.state)
+        # Every state the machine reaches is a file the watcher loads again: within the ranges the codec checks.
+        assert codec.decode(codec.encode(self.core.state)) == self.core.state
 
 
 TestStateMachine = StateMachine.TestCase

@@ -246,7 +246,17 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
         return registry.get_sample_value("deployment_watcher_state_changes_total", {"kind": kind})
 
     assert {kind: changes(kind) for kind in [e.kind for e in EVENT_TYPES]} == dict.fromkeys(
-        ["rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale"], 0.0
+        [
+            "rollout_started",
+            "rollout_finished",
+            "superseded",
+            "revised",
+            "rejected",
+            "dropped",
+            "stale",
+            "health_changed",
+        ],
+        0.0,
     )
     caplog.set_level(logging.DEBUG, logger="watcher.runtime.service")
     now = time.time()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from watcher.config import ApiSettings, RetentionSettings, RolloutSettings, Settings
+from watcher.domain import labels
 from watcher.domain.events import (
     DeploymentDropped,
     DeploymentRejected,
@@ -237,6 +238,31 @@ def test_replica_created_but_not_started_blocks_success() -> None:
     assert run.status is Status.IN_PROGRESS
 
 
+def test_a_failed_start_fails_the_rollout_at_once() -> None:
+    """A container whose start failed (Docker kept its error) fails the rollout when seen, not at the deadline."""
+    run = Run()(created("a", "1.0.0", 100))
+    failed = dataclasses.replace(run.d().members["a"].instance, inspected=True, start_error="exit code 127: exec: nope")
+    run(InstanceSeen(100.2, failed))
+    assert (run.status, run.d().rollout.reason) == (
+        Status.FAILED, "container a could not be started: exit code 127: exec: nope"
+    )  # fmt: skip
+    assert run.d().durations.count == 1 and run.d().durations.total == pytest.approx(0.2)
+    # Started after all (the command fixed by a `docker start` of another try): the error is gone.
+    run(InstanceStarted(150, "a"))
+    assert run.d().members["a"].instance.start_error == ""
+
+
+def test_a_container_created_and_never_started_waits_for_the_deadline() -> None:
+    """`docker create` and nothing (a staged deploy): in progress, then failed at the deadline saying why."""
+    run = Run()(created("a", "1.0.0", 100))
+    run.tick(699)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(700)
+    assert (run.status, run.d().rollout.reason) == (
+        Status.FAILED, "not healthy within the progress deadline: container a is not running (never started, or paused)"
+    )  # fmt: skip
+
+
 def test_new_version_starts_rollout_and_bumps_revision() -> None:
     """A container with another version starts rollout 2; the old one's events do not matter."""
     run = Run()(started("a", "1.0.0", 100)).tick(111)
@@ -295,6 +321,63 @@ def test_deadline_and_stable_time_from_labels() -> None:
     run(started("b", "2.0.0", 200, healthcheck=True, progress_deadline_seconds=30.0))
     run.tick(230)
     assert run.status is Status.FAILED
+
+
+CREATED = 1_796_068_041.0  # the issue's "deadline after 1796068041 s": a timestamp of 0, seen at this time
+
+
+def labelled(timestamp: str, *, at: float = CREATED) -> InstanceSeen:
+    """A container started at ``at`` with a deployment.timestamp label, read as the Docker source reads it."""
+    parsed = labels.parse({labels.NAME: API.name, labels.ENVIRONMENT: API.environment, labels.VERSION: "1.0.0",
+                           labels.TIMESTAMP: timestamp}, image="shop/api:1.0.0", image_id="", created_at=at, now=at,
+                          settings=SETTINGS.labels)  # fmt: skip
+    assert parsed.identity is not None
+    return InstanceSeen(at, Instance(id="a", identity=parsed.identity, running=True, running_since=at))
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "started_at"),
+    [
+        ("0", CREATED),  # not a time: a warning (test_labels) and the creation time
+        ("1000", CREATED),
+        (str(CREATED - 2 * 3600), CREATED),  # more than labels.max_timestamp_age_seconds before the creation
+        (str(CREATED - 17 * 60), CREATED - 17 * 60),  # a CI job's start 17 minutes before: the duration counts it
+    ],
+)
+def test_a_past_timestamp_label_neither_fails_the_rollout_nor_skews_its_duration(
+    timestamp: str, started_at: float
+) -> None:
+    """The deadline runs from when the rollout was seen; the label sets the start for the duration only
+    when plausible. Before, each of these failed at once ("not healthy within the progress deadline")."""
+    run = Run()(labelled(timestamp))
+    assert run.d().rollout.started_at == started_at
+    assert run.d().rollout.deadline_at == CREATED + 600
+    assert run.status is Status.IN_PROGRESS
+    run.tick(CREATED + 10)
+    assert run.status is Status.SUCCESS
+    assert run.d().durations.total == CREATED + 10 - started_at
+
+
+def test_a_past_timestamp_label_still_fails_at_the_deadline() -> None:
+    """A rollout with a timestamp 17 minutes old gets the whole progress deadline from its creation, no more."""
+    seen = labelled(str(CREATED - 17 * 60))
+    never_healthy = dataclasses.replace(seen.instance, has_healthcheck=True, health=Health.STARTING)
+    run = Run()(InstanceSeen(seen.at, never_healthy))
+    assert run.d().rollout.started_at == CREATED - 17 * 60
+    run.tick(CREATED + 599)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(CREATED + 600)
+    assert (run.status, run.d().rollout.reason) == (Status.FAILED, "not healthy within the progress deadline")
+
+
+def test_a_report_started_long_before_gets_the_whole_deadline() -> None:
+    """A job reporting in_progress with the time it began (its build took an hour) is judged from the report."""
+    run = Run()(reported("1.0.0", "in_progress", 5000, started_at=1400))
+    assert run.d().rollout.started_at == 1400
+    run.tick(5599)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(5600)
+    assert (run.status, run.d().rollout.reason) == (Status.FAILED, "no final report within the progress deadline")
 
 
 def test_stop_requested_exit_is_not_a_crash() -> None:

@@ -34,6 +34,7 @@ from watcher.domain.model import (
     VersionSeen,
 )
 from watcher.domain.observations import InstanceExited, InstanceGone, InstanceHealth, InstanceOOMKilled, UsageSampled
+from watcher.domain.times import LATEST
 from watcher.persistence import codec as store
 from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.persistence.statefile import StateFile
@@ -69,13 +70,17 @@ def test_round_trip_of_a_rich_state() -> None:
     assert decode(encode(state)) == state
 
 
-numbers = st.floats(allow_nan=False, allow_infinity=False)
+# The ranges of the file (docs/state-file.md): anything else is refused at load.
+times = st.floats(0, LATEST)
+amounts = st.floats(0, store.MAX_AMOUNT)
+counts = st.integers(0, store.MAX_COUNT)
+nanos = st.integers(0, store.MAX_NANOS)
 texts = st.text(max_size=12)
 
 
 @st.composite
 def states(draw: st.DrawFn) -> State:
-    """Arbitrary states: any strings (control characters, quotes, non-ASCII), any finite numbers."""
+    """Arbitrary states: any strings (control characters, quotes, non-ASCII), any numbers of the file's ranges."""
     keys = draw(st.lists(st.builds(DeploymentKey, texts, texts), unique=True, max_size=3))
     ids = iter(draw(st.lists(st.text(min_size=1, max_size=8), unique=True, min_size=3 * len(keys))))
     deployments = {}
@@ -84,37 +89,38 @@ def states(draw: st.DrawFn) -> State:
         for _ in range(draw(st.integers(0, 3))):
             instance_id = next(ids)
             identity = Identity(
-                key=key, version=draw(texts), commit=draw(texts), image=draw(texts), created_at=draw(numbers),
-                deployed_at=draw(numbers), status_override=draw(st.none() | st.sampled_from(Status)),
-                stable_seconds=draw(st.none() | numbers), progress_deadline_seconds=draw(st.none() | numbers),
+                key=key, version=draw(texts), commit=draw(texts), image=draw(texts), created_at=draw(times),
+                deployed_at=draw(times), status_override=draw(st.none() | st.sampled_from(Status)),
+                stable_seconds=draw(st.none() | amounts), progress_deadline_seconds=draw(st.none() | amounts),
             )  # fmt: skip
             instance = Instance(
-                id=instance_id, identity=identity, running=draw(st.booleans()), running_since=draw(st.none() | numbers),
+                id=instance_id, identity=identity, running=draw(st.booleans()), running_since=draw(st.none() | times),
                 has_healthcheck=draw(st.booleans()), health=draw(st.sampled_from(Health)),
-                exit_code=draw(st.none() | st.integers()), exited_at=draw(st.none() | numbers),
+                exit_code=draw(st.none() | st.integers(-store.MAX_COUNT - 1, store.MAX_COUNT)),
+                exited_at=draw(st.none() | times),
                 exit_requested=draw(st.booleans()),
-                oom_killed=draw(st.booleans()), restart_count=draw(st.integers(min_value=0)),
+                oom_killed=draw(st.booleans()), restart_count=draw(counts), start_error=draw(texts),
                 source=draw(st.sampled_from(Source)), inspected=draw(st.booleans()),
             )  # fmt: skip
-            members[instance_id] = Member(instance, draw(numbers), draw(st.integers(min_value=0)), draw(numbers))
+            members[instance_id] = Member(instance, draw(times), draw(nanos), draw(amounts))
         rollout = Rollout(
-            revision=draw(st.integers(min_value=1)), version=draw(texts), commit=draw(texts), image=draw(texts),
-            started_at=draw(numbers), status=draw(st.sampled_from(Status)), finished_at=draw(st.none() | numbers),
+            revision=draw(st.integers(1, store.MAX_COUNT)), version=draw(texts), commit=draw(texts), image=draw(texts),
+            started_at=draw(times), status=draw(st.sampled_from(Status)), finished_at=draw(st.none() | times),
             reason=draw(texts), rollback=draw(st.booleans()), members=frozenset(draw(st.lists(texts, max_size=3))),
-            trigger_created_at=draw(numbers), deadline_at=draw(numbers), witnessed=draw(st.booleans()),
+            trigger_created_at=draw(times), deadline_at=draw(amounts), witnessed=draw(st.booleans()),
             judge=draw(st.sampled_from(Judge)),
         )  # fmt: skip
         history = tuple(
-            VersionSeen(draw(texts), draw(texts), draw(st.integers(min_value=1)), draw(numbers))
+            VersionSeen(draw(texts), draw(texts), draw(st.integers(1, store.MAX_COUNT)), draw(times))
             for _ in range(draw(st.integers(0, 3)))
         )
-        counts = tuple(draw(st.lists(st.integers(min_value=0), min_size=len(DURATION_BUCKETS) + 1,
+        histogram = tuple(draw(st.lists(counts, min_size=len(DURATION_BUCKETS) + 1,
                                      max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
         deployments[key] = Deployment(
-            key=key, rollout=rollout, history=history, rollbacks=draw(st.integers(min_value=0)),
-            durations=Durations(counts, draw(numbers)), members=members, retired_cpu_nanos=draw(st.integers(min_value=0)),
-            gone_since=draw(st.none() | numbers),
-            reported_at=draw(st.none() | numbers),
+            key=key, rollout=rollout, history=history, rollbacks=draw(counts),
+            durations=Durations(histogram, draw(amounts)), members=members, retired_cpu_nanos=draw(nanos),
+            gone_since=draw(st.none() | times),
+            reported_at=draw(st.none() | times),
         )  # fmt: skip
     owners = {i: key for key, d in deployments.items() for i in d.members}
     return State(deployments, owners)
@@ -227,6 +233,20 @@ def test_bad_files_are_refused(data: bytes, message: str) -> None:
         ("deployments.1.name", "api", "appears twice"),
         ("deployments.0.history", {}, "history: expected a list"),
         ("deployments.0.members.0.inspected", "yes", "inspected: expected true or false"),
+        # Out of range: each loaded before, then crashed every scrape (or every save), after every restart.
+        ("deployments.0.rollbacks", 10**400, "rollbacks: must be at most 9223372036854775807, got an integer of"),
+        ("deployments.0.rollout.revision", 2**63, "revision: must be at most"),
+        ("deployments.0.durations.counts", [2**63] * 11, "counts: must be at most"),
+        ("deployments.0.retired_cpu_nanos", 2**64, "retired_cpu_nanos: must be at most 18446744073709551615"),
+        ("deployments.0.members.0.cpu_nanos", -1, "cpu_nanos: must be at least 0"),
+        ("deployments.0.members.0.exit_code", -(2**63) - 1, "exit_code: must be at least"),
+        ("deployments.0.rollout.started_at", 10**400, "started_at: must be at most 253402300799.0"),
+        ("deployments.0.rollout.started_at", -1, "started_at: must be at least 0"),
+        ("deployments.0.rollout.finished_at", 1e300, "finished_at: must be at most"),
+        ("deployments.0.durations.sum", 10**400, "sum: must be at most"),
+        ("deployments.0.members.0.memory_bytes", -0.5, "memory_bytes: must be at least 0"),
+        ("deployments.0.members.0.identity.stable_seconds", -(10**400), "stable_seconds: must be at least 0"),
+        ("deployments.0.rollout.version", "v\udc80", "rollout.version: not UTF-8 text"),
     ],
 )
 def test_wrong_fields_are_refused_by_path(path: str, value: object, message: str) -> None:
@@ -235,6 +255,15 @@ def test_wrong_fields_are_refused_by_path(path: str, value: object, message: str
     document["deployments"][1]["environment"] = document["deployments"][0]["environment"]
     with pytest.raises(DecodeError, match=re.escape(message)):
         decode(_corrupt(document, path, value))
+
+
+@pytest.mark.parametrize("token", [b"Infinity", b"-Infinity", b"NaN", b"1e400", b"-1e400"])
+def test_numbers_json_cannot_hold_are_refused(token: bytes) -> None:
+    """Non-standard tokens, and 1e400, which Python's json reads as infinity without complaint."""
+    data = encode(rich_state())
+    assert data.count(b'"sum":14.0') == 1
+    with pytest.raises(DecodeError, match=r"not JSON|sum: must be"):
+        decode(data.replace(b'"sum":14.0', b'"sum":' + token))
 
 
 def test_a_field_added_with_a_default_needs_no_new_schema() -> None:
@@ -260,7 +289,13 @@ def schema_1_state() -> State:
     final = DeploymentKey("final", "production")
     run(reported("8.0.0", "success", 900, key=final))
     run(started("h", "8.0.0", 905, key=final, healthcheck=True), InstanceHealth(906, "h", Health.HEALTHY))
-    return run.state
+    # Written when a report's deadline counted from its started_at (690), not from its arrival (700).
+    cd = run.state.deployments[DeploymentKey("cd", "production")]
+    deployments = {
+        **run.state.deployments,
+        cd.key: dataclasses.replace(cd, rollout=dataclasses.replace(cd.rollout, deadline_at=1290.0)),
+    }
+    return State(deployments, run.state.owners)
 
 
 def test_a_file_of_schema_1_loads_with_every_field() -> None:
@@ -284,6 +319,7 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
         d["service"] = None
         for member in d["members"]:
             member["service_id"] = ""
+            member["start_error"] = ""
     assert new["deployments"] == old["deployments"]
 
 
@@ -342,8 +378,14 @@ def test_missing_file_starts_fresh(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", encode(rich_state())[:200], b'{"schema": 99, "deployments": []}', b""],
-    ids=["corrupt", "truncated", "newer-schema", "empty"],
+    [
+        b"{not json",
+        encode(rich_state())[:200],
+        b'{"schema": 99, "deployments": []}',
+        b"",
+        encode(rich_state()).replace(b'"rollbacks":1', b'"rollbacks":1' + b"0" * 400),
+    ],
+    ids=["corrupt", "truncated", "newer-schema", "empty", "out-of-range"],
 )
 def test_unusable_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes) -> None:
     """Corrupt, truncated or unknown: renamed to state.json.corrupt-<UTC time>, an error logged and counted."""

@@ -166,3 +166,30 @@ def test_huge_numbers_compare_numerically() -> None:
     assert compare("9" * 399 + "8", "9" * 400) == -1
     assert compare("1." + "0" * 400 + "1", "1.2") == -1
     assert compare("0" * 300 + "7", "7") == 0
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("1.0.0-rc9", "1.0.0-rc10"),
+        ("1.0.0-beta2", "1.0.0-beta10"),
+        ("1.2.3rc2", "1.2.3rc11"),
+        ("1.0.0-alpha", "1.0.0-alpha2"),
+        ("1.0.0-alpha10", "1.0.0-beta1"),
+        ("1.0.0-rc9", "1.0.0-rc.10"),
+        ("1.0.0-rc.9", "1.0.0-rc10"),
+        ("2.0.0-m9-hotfix", "2.0.0-m10-hotfix"),
+        ("1.0.0-rc10", "1.0.0"),
+    ],
+)
+def test_embedded_numbers_compare_naturally(a: str, b: str) -> None:
+    """Numbers inside an alphanumeric pre-release identifier compare by value: rc9 < rc10, beta2 < beta10."""
+    assert compare(a, b) == -1
+    assert compare(b, a) == 1
+
+
+def test_embedded_numbers_are_identifiers_of_their_own() -> None:
+    """rc9 reads as rc.9, and rc01 as rc1 (as the numeric identifiers 01 and 1 already compare); by value, however long."""
+    assert compare("1.0.0-rc9", "1.0.0-rc.9") == 0
+    assert compare("1.0.0-rc01", "1.0.0-rc1") == 0
+    assert compare("1.0.0-rc" + "9" * 300, "1.0.0-rc1" + "0" * 300) == -1

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.pki import Pki, make_pki
+from tests.unit.test_config import UNREADABLE
 from watcher import cli, config
 from watcher.config import ConfigError, webconfig
 from watcher.config.webconfig import WebConfig, WebConfigError
@@ -231,6 +232,17 @@ def test_missing_file(tmp_path: Path) -> None:
     assert problems_of(str(tmp_path / "nope.yml")) == [
         f"web config file {tmp_path / 'nope.yml'}: No such file or directory"
     ]
+
+
+@pytest.mark.parametrize(("content", "problem"), UNREADABLE)
+def test_unreadable_file_is_one_problem(tmp_path: Path, content: bytes, problem: str) -> None:
+    """A web config file that is not UTF-8, or nests deeper than PyYAML recurses, is one problem, as the config file."""
+    path = tmp_path / "web.yml"
+    path.write_bytes(content)
+    assert problems_of(str(path)) == [f"web config file {path}: {problem}"]
+    with pytest.raises(ConfigError) as caught:
+        config.load(environ={}, flags={"web.config_file": str(path)})
+    assert caught.value.problems == [f"web.config_file: web config file {path}: {problem}"]
 
 
 def test_hash_is_not_echoed(tmp_path: Path) -> None:

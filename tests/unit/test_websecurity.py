@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import statistics
+import threading
+import time
 
+import aiohttp
 import bcrypt
 import pytest
 from aiohttp import web
@@ -18,7 +22,7 @@ from watcher.domain.model import State
 from watcher.exposition.rendering import Exposition
 from watcher.selfmetrics import SelfMetrics
 from watcher.web.app import make_app
-from watcher.web.security import CACHE_SIZE, BasicAuthCheck, install
+from watcher.web.security import CACHE_SIZE, BasicAuthCheck, decoy, install
 
 USERS = {"alice": bcrypt.hashpw(b"wonderland", bcrypt.gensalt(4)), "bob": bcrypt.hashpw(b"builder", bcrypt.gensalt(4))}
 HEADERS = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=60"}
@@ -40,7 +44,7 @@ class CountingCheck:
         return bcrypt.checkpw(password, hashed)
 
 
-def guarded_app(*, ready: bool = True) -> tuple[web.Application, Counter]:
+def guarded_app(*, ready: bool = True, users: dict[str, bytes] = USERS) -> tuple[web.Application, Counter]:
     """The watcher's app with basic auth and headers, plus an /api/v1 route with its own (fake) bearer auth."""
     registry = CollectorRegistry()
     metrics = SelfMetrics(registry)
@@ -55,7 +59,7 @@ def guarded_app(*, ready: bool = True) -> tuple[web.Application, Counter]:
     api_app = web.Application()
     api_app.router.add_post("/deployments", api)
     app.add_subapp("/api/v1", api_app)
-    install(app, config=WebConfig(users=USERS, headers=HEADERS), failures=metrics.basic_auth_failures)
+    install(app, config=WebConfig(users=users, headers=HEADERS), failures=metrics.basic_auth_failures)
     return app, metrics.basic_auth_failures
 
 
@@ -199,3 +203,83 @@ async def test_cache_is_bounded() -> None:
     assert len(calls) == CACHE_SIZE + 1
     await check.verdict(basic("u", "p0")["Authorization"])  # dropped: checked again
     assert calls[-1] == b"p0" and len(calls) == CACHE_SIZE + 2
+
+
+async def test_a_flood_of_wrong_passwords_does_not_delay_a_login(aiohttp_client: AiohttpClient) -> None:
+    """While one client sends 24 wrong passwords at once (cost-10 bcrypt, ~0.1 s each), another's right
+    password is answered within a second: the flood queues behind itself, not in front of others."""
+    app, counter = guarded_app(users={"prometheus": bcrypt.hashpw(b"scrape", bcrypt.gensalt(10))})
+    client = await aiohttp_client(app)
+    flooding = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=0)  # another client address
+    async with aiohttp.ClientSession(connector=flooding) as attacker:
+
+        async def guess(n: int) -> int:
+            async with attacker.get(client.make_url("/metrics"), headers=basic("prometheus", f"guess-{n}")) as r:
+                return r.status
+
+        flood = asyncio.gather(*(guess(n) for n in range(24)))
+        await asyncio.sleep(0.3)  # the guesses have arrived and wait for bcrypt
+        started = time.perf_counter()
+        response = await client.get("/metrics", headers=basic("prometheus", "scrape"))
+        took = time.perf_counter() - started
+        assert response.status == 200
+        assert took < 1.0, f"the login took {took:.2f} s behind the flood"
+        assert await flood == [401] * 24
+    assert failures(counter)["invalid"] == 24
+
+
+async def test_unknown_users_take_as_long_as_known_ones(aiohttp_client: AiohttpClient) -> None:
+    """A wrong password takes about as long for an unknown user as for a real one with a cost-12 hash:
+    response times do not tell user names apart (medians of three, interleaved)."""
+    client = await aiohttp_client(guarded_app(users={"alice": bcrypt.hashpw(b"wonderland", bcrypt.gensalt(12))})[0])
+
+    async def took(user: str) -> float:
+        started = time.perf_counter()
+        response = await client.get("/metrics", headers=basic(user, "wrong"))
+        assert response.status == 401
+        return time.perf_counter() - started
+
+    known, unknown = [], []
+    for _ in range(3):
+        known.append(await took("alice"))
+        unknown.append(await took("mallory"))
+    ratio = statistics.median(unknown) / statistics.median(known)
+    assert 0.5 <= ratio <= 2, f"unknown {unknown} vs known {known}"
+
+
+def test_the_decoy_has_the_highest_cost_of_the_users() -> None:
+    """The decoy hash has the cost of the slowest user hash, and matches no password."""
+    users = {"a": bcrypt.hashpw(b"x", bcrypt.gensalt(4)), "b": bcrypt.hashpw(b"y", bcrypt.gensalt(6))}
+    hashed = decoy(users)
+    assert hashed.startswith(b"$2b$06$") and len(hashed) == 60
+    assert bcrypt.checkpw(b"", hashed) is False and bcrypt.checkpw(b"x", hashed) is False
+    assert decoy({}).startswith(b"$2b$10$")
+
+
+async def test_checks_are_bounded_per_client_address() -> None:
+    """One check at a time per client address, while other addresses are checked meanwhile; an
+    address is forgotten once none of its checks is pending."""
+    running = {"a": 0, "b": 0}
+    seen: list[dict[str, int]] = []
+    lock = threading.Lock()
+
+    def slow(password: bytes, hashed: bytes) -> bool:
+        source = password.decode()[0]
+        with lock:
+            running[source] += 1
+            seen.append(dict(running))
+        time.sleep(0.05)
+        with lock:
+            running[source] -= 1
+        return False
+
+    check = BasicAuthCheck(users=USERS, checkpw=slow)
+    verdicts = await asyncio.gather(
+        *(check.verdict(basic("alice", f"a-{n}")["Authorization"], source="10.0.0.1") for n in range(6)),
+        *(check.verdict(basic("alice", f"b-{n}")["Authorization"], source="10.0.0.2") for n in range(2)),
+    )
+    check.close()
+    assert verdicts == ["invalid"] * 8
+    assert max(at["a"] for at in seen) == 1 and max(at["b"] for at in seen) == 1
+    assert any(at["a"] and at["b"] for at in seen)  # both addresses at once
+    assert check._sources == {}

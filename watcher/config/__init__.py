@@ -1,6 +1,7 @@
 """The watcher's configuration: settings dataclasses and their loading."""
 
-from watcher.config.loading import ConfigError, Option, as_yaml, load, options, parse_listen_address
+from watcher.config.loading import Option, as_yaml, load, options, parse_listen_address
+from watcher.config.problems import ConfigError
 from watcher.config.settings import (
     API_TOKEN_ENV,
     CONFIG_FILE_ENV,

@@ -15,16 +15,9 @@ from typing import Any
 
 import yaml
 
-from watcher.config import webconfig
+from watcher.config import webconfig, yamlfile
+from watcher.config.problems import ConfigError
 from watcher.config.settings import API_TOKEN_ENV, CONFIG_FILE_ENV, ENV_PREFIX, Settings
-
-
-class ConfigError(Exception):
-    """All problems found in one configuration, one per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -103,15 +96,9 @@ def _coerce(option: Option, raw: object) -> tuple[Any, str | None]:
 
 
 def _read_file(path: str, problems: list[str]) -> Mapping[str, object]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        problems.append(f"config file {path}: {exc.strerror or exc}")
-        return {}
-    except yaml.YAMLError as exc:
-        problems.append(f"config file {path}: not valid YAML: {exc}".replace("\n", " "))
-        return {}
+    unreadable: list[str] = []
+    data = yamlfile.read(path, unreadable)
+    problems.extend(f"config file {path}: {problem}" for problem in unreadable)
     if data is None:
         return {}
     if not isinstance(data, Mapping):

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from watcher.config import yamlfile
+from watcher.config.problems import ConfigError
 
 # client_auth_type → how the TLS server treats client certificates.
 CLIENT_AUTH = {
@@ -85,18 +86,14 @@ class WebConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class WebConfigError(Exception):
+class WebConfigError(ConfigError):
     """All problems found in one web config file, one per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def load(path: str) -> WebConfig:
     """Read and check the web config file at ``path``; raises WebConfigError listing every problem."""
     problems: list[str] = []
-    document = _section(_read(path, problems), "", _TOP, problems)
+    document = _section(yamlfile.read(path, problems), "", _TOP, problems)
     base = Path(path).parent
     tls, client_cert_required = _tls(_section(document.get("tls_server_config"), "tls_server_config", _TLS, problems),
                                      base, problems)  # fmt: skip
@@ -108,17 +105,6 @@ def load(path: str) -> WebConfig:
     if problems:
         raise WebConfigError([f"web config file {path}: {problem}" for problem in problems])
     return WebConfig(tls=tls, client_cert_required=client_cert_required, users=users, headers=headers)
-
-
-def _read(path: str, problems: list[str]) -> object:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
-    except OSError as exc:
-        problems.append(exc.strerror or str(exc))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.append(f"not valid YAML: {exc}".replace("\n", " "))
-    return None
 
 
 def _section(value: object, where: str, known: tuple[str, ...], problems: list[str]) -> dict[str, object]:
@@ -140,6 +126,8 @@ def _section(value: object, where: str, known: tuple[str, ...], problems: list[s
     return found
 
 
+# A type check of a YAML value, not watcher.domain.text's cleaning: these strings are paths and
+# names, never shown as label values.
 def _text(section: Mapping[str, object], key: str, problems: list[str]) -> str:
     value = section.get(key)
     if value is None:

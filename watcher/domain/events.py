@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
-from watcher.domain.model import DeploymentKey, Judge, Status
+from watcher.domain.model import DeploymentKey, Health, Judge, Status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +96,26 @@ class RolloutSuperseded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HealthChanged:
+    """A HEALTHCHECK verdict of an instance of the current rollout changed (a start resets it)."""
+
+    kind: ClassVar[str] = "health_changed"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    instance_id: str
+    before: Health
+    after: Health
+
+    @property
+    def message(self) -> str:
+        return (
+            f"container {self.instance_id[:12]} of revision {self.revision} {self.before.value} -> {self.after.value}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeploymentRejected:
     """A new deployment not tracked: the cap on deployments is reached (a guard against label explosions)."""
 
@@ -148,5 +168,6 @@ DomainEvent = (
     | DeploymentRejected
     | DeploymentDropped
     | StaleObservation
+    | HealthChanged
 )
 EVENT_TYPES: tuple[type[DomainEvent], ...] = get_args(DomainEvent)

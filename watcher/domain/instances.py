@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from watcher.domain import rollouts, rules, services
-from watcher.domain.events import StaleObservation
+from watcher.domain.events import HealthChanged, StaleObservation
 from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
 from watcher.domain.observations import (
     InstanceChange,
@@ -50,10 +50,12 @@ def seen(txn: Txn, instance: Instance, *, at: float, witnessed: bool, listed: bo
     txn.own(instance.id, key)
     if member is None:
         deployment = _arrived(txn, deployment, instance, witnessed=witnessed)
-    elif instance.exited_at is not None:
-        deployment = rollouts.revise_if_premature(
-            txn, deployment, before=member.instance, after=instance, at=instance.exited_at
-        )
+    else:
+        _health_changed(txn, deployment, before=member.instance, after=instance, at=at)
+        if instance.exited_at is not None:
+            deployment = rollouts.revise_if_premature(
+                txn, deployment, before=member.instance, after=instance, at=instance.exited_at
+            )
     txn.put(deployment if listed else rollouts.evaluate(txn, deployment))
 
 
@@ -76,7 +78,7 @@ def changed(txn: Txn, change: InstanceChange) -> None:
             # What Docker resets on a start; the health check's result starts over.
             instance = dataclasses.replace(
                 instance, running=True, running_since=change.at, exit_code=None, exited_at=None,
-                exit_requested=False, oom_killed=False,
+                exit_requested=False, oom_killed=False, start_error="",
                 health=Health.STARTING if instance.has_healthcheck else Health.NONE,
             )  # fmt: skip
         case InstanceStopRequested():
@@ -89,9 +91,22 @@ def changed(txn: Txn, change: InstanceChange) -> None:
             instance = dataclasses.replace(instance, oom_killed=True)
         case InstanceHealth(health=health):
             instance = dataclasses.replace(instance, health=health)
+    _health_changed(txn, deployment, before=member.instance, after=instance, at=change.at)
     deployment = with_member(deployment, dataclasses.replace(member, instance=instance, updated_at=change.at))
     deployment = rollouts.revise_if_premature(txn, deployment, before=member.instance, after=instance, at=change.at)
     txn.put(rollouts.evaluate(txn, deployment))
+
+
+def _health_changed(txn: Txn, deployment: Deployment, *, before: Instance, after: Instance, at: float) -> None:
+    """Tell when the health of an instance of the current rollout changed (what a board or a CI gate shows)."""
+    rollout = deployment.rollout
+    if after.health is not before.health and after.id in rollout.members:
+        txn.emit(
+            HealthChanged(
+                key=deployment.key, at=at, revision=rollout.revision, version=rollout.version, instance_id=after.id,
+                before=before.health, after=after.health,
+            )
+        )  # fmt: skip
 
 
 def remove(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
@@ -125,8 +140,6 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
     deadline = identity.progress_deadline_seconds
     if deadline is None:
         deadline = txn.settings.rollout.progress_deadline_seconds
-    # A rollout found by a resync may have begun long ago: its deadline runs from now.
-    deadline_from = identity.deployed_at if witnessed else max(identity.deployed_at, txn.now)
     return Rollout(
         revision=revision,
         version=identity.version,
@@ -136,7 +149,9 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         rollback=rollback,
         members=frozenset({instance.id}),
         trigger_created_at=identity.created_at,
-        deadline_at=deadline_from + deadline,
+        # From when the watcher learned of the rollout (its clock, which judges the deadline), never
+        # from the deployment.timestamp label (times.py); a rollout found by a resync may be old.
+        deadline_at=txn.now + deadline,
         witnessed=witnessed,
     )
 

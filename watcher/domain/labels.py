@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from watcher.domain import text, times
 from watcher.domain.model import DeploymentKey, Identity, Status
 from watcher.domain.settings import LabelSettings
 
@@ -34,8 +35,6 @@ ALL = (NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PR
 # The labels a problem can be about: the label-error counter is pre-created for each.
 UNKNOWN_VERSION = "unknown"  # no label, no image tag, no image id
 PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION)
-
-_FUTURE_SLACK_SECONDS = 86400.0  # a deploy start more than a day ahead is a unit mistake (ms?)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +114,9 @@ def parse(
             commit=commit,
             image=_clean("image", image, settings.max_value_length, []),
             created_at=created_at,
-            deployed_at=_timestamp(labels.get(TIMESTAMP), created_at=created_at, now=now, problems=problems),
+            deployed_at=_timestamp(
+                labels.get(TIMESTAMP), created_at=created_at, now=now, settings=settings, problems=problems
+            ),
             status_override=_status(labels.get(STATUS), problems),
             stable_seconds=_seconds(STABLE_SECONDS, labels.get(STABLE_SECONDS), problems),
             progress_deadline_seconds=_seconds(PROGRESS_DEADLINE, labels.get(PROGRESS_DEADLINE), problems),
@@ -126,17 +127,14 @@ def parse(
 
 def _clean(label: str, raw: str, limit: int, problems: list[LabelProblem]) -> str:
     """Make a value safe and readable as a Prometheus label value."""
-    # Lone surrogates (possible in JSON) cannot be encoded as UTF-8: replace them.
-    value = raw.encode("utf-8", "replace").decode("utf-8")
-    if value != raw:
+    cleaned = text.clean(raw, limit=limit)
+    if cleaned.unencodable:
         problems.append(LabelProblem(label, "is not valid UTF-8; bad characters replaced by '?'"))
-    if not value.isprintable():
-        value = "".join(ch if ch.isprintable() else " " for ch in value)
+    if cleaned.unprintable:
         problems.append(LabelProblem(label, "contains control characters or line breaks; replaced by spaces"))
-    value = value.strip()
-    if len(value) > limit:
-        problems.append(LabelProblem(label, f"is {len(value)} characters long; truncated to {limit}"))
-        value = value[:limit].rstrip()
+    if cleaned.length > limit:
+        problems.append(LabelProblem(label, f"is {cleaned.length} characters long; truncated to {limit}"))
+    value = cleaned.value
     if any(ch in value for ch in "\"'\\`"):
         problems.append(LabelProblem(label, "contains quotes or backslashes; kept, escaped in /metrics"))
     if not value.isascii():
@@ -158,17 +156,24 @@ def _short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def _timestamp(raw: str | None, *, created_at: float, now: float, problems: list[LabelProblem]) -> float:
+def _timestamp(
+    raw: str | None, *, created_at: float, now: float, settings: LabelSettings, problems: list[LabelProblem]
+) -> float:
+    """When the deploy started, for the rollout's duration: the label when plausible, else the creation time."""
     if raw is None:
         return created_at
     value = _non_negative(raw)
     if value is None:
         problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} is not unix seconds; using the creation time"))
         return created_at
-    if value > now + _FUTURE_SLACK_SECONDS:
-        problems.append(
-            LabelProblem(TIMESTAMP, f"{_quote(raw)} lies in the future (milliseconds?); using the creation time")
+    problem = times.implausible(value, now=now)
+    if not problem and value < created_at - settings.max_timestamp_age_seconds:
+        problem = (
+            f"lies {created_at - value:.0f} s before the container was created, more than "
+            f"labels.max_timestamp_age_seconds ({settings.max_timestamp_age_seconds:g} s)"
         )
+    if problem:
+        problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} {problem}; using the creation time"))
         return created_at
     return value
 

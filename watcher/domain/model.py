@@ -102,6 +102,8 @@ class Instance:
     exit_requested: bool = False  # the exit followed a stop request: not a crash
     oom_killed: bool = False
     restart_count: int = 0
+    # Why its last start failed, in the engine's words ('': it did not); such a container never ran.
+    start_error: str = ""
     source: Source = Source.CONTAINER
     # The Swarm service whose task this container is ("" for none): it belongs to that service's
     # deployment, for its CPU and memory only; the orchestrator, not its containers, judges rollouts.

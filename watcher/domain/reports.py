@@ -79,7 +79,8 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
         started_at=start,
         rollback=rollback,
         trigger_created_at=start,
-        deadline_at=start + txn.settings.rollout.progress_deadline_seconds,
+        # From when the report came, not from its started_at (times.py): a job may report late.
+        deadline_at=report.at + txn.settings.rollout.progress_deadline_seconds,
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
         judge=Judge.DEPLOY_TOOLING,
     )

@@ -46,7 +46,10 @@ def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tu
     if considered and all(ready(i, now=now, settings=settings) for i in considered):
         return Status.SUCCESS, ""
     if now >= rollout.deadline_at:
-        return Status.FAILED, "not healthy within the progress deadline"
+        # A container created and never started is legitimate until then (a staged deploy): say so.
+        idle = next((i for i in considered if not i.running and i.exit_code is None), None)
+        because = f": container {idle.id[:12]} is not running (never started, or paused)" if idle else ""
+        return Status.FAILED, f"not healthy within the progress deadline{because}"
     return None
 
 
@@ -97,6 +100,8 @@ def premature(rollout: Rollout, *, before: Instance, after: Instance, at: float,
 
 def failure(instance: Instance, *, settings: RuleSettings) -> str:
     """What is wrong with the instance, in words ('' for nothing)."""
+    if instance.start_error:
+        return f"could not be started: {instance.start_error}"
     if instance.oom_killed:
         return "was OOM-killed"
     if instance.exit_code is not None and not instance.exit_requested:

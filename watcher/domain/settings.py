@@ -23,6 +23,14 @@ class LabelSettings:
         False, "also track compose services without deployment.name, named <project>/<service>"
     )
     max_value_length: int = setting(128, "label values longer than this many characters are truncated", minimum=8)
+    # A CI pipeline stamps the time it began, minutes before it creates the container; an hour
+    # and more is more likely a value reused from an old compose file or baked into an image.
+    max_timestamp_age_seconds: float = setting(
+        3600.0,
+        "a deployment.timestamp further than this before the container's creation is ignored (with a warning) "
+        "and the creation time used",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

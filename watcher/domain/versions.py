@@ -13,7 +13,11 @@ Rules, applied in this order:
    an optional pre-release (``-rc.1``, or attached when it starts with a letter:
    ``1.2.3rc1``) and optional build metadata ``+...``, which is ignored. Missing
    trailing numbers are zeros; a pre-release sorts before its release, and
-   pre-releases compare by semver section 11.
+   pre-releases compare by semver section 11, with one change: letters and digits
+   within an identifier are read as identifiers of their own (``rc10`` as ``rc.10``),
+   so embedded numbers compare by value: ``rc9 < rc10``, ``beta2 < beta10``,
+   ``alpha10 < beta1``, and ``rc9 == rc.9``. Strict semver compares ``rc10`` and
+   ``rc9`` as text, which would make ``rc9 -> rc10`` a rollback.
 5. Everything else is unordered (``latest``, ``main``, empty, spaces, non-ASCII,
    values longer than ``MAX_LENGTH`` characters).
 6. ``compare`` gives None when either side is unordered or the kinds differ, but
@@ -58,6 +62,8 @@ _DATE_SUFFIX = (
 )
 _DASHED_DATE = re.compile(r"(?P<y>[0-9]{4})-(?P<m>[0-9]{2})-(?P<d>[0-9]{2})" + _DATE_SUFFIX)
 _COMPACT_DATE = re.compile(r"(?P<y>(?:19|20)[0-9]{2})(?P<m>[0-9]{2})(?P<d>[0-9]{2})" + _DATE_SUFFIX)
+# Runs of digits and of anything else: ``rc10-hotfix`` -> ``rc``, ``10``, ``-hotfix``.
+_RUNS = re.compile(r"[0-9]+|[^0-9]+")
 # Identifiers are separated by dots, which they cannot contain: no backtracking blowup.
 _IDENTS = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
 _NUMERIC = re.compile(
@@ -149,7 +155,8 @@ def _numeric_key(text: str) -> tuple[Literal["numeric"], _NumericKey] | None:
     pre = match["pre"] or match["attached"]
     if pre is None:
         return "numeric", (tuple(release), 1, ())
-    return "numeric", (tuple(release), 0, tuple(_ident(part) for part in pre.split(".")))
+    idents = tuple(_ident(run) for part in pre.split(".") for run in _RUNS.findall(part))
+    return "numeric", (tuple(release), 0, idents)
 
 
 def _num(digits: str) -> _Num:

@@ -33,9 +33,9 @@ keeps reading Docker events (the daemon drops a client that stops reading). A ch
 shows in ``/metrics`` within the interval plus one rendering time. The service renders once
 before it serves; without that, the first scrape waits for the first rendering.
 
-**Variants.** The format is whatever ``choose_encoder`` of prometheus-client negotiates from
-``Accept`` (it takes the first type it supports, in the header's order), so any header gets
-exactly what client_python would serve; gzip when ``gzip_accepted`` says so. A variant (format,
+**Variants.** The format is what ``choose_encoder`` of prometheus-client serves for the best
+acceptable media range of ``Accept``, byte for byte what client_python serves for it; gzip
+when ``Accept-Encoding`` prefers it (weights honoured: ``negotiation``). A variant (format,
 gzip or not) is rendered while someone asked for it within ``VARIANT_IDLE_SECONDS``; to begin
 with, gzipped OpenMetrics 1.0.0 (what Prometheus asks for). A scrape asking
 for another variant waits for one rendering that adds it; beyond ``MAX_VARIANTS`` live ones, a
@@ -54,22 +54,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from watcher import heap
 from watcher.config import ExpositionSettings, Settings
-from watcher.domain.model import Deployment, DeploymentKey, State, iter_sorted
+from watcher.domain.model import Deployment, DeploymentKey, Member, State, iter_sorted
 from watcher.exposition.families import DeploymentCollector, deployment_families
+from watcher.exposition.negotiation import choose_format, gzip_wanted
 from watcher.selfmetrics import SelfMetrics
 
 # Rendered from the start: what Prometheus asks for. Others (curl's plain text) are added at
@@ -98,8 +99,8 @@ class Format:
 
     @classmethod
     def negotiate(cls, accept: str) -> tuple[Format, str]:
-        """The format and Content-Type prometheus-client answers ``accept`` with."""
-        encoder, content_type = choose_encoder(accept)
+        """The format and Content-Type of the best acceptable media range of ``accept``."""
+        encoder, content_type = choose_format(accept)
         return cls.of(encoder), content_type
 
 
@@ -171,23 +172,54 @@ def next_rendering_at(*, own_read_at: float, finished_at: float, changed: bool, 
 
 # The families a stats poll changes; every other family changes only with the rollout.
 USAGE_FAMILIES = frozenset({"deployment_cpu_usage_seconds", "deployment_memory_usage_bytes"})
+# The fields only a stats poll changes, and only the usage families read (a test checks both).
+# Everything else in a deployment is compared, whatever its fields (``same_but_usage``): a
+# field added to the model re-encodes the families when it changes, and a usage field missing
+# here costs a needless re-encoding, never a stale series.
+USAGE_FIELDS: Mapping[type, frozenset[str]] = {
+    Deployment: frozenset({"retired_cpu_nanos"}),
+    Member: frozenset({"cpu_nanos", "memory_bytes"}),
+}
 
 
 class _Encoded(NamedTuple):
     deployment: Deployment
-    keys: tuple[object, object]  # what the usage families and the other families show
     pieces: list[bytes]  # the sample lines of each family
 
 
-def _usage_key(deployment: Deployment) -> object:
-    return (deployment.cpu_seconds, deployment.memory_bytes)
+def _compared(cls: type) -> tuple[str, ...] | None:
+    """The fields of a ``cls`` value to compare: all but the usage ones; None: compare values whole."""
+    usage = frozenset[str]().union(*(USAGE_FIELDS.get(base, frozenset()) for base in cls.__mro__))
+    if not usage or not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in usage)
 
 
-def _rules_key(deployment: Deployment) -> object:
-    members = tuple(member.instance for member in deployment.members.values())  # health checks
-    # The Swarm service's facts: replicas and update state, and whether it is exported here at all.
-    return (deployment.rollout, deployment.history, deployment.rollbacks, deployment.durations, members,
-            deployment.service)  # fmt: skip
+_COMPARED: dict[type, tuple[str, ...] | None] = {}  # _compared of each class met
+
+
+def same_but_usage(old: object, new: object) -> bool:
+    """Whether ``old`` and ``new`` differ in usage fields at most: the other families show the same.
+
+    Every field of the model counts, found by ``dataclasses.fields``, but those of
+    ``USAGE_FIELDS``. Copy-on-write makes it cheap: most values are the same object as before.
+    """
+    if type(old) is not type(new):
+        return False
+    if isinstance(new, dict):  # the members: opened for their usage fields
+        assert isinstance(old, dict)
+        if old.keys() != new.keys():
+            return False
+        pairs: Iterable[tuple[object, object]] = ((old[key], value) for key, value in new.items())
+    else:
+        try:
+            names = _COMPARED[type(new)]
+        except KeyError:
+            names = _COMPARED[type(new)] = _compared(type(new))
+        if names is None:
+            return old == new
+        pairs = ((getattr(old, name), getattr(new, name)) for name in names)
+    return all(before is after or same_but_usage(before, after) for before, after in pairs)
 
 
 class _Pieces:
@@ -206,8 +238,7 @@ class _Pieces:
         self._settings = settings
         empty = DeploymentCollector(snapshot=State, settings=settings).describe()
         self._headers = self._split(fmt.encode(_Families(empty)))  # families without series: headers alone
-        usage = [i for i, family in enumerate(empty) if family.name in USAGE_FAMILIES]
-        self._groups = (usage, [i for i in range(len(empty)) if i not in usage])
+        self._usage = [i for i, family in enumerate(empty) if family.name in USAGE_FAMILIES]
         self._kept: Mapping[DeploymentKey, _Encoded] = {}
 
     def encode(self, state: State) -> bytes:
@@ -225,17 +256,17 @@ class _Pieces:
         )
 
     def _one(self, deployment: Deployment, hit: _Encoded | None) -> _Encoded:
-        """Encode the groups of families whose inputs changed: usage alone after a stats poll."""
-        keys = (_usage_key(deployment), _rules_key(deployment))
+        """Encode the families whose inputs changed: the usage families alone after a stats poll."""
         families = deployment_families(deployment, settings=self._settings)
-        pieces = list(hit.pieces) if hit is not None else [b""] * len(families)
-        for group, key, old in zip(self._groups, keys, hit.keys if hit else (None, None), strict=True):
-            if hit is not None and key == old:
-                continue
-            blocks = self._blocks(self._format.encode(_Families([families[i] for i in group])))
-            for i, lines in zip(group, blocks, strict=True):
-                pieces[i] = b"".join(lines[1:])
-        return _Encoded(deployment, keys, pieces)
+        if hit is None or not same_but_usage(hit.deployment, deployment):
+            return _Encoded(deployment, self._encode(families, range(len(families)), into=[b""] * len(families)))
+        return _Encoded(deployment, self._encode(families, self._usage, into=list(hit.pieces)))
+
+    def _encode(self, families: list[Metric], which: Sequence[int], *, into: list[bytes]) -> list[bytes]:
+        blocks = self._blocks(self._format.encode(_Families([families[i] for i in which])))
+        for i, lines in zip(which, blocks, strict=True):
+            into[i] = b"".join(lines[1:])
+        return into
 
     @classmethod
     def _split(cls, body: bytes) -> list[bytes]:
@@ -299,7 +330,7 @@ class Exposition:
     async def page(self, *, accept: str, accept_encoding: str) -> Page:
         """The body for a scrape with these headers; from memory, unless nobody asked for its variant lately."""
         fmt, content_type = Format.negotiate(accept)
-        variant = Variant(fmt, gzip_accepted(accept_encoding))
+        variant = Variant(fmt, gzip_wanted(accept_encoding))
         rendering = self._current
         body = rendering.bodies.get(variant) if rendering is not None else None
         if body is None:

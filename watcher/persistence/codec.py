@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -37,6 +39,7 @@ from watcher.domain.model import (
     VersionSeen,
     iter_sorted,
 )
+from watcher.domain.times import LATEST
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,14 @@ MIGRATIONS: dict[int, Callable[[Document], Document]] = {1: _judge_of_schema_1}
 
 class DecodeError(ValueError):
     """Not a state file this watcher can read: corrupt, truncated, or of an unknown schema."""
+
+
+# The ranges the numbers of a file lie in. The watcher writes nothing outside them; anything
+# else is corruption, refused here as a whole file rather than met later in a scrape (an
+# integer beyond a float, a time past year 9999) and again after every restart.
+MAX_COUNT = 2**63 - 1  # counts, revisions, exit codes: what any 64-bit reader of the file takes
+MAX_NANOS = 2**64 - 1  # CPU nanoseconds: a cgroup's counter is 64 bits unsigned
+MAX_AMOUNT = sys.float_info.max  # seconds and bytes: any finite non-negative number
 
 
 # -- encode
@@ -151,6 +162,7 @@ def _encode_member(m: Member) -> Document:
         "restart_count": i.restart_count,
         "inspected": i.inspected,
         "service_id": i.service_id,
+        "start_error": i.start_error,
         "identity": {
             "version": identity.version,
             "commit": identity.commit,
@@ -186,8 +198,8 @@ def decode(data: bytes) -> State:
             raise DecodeError(f"no migration from schema {old}")
         try:
             document = migrate(document)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DecodeError(f"cannot migrate from schema {old}: {exc!r}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a corrupt document of that schema
+            raise DecodeError(f"cannot migrate from schema {old}: {exc!r:.200}") from None
     return _decode_state(_Object(document, "state"))
 
 
@@ -211,12 +223,12 @@ def _decode_state(root: _Object) -> State:
 
 
 def _decode_deployment(d: _Object) -> Deployment:
-    key = DeploymentKey(d.text("name"), d.text("environment"))
+    key = DeploymentKey(d.label("name"), d.label("environment"))
     history = []
     for n, raw in enumerate(d.array("history")):
         h = _Object(raw, f"{d.where}.history[{n}]")
-        history.append(VersionSeen(h.text("version"), h.text("commit"), h.integer("revision", minimum=1),
-                                   h.number("started_at")))  # fmt: skip
+        history.append(VersionSeen(h.label("version"), h.label("commit"), h.integer("revision", minimum=1),
+                                   h.time("started_at")))  # fmt: skip
     members: dict[str, Member] = {}
     for n, raw in enumerate(d.array("members")):
         member = _decode_member(_Object(raw, f"{d.where}.members[{n}]"), key=key)
@@ -230,9 +242,9 @@ def _decode_deployment(d: _Object) -> Deployment:
         rollbacks=d.integer("rollbacks"),
         durations=_decode_durations(d.child("durations")),
         members=members,
-        retired_cpu_nanos=d.integer("retired_cpu_nanos"),
-        gone_since=d.optional_number("gone_since"),
-        reported_at=d.optional_number("reported_at"),
+        retired_cpu_nanos=d.integer("retired_cpu_nanos", maximum=MAX_NANOS),
+        gone_since=d.optional_time("gone_since"),
+        reported_at=d.optional_time("reported_at"),
         service=_decode_service(d.child("service")) if d.present("service") else None,
     )
 
@@ -252,30 +264,30 @@ def _decode_service(s: _Object) -> Service:
 
 
 def _decode_durations(h: _Object) -> Durations:
-    buckets = [_number(b, f"{h.where}.buckets") for b in h.array("buckets")]
+    buckets = [_number(b, f"{h.where}.buckets", maximum=MAX_AMOUNT) for b in h.array("buckets")]
     if buckets != list(DURATION_BUCKETS):
         # Counts cannot be re-bucketed: changing the buckets needs a new schema and a migration.
         raise DecodeError(f"{h.where}.buckets: {buckets} are not this watcher's buckets {list(DURATION_BUCKETS)}")
-    counts = [_integer(c, f"{h.where}.counts") for c in h.array("counts")]
+    counts = [_integer(c, f"{h.where}.counts", minimum=0, maximum=MAX_COUNT) for c in h.array("counts")]
     if len(counts) != len(DURATION_BUCKETS) + 1:
         raise DecodeError(f"{h.where}.counts: expected {len(DURATION_BUCKETS) + 1} counts (the last for +Inf)")
-    return Durations(tuple(counts), h.number("sum"))
+    return Durations(tuple(counts), h.amount("sum"))
 
 
 def _decode_rollout(r: _Object) -> Rollout:
     return Rollout(
         revision=r.integer("revision", minimum=1),
-        version=r.text("version"),
-        commit=r.text("commit"),
-        image=r.text("image"),
-        started_at=r.number("started_at"),
+        version=r.label("version"),
+        commit=r.label("commit"),
+        image=r.label("image"),
+        started_at=r.time("started_at"),
         status=r.choice("status", Status.from_text),
-        finished_at=r.optional_number("finished_at"),
+        finished_at=r.optional_time("finished_at"),
         reason=r.text("reason"),
         rollback=r.flag("rollback"),
         members=frozenset(_text(m, f"{r.where}.members") for m in r.array("members")),
-        trigger_created_at=r.number("trigger_created_at"),
-        deadline_at=r.number("deadline_at"),
+        trigger_created_at=r.time("trigger_created_at"),
+        deadline_at=r.amount("deadline_at"),  # a start plus a deadline label of any size
         witnessed=r.flag("witnessed"),
         judge=r.choice("judge", _member_of(Judge)),
     )
@@ -288,29 +300,30 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         version=i.text("version"),
         commit=i.text("commit"),
         image=i.text("image"),
-        created_at=i.number("created_at"),
-        deployed_at=i.number("deployed_at"),
+        created_at=i.time("created_at"),
+        deployed_at=i.time("deployed_at"),
         status_override=i.optional_choice("status_override", Status.from_text),
-        stable_seconds=i.optional_number("stable_seconds"),
-        progress_deadline_seconds=i.optional_number("progress_deadline_seconds"),
+        stable_seconds=i.optional_amount("stable_seconds"),
+        progress_deadline_seconds=i.optional_amount("progress_deadline_seconds"),
     )
     instance = Instance(
         id=m.text("id"),
         identity=identity,
         running=m.flag("running"),
-        running_since=m.optional_number("running_since"),
+        running_since=m.optional_time("running_since"),
         has_healthcheck=m.flag("has_healthcheck"),
         health=m.choice("health", _member_of(Health)),
-        exit_code=m.optional_integer("exit_code"),
-        exited_at=m.optional_number("exited_at"),
+        exit_code=m.optional_integer("exit_code", minimum=-MAX_COUNT - 1),
+        exited_at=m.optional_time("exited_at"),
         exit_requested=m.flag("exit_requested"),
         oom_killed=m.flag("oom_killed"),
         restart_count=m.integer("restart_count"),
         source=m.choice("source", _member_of(Source)),
         inspected=m.flag("inspected", default=True),
-        service_id=m.text("service_id") if m.present("service_id") else "",
+        service_id=m.text("service_id", default=""),
+        start_error=m.text("start_error", default=""),
     )
-    return Member(instance, m.number("updated_at"), m.integer("cpu_nanos"), m.number("memory_bytes"))
+    return Member(instance, m.time("updated_at"), m.integer("cpu_nanos", maximum=MAX_NANOS), m.amount("memory_bytes"))
 
 
 class _Object:
@@ -332,26 +345,47 @@ class _Object:
         """Whether the field is there and not null (a field added without a new schema: absent means none)."""
         return self._value.get(name) is not None
 
-    def text(self, name: str) -> str:
+    def text(self, name: str, *, default: str | None = None) -> str:
+        """``default``: the value when the field is missing (a field added without a new schema)."""
+        if default is not None and name not in self._value:
+            return default
         return _text(self._get(name), f"{self.where}.{name}")
+
+    def label(self, name: str) -> str:
+        """Text /metrics shows as a label value: UTF-8, so a lone surrogate (JSON's ``\\ud800``) is refused."""
+        value = self.text(name)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError(f"{self.where}.{name}: not UTF-8 text") from None
+        return value
 
     def optional_text(self, name: str) -> str | None:
         value = self._get(name)
         return None if value is None else _text(value, f"{self.where}.{name}")
 
-    def integer(self, name: str, *, minimum: int = 0) -> int:
-        return _integer(self._get(name), f"{self.where}.{name}", minimum=minimum)
+    def integer(self, name: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
+        return _integer(self._get(name), f"{self.where}.{name}", minimum=minimum, maximum=maximum)
 
-    def optional_integer(self, name: str) -> int | None:
+    def optional_integer(self, name: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int | None:
         value = self._get(name)
-        return None if value is None else _integer(value, f"{self.where}.{name}", minimum=None)
+        return None if value is None else _integer(value, f"{self.where}.{name}", minimum=minimum, maximum=maximum)
 
-    def number(self, name: str) -> float:
-        return _number(self._get(name), f"{self.where}.{name}")
+    def time(self, name: str) -> float:
+        """Unix seconds, from 0 (tests and defaults use small times) to the year 9999."""
+        return _number(self._get(name), f"{self.where}.{name}", maximum=LATEST)
 
-    def optional_number(self, name: str) -> float | None:
+    def optional_time(self, name: str) -> float | None:
         value = self._get(name)
-        return None if value is None else _number(value, f"{self.where}.{name}")
+        return None if value is None else _number(value, f"{self.where}.{name}", maximum=LATEST)
+
+    def amount(self, name: str) -> float:
+        """Seconds or bytes: finite and not negative."""
+        return _number(self._get(name), f"{self.where}.{name}", maximum=MAX_AMOUNT)
+
+    def optional_amount(self, name: str) -> float | None:
+        value = self._get(name)
+        return None if value is None else _number(value, f"{self.where}.{name}", maximum=MAX_AMOUNT)
 
     def flag(self, name: str, *, default: bool | None = None) -> bool:
         """``default``: the value when the field is missing (a field added without a new schema)."""
@@ -398,21 +432,43 @@ def _member_of(kind: type[E]) -> Callable[[str], E]:
     return parse
 
 
+# A type check, not watcher.domain.text's cleaning: the file holds what the watcher wrote, values
+# cleaned when they came in, so anything else is corruption to refuse, never text to repair.
 def _text(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise DecodeError(f"{where}: expected a string, got {type(value).__name__}")
     return value
 
 
-def _integer(value: object, where: str, *, minimum: int | None = 0) -> int:
+def _integer(value: object, where: str, *, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DecodeError(f"{where}: expected an integer, got {value!r:.40}")
-    if minimum is not None and value < minimum:
-        raise DecodeError(f"{where}: must be at least {minimum}, got {value}")
+        raise DecodeError(f"{where}: expected an integer, got {_shown(value)}")
+    _within(value, where, minimum, maximum)
     return value
 
 
-def _number(value: object, where: str) -> float:
+def _number(value: object, where: str, *, maximum: float) -> float:
+    """A number from 0 to ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DecodeError(f"{where}: expected a number, got {value!r:.40}")
+        raise DecodeError(f"{where}: expected a number, got {_shown(value)}")
+    if isinstance(value, float) and math.isnan(value):
+        raise DecodeError(f"{where}: expected a number, got NaN")
+    _within(value, where, 0, maximum)  # json reads 1e400 as inf without complaint
     return float(value)
+
+
+def _within(value: float, where: str, minimum: float, maximum: float) -> None:
+    """Compared exactly: an integer beyond any float is out of range, not an OverflowError."""
+    if value < minimum:
+        raise DecodeError(f"{where}: must be at least {minimum}, got {_shown(value)}")
+    if value > maximum:
+        raise DecodeError(f"{where}: must be at most {maximum}, got {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    """A short rendering of a bad value: the repr of a huge integer or a deep list is costly or raises."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, list | dict):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"{value!r:.40}"

@@ -30,6 +30,9 @@ from watcher.sources.stats import sampling as stats
 from watcher.sources.swarm.watch import SwarmWatch
 from watcher.web import security as websecurity
 from watcher.web.app import make_app
+from watcher.web.board import Board
+from watcher.web.readapi import ReadApi
+from watcher.web.stream import EventStream
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,8 @@ class Service:
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
+        self.stream = EventStream(snapshot=self.core.snapshot, settings=settings, metrics=self.metrics)
+        self.core.subscribe(self.stream.publish)
         self._saved = self.core.snapshot()  # the state the file holds
         self._changed = asyncio.Event()
         self.core.on_change(self._changed.set)
@@ -150,15 +155,20 @@ class Service:
         """Serve until ``stop`` is set (or SIGTERM/SIGINT), then stop within ``service.shutdown_timeout_seconds``.
 
         A root task dying stops all, raising its error. ``ShutdownIncomplete``: the shutdown did
-        not finish in time, or a second signal forced it; what did not end may still be running.
+        not finish in time, or SIGINT forced it; what did not end may still be running.
         """
         stop = stop or asyncio.Event()
         force = asyncio.Event()
         with shutdown.signals(stop=stop, force=force):
             await self.exposition.refresh()  # the first scrape is served from memory too
             heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
-            app = make_app(exposition=self.exposition, ready=self.ready)
+            board = Board(
+                snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, clock=self.core.clock
+            )
+            app = make_app(exposition=self.exposition, ready=self.ready, board=board)
             app.add_routes(self.api.routes())
+            app.add_routes(ReadApi(snapshot=self.core.snapshot, settings=self.settings, stream=self.stream).routes())
+            app.on_shutdown.append(self.stream.close)  # open streams would hold the HTTP server's stop
             websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_GRACE_SECONDS)
             await runner.setup()
@@ -175,7 +185,7 @@ class Service:
                 roots = _start(self._root_tasks())
                 await _until_stopped(roots, stop=stop)
             finally:
-                stop.set()  # a crash stops too; from now on a signal forces the exit
+                stop.set()  # a crash stops too; from now on SIGINT forces the exit
                 log.info("stopping")
                 await shutdown.bounded(
                     self._shut_down(runner, roots), timeout=self.settings.service.shutdown_timeout_seconds,

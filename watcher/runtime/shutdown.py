@@ -2,11 +2,13 @@
 
 An always-on service must stop when told to, whatever hangs: a task that ignores its
 cancellation, a thread stuck in a system call, a client that never finishes its request. The
-first SIGTERM or SIGINT starts the shutdown; if it has not finished after its bound, or a
-second signal arrives meanwhile, ``bounded`` logs at ERROR every task still pending with the
+first SIGTERM or SIGINT starts the shutdown; if it has not finished after its bound, or SIGINT
+arrives meanwhile (Ctrl-C again), ``bounded`` logs at ERROR every task still pending with the
 chain of awaits it is stuck in (and the stack of each busy thread) and raises
 ``ShutdownIncomplete``. Only the process can then end: whatever is stuck would also hang
 ``asyncio.run``'s own cleanup and the interpreter's exit, which wait for every task and thread.
+SIGTERM while stopping never forces: supervisors repeat it (``timeout`` signals the process and
+then its whole process group), and the bound ends the stop anyway.
 """
 
 from __future__ import annotations
@@ -25,24 +27,27 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+FORCING = signal.SIGINT  # while stopping: a person at a terminal, pressing Ctrl-C again
 
 
 class ShutdownIncomplete(Exception):
-    """The shutdown did not finish: its bound passed, or a second signal forced the exit."""
+    """The shutdown did not finish: its bound passed, or SIGINT while stopping forced the exit."""
 
 
 @contextlib.contextmanager
 def signals(*, stop: asyncio.Event, force: asyncio.Event) -> Iterator[None]:
-    """While inside: SIGTERM or SIGINT sets ``stop``; one more once ``stop`` is set sets ``force``."""
+    """While inside: SIGTERM or SIGINT sets ``stop``; SIGINT once ``stop`` is set sets ``force``."""
     loop = asyncio.get_running_loop()
 
     def received(signum: signal.Signals) -> None:
         if not stop.is_set():
             log.info("%s received", signum.name)
             stop.set()
-        else:
+        elif signum == FORCING:
             log.warning("%s received while stopping: forcing the exit", signum.name)
             force.set()
+        else:
+            log.info("%s received while stopping: the stop goes on (%s forces the exit)", signum.name, FORCING.name)
 
     installed = []
     for signum in SIGNALS:

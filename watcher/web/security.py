@@ -1,20 +1,24 @@
 """A web config applied to the aiohttp app: basic auth on the pages that need it, extra headers.
 
 Which paths need a user: exporter-toolkit guards every path; here ``/health`` and ``/ready``
-stay open for liveness and readiness probes (Docker's HEALTHCHECK, Kubernetes), and ``/api/``
-authenticates with its own bearer token in the same Authorization header. Everything else
-(``/``, ``/metrics``, and paths that match no route) needs a user. TLS, when configured,
-covers every path.
+stay open for liveness and readiness probes (Docker's HEALTHCHECK, Kubernetes), and the CI/CD
+API (``POST`` under ``/api/``) authenticates with its own bearer token in the same
+Authorization header. Everything else (``/``, ``/metrics``, the read API's ``GET``s under
+``/api/``, and paths that match no route) needs a user. TLS, when configured, covers every path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import os
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Literal
 
 import bcrypt
@@ -29,29 +33,53 @@ OPEN_PATHS = frozenset({"/health", "/ready"})
 OWN_AUTH_PREFIX = "/api/"
 REALM = "deployment-watcher"
 CACHE_SIZE = 100
-# A bcrypt hash (cost 10, like the hashes htpasswd makes) of a random password nobody knows:
-# checked for unknown users so that a wrong username takes as long as a wrong password.
+# bcrypt checks under way at once for one client address: its guesses queue behind each other,
+# never in front of another client's login.
+CHECKS_PER_SOURCE = 1
+# A bcrypt hash of a random password nobody knows, checked for unknown users so that a wrong
+# username takes as long as a wrong password; its cost is set to the highest among the users.
 _DECOY = b"$2b$10$ipuouoBKEfrdzMANJlxLueJ5XslszDr0M8D9sbbkK9iJFmlZisaoS"
 
 Verdict = Literal["ok", "missing", "malformed", "invalid"]
 
 
+def decoy(users: Mapping[str, bytes]) -> bytes:
+    """The decoy hash at the highest cost among ``users`` (the cost is the number after the second ``$``)."""
+    cost = max((int(hashed.split(b"$")[2]) for hashed in users.values()), default=10)
+    return b"$2b$%02d$" % cost + _DECOY.split(b"$")[3]
+
+
+@dataclass
+class _Source:
+    """The check slots of one client address, and how many requests hold or wait for one."""
+
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CHECKS_PER_SOURCE))
+    users: int = 0
+
+
 class BasicAuthCheck:
     """Checks ``Authorization: Basic`` against bcrypt hashes.
 
-    bcrypt is slow on purpose (tens of milliseconds per check): checks run in a thread, one at
-    a time, so a flood of guesses takes one core and never stalls the event loop; credentials
-    that passed are remembered (by a SHA-256 of them) so a scrape every few seconds costs no
-    bcrypt at all, as in exporter-toolkit.
+    bcrypt is slow on purpose (tens to hundreds of milliseconds per check), so checks run in
+    threads of their own, off the event loop, and no client can make another wait for them:
+    a client address has ``CHECKS_PER_SOURCE`` checks under way at most, so a flood of guesses
+    queues behind itself (and takes one core) while a scraper's login is checked at once.
+    Behind a reverse proxy every client has the proxy's address. Credentials that passed are
+    remembered (by a SHA-256 of them) so a scrape every few seconds costs no bcrypt at all, as
+    in exporter-toolkit; requests with the same new credentials share one check.
     """
 
     def __init__(self, *, users: Mapping[str, bytes], checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw) -> None:
         self._users = users
         self._checkpw = checkpw
+        self._decoy = decoy(users)
         self._passed: OrderedDict[bytes, None] = OrderedDict()
-        self._one_at_a_time = asyncio.Lock()
+        self._checking: dict[bytes, asyncio.Task[bool]] = {}
+        self._sources: dict[str, _Source] = {}
+        self._threads = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt")
 
-    async def verdict(self, header: str | None) -> Verdict:
+    async def verdict(self, header: str | None, *, source: str | None = None) -> Verdict:
+        """The verdict on an Authorization header sent from the client address ``source``."""
         scheme, _, _ = (header or "").partition(" ")
         if scheme.lower() != "basic":
             return "missing"
@@ -62,33 +90,64 @@ class BasicAuthCheck:
         # The login has no ':' (decode splits at the first one), so this key is unambiguous.
         key = hashlib.sha256(f"{credentials.login}:{credentials.password}".encode()).digest()
         if key not in self._passed:
-            async with self._one_at_a_time:
-                if key not in self._passed:  # another request may have checked it meanwhile
-                    if not await asyncio.to_thread(self._check, credentials.login, credentials.password.encode()):
-                        return "invalid"
-                    self._passed[key] = None
-                    if len(self._passed) > CACHE_SIZE:
-                        self._passed.popitem(last=False)
+            checking = self._checking.get(key)
+            if checking is None:
+                checking = asyncio.create_task(self._check(key, source or "", credentials))
+                self._checking[key] = checking
+            # Shielded: a client that hangs up does not cancel the check others wait for.
+            if not await asyncio.shield(checking):
+                return "invalid"
+            self._passed[key] = None
+            if len(self._passed) > CACHE_SIZE:
+                self._passed.popitem(last=False)
         self._passed.move_to_end(key)
         return "ok"
 
-    def _check(self, login: str, password: bytes) -> bool:
+    async def _check(self, key: bytes, source: str, credentials: BasicAuth) -> bool:
+        try:
+            async with self._slot(source):
+                loop = asyncio.get_running_loop()
+                login, password = credentials.login, credentials.password.encode()
+                return await loop.run_in_executor(self._threads, self._verify, login, password)
+        finally:
+            del self._checking[key]
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, source: str) -> AsyncIterator[None]:
+        """One of the source's ``CHECKS_PER_SOURCE`` slots; sources nobody waits for are forgotten."""
+        state = self._sources.setdefault(source, _Source())
+        state.users += 1
+        try:
+            async with state.slots:
+                yield
+        finally:
+            state.users -= 1
+            if not state.users:
+                del self._sources[source]
+
+    def _verify(self, login: str, password: bytes) -> bool:
         stored: bytes | None = None
         for user, hashed in self._users.items():  # every name compared, in constant time
             if hmac.compare_digest(user.encode(), login.encode()):
                 stored = hashed
         try:
-            ok = self._checkpw(password, stored or _DECOY)
+            ok = self._checkpw(password, stored or self._decoy)
         except ValueError:  # bcrypt refuses passwords over 72 bytes
             ok = False
         return ok and stored is not None
 
+    def close(self) -> None:
+        """Let the threads go (checks under way finish; nobody waits for them)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
 
 def needs_user(request: web.Request) -> bool:
     """Whether basic auth guards this request; decided by the route matched, not the raw path."""
-    resource = request.match_info.route.resource
+    route = request.match_info.route
+    resource = route.resource
     canonical = resource.canonical if resource is not None else ""
-    return canonical not in OPEN_PATHS and not canonical.startswith(OWN_AUTH_PREFIX)
+    own_auth = route.method == hdrs.METH_POST and canonical.startswith(OWN_AUTH_PREFIX)
+    return canonical not in OPEN_PATHS and not own_auth
 
 
 def install(app: web.Application, *, config: WebConfig, failures: Counter) -> None:
@@ -103,7 +162,7 @@ def install(app: web.Application, *, config: WebConfig, failures: Counter) -> No
         ) -> web.StreamResponse:
             if not needs_user(request):
                 return await handler(request)
-            verdict = await check.verdict(request.headers.get(hdrs.AUTHORIZATION))
+            verdict = await check.verdict(request.headers.get(hdrs.AUTHORIZATION), source=request.remote)
             if verdict == "ok":
                 return await handler(request)
             failures.labels(verdict).inc()
@@ -114,6 +173,11 @@ def install(app: web.Application, *, config: WebConfig, failures: Counter) -> No
             raise web.HTTPUnauthorized(headers=challenge)
 
         app.middlewares.insert(0, basic_auth)
+
+        async def close(app: web.Application) -> None:
+            check.close()
+
+        app.on_cleanup.append(close)
     if config.headers:
         headers = dict(config.headers)
 

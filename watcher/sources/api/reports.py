@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from watcher.config import API_TOKEN_ENV, ApiSettings, ConfigError, Settings
+from watcher.domain import text, times
 from watcher.domain.events import DeploymentRejected, RolloutStarted, StaleObservation
 from watcher.domain.machine import Step
 from watcher.domain.model import Deployment, DeploymentKey, State, Status
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("deployment", "environment", "version", "commit", "status", "started_at", "finished_at")
 MIN_TOKEN_LENGTH = 16
-_EARLIEST = 946684800.0  # 2000-01-01: an earlier "time" is a mistake (a duration, a zero)
-_FUTURE_SLACK_SECONDS = 86400.0  # beyond a day ahead of our clock is a unit mistake (milliseconds?)
 _CHALLENGE = 'Bearer realm="deployment-watcher"'
 
 
@@ -110,14 +109,14 @@ def _text(body: Mapping[str, Any], field: str, *, limit: int, required: bool = F
         return ""
     if not isinstance(raw, str):
         raise Invalid(field, "must be a string")
-    value = raw.strip()
-    if required and not value:
+    if required and not raw.strip():
         raise Invalid(field, "must not be empty")
-    if len(value) > limit:
-        raise Invalid(field, f"is {len(value)} characters long; at most {limit} (labels.max_value_length)")
-    if not value.isprintable():
+    cleaned = text.clean(raw.strip(), limit=limit)  # stripped first: a trailing newline is no flaw
+    if cleaned.length > limit:
+        raise Invalid(field, f"is {cleaned.length} characters long; at most {limit} (labels.max_value_length)")
+    if cleaned.unprintable or cleaned.unencodable:
         raise Invalid(field, "contains line breaks, control or other unprintable characters")
-    return value
+    return cleaned.value
 
 
 def _status(raw: object) -> Status:
@@ -150,10 +149,9 @@ def _time(body: Mapping[str, Any], field: str, *, at: float) -> float | None:
             raise Invalid(field, "must be a finite number of unix seconds")
     else:
         raise Invalid(field, "must be unix seconds (a number) or an RFC 3339 string")
-    if value < _EARLIEST:
-        raise Invalid(field, "lies before the year 2000 (unix seconds expected)")
-    if value > at + _FUTURE_SLACK_SECONDS:
-        raise Invalid(field, "lies more than a day in the future (milliseconds?)")
+    problem = times.implausible(value, now=at)
+    if problem:
+        raise Invalid(field, problem)
     return value
 
 

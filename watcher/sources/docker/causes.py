@@ -2,6 +2,9 @@
 
 Events are read by ``Action``, ``Actor.ID`` and ``Actor.Attributes`` (the legacy
 ``status``/``id``/``from`` fields are gone from API 1.52) and ordered by ``timeNano``.
+Podman's Docker-compatible API sends a few events differently (docs/engines.md): ``remove``
+for ``destroy``, ``health_status`` without the status in the action, and no ``kill`` event
+before the ``die`` of a stop.
 Nothing here raises: a field of the wrong JSON type (never sent by a sane engine, but a
 crash would stop the watcher) reads as absent.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.config import LabelSettings
-from watcher.domain import labels
+from watcher.domain import labels, text, times
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Health, Instance
 from watcher.domain.observations import (
@@ -35,10 +38,12 @@ _STOP_SIGNALS = frozenset(
     {"2", "3", "9", "15", "SIGINT", "SIGQUIT", "SIGKILL", "SIGTERM", "INT", "QUIT", "KILL", "TERM"}
 )
 # Exit codes of a container stopped on purpose (0, or 128 + one of the signals above),
-# used when only inspect data is at hand (after a reconnect) and no stop event was seen.
+# used when only inspect data is at hand (after a reconnect) and no stop event was seen, and
+# on Podman, which sends none.
 _STOPPED_CODES = frozenset({0, 130, 131, 137, 143})
 _HEALTH = {h.value: h for h in Health}
 _NANOS = re.compile(r"(\.\d{6})\d+")
+START_ERROR_LENGTH = 300  # characters of a failed start's error kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +58,11 @@ Cause = Inspect | InstanceChange | None
 
 
 def event_time(event: Mapping[str, Any]) -> float | None:
-    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a number."""
+    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a
+    number, or it lies before 1970 or after 9999 (a time no state file may hold: ``times.LATEST``)."""
     nanos = _number(event.get("timeNano"))
-    if nanos is not None:
-        return nanos / 1e9
-    return _number(event.get("time"))
+    seconds = nanos / 1e9 if nanos is not None else _number(event.get("time"))
+    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None
 
 
 def event_id(event: Mapping[str, Any]) -> str:
@@ -93,15 +98,29 @@ def classify(event: Mapping[str, Any]) -> Cause:
                 return InstanceStopRequested(at, container_id)
             return None
         case "die":
-            return InstanceExited(at, container_id, _integer(attributes.get("exitCode", 0), default=-1))
+            code = _integer(attributes.get("exitCode", 0), default=-1)
+            if code in _STOPPED_CODES and _from_podman(attributes):
+                # No kill event told whether the stop was asked for: the container's state
+                # says, as after a reconnect (and a removed container is gone anyway).
+                return Inspect(at, container_id)
+            return InstanceExited(at, container_id, code)
         case "oom":
             return InstanceOOMKilled(at, container_id)
+        case "health_status" if ":" not in action:
+            # Podman's: its HealthStatus field holds the status from before the check that
+            # sent the event (Podman 4.3), so the container's state is read instead.
+            return Inspect(at, container_id)
         case "health_status":
-            health = _HEALTH.get(action.split(":", 1)[1].strip()) if ":" in action else None
+            health = _HEALTH.get(action.split(":", 1)[1].strip())
             return InstanceHealth(at, container_id, health) if health else None
-        case "destroy":
+        case "destroy" | "remove":  # remove: Podman's word
             return InstanceGone(at, container_id)
     return None
+
+
+def _from_podman(attributes: Mapping[str, Any]) -> bool:
+    """Podman adds ``podId`` to the attributes of every container event; Docker never does."""
+    return "podId" in attributes
 
 
 def parse_time(text: object) -> float | None:
@@ -111,9 +130,10 @@ def parse_time(text: object) -> float | None:
     # Docker gives nanoseconds; keep microseconds, which every Python 3.11 parses.
     text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
+        seconds = dt.datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
+    return seconds if seconds >= 0 else None  # before 1970: no container's time
 
 
 def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings) -> tuple[Instance | None, Parsed]:
@@ -154,8 +174,31 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         oom_killed=oom,
         restart_count=max(0, _integer(data.get("RestartCount"), default=0)),
         service_id=container_labels.get(labels.SWARM_SERVICE_ID, ""),
+        start_error=_start_error(state),
     )
     return instance, parsed
+
+
+def _start_error(state: Mapping[str, Any]) -> str:
+    """Why the container's start failed ('' when it did not): still ``created``, with the error and
+    exit code the daemon kept (127: no such command, 126: not executable, 128: anything else)."""
+    error = _text(state.get("Error")).strip()
+    code = _integer(state.get("ExitCode"), default=0)
+    if state.get("Status") != "created" or not (error or code):
+        return ""
+    # A runtime's message can be long and hold line breaks; it ends up in a log line and the API's answer.
+    return text.clean(f"exit code {code}: {error or 'no reason given'}", limit=START_ERROR_LENGTH).value
+
+
+def network_disconnect(event: Mapping[str, Any]) -> str:
+    """The container a network ``disconnect`` event is about ('' for any other event).
+
+    After a start that failed, Docker 20.10 sends no container event at all, only the
+    ``connect`` and ``disconnect`` of the container's network; this is how the watcher hears of it.
+    """
+    if event.get("Type") != "network" or event_action(event) != "disconnect":
+        return ""
+    return _text(event_attributes(event).get("container"))
 
 
 def from_create_event(
@@ -190,7 +233,8 @@ def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:
     return labels.is_tracked(event_attributes(event), settings=settings)
 
 
-# -- reading JSON fields of the expected type
+# -- reading JSON fields of the expected type: a type check, not watcher.domain.text's cleaning,
+# which labels.parse does for the values that become label values
 
 
 def _object(value: object) -> Mapping[str, Any]:
@@ -213,12 +257,12 @@ def _number(value: object) -> float | None:
 
 
 def _integer(value: object, *, default: int) -> int:
-    """A JSON integer, or one written as text (event attributes are strings)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    """A JSON integer within 64 bits, or one written as text (event attributes are strings)."""
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
     if isinstance(value, str):
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             return default
-    return default
+    # Beyond 64 bits is no exit code or restart count, and no state file may hold it.
+    return number if number is not None and -(2**63) <= number < 2**63 else default

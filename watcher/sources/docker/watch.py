@@ -23,8 +23,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-import aiodocker
-import aiohttp
 from aiodocker.channel import ChannelSubscriber
 from aiodocker.events import DockerEvents
 
@@ -36,12 +34,12 @@ from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSe
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
+from watcher.sources.engine import ENGINE_ERRORS, Engine
 
 log = logging.getLogger(__name__)
 
-# What a lost or broken connection raises; anything else is a bug and stops the service.
-CONNECTION_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError)
-CONTAINER_EVENTS = json.dumps({"type": ["container"]})
+# Network events too: after a start that fails, a network's `disconnect` is all Docker sends.
+CONTAINER_EVENTS = json.dumps({"type": ["container", "network"]})
 # Seconds within which an event the daemon sent has reached us; the silence check looks for
 # events older than this that the stream did not deliver.
 DELIVERY_MARGIN = 2.0
@@ -107,6 +105,8 @@ class DockerWatch:
     clock: Callable[[], float] = time.time
     connected: bool = False  # subscribed and synced: what /ready reports
     _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
+    # Tracked containers created and never started: a network disconnect of one is a failed start.
+    _unstarted: set[str] = field(default_factory=set)
     _inspecting: asyncio.Semaphore = field(init=False)  # bounds inspects of events in flight
 
     def __post_init__(self) -> None:
@@ -120,7 +120,7 @@ class DockerWatch:
         while True:
             try:
                 await self._session(on_synced=backoff.reset)
-            except* (Disconnected, *CONNECTION_ERRORS) as group:
+            except* (Disconnected, *ENGINE_ERRORS) as group:
                 reason = "; ".join(str(e) or type(e).__name__ for e in group.exceptions)
             delay = backoff.next()
             self.metrics.reconnects.inc()
@@ -130,41 +130,42 @@ class DockerWatch:
     # -- level 2: one connection
 
     async def _session(self, *, on_synced: Callable[[], None]) -> NoReturn:
-        async with aiodocker.Docker(url=self.settings.docker.host or None) as docker:
-            since = await self._daemon_time(docker)
-            subscriber = docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+        async with Engine.open(self.settings.docker) as engine:
+            since = await self._daemon_time(engine)
+            events = engine.docker.events
+            subscriber = events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
             # `since` closes the gap between the daemon flushing the response headers and
             # registering the subscription; the relist below, not `since`, is the truth.
-            stream = asyncio.create_task(docker.events.run(since=f"{since:.9f}", filters=CONTAINER_EVENTS))
+            stream = asyncio.create_task(events.run(since=f"{since:.9f}", filters=CONTAINER_EVENTS))
             try:
-                await self._until_streaming(docker, stream)
-                await self._resync(docker, at=since)
+                await self._until_streaming(engine, stream)
+                await self._resync(engine, at=since)
                 self._set_connected(True)
                 log.info("connected to the Docker Engine and synced")
                 on_synced()
-                await self._stream(docker, subscriber, since=since)
+                await self._stream(engine, subscriber, since=since)
             finally:
                 self._set_connected(False)
                 stream.cancel()
-                with suppress(asyncio.CancelledError, *CONNECTION_ERRORS):
+                with suppress(asyncio.CancelledError, *ENGINE_ERRORS):
                     await stream
 
-    async def _until_streaming(self, docker: aiodocker.Docker, stream: asyncio.Task[None]) -> None:
-        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-            while docker.events.json_stream is None:
+    async def _until_streaming(self, engine: Engine, stream: asyncio.Task[None]) -> None:
+        async with engine.deadline():
+            while engine.docker.events.json_stream is None:
                 if stream.done():
                     stream.result()  # raises what ended it
                     raise Disconnected("the event stream ended before it began")
                 await asyncio.sleep(0.005)
 
-    async def _stream(self, docker: aiodocker.Docker, subscriber: ChannelSubscriber, *, since: float) -> NoReturn:
+    async def _stream(self, engine: Engine, subscriber: ChannelSubscriber, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
         async with asyncio.TaskGroup() as group:
-            await self._read(docker, subscriber, _PerContainer(group), since=since)
+            await self._read(engine, subscriber, _PerContainer(group), since=since)
         raise AssertionError("unreachable")  # _read never returns
 
     async def _read(
-        self, docker: aiodocker.Docker, subscriber: ChannelSubscriber, work: _PerContainer, *, since: float
+        self, engine: Engine, subscriber: ChannelSubscriber, work: _PerContainer, *, since: float
     ) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
         silence = self.settings.docker.silence_seconds
@@ -179,25 +180,25 @@ class DockerWatch:
                     event = await subscriber.get()  # type: ignore[no-untyped-call]
             except TimeoutError:
                 if resync_every and time.monotonic() >= next_resync:
-                    await self._resync(docker, at=await self._daemon_time(docker))
+                    await self._resync(engine, at=await self._daemon_time(engine))
                     next_resync = time.monotonic() + resync_every
                 else:
-                    await self._check_silence(docker, heard=heard)
+                    await self._check_silence(engine, heard=heard)
                 continue
             if event is None:  # aiodocker's word for "the stream ended"
                 raise Disconnected("the event stream ended")
             heard = max(heard, docker_causes.event_time(event) or heard)
-            self._handle(docker, event, work)
+            self._handle(engine, event, work)
 
-    async def _check_silence(self, docker: aiodocker.Docker, *, heard: float) -> None:
+    async def _check_silence(self, engine: Engine, *, heard: float) -> None:
         """No event for a while: a hung daemon does not answer, and a stream that stalled while
         the daemon still answers (a proxy, a NAT dropping the connection) has missed events
         that the daemon lists when asked for the time since the last one delivered."""
-        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-            until = await self._daemon_time(docker) - DELIVERY_MARGIN
+        async with engine.deadline():
+            until = await self._daemon_time(engine) - DELIVERY_MARGIN
             if until <= heard:
                 return
-            probe = DockerEvents(docker)  # type: ignore[no-untyped-call]
+            probe = DockerEvents(engine.docker)  # type: ignore[no-untyped-call]
             missed = probe.subscribe(create_task=False)  # type: ignore[no-untyped-call]
             await probe.run(since=f"{heard:.9f}", until=f"{until:.9f}", filters=CONTAINER_EVENTS)
         while (event := await missed.get()) is not None:
@@ -205,43 +206,52 @@ class DockerWatch:
                 action = docker_causes.event_action(event)
                 raise Disconnected(f"the event stream did not deliver a {action} event that the daemon lists")
 
-    async def _resync(self, docker: aiodocker.Docker, *, at: float) -> None:
+    async def _resync(self, engine: Engine, *, at: float) -> None:
         """Rebuild from what exists: every reconnect is a full resync."""
         label_filter = {} if self.settings.labels.track_compose else {"label": [labels.NAME]}
-        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-            listed = await docker.containers.list(all=True, filters=json.dumps(label_filter))
+        async with engine.deadline():
+            listed = await engine.docker.containers.list(all=True, filters=json.dumps(label_filter))
         ids = [c.id for c in listed if labels.is_tracked(c["Labels"] or {}, settings=self.settings.labels)]
         limit = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
 
         async def inspect(container_id: str) -> Instance | None:
             async with limit:
-                data = await self._inspect(docker, container_id)
+                data = await engine.inspect(container_id)
             return self._instance(data) if data else None
 
         found = await asyncio.gather(*(inspect(i) for i in ids))
         instances = tuple(i for i in found if i is not None)
         self._warned &= {i.id for i in instances}
+        self._unstarted = {i.id for i in instances if _unstarted(i)}
         self.submit(Resync(at, Source.CONTAINER, instances))
         self.metrics.resyncs.inc()
         log.info("resynced: %d tracked containers", len(instances))
 
     # -- level 3: one event
 
-    def _handle(self, docker: aiodocker.Docker, event: Mapping[str, Any], work: _PerContainer) -> None:
+    def _handle(self, engine: Engine, event: Mapping[str, Any], work: _PerContainer) -> None:
+        if event.get("Type") == "network":  # followed only to hear of failed starts
+            disconnected, at = docker_causes.network_disconnect(event), docker_causes.event_time(event)
+            if disconnected in self._unstarted and at is not None:
+                work.add(disconnected, self._seen(engine, Inspect(at, disconnected)))
+            return
         self.metrics.event(docker_causes.event_action(event))
         if not docker_causes.is_tracked(event, settings=self.settings.labels):
             return
         cause = docker_causes.classify(event)
         if cause is None:
             return
+        if isinstance(cause, InstanceChange):
+            self._unstarted.discard(cause.instance_id)  # started, exited or gone
         if isinstance(cause, Inspect) and docker_causes.event_action(event) == "create":
             instance, parsed = docker_causes.from_create_event(event, cause, settings=self.settings.labels)
             if instance is not None:
                 self._report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
+                self._unstarted.add(instance.id)
                 self._apply(InstanceSeen(cause.at, instance))
                 return
         if isinstance(cause, Inspect):
-            work.add(cause.container_id, self._seen(docker, cause))
+            work.add(cause.container_id, self._seen(engine, cause))
             return
         if work.busy(cause.instance_id):
             work.add(cause.instance_id, self._changed(cause))  # after that container's inspect
@@ -249,14 +259,18 @@ class DockerWatch:
             self._apply(cause)
         if isinstance(cause, InstanceStarted):
             # Running as of now; the rules wait for what only the inspect says (health check).
-            work.add(cause.instance_id, self._seen(docker, Inspect(cause.at, cause.instance_id)))
+            work.add(cause.instance_id, self._seen(engine, Inspect(cause.at, cause.instance_id)))
 
-    async def _seen(self, docker: aiodocker.Docker, cause: Inspect) -> None:
+    async def _seen(self, engine: Engine, cause: Inspect) -> None:
         async with self._inspecting:
-            data = await self._inspect(docker, cause.container_id)
+            data = await engine.inspect(cause.container_id)
         instance = self._instance(data) if data else None
         if instance is None:
             return  # gone already (its destroy event follows) or not a deployment
+        if _unstarted(instance):
+            self._unstarted.add(instance.id)
+        else:
+            self._unstarted.discard(instance.id)
         self._apply(InstanceSeen(cause.at, instance))
 
     async def _changed(self, change: InstanceChange) -> None:
@@ -270,19 +284,9 @@ class DockerWatch:
 
     # -- requests and helpers
 
-    async def _inspect(self, docker: aiodocker.Docker, container_id: str) -> Mapping[str, Any] | None:
-        try:
-            async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-                return await docker.containers.container(container_id).show()
-        except aiodocker.DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def _daemon_time(self, docker: aiodocker.Docker) -> float:
+    async def _daemon_time(self, engine: Engine) -> float:
         """The daemon's clock: event times and resyncs must be on one timeline."""
-        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-            info = await docker.system.info()
+        info = await engine.info()
         return docker_causes.parse_time(info.get("SystemTime")) or self.clock()
 
     def _instance(self, data: Mapping[str, Any]) -> Instance | None:
@@ -303,3 +307,8 @@ class DockerWatch:
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
         self.metrics.docker_up.set(1 if connected else 0)
+
+
+def _unstarted(instance: Instance) -> bool:
+    """Not running, not exited, no failed start: created and never started (or paused), so a start may yet fail."""
+    return not instance.running and instance.exit_code is None and not instance.start_error

@@ -54,19 +54,23 @@ def expand_slice(name: str) -> str | None:
 
 
 def cgroup_paths(*, driver: str, parent: str, container_id: str) -> list[str]:
-    """Where Docker puts a container's cgroup, relative to a hierarchy's root, e.g. ``/docker/<id>``.
+    """Where Docker, then Podman, put a container's cgroup, relative to a hierarchy's root,
+    e.g. ``/docker/<id>``.
 
     Docker's rule: the container's HostConfig.CgroupParent, else the driver's default parent;
     cgroupfs joins parent and id, systemd makes ``docker-<id>.scope`` in the parent slice.
-    A driver Docker did not name gets both.
+    Podman's is the same with ``libpod-<id>``, in ``libpod_parent`` or ``machine.slice`` by
+    default. A driver neither named gets both.
     """
     paths = []
     if driver != "systemd":
-        paths.append(posixpath.normpath(posixpath.join("/", parent or "docker", container_id)))
+        for default, name in (("docker", container_id), ("libpod_parent", f"libpod-{container_id}")):
+            paths.append(posixpath.normpath(posixpath.join("/", parent or default, name)))
     if driver != "cgroupfs":
-        slice_path = expand_slice(parent or "system.slice")
-        if slice_path is not None:
-            paths.append(f"{slice_path}/docker-{container_id}.scope")
+        for default, name in (("system.slice", "docker"), ("machine.slice", "libpod")):
+            slice_path = expand_slice(parent or default)
+            if slice_path is not None:
+                paths.append(f"{slice_path}/{name}-{container_id}.scope")
     return paths
 
 

@@ -13,18 +13,16 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol
 
-import aiodocker
 import aiohttp
 
 from watcher.config import Settings
 from watcher.domain.model import State, Usage
 from watcher.domain.observations import UsageSampled
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.engine import ENGINE_ERRORS, Engine
 from watcher.sources.stats.cgroups import CgroupStats, detect_hierarchy, layout_problem, working_set
 
 log = logging.getLogger(__name__)
-
-_API_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 def usage_from_stats(stats: Mapping[str, Any]) -> Usage | None:
@@ -62,8 +60,8 @@ def choose_source(*, requested: str, layout_problem: str | None, probed: int, re
 class ApiStats:
     """Samples through the Docker stats API (about a second per container, so in parallel)."""
 
-    def __init__(self, docker: aiodocker.Docker, *, concurrency: int, timeout: float) -> None:
-        self._docker = docker
+    def __init__(self, engine: Engine, *, concurrency: int, timeout: float) -> None:
+        self._engine = engine
         self._limit = asyncio.Semaphore(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
@@ -76,10 +74,10 @@ class ApiStats:
     async def _one(self, container_id: str) -> Usage | None:
         async with self._limit:
             try:
-                samples = await self._docker.containers.container(container_id).stats(
+                samples = await self._engine.docker.containers.container(container_id).stats(
                     stream=False, timeout=self._timeout
                 )
-            except _API_ERRORS as exc:
+            except ENGINE_ERRORS as exc:
                 log.debug("stats of %s: %s", container_id[:12], exc)
                 return None
         return usage_from_stats(samples[0]) if samples else None
@@ -113,20 +111,19 @@ class AutoStats:
         return await self._api.sample(container_ids)
 
 
-def _cgroup_parent(
-    docker: aiodocker.Docker, *, concurrency: int, timeout: float
-) -> Callable[[str], Awaitable[str | None]]:
+def _cgroup_parent(engine: Engine, *, concurrency: int) -> Callable[[str], Awaitable[str | None]]:
     """Looks up a container's HostConfig.CgroupParent by inspect, a few at a time."""
     limit = asyncio.Semaphore(concurrency)
 
     async def cgroup_parent(container_id: str) -> str | None:
         async with limit:
             try:
-                async with asyncio.timeout(timeout):
-                    data = await docker.containers.container(container_id).show()
-            except _API_ERRORS as exc:
+                data = await engine.inspect(container_id)
+            except ENGINE_ERRORS as exc:
                 log.debug("inspect of %s for its cgroup parent: %s", container_id[:12], exc)
                 return None
+        if data is None:
+            return None  # gone
         parent = (data.get("HostConfig") or {}).get("CgroupParent")
         return parent if isinstance(parent, str) else None
 
@@ -134,7 +131,7 @@ def _cgroup_parent(
 
 
 async def open_source(
-    *, settings: Settings, docker: aiodocker.Docker, api: StatsSource, chosen: Callable[[str], None]
+    *, settings: Settings, engine: Engine, api: StatsSource, chosen: Callable[[str], None]
 ) -> StatsSource | None:
     """The source ``stats.source`` asks for; None while the daemon does not answer /info (try again later)."""
     requested = settings.stats.source
@@ -142,9 +139,8 @@ async def open_source(
         chosen("api")
         return api
     try:
-        async with asyncio.timeout(settings.docker.request_timeout_seconds):
-            info = await docker.system.info()
-    except _API_ERRORS as exc:
+        info = await engine.info()
+    except ENGINE_ERRORS as exc:
         log.debug("stats: /info for the cgroup layout: %s", exc)
         return None
     hierarchy = detect_hierarchy(
@@ -161,9 +157,7 @@ async def open_source(
     )
     cgroup = CgroupStats(
         hierarchy=hierarchy,
-        cgroup_parent=_cgroup_parent(
-            docker, concurrency=settings.stats.concurrency, timeout=settings.docker.request_timeout_seconds
-        ),
+        cgroup_parent=_cgroup_parent(engine, concurrency=settings.stats.concurrency),
     )
     choice = choose_source(requested=requested, layout_problem=problem, probed=0, readable=0)
     if choice == "cgroup":
@@ -188,10 +182,10 @@ async def poll_forever(
 ) -> NoReturn:
     """Every interval, sample the running tracked containers and report their usage."""
     interval = settings.stats.interval_seconds
-    async with aiodocker.Docker(url=settings.docker.host or None) as docker:
+    async with Engine.open(settings.docker) as engine:
         # One API sample takes about a second (the daemon waits for a second reading).
         timeout = max(interval, settings.docker.request_timeout_seconds)
-        api = ApiStats(docker, concurrency=settings.stats.concurrency, timeout=timeout)
+        api = ApiStats(engine, concurrency=settings.stats.concurrency, timeout=timeout)
         source: StatsSource | None = None
         last_errors = 0
         while True:
@@ -199,7 +193,7 @@ async def poll_forever(
             ids = snapshot().running_instance_ids()
             if source is None:
                 source = await open_source(
-                    settings=settings, docker=docker, api=api, chosen=metrics.stats_source_in_use
+                    settings=settings, engine=engine, api=api, chosen=metrics.stats_source_in_use
                 )
             usage, errors = await source.sample(ids) if source else ({}, len(ids))
             if usage:

@@ -30,12 +30,11 @@ import aiohttp
 from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.engine import ENGINE_ERRORS, Engine
 from watcher.sources.swarm import causes
 
 log = logging.getLogger(__name__)
 
-# What a lost or broken connection raises. TODO(dedupe): watcher/sources/engine.py's ENGINE_ERRORS once merged.
-ENGINE_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError)
 SERVICE_EVENTS = json.dumps({"type": ["service"]})
 STATUS_API = (1, 41)  # ServiceStatus on GET /services?status=true
 
@@ -151,8 +150,9 @@ class SwarmWatch:
 
     @asynccontextmanager
     async def _engine(self) -> AsyncIterator[aiodocker.Docker]:
-        async with aiodocker.Docker(url=self.settings.docker.host or None) as docker:
-            yield docker
+        """The shared engine client (``watcher.sources.engine``); its aiodocker handle for what only Swarm asks."""
+        async with Engine.open(self.settings.docker) as engine:
+            yield engine.docker
 
     @asynccontextmanager
     async def _events(

@@ -1,0 +1,184 @@
+"""The board in a real headless Chromium (Debian's), driven by Playwright, against a real watcher on the
+real daemon: the table, a change arriving live without a reload, the detail view, hostile label
+values shown as text; screenshots kept as artifacts.
+
+Playwright drives the system's Chromium (``executable_path``): no browser download. The
+screenshots go to $BOARD_SCREENSHOTS when set, else to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Page, expect, sync_playwright
+
+from tests.conftest import Containers, WatcherProcess, require_binary, start_watcher
+
+TOKEN = "board-token-" + uuid.uuid4().hex
+HOSTILE = "<img src=x onerror=alert(1)>"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
+    process = start_watcher(
+        tmp_path_factory.mktemp("board"), "--rollout.stable-seconds=2", "--stats.interval-seconds=1",
+        env={"WATCHER_API_TOKEN": TOKEN},
+    )  # fmt: skip
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop_cleanly()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
+    """Chromium with a fresh profile; fails (never skips) when it is not installed."""
+    executable = require_binary("chromium")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "profile", executable_path=executable, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 720},
+        )  # fmt: skip
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    directory = Path(os.environ.get("BOARD_SCREENSHOTS") or tmp_path / "screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def report(watcher: WatcherProcess, name: str, version: str, status: str, environment: str = "production") -> None:
+    body = json.dumps({"deployment": name, "environment": environment, "version": version, "status": status})
+    request = urllib.request.Request(watcher.url + "/api/v1/deployments", data=body.encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+class Watched:
+    """A page with what it did: navigations, dialogs, console errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.navigations = 0
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("framenavigated", lambda frame: self._navigated(frame.parent_frame is None))
+        page.on("dialog", self._dialog)
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def _navigated(self, main: bool) -> None:
+        self.navigations += main
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+
+def row(page: Page, name: str) -> str:
+    """A CSS selector for the table row of ``name`` (attribute values quoted by JSON's rules)."""
+    return f"#deployments tbody tr[data-name={json.dumps(name)}]"
+
+
+def test_the_board_is_live(watcher: WatcherProcess, containers: Containers, browser: BrowserContext,
+                           screenshots: Path) -> None:  # fmt: skip
+    """The table shows the deployments; a change arrives without a reload; the detail view opens and is live too."""
+    tag = uuid.uuid4().hex[:6]
+    shop, api = f"shop-{tag}", f"api-{tag}"
+    containers.run(labels={"deployment.name": shop, "deployment.environment": "staging",
+                           "deployment.version": "1.4.0", "deployment.commit": "9f1c2ab"})  # fmt: skip
+    report(watcher, api, "2.0.0", "success")
+    report(watcher, api, "2.1.0", "in_progress")
+    watcher.wait_for("the container's deployment", lambda: watcher.get(f"/api/v1/deployments/staging/{shop}")[0] == 200)
+    page = browser.new_page()
+    watched = Watched(page)
+    page.goto(watcher.url + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator(row(page, api) + " td.status")).to_have_text("in progress")
+    expect(page.locator(row(page, shop) + " td").nth(3)).to_have_text("1.4.0")
+    expect(page.locator(row(page, shop) + " td.status")).to_have_text("success", timeout=15000)  # live, by stable time
+    assert page.locator(row(page, api) + " td").nth(9).inner_text() == "2.1.0, 2.0.0"
+    page.screenshot(path=screenshots / "board.png", full_page=True, animations="disabled")
+
+    report(watcher, api, "2.1.0", "failed")
+    expect(page.locator(row(page, api) + " td.status")).to_have_text("failed")
+    report(watcher, f"new-{tag}", "0.1.0", "in_progress")  # a new row, in its sorted place
+    expect(page.locator(row(page, f"new-{tag}"))).to_have_count(1)
+    assert watched.navigations == 1, "the page reloaded"
+
+    page.locator(row(page, api) + " a").click()
+    expect(page.locator("#title")).to_contain_text(api)
+    expect(page.locator("#facts dd[data-field=status]")).to_have_text("failed")
+    expect(page.locator("#live")).to_have_text("live")
+    report(watcher, api, "2.2.0", "in_progress")
+    expect(page.locator("#facts dd[data-field=version]")).to_have_text("2.2.0")
+    expect(page.locator("#events li").first).to_contain_text("revision 3 (2.2.0) started")
+    expect(page.locator("#history tbody tr")).to_have_count(3)  # refetched from the API
+    page.screenshot(path=screenshots / "board-detail.png", full_page=True, animations="disabled")
+    page.goto(watcher.url + "/deployment?" + urllib.parse.urlencode({"environment": "staging", "name": shop}))
+    expect(page.locator("#members tbody tr")).to_have_count(1)  # the container, running, current
+    expect(page.locator("#checks li")).to_have_count(3)
+    page.screenshot(path=screenshots / "board-containers.png", full_page=True, animations="disabled")
+    assert watched.errors == [] and watched.dialogs == []
+
+
+def test_a_hostile_name_is_text(watcher: WatcherProcess, browser: BrowserContext, screenshots: Path) -> None:
+    """A deployment named like markup shows as that text, rendered by the server and by the script; nothing runs."""
+    report(watcher, HOSTILE, HOSTILE, "in_progress", environment=HOSTILE)
+    page = browser.new_page()
+    watched = Watched(page)
+    page.goto(watcher.url + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    hostile_row = page.locator(row(page, HOSTILE))
+    expect(hostile_row.locator("td").first).to_have_text(HOSTILE)
+    report(watcher, HOSTILE, "<script>alert(2)</script>", "in_progress", environment=HOSTILE)  # drawn by the script
+    expect(hostile_row.locator("td").nth(3)).to_have_text("<script>alert(2)</script>")
+    assert page.locator("#deployments img, #deployments script").count() == 0
+    hostile_row.locator("a").click()
+    expect(page.locator("#title")).to_contain_text(HOSTILE)
+    report(watcher, HOSTILE, "<b onmouseover=alert(3)>x</b>", "in_progress", environment=HOSTILE)
+    expect(page.locator("#events li").first).to_contain_text("<b onmouseover=alert(3)>x</b>")
+    assert page.locator("main img, main b").count() == 0
+    page.screenshot(path=screenshots / "board-hostile.png", full_page=True, animations="disabled")
+    assert watched.dialogs == [], f"a dialog fired: {watched.dialogs}"
+    assert watched.errors == []
+
+
+def test_the_board_works_without_javascript(watcher: WatcherProcess, tmp_path: Path) -> None:
+    """With scripting off, the table and the detail view are all there, server-rendered."""
+    name = f"nojs-{uuid.uuid4().hex[:6]}"
+    report(watcher, name, "3.0.0", "success")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "profile", executable_path=require_binary("chromium"), headless=True, args=CHROMIUM_ARGS,
+            java_script_enabled=False,
+        )  # fmt: skip
+        try:
+            page = context.new_page()
+            page.goto(watcher.url + "/?environment=production")
+            expect(page.locator(row(page, name) + " td.status")).to_have_text("success")
+            expect(page.locator("#live")).to_have_text("static page")
+            page.locator(row(page, name) + " a").click()
+            expect(page.locator("#facts dd[data-field=version]")).to_have_text("3.0.0")
+        finally:
+            context.close()

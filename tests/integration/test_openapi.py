@@ -1,0 +1,85 @@
+"""The read API of a real watcher checked against its own description by schemathesis: every answer
+to generated requests has a documented status, content type and shape. The event stream never
+ends, so it is checked in test_read_side.py instead."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.schemas import BaseSchema
+
+from tests.conftest import Containers, WatcherProcess, start_watcher
+
+TOKEN = "openapi-token-" + uuid.uuid4().hex
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
+    process = start_watcher(
+        tmp_path_factory.mktemp("openapi"), "--rollout.stable-seconds=1", "--stats.enabled=false",
+        env={"WATCHER_API_TOKEN": TOKEN},
+    )  # fmt: skip
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop_cleanly()
+
+
+@pytest.fixture(scope="module")
+def api_schema(watcher: WatcherProcess, busybox_image: str) -> Iterator[BaseSchema]:
+    """The description the watcher serves, over a watcher that knows a few deployments (one with a container)."""
+    containers = Containers(busybox_image)
+    try:
+        containers.run(labels={"deployment.name": "shop", "deployment.environment": "test",
+                               "deployment.version": "1.0.0"})  # fmt: skip
+        for name, status in (("api", "success"), ("web", "failed"), ("a b <c>", "in_progress")):
+            body = json.dumps({"deployment": name, "environment": "production", "version": "2.0", "status": status})
+            request = urllib.request.Request(watcher.url + "/api/v1/deployments", data=body.encode(), method="POST",
+                                             headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+            urllib.request.urlopen(request, timeout=10).close()
+        watcher.wait_for("the container's deployment", lambda: watcher.get("/api/v1/deployments/test/shop")[0] == 200)
+        schema = schemathesis.openapi.from_url(watcher.url + "/api/v1/openapi.json")
+        yield schema.exclude(path="/api/v1/events")
+    finally:
+        containers.cleanup()
+
+
+def test_the_api_answers_as_described(api_schema: BaseSchema) -> None:
+    """Generated requests to every operation (the deployments' paths and filters among them) get
+    answers with a documented status, content type and shape."""
+    operations = [result.ok() for result in api_schema.get_all_operations()]  # type: ignore[union-attr]
+    # Schemathesis leaves out the operation that serves the description it was loaded from.
+    assert {(op.method.upper(), op.path) for op in operations} >= {
+        ("GET", "/api/v1/deployments"), ("GET", "/api/v1/deployments/{environment}/{name}"),
+    }  # fmt: skip
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def answers_as_described(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
+            case.call_and_validate()
+
+        answers_as_described()
+
+
+def test_known_deployments_validate(watcher: WatcherProcess, api_schema: BaseSchema) -> None:
+    """The deployments that exist (not only generated names, mostly unknown) answer 200 in the documented shape."""
+    operation = api_schema["/api/v1/deployments/{environment}/{name}"]["GET"]
+    for environment, name in (("test", "shop"), ("production", "api"), ("production", "a b <c>")):
+        case = operation.Case(path_parameters={"environment": environment, "name": name})
+        response = case.call()
+        assert response.status_code == 200, (environment, name)
+        case.validate_response(response)
+    listed = api_schema["/api/v1/deployments"]["GET"].Case(query={"environment": "production"})
+    response = listed.call()
+    listed.validate_response(response)
+    assert len(response.json()["deployments"]) == 3

@@ -1,0 +1,144 @@
+"""The board's pages in process: the table and the detail, escaped, with a CSP that forbids inline
+script, the landing links, the filter, and the shipped script and style."""
+
+from __future__ import annotations
+
+import html
+import importlib.resources
+import re
+from html.parser import HTMLParser
+
+from pytest_aiohttp import AiohttpClient
+
+from tests.unit.readside import NOW, read_side
+from tests.unit.test_state import reported, started
+from watcher.domain.model import DeploymentKey
+from watcher.domain.observations import Tick
+from watcher.web.board import age
+
+HOSTILE = "<img src=x onerror=alert(1)>\"'&"
+
+
+class Parsed(HTMLParser):
+    """What a browser would build: elements, attributes, script tags and the text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(page: str) -> Parsed:
+    parsed = Parsed()
+    parsed.feed(page)
+    return parsed
+
+
+async def test_the_table_shows_each_deployment(aiohttp_client: AiohttpClient) -> None:
+    """/ is a table with one row per deployment: status, version, revision, age, health, resources, versions."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(started("a", "1.0.0", NOW), Tick(NOW + 11), started("b", "2.0.0", NOW + 20))
+    side.clock.now = NOW + 200
+    answer = await client.get("/")
+    assert answer.status == 200 and answer.content_type == "text/html"
+    page = await answer.text()
+    rows = re.findall(r"<tr data-name=.*?</tr>", page)
+    assert len(rows) == 1
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td.*?</td>", rows[0])]
+    assert cells == ["api", "production", "in progress", "2.0.0", "2", "3m", "healthy", "0.0 s", "0 B", "2.0.0, 1.0.0"]
+    assert 'class="status status-in_progress"' in rows[0]
+    assert 'href="deployment?environment=production&amp;name=api"' in rows[0]
+
+
+async def test_landing_links_stay(aiohttp_client: AiohttpClient) -> None:
+    """The board links /metrics, /health, /ready and the API, relative (so a path prefix works)."""
+    app, _ = read_side()
+    client = await aiohttp_client(app)
+    links = {attrs.get("href") for tag, attrs in parse(await (await client.get("/")).text()).tags if tag == "a"}
+    assert {"metrics", "health", "ready", "api/v1/deployments", "api/v1/openapi.json", "api/v1/events"} <= links
+
+
+async def test_filter_by_environment(aiohttp_client: AiohttpClient) -> None:
+    """?environment= keeps that environment's rows; the select lists every environment."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(reported("1", "success", NOW), reported("2", "success", NOW, key=DeploymentKey("web", "staging")))
+    page = await (await client.get("/", params={"environment": "staging"})).text()
+    assert re.findall(r'<tr data-name="([^"]*)"', page) == ["web"]
+    assert '<option value="staging" selected>' in page and '<option value="production">' in page
+
+
+async def test_label_values_are_escaped_everywhere(aiohttp_client: AiohttpClient) -> None:
+    """A name and version full of markup come out as text, in the table and in the detail."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    key = DeploymentKey(HOSTILE, HOSTILE)
+    side.submit(reported(HOSTILE, "in_progress", NOW, key=key))
+    for path, params in (("/", {}), ("/deployment", {"environment": HOSTILE, "name": HOSTILE})):
+        answer = await client.get(path, params=params)
+        assert answer.status == 200
+        parsed = parse(await answer.text())
+        assert not any(tag == "img" for tag, _ in parsed.tags), path
+        assert HOSTILE in "".join(parsed.text), path
+        assert [attrs.get("src") for tag, attrs in parsed.tags if tag == "script"] == ["static/board.js"]
+
+
+async def test_pages_forbid_inline_script(aiohttp_client: AiohttpClient) -> None:
+    """Every page and static file carries the CSP: scripts from the watcher itself only, nothing inline."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(reported("1", "success", NOW))
+    for path in ("/", "/deployment?environment=production&name=api", "/deployment?name=none",
+                 "/static/board.js", "/static/board.css"):  # fmt: skip
+        answer = await client.get(path)
+        csp = answer.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp, path
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_the_detail_view(aiohttp_client: AiohttpClient) -> None:
+    """/deployment?environment=&name= shows the rollout, its containers and its history; unknown: 404."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(started("a", "1.0.0", NOW), Tick(NOW + 11), started("b", "2.0.0", NOW + 20))
+    page = await (await client.get("/deployment", params={"environment": "production", "name": "api"})).text()
+    assert '<dd data-field="status" class="status status-in_progress">in progress</dd>' in page
+    assert '<dd data-field="revision">2</dd>' in page
+    assert re.findall(r"<td><code>(\w+)</code></td><td>([\d.]+)</td>", page) == [("a", "1.0.0"), ("b", "2.0.0")]
+    history = page.split('id="history"')[1]
+    assert re.findall(r"<tr><td>(\d)</td><td>([\d.]+)</td>", history) == [("2", "2.0.0"), ("1", "1.0.0")]
+    assert 'data-view="detail"' in page and 'data-name="api"' in page
+    missing = await client.get("/deployment", params={"environment": "production", "name": "nope"})
+    assert missing.status == 404 and "nope" in await missing.text()
+
+
+async def test_the_script_and_style_ship_in_the_package(aiohttp_client: AiohttpClient) -> None:
+    """/static/board.js and board.css are the package's files; nothing else is served from there."""
+    app, _ = read_side()
+    client = await aiohttp_client(app)
+    files = importlib.resources.files("watcher.web") / "static"
+    script = await client.get("/static/board.js")
+    assert script.content_type == "text/javascript"
+    assert await script.read() == (files / "board.js").read_bytes()
+    assert (await client.get("/static/board.css")).content_type == "text/css"
+    assert (await client.get("/static/../openapi.json")).status == 404
+    assert (await client.get("/static/nothing.js")).status == 404
+
+
+def test_the_script_never_writes_html() -> None:
+    """board.js sets text only: no innerHTML, outerHTML, insertAdjacentHTML, document.write or eval."""
+    script = (importlib.resources.files("watcher.web") / "static" / "board.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, sink
+
+
+def test_ages_read_like_docker_ps() -> None:
+    """42s, 5m, 3h, 2d; a clock behind the start is 0s."""
+    assert [age(s) for s in (42, 300, 3 * 3600 + 5, 2 * 86400 + 1, -5)] == ["42s", "5m", "3h", "2d", "0s"]

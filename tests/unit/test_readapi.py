@@ -1,0 +1,204 @@
+"""The read API in process: the list and one deployment as JSON, shaped as openapi.json says,
+sharing its path with the CI/CD API, behind basic auth like /metrics."""
+
+from __future__ import annotations
+
+import base64
+import importlib.resources
+import json
+from typing import Any
+from urllib.parse import quote
+
+import bcrypt
+import jsonschema
+import pytest
+from pytest_aiohttp import AiohttpClient
+
+from tests.unit.readside import AUTH, NOW, read_side
+from tests.unit.test_state import API, SETTINGS, reported, started
+from watcher.config.webconfig import WebConfig
+from watcher.domain.model import Deployment, DeploymentKey, Health, iter_sorted
+from watcher.domain.observations import InstanceExited, InstanceHealth, Tick
+from watcher.domain.settings import RuleSettings
+from watcher.web import views
+from watcher.web.readapi import ReadApi
+
+SPEC = json.loads((importlib.resources.files("watcher.web") / "openapi.json").read_text())
+
+
+def check(instance: Any, schema: dict[str, Any]) -> None:
+    """``instance`` matches ``schema`` (a piece of openapi.json, its $refs resolved in the document)."""
+    jsonschema.Draft202012Validator({**schema, "components": SPEC["components"]}).validate(instance)
+
+
+def response_schema(path: str, status: str = "200") -> dict[str, Any]:
+    content = SPEC["paths"][path]["get"]["responses"][status]["content"]
+    schema: dict[str, Any] = content["application/json"]["schema"]
+    return schema
+
+
+def test_the_description_is_valid() -> None:
+    """openapi.json is OpenAPI 3.1 and each of its schemas is a valid JSON Schema."""
+    assert SPEC["openapi"].startswith("3.1")
+    for schema in SPEC["components"]["schemas"].values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    assert set(SPEC["paths"]) == {
+        "/api/v1/deployments", "/api/v1/deployments/{environment}/{name}", "/api/v1/events", "/api/v1/openapi.json",
+    }  # fmt: skip
+
+
+async def test_the_list_shows_every_deployment_sorted_and_filters_by_environment(aiohttp_client: AiohttpClient) -> None:
+    """GET /api/v1/deployments: each deployment's current rollout, sorted; ?environment= keeps one environment."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    staging = DeploymentKey("api", "staging")
+    side.submit(started("a", "1.0.0", NOW), reported("2.0.0", "in_progress", NOW, key=staging), Tick(NOW + 11))
+    answer = await client.get("/api/v1/deployments")
+    assert answer.status == 200 and answer.content_type == "application/json"
+    listed = await answer.json()
+    check(listed, response_schema("/api/v1/deployments"))
+    assert [(d["name"], d["environment"], d["status"], d["version"]) for d in listed["deployments"]] == [
+        ("api", "production", "success", "1.0.0"),
+        ("api", "staging", "in_progress", "2.0.0"),
+    ]
+    first = listed["deployments"][0]
+    assert first["duration_seconds"] == 11.0 and first["healthy"] is True
+    assert first["health_checks"] == {"containers_running": True, "no_oom_kill": True, "no_restart_loop": True}
+    assert first["instances"] == {"current": 1, "running": 1} and first["last_versions"] == ["1.0.0"]
+    only = await (await client.get("/api/v1/deployments", params={"environment": "staging"})).json()
+    assert [d["environment"] for d in only["deployments"]] == ["staging"]
+    none = await (await client.get("/api/v1/deployments", params={"environment": "nowhere"})).json()
+    assert none == {"deployments": []}
+
+
+async def test_one_deployment_in_full(aiohttp_client: AiohttpClient) -> None:
+    """GET /api/v1/deployments/{environment}/{name}: members, health checks, verdict and reason, history."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(started("a", "1.0.0", NOW, healthcheck=True), InstanceHealth(NOW + 2, "a", Health.HEALTHY))
+    side.submit(started("b", "2.0.0", NOW + 10), InstanceExited(NOW + 12, "b", 3))
+    answer = await client.get("/api/v1/deployments/production/api")
+    assert answer.status == 200
+    detail = await answer.json()
+    check(detail, response_schema("/api/v1/deployments/{environment}/{name}"))
+    assert (detail["status"], detail["revision"], detail["reason"]) == (
+        "failed", 2, "container b exited with code 3",
+    )  # fmt: skip
+    assert [(m["id"], m["current"], m["running"], m["exit_code"], m["health"]) for m in detail["members"]] == [
+        ("a", False, True, None, "healthy"),
+        ("b", True, False, 3, "none"),
+    ]
+    assert detail["health_checks"]["containers_running"] is False and detail["healthy"] is False
+    assert [(h["revision"], h["version"], h["commit"]) for h in detail["history"]] == [
+        (2, "2.0.0", "c-2.0.0"), (1, "1.0.0", "c-1.0.0"),
+    ]  # fmt: skip
+    assert detail["durations"] == {"count": 2, "sum_seconds": 4.0}
+
+
+async def test_unknown_deployment_is_404_json(aiohttp_client: AiohttpClient) -> None:
+    """A deployment the watcher does not track: 404 with an error in JSON."""
+    app, _ = read_side()
+    client = await aiohttp_client(app)
+    answer = await client.get("/api/v1/deployments/production/nope")
+    assert answer.status == 404
+    body = await answer.json()
+    check(body, response_schema("/api/v1/deployments/{environment}/{name}", "404"))
+    assert "nope" in body["error"]
+
+
+@pytest.mark.parametrize("name", ["a/b", "<img src=x onerror=alert(1)>", "ünï cödé", "50%"])
+async def test_any_label_value_is_addressable(aiohttp_client: AiohttpClient, name: str) -> None:
+    """Names with slashes, markup, non-ASCII or percent signs are found percent-encoded in the path."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    key = DeploymentKey(name, "env/1")
+    side.submit(reported("1.0.0", "success", NOW, key=key, started_at=NOW - 5))
+    answer = await client.get(f"/api/v1/deployments/{quote('env/1', safe='')}/{quote(name, safe='')}")
+    assert answer.status == 200
+    assert (await answer.json())["name"] == name
+
+
+async def test_get_and_post_share_the_path(aiohttp_client: AiohttpClient) -> None:
+    """POST /api/v1/deployments is the CI/CD API, GET the read API; other methods are 405."""
+    app, _ = read_side()
+    client = await aiohttp_client(app)
+    posted = await client.post("/api/v1/deployments", json={"deployment": "api", "version": "1", "status": "success"},
+                               headers=AUTH)  # fmt: skip
+    assert posted.status == 201
+    listed = await (await client.get("/api/v1/deployments")).json()
+    assert [d["name"] for d in listed["deployments"]] == ["api"]
+    assert (await client.put("/api/v1/deployments", headers=AUTH)).status == 405
+    assert (await client.delete("/api/v1/deployments/production/api")).status == 405
+
+
+async def test_reads_need_a_user_and_reports_keep_their_token(aiohttp_client: AiohttpClient) -> None:
+    """With basic auth configured, every GET of the read side needs a user; POST keeps its bearer token."""
+    users = {"alice": bcrypt.hashpw(b"wonderland", bcrypt.gensalt(4))}
+    app, _ = read_side(web_config=WebConfig(users=users))
+    client = await aiohttp_client(app)
+    alice = {"Authorization": "Basic " + base64.b64encode(b"alice:wonderland").decode()}
+    for path in ("/api/v1/deployments", "/api/v1/deployments/production/api", "/api/v1/openapi.json",
+                 "/api/v1/events", "/", "/deployment?environment=production&name=api", "/static/board.js"):  # fmt: skip
+        assert (await client.get(path)).status == 401, path
+    assert (await client.get("/api/v1/deployments", headers=alice)).status == 200
+    report = {"deployment": "api", "version": "1", "status": "success"}
+    assert (await client.post("/api/v1/deployments", json=report, headers=AUTH)).status == 201
+
+
+async def test_openapi_is_served(aiohttp_client: AiohttpClient) -> None:
+    """/api/v1/openapi.json is the packaged description, as JSON."""
+    app, _ = read_side()
+    client = await aiohttp_client(app)
+    answer = await client.get("/api/v1/openapi.json")
+    assert answer.status == 200 and answer.content_type == "application/json"
+    assert await answer.json() == SPEC
+
+
+def test_the_list_is_encoded_once_per_state() -> None:
+    """The same state (and environment) gives the very same bytes; a change gives new ones."""
+    _, side = read_side()
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    side.submit(started("a", "1.0.0", NOW))
+    first = api.list_body(side.core.snapshot(), None)
+    assert api.list_body(side.core.snapshot(), None) is first
+    assert api.cached(side.core.snapshot(), None) is first and api.cached(side.core.snapshot(), "staging") is None
+    side.submit(started("b", "1.0.0", NOW + 1, key=DeploymentKey("web", "production")))
+    assert api.cached(side.core.snapshot(), None) is None
+    again = api.list_body(side.core.snapshot(), None)
+    assert again is not first
+    state = side.core.snapshot()
+    assert json.loads(again) == {"deployments": [views.summary(d, settings=SETTINGS) for d in iter_sorted(state)]}
+
+
+def test_after_a_change_only_changed_rows_are_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment that did not change keeps its encoded row; the one that changed is encoded again."""
+    _, side = read_side()
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    side.submit(started("a", "1.0.0", NOW), started("b", "1.0.0", NOW, key=DeploymentKey("web", "production")))
+    side.submit(Tick(NOW + 11))  # both rollouts succeed
+    api.list_body(side.core.snapshot(), None)
+    encoded: list[str] = []
+    summary = views.summary
+
+    def counting(deployment: Deployment, *, settings: RuleSettings) -> dict[str, Any]:
+        encoded.append(deployment.key.name)
+        return summary(deployment, settings=settings)
+
+    monkeypatch.setattr(views, "summary", counting)
+    side.submit(started("c", "2.0.0", NOW + 12))  # only api changes
+    del encoded[:]  # the stream's payloads
+    body = json.loads(api.list_body(side.core.snapshot(), None))
+    assert encoded == ["api"]
+    assert [(d["name"], d["version"]) for d in body["deployments"]] == [("api", "2.0.0"), ("web", "1.0.0")]
+    api.list_body(side.core.snapshot(), "production")
+    assert encoded == ["api"]
+
+
+def test_views_do_not_depend_on_the_clock() -> None:
+    """A view is a function of the state alone (so it can be cached); an in-progress rollout has no duration."""
+    _, side = read_side()
+    side.submit(started("a", "1.0.0", NOW))
+    deployment = side.core.snapshot().deployments[API]
+    assert views.summary(deployment, settings=SETTINGS)["duration_seconds"] is None
+    side.clock.now += 100
+    assert views.detail(deployment, settings=SETTINGS) == views.detail(deployment, settings=SETTINGS)

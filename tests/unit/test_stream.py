@@ -1,0 +1,223 @@
+"""The event stream in process: events in order with ids, replay after Last-Event-ID, resync,
+filters, slow clients dropped, streams ended at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import ClientPayloadError, ClientResponse
+from pytest_aiohttp import AiohttpClient
+
+from tests.polling import poll_async
+from tests.unit.readside import NOW, read_side
+from tests.unit.test_state import API, reported, started
+from watcher.domain.model import DeploymentKey, Health
+from watcher.domain.observations import InstanceGone, InstanceHealth, Tick
+from watcher.web import views
+from watcher.web.stream import EventStream
+
+WEB = DeploymentKey("web", "staging")
+
+
+async def frames(response: ClientResponse) -> AsyncIterator[dict[str, str]]:
+    """Each SSE frame's fields (comments and the retry line skipped)."""
+    fields: dict[str, str] = {}
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if "event" in fields:
+                yield fields
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+async def take(response: ClientResponse, count: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The next ``count`` events: (id, name, data)."""
+    got = []
+    async with asyncio.timeout(5):
+        async for frame in frames(response):
+            got.append((frame["id"], frame["event"], json.loads(frame["data"])))
+            if len(got) == count:
+                break
+    return got
+
+
+async def until(what: str, check: Callable[[], bool]) -> None:
+    async def checked() -> bool:
+        return check()
+
+    await poll_async(what, checked, timeout=5, interval=0.01)
+
+
+async def connected(stream: EventStream, count: int) -> None:
+    await until(f"{count} stream clients", lambda: stream.clients == count)
+
+
+async def test_events_arrive_in_order_with_ids(aiohttp_client: AiohttpClient) -> None:
+    """A rollout, its health, its verdict, a rollback, a deployment gone: in order, each with the next id."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    response = await client.get("/api/v1/events")
+    assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    await connected(side.stream, 1)
+    side.submit(started("a", "2.0.0", NOW, healthcheck=True), InstanceHealth(NOW + 1, "a", Health.HEALTHY))
+    side.submit(
+        started("b", "1.0.0", NOW + 5), Tick(NOW + 16), InstanceGone(NOW + 17, "a"), InstanceGone(NOW + 17, "b")
+    )
+    side.submit(Tick(NOW + 86400))
+    got = await take(response, 6)
+    run = side.stream.run
+    assert [(i, name) for i, name, _ in got] == [
+        (f"{run}.1", "rollout_started"), (f"{run}.2", "health_changed"), (f"{run}.3", "rollout_finished"),
+        (f"{run}.4", "rollback_started"), (f"{run}.5", "rollout_finished"), (f"{run}.6", "deployment_gone"),
+    ]  # fmt: skip
+    finished = got[2][2]
+    assert (finished["status"], finished["revision"], finished["name"], finished["environment"]) == (
+        "success", 1, "api", "production",
+    )  # fmt: skip
+    assert finished["deployment"]["status"] == "success"
+    assert got[1][2]["instance"] == "a" and (got[1][2]["before"], got[1][2]["health"]) == ("starting", "healthy")
+    assert got[3][2]["rollback"] is True and got[3][2]["deployment"]["rollbacks"] == 1
+    assert got[5][2]["deployment"] is None and got[5][2]["reason"]
+
+
+async def test_reconnecting_with_last_event_id_resumes(aiohttp_client: AiohttpClient) -> None:
+    """Last-Event-ID (or ?last_event_id=) replays exactly what came after it, then goes on live."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(reported("1.0.0", "in_progress", NOW))
+    first = side.stream.last_id
+    side.submit(reported("1.0.0", "success", NOW + 1), reported("2.0.0", "in_progress", NOW + 2))
+    response = await client.get("/api/v1/events", headers={"Last-Event-ID": first})
+    await connected(side.stream, 1)
+    side.submit(reported("2.0.0", "failed", NOW + 3))
+    got = await take(response, 3)
+    assert [name for _, name, _ in got] == ["rollout_finished", "rollout_started", "rollout_finished"]
+    assert got[-1][2]["status"] == "failed"
+    by_query = await client.get("/api/v1/events", params={"last_event_id": got[1][0]})
+    assert [name for _, name, _ in await take(by_query, 1)] == ["rollout_finished"]
+
+
+async def test_an_id_too_old_or_of_another_run_gets_resync(aiohttp_client: AiohttpClient) -> None:
+    """When the buffer no longer holds what came after the id, or the id is from before a restart: resync."""
+    app, side = read_side(buffer_events=2)
+    client = await aiohttp_client(app)
+    side.submit(reported("1.0.0", "in_progress", NOW))
+    old = side.stream.last_id
+    for i in range(3):
+        side.submit(reported(f"1.0.{i + 1}", "in_progress", NOW + i + 1))
+    for last in (old, "deadbeef.1", "garbage", f"{side.stream.run}.999"):
+        response = await client.get("/api/v1/events", headers={"Last-Event-ID": last})
+        [(event_id, name, data)] = await take(response, 1)
+        assert (event_id, name) == (side.stream.last_id, "resync"), last
+        assert data["event"] == "resync"
+        response.close()
+
+
+async def test_filters_by_environment_and_name(aiohttp_client: AiohttpClient) -> None:
+    """?environment= and ?name= keep the events of matching deployments only."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    response = await client.get("/api/v1/events", params={"environment": "staging", "name": "web"})
+    await connected(side.stream, 1)
+    side.submit(reported("1.0.0", "in_progress", NOW), reported("3.0.0", "in_progress", NOW, key=WEB))
+    [(_, name, data)] = await take(response, 1)
+    assert (name, data["name"], data["environment"], data["version"]) == ("rollout_started", "web", "staging", "3.0.0")
+
+
+async def test_a_client_too_far_behind_is_dropped(aiohttp_client: AiohttpClient) -> None:
+    """More events at once than a client's queue holds: it is dropped (counted), the others are not."""
+    app, side = read_side(queue_events=2)
+    client = await aiohttp_client(app)
+    response = await client.get("/api/v1/events")
+    await connected(side.stream, 1)
+    for i in range(5):  # no await in between: the handler cannot take any off the queue
+        side.core.submit(reported(f"1.0.{i}", "in_progress", NOW + i))
+    assert side.stream.clients == 0
+    assert side.registry.get_sample_value("deployment_watcher_stream_dropped_clients_total") == 1
+    rest = b""
+    with contextlib.suppress(ClientPayloadError):  # the connection was aborted mid-stream
+        async with asyncio.timeout(5):
+            async for chunk in response.content.iter_any():
+                rest += chunk
+    assert rest.count(b"event: ") <= 2
+
+
+async def test_a_client_that_stops_reading_is_dropped(aiohttp_client: AiohttpClient) -> None:
+    """A socket that takes no more data: the write times out, the client is dropped and its connection
+    aborted; the queue never holds more than its bound meanwhile."""
+    app, side = read_side(queue_events=64, write_timeout=0.2)
+    client = await aiohttp_client(app)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
+    sock.send(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        await connected(side.stream, 1)
+        queued: list[int] = []
+        for i in range(20000):
+            side.core.submit(reported(f"1.{i}.0", "in_progress", NOW + i))
+            queued.extend(c.queue.qsize() for c in side.stream._clients)
+            if side.stream.clients == 0:
+                break
+            await asyncio.sleep(0)
+        await until("the client dropped", lambda: side.stream.clients == 0)
+        assert side.registry.get_sample_value("deployment_watcher_stream_dropped_clients_total") == 1
+        assert max(queued) <= 64
+    finally:
+        sock.close()
+
+
+async def test_a_heartbeat_keeps_a_quiet_stream_alive(aiohttp_client: AiohttpClient) -> None:
+    """With no events, a comment line every heartbeat period."""
+    app, side = read_side()
+    side.stream._heartbeat = 0.05
+    client = await aiohttp_client(app)
+    response = await client.get("/api/v1/events")
+    async with asyncio.timeout(5):
+        lines = [await response.content.readline() for _ in range(4)]
+    assert b": keepalive\n" in lines
+
+
+async def test_close_ends_every_stream(aiohttp_client: AiohttpClient) -> None:
+    """At shutdown each stream ends at once (clients reconnect to the next run), not counted as dropped."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    responses = [await client.get("/api/v1/events") for _ in range(3)]
+    await connected(side.stream, 3)
+    await side.stream.close()
+    async with asyncio.timeout(5):
+        for response in responses:
+            await response.content.read()
+    await connected(side.stream, 0)
+    assert side.registry.get_sample_value("deployment_watcher_stream_dropped_clients_total") == 0
+
+
+def test_events_that_change_nothing_are_not_streamed() -> None:
+    """A stale observation or a rejected deployment: no frame, no id used."""
+    _, side = read_side()
+    side.submit(started("a", "1.0.0", NOW))
+    before = side.stream.last_id
+    side.submit(InstanceGone(NOW - 10, "a"))  # older than what the state holds: stale
+    assert side.stream.last_id == before
+    assert side.core.snapshot().deployments[API].members
+
+
+def test_every_event_name_is_described_and_followed() -> None:
+    """The names the stream sends are the ones openapi.json lists and board.js listens for."""
+    spec = json.loads((importlib.resources.files("watcher.web") / "openapi.json").read_text())
+    assert spec["components"]["schemas"]["Event"]["properties"]["event"]["enum"] == list(views.EVENT_NAMES)
+    script = (importlib.resources.files("watcher.web") / "static" / "board.js").read_text()
+    listened = re.search(r"const EVENTS = \[(.*?)\];", script, re.DOTALL)
+    assert listened is not None
+    assert re.findall(r'"(\w+)"', listened.group(1)) == list(views.EVENT_NAMES)

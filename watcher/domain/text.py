@@ -1,0 +1,35 @@
+"""Text from outside (container labels, CI/CD reports) as a Prometheus label value: what is wrong
+with it, and the value cleaned.
+
+One definition for every source: lone surrogates (possible in JSON) cannot be encoded as
+UTF-8, control characters and line breaks do not belong in a label value, and a value is at
+most ``labels.max_value_length`` characters. Each source decides what a flaw means: labels are
+repaired and reported (nothing a compose file says may stop the watcher), a report is refused
+(its sender can be told).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Cleaned:
+    value: str  # stripped; lone surrogates replaced by '?', unprintables by spaces; at most the limit
+    unencodable: bool  # it held lone surrogates
+    unprintable: bool  # it held control characters or line breaks
+    length: int  # of the stripped value before it was cut to the limit
+
+
+def clean(raw: str, *, limit: int) -> Cleaned:
+    """``raw`` made safe and readable as a label value of at most ``limit`` characters."""
+    value = raw.encode("utf-8", "replace").decode("utf-8")
+    unencodable = value != raw
+    unprintable = not value.isprintable()
+    if unprintable:
+        value = "".join(ch if ch.isprintable() else " " for ch in value)
+    value = value.strip()
+    length = len(value)
+    if length > limit:
+        value = value[:limit].rstrip()
+    return Cleaned(value, unencodable=unencodable, unprintable=unprintable, length=length)

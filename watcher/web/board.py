@@ -1,0 +1,242 @@
+"""The board at ``/``: the deployments as a server-rendered table, and one deployment in detail.
+
+The pages work without JavaScript; ``static/board.js`` (shipped in the package, no build step)
+then keeps them current from the event stream. Label values are untrusted: every value goes
+through ``html.escape`` here and through ``textContent`` in the script, and the
+Content-Security-Policy allows no inline script (nor anything from elsewhere).
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import importlib.resources
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from watcher.domain.model import DeploymentKey, State, iter_sorted
+from watcher.domain.settings import RuleSettings
+from watcher.web import views
+from watcher.web.stream import EventStream
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+STATIC = {"board.js": "text/javascript", "board.css": "text/css", "favicon.svg": "image/svg+xml"}
+COLUMNS = ("Deployment", "Environment", "Status", "Version", "Revision", "Age", "Health", "CPU", "Memory",
+           "Last versions")  # fmt: skip
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def detail_href(key: DeploymentKey) -> str:
+    return "deployment?" + urllib.parse.urlencode({"environment": key.environment, "name": key.name})
+
+
+def age(seconds: float) -> str:
+    """A duration the way ``docker ps`` writes it: 42s, 5m, 3h, 2d."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def size(value: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def when(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def health_text(row: dict[str, Any]) -> str:
+    checks: dict[str, bool] = row["health_checks"]
+    if not checks:
+        return "—"
+    failing = [name for name, ok in checks.items() if not ok]
+    return "healthy" if not failing else "failing: " + ", ".join(failing)
+
+
+def row_html(row: dict[str, Any], *, now: float) -> str:
+    key = DeploymentKey(row["name"], row["environment"])
+    cells = [
+        f'<td><a href="{_e(detail_href(key))}">{_e(key.name)}</a></td>',
+        f"<td>{_e(key.environment)}</td>",
+        f'<td class="status status-{_e(row["status"])}">{_e(row["status"].replace("_", " "))}'
+        + (' <span class="tag">rollback</span>' if row["rollback"] else "")
+        + "</td>",
+        f'<td title="{_e(row["commit"])}">{_e(row["version"])}</td>',
+        f"<td>{row['revision']}</td>",
+        f'<td data-since="{row["started_at"]}" title="{_e(when(row["started_at"]))}">'
+        f"{_e(age(now - row['started_at']))}</td>",
+        f'<td class="health health-{"ok" if row["healthy"] else "bad"}">{_e(health_text(row))}</td>',
+        f"<td>{row['cpu_seconds']:.1f} s</td>",
+        f"<td>{_e(size(row['memory_bytes']))}</td>",
+        f"<td>{_e(', '.join(row['last_versions']))}</td>",
+    ]
+    return f'<tr data-name="{_e(key.name)}" data-environment="{_e(key.environment)}">{"".join(cells)}</tr>'
+
+
+def _page(title: str, body: str, *, stream: EventStream, extra: Iterable[tuple[str, str]] = ()) -> str:
+    data = " ".join(f'data-{name}="{_e(value)}"' for name, value in (("last-event-id", stream.last_id), *extra))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><link rel="icon" href="static/favicon.svg"><link rel="stylesheet" href="static/board.css"><script src="static/board.js" defer></script>
+</head><body {data}>
+<header><h1><a href="./">deployment-watcher</a></h1>
+<nav><a href="metrics">/metrics</a> <a href="health">/health</a> <a href="ready">/ready</a>
+<a href="api/v1/deployments">JSON API</a> <a href="api/v1/openapi.json">OpenAPI</a>
+<a href="api/v1/events">event stream</a> <span id="live" class="live">static page</span></nav></header>
+<main>{body}</main></body></html>
+"""
+
+
+def board_html(state: State, *, settings: RuleSettings, stream: EventStream, environment: str, now: float) -> str:
+    environments = sorted({key.environment for key in state.deployments})
+    options = "".join(
+        f'<option value="{_e(env)}"{" selected" if env == environment else ""}>{_e(env)}</option>'
+        for env in environments
+    )
+    rows = [
+        row_html(views.summary(d, settings=settings), now=now)
+        for d in iter_sorted(state)
+        if not environment or d.key.environment == environment
+    ]
+    heads = "".join(f"<th>{name}</th>" for name in COLUMNS)
+    body = f"""<form method="get" action="./" class="filter"><label>Environment
+<select name="environment"><option value="">all</option>{options}</select></label>
+<button type="submit">Filter</button></form>
+<table id="deployments"><thead><tr>{heads}</tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+<p id="empty" class="empty"{" hidden" if rows else ""}>No deployments yet.</p>"""
+    return _page("deployment-watcher", body, stream=stream, extra=[("view", "board"), ("environment", environment)])
+
+
+def detail_html(detail: dict[str, Any], *, stream: EventStream, now: float) -> str:
+    key = DeploymentKey(detail["name"], detail["environment"])
+    facts = [
+        ("Status", detail["status"].replace("_", " ") + (" (rollback)" if detail["rollback"] else "")),
+        ("Reason", detail["reason"] or "—"),
+        ("Version", detail["version"]),
+        ("Commit", detail["commit"] or "—"),
+        ("Image", detail["image"] or "—"),
+        ("Revision", detail["revision"]),
+        ("Judged by", detail["judge"].replace("_", " ")),
+        ("Started", when(detail["started_at"])),
+        ("Finished", when(detail["finished_at"])),
+        ("Duration", "—" if detail["duration_seconds"] is None else f"{detail['duration_seconds']:.1f} s"),
+        ("Health", health_text(detail)),
+        ("CPU", f"{detail['cpu_seconds']:.1f} s"),
+        ("Memory", size(detail["memory_bytes"])),
+        ("Rollbacks", detail["rollbacks"]),
+    ]
+    field_names = ("status", "reason", "version", "commit", "image", "revision", "judge", "started_at",
+                   "finished_at", "duration_seconds", "health", "cpu_seconds", "memory_bytes", "rollbacks")  # fmt: skip
+    status_class = f' class="status status-{_e(detail["status"])}"'
+    dl = "".join(
+        f'<dt>{_e(label)}</dt><dd data-field="{field}"{status_class if field == "status" else ""}>{_e(value)}</dd>'
+        for (label, value), field in zip(facts, field_names, strict=True)
+    )
+    checks = "".join(
+        f'<li class="health-{"ok" if ok else "bad"}">{_e(name)}: {"passes" if ok else "fails"}</li>'
+        for name, ok in detail["health_checks"].items()
+    )
+    members = "".join(
+        "<tr>"
+        f"<td><code>{_e(m['id'][:12])}</code></td><td>{_e(m['version'])}</td>"
+        f"<td>{'yes' if m['current'] else 'no'}</td><td>{'running' if m['running'] else 'stopped'}</td>"
+        f"<td>{_e(m['health'])}</td><td>{'—' if m['exit_code'] is None else m['exit_code']}</td>"
+        f"<td>{m['restart_count']}</td><td>{m['cpu_seconds']:.1f} s</td><td>{_e(size(m['memory_bytes']))}</td>"
+        "</tr>"
+        for m in detail["members"]
+    )
+    history = "".join(
+        f"<tr><td>{h['revision']}</td><td>{_e(h['version'])}</td><td><code>{_e(h['commit'] or '—')}</code></td>"
+        f"<td>{_e(when(h['started_at']))}</td></tr>"
+        for h in detail["history"]
+    )
+    body = f"""<p><a href="./">← all deployments</a></p>
+<h2 id="title">{_e(key.name)} <small>{_e(key.environment)}</small></h2>
+<section><h3>Current rollout</h3><dl id="facts" class="facts">{dl}</dl>
+<h4>Health checks</h4><ul id="checks">{checks or "<li>none (no container of it seen)</li>"}</ul></section>
+<section><h3>Containers</h3><table id="members"><thead><tr><th>Id</th><th>Version</th><th>Current</th>
+<th>State</th><th>Health</th><th>Exit code</th><th>Restarts</th><th>CPU</th><th>Memory</th></tr></thead>
+<tbody>{members}</tbody></table></section>
+<section><h3>History</h3><table id="history"><thead><tr><th>Revision</th><th>Version</th><th>Commit</th>
+<th>Started</th></tr></thead><tbody>{history}</tbody></table></section>
+<section><h3>Events</h3><ol id="events" class="events"><li class="quiet">live events of this deployment appear here
+</li></ol></section>"""
+    extra = [("view", "detail"), ("environment", key.environment), ("name", key.name)]
+    return _page(f"{key.name} ({key.environment}) · deployment-watcher", body, stream=stream, extra=extra)
+
+
+class Board:
+    """The board's routes: ``/``, ``/deployment?environment=…&name=…`` and its two static files."""
+
+    def __init__(
+        self, *, snapshot: Callable[[], State], settings: RuleSettings, stream: EventStream, clock: Callable[[], float]
+    ) -> None:
+        self._snapshot = snapshot
+        self._settings = settings
+        self._stream = stream
+        self._clock = clock
+        files = importlib.resources.files("watcher.web") / "static"
+        self._static = {name: (files / name).read_bytes() for name in STATIC}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/", self.board),
+            web.get("/deployment", self.detail),
+            web.get("/static/{file}", self.static),
+        ]
+
+    async def board(self, request: web.Request) -> web.Response:
+        page = board_html(
+            self._snapshot(), settings=self._settings, stream=self._stream,
+            environment=request.query.get("environment", ""), now=self._clock(),
+        )  # fmt: skip
+        return _html(page)
+
+    async def detail(self, request: web.Request) -> web.Response:
+        key = DeploymentKey(request.query.get("name", ""), request.query.get("environment", ""))
+        deployment = self._snapshot().deployments.get(key)
+        if deployment is None:
+            body = f'<p>No deployment {_e(key.name)} in {_e(key.environment)}. <a href="./">All deployments</a></p>'
+            return _html(_page("not found · deployment-watcher", body, stream=self._stream), status=404)
+        detail = views.detail(deployment, settings=self._settings)
+        return _html(detail_html(detail, stream=self._stream, now=self._clock()))
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["file"]
+        if name not in self._static:
+            raise web.HTTPNotFound()
+        return web.Response(
+            body=self._static[name],
+            content_type=STATIC[name],
+            charset=None if name.endswith(".svg") else "utf-8",
+            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+        )
+
+
+def _html(page: str, *, status: int = 200) -> web.Response:
+    return web.Response(
+        text=page, status=status, content_type="text/html", charset="utf-8",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
+    )  # fmt: skip

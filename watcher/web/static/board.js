@@ -1,0 +1,265 @@
+// The board, live: follows /api/v1/events and updates the server-rendered page in place.
+// No framework and no build step; no inline script (the Content-Security-Policy forbids it).
+// Label values are untrusted: they only ever reach the page as text (textContent), never as HTML.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const view = body.dataset.view;
+  if (!view || typeof EventSource === "undefined") {
+    return; // the server-rendered page stands on its own
+  }
+  const EVENTS = [
+    "rollout_started", "rollback_started", "health_changed", "rollout_finished",
+    "rollout_revised", "rollout_superseded", "deployment_gone",
+  ];
+  const environment = body.dataset.environment || "";
+  const name = body.dataset.name || "";
+  const live = document.getElementById("live");
+
+  function el(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function age(seconds) {
+    seconds = Math.max(0, seconds);
+    for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]]) {
+      if (seconds >= size) return Math.floor(seconds / size) + unit;
+    }
+    return Math.floor(seconds) + "s";
+  }
+
+  function size(value) {
+    for (const [unit, scale] of [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]]) {
+      if (value >= scale) return (value / scale).toFixed(1) + " " + unit;
+    }
+    return value.toFixed(0) + " B";
+  }
+
+  function when(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  }
+
+  function healthText(d) {
+    const names = Object.keys(d.health_checks);
+    if (names.length === 0) return "—";
+    const failing = names.filter((check) => !d.health_checks[check]);
+    return failing.length === 0 ? "healthy" : "failing: " + failing.join(", ");
+  }
+
+  function detailHref(d) {
+    return "deployment?" + new URLSearchParams({ environment: d.environment, name: d.name });
+  }
+
+  function setLive(text, on) {
+    live.textContent = text;
+    live.classList.toggle("on", on);
+  }
+
+  // -- the table of deployments
+
+  function sameKey(row, d) {
+    return row.dataset.name === d.name && row.dataset.environment === d.environment;
+  }
+
+  function renderRow(d) {
+    const row = el("tr");
+    row.dataset.name = d.name;
+    row.dataset.environment = d.environment;
+    const link = el("a", d.name);
+    link.href = detailHref(d);
+    const first = el("td");
+    first.append(link);
+    const status = el("td", d.status.replace("_", " "), "status status-" + d.status);
+    if (d.rollback) status.append(" ", el("span", "rollback", "tag"));
+    const version = el("td", d.version);
+    version.title = d.commit;
+    const started = el("td", age(Date.now() / 1000 - d.started_at));
+    started.dataset.since = String(d.started_at);
+    started.title = when(d.started_at);
+    row.append(
+      first, el("td", d.environment), status, version, el("td", d.revision), started,
+      el("td", healthText(d), "health health-" + (d.healthy ? "ok" : "bad")),
+      el("td", d.cpu_seconds.toFixed(1) + " s"), el("td", size(d.memory_bytes)),
+      el("td", d.last_versions.join(", ")),
+    );
+    return row;
+  }
+
+  function before(a, b) {
+    // The server's order: by name, then environment (code points, like Python's sort).
+    if (a.name !== b.name) return a.name < b.name;
+    return a.environment < b.environment;
+  }
+
+  function upsert(tbody, d) {
+    const rows = Array.from(tbody.rows);
+    const old = rows.find((row) => sameKey(row, d));
+    const row = renderRow(d);
+    row.classList.add("changed");
+    if (old) {
+      old.replaceWith(row);
+    } else {
+      const next = rows.find((r) => before(d, { name: r.dataset.name, environment: r.dataset.environment }));
+      tbody.insertBefore(row, next || null);
+    }
+  }
+
+  function remove(tbody, key) {
+    const old = Array.from(tbody.rows).find((row) => sameKey(row, key));
+    if (old) old.remove();
+  }
+
+  function showEmpty(tbody) {
+    document.getElementById("empty").hidden = tbody.rows.length > 0;
+  }
+
+  function onBoardEvent(payload) {
+    if (environment && payload.environment !== environment) return;
+    const tbody = document.querySelector("#deployments tbody");
+    if (payload.deployment) upsert(tbody, payload.deployment);
+    else remove(tbody, payload);
+    showEmpty(tbody);
+    addEnvironment(payload.environment);
+  }
+
+  function addEnvironment(env) {
+    const select = document.querySelector("select[name=environment]");
+    if (!select || Array.from(select.options).some((option) => option.value === env)) return;
+    select.append(new Option(env, env));
+  }
+
+  async function reloadBoard() {
+    const query = environment ? "?" + new URLSearchParams({ environment: environment }) : "";
+    const answer = await fetch("api/v1/deployments" + query, { headers: { Accept: "application/json" } });
+    if (!answer.ok) return;
+    const list = await answer.json();
+    const tbody = document.querySelector("#deployments tbody");
+    tbody.replaceChildren(...list.deployments.map(renderRow));
+    showEmpty(tbody);
+  }
+
+  // -- one deployment in detail
+
+  function describe(payload) {
+    switch (payload.event) {
+      case "rollout_started": return `revision ${payload.revision} (${payload.version}) started`;
+      case "rollback_started": return `rollback to ${payload.version} started (revision ${payload.revision})`;
+      case "rollout_finished":
+        return `revision ${payload.revision} (${payload.version}) ${payload.status}` +
+          (payload.reason ? ": " + payload.reason : "");
+      case "rollout_revised":
+        return `revision ${payload.revision} (${payload.version}) revised to ${payload.status}` +
+          (payload.reason ? ": " + payload.reason : "");
+      case "rollout_superseded": return `revision ${payload.revision} (${payload.version}) superseded`;
+      case "health_changed": return `container ${payload.instance.slice(0, 12)} ${payload.health}`;
+      case "deployment_gone": return `gone: ${payload.reason}`;
+      default: return payload.event;
+    }
+  }
+
+  function fillFacts(d) {
+    const values = {
+      status: d.status.replace("_", " ") + (d.rollback ? " (rollback)" : ""),
+      reason: d.reason || "—",
+      version: d.version,
+      commit: d.commit || "—",
+      image: d.image || "—",
+      revision: d.revision,
+      judge: d.judge.replace("_", " "),
+      started_at: when(d.started_at),
+      finished_at: when(d.finished_at),
+      duration_seconds: d.duration_seconds === null ? "—" : d.duration_seconds.toFixed(1) + " s",
+      health: healthText(d),
+      cpu_seconds: d.cpu_seconds.toFixed(1) + " s",
+      memory_bytes: size(d.memory_bytes),
+      rollbacks: d.rollbacks,
+    };
+    for (const dd of document.querySelectorAll("#facts dd[data-field]")) {
+      const value = values[dd.dataset.field];
+      if (value !== undefined) dd.textContent = String(value);
+    }
+    const status = document.querySelector("#facts dd[data-field=status]");
+    if (status) status.className = "status status-" + d.status;
+  }
+
+  function fillTables(detail) {
+    const checks = document.getElementById("checks");
+    const items = Object.entries(detail.health_checks).map(([check, ok]) =>
+      el("li", `${check}: ${ok ? "passes" : "fails"}`, ok ? "health-ok" : "health-bad"));
+    checks.replaceChildren(...(items.length ? items : [el("li", "none (no container of it seen)")]));
+    document.querySelector("#members tbody").replaceChildren(...detail.members.map((m) => {
+      const row = el("tr");
+      const id = el("td");
+      id.append(el("code", m.id.slice(0, 12)));
+      row.append(id, el("td", m.version), el("td", m.current ? "yes" : "no"),
+        el("td", m.running ? "running" : "stopped"), el("td", m.health),
+        el("td", m.exit_code === null ? "—" : m.exit_code), el("td", m.restart_count),
+        el("td", m.cpu_seconds.toFixed(1) + " s"), el("td", size(m.memory_bytes)));
+      return row;
+    }));
+    document.querySelector("#history tbody").replaceChildren(...detail.history.map((h) => {
+      const row = el("tr");
+      const commit = el("td");
+      commit.append(el("code", h.commit || "—"));
+      row.append(el("td", h.revision), el("td", h.version), commit, el("td", when(h.started_at)));
+      return row;
+    }));
+  }
+
+  async function reloadDetail() {
+    const path = "api/v1/deployments/" + encodeURIComponent(environment) + "/" + encodeURIComponent(name);
+    const answer = await fetch(path, { headers: { Accept: "application/json" } });
+    if (!answer.ok) return;
+    const detail = await answer.json();
+    fillFacts(detail);
+    fillTables(detail);
+  }
+
+  function onDetailEvent(payload) {
+    const events = document.getElementById("events");
+    const quiet = events.querySelector(".quiet");
+    if (quiet) quiet.remove();
+    const item = el("li");
+    item.append(el("time", when(payload.at)), " ", el("strong", payload.event.replace(/_/g, " ")),
+      " ", el("span", describe(payload)));
+    events.prepend(item);
+    if (payload.deployment) {
+      fillFacts(payload.deployment);
+      reloadDetail();
+    }
+  }
+
+  // -- the stream
+
+  function connect() {
+    const query = new URLSearchParams();
+    if (environment) query.set("environment", environment);
+    if (view === "detail") query.set("name", name);
+    // Events between the page's rendering and this connection are replayed from there.
+    if (body.dataset.lastEventId) query.set("last_event_id", body.dataset.lastEventId);
+    const source = new EventSource("api/v1/events?" + query);
+    source.onopen = () => setLive("live", true);
+    source.onerror = () => setLive("reconnecting…", false);
+    const handle = view === "detail" ? onDetailEvent : onBoardEvent;
+    for (const kind of EVENTS) {
+      source.addEventListener(kind, (message) => handle(JSON.parse(message.data)));
+    }
+    source.addEventListener("resync", () => (view === "detail" ? reloadDetail() : reloadBoard()));
+  }
+
+  setInterval(() => {
+    for (const cell of document.querySelectorAll("td[data-since]")) {
+      cell.textContent = age(Date.now() / 1000 - Number(cell.dataset.since));
+    }
+  }, 5000);
+  // CPU and memory change with every stats poll, which is no event: re-read them now and then.
+  setInterval(() => {
+    if (document.visibilityState === "visible") (view === "detail" ? reloadDetail() : reloadBoard());
+  }, 30000);
+  connect();
+})();

@@ -1,0 +1,145 @@
+"""The state as JSON-ready values: what the read API, the event stream and the board show. Pure.
+
+Times are unix seconds (null when unknown), sizes bytes, CPU seconds; nothing depends on the
+clock, so an answer depends on the state alone and can be cached as long as the state lasts.
+The shapes are the schemas of ``openapi.json`` (a unit test checks them against it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watcher.domain import rules
+from watcher.domain.events import (
+    DeploymentDropped,
+    DomainEvent,
+    HealthChanged,
+    RolloutFinished,
+    RolloutRevised,
+    RolloutStarted,
+    RolloutSuperseded,
+)
+from watcher.domain.model import Deployment, Member, Rollout
+from watcher.domain.settings import RuleSettings
+
+LAST_VERSIONS = 5  # versions listed per deployment in the list (the detail has the whole history)
+
+# The stream's event names, in the order a rollout meets them (docs/api.md describes each; a test
+# keeps openapi.json and board.js to the same list).
+EVENT_NAMES = (
+    "rollout_started",
+    "rollback_started",
+    "health_changed",
+    "rollout_finished",
+    "rollout_revised",
+    "rollout_superseded",
+    "deployment_gone",
+)
+
+Json = dict[str, Any]
+
+
+def summary(deployment: Deployment, *, settings: RuleSettings) -> Json:
+    """One row of the list: the current rollout, its health and resources, the last versions."""
+    rollout = deployment.rollout
+    checks = rules.health_checks(deployment, settings=settings)
+    current = deployment.current()
+    return {
+        "name": deployment.key.name,
+        "environment": deployment.key.environment,
+        "status": rollout.status.text,
+        "revision": rollout.revision,
+        "version": rollout.version,
+        "commit": rollout.commit,
+        "image": rollout.image,
+        "rollback": rollout.rollback,
+        "reason": rollout.reason,
+        "judge": rollout.judge.value,
+        "started_at": rollout.started_at,
+        "finished_at": rollout.finished_at,
+        "duration_seconds": duration(rollout),
+        "healthy": all(checks.values()),
+        "health_checks": checks,
+        "instances": {"current": len(current), "running": sum(1 for i in current if i.running)},
+        "cpu_seconds": deployment.cpu_seconds,
+        "memory_bytes": deployment.memory_bytes,
+        "rollbacks": deployment.rollbacks,
+        "gone_since": deployment.gone_since,
+        "last_versions": [seen.version for seen in deployment.history[:LAST_VERSIONS]],
+    }
+
+
+def detail(deployment: Deployment, *, settings: RuleSettings) -> Json:
+    """One deployment in full: the summary, the current rollout's deadline, every instance, the history."""
+    rollout = deployment.rollout
+    return {
+        **summary(deployment, settings=settings),
+        "deadline_at": rollout.deadline_at,
+        "durations": {"count": deployment.durations.count, "sum_seconds": deployment.durations.total},
+        "members": [
+            member_view(member, current=member_id in rollout.members)
+            for member_id, member in sorted(deployment.members.items())
+        ],
+        "history": [
+            {"version": seen.version, "commit": seen.commit, "revision": seen.revision, "started_at": seen.started_at}
+            for seen in deployment.history
+        ],
+    }
+
+
+def member_view(member: Member, *, current: bool) -> Json:
+    instance = member.instance
+    return {
+        "id": instance.id,
+        "current": current,  # of the current rollout (else a leftover of an older one)
+        "version": instance.identity.version,
+        "image": instance.identity.image,
+        "running": instance.running,
+        "running_since": instance.running_since,
+        "has_healthcheck": instance.has_healthcheck,
+        "health": instance.health.value,
+        "exit_code": instance.exit_code,
+        "oom_killed": instance.oom_killed,
+        "restart_count": instance.restart_count,
+        "cpu_seconds": member.cpu_nanos / 1e9,
+        "memory_bytes": member.memory_bytes,
+    }
+
+
+def duration(rollout: Rollout) -> float | None:
+    """Seconds from start to verdict of a finished rollout that was seen as it began; else None."""
+    if rollout.finished_at is None or not rollout.witnessed:
+        return None
+    return max(0.0, rollout.finished_at - rollout.started_at)
+
+
+def event_view(event: DomainEvent) -> tuple[str, Json] | None:
+    """The stream's name and fields for ``event``; None for events the stream does not carry
+    (a rejected deployment, a stale observation: nothing changed)."""
+    match event:
+        case RolloutStarted():
+            name = "rollback_started" if event.rollback else "rollout_started"
+            fields: Json = {"revision": event.revision, "version": event.version, "commit": event.commit,
+                            "rollback": event.rollback, "judge": event.judge.value}  # fmt: skip
+        case RolloutFinished():
+            name = "rollout_finished"
+            fields = {"revision": event.revision, "version": event.version, "status": event.status.text,
+                      "reason": event.reason, "judge": event.by.value, "duration_seconds": event.duration}  # fmt: skip
+        case RolloutRevised():
+            name = "rollout_revised"
+            fields = {"revision": event.revision, "version": event.version, "before": event.before.text,
+                      "status": event.after.text, "reason": event.reason, "judge": event.by.value}  # fmt: skip
+        case RolloutSuperseded():
+            name = "rollout_superseded"
+            fields = {"revision": event.revision, "version": event.version}
+        case HealthChanged():
+            name = "health_changed"
+            fields = {"revision": event.revision, "version": event.version, "instance": event.instance_id,
+                      "before": event.before.value, "health": event.after.value}  # fmt: skip
+        case DeploymentDropped():
+            name = "deployment_gone"
+            fields = {"reason": event.why}
+        case _:
+            return None
+    return name, {"event": name, "name": event.key.name, "environment": event.key.environment, "at": event.at,
+                  **fields}  # fmt: skip
