@@ -4,7 +4,11 @@ removal, task containers attributed to their service, and the leader's hand-over
 from __future__ import annotations
 
 import dataclasses
+import json
 
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tests.unit.readside import NOW, read_side
 from tests.unit.test_state import SETTINGS, Run, identity
 from watcher.domain.events import RolloutFinished, RolloutStarted
 from watcher.domain.model import DeploymentKey, Instance, Judge, Service, Status, UpdateState, Usage
@@ -18,7 +22,9 @@ from watcher.domain.observations import (
     Tick,
     UsageSampled,
 )
+from watcher.exposition.families import DeploymentCollector
 from watcher.persistence.codec import decode, encode
+from watcher.web.readapi import ReadApi
 
 SHOP = DeploymentKey("shop", "production")
 WEB = DeploymentKey("web", "production")  # what the task containers' own labels say
@@ -208,3 +214,20 @@ def test_manual_rollback_during_an_update() -> None:
     d = run.state.deployments[SHOP]
     assert (d.rollout.status, d.rollout.rollback, d.rollbacks) == (Status.SUCCESS, True, 1)
     assert not [e for e in run.events if isinstance(e, RolloutFinished) and e.revision == 2]
+
+
+def test_usage_only_deployments_show_their_usage_alone() -> None:
+    """Tasks whose service another watcher exports: /metrics has their CPU and memory, and the
+    read API's list and the board leave them out; with the service followed, everything shows."""
+    run = Run()(task("c1", "1.0", 90), UsageSampled(95, {"c1": Usage(2.0, 100.0)}))
+    assert run.state.deployments[WEB].usage_only
+    registry = CollectorRegistry()
+    registry.register(DeploymentCollector(snapshot=lambda: run.state, settings=SETTINGS))
+    names = {line.split("{")[0] for line in generate_latest(registry).decode().splitlines() if "web" in line}
+    assert names == {"deployment_cpu_usage_seconds_total", "deployment_memory_usage_bytes"}
+    _, side = read_side()
+    side.submit(task("c1", "1.0", NOW))
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    assert json.loads(api.list_body(side.core.snapshot(), None)) == {"deployments": []}
+    side.submit(service(NOW + 1, "1.0", key=WEB))
+    assert [d["name"] for d in json.loads(api.list_body(side.core.snapshot(), None))["deployments"]] == ["web"]

@@ -225,6 +225,12 @@ class Deployment:
     service: Service | None = None
 
     @property
+    def usage_only(self) -> bool:
+        """Swarm tasks on a node whose watcher does not follow their service (a worker, a manager
+        that is not the leader): their CPU and memory are all it knows; another watcher judges."""
+        return self.rollout.judge is Judge.ORCHESTRATOR and self.service is None
+
+    @property
     def cpu_seconds(self) -> float:
         return (self.retired_cpu_nanos + sum(m.cpu_nanos for m in self.members.values())) / 1e9
 

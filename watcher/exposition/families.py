@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
-from watcher.domain.model import DURATION_BUCKETS, Deployment, Judge, State, UpdateState, iter_sorted
+from watcher.domain.model import DURATION_BUCKETS, Deployment, State, UpdateState, iter_sorted
 from watcher.domain.rules import health_checks
 
 KEY_LABELS = ["deployment", "environment"]
@@ -123,7 +123,7 @@ class _Families:
         """The series of one deployment."""
         key = [d.key.name, d.key.environment]
         r = d.rollout
-        if r.judge is Judge.ORCHESTRATOR and d.service is None:
+        if d.usage_only:
             # Swarm tasks on a node whose watcher does not export their service (a worker, a
             # manager that is not the leader): their CPU and memory only, summed across nodes.
             self.cpu.add_metric(key, d.cpu_seconds)
