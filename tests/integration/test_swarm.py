@@ -5,7 +5,9 @@ locally (``docker tag``; services use ``--no-resolve-image``: there is no regist
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUSYBOX_IMAGE, WatcherProcess, busybox_tarball, require_binary, start_watcher
+from tests.engines import TRIXIE_ROOT, TrixieDockerd
 from tests.swarm_cluster import SwarmCluster
 
 pytestmark = pytest.mark.docker
@@ -84,106 +87,113 @@ def service(swarm: SwarmCluster) -> Iterator[Service]:
         made.remove()
 
 
-def v(watcher: WatcherProcess, service: Service, name: str, **labels: str) -> float | None:
-    return watcher.value(name, deployment=service.deployment, environment="test", **labels)
+def v(watcher: WatcherProcess, deployment: str, name: str, **labels: str) -> float | None:
+    return watcher.value(name, deployment=deployment, **labels)
 
 
-def info(watcher: WatcherProcess, service: Service) -> dict[str, str]:
+def info(watcher: WatcherProcess, deployment: str) -> dict[str, str]:
     for sample in watcher.samples():
-        if sample.name == "deployment_info" and sample.labels.get("deployment") == service.deployment:
+        if sample.name == "deployment_info" and sample.labels.get("deployment") == deployment:
             return dict(sample.labels)
     return {}
 
 
-def settled(watcher: WatcherProcess, service: Service, *, status: int, revision: int) -> None:
-    watcher.wait_for(
-        f"status {status} at revision {revision}",
-        lambda: (
-            v(watcher, service, "deployment_status") == status and v(watcher, service, "deployment_version") == revision
-        ),
-        timeout=90,
-    )
+def settled(watcher: WatcherProcess, deployment: str, *, status: int, revision: int) -> None:
+    """Until one scrape shows ``status`` at ``revision`` (two scrapes could mix two states)."""
+
+    def check() -> bool:
+        got = {
+            s.name: s.value for s in watcher.samples()
+            if s.name in ("deployment_status", "deployment_version") and s.labels.get("deployment") == deployment
+        }  # fmt: skip
+        return got == {"deployment_status": status, "deployment_version": revision}
+
+    watcher.wait_for(f"status {status} at revision {revision}", check, timeout=90)
 
 
 def test_create_with_labels(watcher: WatcherProcess, service: Service) -> None:
     """Identity from the service label (name) and the container label (environment), version from
     the tag; success once both replicas run; a Swarm service on deployment_info; no second,
     container-based deployment of its task containers."""
-    settled(watcher, service, status=1, revision=1)
-    assert {"version": "1.0", "kind": "swarm_service", "image": "app:1.0"}.items() <= info(watcher, service).items()
-    assert v(watcher, service, "deployment_replicas", state="desired") == 2
-    assert v(watcher, service, "deployment_replicas", state="running") == 2
-    assert v(watcher, service, "deployment_swarm_update_state", state="completed") == 0
+    settled(watcher, service.deployment, status=1, revision=1)
+    assert {"version": "1.0", "kind": "swarm_service", "image": "app:1.0"}.items() <= info(
+        watcher, service.deployment
+    ).items()
+    assert v(watcher, service.deployment, "deployment_replicas", state="desired") == 2
+    assert v(watcher, service.deployment, "deployment_replicas", state="running") == 2
+    assert v(watcher, service.deployment, "deployment_swarm_update_state", state="completed") == 0
     deployments = {s.labels["deployment"] for s in watcher.samples() if s.name == "deployment_status"}
     assert deployments == {service.deployment}  # its containers made none of their own
-    assert v(watcher, service, "deployment_memory_usage_bytes") is not None
+    assert v(watcher, service.deployment, "deployment_memory_usage_bytes") is not None
 
 
 def test_update_to_a_new_tag_succeeds(watcher: WatcherProcess, service: Service) -> None:
     """An update to app:1.1: revision 2, updating, then completed and success."""
-    settled(watcher, service, status=1, revision=1)
-    durations = v(watcher, service, "deployment_duration_seconds_count") or 0
+    settled(watcher, service.deployment, status=1, revision=1)
+    durations = v(watcher, service.deployment, "deployment_duration_seconds_count") or 0
     service.update("--image", "app:1.1")
-    watcher.wait_for("updating", lambda: v(watcher, service, "deployment_swarm_update_state", state="updating") == 1)
-    settled(watcher, service, status=1, revision=2)
-    assert info(watcher, service)["version"] == "1.1"
-    assert v(watcher, service, "deployment_swarm_update_state", state="completed") == 1
-    assert v(watcher, service, "deployment_rollback_count_total") == 0
-    assert v(watcher, service, "deployment_duration_seconds_count") == durations + 1  # the update was timed
+    watcher.wait_for(
+        "updating", lambda: v(watcher, service.deployment, "deployment_swarm_update_state", state="updating") == 1
+    )
+    settled(watcher, service.deployment, status=1, revision=2)
+    assert info(watcher, service.deployment)["version"] == "1.1"
+    assert v(watcher, service.deployment, "deployment_swarm_update_state", state="completed") == 1
+    assert v(watcher, service.deployment, "deployment_rollback_count_total") == 0
+    assert v(watcher, service.deployment, "deployment_duration_seconds_count") == durations + 1  # the update was timed
 
 
 def test_failed_update_rolled_back(watcher: WatcherProcess, service: Service) -> None:
     """Tasks that exit, --update-failure-action rollback: the update fails, the orchestrator's
     rollback is counted and the version goes back; the final status is failed."""
-    settled(watcher, service, status=1, revision=1)
+    settled(watcher, service.deployment, status=1, revision=1)
     service.update("--image", "app:1.2", "--args", "sh -c 'exit 3'", "--update-failure-action", "rollback")
     watcher.wait_for(
         "rollback completed",
-        lambda: v(watcher, service, "deployment_swarm_update_state", state="rollback_completed") == 1,
+        lambda: v(watcher, service.deployment, "deployment_swarm_update_state", state="rollback_completed") == 1,
         timeout=90,
     )
-    settled(watcher, service, status=0, revision=3)
-    assert v(watcher, service, "deployment_rollback_count_total") == 1
-    assert info(watcher, service)["version"] == "1.0"
+    settled(watcher, service.deployment, status=0, revision=3)
+    assert v(watcher, service.deployment, "deployment_rollback_count_total") == 1
+    assert info(watcher, service.deployment)["version"] == "1.0"
     assert "rolled back" in watcher.tail(200)
 
 
 def test_failed_update_paused(watcher: WatcherProcess, service: Service) -> None:
     """--update-failure-action pause: failed, the update state paused."""
-    settled(watcher, service, status=1, revision=1)
+    settled(watcher, service.deployment, status=1, revision=1)
     service.update("--image", "app:1.2", "--args", "sh -c 'exit 3'", "--update-failure-action", "pause")
-    settled(watcher, service, status=0, revision=2)
-    assert v(watcher, service, "deployment_swarm_update_state", state="paused") == 1
-    assert v(watcher, service, "deployment_rollback_count_total") == 0
+    settled(watcher, service.deployment, status=0, revision=2)
+    assert v(watcher, service.deployment, "deployment_swarm_update_state", state="paused") == 1
+    assert v(watcher, service.deployment, "deployment_rollback_count_total") == 0
 
 
 def test_manual_rollback(watcher: WatcherProcess, service: Service) -> None:
     """`docker service rollback` after a good update: a rollback to 1.0, counted."""
-    settled(watcher, service, status=1, revision=1)
+    settled(watcher, service.deployment, status=1, revision=1)
     service.update("--image", "app:1.1")
-    settled(watcher, service, status=1, revision=2)
+    settled(watcher, service.deployment, status=1, revision=2)
     service.swarm.manager.docker("service", "rollback", "-d", service.name)
-    settled(watcher, service, status=1, revision=3)
-    assert v(watcher, service, "deployment_rollback_count_total") == 1
-    assert info(watcher, service)["version"] == "1.0"
+    settled(watcher, service.deployment, status=1, revision=3)
+    assert v(watcher, service.deployment, "deployment_rollback_count_total") == 1
+    assert info(watcher, service.deployment)["version"] == "1.0"
 
 
 def test_scale_is_no_new_revision(watcher: WatcherProcess, service: Service) -> None:
     """Scale up and down: replicas follow, the revision stays."""
-    settled(watcher, service, status=1, revision=1)
+    settled(watcher, service.deployment, status=1, revision=1)
     service.swarm.manager.docker("service", "scale", "-d", f"{service.name}=3")
-    watcher.wait_for("3 running", lambda: v(watcher, service, "deployment_replicas", state="running") == 3)
+    watcher.wait_for("3 running", lambda: v(watcher, service.deployment, "deployment_replicas", state="running") == 3)
     service.swarm.manager.docker("service", "scale", "-d", f"{service.name}=1")
-    watcher.wait_for("1 running", lambda: v(watcher, service, "deployment_replicas", state="running") == 1)
-    assert v(watcher, service, "deployment_version") == 1
-    assert v(watcher, service, "deployment_status") == 1
+    watcher.wait_for("1 running", lambda: v(watcher, service.deployment, "deployment_replicas", state="running") == 1)
+    assert v(watcher, service.deployment, "deployment_version") == 1
+    assert v(watcher, service.deployment, "deployment_status") == 1
 
 
 def test_remove_leaves_after_retention(watcher: WatcherProcess, service: Service) -> None:
     """A removed service's series stay for retention.gone_seconds, then leave."""
-    settled(watcher, service, status=1, revision=1)
+    settled(watcher, service.deployment, status=1, revision=1)
     service.remove()
-    watcher.wait_for("gone", lambda: v(watcher, service, "deployment_status") is None, timeout=60)
+    watcher.wait_for("gone", lambda: v(watcher, service.deployment, "deployment_status") is None, timeout=60)
 
 
 def test_restart_in_the_middle_of_an_update(tmp_path: Path, swarm: SwarmCluster, service: Service) -> None:
@@ -192,20 +202,57 @@ def test_restart_in_the_middle_of_an_update(tmp_path: Path, swarm: SwarmCluster,
     data = tmp_path / "state"
     first = watch(tmp_path, swarm, f"--storage.directory={data}")
     try:
-        settled(first, service, status=1, revision=1)
+        settled(first, service.deployment, status=1, revision=1)
         service.update("--image", "app:1.2", "--args", "sh -c 'exit 3'", "--update-failure-action", "rollback")
-        first.wait_for("updating", lambda: v(first, service, "deployment_swarm_update_state", state="updating") == 1)
+        first.wait_for(
+            "updating", lambda: v(first, service.deployment, "deployment_swarm_update_state", state="updating") == 1
+        )
     finally:
         first.stop()
     second = watch(tmp_path, swarm, f"--storage.directory={data}")
     try:
         second.wait_for(
             "rollback completed",
-            lambda: v(second, service, "deployment_swarm_update_state", state="rollback_completed") == 1,
+            lambda: v(second, service.deployment, "deployment_swarm_update_state", state="rollback_completed") == 1,
             timeout=90,
         )
-        settled(second, service, status=0, revision=3)
-        assert info(second, service)["version"] == "1.0"
-        assert v(second, service, "deployment_rollback_count_total") == 1
+        settled(second, service.deployment, status=0, revision=3)
+        assert info(second, service.deployment)["version"] == "1.0"
+        assert v(second, service.deployment, "deployment_rollback_count_total") == 1
     finally:
         second.stop()
+
+
+def test_update_and_rollback_on_docker_26(tmp_path: Path) -> None:
+    """Docker Engine 26.1 (Debian 13's, API 1.45) as a single-node swarm: a create, an update that
+    succeeds and one the orchestrator rolls back read the same as on 20.10."""
+    daemon = TrixieDockerd(root=TRIXIE_ROOT, log=tmp_path / "dockerd-26.log", image=BUSYBOX_IMAGE,
+                           image_tarball=busybox_tarball(), address="10.99.0.1")  # fmt: skip
+    watcher: WatcherProcess | None = None
+    try:
+        daemon.start()
+        docker = ["docker", "-H", daemon.host]
+        run = functools.partial(subprocess.run, check=True, capture_output=True, text=True, timeout=120)
+        run([*docker, "swarm", "init", "--advertise-addr", "10.99.0.1"])
+        for tag in TAGS:
+            run([*docker, "tag", BUSYBOX_IMAGE, tag])
+        assert run([*docker, "version", "--format", "{{.Server.Version}}"]).stdout.startswith("26.")
+        watcher = start_watcher(tmp_path, f"--docker.host={daemon.host}", "--swarm.poll-seconds=0.5",
+                                "--exposition.min-interval-seconds=0.1")  # fmt: skip
+        name = f"svc-{uuid.uuid4().hex[:6]}"
+        run([*docker, "service", "create", "-d", "--name", name, "--replicas", "2", "--label",
+             f"deployment.name={name}", *FAST, "app:1.0", "sleep", "600"])  # fmt: skip
+        settled(watcher, name, status=1, revision=1)
+        run([*docker, "service", "update", "-d", *FAST, "--image", "app:1.1", name])
+        settled(watcher, name, status=1, revision=2)
+        run([*docker, "service", "update", "-d", *FAST, "--image", "app:1.2", "--args", "sh -c 'exit 3'",
+             "--update-failure-action", "rollback", name])  # fmt: skip
+        settled(watcher, name, status=0, revision=4)
+        assert v(watcher, name, "deployment_rollback_count_total") == 1
+        assert v(watcher, name, "deployment_swarm_update_state", state="rollback_completed") == 1
+        assert info(watcher, name)["version"] == "1.1"
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        subprocess.run(["docker", "-H", daemon.host, "swarm", "leave", "--force"], capture_output=True, timeout=60)
+        daemon.cleanup()
