@@ -124,7 +124,11 @@ def test_create_with_labels(watcher: WatcherProcess, service: Service) -> None:
     assert v(watcher, service.deployment, "deployment_swarm_update_state", state="completed") == 0
     deployments = {s.labels["deployment"] for s in watcher.samples() if s.name == "deployment_status"}
     assert deployments == {service.deployment}  # its containers made none of their own
-    assert v(watcher, service.deployment, "deployment_memory_usage_bytes") is not None
+    # Its task containers name no deployment themselves (the name is on the service): they are
+    # the service's, by its id, for their memory and CPU.
+    watcher.wait_for(
+        "the tasks' memory", lambda: (v(watcher, service.deployment, "deployment_memory_usage_bytes") or 0) > 0
+    )
 
 
 def test_update_to_a_new_tag_succeeds(watcher: WatcherProcess, service: Service) -> None:

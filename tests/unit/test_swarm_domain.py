@@ -231,3 +231,13 @@ def test_usage_only_deployments_show_their_usage_alone() -> None:
     assert json.loads(api.list_body(side.core.snapshot(), None)) == {"deployments": []}
     side.submit(service(NOW + 1, "1.0", key=WEB))
     assert [d["name"] for d in json.loads(api.list_body(side.core.snapshot(), None))["deployments"]] == ["web"]
+
+
+def test_task_without_a_name_of_its_own() -> None:
+    """A task container whose labels name no deployment (the name is on its service only) joins
+    the service's deployment where the service is followed, and is ignored where it is not."""
+    nameless = DeploymentKey("", "production")
+    run = Run()(task("c1", "1.0", 90, key=nameless))
+    assert not run.state.deployments and not run.state.owners
+    run(service(100, "1.0"), task("c2", "1.0", 101, key=nameless))
+    assert set(run.state.deployments[SHOP].members) == {"c2"} and run.state.owners["c2"] == SHOP

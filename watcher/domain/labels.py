@@ -51,10 +51,9 @@ class Parsed:
 
 def is_tracked(labels: Mapping[str, str], *, settings: LabelSettings) -> bool:
     """Cheap pre-check on event attributes: could this container belong to a deployment?"""
-    if NAME in labels:
-        return True
-    compose = COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels
-    return settings.track_compose and (compose or SWARM_SERVICE_NAME in labels)
+    if NAME in labels or SWARM_SERVICE_ID in labels:
+        return True  # a Swarm task: its service's deployment may claim it (domain.services)
+    return settings.track_compose and COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels
 
 
 def parse(
@@ -81,10 +80,15 @@ def parse(
         if COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels:
             project, service = labels[COMPOSE_PROJECT].strip(), labels[COMPOSE_SERVICE].strip()
             fallback = f"{project}/{service}" if project and service else ""
-        else:  # a Swarm task: its service's name, as the service's own watcher reads it
-            fallback = labels[SWARM_SERVICE_NAME].strip()
+        elif settings.track_compose and SWARM_SERVICE_NAME in labels:
+            fallback = labels[SWARM_SERVICE_NAME].strip()  # as the service's own watcher names it
+        else:
+            fallback = ""
         name = _clean(NAME, fallback, settings.max_value_length, problems) if fallback else ""
-    if not name:
+    # A Swarm task naming no deployment itself (its service's labels do, which a container does
+    # not carry) keeps an empty name: its service's deployment claims it where this watcher
+    # follows the service, else it is ignored (domain.services.task_seen).
+    if not name and not (SWARM_SERVICE_ID in labels and NAME not in labels):
         problems.append(LabelProblem(NAME, "is empty; the container is ignored"))
         return Parsed(None, tuple(problems))
 

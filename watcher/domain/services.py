@@ -113,6 +113,8 @@ def home(txn: Txn, instance: Instance) -> DeploymentKey:
 def task_seen(txn: Txn, instance: Instance, *, at: float, listed: bool) -> None:
     """A task container in full: a member of its service's deployment, for its CPU and memory."""
     key = home(txn, instance)
+    if not key.name:
+        return  # no name of its own, and its service is not followed here
     deployment = txn.deployments.get(key)
     if deployment is None:
         if not rollouts.has_room(txn, key):
