@@ -97,6 +97,7 @@ def test_events_classified() -> None:
     assert causes.classify({**event, "Action": "remove"}) == causes.ServiceEvent(at, "s1", removed=True)
     assert causes.classify({**event, "Type": "container"}) is None
     assert causes.classify({**event, "Actor": "junk"}) is None
+    assert causes.classify({**event, "timeNano": 10**30}) is None  # past the year 9999
 
 
 def test_leadership() -> None:
@@ -127,3 +128,11 @@ def test_new_template_before_the_updater_is_updating() -> None:
     same = {"TaskTemplate": service_json()["Spec"]["TaskTemplate"]}
     seen, _ = causes.from_service(service_json(PreviousSpec=same), at=1.0, replicas=None, settings=LABELS)
     assert seen is not None and seen.service.update_state is UpdateState.NONE
+
+
+def test_times_outside_what_a_state_file_holds_read_as_absent() -> None:
+    """A service time before 1970 reads as absent: the creation time stands in."""
+    seen, _ = causes.from_service(service_json(UpdatedAt="1900-01-01T00:00:00Z"), at=5.0, replicas=None,
+                                  settings=LABELS)  # fmt: skip
+    assert seen is not None and seen.changed_at == causes.parse_time("2026-11-30T21:30:36.336012754Z")
+    assert causes.parse_time("0001-01-01T00:00:00Z") is None and causes.parse_time("junk") is None

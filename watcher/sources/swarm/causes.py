@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.domain import labels
+from watcher.domain import labels, times
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Service, UpdateState
 from watcher.domain.observations import ServiceSeen
@@ -51,10 +51,10 @@ def classify(event: Mapping[str, Any]) -> ServiceEvent | None:
 
 
 def event_time(event: Mapping[str, Any]) -> float | None:
+    """Unix seconds of the event; None when absent, or before 1970 or after 9999 (no state file holds it)."""
     nanos = _number(event.get("timeNano"))
-    if nanos is not None:
-        return nanos / 1e9
-    return _number(event.get("time"))
+    seconds = nanos / 1e9 if nanos is not None else _number(event.get("time"))
+    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None
 
 
 def from_service(
@@ -153,9 +153,10 @@ def parse_time(text: object) -> float | None:
         return None
     text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
+        seconds = dt.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
         return None
+    return seconds if 0 <= seconds <= times.LATEST else None  # none a state file may not hold
 
 
 def _service_status(data: Mapping[str, Any]) -> tuple[int, int]:
