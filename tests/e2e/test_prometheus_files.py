@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -152,3 +153,13 @@ def test_target_without_host_label_is_named_by_its_address(tmp_path: Path) -> No
     finally:
         prometheus.stop()
     assert hosts == {"127.0.0.1:1": "127.0.0.1", "localhost:2": "h2"}
+
+
+def test_swarm_stack_is_valid_for_docker_stack() -> None:
+    """`docker stack config` (the CLI's compose schema and interpolation) accepts deploy/swarm/stack.yml."""
+    result = subprocess.run(
+        [require_binary("docker"), "stack", "config", "-c", "stack.yml"], cwd=ROOT / "deploy/swarm",
+        capture_output=True, text=True, timeout=60, env={**os.environ, "DOCKER_GID": "999"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["deployment-watcher"]["deploy"]["mode"] == "global"
