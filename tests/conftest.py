@@ -325,14 +325,14 @@ class Prometheus:
         self.process.wait(timeout=30)
 
 
-def run_prometheus(tmp: Path, config_file: Path) -> Prometheus:
-    """Start ``prometheus`` with this config on a free port, its data under ``tmp``; wait until ready."""
+def run_prometheus(tmp: Path, config_file: Path, *flags: str) -> Prometheus:
+    """Start ``prometheus`` with this config (and ``flags``) on a free port, its data under ``tmp``; wait until ready."""
     binary = require_binary("prometheus")
     port = free_port()
     log = tmp / "prometheus.log"
     process = subprocess.Popen(
         [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
+         f"--web.listen-address=127.0.0.1:{port}", *flags],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     prometheus = Prometheus(port, process, log)

@@ -1,4 +1,4 @@
-"""The Grafana dashboard in deploy/grafana/dashboards, loaded and taken apart for tests."""
+"""The Grafana dashboards in deploy/grafana/dashboards, loaded and taken apart for tests."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 PATH = Path(__file__).parents[1] / "deploy" / "grafana" / "dashboards" / "deployments.json"
+DORA_PATH = PATH.with_name("dora.json")
 # Grafana's interval variables, given values that fit a scrape interval of 15 s or less.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
 
 
-def load() -> dict[str, Any]:
-    """Return the dashboard JSON as a dict."""
-    dashboard: dict[str, Any] = json.loads(PATH.read_text())
+def load(path: Path = PATH) -> dict[str, Any]:
+    """Return the dashboard JSON (the deployments one unless ``path`` says) as a dict."""
+    dashboard: dict[str, Any] = json.loads(path.read_text())
     return dashboard
 
 

@@ -57,6 +57,9 @@ OM_FAMILIES = {
     "deployment_memory_usage_bytes": "gauge", "deployment_rollback_count": "counter",
     "deployment_health_check": "gauge", "deployment_duration_seconds": "histogram", "deployment_version_info": "gauge",
     "deployment_replicas": "gauge", "deployment_swarm_update_state": "gauge",
+    "deployment_rollouts": "counter", "deployment_change_failures": "counter",
+    "deployment_lead_time_seconds": "histogram", "deployment_recovery_seconds": "histogram",
+    "deployment_rework": "counter",
 }  # fmt: skip
 FAST = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(min_interval_seconds=0, max_staleness_seconds=3600))
 

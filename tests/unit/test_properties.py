@@ -23,7 +23,18 @@ from tests.unit.test_state import Run, started
 from watcher.config import LabelSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.domain import labels
 from watcher.domain.events import DomainEvent
-from watcher.domain.model import DURATION_BUCKETS, Deployment, Health, Identity, Instance, Source, State, Status, Usage
+from watcher.domain.model import (
+    DURATION_BUCKETS,
+    Deployment,
+    Dora,
+    Health,
+    Identity,
+    Instance,
+    Source,
+    State,
+    Status,
+    Usage,
+)
 from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
@@ -104,6 +115,8 @@ def deployment_labels(draw: st.DrawFn) -> dict[str, str]:
         labels.STATUS: draw(optional(st.sampled_from(("success", "failed", "in-progress", "IN_PROGRESS", "meh")))),
         labels.STABLE_SECONDS: draw(optional(st.sampled_from(NUMBERS))),
         labels.PROGRESS_DEADLINE: draw(optional(st.sampled_from(NUMBERS))),
+        labels.COMMIT_TIME: draw(optional(st.one_of(st.sampled_from(NUMBERS), st.just(str(START - 3600))))),
+        labels.CHANGE_TYPE: draw(optional(st.sampled_from(("hotfix", "change", "HOTFIX", "bugfix")))),
     }
     return {k: v for k, v in drawn.items() if v is not None}
 
@@ -319,16 +332,29 @@ def check_state(state: State) -> None:
                 f"{instance_id} in {key} but owned by {state.owners.get(instance_id)}"
             )
         assert (d.gone_since is None) == bool(d.members)
+        f = d.dora
+        assert f.change_failures <= f.successes + f.failures and f.rework <= f.successes + f.failures
+        assert f.recoveries.count <= f.change_failures and f.lead_times.count <= f.successes + f.change_failures
+        assert f.failed_revision <= d.rollout.revision
+    assert len(state.retired) <= STATE_SETTINGS.retention.max_deployments
     for instance_id, key in state.owners.items():
         assert key in state.deployments and instance_id in state.deployments[key].members
 
 
 def check_step(before: State, after: State) -> None:
-    """What only grows while a deployment exists: revision, rollbacks, CPU, durations."""
+    """What only grows while a deployment exists: revision, rollbacks, CPU, durations; and its DORA
+    figures, also across its retirement and return."""
+    for key, kept in before.retired.items():
+        back = after.deployments.get(key)
+        if back is not None and key not in before.deployments:
+            check_dora_grew(kept.dora, back.dora)
     for key, old in before.deployments.items():
         new = after.deployments.get(key)
         if new is None:
+            retired = after.retired.get(key)
+            assert retired is None or retired.dora == old.dora, "a dropped deployment's DORA figures changed"
             continue  # dropped after retention: its series end
+        check_dora_grew(old.dora, new.dora)
         assert new.rollout.revision >= old.rollout.revision
         assert new.rollbacks >= old.rollbacks
         assert new.cpu_seconds >= old.cpu_seconds, f"CPU of {key} went {old.cpu_seconds!r} → {new.cpu_seconds!r}"
@@ -338,6 +364,14 @@ def check_step(before: State, after: State) -> None:
             # Final, except a premature success (judged while behind the stream) revised to failed.
             revised = (old.rollout.status, new.rollout.status) == (Status.SUCCESS, Status.FAILED)
             assert new.rollout.status is old.rollout.status or revised, "a finished rollout changed its status"
+
+
+def check_dora_grew(old: Dora, new: Dora) -> None:
+    """The DORA counters only grow (a deployment that comes back continues them)."""
+    for name in ("successes", "failures", "change_failures", "rework"):
+        assert getattr(new, name) >= getattr(old, name), name
+    for before, after in ((old.lead_times, new.lead_times), (old.recoveries, new.recoveries)):
+        assert all(n >= o for n, o in zip(after.counts, before.counts, strict=True)) and after.total >= before.total
 
 
 def check_exposition(registry: CollectorRegistry, state: State) -> None:
@@ -393,6 +427,13 @@ def check_deployment_samples(samples: Samples, d: Deployment) -> None:
     assert value("deployment_duration_seconds_bucket", le="+Inf") == d.durations.count
     for seen in d.history:
         assert value("deployment_version_info", version=seen.version, commit_sha=seen.commit) == 1
+    f = d.dora
+    assert value("deployment_rollouts_total", outcome="success") == f.successes
+    assert value("deployment_rollouts_total", outcome="failed") == f.failures
+    assert value("deployment_change_failures_total") == f.change_failures
+    assert value("deployment_rework_total") == f.rework
+    assert value("deployment_lead_time_seconds_count") == f.lead_times.count
+    assert value("deployment_recovery_seconds_count") == f.recoveries.count
 
 
 # -- labels.parse over arbitrary label dicts

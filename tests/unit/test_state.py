@@ -22,10 +22,11 @@ from watcher.domain.events import (
 )
 from watcher.domain.machine import apply
 from watcher.domain.model import (
+    DURATION_BUCKETS,
     Deployment,
     DeploymentKey,
-    Durations,
     Health,
+    Histogram,
     Identity,
     Instance,
     Judge,
@@ -700,7 +701,7 @@ def test_is_rollback(new: str, current: str, history: list[str], expected: bool)
 
 def test_durations_histogram_buckets() -> None:
     """Durations land in the first bucket that holds them; beyond the last, in +Inf."""
-    d = Durations().observe(3).observe(5).observe(7).observe(10_000)
+    d = Histogram.empty(DURATION_BUCKETS).observe(3).observe(5).observe(7).observe(10_000)
     assert d.counts[0] == 2 and d.counts[1] == 1 and d.counts[-1] == 1
     assert d.count == 4 and d.total == 10_015
 

@@ -18,14 +18,18 @@ from prometheus_client import CollectorRegistry
 from tests.unit.test_state import Run, created, reported, started
 from watcher.domain.model import (
     DURATION_BUCKETS,
+    LEAD_TIME_BUCKETS,
+    RECOVERY_BUCKETS,
     Deployment,
     DeploymentKey,
-    Durations,
+    Dora,
     Health,
+    Histogram,
     Identity,
     Instance,
     Judge,
     Member,
+    Retired,
     Rollout,
     Source,
     State,
@@ -92,6 +96,7 @@ def states(draw: st.DrawFn) -> State:
                 key=key, version=draw(texts), commit=draw(texts), image=draw(texts), created_at=draw(times),
                 deployed_at=draw(times), status_override=draw(st.none() | st.sampled_from(Status)),
                 stable_seconds=draw(st.none() | amounts), progress_deadline_seconds=draw(st.none() | amounts),
+                commit_time=draw(st.none() | times), hotfix=draw(st.booleans()),
             )  # fmt: skip
             instance = Instance(
                 id=instance_id, identity=identity, running=draw(st.booleans()), running_since=draw(st.none() | times),
@@ -108,7 +113,7 @@ def states(draw: st.DrawFn) -> State:
             started_at=draw(times), status=draw(st.sampled_from(Status)), finished_at=draw(st.none() | times),
             reason=draw(texts), rollback=draw(st.booleans()), members=frozenset(draw(st.lists(texts, max_size=3))),
             trigger_created_at=draw(times), deadline_at=draw(amounts), witnessed=draw(st.booleans()),
-            judge=draw(st.sampled_from(Judge)),
+            judge=draw(st.sampled_from(Judge)), commit_time=draw(st.none() | times), hotfix=draw(st.booleans()),
         )  # fmt: skip
         history = tuple(
             VersionSeen(draw(texts), draw(texts), draw(st.integers(1, store.MAX_COUNT)), draw(times))
@@ -118,12 +123,31 @@ def states(draw: st.DrawFn) -> State:
                                      max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
         deployments[key] = Deployment(
             key=key, rollout=rollout, history=history, rollbacks=draw(counts),
-            durations=Durations(histogram, draw(amounts)), members=members, retired_cpu_nanos=draw(nanos),
+            durations=Histogram(DURATION_BUCKETS, histogram, draw(amounts)), members=members, retired_cpu_nanos=draw(nanos),
             gone_since=draw(st.none() | times),
-            reported_at=draw(st.none() | times),
+            reported_at=draw(st.none() | times), dora=draw(dora_figures()),
         )  # fmt: skip
     owners = {i: key for key, d in deployments.items() for i in d.members}
-    return State(deployments, owners)
+    others = st.builds(DeploymentKey, texts, texts).filter(lambda key: key not in deployments)
+    retired = {key: Retired(draw(dora_figures()), draw(times))
+               for key in draw(st.lists(others, unique=True, max_size=2))}  # fmt: skip
+    return State(deployments, owners, retired)
+
+
+@st.composite
+def dora_figures(draw: st.DrawFn) -> Dora:
+    """Any DORA figures: counts, both histograms, the failure being recovered from, the commits counted."""
+
+    def histogram(bounds: tuple[float, ...]) -> Histogram:
+        histogram = draw(st.lists(counts, min_size=len(bounds) + 1, max_size=len(bounds) + 1))
+        return Histogram(bounds, tuple(histogram), draw(amounts))
+
+    return Dora(
+        successes=draw(counts), failures=draw(counts), change_failures=draw(counts), rework=draw(counts),
+        lead_times=histogram(LEAD_TIME_BUCKETS), recoveries=histogram(RECOVERY_BUCKETS),
+        failing_since=draw(st.none() | times), failed_revision=draw(counts),
+        commits=tuple(draw(st.lists(texts, max_size=3))),
+    )  # fmt: skip
 
 
 @settings(deadline=None)  # a busy CI machine must not make it flaky
@@ -305,7 +329,7 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
     old = json.loads(data)
     assert old["schema"] == 1
     state = decode(data)
-    assert state == schema_1_state()
+    assert state == before_dora(schema_1_state())
     judges = {key.name: d.rollout.judge for key, d in state.deployments.items()}
     assert judges == {
         "adopted": Judge.DEPLOY_TOOLING, "api": Judge.CONTAINERS, "cd": Judge.DEPLOY_TOOLING,
@@ -320,7 +344,58 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
         for member in d["members"]:
             member["service_id"] = ""
             member["start_error"] = ""
-    assert new["deployments"] == old["deployments"]
+    assert without_dora_fields(new)["deployments"] == old["deployments"]
+
+
+def before_dora(state: State) -> State:
+    """``state`` with every DORA figure at zero: what a file written before them holds."""
+    deployments = {key: dataclasses.replace(d, dora=Dora()) for key, d in state.deployments.items()}
+    return State(deployments, state.owners)
+
+
+def without_dora_fields(document: store.Document) -> store.Document:
+    """A written document without the fields the DORA figures added (all at their defaults here)."""
+    assert document.pop("retired") == []
+    zero: dict[str, object] = {"successes": 0, "failures": 0, "change_failures": 0, "rework": 0, "failing_since": None,
+            "failed_revision": 0, "commits": []}  # fmt: skip
+    for d in document["deployments"]:
+        figures = d.pop("dora")
+        assert {k: v for k, v in figures.items() if k in zero} == zero
+        assert sum(figures["lead_times"]["counts"]) == sum(figures["recoveries"]["counts"]) == 0
+        assert (d["rollout"].pop("commit_time"), d["rollout"].pop("hotfix")) == (None, False)
+        for m in d["members"]:
+            assert (m["identity"].pop("commit_time"), m["identity"].pop("hotfix")) == (None, False)
+    return document
+
+
+def test_a_file_of_schema_2_before_dora_loads_with_zero_figures() -> None:
+    """A schema-2 file written before the DORA figures loads as the state it held, every figure zero;
+    written back, only the DORA fields (at their defaults) are added."""
+    data = (Path(__file__).parent / "data" / "state-schema-2.json").read_bytes()
+    old = json.loads(data)
+    assert old["schema"] == 2 and "retired" not in old and all("dora" not in d for d in old["deployments"])
+    state = decode(data)
+    assert state == before_dora(schema_1_state())
+    assert all(d.dora == Dora() for d in state.deployments.values()) and not state.retired
+    for d in old["deployments"]:
+        d["service"] = None  # added since, without a new schema: their defaults
+        for member in d["members"]:
+            member["service_id"] = ""
+            member["start_error"] = ""
+    assert without_dora_fields(json.loads(encode(state)))["deployments"] == old["deployments"]
+
+
+def test_retired_figures_twice_are_refused() -> None:
+    """A deployment's retired DORA figures listed twice, or beside the live deployment, make a corrupt file."""
+    state = rich_state()
+    figures = Retired(Dora(successes=1), 5.0)
+    document = json.loads(encode(State(state.deployments, state.owners, {DeploymentKey("old", "x"): figures})))
+    document["retired"] *= 2
+    with pytest.raises(DecodeError, match="appears twice"):
+        decode(json.dumps(document).encode())
+    live = json.loads(encode(State(state.deployments, state.owners, {DeploymentKey("api", "production"): figures})))
+    with pytest.raises(DecodeError, match="appears twice"):
+        decode(json.dumps(live).encode())
 
 
 def test_truncated_files_are_refused() -> None:

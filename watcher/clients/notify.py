@@ -22,6 +22,7 @@ from pathlib import Path
 
 from watcher import __version__
 from watcher.config import API_TOKEN_ENV
+from watcher.domain.labels import CHANGE_TYPES
 from watcher.domain.model import Status
 from watcher.wire import REPORTS_PATH as PATH
 
@@ -46,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--finished-at", metavar="TIME", help="when it finished (success or failed): unix seconds or RFC 3339"
     )
+    p.add_argument(
+        "--commit-time", metavar="TIME", help="when the commit was made (git log -1 --format=%%ct): for lead time"
+    )
+    p.add_argument("--change-type", choices=CHANGE_TYPES, help="hotfix: a fix of a change that failed (DORA rework)")
     p.add_argument("--url", default=DEFAULT_URL, help=f"the watcher's base URL (default {DEFAULT_URL})")
     p.add_argument("--token-file", metavar="PATH", help=f"file holding the API token (default: ${API_TOKEN_ENV})")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="request timeout (default 10)")
@@ -77,6 +82,8 @@ def main(argv: Sequence[str]) -> int:
         "status": args.status,
         "started_at": _time(args.started_at),
         "finished_at": _time(args.finished_at),
+        "commit_time": _time(args.commit_time),
+        "change_type": args.change_type,
     }
     request = urllib.request.Request(
         url,

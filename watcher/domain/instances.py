@@ -153,6 +153,8 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         # from the deployment.timestamp label (times.py); a rollout found by a resync may be old.
         deadline_at=txn.now + deadline,
         witnessed=witnessed,
+        commit_time=identity.commit_time,
+        hotfix=identity.hotfix,
     )
 
 

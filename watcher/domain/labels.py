@@ -6,6 +6,7 @@ value is cleaned or replaced by a documented fallback and reported as a ``LabelP
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,8 +23,11 @@ TIMESTAMP = "deployment.timestamp"
 STATUS = "deployment.status"
 STABLE_SECONDS = "deployment.stable_seconds"
 PROGRESS_DEADLINE = "deployment.progress_deadline_seconds"
+COMMIT_TIME = "deployment.commit_time"
+CHANGE_TYPE = "deployment.change_type"
 OCI_VERSION = "org.opencontainers.image.version"
 OCI_REVISION = "org.opencontainers.image.revision"
+OCI_CREATED = "org.opencontainers.image.created"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 # On a Swarm task's container, set by the engine; the service's own labels are not there.
@@ -31,10 +35,15 @@ SWARM_SERVICE_ID = "com.docker.swarm.service.id"
 SWARM_SERVICE_NAME = "com.docker.swarm.service.name"
 
 # The labels of the convention (README has a row for each).
-ALL = (NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PROGRESS_DEADLINE)
+ALL = (
+    NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PROGRESS_DEADLINE, COMMIT_TIME,
+    CHANGE_TYPE,
+)  # fmt: skip
 # The labels a problem can be about: the label-error counter is pre-created for each.
 UNKNOWN_VERSION = "unknown"  # no label, no image tag, no image id
-PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION)
+PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION, OCI_CREATED)
+# The values of deployment.change_type; a hotfix fixes a change that failed (DORA's rework).
+CHANGE_TYPES = ("change", "hotfix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +133,8 @@ def parse(
             status_override=_status(labels.get(STATUS), problems),
             stable_seconds=_seconds(STABLE_SECONDS, labels.get(STABLE_SECONDS), problems),
             progress_deadline_seconds=_seconds(PROGRESS_DEADLINE, labels.get(PROGRESS_DEADLINE), problems),
+            commit_time=_commit_time(labels, now=now, settings=settings, problems=problems),
+            hotfix=_change_type(labels.get(CHANGE_TYPE), problems) == "hotfix",
         ),
         tuple(problems),
     )
@@ -179,6 +190,49 @@ def _timestamp(
     if problem:
         problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} {problem}; using the creation time"))
         return created_at
+    return value
+
+
+def _commit_time(
+    labels: Mapping[str, str], *, now: float, settings: LabelSettings, problems: list[LabelProblem]
+) -> float | None:
+    """deployment.commit_time, else (when enabled) the image's creation time; None when absent or refused."""
+    if COMMIT_TIME in labels:
+        return _moment(COMMIT_TIME, labels[COMMIT_TIME], now=now, problems=problems)
+    if settings.image_created_commit_time and OCI_CREATED in labels:
+        return _moment(OCI_CREATED, labels[OCI_CREATED], now=now, problems=problems)
+    return None
+
+
+def _moment(label: str, raw: str, *, now: float, problems: list[LabelProblem]) -> float | None:
+    """Unix seconds or an RFC 3339 time with a zone, between 2000 and a day ahead of ``now``; else None and a problem."""
+    written = raw.strip()
+    value = _non_negative(written)
+    if value is None:
+        try:
+            parsed = datetime.datetime.fromisoformat(written.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            problems.append(LabelProblem(label, f"{_quote(raw)} is not unix seconds nor an RFC 3339 time; ignored"))
+            return None
+        value = parsed.timestamp()
+    if times.in_the_future(value, now=now):
+        problems.append(LabelProblem(label, f"{_quote(raw)} lies in the future (milliseconds?); ignored"))
+        return None
+    if value < times.EARLIEST:
+        problems.append(LabelProblem(label, f"{_quote(raw)} lies before the year 2000; ignored"))
+        return None
+    return value
+
+
+def _change_type(raw: str | None, problems: list[LabelProblem]) -> str | None:
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value not in CHANGE_TYPES:
+        problems.append(LabelProblem(CHANGE_TYPE, f"{_quote(raw)} is not {' or '.join(CHANGE_TYPES)}; ignored"))
+        return None
     return value
 
 

@@ -85,6 +85,8 @@ class Identity:
     status_override: Status | None = None
     stable_seconds: float | None = None  # per-deployment tuning; None: the configured default
     progress_deadline_seconds: float | None = None
+    commit_time: float | None = None  # when the deployed commit was made (deployment.commit_time)
+    hotfix: bool = False  # deployment.change_type=hotfix: a fix of a change that failed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +141,8 @@ class Rollout:
     deadline_at: float = 0.0
     witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
     judge: Judge = Judge.CONTAINERS
+    commit_time: float | None = None  # when the commit it deploys was made: its lead time starts there
+    hotfix: bool = False  # marked as a hotfix: rework, and the rollout before it needed one
 
 
 class UpdateState(enum.Enum):
@@ -178,22 +182,62 @@ class VersionSeen:
     started_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Durations:
-    """A histogram of rollout durations: counts per bucket of DURATION_BUCKETS, then +Inf."""
+# Lead times: minutes (a one-line fix shipped at once) to half a year (a long-lived branch).
+LEAD_TIME_BUCKETS = (
+    300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 345600.0, 604800.0,
+    1209600.0, 2592000.0, 7776000.0, 15552000.0,
+)  # fmt: skip
+# Recovery: a minute (an automatic rollback) to a month; the DORA levels part at 1 h, 1 d and 1 week.
+RECOVERY_BUCKETS = (
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0, 604800.0, 2592000.0,
+)  # fmt: skip
 
-    counts: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Counts per bucket of ``bounds`` (upper bounds, seconds), then +Inf; and the sum: rollout durations,
+    lead times, recovery times."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
     total: float = 0.0
 
-    def observe(self, seconds: float) -> Durations:
-        index = next((i for i, le in enumerate(DURATION_BUCKETS) if seconds <= le), len(DURATION_BUCKETS))
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> Histogram:
+        return cls(bounds, (0,) * (len(bounds) + 1))
+
+    def observe(self, seconds: float) -> Histogram:
+        index = next((i for i, le in enumerate(self.bounds) if seconds <= le), len(self.bounds))
         counts = list(self.counts)
         counts[index] += 1
-        return Durations(tuple(counts), self.total + seconds)
+        return Histogram(self.bounds, tuple(counts), self.total + seconds)
 
     @property
     def count(self) -> int:
         return sum(self.counts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dora:
+    """A deployment's DORA figures so far (``watcher.domain.dora`` keeps them): counts only grow."""
+
+    successes: int = 0  # rollouts whose first verdict was success
+    failures: int = 0  # rollouts whose first verdict was failed
+    change_failures: int = 0  # rollouts that needed intervention, each at most once
+    rework: int = 0  # hotfix rollouts, counted at their first verdict
+    lead_times: Histogram = field(default_factory=lambda: Histogram.empty(LEAD_TIME_BUCKETS))
+    recoveries: Histogram = field(default_factory=lambda: Histogram.empty(RECOVERY_BUCKETS))
+    failing_since: float | None = None  # the first change failure not yet followed by a success
+    failed_revision: int = 0  # the last revision counted as a change failure (revisions only grow)
+    commits: tuple[str, ...] = ()  # commits whose lead time is counted, newest first (a bounded memory)
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """The DORA figures of a deployment dropped by retention, kept so that one coming back continues them."""
+
+    dora: Dora
+    dropped_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +256,7 @@ class Deployment:
     rollout: Rollout
     history: tuple[VersionSeen, ...] = ()  # newest first, one entry per (version, commit)
     rollbacks: int = 0
-    durations: Durations = field(default_factory=Durations)
+    durations: Histogram = field(default_factory=lambda: Histogram.empty(DURATION_BUCKETS))
     members: Mapping[str, Member] = field(default_factory=dict)
     # CPU of instances gone or restarted: keeps the counter monotonic. Integer nanoseconds,
     # because float sums depend on their order: moving a container's CPU from the live sum to
@@ -220,6 +264,7 @@ class Deployment:
     retired_cpu_nanos: int = 0
     gone_since: float | None = None
     reported_at: float | None = None  # the last report from deploy tooling (for retention)
+    dora: Dora = field(default_factory=Dora)
     # The Swarm service as this watcher (a manager following services) last saw it; None when it
     # follows none: on a worker, a deployment of Swarm tasks has only their CPU and memory.
     service: Service | None = None
@@ -247,6 +292,7 @@ class Deployment:
 class State:
     deployments: Mapping[DeploymentKey, Deployment] = field(default_factory=dict)
     owners: Mapping[str, DeploymentKey] = field(default_factory=dict)  # instance id → deployment
+    retired: Mapping[DeploymentKey, Retired] = field(default_factory=dict)  # DORA figures of dropped deployments
 
     def running_instance_ids(self) -> list[str]:
         return [m.instance.id for d in self.deployments.values() for m in d.members.values() if m.instance.running]

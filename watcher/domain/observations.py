@@ -99,6 +99,8 @@ class RolloutReported:
     status: Status
     started_at: float | None = None
     finished_at: float | None = None
+    commit_time: float | None = None  # when the commit was made
+    hotfix: bool = False  # the tooling marks the change as a hotfix
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

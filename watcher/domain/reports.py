@@ -46,6 +46,7 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
         rollback = rules.is_rollback(report.version, current.version, deployment.history)
         rollout = _rollout(txn, report, revision=current.revision + 1, rollback=rollback)
         return _settle(txn, rollouts.begin(txn, deployment, rollout), report)
+    deployment = _learn(deployment, report)
     if report.status is Status.IN_PROGRESS:
         if current.status is Status.IN_PROGRESS:
             # Announced after its containers appeared: from now on the tooling judges it.
@@ -66,6 +67,16 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
     return deployment  # said again
 
 
+def _learn(deployment: Deployment, report: RolloutReported) -> Deployment:
+    """The current rollout with the commit time and hotfix mark that a report of it adds (its labels lacked them)."""
+    rollout = deployment.rollout
+    commit_time = rollout.commit_time if rollout.commit_time is not None else report.commit_time
+    if commit_time == rollout.commit_time and rollout.hotfix >= report.hotfix:
+        return deployment
+    learnt = dataclasses.replace(rollout, commit_time=commit_time, hotfix=rollout.hotfix or report.hotfix)
+    return dataclasses.replace(deployment, rollout=learnt)
+
+
 def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool) -> Rollout:
     """The rollout a report of a new version (or a redeploy) starts, judged by the tooling."""
     final = report.status is not Status.IN_PROGRESS
@@ -83,6 +94,8 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
         deadline_at=report.at + txn.settings.rollout.progress_deadline_seconds,
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
         judge=Judge.DEPLOY_TOOLING,
+        commit_time=report.commit_time,
+        hotfix=report.hotfix,
     )
 
 

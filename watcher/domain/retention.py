@@ -1,14 +1,16 @@
 """Time passing: deployments past their retention are dropped, the others' rules fire on time.
 
 A deployment with no instance left stays exported for ``retention.gone_seconds``; one that deploy
-tooling reported stays while its reports are younger than ``api.retention_seconds``.
+tooling reported stays while its reports are younger than ``api.retention_seconds``. A dropped
+deployment's DORA figures are kept for ``retention.dora_seconds``: one that comes back meanwhile
+continues its counters, so Prometheus, which still holds the old series, never sees them go down.
 """
 
 from __future__ import annotations
 
 from watcher.domain import rollouts
 from watcher.domain.events import DeploymentDropped
-from watcher.domain.model import Deployment, Status
+from watcher.domain.model import Deployment, Dora, Status
 from watcher.domain.settings import RuleSettings
 from watcher.domain.txn import Txn
 
@@ -18,11 +20,23 @@ def tick(txn: Txn) -> None:
         why = expired(deployment, now=txn.now, settings=txn.settings)
         if why:
             txn.drop(key)
+            if deployment.dora != Dora():  # nothing to continue otherwise
+                txn.retire(key, deployment.dora)
             txn.emit(DeploymentDropped(key=key, at=txn.now, why=why))
         elif deployment.rollout.status is Status.IN_PROGRESS:
             evaluated = rollouts.evaluate(txn, deployment)
             if evaluated is not deployment:
                 txn.put(evaluated)
+    _forget_retired(txn)
+
+
+def _forget_retired(txn: Txn) -> None:
+    """Retired DORA figures past ``retention.dora_seconds``, and the oldest beyond the deployment cap."""
+    kept, cap = txn.settings.retention.dora_seconds, txn.settings.retention.max_deployments
+    by_age = sorted(txn.retired.items(), key=lambda item: (item[1].dropped_at, item[0]))
+    for n, (key, retired) in enumerate(by_age):
+        if txn.now - retired.dropped_at >= kept or len(by_age) - n > cap:
+            txn.retire(key, None)
 
 
 def expired(deployment: Deployment, *, now: float, settings: RuleSettings) -> str:

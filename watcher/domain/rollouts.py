@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import rules
+from watcher.domain import dora, rules
 from watcher.domain.events import (
     DeploymentRejected,
     RolloutFinished,
@@ -27,24 +27,27 @@ def change_status(txn: Txn, deployment: Deployment, status: Status, reason: str,
     assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"
     key, revision, version = deployment.key, rollout.revision, rollout.version
     if rollout.status is not Status.IN_PROGRESS:
-        txn.emit(
-            RolloutRevised(
-                key=key, at=at, revision=revision, version=version, before=rollout.status, after=status,
-                reason=reason, by=by,
-            )
+        revised = RolloutRevised(
+            key=key, at=at, revision=revision, version=version, before=rollout.status, after=status,
+            reason=reason, by=by,
         )  # fmt: skip
-        return dataclasses.replace(deployment, rollout=dataclasses.replace(rollout, status=status, reason=reason))
+        txn.emit(revised)
+        return dataclasses.replace(
+            deployment,
+            rollout=dataclasses.replace(rollout, status=status, reason=reason),
+            dora=dora.record(deployment.dora, revised, rollout=rollout, timed=not txn.resyncing),
+        )
     # A finish found by a resync (after a restart or reconnect) happened at an unknown time.
     duration = max(0.0, at - rollout.started_at) if rollout.witnessed and not txn.resyncing else None
-    txn.emit(
-        RolloutFinished(
-            key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
-        )
+    finished = RolloutFinished(
+        key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
     )
+    txn.emit(finished)
     return dataclasses.replace(
         deployment,
         rollout=dataclasses.replace(rollout, status=status, finished_at=at, reason=reason),
         durations=deployment.durations if duration is None else deployment.durations.observe(duration),
+        dora=dora.record(deployment.dora, finished, rollout=rollout, timed=not txn.resyncing),
     )
 
 
@@ -86,12 +89,13 @@ def has_room(txn: Txn, key: DeploymentKey) -> bool:
 
 
 def create(txn: Txn, key: DeploymentKey, rollout: Rollout) -> Deployment:
-    """A new deployment, its first rollout just begun."""
+    """A new deployment, its first rollout just begun (with the DORA figures it had, if it was dropped)."""
     txn.emit(_started(key, rollout))
     return Deployment(
         key=key,
         rollout=rollout,
         history=(VersionSeen(rollout.version, rollout.commit, rollout.revision, rollout.started_at),),
+        dora=txn.revive(key),
     )
 
 
@@ -107,12 +111,14 @@ def begin(txn: Txn, deployment: Deployment, rollout: Rollout) -> Deployment:
     entry = VersionSeen(rollout.version, rollout.commit, rollout.revision, rollout.started_at)
     older = (h for h in deployment.history if (h.version, h.commit) != (entry.version, entry.commit))
     history = (entry, *older)
-    txn.emit(_started(deployment.key, rollout))
+    started = _started(deployment.key, rollout)
+    txn.emit(started)
     return dataclasses.replace(
         deployment,
         rollout=rollout,
         history=history[: txn.settings.retention.history_versions],
         rollbacks=deployment.rollbacks + rollout.rollback,
+        dora=dora.record(deployment.dora, started, rollout=rollout, previous=previous),
     )
 
 

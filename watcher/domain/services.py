@@ -18,6 +18,7 @@ from watcher.domain import instances, rollouts, rules
 from watcher.domain.model import (
     Deployment,
     DeploymentKey,
+    Dora,
     Instance,
     Judge,
     Member,
@@ -160,6 +161,8 @@ def _claim(txn: Txn, seen: ServiceSeen) -> tuple[Deployment | None, list[Member]
     deployment = find(txn, seen.service.id)
     if deployment is not None and deployment.key != seen.key:
         txn.drop(deployment.key)  # the old key's series leave with it
+        if deployment.dora != Dora():
+            txn.retire(deployment.key, deployment.dora)  # as retention drops one (domain.retention)
         moving += deployment.members.values()
         for instance_id in deployment.members:
             txn.own(instance_id, None)

@@ -31,6 +31,11 @@ class LabelSettings:
         "and the creation time used",
         minimum=0,
     )
+    image_created_commit_time: bool = setting(
+        False,
+        "take the commit time from org.opencontainers.image.created when deployment.commit_time is absent"
+        " (the commit time only for builds with SOURCE_DATE_EPOCH)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +55,11 @@ class RolloutSettings:
 class RetentionSettings:
     gone_seconds: float = setting(3600.0, "seconds a deployment with no containers left stays exported", minimum=0)
     history_versions: int = setting(10, "distinct versions kept per deployment for deployment_version_info", minimum=1)
+    dora_seconds: float = setting(
+        40 * 86400.0,
+        "seconds the DORA counts of a dropped deployment are kept, so one that comes back continues them",
+        minimum=0,
+    )
     max_deployments: int = setting(
         5000, "cap on tracked deployments; new ones beyond it are ignored and counted", minimum=1
     )

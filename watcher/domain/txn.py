@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from watcher.domain import dora
 from watcher.domain.events import DomainEvent
-from watcher.domain.model import Deployment, DeploymentKey, Member, State
+from watcher.domain.model import Deployment, DeploymentKey, Dora, Member, Retired, State
 from watcher.domain.settings import RuleSettings
 
 
@@ -25,6 +26,7 @@ class Txn:
         self.resyncing = False  # what a resync reveals happened at some unknown time before it
         self._deployments: dict[DeploymentKey, Deployment] | None = None
         self._owners: dict[str, DeploymentKey] | None = None
+        self._retired: dict[DeploymentKey, Retired] | None = None
 
     @property
     def deployments(self) -> Mapping[DeploymentKey, Deployment]:
@@ -34,6 +36,28 @@ class Txn:
     def owners(self) -> Mapping[str, DeploymentKey]:
         """Instance id → the deployment it belongs to."""
         return self.base.owners if self._owners is None else self._owners
+
+    @property
+    def retired(self) -> Mapping[DeploymentKey, Retired]:
+        """The DORA figures of dropped deployments, kept for ``retention.dora_seconds``."""
+        return self.base.retired if self._retired is None else self._retired
+
+    def retire(self, key: DeploymentKey, figures: Dora | None) -> None:
+        """Keep (``figures``) or forget (None) the DORA figures of a deployment no longer tracked."""
+        if self._retired is None:
+            self._retired = dict(self.base.retired)
+        if figures is None:
+            del self._retired[key]
+        else:
+            self._retired[key] = Retired(figures, self.now)
+
+    def revive(self, key: DeploymentKey) -> Dora:
+        """The DORA figures a new deployment starts from: those it had when it was dropped, if kept."""
+        retired = self.retired.get(key)
+        if retired is None:
+            return Dora()
+        self.retire(key, None)
+        return dora.revived(retired.dora)
 
     def put(self, deployment: Deployment) -> None:
         if self._deployments is None:
@@ -58,9 +82,9 @@ class Txn:
 
     def state(self) -> State:
         """The state after the changes: the previous one itself when there were none."""
-        if self._deployments is None and self._owners is None:
+        if self._deployments is None and self._owners is None and self._retired is None:
             return self.base
-        return State(self.deployments, self.owners)
+        return State(self.deployments, self.owners, self.retired)
 
 
 def with_member(deployment: Deployment, member: Member) -> Deployment:

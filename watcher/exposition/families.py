@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
-from watcher.domain.model import DURATION_BUCKETS, Deployment, State, UpdateState, iter_sorted
+from watcher.domain.model import Deployment, Histogram, State, UpdateState, iter_sorted
 from watcher.domain.rules import health_checks
 
 KEY_LABELS = ["deployment", "environment"]
@@ -108,6 +108,31 @@ class _Families:
             "Versions deployed recently (the last N distinct ones); value 1.",
             labels=[*key, "version", "commit_sha"],
         )
+        # DORA (docs/dora.md): kept in the state file, so restarts lose nothing.
+        self.rollouts = CounterMetricFamily(
+            "deployment_rollouts",
+            "Finished rollouts by outcome (success, failed), each counted once at its first verdict.",
+            labels=[*key, "outcome"],
+        )
+        self.change_failures = CounterMetricFamily(
+            "deployment_change_failures",
+            "Changes that needed intervention: a failed rollout, one revised to failed, or a success followed by"
+            " a rollback or a hotfix; each revision at most once.",
+            labels=key,
+        )
+        self.lead_times = HistogramMetricFamily(
+            "deployment_lead_time_seconds",
+            "Lead time for changes: success time minus commit time, each commit once.",
+            labels=key,
+        )
+        self.recoveries = HistogramMetricFamily(
+            "deployment_recovery_seconds",
+            "Time from a change failure to the next successful rollout.",
+            labels=key,
+        )
+        self.rework = CounterMetricFamily(
+            "deployment_rework", "Rollouts marked as hotfix (deployment.change_type=hotfix): rework.", labels=key
+        )
         self.replicas = GaugeMetricFamily(
             "deployment_replicas",
             "A Swarm service's tasks: desired by the orchestrator, and running (exported by the Swarm leader's watcher).",
@@ -143,13 +168,16 @@ class _Families:
         self.rollbacks.add_metric(key, d.rollbacks)
         for check, ok in sorted(passed.items()):
             self.checks.add_metric([*key, check], 1 if ok else 0)
-        cumulative, buckets = 0, []
-        for le, count in zip([*map(floatToGoString, DURATION_BUCKETS), "+Inf"], d.durations.counts, strict=True):
-            cumulative += count
-            buckets.append((le, float(cumulative)))
-        self.durations.add_metric(key, buckets, d.durations.total)
+        self.durations.add_metric(key, *_histogram(d.durations))
         for seen in d.history:
             self.versions.add_metric([*key, seen.version, seen.commit], 1)
+        dora = d.dora
+        self.rollouts.add_metric([*key, "success"], dora.successes)
+        self.rollouts.add_metric([*key, "failed"], dora.failures)
+        self.change_failures.add_metric(key, dora.change_failures)
+        self.lead_times.add_metric(key, *_histogram(dora.lead_times))
+        self.recoveries.add_metric(key, *_histogram(dora.recoveries))
+        self.rework.add_metric(key, dora.rework)
         if d.service is not None:
             self.replicas.add_metric([*key, "desired"], d.service.desired)
             self.replicas.add_metric([*key, "running"], d.service.running)
@@ -158,3 +186,16 @@ class _Families:
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(vars(self).values())
+
+
+def _buckets(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs of per-bucket ``counts``, +Inf last."""
+    cumulative, buckets = 0, []
+    for le, count in zip([*map(floatToGoString, bounds), "+Inf"], counts, strict=True):
+        cumulative += count
+        buckets.append((le, float(cumulative)))
+    return buckets
+
+
+def _histogram(h: Histogram) -> tuple[list[tuple[str, float]], float]:
+    return _buckets(h.bounds, h.counts), h.total

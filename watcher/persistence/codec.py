@@ -22,14 +22,18 @@ from typing import Any, TypeVar
 from watcher import __version__
 from watcher.domain.model import (
     DURATION_BUCKETS,
+    LEAD_TIME_BUCKETS,
+    RECOVERY_BUCKETS,
     Deployment,
     DeploymentKey,
-    Durations,
+    Dora,
     Health,
+    Histogram,
     Identity,
     Instance,
     Judge,
     Member,
+    Retired,
     Rollout,
     Service,
     Source,
@@ -87,6 +91,10 @@ def encode(state: State) -> bytes:
         "schema": SCHEMA,
         "written_by": f"deployment-watcher {__version__}",
         "deployments": [_encode_deployment(d) for d in iter_sorted(state)],
+        "retired": [
+            {"name": key.name, "environment": key.environment, "dropped_at": r.dropped_at, "dora": _encode_dora(r.dora)}
+            for key, r in sorted(state.retired.items())
+        ],
     }
     return json.dumps(document, allow_nan=False, separators=(",", ":")).encode() + b"\n"
 
@@ -101,11 +109,12 @@ def _encode_deployment(d: Deployment) -> Document:
             for h in d.history
         ],
         "rollbacks": d.rollbacks,
-        "durations": {"buckets": list(DURATION_BUCKETS), "counts": list(d.durations.counts), "sum": d.durations.total},
+        "durations": _encode_histogram(d.durations),
         "retired_cpu_nanos": d.retired_cpu_nanos,
         "gone_since": d.gone_since,
         "reported_at": d.reported_at,
         "members": [_encode_member(d.members[i]) for i in sorted(d.members)],
+        "dora": _encode_dora(d.dora),
         "service": None if d.service is None else _encode_service(d.service),
     }
 
@@ -124,6 +133,24 @@ def _encode_service(s: Service) -> Document:
     }
 
 
+def _encode_dora(f: Dora) -> Document:
+    return {
+        "successes": f.successes,
+        "failures": f.failures,
+        "change_failures": f.change_failures,
+        "rework": f.rework,
+        "lead_times": _encode_histogram(f.lead_times),
+        "recoveries": _encode_histogram(f.recoveries),
+        "failing_since": f.failing_since,
+        "failed_revision": f.failed_revision,
+        "commits": list(f.commits),
+    }
+
+
+def _encode_histogram(h: Histogram) -> Document:
+    return {"buckets": list(h.bounds), "counts": list(h.counts), "sum": h.total}
+
+
 def _encode_rollout(r: Rollout) -> Document:
     return {
         "revision": r.revision,
@@ -140,6 +167,8 @@ def _encode_rollout(r: Rollout) -> Document:
         "deadline_at": r.deadline_at,
         "witnessed": r.witnessed,
         "judge": r.judge.value,
+        "commit_time": r.commit_time,
+        "hotfix": r.hotfix,
     }
 
 
@@ -172,6 +201,8 @@ def _encode_member(m: Member) -> Document:
             "status_override": identity.status_override.text if identity.status_override else None,
             "stable_seconds": identity.stable_seconds,
             "progress_deadline_seconds": identity.progress_deadline_seconds,
+            "commit_time": identity.commit_time,
+            "hotfix": identity.hotfix,
         },
     }
 
@@ -219,7 +250,14 @@ def _decode_state(root: _Object) -> State:
                 raise DecodeError(f"deployments[{n}]: instance {instance_id} also belongs to another deployment")
             owners[instance_id] = deployment.key
         deployments[deployment.key] = deployment
-    return State(deployments, owners)
+    retired: dict[DeploymentKey, Retired] = {}
+    for n, raw in enumerate(root.array("retired", default=[])):
+        r = _Object(raw, f"retired[{n}]")
+        key = DeploymentKey(r.label("name"), r.label("environment"))
+        if key in retired or key in deployments:
+            raise DecodeError(f"retired[{n}]: {key.name}/{key.environment} appears twice")
+        retired[key] = Retired(_decode_dora(r.child("dora")), r.time("dropped_at"))
+    return State(deployments, owners, retired)
 
 
 def _decode_deployment(d: _Object) -> Deployment:
@@ -240,11 +278,12 @@ def _decode_deployment(d: _Object) -> Deployment:
         rollout=_decode_rollout(d.child("rollout")),
         history=tuple(history),
         rollbacks=d.integer("rollbacks"),
-        durations=_decode_durations(d.child("durations")),
+        durations=_decode_histogram(d.child("durations"), DURATION_BUCKETS),
         members=members,
         retired_cpu_nanos=d.integer("retired_cpu_nanos", maximum=MAX_NANOS),
         gone_since=d.optional_time("gone_since"),
         reported_at=d.optional_time("reported_at"),
+        dora=_decode_dora(d.child("dora")) if d.has("dora") else Dora(),
         service=_decode_service(d.child("service")) if d.present("service") else None,
     )
 
@@ -263,15 +302,29 @@ def _decode_service(s: _Object) -> Service:
     )
 
 
-def _decode_durations(h: _Object) -> Durations:
+def _decode_dora(f: _Object) -> Dora:
+    return Dora(
+        successes=f.integer("successes"),
+        failures=f.integer("failures"),
+        change_failures=f.integer("change_failures"),
+        rework=f.integer("rework"),
+        lead_times=_decode_histogram(f.child("lead_times"), LEAD_TIME_BUCKETS),
+        recoveries=_decode_histogram(f.child("recoveries"), RECOVERY_BUCKETS),
+        failing_since=f.optional_time("failing_since"),
+        failed_revision=f.integer("failed_revision"),
+        commits=tuple(_text(c, f"{f.where}.commits") for c in f.array("commits")),
+    )
+
+
+def _decode_histogram(h: _Object, bounds: tuple[float, ...]) -> Histogram:
     buckets = [_number(b, f"{h.where}.buckets", maximum=MAX_AMOUNT) for b in h.array("buckets")]
-    if buckets != list(DURATION_BUCKETS):
+    if buckets != list(bounds):
         # Counts cannot be re-bucketed: changing the buckets needs a new schema and a migration.
-        raise DecodeError(f"{h.where}.buckets: {buckets} are not this watcher's buckets {list(DURATION_BUCKETS)}")
+        raise DecodeError(f"{h.where}.buckets: {buckets} are not this watcher's buckets {list(bounds)}")
     counts = [_integer(c, f"{h.where}.counts", minimum=0, maximum=MAX_COUNT) for c in h.array("counts")]
-    if len(counts) != len(DURATION_BUCKETS) + 1:
-        raise DecodeError(f"{h.where}.counts: expected {len(DURATION_BUCKETS) + 1} counts (the last for +Inf)")
-    return Durations(tuple(counts), h.amount("sum"))
+    if len(counts) != len(bounds) + 1:
+        raise DecodeError(f"{h.where}.counts: expected {len(bounds) + 1} counts (the last for +Inf)")
+    return Histogram(bounds, tuple(counts), h.amount("sum"))
 
 
 def _decode_rollout(r: _Object) -> Rollout:
@@ -290,6 +343,8 @@ def _decode_rollout(r: _Object) -> Rollout:
         deadline_at=r.amount("deadline_at"),  # a start plus a deadline label of any size
         witnessed=r.flag("witnessed"),
         judge=r.choice("judge", _member_of(Judge)),
+        commit_time=r.optional_time("commit_time") if r.has("commit_time") else None,
+        hotfix=r.flag("hotfix", default=False),
     )
 
 
@@ -305,6 +360,8 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         status_override=i.optional_choice("status_override", Status.from_text),
         stable_seconds=i.optional_amount("stable_seconds"),
         progress_deadline_seconds=i.optional_amount("progress_deadline_seconds"),
+        commit_time=i.optional_time("commit_time") if i.has("commit_time") else None,
+        hotfix=i.flag("hotfix", default=False),
     )
     instance = Instance(
         id=m.text("id"),
@@ -344,6 +401,10 @@ class _Object:
     def present(self, name: str) -> bool:
         """Whether the field is there and not null (a field added without a new schema: absent means none)."""
         return self._value.get(name) is not None
+
+    def has(self, name: str) -> bool:
+        """Whether the field is there (a field added without a new schema may be missing)."""
+        return name in self._value
 
     def text(self, name: str, *, default: str | None = None) -> str:
         """``default``: the value when the field is missing (a field added without a new schema)."""
@@ -410,7 +471,10 @@ class _Object:
         except ValueError as exc:
             raise DecodeError(f"{self.where}.{name}: {exc}") from None
 
-    def array(self, name: str) -> list[object]:
+    def array(self, name: str, *, default: list[object] | None = None) -> list[object]:
+        """``default``: the value when the field is missing (a field added without a new schema)."""
+        if default is not None and name not in self._value:
+            return default
         value = self._get(name)
         if not isinstance(value, list):
             raise DecodeError(f"{self.where}.{name}: expected a list, got {type(value).__name__}")

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from watcher.config import API_TOKEN_ENV, ApiSettings, ConfigError, Settings
-from watcher.domain import text, times
+from watcher.domain import labels, text, times
 from watcher.domain.events import DeploymentRejected, RolloutStarted, StaleObservation
 from watcher.domain.machine import Step
 from watcher.domain.model import Deployment, DeploymentKey, State, Status
@@ -29,7 +29,10 @@ from watcher.wire import REPORTS_PATH as PATH
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("deployment", "environment", "version", "commit", "status", "started_at", "finished_at")
+FIELDS = (
+    "deployment", "environment", "version", "commit", "status", "started_at", "finished_at", "commit_time",
+    "change_type",
+)  # fmt: skip
 MIN_TOKEN_LENGTH = 16
 _CHALLENGE = 'Bearer realm="deployment-watcher"'
 
@@ -97,6 +100,8 @@ def parse_report(body: object, *, at: float, settings: Settings) -> RolloutRepor
         status=status,
         started_at=started_at,
         finished_at=finished_at,
+        commit_time=_time(body, "commit_time", at=at),
+        hotfix=_change_type(body.get("change_type")) == "hotfix",
     )
 
 
@@ -117,6 +122,14 @@ def _text(body: Mapping[str, Any], field: str, *, limit: int, required: bool = F
     if cleaned.unprintable or cleaned.unencodable:
         raise Invalid(field, "contains line breaks, control or other unprintable characters")
     return cleaned.value
+
+
+def _change_type(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw not in labels.CHANGE_TYPES:
+        raise Invalid("change_type", f"must be one of {', '.join(labels.CHANGE_TYPES)}")
+    return raw
 
 
 def _status(raw: object) -> Status:
