@@ -21,6 +21,7 @@ CONFIG = Path("deploy/prometheus/prometheus.yml")
 RULE_DIR = Path("deploy/prometheus/rules")
 # Each rule file and its promtool unit tests, next to it as <name>_test.yml.
 RULE_FILES = [RULE_DIR / "deployments.yml", RULE_DIR / "fleet.yml"]
+SWARM_RULES = [*RULE_FILES, RULE_DIR / "dora.yml"]  # every rule file deploy/swarm's Prometheus loads
 
 
 def promtool(*args: str) -> None:
@@ -102,7 +103,7 @@ def test_swarm_config_is_valid(tmp_path: Path) -> None:
     """promtool check config accepts deploy/swarm/prometheus.yml laid out as the stack mounts it
     (the rules next to it under rules/)."""
     (tmp_path / "rules").mkdir()
-    for rules in RULE_FILES:
+    for rules in SWARM_RULES:
         (tmp_path / "rules" / rules.name).write_text((ROOT / rules).read_text())
     config = tmp_path / "prometheus.yml"
     config.write_text((ROOT / "deploy/swarm/prometheus.yml").read_text())
@@ -121,7 +122,7 @@ def test_swarm_stack_runs_a_watcher_per_node_where_prometheus_looks() -> None:
         ROOT / "deploy/swarm/prometheus.yml"
     )
     mounted = {(ROOT / "deploy/swarm" / config["file"]).resolve() for config in stack["configs"].values()}
-    assert {ROOT / rules for rules in RULE_FILES} <= mounted
+    assert {ROOT / rules for rules in SWARM_RULES} <= mounted
 
 
 def test_every_fleet_recording_rule_is_unit_tested() -> None:
