@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -40,6 +41,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
 from tests.streamclients import fan_out
+from tests.swarm_cluster import SwarmCluster
 from watcher.config import Settings, load
 from watcher.domain.machine import apply
 from watcher.domain.model import DeploymentKey, Health, Identity, Instance, State, Usage
@@ -832,6 +834,164 @@ def figure_board(*, deployments: int, loads: int = 5) -> Figure:
     )
 
 
+# -- figure 9: Swarm services
+
+
+def _swarm_metrics(port: int) -> dict[tuple[str, str], float]:
+    """deployment_swarm_update_state samples of a watcher: (deployment, state) → value."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    body = conn.getresponse().read().decode()
+    conn.close()
+    found = {}
+    for line in body.splitlines():
+        if line.startswith("deployment_swarm_update_state{"):
+            labels, value = line[len("deployment_swarm_update_state{") :].rsplit("} ", 1)
+            parts = dict(part.split("=", 1) for part in labels.split(","))
+            found[(parts["deployment"].strip('"'), parts["state"].strip('"'))] = float(value)
+    return found
+
+
+def figure_swarm(*, services: int, replicas: int, updates: int) -> Figure:
+    """A private single-node swarm with ``services`` × ``replicas`` tasks: the watcher's CPU per
+    minute against `docker service ls` + `docker service ps` of them all once a minute, and the
+    time from an UpdateStatus change (its service event's timeNano) to the series changing."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-swarm-"))
+    cluster = SwarmCluster(tmp_path=tmp, image=BUSYBOX_IMAGE, image_tarball=busybox_tarball())
+    watcher: subprocess.Popen[bytes] | None = None
+    try:
+        cluster.start()
+        cluster.tag_image("app:1.0", "app:1.1")
+        manager = cluster.manager
+        names = [f"bench-{i:03d}" for i in range(services)]
+        for name in names:
+            manager.docker("service", "create", "-d", "--name", name, "--replicas", str(replicas),
+                           "--label", f"deployment.name={name}", "--no-resolve-image", "--stop-grace-period", "1s",
+                           "--update-parallelism", str(replicas), "app:1.0", "sleep", "36000")  # fmt: skip
+
+        def all_running() -> bool:
+            listed = manager.docker("service", "ls", "--format", "{{.Replicas}}", timeout=120) or ""
+            return listed.split() == [f"{replicas}/{replicas}"] * services
+
+        deadline = time.monotonic() + 900
+        while not all_running():
+            assert time.monotonic() < deadline, "tasks did not all start within 15 minutes"
+            time.sleep(5)
+        daemon = int((manager.base / "dockerd.pid").read_text())
+
+        def daemon_side() -> float:
+            """The private daemon, its containerd and the shims of its tasks."""
+            marker = str(manager.base).encode()
+            total = cpu_seconds(daemon)
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and entry.name != str(daemon):
+                    with suppress(OSError):
+                        if marker in (entry / "cmdline").read_bytes():
+                            total += cpu_seconds(int(entry.name))
+            return total
+
+        idle_before = daemon_side()
+        time.sleep(60)
+        idle = daemon_side() - idle_before  # the swarm's own minute, without anyone asking
+
+        port = free_port()
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "watcher", f"--docker.host={manager.host}", f"--web.listen-address=127.0.0.1:{port}",
+             "--storage.directory=none", "--log.level=warning", "--exposition.min-interval-seconds=0.1"],
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len([k for k, v in _safe(lambda: _swarm_metrics(port)).items() if k[1] == "completed"]) < services:
+            assert time.monotonic() < deadline, "the watcher did not list every service within 2 minutes"
+            time.sleep(1)
+        time.sleep(15)  # past start-up and the first stats round
+        ours, theirs = cpu_seconds(watcher.pid), daemon_side()
+        time.sleep(60)
+        watcher_cpu = cpu_seconds(watcher.pid) - ours
+        watcher_daemon = daemon_side() - theirs - idle
+
+        children, theirs = resource.getrusage(resource.RUSAGE_CHILDREN), daemon_side()
+        manager.docker("service", "ls", timeout=120)
+        manager.docker("service", "ps", *names, timeout=300)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cli_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+        cli_daemon = daemon_side() - theirs
+
+        # Lag: UpdateStatus changes (service events with updatestate.new) → the series changing.
+        events = subprocess.Popen(
+            ["curl", "-sN", "--unix-socket", manager.host.removeprefix("unix://"),
+             "http://x/events?filters=" + urllib.parse.quote(json.dumps({"type": ["service"]}))],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        changed: dict[tuple[str, str], float] = {}
+        stop = threading.Event()
+        seen: dict[tuple[str, str], float] = {}
+
+        def read_events() -> None:
+            assert events.stdout is not None
+            for line in events.stdout:
+                event = json.loads(line)
+                attributes = event["Actor"]["Attributes"]
+                state = attributes.get("updatestate.new")
+                if state:
+                    changed.setdefault((attributes["name"], state), event["timeNano"] / 1e9)
+
+        def poll_metrics() -> None:
+            previous = _swarm_metrics(port)
+            while not stop.is_set():
+                now = time.time()
+                current = _safe(lambda: _swarm_metrics(port))
+                for key, value in current.items():
+                    if value == 1 and previous.get(key) != 1:
+                        seen.setdefault(key, now)
+                previous = current or previous
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=read_events, daemon=True), threading.Thread(target=poll_metrics)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        for name in names[:updates]:
+            manager.docker("service", "update", "-d", "--image", "app:1.1", "--no-resolve-image", name)
+            time.sleep(0.5)
+        deadline = time.monotonic() + 300
+        while len([k for k in seen if k[0] in names[:updates] and k[1] == "completed"]) < updates:
+            assert time.monotonic() < deadline, "updates did not complete within 5 minutes"
+            time.sleep(1)
+        stop.set()
+        threads[1].join()
+        events.terminate()
+        lags = [seen[key] - at for key, at in changed.items() if key in seen]
+    finally:
+        if watcher is not None:
+            watcher.terminate()
+            watcher.wait(timeout=30)
+        cluster.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+    baseline = cli_cpu + cli_daemon
+    total = watcher_cpu + watcher_daemon
+    return Figure(
+        f"9. Swarm: {services} services × {replicas} replicas on a private single-node swarm "
+        "(CPU: the process and its daemon side, per minute; baseline: `docker service ls` + "
+        "`docker service ps` of every service, once)",
+        [
+            ("CPU seconds per minute, the watcher process", f"{watcher_cpu:.3f} s", f"{cli_cpu:.3f} s", "CLI"),
+            ("CPU seconds per minute, daemon side", f"{watcher_daemon:.3f} s", f"{cli_daemon:.3f} s",
+             f"(the swarm alone: {idle:.3f} s/min, subtracted)"),
+            ("CPU seconds per minute, total", f"{total:.3f} s", f"{baseline:.3f} s",
+             f"{total / max(baseline, 1e-3):.2f}× the baseline"),
+            *((f"p{q}, UpdateStatus change → series changed ({len(lags)} changes)", ms(percentile(lags, q)), "", "")
+              for q in (50, 99)),
+        ],
+    )  # fmt: skip
+
+
+def _safe(read: Callable[[], dict[tuple[str, str], float]]) -> dict[tuple[str, str], float]:
+    try:
+        return read()
+    except OSError:
+        return {}
+
+
 # -- main
 
 
@@ -845,7 +1005,7 @@ def describe_machine() -> str:
     )
 
 
-FIGURES = ("stats", "metrics", "lag", "memory", "state", "readapi", "fanout", "board")
+FIGURES = ("stats", "metrics", "lag", "memory", "state", "readapi", "fanout", "board", "swarm")
 
 
 def main() -> None:
@@ -857,6 +1017,9 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")
     parser.add_argument("--stream-clients", type=int, default=500, help="event stream clients for the fan-out")
     parser.add_argument("--bursts", type=int, default=3, help="bursts of rollouts for the event lag")
+    parser.add_argument("--services", type=int, default=100, help="Swarm services for the swarm figure")
+    parser.add_argument("--replicas", type=int, default=3, help="replicas of each Swarm service")
+    parser.add_argument("--updates", type=int, default=20, help="service updates timed for the swarm figure")
     parser.add_argument(
         "--burst-worker", nargs=4, metavar=("PREFIX", "COUNT", "VERSION", "AT_ONCE"), help=argparse.SUPPRESS
     )
@@ -879,6 +1042,8 @@ def main() -> None:
         figure_metrics(deployments=args.deployments).print()
     if "memory" in wanted:
         figure_memory(deployments=args.deployments).print()
+    if "swarm" in wanted:
+        figure_swarm(services=args.services, replicas=args.replicas, updates=args.updates).print()
     if "lag" in wanted or "state" in wanted:
         recording = figure_lag(rollouts=args.rollouts, bursts=args.bursts, at_once=16)
         figure_lag(rollouts=args.rollouts, bursts=args.bursts, at_once=4)

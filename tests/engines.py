@@ -146,7 +146,8 @@ class TrixieDockerd:
     deletes the data. Ending every process in the mount namespace ends its mounts.
     """
 
-    def __init__(self, *, root: Path, log: Path, image: str, image_tarball: bytes) -> None:
+    def __init__(self, *, root: Path, log: Path, image: str, image_tarball: bytes, address: str | None = None) -> None:
+        self.address = address  # on the namespace's loopback, for `swarm init --advertise-addr`
         self.root = root
         self.log = log
         self.image = image
@@ -168,7 +169,9 @@ class TrixieDockerd:
         dockerd = (
             "/usr/sbin/dockerd --host=unix:///run/dwtest/docker.sock --bridge=none --iptables=false --ip-masq=false"
         )
+        loopback = f"ip link set lo up; ip addr add {shlex.quote(self.address)}/32 dev lo;" if self.address else ""
         script = f"""set -e
+            {loopback}
             mount --bind {root} {root}
             mount -t proc proc {root}/proc
             mount --rbind /sys {root}/sys

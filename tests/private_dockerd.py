@@ -25,7 +25,8 @@ STOP_TIMEOUT = 30  # seconds dockerd may take to shut down before it is killed
 
 
 class PrivateDockerd:
-    def __init__(self, *, log: Path, image: str, image_tarball: bytes) -> None:
+    def __init__(self, *, log: Path, image: str, image_tarball: bytes, netns: str | None = None) -> None:
+        self.netns = netns  # a network namespace made by the caller (ip netns add); None: one of its own
         self.base = Path(tempfile.mkdtemp(prefix="dwd-", dir="/tmp"))
         self.namespace = f"dwtest-{uuid.uuid4().hex[:8]}"
         self.log = log
@@ -46,12 +47,16 @@ class PrivateDockerd:
     def start(self, *, live_restore: bool) -> None:
         """Start dockerd and wait until it answers; the first start imports the image."""
         assert not self.running, "already running"
+        # A network namespace of its own: with --bridge=none dockerd deletes the host's docker0,
+        # which the shared daemon (and every other test) needs.
+        launcher = (
+            # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup mounts from dockerd.
+            ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
+            if self.netns
+            else [shutil.which("unshare") or pytest.fail("unshare (util-linux) is not installed"), "--net", "--"]
+        )
         args = [
-            # A network namespace of its own: with --bridge=none dockerd deletes the host's docker0,
-            # which the shared daemon (and every other test) needs.
-            shutil.which("unshare") or pytest.fail("unshare (util-linux) is not installed"),
-            "--net",
-            "--",
+            *launcher,
             shutil.which("dockerd") or pytest.fail("dockerd is not installed: run the README test command"),
             f"--host={self.host}",
             f"--config-file={self.base}/daemon.json",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ CONFIG = Path("deploy/prometheus/prometheus.yml")
 RULE_DIR = Path("deploy/prometheus/rules")
 # Each rule file and its promtool unit tests, next to it as <name>_test.yml.
 RULE_FILES = [RULE_DIR / "deployments.yml", RULE_DIR / "fleet.yml"]
+SWARM_RULES = [*RULE_FILES, RULE_DIR / "dora.yml"]  # every rule file deploy/swarm's Prometheus loads
 
 
 def promtool(*args: str) -> None:
@@ -97,6 +99,32 @@ def test_every_alert_is_unit_tested(rules: Path) -> None:
     assert not missing, f"alerts without promtool tests: {sorted(missing)}"
 
 
+def test_swarm_config_is_valid(tmp_path: Path) -> None:
+    """promtool check config accepts deploy/swarm/prometheus.yml laid out as the stack mounts it
+    (the rules next to it under rules/)."""
+    (tmp_path / "rules").mkdir()
+    for rules in SWARM_RULES:
+        (tmp_path / "rules" / rules.name).write_text((ROOT / rules).read_text())
+    config = tmp_path / "prometheus.yml"
+    config.write_text((ROOT / "deploy/swarm/prometheus.yml").read_text())
+    promtool("check", "config", str(config))
+
+
+def test_swarm_stack_runs_a_watcher_per_node_where_prometheus_looks() -> None:
+    """deploy/swarm/stack.yml: the watcher is a global service publishing, on each node's address,
+    the port its scrape label names; Prometheus mounts the config and rules checked above."""
+    stack = yaml.safe_load((ROOT / "deploy/swarm/stack.yml").read_text())
+    watcher = stack["services"]["deployment-watcher"]
+    assert watcher["deploy"]["mode"] == "global"
+    port = int(watcher["deploy"]["labels"]["prometheus.scrape.port"])
+    assert {"target": port, "published": port, "protocol": "tcp", "mode": "host"} in watcher["ports"]
+    assert (ROOT / "deploy/swarm" / stack["configs"]["prometheus-config"]["file"]).resolve() == (
+        ROOT / "deploy/swarm/prometheus.yml"
+    )
+    mounted = {(ROOT / "deploy/swarm" / config["file"]).resolve() for config in stack["configs"].values()}
+    assert {ROOT / rules for rules in SWARM_RULES} <= mounted
+
+
 def test_every_fleet_recording_rule_is_unit_tested() -> None:
     """Each deployment:fleet_ series is checked by a promql_expr_test of fleet_test.yml."""
     rules = RULE_DIR / "fleet.yml"
@@ -126,3 +154,13 @@ def test_target_without_host_label_is_named_by_its_address(tmp_path: Path) -> No
     finally:
         prometheus.stop()
     assert hosts == {"127.0.0.1:1": "127.0.0.1", "localhost:2": "h2"}
+
+
+def test_swarm_stack_is_valid_for_docker_stack() -> None:
+    """`docker stack config` (the CLI's compose schema and interpolation) accepts deploy/swarm/stack.yml."""
+    result = subprocess.run(
+        [require_binary("docker"), "stack", "config", "-c", "stack.yml"], cwd=ROOT / "deploy/swarm",
+        capture_output=True, text=True, timeout=60, env={**os.environ, "DOCKER_GID": "999"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["deployment-watcher"]["deploy"]["mode"] == "global"

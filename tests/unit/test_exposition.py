@@ -56,6 +56,7 @@ OM_FAMILIES = {
     "deployment_health_status": "gauge", "deployment": "info", "deployment_cpu_usage_seconds": "counter",
     "deployment_memory_usage_bytes": "gauge", "deployment_rollback_count": "counter",
     "deployment_health_check": "gauge", "deployment_duration_seconds": "histogram", "deployment_version_info": "gauge",
+    "deployment_replicas": "gauge", "deployment_swarm_update_state": "gauge",
     "deployment_rollouts": "counter", "deployment_change_failures": "counter",
     "deployment_lead_time_seconds": "histogram", "deployment_recovery_seconds": "histogram",
     "deployment_rework": "counter",
@@ -174,7 +175,7 @@ async def test_text_exposition_values(aiohttp_client: AiohttpClient) -> None:
     assert got[("deployment_duration_seconds_bucket", api | {("le", "+Inf")})] == 3
     assert got[("deployment_timestamp", api | {("version", "1.0.0")})] == 300
     info = api | {("status", "success"), ("version", "1.0.0"), ("commit", "c-1.0.0"), ("image", "shop/api:1.0.0")}
-    assert got[("deployment_info", info)] == 1
+    assert got[("deployment_info", info | {("kind", "container")})] == 1
     assert got[("deployment_version_info", api | {("version", "2.0.0"), ("commit_sha", "c-2.0.0")})] == 1
     assert got[("deployment_health_check", api | {("check_type", "containers_running")})] == 1
     web = frozenset({("deployment", "web"), ("environment", "staging")})

@@ -71,10 +71,12 @@ def field_value(identity: Identity, label: str) -> str:
         ({labels.COMPOSE_PROJECT: "shop", labels.COMPOSE_SERVICE: "web"}, COMPOSE, True),
         ({labels.COMPOSE_PROJECT: "shop"}, COMPOSE, False),
         ({labels.COMPOSE_SERVICE: "web"}, COMPOSE, False),
+        ({labels.SWARM_SERVICE_ID: "s1", labels.SWARM_SERVICE_NAME: "web"}, DEFAULTS, True),
     ],
 )
 def test_is_tracked(values: dict[str, str], settings: LabelSettings, expected: bool) -> None:
-    """is_tracked needs deployment.name, or both compose labels when compose tracking is on."""
+    """is_tracked needs deployment.name, or both compose labels when compose tracking is on; a
+    Swarm task always (its service's deployment may claim it)."""
     assert labels.is_tracked(values, settings=settings) is expected
 
 
@@ -109,6 +111,16 @@ def test_minimal_labels_give_a_full_identity() -> None:
 def test_missing_name_is_not_a_deployment(values: dict[str, str]) -> None:
     """Without deployment.name a container is silently not a deployment."""
     assert parse(values) == Parsed(None, ())
+
+
+def test_swarm_task_without_a_name_has_an_empty_one() -> None:
+    """A Swarm task's container without deployment.name: an empty name, no problem (its service
+    names it); with compose tracking on, its service's name."""
+    task = {labels.SWARM_SERVICE_ID: "s1", labels.SWARM_SERVICE_NAME: "web", labels.ENVIRONMENT: "prod"}
+    parsed = parse(task)
+    assert parsed.problems == () and identity_of(parsed).key == DeploymentKey("", "prod")
+    tracked = labels.parse(task, image=IMAGE, image_id="", created_at=CREATED, now=CREATED, settings=COMPOSE)
+    assert identity_of(tracked).key == DeploymentKey("web", "prod")
 
 
 @pytest.mark.parametrize("name", ["", " ", "   ", "\t", "\n \n"])

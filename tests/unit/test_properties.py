@@ -413,7 +413,12 @@ def check_deployment_samples(samples: Samples, d: Deployment) -> None:
     assert value("deployment_status") == r.status.value
     assert value("deployment_version") == r.revision
     assert value("deployment_timestamp", version=r.version) == r.started_at
-    assert value("deployment_info", status=r.status.text, version=r.version, commit=r.commit, image=r.image) == 1
+    assert (
+        value(
+            "deployment_info", status=r.status.text, version=r.version, commit=r.commit, image=r.image, kind="container"
+        )
+        == 1
+    )
     assert value("deployment_cpu_usage_seconds_total") == d.cpu_seconds
     assert value("deployment_memory_usage_bytes") == d.memory_bytes
     assert value("deployment_rollback_count_total") == d.rollbacks

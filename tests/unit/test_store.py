@@ -339,8 +339,11 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
     assert new["schema"] == 2
     for d in old["deployments"]:
         d["rollout"]["judge"] = "deploy_tooling" if d["rollout"].pop("reported") else "containers"
+        # Fields added since schema 2 without a new schema, written with their defaults.
+        d["service"] = None
         for member in d["members"]:
-            member["start_error"] = ""  # added since, without a new schema: its default
+            member["service_id"] = ""
+            member["start_error"] = ""
     assert without_dora_fields(new)["deployments"] == old["deployments"]
 
 
@@ -375,8 +378,10 @@ def test_a_file_of_schema_2_before_dora_loads_with_zero_figures() -> None:
     assert state == before_dora(schema_1_state())
     assert all(d.dora == Dora() for d in state.deployments.values()) and not state.retired
     for d in old["deployments"]:
+        d["service"] = None  # added since, without a new schema: their defaults
         for member in d["members"]:
-            member["start_error"] = ""  # added since, without a new schema: its default
+            member["service_id"] = ""
+            member["start_error"] = ""
     assert without_dora_fields(json.loads(encode(state)))["deployments"] == old["deployments"]
 
 

@@ -14,6 +14,7 @@ from watcher.config.settings import (
     Settings,
     StatsSettings,
     StorageSettings,
+    SwarmSettings,
     WebSettings,
 )
 from watcher.domain.settings import LabelSettings, RetentionSettings, RolloutSettings
@@ -35,6 +36,7 @@ __all__ = [
     "Settings",
     "StatsSettings",
     "StorageSettings",
+    "SwarmSettings",
     "WebSettings",
     "as_yaml",
     "load",

@@ -48,6 +48,26 @@ class DockerSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SwarmSettings:
+    services: str = setting(
+        "auto",
+        "follow Swarm services: auto when the engine is a Swarm manager, on (wait until it is one), off",
+        choices=("auto", "on", "off"),
+    )
+    poll_seconds: float = setting(
+        2.0, "seconds between two reads of the services' tasks while a rollout is in progress", minimum=0.1
+    )
+    resync_seconds: float = setting(
+        300.0, "seconds between two full relists of the services (also at every reconnect)", minimum=1
+    )
+    leader_check_seconds: float = setting(
+        10.0,
+        "seconds between two checks whether this manager is the Swarm leader (the one that exports services)",
+        minimum=0.1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class StatsSettings:
     enabled: bool = setting(True, "poll CPU and memory of running tracked containers")
     interval_seconds: float = setting(15.0, "seconds between two stats polls", minimum=1)
@@ -132,6 +152,7 @@ class Settings:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     exposition: ExpositionSettings = field(default_factory=ExpositionSettings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import rollouts, rules
+from watcher.domain import rollouts, rules, services
 from watcher.domain.events import HealthChanged, StaleObservation
 from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
 from watcher.domain.observations import (
@@ -27,6 +27,9 @@ from watcher.domain.txn import Txn, with_member
 def seen(txn: Txn, instance: Instance, *, at: float, witnessed: bool, listed: bool = False) -> None:
     """The instance in full. ``witnessed``: seen as it happened, not found by a resync;
     ``listed``: part of a resync's list, judged once the whole list is applied."""
+    if instance.service_id:
+        services.task_seen(txn, instance, at=at, listed=listed)
+        return
     key = instance.identity.key
     deployment = txn.deployments.get(key)
     if deployment is None:
@@ -121,6 +124,9 @@ def remove(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
 
 def add_leftover(txn: Txn, instance: Instance, *, at: float) -> None:
     """An instance older than its deployment's current rollout: a member, of no rollout."""
+    if instance.service_id:
+        services.task_seen(txn, instance, at=at, listed=True)
+        return
     deployment = txn.deployments.get(instance.identity.key)
     if deployment is None:
         return  # rejected by the cap

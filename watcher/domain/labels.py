@@ -30,6 +30,9 @@ OCI_REVISION = "org.opencontainers.image.revision"
 OCI_CREATED = "org.opencontainers.image.created"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
+# On a Swarm task's container, set by the engine; the service's own labels are not there.
+SWARM_SERVICE_ID = "com.docker.swarm.service.id"
+SWARM_SERVICE_NAME = "com.docker.swarm.service.name"
 
 # The labels of the convention (README has a row for each).
 ALL = (
@@ -57,8 +60,8 @@ class Parsed:
 
 def is_tracked(labels: Mapping[str, str], *, settings: LabelSettings) -> bool:
     """Cheap pre-check on event attributes: could this container belong to a deployment?"""
-    if NAME in labels:
-        return True
+    if NAME in labels or SWARM_SERVICE_ID in labels:
+        return True  # a Swarm task: its service's deployment may claim it (domain.services)
     return settings.track_compose and COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels
 
 
@@ -83,9 +86,18 @@ def parse(
     if name is None:
         if not is_tracked(labels, settings=settings):
             return Parsed(None)
-        project, service = labels[COMPOSE_PROJECT].strip(), labels[COMPOSE_SERVICE].strip()
-        name = _clean(NAME, f"{project}/{service}", settings.max_value_length, problems) if project and service else ""
-    if not name:
+        if COMPOSE_SERVICE in labels and COMPOSE_PROJECT in labels:
+            project, service = labels[COMPOSE_PROJECT].strip(), labels[COMPOSE_SERVICE].strip()
+            fallback = f"{project}/{service}" if project and service else ""
+        elif settings.track_compose and SWARM_SERVICE_NAME in labels:
+            fallback = labels[SWARM_SERVICE_NAME].strip()  # as the service's own watcher names it
+        else:
+            fallback = ""
+        name = _clean(NAME, fallback, settings.max_value_length, problems) if fallback else ""
+    # A Swarm task naming no deployment itself (its service's labels do, which a container does
+    # not carry) keeps an empty name: its service's deployment claims it where this watcher
+    # follows the service, else it is ignored (domain.services.task_seen).
+    if not name and not (SWARM_SERVICE_ID in labels and NAME not in labels):
         problems.append(LabelProblem(NAME, "is empty; the container is ignored"))
         return Parsed(None, tuple(problems))
 

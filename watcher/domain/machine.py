@@ -6,7 +6,7 @@ in_progress → success | failed and then stays so until the next.
 State is immutable: a scrape reads one ``State`` object and never sees a half-applied change.
 
 Where each part lives: ``instances`` (container observations), ``resync``, ``usage``,
-``reports`` (deploy tooling), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
+``reports`` (deploy tooling), ``services`` (Swarm services and their tasks), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
 status changes), ``rules`` (when it succeeds or fails), ``txn`` (copy-on-write over the state),
 ``events`` (what the machine says happened).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from watcher.domain import instances, reports, resync, retention, usage
+from watcher.domain import instances, reports, resync, retention, services, usage
 from watcher.domain.events import DomainEvent
 from watcher.domain.model import State
 from watcher.domain.observations import (
@@ -29,6 +29,10 @@ from watcher.domain.observations import (
     Observation,
     Resync,
     RolloutReported,
+    ServiceGone,
+    ServiceSeen,
+    ServicesListed,
+    ServicesReleased,
     Tick,
     UsageSampled,
 )
@@ -64,4 +68,13 @@ def apply(state: State, observation: Observation, *, now: float, settings: RuleS
             retention.tick(txn)
         case RolloutReported():
             reports.reported(txn, observation)
+        case ServiceSeen():
+            services.seen(txn, observation)
+        case ServiceGone():
+            services.gone(txn, observation)
+        case ServicesListed():
+            services.listed(txn, observation)
+            retention.tick(txn)
+        case ServicesReleased():
+            services.released(txn, observation)
     return Step(txn.state(), tuple(txn.events))

@@ -48,8 +48,7 @@ class Judge(enum.Enum):
 
     CONTAINERS = "containers"  # the rollout rules over its containers: health, exits, restarts, stable time
     DEPLOY_TOOLING = "deploy_tooling"  # reports through the CI/CD API; the progress deadline catches a silent job
-    # Reserved for the orchestrator source (Swarm services, whose update state says how the rollout
-    # went): judged like deploy tooling, by what it reports. No source sets it yet.
+    # Swarm: the service's update state and its running replicas say how the rollout went.
     ORCHESTRATOR = "orchestrator"
 
 
@@ -108,6 +107,9 @@ class Instance:
     # Why its last start failed, in the engine's words ('': it did not); such a container never ran.
     start_error: str = ""
     source: Source = Source.CONTAINER
+    # The Swarm service whose task this container is ("" for none): it belongs to that service's
+    # deployment, for its CPU and memory only; the orchestrator, not its containers, judges rollouts.
+    service_id: str = ""
     # False while known from events alone: whether it has a health check (hence when it is
     # ready) is only in the full facts, so the rules wait for them.
     inspected: bool = True
@@ -141,6 +143,35 @@ class Rollout:
     judge: Judge = Judge.CONTAINERS
     commit_time: float | None = None  # when the commit it deploys was made: its lead time starts there
     hotfix: bool = False  # marked as a hotfix: rework, and the rollout before it needed one
+
+
+class UpdateState(enum.Enum):
+    """A Swarm service's ``UpdateStatus.State``; NONE: no update since it was created, or the last
+    update changed nothing in its task template (Swarm resets the status with every update)."""
+
+    NONE = ""
+    UPDATING = "updating"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_PAUSED = "rollback_paused"  # missing from the Engine API's enum, but sent
+    ROLLBACK_COMPLETED = "rollback_completed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    """What the orchestrator says of the Swarm service behind a deployment, as last seen."""
+
+    id: str
+    name: str
+    template: str  # a fingerprint of Spec.TaskTemplate: a new one is a new rollout, a scale is not
+    update_state: UpdateState = UpdateState.NONE
+    message: str = ""  # UpdateStatus.Message
+    desired: int = 0  # replicas (tasks) the orchestrator wants running
+    running: int = 0
+    removed: bool = False  # the service was removed: the deployment leaves after retention
+    # The current rollout is an automatic rollback (of an update that failed), not a manual one.
+    rolled_back_failure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +265,15 @@ class Deployment:
     gone_since: float | None = None
     reported_at: float | None = None  # the last report from deploy tooling (for retention)
     dora: Dora = field(default_factory=Dora)
+    # The Swarm service as this watcher (a manager following services) last saw it; None when it
+    # follows none: on a worker, a deployment of Swarm tasks has only their CPU and memory.
+    service: Service | None = None
+
+    @property
+    def usage_only(self) -> bool:
+        """Swarm tasks on a node whose watcher does not follow their service (a worker, a manager
+        that is not the leader): their CPU and memory are all it knows; another watcher judges."""
+        return self.rollout.judge is Judge.ORCHESTRATOR and self.service is None
 
     @property
     def cpu_seconds(self) -> float:

@@ -1,7 +1,7 @@
 """What adapters report to the state machine, in words that name no source.
 
-Containers are one source and deploy tooling reporting through the CI/CD API another;
-Swarm tasks would be a new adapter that produces these same observations.
+Containers are one source, deploy tooling reporting through the CI/CD API another, and the
+Swarm orchestrator (services, on a manager) a third.
 Every observation carries ``at``: when it happened, in unix seconds of the source's clock.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from watcher.domain.model import DeploymentKey, Health, Instance, Source, Status, Usage
+from watcher.domain.model import DeploymentKey, Health, Instance, Service, Source, Status, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,52 @@ class RolloutReported:
     hotfix: bool = False  # the tooling marks the change as a hotfix
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSeen:
+    """A Swarm service as the orchestrator has it now, with the identity its labels give.
+
+    ``changed_at``: when its current task template was deployed (``UpdateStatus.StartedAt``, else
+    the service's ``UpdatedAt``); ``finished_at``: ``UpdateStatus.CompletedAt``, if any.
+    """
+
+    at: float
+    key: DeploymentKey
+    service: Service
+    version: str
+    commit: str
+    image: str
+    changed_at: float
+    finished_at: float | None = None
+    progress_deadline_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceGone:
+    """The service was removed."""
+
+    at: float
+    service_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServicesListed:
+    """Every service the orchestrator has now (a resync); the ones missing here were removed."""
+
+    at: float
+    services: tuple[ServiceSeen, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServicesReleased:
+    """This watcher no longer speaks for the orchestrator (not the Swarm leader any more): its
+    deployments keep their Swarm tasks' CPU and memory, and another watcher exports the rest."""
+
+    at: float
+
+
+ServiceObservation = ServiceSeen | ServiceGone | ServicesListed | ServicesReleased
+
 InstanceChange = (
     InstanceStarted | InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone
 )
-Observation = InstanceSeen | InstanceChange | Resync | UsageSampled | Tick | RolloutReported
+Observation = InstanceSeen | InstanceChange | Resync | UsageSampled | Tick | RolloutReported | ServiceObservation

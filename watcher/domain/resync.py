@@ -7,7 +7,7 @@ reveals happened at some unknown time before it: no durations come from it.
 
 from __future__ import annotations
 
-from watcher.domain import instances, retention, rollouts
+from watcher.domain import instances, retention, rollouts, services
 from watcher.domain.model import DeploymentKey, Instance
 from watcher.domain.observations import Resync
 from watcher.domain.txn import Txn
@@ -22,7 +22,7 @@ def resync(txn: Txn, resync: Resync) -> None:
         if instance is None:
             if deployment.members[instance_id].instance.source is resync.source:
                 txn.put(instances.remove(txn, deployment, instance_id))
-        elif instance.identity.key != key:
+        elif services.home(txn, instance) != key:
             # Read as another deployment's now: the label settings changed across a restart.
             txn.put(instances.remove(txn, deployment, instance_id))
     known = [i for i in resync.instances if i.id in txn.owners]
@@ -30,13 +30,13 @@ def resync(txn: Txn, resync: Resync) -> None:
     for instance in known:
         instances.seen(txn, instance, at=resync.at, witnessed=False, listed=True)
     # Judged once the whole list is applied, not one replica's news against another's old state.
-    for key in dict.fromkeys(i.identity.key for i in known):
+    for key in dict.fromkeys(services.home(txn, i) for i in known):
         txn.put(rollouts.evaluate(txn, txn.deployments[key]))
     # What appeared while we were not looking is one rollout per deployment, to the newest
     # version (its replicas with it); older new instances are leftovers.
     by_key: dict[DeploymentKey, list[Instance]] = {}
     for instance in new:
-        by_key.setdefault(instance.identity.key, []).append(instance)
+        by_key.setdefault(services.home(txn, instance), []).append(instance)
     for group in by_key.values():
         newest = group[-1].identity.version
         first = next(i for i in group if i.identity.version == newest)

@@ -41,8 +41,8 @@ def _forget_retired(txn: Txn) -> None:
 
 def expired(deployment: Deployment, *, now: float, settings: RuleSettings) -> str:
     """Why a deployment is no longer exported, or '' while it is kept."""
-    if deployment.members:
-        return ""
+    if deployment.members or (deployment.service is not None and not deployment.service.removed):
+        return ""  # a Swarm service may have no task on this node
     gone, kept = settings.retention.gone_seconds, settings.api.retention_seconds
     if deployment.gone_since is not None and now - deployment.gone_since < gone:
         return ""

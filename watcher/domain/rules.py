@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from watcher.domain import versions
-from watcher.domain.model import Deployment, Health, Instance, Judge, Rollout, Status, VersionSeen
+from watcher.domain.model import Deployment, Health, Instance, Judge, Rollout, Status, UpdateState, VersionSeen
 from watcher.domain.settings import RuleSettings
 
 # The checks exported per deployment (deployment_health_check).
@@ -19,13 +19,16 @@ CHECK_HEALTHCHECK = "docker_healthcheck"
 CHECK_RUNNING = "containers_running"
 CHECK_OOM = "no_oom_kill"
 CHECK_RESTARTS = "no_restart_loop"
+CHECK_REPLICAS = "replicas_running"  # a Swarm service: its running tasks reach the desired ones
 
 
 def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tuple[Status, str] | None:
     """The in-progress rollout's status and reason, now; None while it is still undecided."""
     rollout = deployment.rollout
+    if rollout.judge is Judge.ORCHESTRATOR:
+        return orchestrated(deployment, now=now)
     if rollout.judge is not Judge.CONTAINERS:
-        # The tooling (or orchestrator) judges what it reported; the deadline catches one that went silent.
+        # The tooling judges what it reported; the deadline catches one that went silent.
         if now >= rollout.deadline_at:
             return Status.FAILED, "no final report within the progress deadline"
         return None
@@ -47,6 +50,32 @@ def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tu
         idle = next((i for i in considered if not i.running and i.exit_code is None), None)
         because = f": container {idle.id[:12]} is not running (never started, or paused)" if idle else ""
         return Status.FAILED, f"not healthy within the progress deadline{because}"
+    return None
+
+
+def orchestrated(deployment: Deployment, *, now: float) -> tuple[Status, str] | None:
+    """The verdict of a Swarm service's update state on its in-progress rollout; None while undecided.
+
+    ``completed``, or no update state (a new service, an update outside the task template), is
+    a success once the running replicas reach the desired ones; ``paused`` and ``rollback_paused``
+    fail; ``rollback_completed`` fails the update that was rolled back automatically (a manual
+    rollback succeeds once back). The progress deadline catches an update that never finishes.
+    A deployment known from its tasks alone (no service followed here) is judged by nobody.
+    """
+    service = deployment.service
+    if service is None or service.removed:
+        return None
+    state, message = service.update_state, service.message
+    match state:
+        case UpdateState.PAUSED | UpdateState.ROLLBACK_PAUSED:
+            return Status.FAILED, f"{state.value}: {message}" if message else state.value
+        case UpdateState.ROLLBACK_COMPLETED if service.rolled_back_failure:
+            return Status.FAILED, f"rolled back: {message}" if message else "rolled back"
+        case UpdateState.COMPLETED | UpdateState.NONE | UpdateState.ROLLBACK_COMPLETED:
+            if service.running >= service.desired:
+                return Status.SUCCESS, ""
+    if now >= deployment.rollout.deadline_at:
+        return Status.FAILED, f"{service.running} of {service.desired} replicas running within the progress deadline"
     return None
 
 
@@ -100,6 +129,9 @@ def stable_seconds(instance: Instance, *, settings: RuleSettings) -> float:
 
 def health_checks(deployment: Deployment, *, settings: RuleSettings) -> dict[str, bool]:
     """Each check of the current rollout's instances: True passes."""
+    if deployment.service is not None:
+        # A Swarm service's tasks run across the cluster: the orchestrator's count is the check.
+        return {CHECK_REPLICAS: deployment.service.running >= deployment.service.desired}
     if not deployment.rollout.members:
         return {}  # reported by deploy tooling, no container of it seen: nothing to check
     current = deployment.current()

@@ -19,10 +19,14 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
-from watcher.domain.model import Deployment, Histogram, State, iter_sorted
+from watcher.domain.model import Deployment, Histogram, State, UpdateState, iter_sorted
 from watcher.domain.rules import health_checks
 
 KEY_LABELS = ["deployment", "environment"]
+# deployment_info's ``kind``: what the deployment is.
+KIND_CONTAINER = "container"
+KIND_SWARM_SERVICE = "swarm_service"
+SWARM_UPDATE_STATES = [s.value for s in UpdateState if s is not UpdateState.NONE]
 
 
 class DeploymentCollector(Collector):
@@ -70,7 +74,9 @@ class _Families:
             "deployment_health_status", "1 when every health check of the current rollout passes, else 0.", labels=key
         )
         self.info = InfoMetricFamily(
-            "deployment", "The current rollout: status, version, commit and image.", labels=key
+            "deployment",
+            "The current rollout: status, version, commit and image; kind: container or swarm_service.",
+            labels=key,
         )
         self.cpu = CounterMetricFamily(
             "deployment_cpu_usage_seconds",
@@ -127,17 +133,36 @@ class _Families:
         self.rework = CounterMetricFamily(
             "deployment_rework", "Rollouts marked as hotfix (deployment.change_type=hotfix): rework.", labels=key
         )
+        self.replicas = GaugeMetricFamily(
+            "deployment_replicas",
+            "A Swarm service's tasks: desired by the orchestrator, and running (exported by the Swarm leader's watcher).",
+            labels=[*key, "state"],
+        )
+        self.update_state = GaugeMetricFamily(
+            "deployment_swarm_update_state",
+            "A Swarm service's UpdateStatus.State, one-hot; all 0 when no update ran since it was created or last changed.",
+            labels=[*key, "state"],
+        )
 
     def add(self, d: Deployment, *, settings: Settings) -> None:
         """The series of one deployment."""
         key = [d.key.name, d.key.environment]
         r = d.rollout
+        if d.usage_only:
+            # Swarm tasks on a node whose watcher does not export their service (a worker, a
+            # manager that is not the leader): their CPU and memory only, summed across nodes.
+            self.cpu.add_metric(key, d.cpu_seconds)
+            self.memory.add_metric(key, d.memory_bytes)
+            return
         self.status.add_metric(key, r.status.value)
         self.version.add_metric(key, r.revision)
         self.timestamp.add_metric([*key, r.version], r.started_at)
         passed = health_checks(d, settings=settings)
         self.health.add_metric(key, 1 if all(passed.values()) else 0)
-        self.info.add_metric(key, {"status": r.status.text, "version": r.version, "commit": r.commit, "image": r.image})
+        kind = KIND_CONTAINER if d.service is None else KIND_SWARM_SERVICE
+        self.info.add_metric(
+            key, {"status": r.status.text, "version": r.version, "commit": r.commit, "image": r.image, "kind": kind}
+        )
         self.cpu.add_metric(key, d.cpu_seconds)
         self.memory.add_metric(key, d.memory_bytes)
         self.rollbacks.add_metric(key, d.rollbacks)
@@ -153,6 +178,11 @@ class _Families:
         self.lead_times.add_metric(key, *_histogram(dora.lead_times))
         self.recoveries.add_metric(key, *_histogram(dora.recoveries))
         self.rework.add_metric(key, dora.rework)
+        if d.service is not None:
+            self.replicas.add_metric([*key, "desired"], d.service.desired)
+            self.replicas.add_metric([*key, "running"], d.service.running)
+            for state in SWARM_UPDATE_STATES:
+                self.update_state.add_metric([*key, state], 1 if d.service.update_state.value == state else 0)
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(vars(self).values())

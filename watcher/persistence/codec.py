@@ -35,9 +35,11 @@ from watcher.domain.model import (
     Member,
     Retired,
     Rollout,
+    Service,
     Source,
     State,
     Status,
+    UpdateState,
     VersionSeen,
     iter_sorted,
 )
@@ -113,6 +115,21 @@ def _encode_deployment(d: Deployment) -> Document:
         "reported_at": d.reported_at,
         "members": [_encode_member(d.members[i]) for i in sorted(d.members)],
         "dora": _encode_dora(d.dora),
+        "service": None if d.service is None else _encode_service(d.service),
+    }
+
+
+def _encode_service(s: Service) -> Document:
+    return {
+        "id": s.id,
+        "name": s.name,
+        "template": s.template,
+        "update_state": s.update_state.value,
+        "message": s.message,
+        "desired": s.desired,
+        "running": s.running,
+        "removed": s.removed,
+        "rolled_back_failure": s.rolled_back_failure,
     }
 
 
@@ -173,6 +190,7 @@ def _encode_member(m: Member) -> Document:
         "oom_killed": i.oom_killed,
         "restart_count": i.restart_count,
         "inspected": i.inspected,
+        "service_id": i.service_id,
         "start_error": i.start_error,
         "identity": {
             "version": identity.version,
@@ -266,6 +284,21 @@ def _decode_deployment(d: _Object) -> Deployment:
         gone_since=d.optional_time("gone_since"),
         reported_at=d.optional_time("reported_at"),
         dora=_decode_dora(d.child("dora")) if d.has("dora") else Dora(),
+        service=_decode_service(d.child("service")) if d.present("service") else None,
+    )
+
+
+def _decode_service(s: _Object) -> Service:
+    return Service(
+        id=s.text("id"),
+        name=s.text("name"),
+        template=s.text("template"),
+        update_state=s.choice("update_state", _member_of(UpdateState)),
+        message=s.text("message"),
+        desired=s.integer("desired"),
+        running=s.integer("running"),
+        removed=s.flag("removed"),
+        rolled_back_failure=s.flag("rolled_back_failure"),
     )
 
 
@@ -344,6 +377,7 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         restart_count=m.integer("restart_count"),
         source=m.choice("source", _member_of(Source)),
         inspected=m.flag("inspected", default=True),
+        service_id=m.text("service_id", default=""),
         start_error=m.text("start_error", default=""),
     )
     return Member(instance, m.time("updated_at"), m.integer("cpu_nanos", maximum=MAX_NANOS), m.amount("memory_bytes"))
@@ -363,6 +397,10 @@ class _Object:
             return self._value[name]
         except KeyError:
             raise DecodeError(f"{self.where}.{name}: missing") from None
+
+    def present(self, name: str) -> bool:
+        """Whether the field is there and not null (a field added without a new schema: absent means none)."""
+        return self._value.get(name) is not None
 
     def has(self, name: str) -> bool:
         """Whether the field is there (a field added without a new schema may be missing)."""

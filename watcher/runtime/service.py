@@ -27,6 +27,7 @@ from watcher.selfmetrics import SelfMetrics
 from watcher.sources.api.reports import DeploymentsApi
 from watcher.sources.docker.watch import DockerWatch
 from watcher.sources.stats import sampling as stats
+from watcher.sources.swarm.watch import SwarmWatch
 from watcher.web import security as websecurity
 from watcher.web.app import make_app
 from watcher.web.board import Board
@@ -138,6 +139,7 @@ class Service:
         )
         self.core.on_change(self.exposition.changed)
         self.docker = DockerWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
+        self.swarm = SwarmWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
         self.api = DeploymentsApi(
             token=api_token, settings=settings, snapshot=self.core.snapshot, step=self.core.step,
             clock=self.core.clock, metrics=self.metrics,
@@ -214,6 +216,7 @@ class Service:
     def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:
         tasks = {
             "docker watch": self.docker.run_forever(),
+            "swarm watch": self.swarm.run_forever(),
             "rule clock": self._rule_clock(),
             "exposition": self.exposition.run_forever(),
         }

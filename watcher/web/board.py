@@ -117,7 +117,7 @@ def board_html(state: State, *, settings: RuleSettings, stream: EventStream, env
     rows = [
         row_html(views.summary(d, settings=settings), now=now)
         for d in iter_sorted(state)
-        if not environment or d.key.environment == environment
+        if (not environment or d.key.environment == environment) and not d.usage_only
     ]
     heads = "".join(f"<th>{name}</th>" for name in COLUMNS)
     body = f"""<form method="get" action="./" class="filter"><label>Environment

@@ -76,6 +76,8 @@ class ReadApi:
         for deployment in iter_sorted(state):
             if environment is not None and deployment.key.environment != environment:
                 continue
+            if deployment.usage_only:
+                continue  # a Swarm service judged by another node's watcher, as on /metrics
             known = rows.get(deployment.key)
             row = (
                 known[1]

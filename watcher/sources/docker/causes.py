@@ -144,8 +144,9 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
     config = _object(data.get("Config"))
     state = _object(data.get("State"))
     created_at = parse_time(data.get("Created")) or now
+    container_labels = {k: v for k, v in _object(config.get("Labels")).items() if isinstance(v, str)}
     parsed = labels.parse(
-        {k: v for k, v in _object(config.get("Labels")).items() if isinstance(v, str)},
+        container_labels,
         image=_text(config.get("Image")),
         image_id=_text(data.get("Image")),
         created_at=created_at,
@@ -172,6 +173,7 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         exit_requested=exit_code in _STOPPED_CODES and not oom,
         oom_killed=oom,
         restart_count=max(0, _integer(data.get("RestartCount"), default=0)),
+        service_id=container_labels.get(labels.SWARM_SERVICE_ID, ""),
         start_error=_start_error(state),
     )
     return instance, parsed
@@ -220,7 +222,11 @@ def from_create_event(
     )
     if parsed.identity is None or parsed.identity.version == labels.UNKNOWN_VERSION:
         return None, parsed
-    return Instance(id=cause.container_id, identity=parsed.identity, running=False, inspected=False), parsed
+    service_id = _text(attributes.get(labels.SWARM_SERVICE_ID))
+    instance = Instance(
+        id=cause.container_id, identity=parsed.identity, running=False, inspected=False, service_id=service_id
+    )
+    return instance, parsed
 
 
 def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:

@@ -208,9 +208,18 @@ class DockerWatch:
 
     async def _resync(self, engine: Engine, *, at: float) -> None:
         """Rebuild from what exists: every reconnect is a full resync."""
-        label_filter = {} if self.settings.labels.track_compose else {"label": [labels.NAME]}
-        async with engine.deadline():
-            listed = await engine.docker.containers.list(all=True, filters=json.dumps(label_filter))
+        # Labelled containers, and Swarm tasks (their service's labels are not on them): two
+        # lists, as label filters of one list must all match.
+        label_filters = (
+            [{}]
+            if self.settings.labels.track_compose
+            else [{"label": [name]} for name in (labels.NAME, labels.SWARM_SERVICE_ID)]
+        )
+        listed = []
+        for label_filter in label_filters:
+            async with engine.deadline():
+                listed += await engine.docker.containers.list(all=True, filters=json.dumps(label_filter))
+        listed = list({c.id: c for c in listed}.values())
         ids = [c.id for c in listed if labels.is_tracked(c["Labels"] or {}, settings=self.settings.labels)]
         limit = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
 

@@ -1,0 +1,243 @@
+"""Swarm services in the state machine: rollouts judged by the update state, rollbacks, scale,
+removal, task containers attributed to their service, and the leader's hand-over."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tests.unit.readside import NOW, read_side
+from tests.unit.test_state import SETTINGS, Run, identity
+from watcher.domain.events import RolloutFinished, RolloutStarted
+from watcher.domain.model import DeploymentKey, Instance, Judge, Service, Status, UpdateState, Usage
+from watcher.domain.observations import (
+    InstanceGone,
+    InstanceSeen,
+    ServiceGone,
+    ServiceSeen,
+    ServicesListed,
+    ServicesReleased,
+    Tick,
+    UsageSampled,
+)
+from watcher.exposition.families import DeploymentCollector
+from watcher.persistence.codec import decode, encode
+from watcher.web.readapi import ReadApi
+
+SHOP = DeploymentKey("shop", "production")
+WEB = DeploymentKey("web", "production")  # what the task containers' own labels say
+
+
+def service(
+    at: float, version: str, *, state: UpdateState = UpdateState.NONE, running: int = 3, desired: int = 3,
+    message: str = "", changed_at: float | None = None, finished_at: float | None = None, key: DeploymentKey = SHOP,
+) -> ServiceSeen:  # fmt: skip
+    """The service `web` with version ``version`` (its task template follows the version)."""
+    return ServiceSeen(
+        at=at, key=key,
+        service=Service(id="svc1", name="web", template=f"t-{version}", update_state=state, message=message,
+                        desired=desired, running=running),
+        version=version, commit="", image=f"app:{version}", changed_at=at if changed_at is None else changed_at,
+        finished_at=finished_at,
+    )  # fmt: skip
+
+
+def task(cid: str, version: str, at: float, *, key: DeploymentKey = WEB) -> InstanceSeen:
+    """A task container of `web`, whose own labels give ``key``."""
+    return InstanceSeen(
+        at, Instance(id=cid, identity=identity(version, at=at, key=key), running=True, running_since=at,
+                     service_id="svc1"),
+    )  # fmt: skip
+
+
+def test_created_service_succeeds_when_replicas_run() -> None:
+    """No UpdateStatus: in progress until the running tasks reach the desired ones, judged by the orchestrator."""
+    run = Run()(service(100, "1.0", running=1))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.status, d.rollout.judge, d.rollout.revision) == (Status.IN_PROGRESS, Judge.ORCHESTRATOR, 1)
+    run(service(105, "1.0", running=3, changed_at=100))
+    assert run.state.deployments[SHOP].rollout.status is Status.SUCCESS
+    assert run.state.deployments[SHOP].durations.count == 1
+
+
+def test_created_service_fails_at_the_progress_deadline() -> None:
+    """Replicas that never reach the desired count fail the rollout at the deadline, saying how many ran."""
+    run = Run()(service(100, "1.0", running=1)).tick(100 + 601)
+    rollout = run.state.deployments[SHOP].rollout
+    assert rollout.status is Status.FAILED
+    assert rollout.reason == "1 of 3 replicas running within the progress deadline"
+
+
+def test_update_completed_is_a_success() -> None:
+    """updating → in progress as a new revision; completed with all replicas → success."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING, message="update in progress"))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.revision, d.rollout.status, d.rollout.version) == (2, Status.IN_PROGRESS, "1.1")
+    run(service(230, "1.1", state=UpdateState.COMPLETED, changed_at=200, finished_at=228))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.status, d.rollout.finished_at, d.rollbacks) == (Status.SUCCESS, 228, 0)
+
+
+def test_completed_waits_for_the_replicas() -> None:
+    """completed while a replica is still starting: success only once they all run."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.COMPLETED, running=2))
+    assert run.state.deployments[SHOP].rollout.status is Status.IN_PROGRESS
+    run(service(203, "1.1", state=UpdateState.COMPLETED, running=3, changed_at=200))
+    assert run.state.deployments[SHOP].rollout.status is Status.SUCCESS
+
+
+def test_paused_update_fails_with_the_message() -> None:
+    """paused → failed, the orchestrator's message as the reason."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
+    run(service(210, "1.1", state=UpdateState.PAUSED, message="update paused due to failure", changed_at=200))
+    rollout = run.state.deployments[SHOP].rollout
+    assert (rollout.status, rollout.reason) == (Status.FAILED, "paused: update paused due to failure")
+
+
+def test_automatic_rollback_fails_and_counts() -> None:
+    """The orchestrator rolls a failing update back: the update fails, the rollback is a new
+    rollout back to the old version, counted, and failed once completed."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
+    run(service(210, "1.0", state=UpdateState.ROLLBACK_STARTED, message="update rolled back due to failure"))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.revision, d.rollout.version, d.rollout.rollback, d.rollbacks) == (3, "1.0", True, 1)
+    assert d.rollout.status is Status.IN_PROGRESS
+    finished = [e for e in run.events if isinstance(e, RolloutFinished)]
+    assert (finished[-1].revision, finished[-1].status) == (2, Status.FAILED)
+    run(service(220, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=210))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.status, d.rollout.reason, d.rollbacks) == (Status.FAILED, "rolled back: rollback completed", 1)
+
+
+def test_manual_rollback_counts_and_succeeds() -> None:
+    """`docker service rollback` of a finished update: a rollback, counted, success once completed."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.COMPLETED))
+    run(service(300, "1.0", state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+    run(service(305, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=300))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.version, d.rollout.status, d.rollout.rollback, d.rollbacks) == ("1.0", Status.SUCCESS, True, 1)
+
+
+def test_update_to_an_older_version_is_a_rollback() -> None:
+    """Version order still applies: an update from 2.0 to 1.5 is a rollback."""
+    run = Run()(service(100, "2.0"), service(200, "1.5", state=UpdateState.UPDATING))
+    assert run.state.deployments[SHOP].rollbacks == 1
+
+
+def test_scale_is_no_new_revision() -> None:
+    """A scale (same template, no update state) keeps the revision; replicas follow."""
+    run = Run()(service(100, "1.0"), service(200, "1.0", desired=5, running=4))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.revision, d.rollout.status) == (1, Status.SUCCESS)
+    assert d.service is not None and (d.service.desired, d.service.running) == (5, 4)
+    assert not [e for e in run.events if isinstance(e, RolloutStarted) and e.revision == 2]
+
+
+def test_removed_service_leaves_after_retention() -> None:
+    """A removed service's deployment stays for retention.gone_seconds, then is dropped; a live
+    one with no task on this node is kept."""
+    run = Run()(service(100, "1.0")).tick(100 + 4000)
+    assert SHOP in run.state.deployments
+    run(ServiceGone(5000, "svc1")).tick(5000 + SETTINGS.retention.gone_seconds - 1)
+    assert SHOP in run.state.deployments
+    run.tick(5000 + SETTINGS.retention.gone_seconds)
+    assert SHOP not in run.state.deployments
+
+
+def test_a_listing_removes_what_is_missing() -> None:
+    """A resync without the service marks it removed."""
+    run = Run()(service(100, "1.0"), ServicesListed(200, ()))
+    d = run.state.deployments[SHOP]
+    assert d.service is not None and d.service.removed and d.gone_since == 200
+
+
+def test_tasks_join_the_service_deployment_for_usage_only() -> None:
+    """Task containers seen before their service move to its deployment when it is seen; they
+    start no rollout of their own, and their CPU counts for the service."""
+    run = Run()(task("c1", "1.0", 90), UsageSampled(95, {"c1": Usage(2.0, 100.0)}))
+    web = DeploymentKey("web", "production")
+    assert run.state.deployments[web].rollout.judge is Judge.ORCHESTRATOR
+    assert not [e for e in run.events if isinstance(e, RolloutStarted)]
+    run(service(100, "1.0"), task("c2", "1.0", 101))
+    assert set(run.state.deployments) == {SHOP}
+    d = run.state.deployments[SHOP]
+    assert set(d.members) == {"c1", "c2"} and not d.rollout.members
+    assert d.cpu_seconds == 2.0 and run.state.owners["c2"] == SHOP
+    run(InstanceGone(120, "c1"))
+    assert run.state.deployments[SHOP].cpu_seconds == 2.0  # retired, kept
+
+
+def test_worker_keeps_only_usage_and_judges_nothing() -> None:
+    """Without the service (a worker), a task deployment is never judged, even past the deadline."""
+    run = Run()(task("c1", "1.0", 90)).tick(90 + 10_000)
+    d = run.state.deployments[DeploymentKey("web", "production")]
+    assert d.rollout.status is Status.IN_PROGRESS and d.service is None
+
+
+def test_released_keeps_usage_and_drops_the_service() -> None:
+    """No longer the leader: the service facts go, the tasks stay."""
+    run = Run()(service(100, "1.0"), task("c1", "1.0", 101), ServicesReleased(110))
+    d = run.state.deployments[SHOP]
+    assert d.service is None and set(d.members) == {"c1"}
+
+
+def test_state_file_keeps_the_service() -> None:
+    """The service facts and task links survive a save and a load."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING), task("c1", "1.1", 201))
+    assert decode(encode(run.state)) == run.state
+
+
+def test_service_labels_changed_moves_the_deployment() -> None:
+    """The same service under a new key: the old deployment goes, the new one has its tasks."""
+    run = Run()(service(100, "1.0"), task("c1", "1.0", 101))
+    other = DeploymentKey("shop", "staging")
+    run(dataclasses.replace(service(200, "1.0"), key=other))
+    assert set(run.state.deployments) == {other}
+    assert run.state.owners["c1"] == other and "c1" in run.state.deployments[other].members
+
+
+def test_tick_judges_the_deadline_of_an_update() -> None:
+    """An update stuck in `updating` fails at its progress deadline."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
+    run(Tick(200 + 601))
+    assert run.state.deployments[SHOP].rollout.status is Status.FAILED
+
+
+def test_manual_rollback_during_an_update() -> None:
+    """A rollback asked for while the update still runs (or before the watcher saw it finish) is
+    manual: counted, and a success once back; the update it replaced is superseded, not failed."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
+    run(service(205, "1.0", state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+    run(service(209, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=205))
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.status, d.rollout.rollback, d.rollbacks) == (Status.SUCCESS, True, 1)
+    assert not [e for e in run.events if isinstance(e, RolloutFinished) and e.revision == 2]
+
+
+def test_usage_only_deployments_show_their_usage_alone() -> None:
+    """Tasks whose service another watcher exports: /metrics has their CPU and memory, and the
+    read API's list and the board leave them out; with the service followed, everything shows."""
+    run = Run()(task("c1", "1.0", 90), UsageSampled(95, {"c1": Usage(2.0, 100.0)}))
+    assert run.state.deployments[WEB].usage_only
+    registry = CollectorRegistry()
+    registry.register(DeploymentCollector(snapshot=lambda: run.state, settings=SETTINGS))
+    names = {line.split("{")[0] for line in generate_latest(registry).decode().splitlines() if "web" in line}
+    assert names == {"deployment_cpu_usage_seconds_total", "deployment_memory_usage_bytes"}
+    _, side = read_side()
+    side.submit(task("c1", "1.0", NOW))
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    assert json.loads(api.list_body(side.core.snapshot(), None)) == {"deployments": []}
+    side.submit(service(NOW + 1, "1.0", key=WEB))
+    assert [d["name"] for d in json.loads(api.list_body(side.core.snapshot(), None))["deployments"]] == ["web"]
+
+
+def test_task_without_a_name_of_its_own() -> None:
+    """A task container whose labels name no deployment (the name is on its service only) joins
+    the service's deployment where the service is followed, and is ignored where it is not."""
+    nameless = DeploymentKey("", "production")
+    run = Run()(task("c1", "1.0", 90, key=nameless))
+    assert not run.state.deployments and not run.state.owners
+    run(service(100, "1.0"), task("c2", "1.0", 101, key=nameless))
+    assert set(run.state.deployments[SHOP].members) == {"c2"} and run.state.owners["c2"] == SHOP

@@ -1,0 +1,266 @@
+"""Swarm services: rollouts the orchestrator judges, and the task containers that belong to them.
+
+A service's deployment begins a rollout when its task template changes (an update, a rollback);
+a scale or a label change of the service itself is no new revision. Its update state judges the
+rollout (``rules.orchestrated``). A rollback is a rollout back to the previous template, started
+by the orchestrator (``rollback_started``) or by hand, or a version that orders below the current.
+
+Task containers join their service's deployment (found by the service id, else by their labels)
+for their CPU and memory only: they never start or judge a rollout, and on a node that follows no
+services (a worker) their deployment has nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from watcher.domain import instances, rollouts, rules
+from watcher.domain.model import (
+    Deployment,
+    DeploymentKey,
+    Dora,
+    Instance,
+    Judge,
+    Member,
+    Rollout,
+    Status,
+    UpdateState,
+    VersionSeen,
+)
+from watcher.domain.observations import ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
+from watcher.domain.txn import Txn, with_member
+
+MANUAL_ROLLBACK = "manually requested rollback"  # UpdateStatus.Message of `docker service rollback`
+ROLLBACK_STATES = frozenset({UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED})
+
+
+def seen(txn: Txn, seen: ServiceSeen) -> None:
+    """The service now: a new deployment, a new rollout, or news of the current one."""
+    deployment, moving = _claim(txn, seen)
+    if deployment is None:
+        if not rollouts.has_room(txn, seen.key):
+            return
+        rollout = _rollout(txn, seen, revision=1, rollback=False)
+        deployment = rollouts.create(txn, seen.key, rollout)
+    elif _is_new_rollout(deployment, seen):
+        deployment = _begin(txn, deployment, seen)
+    deployment = _gather(txn, deployment, moving)
+    previous = deployment.service
+    service = seen.service
+    if previous is not None:
+        service = dataclasses.replace(service, rolled_back_failure=previous.rolled_back_failure)
+    deployment = rollouts.adopt(dataclasses.replace(deployment, service=service, gone_since=None), Judge.ORCHESTRATOR)
+    txn.put(_judge(txn, deployment, seen))
+
+
+def gone(txn: Txn, gone: ServiceGone) -> None:
+    """Removed: the deployment stays exported for the retention time, as one with no containers."""
+    deployment = find(txn, gone.service_id)
+    if deployment is None or deployment.service is None:
+        return
+    txn.put(
+        dataclasses.replace(
+            deployment,
+            service=dataclasses.replace(deployment.service, removed=True),
+            gone_since=deployment.gone_since or gone.at,
+        )
+    )
+
+
+def listed(txn: Txn, listed: ServicesListed) -> None:
+    """Every service now: the known ones missing from the list were removed meanwhile."""
+    txn.resyncing = True
+    present = {s.service.id for s in listed.services}
+    for deployment in list(txn.deployments.values()):
+        if deployment.service is not None and not deployment.service.removed and deployment.service.id not in present:
+            gone(txn, ServiceGone(listed.at, deployment.service.id))
+    for service in listed.services:
+        seen(txn, service)
+
+
+def released(txn: Txn, released: ServicesReleased) -> None:
+    """Another watcher speaks for the orchestrator now: keep only what the tasks here say."""
+    for deployment in list(txn.deployments.values()):
+        if deployment.service is not None:
+            txn.put(
+                dataclasses.replace(
+                    deployment,
+                    service=None,
+                    gone_since=deployment.gone_since or (None if deployment.members else released.at),
+                )
+            )
+
+
+def find(txn: Txn, service_id: str) -> Deployment | None:
+    """The deployment of the service ``service_id``, if known."""
+    for deployment in txn.deployments.values():
+        if deployment.service is not None and deployment.service.id == service_id:
+            return deployment
+    return None
+
+
+# -- task containers
+
+
+def home(txn: Txn, instance: Instance) -> DeploymentKey:
+    """The deployment a container belongs to: a task's is its service's, when known."""
+    if instance.service_id:
+        deployment = find(txn, instance.service_id)
+        if deployment is not None:
+            return deployment.key
+    return instance.identity.key
+
+
+def task_seen(txn: Txn, instance: Instance, *, at: float, listed: bool) -> None:
+    """A task container in full: a member of its service's deployment, for its CPU and memory."""
+    key = home(txn, instance)
+    if not key.name:
+        return  # no name of its own, and its service is not followed here
+    deployment = txn.deployments.get(key)
+    if deployment is None:
+        if not rollouts.has_room(txn, key):
+            return
+        deployment = _tasks_only(txn, key, instance)
+    member = deployment.members.get(instance.id)
+    if member is not None and at < member.updated_at and not listed:
+        return  # stale: a newer observation of it was applied
+    instance = _as_of(instance, key)
+    member = dataclasses.replace(member, instance=instance, updated_at=at) if member else Member(instance, at)
+    txn.own(instance.id, key)
+    txn.put(with_member(deployment, member))
+
+
+def _tasks_only(txn: Txn, key: DeploymentKey, instance: Instance) -> Deployment:
+    """A deployment known from a task container alone: judged by nobody here (a worker, or a
+    manager whose service list has not said yet), so no rollout event either."""
+    identity = instance.identity
+    rollout = Rollout(
+        revision=1,
+        version=identity.version,
+        commit=identity.commit,
+        image=identity.image,
+        started_at=identity.deployed_at,
+        trigger_created_at=identity.created_at,
+        deadline_at=identity.deployed_at + txn.settings.rollout.progress_deadline_seconds,
+        witnessed=False,
+        judge=Judge.ORCHESTRATOR,
+    )
+    return Deployment(
+        key=key, rollout=rollout, history=(VersionSeen(rollout.version, rollout.commit, 1, rollout.started_at),)
+    )
+
+
+# -- rollouts
+
+
+def _claim(txn: Txn, seen: ServiceSeen) -> tuple[Deployment | None, list[Member]]:
+    """The service's deployment under the key its labels give now, and task containers to move
+    into it: those of its old key (its labels changed) and those that joined another deployment
+    before the service was seen (by their own labels)."""
+    moving: list[Member] = []
+    deployment = find(txn, seen.service.id)
+    if deployment is not None and deployment.key != seen.key:
+        txn.drop(deployment.key)  # the old key's series leave with it
+        if deployment.dora != Dora():
+            txn.retire(deployment.key, deployment.dora)  # as retention drops one (domain.retention)
+        moving += deployment.members.values()
+        for instance_id in deployment.members:
+            txn.own(instance_id, None)
+        deployment = None
+    strays = [
+        (d.key, m) for d in txn.deployments.values() if d.key != seen.key
+        for m in d.members.values() if m.instance.service_id == seen.service.id
+    ]  # fmt: skip
+    for key, member in strays:
+        other = instances.remove(txn, txn.deployments[key], member.instance.id)
+        if other.members or other.service is not None or other.rollout.judge is not Judge.ORCHESTRATOR:
+            txn.put(other)
+        else:
+            txn.drop(key)  # only ever a placeholder of these tasks
+        moving.append(member)
+    return deployment or txn.deployments.get(seen.key), moving
+
+
+def _gather(txn: Txn, deployment: Deployment, moving: list[Member]) -> Deployment:
+    for member in moving:
+        txn.own(member.instance.id, deployment.key)
+        deployment = with_member(
+            deployment, dataclasses.replace(member, instance=_as_of(member.instance, deployment.key))
+        )
+    return deployment
+
+
+def _as_of(instance: Instance, key: DeploymentKey) -> Instance:
+    """A task container as a member of ``key``: what its own labels said gives way to its service's."""
+    if instance.identity.key == key:
+        return instance
+    return dataclasses.replace(instance, identity=dataclasses.replace(instance.identity, key=key))
+
+
+def _is_new_rollout(deployment: Deployment, seen: ServiceSeen) -> bool:
+    previous = deployment.service
+    if previous is None:
+        # First news of it here (tasks seen first, or this watcher just took over): a new rollout
+        # only when the version differs from what is known.
+        return (deployment.rollout.version, deployment.rollout.commit) != (seen.version, seen.commit)
+    return previous.template != seen.service.template
+
+
+def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
+    """A new template: an update, or a rollback to the previous one."""
+    state = seen.service.update_state
+    rollback = state in ROLLBACK_STATES or rules.is_rollback(
+        seen.version, deployment.rollout.version, deployment.history
+    )
+    # Swarm says which: a rollback someone asked for is "manually requested rollback"; the
+    # orchestrator's own names the task that failed. A watcher behind the events (or restarted)
+    # may not have seen the update finish, so its status cannot tell.
+    automatic = state in ROLLBACK_STATES and not seen.service.message.startswith(MANUAL_ROLLBACK)
+    if automatic and deployment.rollout.status is Status.IN_PROGRESS:
+        # The orchestrator rolls back an update that failed: that update's verdict first.
+        deployment = rollouts.change_status(
+            txn, deployment, Status.FAILED, seen.service.message or "rolled back by the orchestrator",
+            at=seen.changed_at, by=Judge.ORCHESTRATOR,
+        )  # fmt: skip
+    rollout = _rollout(txn, seen, revision=deployment.rollout.revision + 1, rollback=rollback)
+    deployment = rollouts.begin(txn, deployment, rollout)
+    if deployment.service is not None:
+        deployment = dataclasses.replace(
+            deployment, service=dataclasses.replace(deployment.service, rolled_back_failure=automatic)
+        )
+    return deployment
+
+
+def _rollout(txn: Txn, seen: ServiceSeen, *, revision: int, rollback: bool) -> Rollout:
+    deadline = seen.progress_deadline_seconds
+    if deadline is None:
+        deadline = txn.settings.rollout.progress_deadline_seconds
+    # A rollout found by a resync may have begun long ago: its deadline runs from now.
+    deadline_from = seen.changed_at if not txn.resyncing else max(seen.changed_at, txn.now)
+    return Rollout(
+        revision=revision,
+        version=seen.version,
+        commit=seen.commit,
+        image=seen.image,
+        started_at=seen.changed_at,
+        rollback=rollback,
+        trigger_created_at=seen.changed_at,
+        deadline_at=deadline_from + deadline,
+        witnessed=not txn.resyncing,
+        judge=Judge.ORCHESTRATOR,
+    )
+
+
+def _judge(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
+    """The orchestrator's verdict on the current rollout, as of this observation."""
+    if deployment.rollout.status is not Status.IN_PROGRESS:
+        return deployment
+    verdict = rules.orchestrated(deployment, now=txn.now)
+    if verdict is None:
+        return deployment
+    at = (
+        seen.finished_at
+        if seen.finished_at is not None and seen.finished_at >= deployment.rollout.started_at
+        else seen.at
+    )
+    return rollouts.change_status(txn, deployment, *verdict, at=at, by=Judge.ORCHESTRATOR)

@@ -1,0 +1,187 @@
+"""Swarm's JSON (services, tasks, service events, the node) → observations. Pure: the I/O is in swarm.watch.
+
+A service's identity: its labels (``deploy.labels`` in a stack file) win over the container
+labels of its task template (a stack service's ``labels:``); the version falls back to the
+image tag. Service events carry no labels: every one is a reason to inspect the service.
+Nothing here raises: a field of the wrong JSON type reads as absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from watcher.domain import labels, times
+from watcher.domain.labels import Parsed
+from watcher.domain.model import Service, UpdateState
+from watcher.domain.observations import ServiceSeen
+from watcher.domain.settings import LabelSettings
+
+_STATES = {s.value: s for s in UpdateState if s is not UpdateState.NONE}
+_NANOS = re.compile(r"(\.\d{6})\d+")
+# The update states of a rollout the orchestrator is still carrying out.
+ROLLING = frozenset({UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED})
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEvent:
+    """A service event: inspect the service (``removed``: it is gone, nothing to inspect)."""
+
+    at: float
+    service_id: str
+    removed: bool
+
+
+def classify(event: Mapping[str, Any]) -> ServiceEvent | None:
+    """What a ``type=service`` event means; None for anything else."""
+    if event.get("Type") != "service":
+        return None
+    service_id = _text(_object(event.get("Actor")).get("ID"))
+    at = event_time(event)
+    action = _text(event.get("Action"))
+    if not service_id or at is None or action not in ("create", "update", "remove"):
+        return None
+    return ServiceEvent(at, service_id, removed=action == "remove")
+
+
+def event_time(event: Mapping[str, Any]) -> float | None:
+    """Unix seconds of the event; None when absent, or before 1970 or after 9999 (no state file holds it)."""
+    nanos = _number(event.get("timeNano"))
+    seconds = nanos / 1e9 if nanos is not None else _number(event.get("time"))
+    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None
+
+
+def from_service(
+    data: Mapping[str, Any], *, at: float, replicas: tuple[int, int] | None, settings: LabelSettings
+) -> tuple[ServiceSeen | None, Parsed]:
+    """A service's JSON (``GET /services``) → what it is now; None when it is no deployment.
+
+    ``replicas``: (desired, running) from its tasks; None to read ``ServiceStatus`` (API ≥ 1.41).
+    """
+    service_id = _text(data.get("ID"))
+    spec = _object(data.get("Spec"))
+    name = _text(spec.get("Name"))
+    template = _object(spec.get("TaskTemplate"))
+    container = _object(template.get("ContainerSpec"))
+    merged = {**_labels(container.get("Labels")), **_labels(spec.get("Labels"))}
+    if labels.NAME not in merged and settings.track_compose and name:
+        merged[labels.NAME] = name  # tracked by its service name, as compose services are
+    created_at = parse_time(data.get("CreatedAt")) or at
+    parsed = labels.parse(
+        {k: v for k, v in merged.items() if k != labels.TIMESTAMP},
+        image=_text(container.get("Image")), image_id="", created_at=created_at, now=at, settings=settings,
+    )  # fmt: skip
+    identity = parsed.identity
+    if not service_id or identity is None:
+        return None, parsed
+    status = _object(data.get("UpdateStatus"))
+    state = _STATES.get(_text(status.get("State")), UpdateState.NONE)
+    previous = _object(_object(data.get("PreviousSpec")).get("TaskTemplate"))
+    if not status and previous and fingerprint(previous) != fingerprint(template):
+        # A new template whose update has not begun yet: the service event comes a moment before
+        # the updater sets ``updating`` (until then the old tasks are the running ones).
+        state = UpdateState.UPDATING
+    started = parse_time(status.get("StartedAt")) if state is not UpdateState.NONE else None
+    desired, running = replicas if replicas is not None else _service_status(data)
+    return (
+        ServiceSeen(
+            at=at,
+            key=identity.key,
+            service=Service(
+                id=service_id, name=name, template=fingerprint(template), update_state=state,
+                message=_text(status.get("Message")), desired=desired, running=running,
+            ),
+            version=identity.version,
+            commit=identity.commit,
+            image=identity.image,
+            changed_at=started or parse_time(data.get("UpdatedAt")) or created_at,
+            finished_at=parse_time(status.get("CompletedAt")) if state is not UpdateState.NONE else None,
+            progress_deadline_seconds=identity.progress_deadline_seconds,
+        ),
+        parsed,
+    )  # fmt: skip
+
+
+def fingerprint(template: Mapping[str, Any]) -> str:
+    """Equal task templates, equal fingerprints: a rollback returns to the earlier one."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def replicas_from_tasks(service: Mapping[str, Any], tasks: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """(desired, running) from a service's tasks, for engines without ``ServiceStatus`` (API < 1.41)."""
+    wanted = [t for t in tasks if _text(t.get("DesiredState")) == "running"]
+    running = sum(1 for t in wanted if _text(_object(t.get("Status")).get("State")) == "running")
+    replicated = _object(_object(_object(service.get("Spec")).get("Mode")).get("Replicated"))
+    replicas = _number(replicated.get("Replicas"))
+    return (int(replicas) if replicas is not None else len(wanted)), running
+
+
+def is_rolling(seen: ServiceSeen) -> bool:
+    """Whether the service is still changing: its tasks are read again until it is not."""
+    service = seen.service
+    return service.update_state in ROLLING or service.running != service.desired
+
+
+def leader(info: Mapping[str, Any], node: Mapping[str, Any] | None) -> bool:
+    """Whether the engine of ``info`` (``GET /info``) is the Swarm leader, by its node (``GET /nodes/<id>``)."""
+    swarm = _object(info.get("Swarm"))
+    if not swarm.get("ControlAvailable") or node is None:
+        return False
+    return _object(node.get("ManagerStatus")).get("Leader") is True
+
+
+def node_id(info: Mapping[str, Any]) -> str:
+    """The engine's Swarm node id; "" when it is in no swarm."""
+    swarm = _object(info.get("Swarm"))
+    return _text(swarm.get("NodeID")) if _text(swarm.get("LocalNodeState")) == "active" else ""
+
+
+def is_manager(info: Mapping[str, Any]) -> bool:
+    return bool(node_id(info)) and _object(info.get("Swarm")).get("ControlAvailable") is True
+
+
+def parse_time(text: object) -> float | None:
+    """Docker's RFC 3339 times (nanoseconds, ``Z``) → unix seconds; None for the zero time."""
+    if not isinstance(text, str) or not text or text.startswith("0001-01-01"):
+        return None
+    text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
+    try:
+        seconds = dt.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return seconds if 0 <= seconds <= times.LATEST else None  # none a state file may not hold
+
+
+def _service_status(data: Mapping[str, Any]) -> tuple[int, int]:
+    status = _object(data.get("ServiceStatus"))
+    desired, running = _number(status.get("DesiredTasks")), _number(status.get("RunningTasks"))
+    return int(desired or 0), int(running or 0)
+
+
+def _labels(value: object) -> dict[str, str]:
+    return {k: v for k, v in _object(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _object(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
