@@ -125,6 +125,23 @@ def test_swarm_stack_runs_a_watcher_per_node_where_prometheus_looks() -> None:
     assert {ROOT / rules for rules in SWARM_RULES} <= mounted
 
 
+def test_swarm_stack_delivers_alerts_through_the_shipped_alertmanager() -> None:
+    """The Swarm stack runs Alertmanager with deploy/alertmanager's config and templates, on the
+    network Prometheus is on, and the stack's Prometheus sends its alerts there."""
+    stack = yaml.safe_load((ROOT / "deploy/swarm/stack.yml").read_text())
+    alertmanager = stack["services"]["alertmanager"]
+    files = {c["target"]: (ROOT / "deploy/swarm" / stack["configs"][c["source"]]["file"]).resolve()
+             for c in alertmanager["configs"]}  # fmt: skip
+    assert files == {
+        "/etc/alertmanager/alertmanager.yml": ROOT / "deploy/alertmanager/alertmanager.yml",
+        "/etc/alertmanager/templates/deployments.tmpl": ROOT / "deploy/alertmanager/templates/deployments.tmpl",
+    }
+    assert set(alertmanager["networks"]) & set(stack["services"]["prometheus"].get("networks", []))
+    config = yaml.safe_load((ROOT / "deploy/swarm/prometheus.yml").read_text())
+    [manager] = config["alerting"]["alertmanagers"]
+    assert manager["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+
+
 def test_every_fleet_recording_rule_is_unit_tested() -> None:
     """Each deployment:fleet_ series is checked by a promql_expr_test of fleet_test.yml."""
     rules = RULE_DIR / "fleet.yml"
