@@ -32,6 +32,10 @@ API_OUTCOMES = (
     "started", "updated", "unchanged", "stale", "invalid", "too_large", "unauthorized", "disabled", "rejected",
 )  # fmt: skip
 EXPOSITION_PARTS = ("deployments", "own")
+# What went wrong on the Docker side (watcher.sources.engine.EngineError); the help text says each.
+DOCKER_ERROR_KINDS = (
+    "no_socket", "connection", "timeout", "http_error", "protocol", "invalid_event", "oversized_event",
+)  # fmt: skip
 
 
 # `_created` series of pre-created zero counters are noise; the switch is process-wide.
@@ -57,6 +61,16 @@ class SelfMetrics:
         self.reconnects = Counter(
             f"{PREFIX}_docker_reconnects", "Connections to the Docker Engine lost and retried.", registry=registry
         )
+        self.docker_errors = _labelled(
+            Counter, "docker_errors",
+            "Failures of the Docker Engine connection, each followed by a reconnect and a full resync, by kind: "
+            "no_socket (no socket at the configured path, or none found), connection (refused, reset, or the "
+            "stream ended), timeout (a request unanswered within docker.request_timeout_seconds), http_error "
+            "(an error status), protocol (an answer that is not what Docker sends), invalid_event (an event "
+            "line that is not a JSON object), oversized_event (an event line over 16 MiB: the event is lost, "
+            "the resync repairs it).",
+            "kind", DOCKER_ERROR_KINDS, registry,
+        )  # fmt: skip
         self.resyncs = Counter(
             f"{PREFIX}_resyncs", "Full relists of the containers (after each connect, and periodically).",
             registry=registry,

@@ -66,7 +66,7 @@ async def test_a_failing_job_ends_the_group_and_closes_waiting_jobs() -> None:
 
 
 class QueueSubscriber:
-    """What aiodocker's ChannelSubscriber offers the reader: ``get()`` from a queue."""
+    """What the session's queue offers the reader: ``get()``."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()

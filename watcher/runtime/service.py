@@ -1,4 +1,14 @@
-"""Wiring: one Core holding the state, root tasks supervised, the HTTP server, a bounded shutdown."""
+"""Wiring: one Core holding the state, root tasks supervised, the HTTP server, a bounded shutdown.
+
+Supervision: the root tasks (the Docker watch, the rule clock, the exposition, the stats poll,
+the state file) run for ever. None of them ends on what the outside world does: the Docker
+sources turn every failure of the engine into an ``EngineError`` and retry (the watch
+reconnects and resyncs), the state file retries a failed save, the HTTP server answers each
+request on its own. So a root task that ends has met a bug in the watcher: it is logged with
+the task's name, the others are stopped, the final save is made, and the process exits with
+the error (``_start``, ``_raise_crashes``) for the supervisor (Docker's restart policy,
+systemd) to restart it from the state file.
+"""
 
 from __future__ import annotations
 
@@ -165,7 +175,9 @@ class Service:
             board = Board(
                 snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, clock=self.core.clock
             )
-            app = make_app(exposition=self.exposition, ready=self.ready, board=board)
+            app = make_app(
+                exposition=self.exposition, ready=self.ready, why_not=lambda: self.docker.problem, board=board
+            )
             app.add_routes(self.api.routes())
             app.add_routes(ReadApi(snapshot=self.core.snapshot, settings=self.settings, stream=self.stream).routes())
             app.on_shutdown.append(self.stream.close)  # open streams would hold the HTTP server's stop

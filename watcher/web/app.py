@@ -29,9 +29,16 @@ LANDING = """<!doctype html>
 """
 
 
-def make_app(*, exposition: Exposition, ready: Callable[[], bool], board: Board | None = None) -> web.Application:
-    """An aiohttp application serving ``exposition``; ``ready()`` says whether Docker is synced.
-    With ``board``, ``/`` is the board (which links the same pages), else a plain landing page."""
+def make_app(
+    *,
+    exposition: Exposition,
+    ready: Callable[[], bool],
+    why_not: Callable[[], str] = lambda: "",
+    board: Board | None = None,
+) -> web.Application:
+    """An aiohttp application serving ``exposition``; ``ready()`` says whether Docker is synced,
+    ``why_not()`` why it is not (the last failure). With ``board``, ``/`` is the board (which
+    links the same pages), else a plain landing page."""
 
     async def landing(request: web.Request) -> web.Response:
         return web.Response(text=LANDING, content_type="text/html")
@@ -51,7 +58,7 @@ def make_app(*, exposition: Exposition, ready: Callable[[], bool], board: Board 
     async def readiness(request: web.Request) -> web.Response:
         if ready():
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: not connected to the Docker Engine\n")
+        return web.Response(status=503, text=f"not ready: {why_not() or 'not connected to the Docker Engine'}\n")
 
     app = web.Application()
     if board is None:

@@ -14,17 +14,13 @@ for it. Each container's events are applied in order, containers concurrently
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
-
-from aiodocker.channel import ChannelSubscriber
-from aiodocker.events import DockerEvents
+from typing import Any, NoReturn, Protocol
 
 from watcher.config import Settings
 from watcher.domain import labels
@@ -34,19 +30,21 @@ from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSe
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
-from watcher.sources.engine import ENGINE_ERRORS, Engine
+from watcher.sources.engine import Engine, EngineError
 
 log = logging.getLogger(__name__)
 
 # Network events too: after a start that fails, a network's `disconnect` is all Docker sends.
-CONTAINER_EVENTS = json.dumps({"type": ["container", "network"]})
+CONTAINER_EVENTS = {"type": ["container", "network"]}
 # Seconds within which an event the daemon sent has reached us; the silence check looks for
 # events older than this that the stream did not deliver.
 DELIVERY_MARGIN = 2.0
 
 
-class Disconnected(Exception):
-    """The session ended without an exception of its own (stream closed, daemon silent)."""
+class Subscriber(Protocol):
+    """Where the reader takes events from: the stream's events in order, then why it ended."""
+
+    async def get(self) -> Mapping[str, Any] | EngineError: ...
 
 
 @dataclass
@@ -104,6 +102,7 @@ class DockerWatch:
     metrics: SelfMetrics
     clock: Callable[[], float] = time.time
     connected: bool = False  # subscribed and synced: what /ready reports
+    problem: str = "not connected to the Docker Engine yet"  # why not, while not connected
     _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
     # Tracked containers created and never started: a network disconnect of one is a failed start.
     _unstarted: set[str] = field(default_factory=set)
@@ -115,16 +114,33 @@ class DockerWatch:
     # -- level 1: forever
 
     async def run_forever(self) -> NoReturn:
+        """Sessions, one after the other, for ever: whatever the engine does ends a session at
+        most (an ``EngineError``), counted by kind; the next one starts after a backoff and
+        resyncs. A failure is logged once per kind, the same failure again at debug, until a
+        session syncs ("connected again")."""
         docker = self.settings.docker
         backoff = Backoff(docker.backoff_initial_seconds, docker.backoff_max_seconds)
+        logged: set[str] = set()  # kinds of failure logged since the last sync
+
+        def on_synced() -> None:
+            backoff.reset()
+            log.info("connected %sto the Docker Engine and synced", "again " if logged else "")
+            logged.clear()
+
         while True:
+            was_connected = self.connected
             try:
-                await self._session(on_synced=backoff.reset)
-            except* (Disconnected, *ENGINE_ERRORS) as group:
-                reason = "; ".join(str(e) or type(e).__name__ for e in group.exceptions)
+                await self._session(on_synced=on_synced)
+            except* EngineError as group:
+                error = _first(group)
+            self.metrics.docker_errors.labels(error.kind).inc()
+            self.problem = error.reason
             delay = backoff.next()
             self.metrics.reconnects.inc()
-            log.warning("lost the Docker Engine (%s); reconnecting in %.1f s", reason, delay)
+            what = "lost the Docker Engine" if was_connected else "cannot reach the Docker Engine"
+            level = logging.DEBUG if error.kind in logged else logging.WARNING
+            logged.add(error.kind)
+            log.log(level, "%s (%s); reconnecting in %.1f s", what, error, delay)
             await asyncio.sleep(delay)
 
     # -- level 2: one connection
@@ -132,41 +148,43 @@ class DockerWatch:
     async def _session(self, *, on_synced: Callable[[], None]) -> NoReturn:
         async with Engine.open(self.settings.docker) as engine:
             since = await self._daemon_time(engine)
-            events = engine.docker.events
-            subscriber = events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+            received: asyncio.Queue[Mapping[str, Any] | EngineError] = asyncio.Queue()
+            opened = asyncio.Event()
             # `since` closes the gap between the daemon flushing the response headers and
             # registering the subscription; the relist below, not `since`, is the truth.
-            stream = asyncio.create_task(events.run(since=f"{since:.9f}", filters=CONTAINER_EVENTS))
+            stream = asyncio.create_task(self._receive(engine, since=since, into=received, opened=opened))
             try:
-                await self._until_streaming(engine, stream)
+                await _until_opened(opened, stream, received)
                 await self._resync(engine, at=since)
                 self._set_connected(True)
-                log.info("connected to the Docker Engine and synced")
                 on_synced()
-                await self._stream(engine, subscriber, since=since)
+                await self._stream(engine, received, since=since)
             finally:
                 self._set_connected(False)
                 stream.cancel()
-                with suppress(asyncio.CancelledError, *ENGINE_ERRORS):
+                with suppress(asyncio.CancelledError):
                     await stream
 
-    async def _until_streaming(self, engine: Engine, stream: asyncio.Task[None]) -> None:
-        async with engine.deadline():
-            while engine.docker.events.json_stream is None:
-                if stream.done():
-                    stream.result()  # raises what ended it
-                    raise Disconnected("the event stream ended before it began")
-                await asyncio.sleep(0.005)
+    @staticmethod
+    async def _receive(
+        engine: Engine, *, since: float, into: asyncio.Queue[Mapping[str, Any] | EngineError], opened: asyncio.Event
+    ) -> None:
+        """The event stream into ``into``, without waiting for anything else: then why it ended."""
+        try:
+            async with aclosing(engine.events(since=since, filters=CONTAINER_EVENTS, opened=opened.set)) as events:
+                async for event in events:
+                    into.put_nowait(event)
+            into.put_nowait(EngineError("connection", "the daemon ended the event stream"))
+        except EngineError as error:
+            into.put_nowait(error)
 
-    async def _stream(self, engine: Engine, subscriber: ChannelSubscriber, *, since: float) -> NoReturn:
+    async def _stream(self, engine: Engine, subscriber: Subscriber, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
         async with asyncio.TaskGroup() as group:
             await self._read(engine, subscriber, _PerContainer(group), since=since)
         raise AssertionError("unreachable")  # _read never returns
 
-    async def _read(
-        self, engine: Engine, subscriber: ChannelSubscriber, work: _PerContainer, *, since: float
-    ) -> NoReturn:
+    async def _read(self, engine: Engine, subscriber: Subscriber, work: _PerContainer, *, since: float) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
         silence = self.settings.docker.silence_seconds
         next_resync = time.monotonic() + resync_every
@@ -177,7 +195,7 @@ class DockerWatch:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
                 # arrives with an event, and the stop would never end this loop.
                 async with asyncio.timeout(wait):
-                    event = await subscriber.get()  # type: ignore[no-untyped-call]
+                    event = await subscriber.get()
             except TimeoutError:
                 if resync_every and time.monotonic() >= next_resync:
                     await self._resync(engine, at=await self._daemon_time(engine))
@@ -185,8 +203,8 @@ class DockerWatch:
                 else:
                     await self._check_silence(engine, heard=heard)
                 continue
-            if event is None:  # aiodocker's word for "the stream ended"
-                raise Disconnected("the event stream ended")
+            if isinstance(event, EngineError):  # why the stream ended
+                raise event
             heard = max(heard, docker_causes.event_time(event) or heard)
             self._handle(engine, event, work)
 
@@ -194,17 +212,13 @@ class DockerWatch:
         """No event for a while: a hung daemon does not answer, and a stream that stalled while
         the daemon still answers (a proxy, a NAT dropping the connection) has missed events
         that the daemon lists when asked for the time since the last one delivered."""
-        async with engine.deadline():
-            until = await self._daemon_time(engine) - DELIVERY_MARGIN
-            if until <= heard:
-                return
-            probe = DockerEvents(engine.docker)  # type: ignore[no-untyped-call]
-            missed = probe.subscribe(create_task=False)  # type: ignore[no-untyped-call]
-            await probe.run(since=f"{heard:.9f}", until=f"{until:.9f}", filters=CONTAINER_EVENTS)
-        while (event := await missed.get()) is not None:
+        until = await self._daemon_time(engine) - DELIVERY_MARGIN
+        if until <= heard:
+            return
+        for event in await engine.events_between(since=heard, until=until, filters=CONTAINER_EVENTS):
             if (docker_causes.event_time(event) or heard) > heard:
-                action = docker_causes.event_action(event)
-                raise Disconnected(f"the event stream did not deliver a {action} event that the daemon lists")
+                action = docker_causes.event_action(event)[:64]
+                raise EngineError("connection", f"the event stream did not deliver a {action} event the daemon lists")
 
     async def _resync(self, engine: Engine, *, at: float) -> None:
         """Rebuild from what exists: every reconnect is a full resync."""
@@ -215,12 +229,10 @@ class DockerWatch:
             if self.settings.labels.track_compose
             else [{"label": [name]} for name in (labels.NAME, labels.SWARM_SERVICE_ID)]
         )
-        listed = []
+        listed: dict[str, Mapping[str, Any]] = {}
         for label_filter in label_filters:
-            async with engine.deadline():
-                listed += await engine.docker.containers.list(all=True, filters=json.dumps(label_filter))
-        listed = list({c.id: c for c in listed}.values())
-        ids = [c.id for c in listed if labels.is_tracked(c["Labels"] or {}, settings=self.settings.labels)]
+            listed |= await engine.labels(label_filter)
+        ids = [i for i, found in listed.items() if labels.is_tracked(found, settings=self.settings.labels)]
         limit = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
 
         async def inspect(container_id: str) -> Instance | None:
@@ -316,6 +328,31 @@ class DockerWatch:
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
         self.metrics.docker_up.set(1 if connected else 0)
+        if connected:
+            self.problem = ""
+
+
+async def _until_opened(
+    opened: asyncio.Event, stream: asyncio.Task[None], received: asyncio.Queue[Mapping[str, Any] | EngineError]
+) -> None:
+    """Until the daemon answered the event stream's request (the request has its own bound)."""
+    waiting = asyncio.create_task(opened.wait())
+    try:
+        await asyncio.wait([waiting, stream], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if not opened.is_set():
+        error = received.get_nowait() if not received.empty() else None
+        raise error if isinstance(error, EngineError) else EngineError("connection", "the event stream ended early")
+
+
+def _first(group: BaseExceptionGroup[EngineError]) -> EngineError:
+    """The first failure of a session (the others, if any, followed from it)."""
+    while True:
+        first = group.exceptions[0]
+        if isinstance(first, EngineError):
+            return first
+        group = first
 
 
 def _unstarted(instance: Instance) -> bool:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol
-
-import aiohttp
 
 from watcher.config import Settings
 from watcher.domain.model import State, Usage
 from watcher.domain.observations import UsageSampled
 from watcher.selfmetrics import SelfMetrics
-from watcher.sources.engine import ENGINE_ERRORS, Engine
+from watcher.sources.engine import Engine, EngineError
 from watcher.sources.stats.cgroups import CgroupStats, detect_hierarchy, layout_problem, working_set
 
 log = logging.getLogger(__name__)
@@ -28,13 +27,16 @@ log = logging.getLogger(__name__)
 def usage_from_stats(stats: Mapping[str, Any]) -> Usage | None:
     """One stats API sample → Usage; memory as `docker stats` computes it (usage minus inactive file)."""
     try:
-        cpu_ns = stats["cpu_stats"]["cpu_usage"]["total_usage"]
+        cpu_ns = float(stats["cpu_stats"]["cpu_usage"]["total_usage"])
         memory = stats["memory_stats"]
         usage = float(memory["usage"])
-    except (KeyError, TypeError):
-        return None  # a container that stopped between listing and sampling
+        stat = {key: float(value) for key, value in (memory.get("stats") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None  # a container that stopped between listing and sampling, or not Docker's answer
+    if not all(math.isfinite(number) for number in (cpu_ns, usage, *stat.values())):
+        return None
     # The API passes the cgroup's memory.stat through: the cgroup source's formula applies as is.
-    return Usage(cpu_seconds=float(cpu_ns) / 1e9, memory_bytes=working_set(usage, memory.get("stats") or {}))
+    return Usage(cpu_seconds=cpu_ns / 1e9, memory_bytes=working_set(usage, stat))
 
 
 class StatsSource(Protocol):
@@ -63,7 +65,7 @@ class ApiStats:
     def __init__(self, engine: Engine, *, concurrency: int, timeout: float) -> None:
         self._engine = engine
         self._limit = asyncio.Semaphore(concurrency)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
 
     async def sample(self, container_ids: list[str]) -> tuple[dict[str, Usage], int]:
         """Usage of each container that answered, and how many did not."""
@@ -74,13 +76,11 @@ class ApiStats:
     async def _one(self, container_id: str) -> Usage | None:
         async with self._limit:
             try:
-                samples = await self._engine.docker.containers.container(container_id).stats(
-                    stream=False, timeout=self._timeout
-                )
-            except ENGINE_ERRORS as exc:
+                sample = await self._engine.stats(container_id, timeout=self._timeout)
+            except EngineError as exc:
                 log.debug("stats of %s: %s", container_id[:12], exc)
                 return None
-        return usage_from_stats(samples[0]) if samples else None
+        return usage_from_stats(sample) if sample else None
 
 
 class AutoStats:
@@ -119,7 +119,7 @@ def _cgroup_parent(engine: Engine, *, concurrency: int) -> Callable[[str], Await
         async with limit:
             try:
                 data = await engine.inspect(container_id)
-            except ENGINE_ERRORS as exc:
+            except EngineError as exc:
                 log.debug("inspect of %s for its cgroup parent: %s", container_id[:12], exc)
                 return None
         if data is None:
@@ -140,7 +140,7 @@ async def open_source(
         return api
     try:
         info = await engine.info()
-    except ENGINE_ERRORS as exc:
+    except EngineError as exc:
         log.debug("stats: /info for the cgroup layout: %s", exc)
         return None
     hierarchy = detect_hierarchy(
@@ -181,6 +181,22 @@ async def poll_forever(
     clock: Callable[[], float] = time.time,
 ) -> NoReturn:
     """Every interval, sample the running tracked containers and report their usage."""
+    while True:
+        try:
+            await _poll(settings=settings, snapshot=snapshot, submit=submit, metrics=metrics, clock=clock)
+        except EngineError as error:  # no engine to open (no socket): the Docker watch says so
+            log.debug("stats: %s", error)
+            await asyncio.sleep(settings.stats.interval_seconds)
+
+
+async def _poll(
+    *,
+    settings: Settings,
+    snapshot: Callable[[], State],
+    submit: Callable[[UsageSampled], None],
+    metrics: SelfMetrics,
+    clock: Callable[[], float],
+) -> NoReturn:
     interval = settings.stats.interval_seconds
     async with Engine.open(settings.docker) as engine:
         # One API sample takes about a second (the daemon waits for a second reading).
