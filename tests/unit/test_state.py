@@ -210,6 +210,19 @@ def test_start_after_a_stop_resets_what_docker_resets() -> None:
     assert run.status is Status.SUCCESS  # the rollout had finished; a restart does not reopen it
 
 
+def test_a_stop_event_after_an_inspect_that_saw_the_stop_keeps_it_requested() -> None:
+    """The inspect after a start answered late, once `docker stop` had ended the container: the
+    stop's own events, applied after it, do not turn the requested stop into a crash."""
+    seen = started("a", "1.0.0", 100)
+    stopped = dataclasses.replace(
+        seen.instance, running=False, running_since=None, exit_code=143, exited_at=102, exit_requested=True
+    )
+    run = Run()(InstanceSeen(100, stopped))
+    run(InstanceStopRequested(101, "a"), InstanceExited(102, "a", 143))
+    instance = run.d().members["a"].instance
+    assert (instance.running, instance.exit_code, instance.exit_requested) == (False, 143, True)
+
+
 def test_start_event_of_an_unknown_container_is_ignored() -> None:
     """A start of a container the state does not own (untracked, rejected) changes nothing."""
     run = Run()(started("a", "1.0.0", 100))

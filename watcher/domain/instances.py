@@ -82,7 +82,8 @@ def changed(txn: Txn, change: InstanceChange) -> None:
                 health=Health.STARTING if instance.has_healthcheck else Health.NONE,
             )  # fmt: skip
         case InstanceStopRequested():
-            instance = dataclasses.replace(instance, exit_requested=instance.running)
+            # Already exited: an inspect answering late may have seen the stop this asks for.
+            instance = dataclasses.replace(instance, exit_requested=instance.running or instance.exit_requested)
         case InstanceExited(exit_code=code):
             instance = dataclasses.replace(
                 instance, running=False, running_since=None, exit_code=code, exited_at=change.at
