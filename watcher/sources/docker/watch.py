@@ -79,15 +79,14 @@ class _PerContainer:
         task = self._group.create_task(self._after(self._last.get(container_id), job))
         self._last[container_id] = task
         task.add_done_callback(lambda done: self._forget(container_id, done))
+        # Cancelled before it began (waiting for the previous, or not yet running): closed, not
+        # left unawaited. After it ran, close() does nothing.
+        task.add_done_callback(lambda _: job.close())
 
     @staticmethod
     async def _after(previous: asyncio.Task[None] | None, job: Coroutine[Any, Any, None]) -> None:
-        try:
-            if previous is not None:
-                await asyncio.wait([previous])  # its failure is reported by the group, once
-        except asyncio.CancelledError:
-            job.close()  # never started: not a coroutine left unawaited
-            raise
+        if previous is not None:
+            await asyncio.wait([previous])  # its failure is reported by the group, once
         await job
 
     def _forget(self, container_id: str, task: asyncio.Task[None]) -> None:
