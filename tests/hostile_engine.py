@@ -422,12 +422,15 @@ class HostileEngine:
         response.enable_chunked_encoding()
         await response.prepare(request)
         past = [line for at, line in self._history if (since is None or at > since) and (until is None or at <= until)]
-        for line in past:
-            await response.write(line)
         if until is not None:
+            for line in past:
+                await response.write(line)
             await response.write_eof()
             return response
+        # Subscribed before the replay, as a daemon does: what happens meanwhile follows it.
         stream = _Stream()
+        for line in past:
+            stream.queue.put_nowait(line)
         self._streams.add(stream)
         drip = False
         try:
