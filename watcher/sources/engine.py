@@ -100,7 +100,11 @@ class Engine:
             if isinstance(cause, aiodocker.DockerError) and gone(cause.status, cause.message):
                 return None
             raise
-        return _mapping(data, "an inspect")
+        inspected = _mapping(data, "an inspect")
+        answered = inspected.get("Id")
+        if not isinstance(answered, str) or not answered.startswith(container_id):
+            raise EngineError("protocol", f"an inspect of {container_id[:12]} answered for another container")
+        return inspected
 
     async def labels(self, filters: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
         """The labels of every container, running or not, that ``filters`` let through, by id."""
