@@ -17,6 +17,7 @@ Faults (``FAULTS``), one at a time on command or drawn at random with ``chaos``:
 - ``ghost``: events of a container that does not exist (create, start, die, destroy)
 - ``error_500``: the next requests answer 500 (a JSON message, or garbage under a JSON content type)
 - ``garbage_body``: the next requests answer 200 with a body that is not what was asked for
+  (and could not pass for it)
 - ``hang``: the next requests are held past any sane timeout (then answered)
 - ``close_streams``: every event stream closes between events
 """
@@ -385,8 +386,10 @@ class HostileEngine:
             self._held.discard(task)
 
     def _garbage_body(self) -> bytes:
+        """Wrong for any request; never ``[]`` or ``{}``, which some requests could mean: a daemon
+        lying that plausibly (no containers) cannot be caught by any client."""
         return self._rng.choice(
-            [b"[]", b"{}", b"null", b'"text"', b"[1, {}]", b'{"Id": 5}', b"<html>proxy error</html>", b"\xff\xfe"]
+            [b"null", b'"text"', b"[1, {}]", b'{"Id": 5}', b"<html>proxy error</html>", b"\xff\xfe", b"[[]]"]
         )
 
     def _answer(self, request: web.Request, path: str) -> web.StreamResponse:
