@@ -30,7 +30,7 @@ import aiohttp
 from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.selfmetrics import SelfMetrics
-from watcher.sources.engine import ENGINE_ERRORS, Engine
+from watcher.sources.engine import ENGINE_ERRORS, Engine, EngineError
 from watcher.sources.swarm import causes
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class SwarmWatch:
     following: bool = False  # this watcher speaks for the orchestrator (the leader's)
     _rolling: set[str] = field(default_factory=set)  # services whose tasks are read again
     _warned: set[str] = field(default_factory=set)
+    _logged: set[str] = field(default_factory=set)  # kinds of engine failure logged since the last resync
 
     async def run_forever(self) -> NoReturn:
         swarm, docker = self.settings.swarm, self.settings.docker
@@ -75,7 +76,12 @@ class SwarmWatch:
                 await asyncio.sleep(swarm.leader_check_seconds)
                 continue
             except ENGINE_ERRORS as exc:
-                log.warning("Swarm services: lost the Docker Engine (%s)", str(exc) or type(exc).__name__)
+                # Once per kind until a session resyncs again: a lasting failure is one line. No
+                # socket at all: the Docker watch says so.
+                kind = exc.kind if isinstance(exc, EngineError) else type(exc).__name__
+                level = logging.DEBUG if kind in self._logged or kind == "no_socket" else logging.WARNING
+                self._logged.add(kind)
+                log.log(level, "Swarm services: lost the Docker Engine (%s)", str(exc) or type(exc).__name__)
             cap = min(docker.backoff_max_seconds, docker.backoff_initial_seconds * 2.0**attempt)
             attempt += 1
             await asyncio.sleep(cap / 2 + random.random() * cap / 2)
@@ -88,6 +94,7 @@ class SwarmWatch:
             since = await self._daemon_time(docker)
             async with self._events(docker, since=since) as events:
                 await self._resync(docker, at=since)
+                self._logged.clear()
                 if not self.following:
                     log.info("Swarm services: following them as the leader (node %s)", node)
                 self.following = True
