@@ -1,6 +1,6 @@
 """Fixtures shared by the integration and end-to-end tests: the real Docker Engine, a
-busybox image made locally, containers with random names removed afterwards, and a real
-watcher process.
+busybox image made locally, the project's image built offline (once per session), containers
+with random names removed afterwards, and a real watcher process.
 
 A test that needs the engine or a binary fails (never skips) when it is missing: the README
 test command installs and starts everything.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -91,6 +93,116 @@ def busybox_image(docker_engine: None) -> str:
             ["docker", "import", "-", BUSYBOX_IMAGE], input=busybox_tarball(), check=True, capture_output=True
         )
     return BUSYBOX_IMAGE
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "deployment-watcher-test/debian-python:12"
+WHEELHOUSE = "build/wheelhouse"  # relative to ROOT, the build context
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+PATH_ENV = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses for its main suite (not security)."""
+    candidates: list[str] = []
+    deb822 = Path("/etc/apt/sources.list.d/debian.sources")
+    if deb822.exists():
+        for stanza in deb822.read_text().split("\n\n"):
+            fields = dict(
+                line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#")
+            )
+            suites = fields.get("Suites", "").split()
+            if any("-" not in suite for suite in suites):
+                candidates += fields.get("URIs", "").split()
+    sources_list = Path("/etc/apt/sources.list")
+    if sources_list.exists():
+        for line in sources_list.read_text().splitlines():
+            match = re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line.strip())
+            if match and "-" not in match.group(2):
+                candidates.append(match.group(1))
+    return next((uri for uri in candidates if "security" not in uri), DEFAULT_MIRROR)
+
+
+@pytest.fixture(scope="session")
+def debian_python_image(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Debian 12 image with python3 and python3-venv, made with debootstrap once and kept."""
+    if docker("images", "-q", BASE_IMAGE):
+        return BASE_IMAGE
+    if shutil.which("debootstrap") is None:
+        if os.geteuid() != 0:
+            pytest.fail("debootstrap is missing and installing it needs root: apt-get install debootstrap")
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "debootstrap"], check=True, timeout=300)
+    if os.geteuid() != 0:
+        pytest.fail(f"making {BASE_IMAGE} with debootstrap needs root")
+    rootfs = tmp_path_factory.mktemp("debian-rootfs")
+    try:
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                "bookworm",
+                str(rootfs),
+                debian_mirror(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(
+            ["docker", "import", "-c", PATH_ENV, "-", BASE_IMAGE], stdin=tar.stdout, check=True, capture_output=True
+        )
+        assert tar.stdout is not None
+        tar.stdout.close()
+        assert tar.wait() == 0, "tar of the debootstrap root failed"
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> str:
+    """build/wheelhouse: the project's dependencies and build backend as CPython 3.11 x86_64 wheels."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    platform_args = ["--python-version", "3.11", "--implementation", "cp"]
+    platform_args += [arg for abi in ("cp311", "abi3", "none") for arg in ("--abi", abi)]
+    platform_args += [
+        arg for tag in ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "any") for arg in ("--platform", tag)
+    ]
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:"]
+    result = subprocess.run(
+        [*pip, "--dest", str(ROOT / WHEELHOUSE), *platform_args, *requirements],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, f"pip download failed:\n{result.stderr[-3000:]}"
+    return WHEELHOUSE
+
+
+@pytest.fixture(scope="session")
+def watcher_image(debian_python_image: str, wheelhouse: str) -> Iterator[str]:
+    """The image built from the Dockerfile on the Debian base, offline, once per session; removed afterwards."""
+    tag = f"deployment-watcher-test/watcher:ci-{uuid.uuid4().hex[:10]}"
+    try:
+        docker(
+            "build",
+            "--build-arg",
+            f"BASE_IMAGE={debian_python_image}",
+            "--build-arg",
+            f"WHEELHOUSE={wheelhouse}",
+            "--build-arg",
+            "VERSION=0.0.0-test",
+            "-t",
+            tag,
+            str(ROOT),
+            timeout=300,
+        )
+        yield tag
+    finally:
+        docker("rmi", "-f", tag, check=False)
 
 
 @pytest.fixture

@@ -25,8 +25,14 @@ STOP_TIMEOUT = 30  # seconds dockerd may take to shut down before it is killed
 
 
 class PrivateDockerd:
-    def __init__(self, *, log: Path, image: str, image_tarball: bytes, netns: str | None = None) -> None:
+    def __init__(
+        self, *, log: Path, image: str, image_tarball: bytes, netns: str | None = None, own_socket_path: bool = False
+    ) -> None:
         self.netns = netns  # a network namespace made by the caller (ip netns add); None: one of its own
+        # True: dockerd runs in a mount namespace of its own where /var/run/docker.sock is its
+        # socket, so that its containers mounting that path (a stack's watcher) reach it, not the
+        # shared daemon. Its containerd and runc are its children and share that namespace.
+        self.own_socket_path = own_socket_path
         self.base = Path(tempfile.mkdtemp(prefix="dwd-", dir="/tmp"))
         self.namespace = f"dwtest-{uuid.uuid4().hex[:8]}"
         self.log = log
@@ -55,6 +61,10 @@ class PrivateDockerd:
             if self.netns
             else [shutil.which("unshare") or pytest.fail("unshare (util-linux) is not installed"), "--net", "--"]
         )
+        if self.own_socket_path:
+            # private propagation: nothing mounted in there shows on the host.
+            # A UTS namespace too: a node of its own has a hostname of its own (the swarm node's).
+            launcher += ["unshare", "--mount", "--propagation", "private", "--uts", "--"]
         args = [
             *launcher,
             shutil.which("dockerd") or pytest.fail("dockerd is not installed: run the README test command"),
@@ -83,6 +93,8 @@ class PrivateDockerd:
             poll("dockerd to answer", answers, timeout=60, interval=0.1)
         except AssertionError as exc:
             pytest.fail(f"{exc}\n{self.tail()}")
+        if self.own_socket_path:
+            self._mount_socket()
         if not self._imported:
             subprocess.run(
                 ["docker", "-H", self.host, "import", "-", self.image],
@@ -92,6 +104,25 @@ class PrivateDockerd:
                 timeout=60,
             )
             self._imported = True
+
+    def _mount_socket(self) -> None:
+        """Its socket bind-mounted over /var/run/docker.sock inside its own mount namespace only."""
+        assert self._process is not None
+        subprocess.run(
+            ["nsenter", f"--mount=/proc/{self._process.pid}/ns/mnt", "--",
+             "mount", "--bind", f"{self.base}/docker.sock", "/var/run/docker.sock"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+
+    def set_hostname(self, name: str) -> None:
+        """The hostname in its UTS namespace (own_socket_path only), before it joins a swarm."""
+        assert self._process is not None and self.own_socket_path
+        subprocess.run(["nsenter", f"--uts=/proc/{self._process.pid}/ns/uts", "--", "hostname", name],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+
+    def socket_gid(self) -> int:
+        """The group of its socket: what its containers need to read it as a non-root user."""
+        return (self.base / "docker.sock").stat().st_gid
 
     def stop(self) -> None:
         """SIGTERM, as an init system stops it; SIGKILL if it takes longer than STOP_TIMEOUT."""

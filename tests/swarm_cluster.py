@@ -28,13 +28,21 @@ def _ip(*args: str, check: bool = True) -> None:
 class SwarmCluster:
     """``size`` nodes: the first is the manager, the others workers."""
 
-    def __init__(self, *, tmp_path: Path, image: str, image_tarball: bytes, size: int = 1) -> None:
+    def __init__(
+        self, *, tmp_path: Path, image: str, image_tarball: bytes, size: int = 1, own_socket_path: bool = False
+    ) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.net = 99  # 10.99.0.0/24: private to these namespaces, never routed on the host
         self.namespaces = [f"dwsw-{self.tag}-{n}" for n in range(size)]
         self.addresses = [f"10.{self.net}.0.{n + 1}" for n in range(size)]
         self.nodes = [
-            PrivateDockerd(log=tmp_path / f"dockerd-{n}.log", image=image, image_tarball=image_tarball, netns=ns)
+            PrivateDockerd(
+                log=tmp_path / f"dockerd-{n}.log",
+                image=image,
+                image_tarball=image_tarball,
+                netns=ns,
+                own_socket_path=own_socket_path,
+            )
             for n, ns in enumerate(self.namespaces)
         ]
         self._made: list[str] = []
@@ -63,8 +71,10 @@ class SwarmCluster:
                 _ip("-n", ns, "link", "set", there, "up")
                 _ip("-n", first, "route", "add", f"{self.addresses[n]}/32", "dev", here)
                 _ip("-n", ns, "route", "add", f"{self.addresses[0]}/32", "dev", there)
-        for node in self.nodes:
+        for n, node in enumerate(self.nodes):
             node.start(live_restore=False)
+            if node.own_socket_path:
+                node.set_hostname(f"node-{n}")
         self.manager.docker("swarm", "init", "--advertise-addr", self.addresses[0], "--listen-addr",
                             f"{self.addresses[0]}:2377")  # fmt: skip
         if len(self.nodes) > 1:
@@ -84,6 +94,15 @@ class SwarmCluster:
         for node in self.nodes:
             for tag in tags:
                 node.docker("tag", node.image, tag)
+
+    def load_image(self, image: str, tarball: Path) -> None:
+        """An image of the shared daemon on every node, by ``docker save`` and ``docker load`` (no registry)."""
+        subprocess.run(["docker", "save", "-o", str(tarball), image], check=True, capture_output=True, timeout=300)
+        try:
+            for node in self.nodes:
+                node.docker("load", "-i", str(tarball), timeout=300)
+        finally:
+            tarball.unlink(missing_ok=True)
 
     def inspect(self, kind: str, name: str) -> Any:
         """``docker KIND inspect NAME`` on the manager, as JSON."""

@@ -3,18 +3,14 @@ real Docker Engine next to a labelled container.
 
 No registry is reachable here, so the base image is made locally with debootstrap (Debian 12
 with its python3, cached across runs by tag) and the dependencies come from a wheelhouse
-downloaded on the host into build/wheelhouse.
+downloaded on the host into build/wheelhouse (the ``watcher_image`` fixture in tests/conftest.py,
+shared with the Swarm stack test).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import ssl
 import subprocess
-import sys
-import tomllib
 import urllib.error
 import urllib.request
 import uuid
@@ -32,115 +28,7 @@ from tests.polling import poll
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "deployment-watcher-test/debian-python:12"
-WHEELHOUSE = "build/wheelhouse"  # relative to ROOT, the build context
 SOCKET = Path("/var/run/docker.sock")
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-PATH_ENV = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def debian_mirror() -> str:
-    """The Debian mirror this machine's apt uses for its main suite (not security)."""
-    candidates: list[str] = []
-    deb822 = Path("/etc/apt/sources.list.d/debian.sources")
-    if deb822.exists():
-        for stanza in deb822.read_text().split("\n\n"):
-            fields = dict(
-                line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#")
-            )
-            suites = fields.get("Suites", "").split()
-            if any("-" not in suite for suite in suites):
-                candidates += fields.get("URIs", "").split()
-    sources_list = Path("/etc/apt/sources.list")
-    if sources_list.exists():
-        for line in sources_list.read_text().splitlines():
-            match = re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line.strip())
-            if match and "-" not in match.group(2):
-                candidates.append(match.group(1))
-    return next((uri for uri in candidates if "security" not in uri), DEFAULT_MIRROR)
-
-
-@pytest.fixture(scope="session")
-def debian_python_image(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A Debian 12 image with python3 and python3-venv, made with debootstrap once and kept."""
-    if docker("images", "-q", BASE_IMAGE):
-        return BASE_IMAGE
-    if shutil.which("debootstrap") is None:
-        if os.geteuid() != 0:
-            pytest.fail("debootstrap is missing and installing it needs root: apt-get install debootstrap")
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "debootstrap"], check=True, timeout=300)
-    if os.geteuid() != 0:
-        pytest.fail(f"making {BASE_IMAGE} with debootstrap needs root")
-    rootfs = tmp_path_factory.mktemp("debian-rootfs")
-    try:
-        subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                "--include=python3,python3-venv,ca-certificates",
-                "bookworm",
-                str(rootfs),
-                debian_mirror(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(
-            ["docker", "import", "-c", PATH_ENV, "-", BASE_IMAGE], stdin=tar.stdout, check=True, capture_output=True
-        )
-        assert tar.stdout is not None
-        tar.stdout.close()
-        assert tar.wait() == 0, "tar of the debootstrap root failed"
-    finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
-    return BASE_IMAGE
-
-
-@pytest.fixture(scope="session")
-def wheelhouse() -> str:
-    """build/wheelhouse: the project's dependencies and build backend as CPython 3.11 x86_64 wheels."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    requirements = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
-    platform_args = ["--python-version", "3.11", "--implementation", "cp"]
-    platform_args += [arg for abi in ("cp311", "abi3", "none") for arg in ("--abi", abi)]
-    platform_args += [
-        arg for tag in ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "any") for arg in ("--platform", tag)
-    ]
-    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:"]
-    result = subprocess.run(
-        [*pip, "--dest", str(ROOT / WHEELHOUSE), *platform_args, *requirements],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, f"pip download failed:\n{result.stderr[-3000:]}"
-    return WHEELHOUSE
-
-
-@pytest.fixture(scope="module")
-def watcher_image(debian_python_image: str, wheelhouse: str) -> Iterator[str]:
-    """The image built from the Dockerfile on the Debian base, offline; removed afterwards."""
-    tag = f"deployment-watcher-test/watcher:ci-{uuid.uuid4().hex[:10]}"
-    try:
-        docker(
-            "build",
-            "--build-arg",
-            f"BASE_IMAGE={debian_python_image}",
-            "--build-arg",
-            f"WHEELHOUSE={wheelhouse}",
-            "--build-arg",
-            "VERSION=0.0.0-test",
-            "-t",
-            tag,
-            str(ROOT),
-            timeout=300,
-        )
-        yield tag
-    finally:
-        docker("rmi", "-f", tag, check=False)
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -2,12 +2,15 @@
 Prometheus that finds both watchers itself (``dockerswarm_sd_configs``, role tasks).
 
 Two private daemons, each in a network namespace of its own joined by a veth pair (10.99.0.1
-manager, 10.99.0.2 worker). A watcher runs on each node as a process in that node's namespace,
-on its node's address, port 9102: where the stack's global service publishes it (host mode,
-deploy/swarm/stack.yml). The global service itself is there too, a stand-in task per node
-(no registry here to ship the watcher's image), so that Prometheus, running on the manager
-with deploy/swarm/prometheus.yml as shipped (only the Docker socket's path differs), discovers
-one target per node from the manager's task list.
+manager ``node-0``, 10.99.0.2 worker ``node-1``). ``test_stack_on_two_nodes`` deploys the
+watcher service of deploy/swarm/stack.yml as shipped (``docker stack deploy``) with the
+project's image (built once per session, ``docker save``/``docker load`` into each node: no
+registry): each node's daemon owns /var/run/docker.sock in a mount namespace of its own, so
+the task there reads its own node's engine, and publishes port 9102 on its node's address
+(host mode). Prometheus, a process in the manager's namespace with deploy/swarm/prometheus.yml
+as shipped (only the Docker socket's path and the intervals differ), discovers one target per
+node from the manager's task list. ``test_two_managers_export_once`` runs watchers as
+processes, to demote the leader under them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import dashboard
 from tests.conftest import BUSYBOX_IMAGE, busybox_tarball, require_binary
 from tests.polling import poll
 from tests.swarm_cluster import SwarmCluster
@@ -34,6 +40,10 @@ from tests.swarm_cluster import SwarmCluster
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
+STACK_FILE = ROOT / "deploy/swarm/stack.yml"
+STACK = "watcher"
+WATCHER_SERVICE = f"{STACK}_deployment-watcher"
+STACK_IMAGE = "deployment-watcher:local"  # the image deploy/swarm/stack.yml names
 PORT = 9102
 # Some CPU, then idle: the worker's watcher has CPU seconds to report.
 BUSY_THEN_SLEEP = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec sleep 600"
@@ -133,103 +143,205 @@ def query(node: InNamespace, address: str, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-def test_two_nodes(tmp_path: Path, cluster: SwarmCluster, processes: list[subprocess.Popen[bytes]]) -> None:
-    """Tasks pinned to the worker: its watcher reports their CPU and memory under the service's
-    deployment (and nothing else), the manager's watcher (the leader) the rollout; Prometheus
-    discovers both watchers through the manager and every dashboard figure comes once."""
-    manager, worker = cluster.addresses
-    name = f"svc-{uuid.uuid4().hex[:6]}"
-    # The stack's global watcher service (stand-in tasks) on its overlay network: what
-    # dockerswarm_sd discovers (a target per network attachment of each task).
-    cluster.manager.docker("network", "create", "-d", "overlay", "monitoring")
-    cluster.manager.docker(
-        "service", "create", "-d", "--name", "deployment-watcher", "--mode", "global", "--no-resolve-image",
-        "--network", "monitoring",
-        "--label", f"prometheus.scrape.port={PORT}", "--stop-grace-period", "1s", "app:1.0", "sleep", "3600",
-    )  # fmt: skip
-    on_manager = start_watcher(tmp_path, cluster, 0, processes)
-    on_worker = start_watcher(tmp_path, cluster, 1, processes)
-    cluster.manager.docker(
-        "service", "create", "-d", "--name", name, "--replicas", "2", "--constraint", "node.role==worker",
-        "--container-label", f"deployment.name={name}", "--container-label", "deployment.environment=test",
-        "--no-resolve-image", "--stop-grace-period", "1s", "--update-monitor", "2s",
-        "app:1.0", "sh", "-c", BUSY_THEN_SLEEP,
-    )  # fmt: skip
-    key = {"deployment": name, "environment": "test"}
-
-    def rollout_done() -> bool:
-        return value(on_manager, manager, "deployment_status", **key) == 1
-
-    poll("the manager's watcher: success", rollout_done, timeout=90)
-    service = cluster.manager.docker("service", "update", "-d", "--image", "app:1.1", "--no-resolve-image",
-                                     "--stop-grace-period", "1s", name)  # fmt: skip
-    assert service is not None
-    poll(
-        "revision 2 success",
-        lambda: (
-            value(on_manager, manager, "deployment_version", **key) == 2
-            and value(on_manager, manager, "deployment_status", **key) == 1
-        ),
-        timeout=120,
+@pytest.fixture
+def stack_cluster(tmp_path: Path, watcher_image: str) -> Iterator[SwarmCluster]:
+    """Two nodes whose daemons each own /var/run/docker.sock and a hostname (a mount and a UTS
+    namespace of their own), with the project's image as the stack names it."""
+    require_binary("dockerd")
+    require_binary("nsenter")
+    if os.geteuid() != 0:
+        pytest.fail("private daemons need root")
+    made = SwarmCluster(
+        tmp_path=tmp_path, image=BUSYBOX_IMAGE, image_tarball=busybox_tarball(), size=2, own_socket_path=True
     )
-    assert value(on_manager, manager, "deployment_replicas", state="running", **key) == 2
+    try:
+        made.start()
+        made.tag_image("app:1.0", "app:1.1")
+        made.load_image(watcher_image, tmp_path / "watcher-image.tar")
+        for node in made.nodes:
+            node.docker("tag", watcher_image, STACK_IMAGE)
+        yield made
+    finally:
+        if made.manager.running:
+            made.manager.docker("stack", "rm", STACK, check=False)
+        made.cleanup()  # services, networks, daemons with their images and volumes, namespaces
 
-    # The worker: CPU and memory of the tasks, under the service's deployment, and no rollout.
-    poll("worker CPU", lambda: (value(on_worker, worker, "deployment_cpu_usage_seconds_total", **key) or 0) > 0,
-         timeout=60)  # fmt: skip
-    assert (value(on_worker, worker, "deployment_memory_usage_bytes", **key) or 0) > 0
-    worker_names = {s.name for s in samples(on_worker, worker) if s.labels.get("deployment") == name}
-    assert worker_names == {"deployment_cpu_usage_seconds_total", "deployment_memory_usage_bytes"}
-    # The manager runs none of its tasks: its CPU is 0, and it has no second deployment of them.
-    assert value(on_manager, manager, "deployment_cpu_usage_seconds_total", **key) == 0
-    assert {s.labels.get("deployment") for s in samples(on_manager, manager) if s.name == "deployment_status"} == {name}
 
-    # Prometheus on the manager, finding both watchers through the manager's task list.
+def deploy_stack(tmp: Path, cluster: SwarmCluster) -> None:
+    """deploy/swarm/stack.yml's watcher service exactly as shipped (Prometheus and Alertmanager
+    left out: their images cannot be pulled here), DOCKER_GID the nodes' socket group."""
+    shipped = yaml.safe_load(STACK_FILE.read_text())
+    stack = {
+        "services": {"deployment-watcher": shipped["services"]["deployment-watcher"]},
+        "networks": shipped["networks"],
+        "volumes": {"watcher-data": shipped["volumes"]["watcher-data"]},
+    }
+    path = tmp / "stack.yml"
+    path.write_text(yaml.safe_dump(stack))
+    assert yaml.safe_load(path.read_text())["services"] == {
+        "deployment-watcher": shipped["services"]["deployment-watcher"]
+    }
+    (gid,) = {node.socket_gid() for node in cluster.nodes}
+    result = subprocess.run(
+        ["docker", "-H", cluster.manager.host, "stack", "deploy", "-c", str(path), "--resolve-image", "never", STACK],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_GID": str(gid)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+@contextmanager
+def swarm_diagnostics(cluster: SwarmCluster) -> Iterator[None]:
+    """A failed assertion inside says where the watcher's tasks are and what they logged."""
+    try:
+        yield
+    except AssertionError as error:
+        tasks = cluster.manager.docker("service", "ps", "--no-trunc", WATCHER_SERVICE, check=False)
+        logs = [
+            node.docker("logs", "--tail", "30", container, check=False, timeout=30)
+            for node in cluster.nodes
+            for container in (node.docker("ps", "-aq", "--filter",
+                              f"label=com.docker.swarm.service.name={WATCHER_SERVICE}", check=False) or "").split()
+        ]  # fmt: skip
+        raise AssertionError(f"{error}\n{tasks}\n" + "\n".join(str(log) for log in logs)) from None
+
+
+@contextmanager
+def run_prometheus_in(tmp: Path, cluster: SwarmCluster) -> Iterator[InNamespace]:
+    """Prometheus in the manager's namespace with deploy/swarm/prometheus.yml, once it scrapes both watchers."""
+    manager = cluster.addresses[0]
     prometheus = InNamespace(cluster.namespaces[0])
-    binary = require_binary("prometheus")
-    log = (tmp_path / "prometheus.log").open("wb")
-    processes.append(
-        subprocess.Popen(
-            prometheus.command(
-                binary, f"--config.file={prometheus_config(tmp_path, cluster)}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address={manager}:9090",
-            ),
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+    log = (tmp / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        prometheus.command(
+            require_binary("prometheus"), f"--config.file={prometheus_config(tmp, cluster)}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address={manager}:9090",
+        ),
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
     def both_up() -> bool:
         if prometheus.get(f"http://{manager}:9090/-/ready") is None:
             return False  # still starting
-        up = query(prometheus, manager, 'up{job="deployment-watcher"} == 1')
-        return len(up) == 2
+        return len(query(prometheus, manager, 'up{job="deployment-watcher"} == 1')) == 2
 
     try:
-        poll("both watchers scraped", both_up, timeout=90, interval=1)
-    except AssertionError as exc:
-        targets = prometheus.get(f"http://{manager}:9090/api/v1/targets?state=any")
-        raise AssertionError(
-            f"{exc}\ntargets: {targets}\n{(tmp_path / 'prometheus.log').read_text()[-2000:]}"
-        ) from None
-    time.sleep(3)  # a few scrapes of each
+        try:
+            poll("both watchers scraped", both_up, timeout=90, interval=1)
+        except AssertionError as exc:
+            targets = prometheus.get(f"http://{manager}:9090/api/v1/targets?state=any")
+            raise AssertionError(f"{exc}\ntargets: {targets}\n{(tmp / 'prometheus.log').read_text()[-2000:]}") from None
+        yield prometheus
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def assert_dashboard_once(prometheus: InNamespace, address: str, name: str, *, leader: str, worker: str) -> None:
+    """The rollout's series from the leader alone, CPU and memory from the worker alone, and
+    every dashboard query about the deployment answering one series."""
     selector = f'deployment="{name}",environment="test"'
-    # The dashboard's figures, each once: status, version, rollbacks from the leader alone;
-    # CPU and memory summed over the nodes, from the worker only.
     for family in ("deployment_status", "deployment_version", "deployment_info", "deployment_rollback_count_total"):
-        found = query(prometheus, manager, f"{family}{{{selector}}}")
-        assert len(found) == 1, (family, found)
-        assert (
-            found[0]["metric"]["instance"]
-            == query(prometheus, manager, f'up{{node_id="{cluster.node_id(0)}"}}')[0]["metric"]["instance"]
-        )
-    cpu = query(
-        prometheus, manager, f"sum by (deployment, environment) (deployment_cpu_usage_seconds_total{{{selector}}})"
-    )
-    assert len(cpu) == 1 and float(cpu[0]["value"][1]) > 0
-    by_node = query(prometheus, manager, f"deployment_memory_usage_bytes{{{selector}}} > 0")
-    assert [s["metric"]["node_id"] for s in by_node] == [cluster.node_id(1)]
-    alerts = query(prometheus, manager, f"count by (alertname) (ALERTS{{{selector}}})")
+        found = query(prometheus, address, f"{family}{{{selector}}}")
+        assert [s["metric"]["host"] for s in found] == [leader], (family, found)
+    for family in ("deployment_cpu_usage_seconds_total", "deployment_memory_usage_bytes"):
+        found = query(prometheus, address, f"{family}{{{selector}}} > 0")
+        assert [s["metric"]["host"] for s in found] == [worker], (family, found)
+    panels = [(title, expr) for title, expr in dashboard.expressions() if "$deployment" in expr]
+    assert panels
+
+    def answers() -> dict[str, list[dict[str, Any]]]:
+        return {
+            f"{title}: {expr}": query(prometheus, address, dashboard.substitute(expr, deployment=name,
+                                                                                environment="test"))
+            for title, expr in panels
+        }  # fmt: skip
+
+    # Rates and recording rules need a few scrapes and evaluations.
+    answered = poll("every dashboard query answering", answers, timeout=60, interval=1,
+                    until=lambda got: all(got.values()))  # fmt: skip
+    # Once each; the version history has a row per version, each once.
+    history = {panel: series for panel, series in answered.items() if panel.startswith("Version history:")}
+    assert [sorted(s["metric"]["version"] for s in series) for series in history.values()] == [["1.0", "1.1"]]
+    assert {panel: len(series) for panel, series in answered.items() if len(series) != 1 and panel not in history} == {}
+    alerts = query(prometheus, address, f"count by (alertname) (ALERTS{{{selector}}})")
     assert all(float(a["value"][1]) == 1 for a in alerts), alerts
+
+
+def test_stack_on_two_nodes(tmp_path: Path, stack_cluster: SwarmCluster) -> None:
+    """The stack's watcher service, as shipped, deployed with the project's image: one task per
+    node; tasks pinned to the worker: its watcher reports their CPU and memory under the
+    service's deployment (and nothing else), the manager's watcher (the leader) the rollout;
+    Prometheus discovers both watchers through the manager and every dashboard figure comes once."""
+    cluster = stack_cluster
+    manager, worker = cluster.addresses
+    node_ids = [cluster.node_id(0), cluster.node_id(1)]
+    deploy_stack(tmp_path, cluster)
+
+    def watcher_tasks() -> list[tuple[str, str]]:
+        ids = (cluster.manager.docker("service", "ps", "-q", "--filter", "desired-state=running", WATCHER_SERVICE)
+               or "").split()  # fmt: skip
+        tasks = json.loads(cluster.manager.docker("inspect", *ids) or "[]") if ids else []
+        return sorted((task["NodeID"], task["Status"]["State"]) for task in tasks)
+
+    with swarm_diagnostics(cluster):
+        poll("a running watcher task on each node", watcher_tasks, timeout=120,
+             until=lambda tasks: tasks == sorted((node, "running") for node in node_ids))  # fmt: skip
+        for node in cluster.nodes:
+            here = node.docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={WATCHER_SERVICE}")
+            assert len((here or "").split()) == 1
+        on_manager = InNamespace(cluster.namespaces[0])  # reaches both nodes' published ports
+        for address in cluster.addresses:
+            poll(f"the watcher on {address} ready", partial(on_manager.get, f"http://{address}:{PORT}/ready"),
+                 timeout=60, until=lambda body: body is not None)  # fmt: skip
+
+        name = f"svc-{uuid.uuid4().hex[:6]}"
+        cluster.manager.docker(
+            "service", "create", "-d", "--name", name, "--replicas", "2", "--constraint", "node.role==worker",
+            "--container-label", f"deployment.name={name}", "--container-label", "deployment.environment=test",
+            "--no-resolve-image", "--stop-grace-period", "1s", "--update-monitor", "2s",
+            "app:1.0", "sh", "-c", BUSY_THEN_SLEEP,
+        )  # fmt: skip
+        key = {"deployment": name, "environment": "test"}
+        # The leader check runs every 10 s by default (the stack sets no interval).
+        poll("the manager's watcher: success",
+             lambda: value(on_manager, manager, "deployment_status", **key) == 1, timeout=90)  # fmt: skip
+        cluster.manager.docker("service", "update", "-d", "--image", "app:1.1", "--no-resolve-image",
+                               "--stop-grace-period", "1s", name)  # fmt: skip
+        poll(
+            "revision 2 success",
+            lambda: (
+                value(on_manager, manager, "deployment_version", **key) == 2
+                and value(on_manager, manager, "deployment_status", **key) == 1
+            ),
+            timeout=120,
+        )
+        assert value(on_manager, manager, "deployment_replicas", state="running", **key) == 2
+        assert value(on_manager, manager, "deployment_replicas", state="desired", **key) == 2
+
+        # The worker: CPU and memory of the tasks, under the service's deployment, and no rollout
+        # (stats every 15 s by default).
+        poll("worker CPU", lambda: (value(on_manager, worker, "deployment_cpu_usage_seconds_total", **key) or 0) > 0,
+             timeout=90)  # fmt: skip
+        assert (value(on_manager, worker, "deployment_memory_usage_bytes", **key) or 0) > 0
+        worker_names = {s.name for s in samples(on_manager, worker) if s.labels.get("deployment") == name}
+        assert worker_names == {"deployment_cpu_usage_seconds_total", "deployment_memory_usage_bytes"}
+        # The manager runs none of its tasks: its CPU is 0, and it has no second deployment of them.
+        assert value(on_manager, manager, "deployment_cpu_usage_seconds_total", **key) == 0
+        exported = {s.labels.get("deployment") for s in samples(on_manager, manager) if s.name == "deployment_status"}
+        assert exported == {name}
+
+        # Prometheus on the manager, finding both watchers through the manager's task list.
+        with run_prometheus_in(tmp_path, cluster) as prometheus:
+            up = query(prometheus, manager, 'up{job="deployment-watcher"} == 1')
+            assert sorted((s["metric"]["host"], s["metric"]["node_id"]) for s in up) == [
+                ("node-0", node_ids[0]),
+                ("node-1", node_ids[1]),
+            ]
+            assert_dashboard_once(prometheus, manager, name, leader="node-0", worker="node-1")
 
 
 def test_two_managers_export_once(
