@@ -12,9 +12,9 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.unit.readside import NOW, read_side
 from tests.unit.test_state import reported, started
+from watcher.display import age
 from watcher.domain.model import DeploymentKey
 from watcher.domain.observations import Tick
-from watcher.web.board import age
 
 HOSTILE = "<img src=x onerror=alert(1)>\"'&"
 

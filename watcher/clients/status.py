@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from watcher.clients import reader
+from watcher.display import age, size
 from watcher.wire import REPORTS_PATH
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE = 0, 2, 4
@@ -29,22 +30,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="request timeout (default 10)")
     reader.add_flags(p)
     return p
-
-
-def age(seconds: float) -> str:
-    """Like ``docker ps``: 42s, 5m, 3h, 2d."""
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
-def size(value: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.1f}{unit}"
-    return f"{value:.0f}B"
 
 
 def row(d: dict[str, Any], *, now: float) -> tuple[str, ...]:

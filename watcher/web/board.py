@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from watcher.display import age, size
 from watcher.domain.model import DeploymentKey, State, iter_sorted
 from watcher.domain.settings import RuleSettings
 from watcher.web import views
@@ -42,22 +43,6 @@ def _e(value: object) -> str:
 
 def detail_href(key: DeploymentKey) -> str:
     return "deployment?" + urllib.parse.urlencode({"environment": key.environment, "name": key.name})
-
-
-def age(seconds: float) -> str:
-    """A duration the way ``docker ps`` writes it: 42s, 5m, 3h, 2d."""
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
-def size(value: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.1f} {unit}"
-    return f"{value:.0f} B"
 
 
 def when(seconds: float | None) -> str:
@@ -88,7 +73,7 @@ def row_html(row: dict[str, Any], *, now: float) -> str:
         f"{_e(age(now - row['started_at']))}</td>",
         f'<td class="health health-{"ok" if row["healthy"] else "bad"}">{_e(health_text(row))}</td>',
         f"<td>{row['cpu_seconds']:.1f} s</td>",
-        f"<td>{_e(size(row['memory_bytes']))}</td>",
+        f"<td>{_e(size(row['memory_bytes'], separator=' '))}</td>",
         f"<td>{_e(', '.join(row['last_versions']))}</td>",
     ]
     return f'<tr data-name="{_e(key.name)}" data-environment="{_e(key.environment)}">{"".join(cells)}</tr>'
@@ -144,7 +129,7 @@ def detail_html(detail: dict[str, Any], *, stream: EventStream, now: float) -> s
         ("Duration", "—" if detail["duration_seconds"] is None else f"{detail['duration_seconds']:.1f} s"),
         ("Health", health_text(detail)),
         ("CPU", f"{detail['cpu_seconds']:.1f} s"),
-        ("Memory", size(detail["memory_bytes"])),
+        ("Memory", size(detail["memory_bytes"], separator=" ")),
         ("Rollbacks", detail["rollbacks"]),
     ]
     field_names = ("status", "reason", "version", "commit", "image", "revision", "judge", "started_at",
@@ -163,7 +148,7 @@ def detail_html(detail: dict[str, Any], *, stream: EventStream, now: float) -> s
         f"<td><code>{_e(m['id'][:12])}</code></td><td>{_e(m['version'])}</td>"
         f"<td>{'yes' if m['current'] else 'no'}</td><td>{'running' if m['running'] else 'stopped'}</td>"
         f"<td>{_e(m['health'])}</td><td>{'—' if m['exit_code'] is None else m['exit_code']}</td>"
-        f"<td>{m['restart_count']}</td><td>{m['cpu_seconds']:.1f} s</td><td>{_e(size(m['memory_bytes']))}</td>"
+        f"<td>{m['restart_count']}</td><td>{m['cpu_seconds']:.1f} s</td><td>{_e(size(m['memory_bytes'], separator=' '))}</td>"
         "</tr>"
         for m in detail["members"]
     )

@@ -12,7 +12,6 @@ crash would stop the watcher) reads as absent.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +30,9 @@ from watcher.domain.observations import (
     InstanceStarted,
     InstanceStopRequested,
 )
+from watcher.sources.jsonfields import number as _number
+from watcher.sources.jsonfields import object_ as _object
+from watcher.sources.jsonfields import text as _text
 
 # Signals `docker stop`, `docker kill` and `docker rm -f` send to end a container:
 # an exit that follows one was asked for, not a crash.
@@ -231,29 +233,6 @@ def from_create_event(
 
 def is_tracked(event: Mapping[str, Any], *, settings: LabelSettings) -> bool:
     return labels.is_tracked(event_attributes(event), settings=settings)
-
-
-# -- reading JSON fields of the expected type: a type check, not watcher.domain.text's cleaning,
-# which labels.parse does for the values that become label values
-
-
-def _object(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _number(value: object) -> float | None:
-    """A finite JSON number (not a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond any float
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _integer(value: object, *, default: int) -> int:

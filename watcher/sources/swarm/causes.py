@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,9 @@ from watcher.domain.labels import Parsed
 from watcher.domain.model import Service, UpdateState
 from watcher.domain.observations import ServiceSeen
 from watcher.domain.settings import LabelSettings
+from watcher.sources.jsonfields import number as _number
+from watcher.sources.jsonfields import object_ as _object
+from watcher.sources.jsonfields import text as _text
 
 _STATES = {s.value: s for s in UpdateState if s is not UpdateState.NONE}
 _NANOS = re.compile(r"(\.\d{6})\d+")
@@ -167,21 +169,3 @@ def _service_status(data: Mapping[str, Any]) -> tuple[int, int]:
 
 def _labels(value: object) -> dict[str, str]:
     return {k: v for k, v in _object(value).items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def _object(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
