@@ -48,8 +48,9 @@ class EngineError(Exception):
         self.reason = reason
 
 
-# For a source that still calls aiodocker itself (``Engine.docker``: the Swarm services): what
-# the engine raises there besides EngineError. Anything else is a bug and stops the service.
+# For a source that still calls aiodocker itself for some requests (``Engine.docker``: the Swarm
+# services' inspects and task lists; their events come through ``Engine.events``): what the engine
+# raises there besides EngineError. Anything else is a bug and stops the service.
 ENGINE_ERRORS = (EngineError, aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError)
 
 

@@ -15,6 +15,7 @@ source reports. Leadership is checked at every connect and every ``swarm.leader_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -35,7 +36,7 @@ from watcher.sources.swarm import causes
 
 log = logging.getLogger(__name__)
 
-SERVICE_EVENTS = json.dumps({"type": ["service"]})
+SERVICE_EVENTS = {"type": ["service"]}
 STATUS_API = (1, 41)  # ServiceStatus on GET /services?status=true
 
 
@@ -170,13 +171,14 @@ class SwarmWatch:
         opened = asyncio.Event()
 
         async def read() -> None:
+            # The shared engine's stream reader: lines of any length (to its cap), garbage as an
+            # EngineError of its kind, as for container events.
+            engine = Engine(docker, timeout=self.settings.docker.request_timeout_seconds)
             try:
-                params = {"since": f"{since:.9f}", "filters": SERVICE_EVENTS}
-                async with docker._query("events", params=params, timeout=0) as response:
-                    opened.set()
-                    async for line in response.content:
-                        if line.strip():
-                            queue.put_nowait(json.loads(line))
+                stream = engine.events(since=since, filters=SERVICE_EVENTS, opened=opened.set)
+                async with contextlib.aclosing(stream) as events:
+                    async for event in events:
+                        queue.put_nowait(event)
             finally:
                 opened.set()
                 queue.put_nowait(None)
