@@ -30,7 +30,7 @@ import aiohttp
 from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.selfmetrics import SelfMetrics
-from watcher.sources.engine import ENGINE_ERRORS, Engine, EngineError
+from watcher.sources.engine import ENGINE_ERRORS, Engine, EngineError, failures
 from watcher.sources.swarm import causes
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,12 @@ class SwarmWatch:
         async def read() -> None:
             try:
                 params = {"since": f"{since:.9f}", "filters": SERVICE_EVENTS}
-                async with docker._query("events", params=params, timeout=0) as response:
-                    opened.set()
-                    async for line in response.content:
-                        if line.strip():
-                            queue.put_nowait(json.loads(line))
+                with failures("Swarm: the event stream", host=self.settings.docker.host):
+                    async with docker._query("events", params=params, timeout=0) as response:
+                        opened.set()
+                        async for line in response.content:
+                            if line.strip():
+                                queue.put_nowait(_event(line))
             finally:
                 opened.set()
                 queue.put_nowait(None)
@@ -196,8 +197,17 @@ class SwarmWatch:
                 pass
 
     async def _get(self, docker: aiodocker.Docker, path: str, **params: str) -> Any:
-        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-            return await docker._query_json(path, params=params or None)
+        """``GET path``: a JSON object, or for a list (``services``, ``tasks``) one of objects;
+        anything else the engine answers is an EngineError, as on the Docker source's requests."""
+        with failures(f"Swarm: {path}", host=self.settings.docker.host):
+            async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+                found = await docker._query_json(path, params=params or None)
+        listed = path in ("services", "tasks")
+        if not (
+            isinstance(found, list) and all(isinstance(f, dict) for f in found) if listed else isinstance(found, dict)
+        ):
+            raise EngineError("protocol", f"Swarm: {path} answered {type(found).__name__}, not what Docker sends")
+        return found
 
     async def _leader_node(self, docker: aiodocker.Docker, *, expected: str = "") -> str:
         """This engine's node id when it is the Swarm leader; _NotLeader when it is not (or another node now)."""
@@ -290,3 +300,14 @@ class SwarmWatch:
             self.submit(ServicesReleased(self.clock()))
             self.following = False
         self._rolling.clear()
+
+
+def _event(line: bytes) -> Mapping[str, Any]:
+    """One line of the event stream: a JSON object, else an EngineError (the session restarts)."""
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise EngineError("invalid_event", f"Swarm: an event line is not JSON: {exc!s:.200}") from exc
+    if not isinstance(event, dict):
+        raise EngineError("invalid_event", f"Swarm: an event line is {type(event).__name__}, not a JSON object")
+    return event
