@@ -1018,7 +1018,9 @@ SOAK = "soak"  # a pass/fail run rather than a figure, so not among the defaults
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # [] among the choices: argparse checks the empty default of nargs="*" against them.
-    parser.add_argument("figures", nargs="*", choices=[*FIGURES, SOAK, []], help="figures to run (default: all but soak)")
+    parser.add_argument(
+        "figures", nargs="*", choices=[*FIGURES, SOAK, []], help="figures to run (default: all but soak)"
+    )
     parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
     parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
     parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")

@@ -74,8 +74,10 @@ class Result:
     exited: str = ""  # how the watcher ended, if it did
     deployments: int = 0
     containers: int = 0
+    compared: bool = False  # the final states were compared (not when the watcher exited before)
     differences: list[str] = field(default_factory=list)
     settled_seconds: float = 0.0
+    log_tail: list[str] = field(default_factory=list)  # the soaked watcher's last log lines, on FAIL
 
     @property
     def rss_change(self) -> float:
@@ -89,6 +91,8 @@ class Result:
             found.append(f"{len(self.scrape_failures)} failed /metrics checks, first: {self.scrape_failures[0]}")
         if self.rss_change > RSS_TOLERANCE:
             found.append(f"RSS grew {self.rss_change:+.1%} (limit +{RSS_TOLERANCE:.0%})")
+        if not self.compared:
+            found.append("the final state was not compared")
         if self.differences:
             found.append(f"state differs from a clean resync: {'; '.join(self.differences[:5])}")
         return found
@@ -110,11 +114,18 @@ class Result:
         print(f"  hostile connections       {', '.join(f'{k} {v}' for k, v in sorted(self.hostile.items()))}")
         errors = ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.docker_errors.items()) if v)
         print(f"  docker errors counted     {errors or 'none'}; resyncs {self.resyncs:.0f}")
-        print(f"  final state               {self.deployments} deployments, {self.containers} containers, "
-              f"{'equal to' if not self.differences else 'DIFFERENT from'} a clean resync "
-              f"(settled in {self.settled_seconds:.1f} s)")  # fmt: skip
+        if self.compared:
+            print(f"  final state               {self.deployments} deployments, {self.containers} containers, "
+                  f"{'equal to' if not self.differences else 'DIFFERENT from'} a clean resync "
+                  f"(settled in {self.settled_seconds:.1f} s)")  # fmt: skip
+        else:
+            print("  final state               not compared")
         for difference in self.differences[:20]:
             print(f"    {difference}")
+        if self.log_tail:
+            print("  the soaked watcher's log ends:")
+            for line in self.log_tail:
+                print(f"    {line}")
         print("  PASS" if self.passed else "  FAIL: " + "; ".join(self.failures()))
 
 
@@ -126,7 +137,7 @@ class Watcher:
     process: asyncio.subprocess.Process
     port: int
     log: Path
-    auth: aiohttp.BasicAuth | None
+    headers: dict[str, str]  # the Authorization header, when the watcher has basic auth
 
     @property
     def url(self) -> str:
@@ -135,8 +146,8 @@ class Watcher:
     def exited(self) -> str:
         if self.process.returncode is None:
             return ""
-        tail = self.log.read_text(errors="replace").splitlines()[-5:]
-        return f"exit code {self.process.returncode}; log ends: {' | '.join(tail)}"
+        last = self.log.read_text(errors="replace").splitlines()[-1:]
+        return f"exit code {self.process.returncode} ({' '.join(last)})"
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -163,14 +174,14 @@ async def start_watcher(tmp: Path, name: str, socket_path: Path, *, web_config: 
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "watcher", *flags, stdout=out, stderr=asyncio.subprocess.STDOUT
         )
-    auth = aiohttp.BasicAuth(USER, PASSWORD) if web_config is not None else None
-    watcher = Watcher(process, port, log, auth)
+    headers = {"Authorization": aiohttp.encode_basic_auth(USER, PASSWORD)} if web_config is not None else {}
+    watcher = Watcher(process, port, log, headers)
     async with aiohttp.ClientSession() as http:
         for _ in range(400):
             if watcher.exited():
                 raise RuntimeError(f"{name} did not start: {watcher.exited()}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"{watcher.url}/ready", auth=auth) as response:
+                async with http.get(f"{watcher.url}/ready", headers=headers) as response:
                     if response.status == 200:
                         return watcher
             await asyncio.sleep(0.05)
@@ -179,7 +190,7 @@ async def start_watcher(tmp: Path, name: str, socket_path: Path, *, web_config: 
 
 async def scrape(http: aiohttp.ClientSession, watcher: Watcher) -> dict[str, float]:
     """/metrics parsed by Prometheus' parser: each sample by name and sorted labels."""
-    async with http.get(f"{watcher.url}/metrics", auth=watcher.auth) as response:
+    async with http.get(f"{watcher.url}/metrics", headers=watcher.headers) as response:
         body = await response.text()
         if response.status != 200:
             raise RuntimeError(f"/metrics answered {response.status}: {body[:200]}")
@@ -207,12 +218,14 @@ async def view(http: aiohttp.ClientSession, watcher: Watcher) -> View:
     member of one version; for the status also all running and none unhealthy or starting) the
     deployment's version and status. History, durations, counters and times are left out: a clean
     watcher never saw the rollouts that led here."""
-    async with http.get(f"{watcher.url}/api/v1/deployments", auth=watcher.auth) as response:
+    async with http.get(f"{watcher.url}/api/v1/deployments", headers=watcher.headers) as response:
         listed = await response.json()
     found: View = {}
     for row in listed["deployments"] if isinstance(listed, dict) else listed:
         env, name = row["environment"], row["name"]
-        async with http.get(f"{watcher.url}/api/v1/deployments/{env}/{name}", auth=watcher.auth) as response:
+        async with http.get(f"{watcher.url}/api/v1/deployments/{env}/{name}", headers=watcher.headers) as response:
+            if response.status == 404:
+                continue  # gone since the list
             detail = await response.json()
         members: dict[str, Member] = {
             m["id"]: (m["version"], m["running"], m["health"], None if m["running"] else m["exit_code"])
@@ -332,7 +345,7 @@ async def _connect(port: int, *, rcvbuf: int | None = None) -> tuple[asyncio.Str
 
 
 def _auth_header(user: str = USER, password: str = PASSWORD) -> str:
-    return "Authorization: " + aiohttp.BasicAuth(user, password).encode() + "\r\n"
+    return f"Authorization: {aiohttp.encode_basic_auth(user, password)}\r\n"
 
 
 async def _pipeline(port: int, rng: random.Random) -> None:
@@ -389,8 +402,8 @@ async def _wrong_auth(port: int, rng: random.Random) -> None:
     async with aiohttp.ClientSession() as http:
         for _ in range(rng.randint(5, 30)):
             user = rng.choice([USER, "nobody", "admin"])
-            auth = aiohttp.BasicAuth(user, rng.choice(["wrong", "", "x" * 1000]))
-            async with http.get(f"http://127.0.0.1:{port}/metrics", auth=auth) as response:
+            wrong = {"Authorization": aiohttp.encode_basic_auth(user, rng.choice(["wrong", "", "x" * 1000]))}
+            async with http.get(f"http://127.0.0.1:{port}/metrics", headers=wrong) as response:
                 await response.read()
 
 
@@ -471,6 +484,7 @@ async def soak(seconds: float, *, seed: int = 0, warmup_seconds: float | None = 
                 result.changes = workload.changes
                 if not result.exited:
                     clean = await _end(http, engine, soaked, tmp, result)
+                    result.exited = result.exited or soaked.exited()
         finally:
             for task in tasks:
                 task.cancel()
@@ -479,6 +493,8 @@ async def soak(seconds: float, *, seed: int = 0, warmup_seconds: float | None = 
             if clean is not None:
                 await clean.stop()
             await engine.close()
+            if not result.passed:
+                result.log_tail = soaked.log.read_text(errors="replace").splitlines()[-40:]
     return result
 
 
@@ -488,8 +504,9 @@ async def _checks(
 ) -> None:  # fmt: skip
     """Every CHECK_EVERY seconds until the end: alive, /metrics parses, RSS sampled."""
     started = time.monotonic()
-    while (elapsed := time.monotonic() - started) < seconds:
+    while time.monotonic() - started < seconds:
         await asyncio.sleep(CHECK_EVERY)
+        elapsed = time.monotonic() - started
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception():
                 raise RuntimeError(f"the soak's own task failed: {task.exception()!r}")
@@ -500,7 +517,7 @@ async def _checks(
         began = time.monotonic()
         try:
             await scrape(http, soaked)
-        except Exception as error:  # noqa: BLE001 - any failure of a scrape is a finding, reported
+        except Exception as error:  # any failure of a scrape is a finding, reported
             result.scrape_failures.append(f"at {elapsed:.0f} s: {error!r}")
         result.scrape_max_seconds = max(result.scrape_max_seconds, time.monotonic() - began)
         rss = rss_bytes(soaked.process.pid)
@@ -536,7 +553,7 @@ async def _end(
             break
         await asyncio.sleep(0.5)
     result.settled_seconds = time.monotonic() - began
-    result.differences = found
+    result.compared, result.differences = True, found
     samples = await scrape(http, soaked)
     result.resyncs = samples["deployment_watcher_resyncs_total"]
     prefix = "deployment_watcher_docker_errors_total,kind="
