@@ -2,6 +2,7 @@
 
     python -m tests.benchmark              # all figures (as root, with a Docker Engine running)
     python -m tests.benchmark metrics lag  # some of them: stats, metrics, lag, memory, state, readapi, fanout, board
+    python -m tests.benchmark soak --minutes 10  # the chaos soak (tests/soak.py); no Docker needed, not in "all"
 
 Each figure prints what the watcher did and a baseline measured just before or after on
 the same machine, so the ratio holds even where the absolute numbers do not.
@@ -39,6 +40,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from tests import soak
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
 from tests.streamclients import fan_out
 from tests.swarm_cluster import SwarmCluster
@@ -995,23 +997,30 @@ def _safe(read: Callable[[], dict[tuple[str, str], float]]) -> dict[tuple[str, s
 # -- main
 
 
-def describe_machine() -> str:
-    info = json.loads(docker("info", "--format", "{{json .}}"))
+def describe_host() -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def describe_machine() -> str:
+    info = json.loads(docker("info", "--format", "{{json .}}"))
     return (
-        f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
+        f"{describe_host()}, "
         f"Docker {info['ServerVersion']} (cgroup v{info.get('CgroupVersion', '?')}, {info.get('CgroupDriver')})"
     )
 
 
 FIGURES = ("stats", "metrics", "lag", "memory", "state", "readapi", "fanout", "board", "swarm")
+SOAK = "soak"  # a pass/fail run rather than a figure, so not among the defaults
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # [] among the choices: argparse checks the empty default of nargs="*" against them.
-    parser.add_argument("figures", nargs="*", choices=[*FIGURES, []], help="figures to run (default: all)")
+    parser.add_argument(
+        "figures", nargs="*", choices=[*FIGURES, SOAK, []], help="figures to run (default: all but soak)"
+    )
     parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
     parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
     parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")
@@ -1020,6 +1029,8 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100, help="Swarm services for the swarm figure")
     parser.add_argument("--replicas", type=int, default=3, help="replicas of each Swarm service")
     parser.add_argument("--updates", type=int, default=20, help="service updates timed for the swarm figure")
+    parser.add_argument("--minutes", type=float, default=10.0, help="duration of the soak's faults")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the soak's faults, changes and clients")
     parser.add_argument(
         "--burst-worker", nargs=4, metavar=("PREFIX", "COUNT", "VERSION", "AT_ONCE"), help=argparse.SUPPRESS
     )
@@ -1032,6 +1043,11 @@ def main() -> None:
     if args.loop_delay_worker:
         _loop_delay_worker()
         return
+    if SOAK in args.figures:
+        if len(args.figures) > 1:
+            parser.error("soak runs alone")
+        print(describe_host())
+        sys.exit(soak.run(args.minutes, seed=args.seed))
     wanted = args.figures or FIGURES
     print(describe_machine())
     if not docker("images", "-q", BUSYBOX_IMAGE):  # the image the tests make, made the same way

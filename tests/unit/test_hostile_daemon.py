@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.hostile_engine import FAULTS, HostileEngine
@@ -38,7 +39,11 @@ from watcher.domain.machine import apply
 from watcher.domain.model import DeploymentKey, Instance, Source, State
 from watcher.domain.observations import Resync
 from watcher.runtime.service import Service
+from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
+from watcher.sources.engine import Engine, EngineError
+from watcher.sources.engine import _event as engine_event
+from watcher.sources.swarm.watch import SwarmWatch
 
 ERRORS = "deployment_watcher_docker_errors_total"
 PROPERTY_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "20"))  # a few seconds; more for a long hunt
@@ -286,6 +291,37 @@ async def test_a_socket_that_appears_later_is_connected_to(tmp_path: Path, caplo
             expected = resynced(engine, running.service.settings)
             assert members(running.service.core.snapshot()) == expected
     assert any("connected again" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_swarm_source_takes_garbage_answers_as_engine_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Swarm source's own requests (``/info`` every few seconds, even on no Swarm manager) and
+    event lines: whatever body the engine answers, an EngineError, never another exception (found
+    by the soak: ``\\xff\\xfe`` for ``/info`` ended the watcher with a UnicodeDecodeError)."""
+    settings = hostile_settings("")
+    watch = SwarmWatch(settings, lambda _: None, SelfMetrics(CollectorRegistry()))
+    bodies = [b"null", b'"text"', b"[1, {}]", b"<html>proxy error</html>", b"\xff\xfe", b"[[]]"]
+    async with hostile(tmp_path) as engine:
+        settings = dataclasses.replace(
+            settings, docker=dataclasses.replace(settings.docker, host=f"unix://{engine.path}")
+        )
+        watch.settings = settings
+        async with Engine.open(settings.docker) as opened:
+            for body in bodies:
+                monkeypatch.setattr(engine, "_garbage_body", lambda body=body: body)
+                engine._failing[:] = ["garbage_body"]
+                with pytest.raises(EngineError):
+                    await watch._get(opened.docker, "info")
+            for path in ("services", "tasks"):
+                monkeypatch.setattr(engine, "_garbage_body", lambda: b'[{"ID": "x"}, 5]')
+                engine._failing[:] = ["garbage_body"]
+                with pytest.raises(EngineError):
+                    await watch._get(opened.docker, path)
+    # Its event lines are read by the shared engine's reader.
+    for line in (b"\xff\xfe\n", b"[1, 2]\n", b"{nope\n", b"null\n"):
+        with pytest.raises(EngineError):
+            await engine_event(line)
 
 
 # -- the property: whatever happens, the watcher stays up and ends where a resync would

@@ -21,7 +21,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
-from contextlib import aclosing, asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, aclosing, asynccontextmanager, contextmanager
 from typing import Any
 
 import aiodocker
@@ -164,15 +164,20 @@ class Engine:
             async with self.deadline(), aclosing(listing) as listed:
                 return [event async for event in listed]
 
-    @contextmanager
-    def _failures(self, what: str) -> Iterator[None]:
-        """What the client raises for ``what``, as an EngineError."""
-        try:
-            yield
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise _as_engine_error(exc, what=what, host=self.host) from exc
+    def _failures(self, what: str) -> AbstractContextManager[None]:
+        return failures(what, host=self.host)
+
+
+@contextmanager
+def failures(what: str, *, host: str) -> Iterator[None]:
+    """What the client raises for ``what`` (a request to ``host``), as an EngineError; also for
+    requests made through the aiodocker handle directly (the Swarm source's)."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except Exception as exc:
+        raise _as_engine_error(exc, what=what, host=host) from exc
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:

@@ -31,7 +31,7 @@ import aiohttp
 from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.selfmetrics import SelfMetrics
-from watcher.sources.engine import ENGINE_ERRORS, Engine, EngineError
+from watcher.sources.engine import ENGINE_ERRORS, Engine, EngineError, failures
 from watcher.sources.swarm import causes
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,17 @@ class SwarmWatch:
                 pass
 
     async def _get(self, docker: aiodocker.Docker, path: str, **params: str) -> Any:
-        async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-            return await docker._query_json(path, params=params or None)
+        """``GET path``: a JSON object, or for a list (``services``, ``tasks``) one of objects;
+        anything else the engine answers is an EngineError, as on the Docker source's requests."""
+        with failures(f"Swarm: {path}", host=self.settings.docker.host):
+            async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
+                found = await docker._query_json(path, params=params or None)
+        listed = path in ("services", "tasks")
+        if not (
+            isinstance(found, list) and all(isinstance(f, dict) for f in found) if listed else isinstance(found, dict)
+        ):
+            raise EngineError("protocol", f"Swarm: {path} answered {type(found).__name__}, not what Docker sends")
+        return found
 
     async def _leader_node(self, docker: aiodocker.Docker, *, expected: str = "") -> str:
         """This engine's node id when it is the Swarm leader; _NotLeader when it is not (or another node now)."""
