@@ -67,6 +67,8 @@ def test_a_second_signal_forces_the_exit(tmp_path: Path) -> None:
     try:
         with stalled_clients(watcher):
             watcher.process.send_signal(signal.SIGTERM)
+            # Both pending at once, Linux delivers the lower number first: SIGINT would come first.
+            watcher.wait_for("the stop", lambda: "SIGTERM received" in watcher.log.read_text(), timeout=10)
             watcher.process.send_signal(signal.SIGINT)
             code = watcher.process.wait(timeout=30)
     finally:
