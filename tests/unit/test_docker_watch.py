@@ -7,9 +7,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from tests.polling import poll_async
 from tests.unit.test_docker_causes import RUNC_ERROR, inspected
+from tests.unit.test_state import Run
 from watcher.config import Settings
+from watcher.domain.model import DeploymentKey, State, Status
+from watcher.domain.observations import InstanceSeen, Observation
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.docker.causes import from_inspect
 from watcher.sources.docker.watch import DockerWatch, _PerContainer
 
 
@@ -77,7 +82,9 @@ class QueueSubscriber:
 
 async def test_a_stop_arriving_with_an_event_ends_the_reader() -> None:
     """A cancellation in the same instant as an event is not lost (Python 3.11's wait_for loses it)."""
-    watch = DockerWatch(settings=Settings(), submit=lambda _: None, metrics=SelfMetrics(CollectorRegistry()))
+    watch = DockerWatch(
+        settings=Settings(), submit=lambda _: None, metrics=SelfMetrics(CollectorRegistry()), snapshot=State
+    )
     subscriber = QueueSubscriber()
     reader = asyncio.create_task(watch._read(None, subscriber, None, since=0.0))  # type: ignore[arg-type]
     await asyncio.sleep(0.01)
@@ -102,6 +109,9 @@ class FakeEngine:
         self.inspected.append(container_id)
         return self.answers.get(container_id)
 
+    async def info(self) -> dict[str, Any]:
+        return {"SystemTime": "1970-01-01T00:02:00Z"}  # 120: the daemon's clock
+
 
 def container_event(action: str, cid: str, at: int, **attributes: str) -> dict[str, Any]:
     return {"Type": "container", "Action": action, "timeNano": at * 10**9,
@@ -121,7 +131,9 @@ async def test_a_network_disconnect_of_a_container_never_started_inspects_it() -
     failed["Id"] = "a"
     engine = FakeEngine({"a": failed})
     submitted: list[Any] = []
-    watch = DockerWatch(settings=Settings(), submit=submitted.append, metrics=SelfMetrics(CollectorRegistry()))
+    watch = DockerWatch(
+        settings=Settings(), submit=submitted.append, metrics=SelfMetrics(CollectorRegistry()), snapshot=State
+    )
     async with asyncio.TaskGroup() as group:
         work = _PerContainer(group)
         for event in (
@@ -134,3 +146,52 @@ async def test_a_network_disconnect_of_a_container_never_started_inspects_it() -
     assert seen[-1].at == 102 and seen[-1].instance.start_error == f"exit code 127: {RUNC_ERROR}"
     watch._handle(engine, container_event("destroy", "a", 103), work)  # type: ignore[arg-type]
     assert watch._unstarted == set()
+
+
+def container(cid: str, name: str, *, status: str = "created", error: str = "", code: int = 0) -> dict[str, Any]:
+    """An inspect document of a container of deployment ``name``, version 1.0.0."""
+    doc = inspected(status=status, running=status == "running", health=None, exit_code=code,
+                    container_labels={"deployment.name": name, "deployment.version": "1.0.0"})  # fmt: skip
+    doc["Id"], doc["State"]["Error"], doc["State"]["StartedAt"] = cid, error, "1970-01-01T00:01:40Z"  # 100
+    return doc
+
+
+async def test_containers_created_and_not_started_are_polled_for_a_failed_start() -> None:
+    """A start can fail with no event at all (a container joining a stopped one's network): the containers
+    of rollouts in progress created and not started are inspected every few seconds, and a failed start
+    fails the rollout with the engine's error; one still created says nothing new, and containers of a
+    finished rollout or running ones are not inspected."""
+    error = "cannot join network of a non running container: 0123"
+    docs = {"a": container("a", "api", error=error, code=128), "b": container("b", "api"),
+            "w": container("w", "web", status="running"), "x": container("x", "web", error=error, code=128)}  # fmt: skip
+    settings = Settings()
+    cid_name = {"a": "api", "b": "api", "w": "web", "x": "web"}
+
+    def seen(cid: str, at: float, *, as_created: bool = True) -> InstanceSeen:
+        doc = container(cid, cid_name[cid], status="created") if as_created else docs[cid]
+        instance, _ = from_inspect(doc, now=at, settings=settings.labels)
+        assert instance is not None
+        return InstanceSeen(at, instance)
+
+    run = Run(settings)(seen("a", 100), seen("b", 100), seen("w", 100, as_created=False)).tick(111)
+    run(seen("x", 112))  # joins web's finished rollout
+    assert run.d(DeploymentKey("web", "production")).rollout.status is Status.SUCCESS
+    engine = FakeEngine(docs)
+
+    def submit(observation: Observation) -> None:
+        run(observation, now=121)
+
+    watch = DockerWatch(settings=settings, submit=submit, metrics=SelfMetrics(CollectorRegistry()),
+                        snapshot=lambda: run.state, start_poll_seconds=0.01)  # fmt: skip
+    api = DeploymentKey("api", "production")
+
+    async def status() -> Status:
+        return run.d(api).rollout.status
+
+    async with asyncio.TaskGroup() as group:
+        poller = group.create_task(watch._poll_starts(engine, _PerContainer(group)))  # type: ignore[arg-type]
+        await poll_async("api failed", status, until=lambda s: s is Status.FAILED, timeout=5, interval=0.01)
+        poller.cancel()
+    assert run.d(api).rollout.reason == f"container a could not be started: exit code 128: {error}"
+    assert set(engine.inspected) == {"a", "b"}
+    assert run.d(api).members["a"].updated_at == 120  # as of the daemon's clock before the inspect
