@@ -15,7 +15,7 @@ from watcher.domain.model import DeploymentKey, State, Status
 from watcher.domain.observations import InstanceSeen, Observation
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker.causes import from_inspect
-from watcher.sources.docker.watch import DockerWatch, _PerContainer
+from watcher.sources.docker.watch import START_POLL_BATCH, DockerWatch, _PerContainer
 
 
 async def test_jobs_of_one_container_run_in_order_and_others_do_not_wait() -> None:
@@ -104,12 +104,14 @@ class FakeEngine:
     def __init__(self, answers: dict[str, dict[str, Any]]) -> None:
         self.answers = answers
         self.inspected: list[str] = []
+        self.asked_time: list[int] = []  # how many inspects there had been at each request of the daemon's time
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
         self.inspected.append(container_id)
         return self.answers.get(container_id)
 
     async def info(self) -> dict[str, Any]:
+        self.asked_time.append(len(self.inspected))
         return {"SystemTime": "1970-01-01T00:02:00Z"}  # 120: the daemon's clock
 
 
@@ -195,3 +197,32 @@ async def test_containers_created_and_not_started_are_polled_for_a_failed_start(
     assert run.d(api).rollout.reason == f"container a could not be started: exit code 128: {error}"
     assert set(engine.inspected) == {"a", "b"}
     assert run.d(api).members["a"].updated_at == 120  # as of the daemon's clock before the inspect
+
+
+async def test_the_start_poll_is_bounded_and_everyone_has_a_turn() -> None:
+    """A staged deploy of many containers created and not started: at most START_POLL_BATCH inspects a
+    round, each container in turn; one still created is polled again, and nothing is reported of it."""
+    settings = Settings()
+    ids = [f"c{n:02}" for n in range(START_POLL_BATCH + 5)]
+    docs = {cid: container(cid, "api") for cid in ids}
+    run = Run(settings)
+    for cid in ids:
+        instance, _ = from_inspect(docs[cid], now=100, settings=settings.labels)
+        assert instance is not None
+        run(InstanceSeen(100, instance))
+    engine = FakeEngine(docs)
+    submitted: list[Observation] = []
+    watch = DockerWatch(settings=settings, submit=submitted.append, metrics=SelfMetrics(CollectorRegistry()),
+                        snapshot=lambda: run.state, start_poll_seconds=0.01)  # fmt: skip
+
+    async def rounds() -> int:
+        return len(engine.asked_time)
+
+    async with asyncio.TaskGroup() as group:
+        poller = group.create_task(watch._poll_starts(engine, _PerContainer(group)))  # type: ignore[arg-type]
+        await poll_async("three rounds", rounds, until=lambda n: n >= 3, timeout=5, interval=0.01)
+        poller.cancel()
+    assert engine.asked_time[:3] == [0, START_POLL_BATCH, 2 * START_POLL_BATCH]
+    assert engine.inspected[:START_POLL_BATCH] == ids[:START_POLL_BATCH]
+    assert set(engine.inspected[: 2 * START_POLL_BATCH]) == set(ids)
+    assert submitted == []

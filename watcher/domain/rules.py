@@ -50,11 +50,13 @@ def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tu
     if considered and all(ready(i, now=now, settings=settings) for i in considered):
         return Status.SUCCESS, ""
     if now >= rollout.deadline_at:
-        # A container created and never started is legitimate until then (a staged deploy), and so
-        # is one removed (a redeploy script's `docker rm -f` then `docker run`): say which it was.
+        # Until then a container may be created and not started yet (a staged deploy), or none be
+        # left (a redeploy script's `docker rm -f` before its `docker run`): say which it was.
+        if not current:
+            return Status.FAILED, f"not healthy within the progress deadline: {REMOVED}"
         idle = next((i for i in considered if not i.running and i.exit_code is None), None)
         because = f": container {idle.id[:12]} is not running (never started, or paused)" if idle else ""
-        return Status.FAILED, f"not healthy within the progress deadline{because if current else ': ' + REMOVED}"
+        return Status.FAILED, f"not healthy within the progress deadline{because}"
     return None
 
 

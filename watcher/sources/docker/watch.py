@@ -40,7 +40,7 @@ CONTAINER_EVENTS = {"type": ["container", "network"]}
 # events older than this that the stream did not deliver.
 DELIVERY_MARGIN = 2.0
 # Containers of rollouts in progress created and not started are inspected every few seconds, at
-# most this many per round (oldest-polled first): a staged deploy of hundreds stays cheap.
+# most this many a round, each in turn: a staged deploy of hundreds stays cheap.
 START_POLL_BATCH = 20
 
 
