@@ -178,7 +178,7 @@ class _Families:
         self.lead_times.add_metric(key, *_histogram(dora.lead_times))
         self.recoveries.add_metric(key, *_histogram(dora.recoveries))
         self.rework.add_metric(key, dora.rework)
-        if d.service is not None:
+        if d.service is not None and not d.service.removed:  # a removed service has neither: no stale values
             self.replicas.add_metric([*key, "desired"], d.service.desired)
             self.replicas.add_metric([*key, "running"], d.service.running)
             for state in SWARM_UPDATE_STATES:

@@ -148,7 +148,9 @@ class Service:
             snapshot=self.core.snapshot, registry=self.registry, settings=settings, metrics=self.metrics
         )
         self.core.on_change(self.exposition.changed)
-        self.docker = DockerWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
+        self.docker = DockerWatch(
+            settings=settings, submit=self.core.submit, metrics=self.metrics, snapshot=self.core.snapshot
+        )
         self.swarm = SwarmWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
         self.api = DeploymentsApi(
             token=api_token, settings=settings, snapshot=self.core.snapshot, step=self.core.step,
