@@ -22,8 +22,8 @@ from watcher import cli
 from watcher.clients import reader, rollout, status
 from watcher.config.webconfig import WebConfig
 from watcher.domain.model import DeploymentKey
-from watcher.web import views
 from watcher.domain.observations import InstanceExited, InstanceGone, Tick
+from watcher.web import views
 
 
 def summary(revision: int, version: str, state: str, *, rollback: bool = False, reason: str = "") -> dict[str, Any]:
@@ -207,7 +207,7 @@ async def test_status_shows_a_removed_deployment_as_removed(aiohttp_client: Aioh
     side.submit(started("a", "1.0.0", NOW - 30), Tick(NOW - 19), InstanceGone(NOW - 10, "a"))
     code, out, _ = await run_cli("status", "--url", url)
     assert code == 0
-    heading, line = out.splitlines()
+    _, line = out.splitlines()
     cells = line.split()
     assert cells[:5] == ["api", "production", "success", "1.0.0", "1"] and cells[6] == "removed"
 
