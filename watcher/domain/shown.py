@@ -44,6 +44,7 @@ def shown(deployment: Deployment, *, settings: RuleSettings) -> Shown:
 def tell(txn: Txn) -> None:
     """After a step: each deployment that became removed or came back says so, and each that
     changed with no event of its own gets a ``DeploymentChanged``."""
+    told = {e.key for e in txn.events if not isinstance(e, StaleObservation)}
     for key in txn.touched:
         before, after = txn.base.deployments.get(key), txn.deployments.get(key)
         if before is None or after is None or before is after or after.usage_only:
@@ -58,11 +59,11 @@ def tell(txn: Txn) -> None:
             else:
                 txn.emit(DeploymentReturned(key=key, at=txn.now, revision=rollout.revision, version=rollout.version))
             continue
+        if key in told:
+            continue  # another event of the step carries the deployment as it is now
         now = shown(after, settings=txn.settings)
         if now == shown(before, settings=txn.settings):
             continue
-        if any(e.key == key and not isinstance(e, StaleObservation) for e in txn.events):
-            continue  # another event of the step carries the deployment as it is now
         txn.emit(
             DeploymentChanged(
                 key=key, at=txn.now, revision=rollout.revision, version=rollout.version, current=now.current,
