@@ -19,7 +19,7 @@ from watcher.domain.events import (
     RolloutFinished,
     RolloutStarted,
 )
-from watcher.domain.model import Health, Source, State
+from watcher.domain.model import Health, Source, State, UpdateState
 from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
@@ -134,8 +134,8 @@ VERSIONS = st.sampled_from(("1.0.0", "2.0.0"))
 
 @given(st.data())
 def test_a_board_fed_by_the_stream_shows_what_the_api_says(data: st.DataObject) -> None:
-    """Containers created, started, inspected, exiting, unhealthy, gone; reports, ticks, resyncs,
-    in any order: after every step, the rows a board built from the stream's events alone are the
+    """Containers created, started, inspected, exiting, unhealthy, gone; reports, ticks, resyncs, a
+    Swarm service updated, scaled, removed, in any order: after every step, the rows a board built from the stream's events alone are the
     JSON API's rows (CPU and memory aside)."""
     run = Run()
     board: dict[Any, dict[str, Any]] = {}
@@ -144,7 +144,8 @@ def test_a_board_fed_by_the_stream_shows_what_the_api_says(data: st.DataObject) 
         at += 1
         live = sorted(run.state.owners)
         of_live = ("start", "exit", "unhealthy", "healthy", "gone", "inspect") if live else ()
-        kind = data.draw(st.sampled_from(("create", "run", "report", "tick", "resync", *of_live)))
+        kinds = ("create", "run", "report", "tick", "resync", "service", "service gone", *of_live)
+        kind = data.draw(st.sampled_from(kinds))
         observation: Observation
         if kind == "create":
             observation, born = created(f"c{born}", data.draw(VERSIONS), at), born + 1
@@ -154,6 +155,12 @@ def test_a_board_fed_by_the_stream_shows_what_the_api_says(data: st.DataObject) 
         elif kind == "report":
             status = data.draw(st.sampled_from(("in_progress", "success", "failed")))
             observation = reported(data.draw(VERSIONS), status, at)
+        elif kind == "service":
+            state = data.draw(st.sampled_from(UpdateState))
+            running = data.draw(st.integers(0, 3))
+            observation = service(at, data.draw(VERSIONS), state=state, running=running, changed_at=at - 1)
+        elif kind == "service gone":
+            observation = ServiceGone(at, "svc1")
         elif kind == "tick":
             at += data.draw(st.sampled_from((1, 5, 20, 700, 4000)))
             observation = Tick(at)
