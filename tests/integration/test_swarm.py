@@ -195,10 +195,13 @@ def test_scale_is_no_new_revision(watcher: WatcherProcess, service: Service) -> 
 
 
 def test_remove_leaves_after_retention(watcher: WatcherProcess, service: Service) -> None:
-    """A removed service's series stay for retention.gone_seconds, then leave."""
+    """A removed service's series stay for retention.gone_seconds, removed (not broken), then leave."""
     settled(watcher, service.deployment, status=1, revision=1)
+    assert v(watcher, service.deployment, "deployment_removed") == 0
     service.remove()
     watcher.wait_for("gone", lambda: v(watcher, service.deployment, "deployment_status") is None, timeout=60)
+    told = [line for line in watcher.log.read_text().splitlines() if f"deployment {service.deployment}/" in line]
+    assert any(line.endswith("removed: its Swarm service was removed") for line in told), "\n".join(told)
 
 
 def test_removed_during_an_update_fails_at_its_deadline(watcher: WatcherProcess, swarm: SwarmCluster) -> None:

@@ -14,7 +14,7 @@ from tests.unit.readside import NOW, read_side
 from tests.unit.test_state import reported, started
 from watcher.display import age
 from watcher.domain.model import DeploymentKey
-from watcher.domain.observations import Tick
+from watcher.domain.observations import InstanceExited, InstanceGone, Tick
 
 HOSTILE = "<img src=x onerror=alert(1)>\"'&"
 
@@ -49,12 +49,29 @@ async def test_the_table_shows_each_deployment(aiohttp_client: AiohttpClient) ->
     answer = await client.get("/")
     assert answer.status == 200 and answer.content_type == "text/html"
     page = await answer.text()
-    rows = re.findall(r"<tr data-name=.*?</tr>", page)
+    rows = re.findall(r"<tr[^>]*data-name=.*?</tr>", page)
     assert len(rows) == 1
     cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td.*?</td>", rows[0])]
     assert cells == ["api", "production", "in progress", "2.0.0", "2", "3m", "healthy", "0.0 s", "0 B", "2.0.0, 1.0.0"]
     assert 'class="status status-in_progress"' in rows[0]
     assert 'href="deployment?environment=production&amp;name=api"' in rows[0]
+
+
+async def test_a_removed_deployment_shows_as_removed_not_broken(aiohttp_client: AiohttpClient) -> None:
+    """No container left: the row says removed (grey, not a failing check in red), and so does the detail;
+    a deployment whose container only stopped is failing, in red."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(started("a", "1.0.0", NOW), Tick(NOW + 11), InstanceGone(NOW + 20, "a"))
+    web = DeploymentKey("web", "production")
+    side.submit(started("w", "1.0.0", NOW, key=web), Tick(NOW + 11), InstanceExited(NOW + 20, "w", 1))
+    page = await (await client.get("/")).text()
+    removed, stopped = re.findall(r"<tr[^>]*data-name=.*?</tr>", page)
+    assert removed.startswith('<tr class="removed" data-name="api"')
+    assert '<td class="health health-removed">removed</td>' in removed
+    assert '<td class="health health-bad">failing: containers_running</td>' in stopped and "removed" not in stopped
+    detail = await (await client.get("/deployment", params={"environment": "production", "name": "api"})).text()
+    assert '<dd data-field="health">removed</dd>' in detail
 
 
 async def test_landing_links_stay(aiohttp_client: AiohttpClient) -> None:

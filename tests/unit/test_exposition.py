@@ -53,8 +53,8 @@ PROMETHEUS_2 = (  # what Prometheus 2.42 sends, with Accept-Encoding: gzip
 )
 OM_FAMILIES = {
     "deployment_status": "gauge", "deployment_version": "gauge", "deployment_timestamp": "gauge",
-    "deployment_health_status": "gauge", "deployment": "info", "deployment_cpu_usage_seconds": "counter",
-    "deployment_memory_usage_bytes": "gauge", "deployment_rollback_count": "counter",
+    "deployment_health_status": "gauge", "deployment_removed": "gauge", "deployment": "info",
+    "deployment_cpu_usage_seconds": "counter", "deployment_memory_usage_bytes": "gauge", "deployment_rollback_count": "counter",
     "deployment_health_check": "gauge", "deployment_duration_seconds": "histogram", "deployment_version_info": "gauge",
     "deployment_replicas": "gauge", "deployment_swarm_update_state": "gauge",
     "deployment_rollouts": "counter", "deployment_change_failures": "counter",

@@ -63,7 +63,7 @@ async def connected(stream: EventStream, count: int) -> None:
 
 
 async def test_events_arrive_in_order_with_ids(aiohttp_client: AiohttpClient) -> None:
-    """A rollout, its health, its verdict, a rollback, a deployment gone: in order, each with the next id."""
+    """A rollout, its health, its verdict, a rollback, its removal, the deployment gone: in order, each with the next id."""
     app, side = read_side()
     client = await aiohttp_client(app)
     response = await client.get("/api/v1/events")
@@ -74,11 +74,12 @@ async def test_events_arrive_in_order_with_ids(aiohttp_client: AiohttpClient) ->
         started("b", "1.0.0", NOW + 5), Tick(NOW + 16), InstanceGone(NOW + 17, "a"), InstanceGone(NOW + 17, "b")
     )
     side.submit(Tick(NOW + 86400))
-    got = await take(response, 6)
+    got = await take(response, 7)
     run = side.stream.run
     assert [(i, name) for i, name, _ in got] == [
         (f"{run}.1", "rollout_started"), (f"{run}.2", "health_changed"), (f"{run}.3", "rollout_finished"),
-        (f"{run}.4", "rollback_started"), (f"{run}.5", "rollout_finished"), (f"{run}.6", "deployment_gone"),
+        (f"{run}.4", "rollback_started"), (f"{run}.5", "rollout_finished"), (f"{run}.6", "deployment_removed"),
+        (f"{run}.7", "deployment_gone"),
     ]  # fmt: skip
     finished = got[2][2]
     assert (finished["status"], finished["revision"], finished["name"], finished["environment"]) == (
@@ -87,7 +88,8 @@ async def test_events_arrive_in_order_with_ids(aiohttp_client: AiohttpClient) ->
     assert finished["deployment"]["status"] == "success"
     assert got[1][2]["instance"] == "a" and (got[1][2]["before"], got[1][2]["health"]) == ("starting", "healthy")
     assert got[3][2]["rollback"] is True and got[3][2]["deployment"]["rollbacks"] == 1
-    assert got[5][2]["deployment"] is None and got[5][2]["reason"]
+    assert got[5][2]["deployment"]["removed"] is True and got[5][2]["reason"] == "no container of it is left"
+    assert got[6][2]["deployment"] is None and got[6][2]["reason"]
 
 
 async def test_reconnecting_with_last_event_id_resumes(aiohttp_client: AiohttpClient) -> None:

@@ -36,6 +36,8 @@ def row(d: dict[str, Any], *, now: float) -> tuple[str, ...]:
     checks: dict[str, bool] = d["health_checks"]
     failing = [name for name, ok in checks.items() if not ok]
     health = "-" if not checks else "healthy" if not failing else "failing:" + ",".join(failing)
+    if d.get("removed"):  # a watcher before 'removed' existed does not say
+        health = "removed"
     status = d["status"] + (" (rollback)" if d["rollback"] else "")
     return (
         d["name"], d["environment"], status, d["version"], str(d["revision"]), age(now - d["started_at"]), health,

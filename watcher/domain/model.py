@@ -281,6 +281,12 @@ class Deployment:
         return self.rollout.judge is Judge.ORCHESTRATOR and self.service is None
 
     @property
+    def removed(self) -> bool:
+        """No instance of it is left (its containers removed, or its Swarm service): kept for
+        retention, shown as removed rather than as broken."""
+        return self.gone_since is not None or (self.service is not None and self.service.removed)
+
+    @property
     def cpu_seconds(self) -> float:
         return (self.retired_cpu_nanos + sum(m.cpu_nanos for m in self.members.values())) / 1e9
 

@@ -73,6 +73,14 @@ class _Families:
         self.health = GaugeMetricFamily(
             "deployment_health_status", "1 when every health check of the current rollout passes, else 0.", labels=key
         )
+        # Its own series, not a value of deployment_health_status: a removed deployment is not
+        # unhealthy, and alert rules leave it out with `unless deployment_removed == 1`.
+        self.removed = GaugeMetricFamily(
+            "deployment_removed",
+            "1 when no instance of the deployment is left (its containers or its Swarm service removed): kept"
+            " until retention drops it; else 0.",
+            labels=key,
+        )
         self.info = InfoMetricFamily(
             "deployment",
             "The current rollout: status, version, commit and image; kind: container or swarm_service.",
@@ -159,6 +167,7 @@ class _Families:
         self.timestamp.add_metric([*key, r.version], r.started_at)
         passed = health_checks(d, settings=settings)
         self.health.add_metric(key, 1 if all(passed.values()) else 0)
+        self.removed.add_metric(key, 1 if d.removed else 0)
         kind = KIND_CONTAINER if d.service is None else KIND_SWARM_SERVICE
         self.info.add_metric(
             key, {"status": r.status.text, "version": r.version, "commit": r.commit, "image": r.image, "kind": kind}

@@ -52,11 +52,17 @@ def when(seconds: float | None) -> str:
 
 
 def health_text(row: dict[str, Any]) -> str:
+    if row["removed"]:
+        return "removed"  # no container left: not failing checks, gone
     checks: dict[str, bool] = row["health_checks"]
     if not checks:
         return "—"
     failing = [name for name, ok in checks.items() if not ok]
     return "healthy" if not failing else "failing: " + ", ".join(failing)
+
+
+def health_class(row: dict[str, Any]) -> str:
+    return "removed" if row["removed"] else "ok" if row["healthy"] else "bad"
 
 
 def row_html(row: dict[str, Any], *, now: float) -> str:
@@ -71,12 +77,13 @@ def row_html(row: dict[str, Any], *, now: float) -> str:
         f"<td>{row['revision']}</td>",
         f'<td data-since="{row["started_at"]}" title="{_e(when(row["started_at"]))}">'
         f"{_e(age(now - row['started_at']))}</td>",
-        f'<td class="health health-{"ok" if row["healthy"] else "bad"}">{_e(health_text(row))}</td>',
+        f'<td class="health health-{health_class(row)}">{_e(health_text(row))}</td>',
         f"<td>{row['cpu_seconds']:.1f} s</td>",
         f"<td>{_e(size(row['memory_bytes'], separator=' '))}</td>",
         f"<td>{_e(', '.join(row['last_versions']))}</td>",
     ]
-    return f'<tr data-name="{_e(key.name)}" data-environment="{_e(key.environment)}">{"".join(cells)}</tr>'
+    removed = ' class="removed"' if row["removed"] else ""
+    return f'<tr{removed} data-name="{_e(key.name)}" data-environment="{_e(key.environment)}">{"".join(cells)}</tr>'
 
 
 def _page(title: str, body: str, *, stream: EventStream, extra: Iterable[tuple[str, str]] = ()) -> str:
