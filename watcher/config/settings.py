@@ -132,7 +132,7 @@ class ExpositionSettings:
 class ServiceSettings:
     shutdown_timeout_seconds: float = setting(
         8.0,
-        "after SIGTERM or SIGINT, seconds the watcher may take to stop (final state file save, open HTTP "
+        "after SIGTERM, SIGINT or SIGHUP, seconds the watcher may take to stop (final state file save, open HTTP "
         "requests); beyond it, it logs what is still pending and exits with code 1. Below docker stop's "
         "10 s grace, so that report is written before Docker kills the process",
         minimum=2,

@@ -162,7 +162,7 @@ class Service:
         return self.docker.connected
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
-        """Serve until ``stop`` is set (or SIGTERM/SIGINT), then stop within ``service.shutdown_timeout_seconds``.
+        """Serve until ``stop`` is set (or SIGTERM/SIGINT/SIGHUP), then stop within ``service.shutdown_timeout_seconds``.
 
         A root task dying stops all, raising its error. ``ShutdownIncomplete``: the shutdown did
         not finish in time, or SIGINT forced it; what did not end may still be running.
