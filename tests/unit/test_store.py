@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import re
+import threading
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -477,14 +480,74 @@ def test_unusable_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureF
     assert file.save(rich_state()) and file.load() == rich_state()  # and it goes on
 
 
-def test_unreadable_file_is_treated_as_corrupt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A state.json that cannot be read (here a directory) is moved aside like a corrupt one."""
-    (tmp_path / "state.json").mkdir()
+def loaded_within(file: StateFile, seconds: float) -> State:
+    """``file.load()``, failing (not hanging the test run) when it takes longer than ``seconds``."""
+    result: list[State] = []
+    loader = threading.Thread(target=lambda: result.append(file.load()), daemon=True)
+    loader.start()
+    loader.join(seconds)
+    if loader.is_alive():
+        with suppress(OSError):  # a FIFO: a writer that comes and goes lets the blocked open return
+            os.close(os.open(file.path, os.O_WRONLY | os.O_NONBLOCK))
+        loader.join(5)
+        pytest.fail(f"loading {file.path} did not return within {seconds} s")
+    return result[0]
+
+
+def fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def directory(path: Path) -> None:
+    path.mkdir()
+    (path / "inside").touch()
+
+
+def link_to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def link_to_a_good_file(path: Path) -> None:
+    target = path.with_name("elsewhere.json")
+    target.write_bytes(encode(rich_state()))
+    path.symlink_to(target)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (fifo, "not a regular file (a FIFO)"),
+        (directory, "not a regular file (a directory)"),
+        (link_to_dev_zero, "a symbolic link, not a regular file"),
+        (link_to_a_good_file, "a symbolic link, not a regular file"),
+    ],
+    ids=["fifo", "directory", "link-to-dev-zero", "link"],
+)
+def test_only_a_regular_file_is_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, make: Callable[[Path], None], reason: str
+) -> None:
+    """A FIFO used to hang the start before anything was served, a link to /dev/zero to end it in
+    MemoryError (a crash loop): anything but a regular file is unusable, moved aside (the link
+    itself, not what it points to), logged and counted, and the watcher starts fresh."""
+    make(tmp_path / "state.json")
     file, registry = state_file(tmp_path)
-    assert file.load() == State()
-    assert "cannot read it: Is a directory" in caplog.text
+    assert loaded_within(file, 5) == State()
+    assert f"the state file {tmp_path / 'state.json'} is unusable ({reason})" in caplog.text
     assert metric(registry, "deployment_watcher_state_load_errors_total") == 1
-    assert file.save(State())
+    assert os.path.lexists(tmp_path / "state.json.corrupt-20240601T120000Z")
+    assert file.save(rich_state()) and file.load() == rich_state()
+
+
+def test_an_oversized_file_is_not_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file beyond storage.max_file_bytes is moved aside unread: loading it could exhaust memory."""
+    data = encode(rich_state())
+    (tmp_path / "state.json").write_bytes(data)
+    file = StateFile(tmp_path, metrics=SelfMetrics(CollectorRegistry()), clock=lambda: NOW, max_bytes=len(data) - 1)
+    assert file.load() == State()
+    assert f"is unusable ({len(data)} bytes, more than storage.max_file_bytes ({len(data) - 1}))" in caplog.text
+    assert (tmp_path / "state.json.corrupt-20240601T120000Z").read_bytes() == data
+    exactly = StateFile(tmp_path, metrics=SelfMetrics(CollectorRegistry()), max_bytes=len(data))
+    assert exactly.save(rich_state()) and exactly.load() == rich_state()
 
 
 def test_temp_files_of_an_interrupted_save_are_removed_at_load(tmp_path: Path) -> None:

@@ -110,6 +110,12 @@ class StorageSettings:
         "after a change, wait this many seconds, gathering further changes, before saving the state file",
         minimum=0,
     )
+    max_file_bytes: int = setting(
+        256 * 1024 * 1024,
+        "largest state file loaded at start-up, in bytes; a larger one is moved aside unread, as an unusable "
+        "file is (reading it could exhaust the memory)",
+        minimum=1024,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 
+from watcher.config.settings import StorageSettings
 from watcher.domain.model import State
 from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.selfmetrics import SelfMetrics
@@ -19,6 +22,9 @@ AUTO = "auto"  # storage.directory: the system directory when usable, else the u
 DISABLED = ("", "none")  # storage.directory: keep no state across restarts
 SYSTEM_DIRECTORY = Path("/var/lib/deployment-watcher")
 XDG_NAME = "deployment-watcher"
+# What a state.json that is no regular file is, for the log line (anything else: "a special file").
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,10 @@ def state_directory(
     return base.absolute() / XDG_NAME
 
 
+class _NotAStateFile(Exception):
+    """state.json is something the watcher never writes: not a regular file, or too large to load."""
+
+
 def _usable(directory: Path) -> bool:
     """A directory we may write in, or one we may create (its parent exists and is writable)."""
     if directory.is_dir():
@@ -63,22 +73,34 @@ class StateFile:
     ``save`` is blocking I/O, meant for one worker thread at a time.
     """
 
-    def __init__(self, directory: str | Path, *, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        metrics: SelfMetrics,
+        clock: Callable[[], float] = time.time,
+        max_bytes: int = StorageSettings().max_file_bytes,
+    ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
         self._metrics = metrics
         self._clock = clock
+        self._max_bytes = max_bytes
         self._failing = ""  # the last save error, so a lasting one is logged once, not at every change
 
     def load(self) -> State:
         """The saved state; a fresh one when there is none or it cannot be used (moved aside)."""
         self._remove_temp_files()
         try:
-            data = self.path.read_bytes()
+            data = self._read()
         except FileNotFoundError:
             log.info("no state file at %s: starting fresh", self.path)
             return State()
+        except _NotAStateFile as exc:
+            return self._unusable(str(exc))
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return self._unusable("a symbolic link, not a regular file")
             return self._unusable(f"cannot read it: {exc.strerror or exc}")
         try:
             state = decode(data)
@@ -86,6 +108,29 @@ class StateFile:
             return self._unusable(str(exc))
         log.info("loaded the state file %s: %d deployments", self.path, len(state.deployments))
         return state
+
+    def _read(self) -> bytes:
+        """The file's bytes, when it is a regular file of at most ``max_bytes``.
+
+        The watcher writes nothing else there. O_NONBLOCK: opening a FIFO would wait for a writer,
+        before anything is served; O_NOFOLLOW: a link (to /dev/zero, which never ends) is none of
+        its files. The read is bounded too: the file may grow after the fstat.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _NotAStateFile(f"not a regular file ({_KINDS.get(stat.S_IFMT(info.st_mode), 'a special file')})")
+            data = b""
+            if info.st_size <= self._max_bytes:
+                with os.fdopen(fd, "rb", closefd=False) as fh:
+                    data = fh.read(self._max_bytes + 1)
+        finally:
+            os.close(fd)
+        size = max(info.st_size, len(data))
+        if size > self._max_bytes:
+            raise _NotAStateFile(f"{size} bytes, more than storage.max_file_bytes ({self._max_bytes})")
+        return data
 
     def save(self, state: State) -> bool:
         """Write ``state`` atomically (temp file, fsync, rename, fsync of the directory); False on failure."""

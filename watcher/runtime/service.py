@@ -124,7 +124,9 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
         directory = state_directory(settings.storage.directory)
-        self.state_file = StateFile(directory, metrics=self.metrics) if directory else None
+        self.state_file = (
+            StateFile(directory, metrics=self.metrics, max_bytes=settings.storage.max_file_bytes) if directory else None
+        )
         if self.state_file:
             log.info("state file: %s", self.state_file.path)
         else:
