@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -43,6 +44,7 @@ from watcher.domain.model import (
 from watcher.domain.observations import InstanceExited, InstanceGone, InstanceHealth, InstanceOOMKilled, UsageSampled
 from watcher.domain.times import LATEST
 from watcher.persistence import codec as store
+from watcher.persistence import statefile
 from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.persistence.statefile import StateFile
 from watcher.selfmetrics import SelfMetrics
@@ -599,3 +601,30 @@ def test_a_state_json_cannot_hold_is_a_failed_save_not_a_crash(tmp_path: Path) -
     assert file.save(broken) is False
     assert metric(registry, "deployment_watcher_state_save_errors_total") == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_the_state_directory_is_held_by_one_watcher(tmp_path: Path) -> None:
+    """A second holder (here in the same process: flock locks belong to an open file) is refused,
+    told the first one's pid and host; once unlocked, the directory can be taken again."""
+    first, _ = state_file(tmp_path / "data")
+    first.lock()
+    holder = f"{os.getpid()} {socket.gethostname()}"
+    assert (tmp_path / "data" / statefile.LOCK_NAME).read_text() == f"{holder}\n"
+    second, _ = state_file(tmp_path / "data")
+    with pytest.raises(
+        statefile.DirectoryInUse, match=re.escape(f"(pid {os.getpid()} on host {socket.gethostname()})")
+    ):
+        second.lock()
+    first.unlock()
+    second.lock()
+    second.unlock()
+
+
+def test_a_directory_that_cannot_be_locked_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No lock file can be made (here: the directory's place is taken by a file): a warning, no refusal."""
+    (tmp_path / "data").touch()
+    file, _ = state_file(tmp_path / "data")
+    file.lock()
+    assert f"cannot lock the state directory {tmp_path / 'data'}" in caplog.text

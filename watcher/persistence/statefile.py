@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import socket
 import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from watcher.config.settings import StorageSettings
 from watcher.domain.model import State
@@ -18,6 +21,7 @@ from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.selfmetrics import SelfMetrics
 
 FILE_NAME = "state.json"
+LOCK_NAME = "state.lock"  # beside it: flock'ed by the watcher using the directory, with its pid and host
 AUTO = "auto"  # storage.directory: the system directory when usable, else the user's state directory
 DISABLED = ("", "none")  # storage.directory: keep no state across restarts
 SYSTEM_DIRECTORY = Path("/var/lib/deployment-watcher")
@@ -55,6 +59,17 @@ def state_directory(
     return base.absolute() / XDG_NAME
 
 
+class DirectoryInUse(Exception):
+    """Another watcher holds the state directory: two would overwrite each other's state."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        super().__init__(
+            f"the state directory {directory} is in use by another watcher ({holder}): two watchers on one "
+            "directory would overwrite each other's state; stop the other one, or give this one a "
+            "storage.directory of its own"
+        )
+
+
 class _NotAStateFile(Exception):
     """state.json is something the watcher never writes: not a regular file, or too large to load."""
 
@@ -87,6 +102,49 @@ class StateFile:
         self._clock = clock
         self._max_bytes = max_bytes
         self._failing = ""  # the last save error, so a lasting one is logged once, not at every change
+        self._lock: BinaryIO | None = None  # the open lock file while this process holds the directory
+
+    def lock(self) -> None:
+        """Hold the directory for this process (until ``unlock``, or its end): DirectoryInUse while
+        another process holds it, naming that one's pid and host (a container's pid is its own
+        namespace's: the host, its container id, says which).
+
+        flock, not a pid file: the kernel drops the lock with the process, however it ends, so a
+        watcher killed with -9 leaves nothing stale behind. Where no lock file can be made (a
+        read-only directory: no save can happen there either), the watcher goes on with a warning.
+        """
+        path = self.directory / LOCK_NAME
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("cannot lock the state directory %s (%s): another watcher using it would not be noticed",
+                        self.directory, exc.strerror or exc)  # fmt: skip
+            return
+        lock = os.fdopen(fd, "r+b", buffering=0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock.read(200).decode("utf-8", "replace").split()
+            lock.close()
+            raise DirectoryInUse(
+                self.directory, f"pid {holder[0]} on host {' '.join(holder[1:2]) or '?'}" if holder else "pid unknown"
+            ) from None
+        except OSError as exc:  # ENOLCK: a network file system without locks
+            lock.close()
+            log.warning("cannot lock the state directory %s (%s): another watcher using it would not be noticed",
+                        self.directory, exc.strerror or exc)  # fmt: skip
+            return
+        with suppress(OSError):  # a full disk: locked all the same, the pid stays unknown
+            lock.truncate(0)
+            lock.write(f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._lock = lock
+
+    def unlock(self) -> None:
+        """Let another watcher have the directory (after the final save)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def load(self) -> State:
         """The saved state; a fresh one when there is none or it cannot be used (moved aside)."""

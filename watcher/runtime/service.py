@@ -132,6 +132,8 @@ class Service:
         else:
             log.info("no state file (storage.directory %r): nothing is kept across restarts",
                      settings.storage.directory)  # fmt: skip
+        if self.state_file:
+            self.state_file.lock()  # DirectoryInUse: another watcher saves there
         # Loaded before the Docker watch starts: its first resync reconciles the saved state.
         initial = self.state_file.load() if self.state_file else None
         self.core = Core(settings=settings, metrics=self.metrics, state=initial)
@@ -205,6 +207,8 @@ class Service:
                     self._shut_down(runner, roots), timeout=self.settings.service.shutdown_timeout_seconds,
                     force=force, busy_threads=self._busy_threads,
                 )  # fmt: skip
+                if self.state_file:
+                    self.state_file.unlock()  # saved for the last time: another watcher may take over
         _raise_crashes(roots)
 
     async def _shut_down(self, runner: web.AppRunner, roots: list[asyncio.Task[None]]) -> None:
