@@ -21,6 +21,7 @@ from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.selfmetrics import SelfMetrics
 
 FILE_NAME = "state.json"
+CLAMPED_SHOWN = 5  # numbers out of range named in the load's warning (a file may hold thousands)
 LOCK_NAME = "state.lock"  # beside it: flock'ed by the watcher using the directory, with its pid and host
 AUTO = "auto"  # storage.directory: the system directory when usable, else the user's state directory
 DISABLED = ("", "none")  # storage.directory: keep no state across restarts
@@ -160,10 +161,15 @@ class StateFile:
             if exc.errno == errno.ELOOP:
                 return self._unusable("a symbolic link, not a regular file")
             return self._unusable(f"cannot read it: {exc.strerror or exc}")
+        clamped: list[str] = []
         try:
-            state = decode(data)
+            state = decode(data, clamped=clamped)
         except DecodeError as exc:
             return self._unusable(str(exc))
+        if clamped:
+            shown = "; ".join(clamped[:CLAMPED_SHOWN]) + ("; …" if len(clamped) > CLAMPED_SHOWN else "")
+            log.warning("the state file %s holds %d numbers out of their ranges, read as the nearest bound "
+                        "(the rest is loaded): %s", self.path, len(clamped), shown)  # fmt: skip
         log.info("loaded the state file %s: %d deployments", self.path, len(state.deployments))
         return state
 
