@@ -286,8 +286,9 @@ def test_a_state_file_with_a_number_out_of_range(tmp_path: Path) -> None:
             assert watcher.value("deployment_rollback_count_total", deployment=other.name) == 2
             assert watcher.value("deployment_version", deployment=other.name) == 5
             assert watcher.value("deployment_watcher_state_load_errors_total") == 0
-            assert "holds 1 numbers out of their ranges" in watcher.log.read_text()
-            assert "rollbacks: an integer of 1329 bits → 9223372036854775807" in watcher.log.read_text()
+            if start == 1:  # the next save writes the bound: a later start reads a file in range
+                assert "holds 1 numbers out of their ranges" in watcher.log.read_text()
+                assert "rollbacks: an integer of 1329 bits → 9223372036854775807" in watcher.log.read_text()
             assert not list(data.glob(f"{statefile.FILE_NAME}.corrupt-*"))
         finally:
             assert watcher.stop() == 0, watcher.tail()
