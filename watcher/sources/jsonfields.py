@@ -2,7 +2,9 @@
 
 A type check, not ``watcher.domain.text``'s cleaning (``labels.parse`` cleans the values that
 become label values). Shared by the container and Swarm translations, which read the same kind
-of JSON from the same engine and import none of each other.
+of JSON from the same engine and import none of each other. Counts and times are read into the
+ranges the state holds (``watcher.domain.limits``): what a hostile or buggy engine sends must not
+become a state file the next start cannot load.
 """
 
 from __future__ import annotations
