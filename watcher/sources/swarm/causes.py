@@ -122,7 +122,7 @@ def replicas_from_tasks(service: Mapping[str, Any], tasks: Iterable[Mapping[str,
     running = sum(1 for t in wanted if _text(_object(t.get("Status")).get("State")) == "running")
     replicated = _object(_object(_object(service.get("Spec")).get("Mode")).get("Replicated"))
     replicas = replicated.get("Replicas")
-    return (_count(replicas) if replicas is not None else len(wanted)), running
+    return (_count(replicas) if _number(replicas) is not None else len(wanted)), running
 
 
 def is_rolling(seen: ServiceSeen) -> bool:
