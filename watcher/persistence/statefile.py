@@ -114,32 +114,34 @@ class StateFile:
         watcher killed with -9 leaves nothing stale behind. Where no lock file can be made (a
         read-only directory: no save can happen there either), the watcher goes on with a warning.
         """
-        path = self.directory / LOCK_NAME
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            log.warning("cannot lock the state directory %s (%s): another watcher using it would not be noticed",
-                        self.directory, exc.strerror or exc)  # fmt: skip
+            self._not_locked(exc)
             return
         lock = os.fdopen(fd, "r+b", buffering=0)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = lock.read(200).decode("utf-8", "replace").split()
+            holder = lock.read(200).decode("utf-8", "replace").split()  # "<pid> <host>", or nothing yet
             lock.close()
+            host = holder[1] if len(holder) > 1 else "?"
             raise DirectoryInUse(
-                self.directory, f"pid {holder[0]} on host {' '.join(holder[1:2]) or '?'}" if holder else "pid unknown"
+                self.directory, f"pid {holder[0]} on host {host}" if holder else "pid unknown"
             ) from None
         except OSError as exc:  # ENOLCK: a network file system without locks
             lock.close()
-            log.warning("cannot lock the state directory %s (%s): another watcher using it would not be noticed",
-                        self.directory, exc.strerror or exc)  # fmt: skip
+            self._not_locked(exc)
             return
         with suppress(OSError):  # a full disk: locked all the same, the pid stays unknown
             lock.truncate(0)
             lock.write(f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._lock = lock
+
+    def _not_locked(self, exc: OSError) -> None:
+        log.warning("cannot lock the state directory %s (%s): another watcher using it would not be noticed",
+                    self.directory, exc.strerror or exc)  # fmt: skip
 
     def unlock(self) -> None:
         """Let another watcher have the directory (after the final save)."""
