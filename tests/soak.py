@@ -6,7 +6,8 @@ Docker Engine of ``tests/hostile_engine.py`` served by this process, which throw
 for the whole run while containers are rolled out, crash, turn (un)healthy and are removed, and
 while hostile clients hit the watcher's HTTP side. Every few seconds: the process is alive,
 ``/metrics`` parses, and its RSS is sampled. At the end the faults stop, the watcher must
-reconnect and resync, and its state must equal a clean resync's (``view``).
+reconnect and resync, and its state must equal a clean resync's (``view``); then it is hung up
+on (SIGHUP): it must stop cleanly, its final save holding every deployment it showed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -31,6 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 from tests.hostile_engine import FAULTS, HostileEngine
+from watcher.domain.model import DeploymentKey
+from watcher.persistence import codec, statefile
 
 USER, PASSWORD = "prometheus", "soak-password"
 ENVIRONMENT = "soak"
@@ -80,6 +84,8 @@ class Result:
     compared: bool = False  # the final states were compared (not when the watcher exited before)
     differences: list[str] = field(default_factory=list)
     settled_seconds: float = 0.0
+    hung_up: bool = False  # SIGHUP sent at the end, and the watcher stopped
+    hangup_problem: str = ""  # what went wrong after it: an exit code, deployments missing from the save
     log_tail: list[str] = field(default_factory=list)  # the soaked watcher's last log lines, on FAIL
 
     @property
@@ -98,6 +104,8 @@ class Result:
             found.append("the final state was not compared")
         if self.differences:
             found.append(f"state differs from a clean resync: {'; '.join(self.differences[:5])}")
+        if self.hangup_problem:
+            found.append(f"after SIGHUP: {self.hangup_problem}")
         return found
 
     @property
@@ -128,6 +136,8 @@ class Result:
             print("  final state               not compared")
         for difference in self.differences[:20]:
             print(f"    {difference}")
+        hangup = self.hangup_problem or ("exit 0, every deployment in its final save" if self.hung_up else "not sent")
+        print(f"  SIGHUP at the end         {hangup}")
         if self.log_tail:
             print("  the soaked watcher's log ends:")
             for line in self.log_tail:
@@ -495,6 +505,8 @@ async def soak(
                 if not result.exited:
                     clean = await _end(http, engine, soaked, tmp, result)
                     result.exited = result.exited or soaked.exited()
+                if not result.exited:
+                    await _hang_up(http, soaked, tmp, result)
         finally:
             for task in tasks:
                 task.cancel()
@@ -574,6 +586,26 @@ async def _end(
     if not result.rss_start:  # a run shorter than its warm-up
         result.rss_start = result.rss_end
     return clean
+
+
+async def _hang_up(http: aiohttp.ClientSession, soaked: Watcher, tmp: Path, result: Result) -> None:
+    """SIGHUP, as a closed terminal or a "reload" sends it: a clean stop (exit 0) whose final save
+    holds every deployment the watcher showed a moment before."""
+    shown = await view(http, soaked)
+    soaked.process.send_signal(signal.SIGHUP)
+    try:
+        code = await asyncio.wait_for(soaked.process.wait(), 15)
+    except TimeoutError:
+        result.hangup_problem = "still running 15 s later"
+        return
+    result.hung_up = True
+    if code != 0:
+        result.hangup_problem = f"exit code {code}"
+        return
+    saved = codec.decode((tmp / "soaked-state" / statefile.FILE_NAME).read_bytes())
+    missing = [f"{env}/{name}" for env, name in sorted(shown) if DeploymentKey(name, env) not in saved.deployments]
+    if missing:
+        result.hangup_problem = f"not in the final save: {', '.join(missing)}"
 
 
 async def _until(check: Callable[[], Awaitable[bool]], soaked: Watcher, *, timeout: float, what: str) -> None:

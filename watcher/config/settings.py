@@ -110,6 +110,12 @@ class StorageSettings:
         "after a change, wait this many seconds, gathering further changes, before saving the state file",
         minimum=0,
     )
+    max_file_bytes: int = setting(
+        256 * 1024 * 1024,
+        "largest state file loaded at start-up, in bytes; a larger one is moved aside unread, as an unusable "
+        "file is (reading it could exhaust the memory)",
+        minimum=1024,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +138,7 @@ class ExpositionSettings:
 class ServiceSettings:
     shutdown_timeout_seconds: float = setting(
         8.0,
-        "after SIGTERM or SIGINT, seconds the watcher may take to stop (final state file save, open HTTP "
+        "after SIGTERM, SIGINT or SIGHUP, seconds the watcher may take to stop (final state file save, open HTTP "
         "requests); beyond it, it logs what is still pending and exits with code 1. Below docker stop's "
         "10 s grace, so that report is written before Docker kills the process",
         minimum=2,

@@ -124,12 +124,16 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
         directory = state_directory(settings.storage.directory)
-        self.state_file = StateFile(directory, metrics=self.metrics) if directory else None
+        self.state_file = (
+            StateFile(directory, metrics=self.metrics, max_bytes=settings.storage.max_file_bytes) if directory else None
+        )
         if self.state_file:
             log.info("state file: %s", self.state_file.path)
         else:
             log.info("no state file (storage.directory %r): nothing is kept across restarts",
                      settings.storage.directory)  # fmt: skip
+        if self.state_file:
+            self.state_file.lock()  # DirectoryInUse: another watcher saves there
         # Loaded before the Docker watch starts: its first resync reconciles the saved state.
         initial = self.state_file.load() if self.state_file else None
         self.core = Core(settings=settings, metrics=self.metrics, state=initial)
@@ -164,7 +168,7 @@ class Service:
         return self.docker.connected
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
-        """Serve until ``stop`` is set (or SIGTERM/SIGINT), then stop within ``service.shutdown_timeout_seconds``.
+        """Serve until ``stop`` is set (or SIGTERM/SIGINT/SIGHUP), then stop within ``service.shutdown_timeout_seconds``.
 
         A root task dying stops all, raising its error. ``ShutdownIncomplete``: the shutdown did
         not finish in time, or SIGINT forced it; what did not end may still be running.
@@ -205,6 +209,8 @@ class Service:
                     self._shut_down(runner, roots), timeout=self.settings.service.shutdown_timeout_seconds,
                     force=force, busy_threads=self._busy_threads,
                 )  # fmt: skip
+                if self.state_file:
+                    self.state_file.unlock()  # saved for the last time: another watcher may take over
         _raise_crashes(roots)
 
     async def _shut_down(self, runner: web.AppRunner, roots: list[asyncio.Task[None]]) -> None:
