@@ -38,6 +38,7 @@ from watcher.sources.api.reports import DeploymentsApi
 from watcher.sources.docker.watch import DockerWatch
 from watcher.sources.stats import sampling as stats
 from watcher.sources.swarm.watch import SwarmWatch
+from watcher.web import limits
 from watcher.web import security as websecurity
 from watcher.web.app import make_app
 from watcher.web.board import Board
@@ -136,7 +137,11 @@ class Service:
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
-        self.stream = EventStream(snapshot=self.core.snapshot, settings=settings, metrics=self.metrics)
+        self.stream = EventStream(
+            snapshot=self.core.snapshot, settings=settings, metrics=self.metrics,
+            max_clients=settings.web.max_stream_clients,
+            max_clients_per_address=settings.web.max_stream_clients_per_address,
+        )  # fmt: skip
         self.core.subscribe(self.stream.publish)
         self._saved = self.core.snapshot()  # the state the file holds
         self._changed = asyncio.Event()
@@ -169,7 +174,8 @@ class Service:
         """
         stop = stop or asyncio.Event()
         force = asyncio.Event()
-        with shutdown.signals(stop=stop, force=force):
+        # Out of descriptors, the accept loop would log a traceback per connection it cannot take.
+        with limits.accept_errors_counted(self.metrics.accept_errors), shutdown.signals(stop=stop, force=force):
             await self.exposition.refresh()  # the first scrape is served from memory too
             heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
             board = Board(
