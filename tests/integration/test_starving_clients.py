@@ -124,3 +124,35 @@ def get_with(watcher: WatcherProcess, path: str, headers: dict[str, str]) -> tup
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def test_a_page_rebound_to_the_watcher_reads_nothing(tmp_path: Path) -> None:
+    """DNS rebinding, as a browser makes the requests: ``Host: attacker.example`` with fetch metadata is
+    refused with 403 on the board, the API, the stream and /metrics (one log line); the same without
+    browser headers (Prometheus scraping by a service name) is served, and so is a browser using the
+    address, localhost or a name in web.allowed_hosts."""
+    watcher = start_watcher(
+        tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", "--log.level=info",
+        "--web.allowed-hosts=watcher.example.com,board.example.com", env={"WATCHER_API_TOKEN": TOKEN},
+    )  # fmt: skip
+    browser = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
+    try:
+        report(watcher, 1)
+        rebound = {"Host": f"attacker.example:{watcher.port}", **browser}
+        refused = [get_with(watcher, path, rebound) for path in ("/", "/api/v1/deployments", "/api/v1/events",
+                                                                 "/metrics", "/deployment?name=x")]  # fmt: skip
+        scraped = get_with(watcher, "/metrics", {"Host": "attacker.example"})
+        allowed = [
+            get_with(watcher, "/api/v1/deployments", {"Host": host, **browser})
+            for host in (f"127.0.0.1:{watcher.port}", f"localhost:{watcher.port}", "watcher.example.com")
+        ]
+        watcher.fresh()
+        counted = watcher.value("deployment_watcher_host_refusals_total", kind="name")
+    finally:
+        code = watcher.stop()
+    assert all(status == 403 and "web.allowed_hosts" in body for status, body in refused), refused
+    assert scraped[0] == 200 and "deployment_watcher_build_info" in scraped[1]
+    assert all(status == 200 and "service-0001" in body for status, body in allowed), allowed
+    assert counted == len(refused)
+    assert watcher.log.read_text().count("DNS rebinding") == 1, watcher.tail()
+    assert code == 0, watcher.tail()

@@ -38,9 +38,9 @@ class WebSettings:
     allowed_hosts: str = setting(
         "",
         "comma-separated host names a browser may use to reach the watcher, besides IP addresses and "
-        "localhost, e.g. watcher.example.com; a request from a browser page (Sec-Fetch-* or Origin header) "
-        "naming another Host is refused with 403, against DNS rebinding. Requests without those headers "
-        "(Prometheus, curl, the CLI) are never refused for their Host",
+        "localhost, e.g. watcher.example.com; a request from a browser (a Mozilla/ User-Agent, Accept-Language, "
+        "Sec-Fetch-*, Origin, Referer) naming another Host is refused with 403, against DNS rebinding. Other "
+        "clients (Prometheus, curl, the CLI) are never refused for their Host",
     )
 
 

@@ -188,6 +188,10 @@ class Service:
             app.add_routes(ReadApi(snapshot=self.core.snapshot, settings=self.settings, stream=self.stream).routes())
             app.on_shutdown.append(self.stream.close)  # open streams would hold the HTTP server's stop
             websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
+            websecurity.guard_hosts(  # outermost: a rebound page gets nothing, not even a basic auth prompt
+                app, allowed=websecurity.allowed_hosts(self.settings.web.allowed_hosts),
+                refusals=self.metrics.host_refusals,
+            )  # fmt: skip
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_GRACE_SECONDS)
             await runner.setup()
             roots: list[asyncio.Task[None]] = []
