@@ -670,7 +670,7 @@ def read_side_app(snapshot: Callable[[], State], settings: Settings) -> web.Appl
     exposition = Exposition(snapshot=snapshot, registry=own, settings=settings, metrics=metrics)
     stream = EventStream(snapshot=snapshot, settings=settings, metrics=metrics)
     app = make_app(exposition=exposition, ready=lambda: True,
-                   board=Board(snapshot=snapshot, settings=settings, stream=stream, clock=time.time))  # fmt: skip
+                   board=Board(snapshot=snapshot, settings=settings, stream=stream, clock=time.time, metrics=metrics))  # fmt: skip
     app.add_routes(ReadApi(snapshot=snapshot, settings=settings, stream=stream).routes())
     return app
 

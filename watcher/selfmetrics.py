@@ -162,6 +162,12 @@ class SelfMetrics:
             "name (not an IP address, localhost or a name in web.allowed_hosts), malformed (missing or unreadable).",
             "kind", HOST_REFUSALS, registry,
         )  # fmt: skip
+        self.board_renders = Counter(
+            f"{PREFIX}_board_renders",
+            "Renderings of the board's table (GET /), in a worker thread: one per change of state and environment "
+            "filter, and when an age it shows would change; other loads are served from memory.",
+            registry=registry,
+        )
         self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
         self.state_save_errors = Counter(
             f"{PREFIX}_state_save_errors",

@@ -64,7 +64,7 @@ def read_side(
     )  # fmt: skip
     core.subscribe(stream.publish)
     exposition = Exposition(snapshot=core.snapshot, registry=registry, settings=settings, metrics=metrics)
-    board = Board(snapshot=core.snapshot, settings=settings, stream=stream, clock=clock)
+    board = Board(snapshot=core.snapshot, settings=settings, stream=stream, clock=clock, metrics=metrics)
     app = make_app(exposition=exposition, ready=lambda: True, board=board)
     api = DeploymentsApi(
         token=TOKEN, settings=settings, snapshot=core.snapshot, step=core.step, clock=clock, metrics=metrics

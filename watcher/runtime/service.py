@@ -179,7 +179,11 @@ class Service:
             await self.exposition.refresh()  # the first scrape is served from memory too
             heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
             board = Board(
-                snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, clock=self.core.clock
+                snapshot=self.core.snapshot,
+                settings=self.settings,
+                stream=self.stream,
+                clock=self.core.clock,
+                metrics=self.metrics,
             )
             app = make_app(
                 exposition=self.exposition, ready=self.ready, why_not=lambda: self.docker.problem, board=board
