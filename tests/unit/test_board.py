@@ -18,6 +18,7 @@ from tests.unit.test_state import API, reported, started
 from watcher.display import age, age_changes_in
 from watcher.domain.model import DeploymentKey, State
 from watcher.domain.observations import Tick
+from watcher.web.board import PAGES_KEPT
 
 HOSTILE = "<img src=x onerror=alert(1)>\"'&"
 
@@ -175,6 +176,11 @@ async def test_the_table_is_rendered_once_per_change(aiohttp_client: AiohttpClie
     await client.get("/", params={"environment": "staging"})
     await client.get("/")
     assert renders(side) == 4
+    for n in range(PAGES_KEPT):  # any filter text: the pages kept are bounded, the oldest go first
+        await client.get("/", params={"environment": f"env-{n}"})
+    await client.get("/", params={"environment": "env-1"})
+    await client.get("/")
+    assert renders(side) == 4 + PAGES_KEPT + 1
 
 
 async def test_health_answers_while_5000_rows_load(aiohttp_client: AiohttpClient) -> None:

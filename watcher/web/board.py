@@ -264,10 +264,9 @@ class Board:
                 render_board, state, settings=self._settings, last_id=last_id, environment=environment, now=now
             )
             self._metrics.board_renders.inc()
-            self._pages[environment] = page
-            self._pages.move_to_end(environment)
-            if len(self._pages) > PAGES_KEPT:
-                self._pages.popitem(last=False)
+            # Pages of an older state are never served again: dropped, they keep no old state alive.
+            kept = [(env, kept) for env, kept in self._pages.items() if kept.state is state and env != environment]
+            self._pages = collections.OrderedDict([*kept[-(PAGES_KEPT - 1) :], (environment, page)])
             return page
 
     async def detail(self, request: web.Request) -> web.Response:

@@ -64,11 +64,10 @@ def accept_errors(counter: Counter) -> Callable[[asyncio.AbstractEventLoop, dict
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
         kind = errno.errorcode.get(error.errno or 0, "") if isinstance(error, OSError) else ""
-        if context.get("message") != ACCEPT_MESSAGE or kind not in ACCEPT_ERRORS:
+        if not isinstance(error, OSError) or context.get("message") != ACCEPT_MESSAGE or kind not in ACCEPT_ERRORS:
             loop.default_exception_handler(context)
             return
         counter.labels(kind).inc()
-        assert isinstance(error, OSError)
         lines.log(kind, "cannot accept connections: %s (%s); new clients wait until descriptors are free "
                   "(see deployment_watcher_http_accept_errors_total)", error.strerror, kind)  # fmt: skip
 
