@@ -42,7 +42,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tests import soak
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
-from tests.streamclients import fan_out
+from tests.streamclients import caps_for, fan_out
 from tests.swarm_cluster import SwarmCluster
 from watcher.config import Settings, load
 from watcher.domain.machine import apply
@@ -745,7 +745,9 @@ def figure_read_api(*, deployments: int, requests: int = 200) -> Figure:
 def figure_fanout(*, clients: int, rounds: int = 5) -> Figure:
     """A real watcher process: ``clients`` on its stream, a report changes a deployment, until the last has it."""
     with tempfile.TemporaryDirectory() as tmp:
-        watcher = start_watcher(Path(tmp), "--stats.enabled=false", env={"WATCHER_API_TOKEN": TOKEN})
+        watcher = start_watcher(
+            Path(tmp), "--stats.enabled=false", *caps_for(clients), env={"WATCHER_API_TOKEN": TOKEN}
+        )
         try:
             versions = iter(range(10_000))
 
