@@ -91,6 +91,33 @@ def test_streams_up_to_the_descriptor_limit_starve_nothing(tmp_path: Path) -> No
     assert code == 0, watcher.tail()
 
 
+def test_a_stream_that_hangs_up_frees_its_place_at_once(tmp_path: Path) -> None:
+    """With one place on the stream: a client that closes its connection, no event and no keepalive due,
+    leaves it to the next client within a couple of seconds (aiohttp tells a handler nothing; the
+    next write would have found out, 15 s later)."""
+    watcher = start_watcher(
+        tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false",
+        "--web.max-stream-clients=1",
+    )  # fmt: skip
+    try:
+        first, answer = stream(watcher.port, "127.0.0.1")
+        assert answer.startswith("HTTP/1.1 200")
+        first.close()
+        started = time.monotonic()
+
+        def next_one_served() -> bool:
+            client, answer = stream(watcher.port, "127.0.0.1")
+            client.close()
+            return answer.startswith("HTTP/1.1 200")
+
+        watcher.wait_for("the place free again", next_one_served, timeout=5)
+        took = time.monotonic() - started
+    finally:
+        code = watcher.stop()
+    assert took < 3, took
+    assert code == 0, watcher.tail()
+
+
 def test_accept_errors_are_logged_once_and_counted(tmp_path: Path) -> None:
     """Connections that never send a request take every descriptor (the caps above cannot help): the
     accept loop's errors make one log line and a count, not a traceback per connection, and once they

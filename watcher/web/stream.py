@@ -49,6 +49,7 @@ WRITE_TIMEOUT_SECONDS = 10.0  # a socket that takes no data this long is a clien
 HEARTBEAT_SECONDS = 15.0  # a comment line, so proxies keep the connection and dead clients are noticed
 RETRY_MILLISECONDS = 2000  # how long a browser's EventSource waits before reconnecting
 RETRY_AFTER_SECONDS = 10  # a client refused for the caps
+GONE_CHECK_SECONDS = 1.0  # how often a quiet stream looks whether its client hung up (aiohttp tells no handler)
 _HEARTBEAT = b": keepalive\n\n"
 # An id this stream sent: ASCII digits only (str.isdigit also takes "²", which int() refuses), and
 # few enough of them that int() never meets its limit on digits.
@@ -185,13 +186,21 @@ class EventStream:
                 for frame in backlog:
                     if client.wants(frame):
                         await self._write(response, frame.data)
+            quiet = 0.0  # seconds since the last write
             while not self._closed:
+                wait = min(self._heartbeat, GONE_CHECK_SECONDS)
                 try:
-                    async with asyncio.timeout(self._heartbeat):
+                    async with asyncio.timeout(wait):
                         queued = await client.queue.get()
                 except TimeoutError:
-                    await self._write(response, _HEARTBEAT)
+                    if request.transport is None:
+                        break  # the client hung up: its place under the caps is free now, not at the next write
+                    quiet += wait
+                    if quiet >= self._heartbeat:
+                        await self._write(response, _HEARTBEAT)
+                        quiet = 0.0
                     continue
+                quiet = 0.0
                 if queued is None:
                     break  # dropped, or the watcher stops
                 await self._write(response, queued.data)
