@@ -1,12 +1,14 @@
 """The board at ``/``: the deployments as a server-rendered table, and one deployment in detail.
 
 The pages work without JavaScript; ``static/board.js`` (shipped in the package, no build step)
-then keeps them current from the event stream. The table (milliseconds a hundred rows, half a
-second at 5,000) is rendered in a worker thread, one rendering at a time, and kept as bytes until
-the state changes or an age it shows would read differently: a burst of loads costs one
-rendering, and the event loop (``/health``, ``/metrics``, Docker's events) never waits for it. Label values are untrusted: every value goes
+then keeps them current from the event stream. Label values are untrusted: every value goes
 through ``html.escape`` here and through ``textContent`` in the script, and the
 Content-Security-Policy allows no inline script (nor anything from elsewhere).
+
+The table (milliseconds at a hundred rows, half a second at 5,000) is rendered in a worker thread,
+one rendering at a time, and kept as bytes until the state changes or an age it shows would read
+differently: a burst of loads costs one rendering, and the event loop (``/health``, ``/metrics``,
+Docker's events) never waits for it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import datetime
 import hashlib
 import html
 import importlib.resources
+import math
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -118,7 +121,7 @@ def board_html(
         if (not environment or d.key.environment == environment) and not d.usage_only
     ]
     rows = [row_html(row, now=now) for row in summaries]
-    current_for = min((age_changes_in(now - row["started_at"]) for row in summaries), default=86400.0)
+    current_for = min((age_changes_in(now - row["started_at"]) for row in summaries), default=math.inf)
     heads = "".join(f"<th>{name}</th>" for name in COLUMNS)
     body = f"""<form method="get" action="./" class="filter"><label>Environment
 <select name="environment"><option value="">all</option>{options}</select></label>
