@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.conftest import WatcherProcess, start_watcher
 from tests.integration.test_slow_clients import TOKEN, report
 
-OPEN_FILES = 100  # the watcher's descriptor limit: idle, it uses about 20
+OPEN_FILES = 128  # the watcher's descriptor limit: idle, it uses about 20
 MAX_STREAMS, PER_ADDRESS = 40, 16
 ADDRESSES = [f"127.0.0.{n}" for n in range(2, 12)]  # loopback: any 127/8 address is ours
 
@@ -55,7 +55,7 @@ def closing_all(sockets: list[socket.socket]) -> Iterator[list[socket.socket]]:
 
 
 def test_streams_up_to_the_descriptor_limit_starve_nothing(tmp_path: Path) -> None:
-    """Under `ulimit -n 100`, 20 streams from one address and 140 from ten others: 16 and 24 are served
+    """Under `ulimit -n 128`, 20 streams from one address and 140 from ten others: 16 and 24 are served
     (the caps), the rest answered 503 with Retry-After and closed; /health, /metrics and the CI/CD API
     answer at once meanwhile, and the refusals make a line per kind, not one per client."""
     watcher = start_watcher(
@@ -87,6 +87,7 @@ def test_streams_up_to_the_descriptor_limit_starve_nothing(tmp_path: Path) -> No
     assert (served, by_address, in_all) == (MAX_STREAMS, 4, 160 - MAX_STREAMS - 4)
     assert health[0] == scrape[0] == 200 and max(health[1], scrape[1]) < 2, (health, scrape)
     assert log.count("refused an event stream client") == 2, watcher.tail()
+    assert "leaves fewer than" not in log  # 40 streams and 128 descriptors: no warning at start-up
     assert "Traceback" not in log and "Too many open files" not in log, watcher.tail()
     assert code == 0, watcher.tail()
 
@@ -121,7 +122,7 @@ def test_a_stream_that_hangs_up_frees_its_place_at_once(tmp_path: Path) -> None:
 def test_accept_errors_are_logged_once_and_counted(tmp_path: Path) -> None:
     """Connections that never send a request take every descriptor (the caps above cannot help): the
     accept loop's errors make one log line and a count, not a traceback per connection, and once they
-    go the watcher serves again."""
+    go the watcher serves again. At start-up, it warned that its stream caps did not fit its limit."""
     watcher = start_watcher(
         tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", "--log.level=info",
         open_files=OPEN_FILES,
@@ -139,6 +140,7 @@ def test_accept_errors_are_logged_once_and_counted(tmp_path: Path) -> None:
     log = watcher.log.read_text(errors="replace")
     assert errors is not None and errors >= 1
     assert log.count("cannot accept connections: Too many open files (EMFILE)") == 1, watcher.tail()
+    assert "web.max_stream_clients (256) leaves fewer than 64 of the process's 128 file descriptors" in log
     assert "Traceback" not in log, watcher.tail()
     assert len(log) < 20_000, watcher.tail()
     assert code == 0, watcher.tail()

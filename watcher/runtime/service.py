@@ -208,6 +208,7 @@ class Service:
                 log.info("serving metrics on %s://%s:%d", scheme, host, self.port)
                 if self.web_config.users and not self.web_config.tls:
                     log.warning("basic auth without TLS: passwords cross the network in clear text")
+                limits.check_descriptors(self.settings.web.max_stream_clients)
                 roots = _start(self._root_tasks())
                 await _until_stopped(roots, stop=stop)
             finally:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import resource
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 ACCEPT_MESSAGE = "socket.accept() out of system resource"  # asyncio's context message for them
 REPEAT_SECONDS = 60.0  # a kind that keeps happening is logged again at most this often, with its count
+# Descriptors the watcher needs besides event streams: its own files and sockets (about 20 idle),
+# scrapes, API calls, board loads, the Docker connections (inspects, stats), the state file's saves.
+DESCRIPTORS_BESIDES_STREAMS = 64
 
 
 class OncePerKind:
@@ -84,3 +88,12 @@ def accept_errors_counted(counter: Counter) -> Iterator[None]:
         yield
     finally:
         loop.set_exception_handler(previous)
+
+
+def check_descriptors(max_stream_clients: int) -> None:
+    """Warn at start-up when full event streams would leave the rest of the watcher too few descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and max_stream_clients + DESCRIPTORS_BESIDES_STREAMS > soft:
+        log.warning("web.max_stream_clients (%d) leaves fewer than %d of the process's %d file descriptors "
+                    "(ulimit -n) for everything else: lower it or raise the limit", max_stream_clients,
+                    DESCRIPTORS_BESIDES_STREAMS, soft)  # fmt: skip
