@@ -23,6 +23,25 @@ class WebSettings:
     config_file: str = setting(
         "", "web config file (Prometheus exporters' format) for TLS and basic auth; empty: plain HTTP, no auth"
     )
+    max_stream_clients: int = setting(
+        256,
+        "event stream (/api/v1/events) clients connected at once; more are refused with 503 and Retry-After. "
+        "Each holds a file descriptor: keep it well below the descriptor limit (ulimit -n, often 1024)",
+        minimum=1,
+    )
+    max_stream_clients_per_address: int = setting(
+        32,
+        "event stream clients connected at once from one client address (behind a reverse proxy, all "
+        "clients share its address); more are refused with 503 and Retry-After",
+        minimum=1,
+    )
+    allowed_hosts: str = setting(
+        "",
+        "comma-separated host names a browser may use to reach the watcher, besides IP addresses and "
+        "localhost, e.g. watcher.example.com; a request from a browser (a Mozilla/ User-Agent, Accept-Language, "
+        "Sec-Fetch-*, Origin, Referer) naming another Host is refused with 403, against DNS rebinding. Other "
+        "clients (Prometheus, curl, the CLI) are never refused for their Host",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

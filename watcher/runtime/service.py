@@ -38,6 +38,7 @@ from watcher.sources.api.reports import DeploymentsApi
 from watcher.sources.docker.watch import DockerWatch
 from watcher.sources.stats import sampling as stats
 from watcher.sources.swarm.watch import SwarmWatch
+from watcher.web import limits
 from watcher.web import security as websecurity
 from watcher.web.app import make_app
 from watcher.web.board import Board
@@ -140,7 +141,11 @@ class Service:
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
-        self.stream = EventStream(snapshot=self.core.snapshot, settings=settings, metrics=self.metrics)
+        self.stream = EventStream(
+            snapshot=self.core.snapshot, settings=settings, metrics=self.metrics,
+            max_clients=settings.web.max_stream_clients,
+            max_clients_per_address=settings.web.max_stream_clients_per_address,
+        )  # fmt: skip
         self.core.subscribe(self.stream.publish)
         self._saved = self.core.snapshot()  # the state the file holds
         self._changed = asyncio.Event()
@@ -175,11 +180,16 @@ class Service:
         """
         stop = stop or asyncio.Event()
         force = asyncio.Event()
-        with shutdown.signals(stop=stop, force=force):
+        # Out of descriptors, the accept loop would log a traceback per connection it cannot take.
+        with limits.accept_errors_counted(self.metrics.accept_errors), shutdown.signals(stop=stop, force=force):
             await self.exposition.refresh()  # the first scrape is served from memory too
             heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
             board = Board(
-                snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, clock=self.core.clock
+                snapshot=self.core.snapshot,
+                settings=self.settings,
+                stream=self.stream,
+                clock=self.core.clock,
+                metrics=self.metrics,
             )
             app = make_app(
                 exposition=self.exposition, ready=self.ready, why_not=lambda: self.docker.problem, board=board
@@ -188,6 +198,10 @@ class Service:
             app.add_routes(ReadApi(snapshot=self.core.snapshot, settings=self.settings, stream=self.stream).routes())
             app.on_shutdown.append(self.stream.close)  # open streams would hold the HTTP server's stop
             websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
+            websecurity.guard_hosts(  # outermost: a rebound page gets nothing, not even a basic auth prompt
+                app, allowed=websecurity.allowed_hosts(self.settings.web.allowed_hosts),
+                refusals=self.metrics.host_refusals,
+            )  # fmt: skip
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_GRACE_SECONDS)
             await runner.setup()
             roots: list[asyncio.Task[None]] = []
@@ -200,6 +214,7 @@ class Service:
                 log.info("serving metrics on %s://%s:%d", scheme, host, self.port)
                 if self.web_config.users and not self.web_config.tls:
                     log.warning("basic auth without TLS: passwords cross the network in clear text")
+                limits.check_descriptors(self.settings.web.max_stream_clients)
                 roots = _start(self._root_tasks())
                 await _until_stopped(roots, stop=stop)
             finally:

@@ -247,6 +247,8 @@
 
   // -- the stream
 
+  const STREAM_RETRY_MS = 10000; // the stream's Retry-After when it refuses a client
+
   function connect() {
     const query = new URLSearchParams();
     if (environment) query.set("environment", environment);
@@ -255,10 +257,19 @@
     if (body.dataset.lastEventId) query.set("last_event_id", body.dataset.lastEventId);
     const source = new EventSource("api/v1/events?" + query);
     source.onopen = () => setLive("live", true);
-    source.onerror = () => setLive("reconnecting…", false);
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return setLive("reconnecting…", false);
+      // An answer other than the stream (503: the watcher has as many stream clients as it takes) ends
+      // an EventSource for good: try again after the watcher's Retry-After, from the last event seen.
+      setLive("stream full, retrying…", false);
+      setTimeout(connect, STREAM_RETRY_MS);
+    };
     const handle = view === "detail" ? onDetailEvent : onBoardEvent;
     for (const kind of EVENTS) {
-      source.addEventListener(kind, (message) => handle(JSON.parse(message.data)));
+      source.addEventListener(kind, (message) => {
+        body.dataset.lastEventId = message.lastEventId; // where a new connection goes on from
+        handle(JSON.parse(message.data));
+      });
     }
     source.addEventListener("resync", () => (view === "detail" ? reloadDetail() : reloadBoard()));
   }
