@@ -18,8 +18,8 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import resource
+import signal
 import socket
 import sys
 import tempfile
