@@ -187,9 +187,11 @@ def test_health_of_a_leftover_is_not_told() -> None:
 
 
 def test_kinds_are_the_counter_labels_of_before() -> None:
-    """Each event class has its own stable kind: the state_changes label values stay as they were (health_changed is new)."""
+    """Each event class has its own stable kind: the state_changes label values stay as they were (health_changed
+    and clock_skew are new)."""
     assert [e.kind for e in EVENT_TYPES] == [
         "rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale", "health_changed",
+        "clock_skew",
     ]  # fmt: skip
 
 

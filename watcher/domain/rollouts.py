@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import dora, rules
+from watcher.domain import dora, rules, times
 from watcher.domain.events import (
     DeploymentRejected,
     RolloutFinished,
@@ -37,8 +37,12 @@ def change_status(txn: Txn, deployment: Deployment, status: Status, reason: str,
             rollout=dataclasses.replace(rollout, status=status, reason=reason),
             dora=dora.record(deployment.dora, revised, rollout=rollout, timed=not txn.resyncing),
         )
-    # A finish found by a resync (after a restart or reconnect) happened at an unknown time.
-    duration = max(0.0, at - rollout.started_at) if rollout.witnessed and not txn.resyncing else None
+    # A finish found by a resync (after a restart or reconnect) happened at an unknown time; one
+    # before the start (the engine's clock ahead of ours) has no duration either, never 0 s.
+    timed = rollout.witnessed and not txn.resyncing
+    if timed and times.refused_finish(txn, key, at, started_at=rollout.started_at, instead="no duration"):
+        timed = False
+    duration = at - rollout.started_at if timed else None
     finished = RolloutFinished(
         key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
     )

@@ -136,6 +136,7 @@ class Service:
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
+        self.core.subscribe(subscribers.counting_skew(self.metrics.clock_skew))
         self.stream = EventStream(snapshot=self.core.snapshot, settings=settings, metrics=self.metrics)
         self.core.subscribe(self.stream.publish)
         self._saved = self.core.snapshot()  # the state the file holds
