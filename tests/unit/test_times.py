@@ -12,6 +12,7 @@ from watcher.domain import labels
 from watcher.domain.events import RolloutFinished, RolloutStarted, StaleObservation, TimeRefused
 from watcher.domain.model import Health, Instance, Status
 from watcher.domain.observations import InstanceHealth, InstanceSeen, RolloutReported
+from watcher.web import views
 
 T = 1_796_068_041.0
 HOUR = 3600.0
@@ -177,6 +178,7 @@ def test_a_finish_before_the_start_by_the_engines_clock_has_no_duration() -> Non
     assert run.d().durations.count == 0
     assert [e.duration for e in run.events if isinstance(e, RolloutFinished)] == [None]
     assert refused(run) == [("finished_at", T + 10)]
+    assert views.duration(run.d().rollout) is None  # the read API and the board: unknown, not 0 s
 
 
 def test_a_success_before_its_commit_records_no_lead_time() -> None:
