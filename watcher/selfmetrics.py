@@ -83,7 +83,7 @@ class SelfMetrics:
             Counter, "state_changes",
             "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
             "rejected by the cap or dropped after retention, stale observations ignored, health changes of a "
-            "rollout's containers.",
+            "rollout's containers, times refused as clock skew.",
             "kind", [event.kind for event in events.EVENT_TYPES], registry,
         )  # fmt: skip
         self.clock_skew = _labelled(
