@@ -28,8 +28,8 @@ def change_status(
     ``recorded``: ``at`` is the source's own record of when it happened (Swarm's ``CompletedAt``), known even
     when a resync is what finds it."""
     rollout = deployment.rollout
-    known = recorded or not txn.resyncing
     assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"
+    known = recorded or not txn.resyncing  # when it happened
     key, revision, version = deployment.key, rollout.revision, rollout.version
     if rollout.status is not Status.IN_PROGRESS:
         revised = RolloutRevised(

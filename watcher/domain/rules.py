@@ -70,10 +70,12 @@ def orchestrated(deployment: Deployment, *, now: float) -> tuple[Status, str] | 
     match state:
         case UpdateState.PAUSED | UpdateState.ROLLBACK_PAUSED:
             return Status.FAILED, f"{state.value}: {message}" if message else state.value
-        case UpdateState.COMPLETED | UpdateState.NONE | UpdateState.ROLLBACK_COMPLETED:
-            if service.running >= service.desired:
-                # The orchestrator's own rollback says why it happened.
-                return Status.SUCCESS, f"rolled back: {message}" if service.rolled_back_failure else ""
+        case UpdateState.COMPLETED | UpdateState.NONE | UpdateState.ROLLBACK_COMPLETED if (
+            service.running >= service.desired
+        ):
+            if service.rolled_back_failure:  # the orchestrator's own rollback says why it happened
+                return Status.SUCCESS, f"rolled back: {message}" if message else "rolled back"
+            return Status.SUCCESS, ""
     if now >= deployment.rollout.deadline_at:
         return Status.FAILED, f"{service.running} of {service.desired} replicas running within the progress deadline"
     return None
