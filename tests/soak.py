@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 from tests.hostile_engine import FAULTS, HostileEngine
+from watcher.wire import REPORTS_PATH
 from watcher.domain.model import DeploymentKey
 from watcher.persistence import codec, statefile
 
@@ -54,6 +55,12 @@ OPEN_FILES = 256
 DESCRIPTOR_LINES_PER_MINUTE = 5  # the accept loop, the state file, the Docker watch: once a minute each
 STREAM_CAPS = ("--web.max-stream-clients=64", "--web.max-stream-clients-per-address=16")
 FLOOD_ADDRESSES = tuple(f"127.0.0.{n}" for n in range(2, 10))  # loopback: any 127/8 address is ours
+# Deploy tooling whose clock runs hours ahead (within the day a unit mistake is told from): its
+# times are refused as skew and its deployments must go on as usual, never frozen ("stale").
+API_TOKEN = "soak-api-token-0123456789abcdef"
+REPORT_ENVIRONMENT = "soak-reports"  # deployments known from reports alone: no containers, not compared
+REPORT_NAMES = tuple(f"reported-{i}" for i in range(3))
+SKEW_SECONDS = 8 * 3600.0
 RSS_TOLERANCE = 0.20
 WATCHER_FLAGS = (
     "--docker.backoff-initial-seconds=0.05",
@@ -98,6 +105,9 @@ class Result:
     hangup_problem: str = ""  # what went wrong after it: an exit code, deployments missing from the save
     log_tail: list[str] = field(default_factory=list)  # the soaked watcher's last log lines, on FAIL
     descriptor_errors: int = 0  # log lines of the soaked watcher saying it was out of descriptors
+    skewed_reports: int = 0  # rollouts reported with times hours ahead
+    skew_problems: list[str] = field(default_factory=list)  # answers that froze or refused such a deployment
+    skew_counted: float = 0.0  # deployment_watcher_clock_skew_total at the end
 
     @property
     def rss_change(self) -> float:
@@ -117,6 +127,10 @@ class Result:
             found.append(f"state differs from a clean resync: {'; '.join(self.differences[:5])}")
         if self.hangup_problem:
             found.append(f"after SIGHUP: {self.hangup_problem}")
+        if self.skew_problems:
+            found.append(f"{len(self.skew_problems)} wrong answers to skewed reports, first: {self.skew_problems[0]}")
+        if self.skewed_reports and not self.skew_counted:
+            found.append("skewed reports were not counted in deployment_watcher_clock_skew_total")
         if self.descriptor_errors > DESCRIPTOR_LINES_PER_MINUTE * max(1.0, self.seconds / 60):
             found.append(f"{self.descriptor_errors} log lines of 'Too many open files' (a flood of them)")
         return found
@@ -140,6 +154,8 @@ class Result:
         print(f"  container changes         {self.changes}")
         print(f"  hostile connections       {', '.join(f'{k} {v}' for k, v in sorted(self.hostile.items()))}")
         print(f"  'Too many open files'     {self.descriptor_errors} log lines (ulimit -n {OPEN_FILES})")
+        print(f"  skewed reports            {self.skewed_reports} rollouts {SKEW_SECONDS / 3600:g} h ahead, "
+              f"{self.skew_counted:.0f} times refused as skew, {len(self.skew_problems)} wrong answers")  # fmt: skip
         errors = ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.docker_errors.items()) if v)
         print(f"  docker errors counted     {errors or 'none'}; resyncs {self.resyncs:.0f}")
         if self.compared:
@@ -209,6 +225,9 @@ async def start_watcher(
         flags.append(f"--web.config-file={web_config}")
     if limited:
         flags += STREAM_CAPS
+        token = tmp / f"{name}-api-token"
+        token.write_text(API_TOKEN)
+        flags.append(f"--api.token-file={token}")
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "watcher", *flags, stdout=out, stderr=asyncio.subprocess.STDOUT,
@@ -509,6 +528,44 @@ async def hostile_client(kind: str, port: int, rng: random.Random, result: Resul
         await asyncio.sleep(rng.uniform(0.05, 0.5))
 
 
+# -- deploy tooling with a clock hours ahead
+
+
+async def skewed_reports(port: int, rng: random.Random, result: Result) -> None:
+    """Rollouts reported in progress with a start (sometimes a commit time) hours ahead, then their
+    success; the next version, reported with true times, must start a new rollout: a time refused
+    as skew never freezes a deployment (202 "stale") nor fails it."""
+    url = f"http://127.0.0.1:{port}{REPORTS_PATH}"
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    versions = dict.fromkeys(REPORT_NAMES, 0)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+        async def report(name: str, version: int, status: str, **times: float) -> None:
+            body = {"deployment": name, "environment": REPORT_ENVIRONMENT, "version": f"1.0.{version}",
+                    "status": status, **times}  # fmt: skip
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # a refused connection: the flood
+                async with http.post(url, json=body, headers=headers) as response:
+                    answer = await response.json(content_type=None)
+                    expected = 201 if status == "in_progress" else 200
+                    if response.status != expected or answer.get("rollout", {}).get("status") != status:
+                        what = f"{name} 1.0.{version} {status} {sorted(times)}"
+                        result.skew_problems.append(f"{what}: {response.status} {answer.get('message', answer)}")
+
+        while True:
+            name = rng.choice(REPORT_NAMES)
+            versions[name] += 1
+            now = time.time()
+            ahead = {"started_at": now + SKEW_SECONDS}
+            if rng.random() < 0.5:
+                ahead["commit_time"] = now + SKEW_SECONDS / 2
+            await report(name, versions[name], "in_progress", **ahead)
+            await report(name, versions[name], "success", **ahead)
+            result.skewed_reports += 1
+            versions[name] += 1
+            await report(name, versions[name], "in_progress", started_at=time.time())
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+
+
 # -- the run
 
 
@@ -538,6 +595,7 @@ async def soak(
         try:
             tasks.append(asyncio.create_task(faults(engine, rng, result)))
             tasks.append(asyncio.create_task(changes(workload)))
+            tasks.append(asyncio.create_task(skewed_reports(soaked.port, rng, result)))
             for kind, (_, count) in HOSTILE.items():
                 tasks += [asyncio.create_task(hostile_client(kind, soaked.port, rng, result)) for _ in range(count)]
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -627,6 +685,7 @@ async def _end(
     result.resyncs = samples["deployment_watcher_resyncs_total"]
     prefix = "deployment_watcher_docker_errors_total,kind="
     result.docker_errors = {k.removeprefix(prefix): v for k, v in samples.items() if k.startswith(prefix)}
+    result.skew_counted = sum(v for k, v in samples.items() if k.startswith("deployment_watcher_clock_skew_total"))
     result.rss_end = rss_bytes(soaked.process.pid)
     result.rss_max = max(result.rss_max, result.rss_end)
     if not result.rss_start:  # a run shorter than its warm-up

@@ -19,6 +19,7 @@ def test_a_short_soak_passes() -> None:
     assert result.checks >= 5 and result.faults >= 2 and result.changes >= 20
     assert set(result.hostile) == set(soak.HOSTILE)
     assert result.deployments >= 1 and sum(result.docker_errors.values()) >= 1
+    assert result.skewed_reports >= 5 and result.skew_counted >= result.skewed_reports
     assert result.hung_up  # and stopped cleanly with its final save (``passed``)
 
 
