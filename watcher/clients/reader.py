@@ -2,7 +2,7 @@
 
 Shared by ``rollout status`` and ``status``: the flags that reach a watcher (URL, basic auth,
 a CA), one GET, and a Server-Sent Events reader that gives up on a connection silent for
-longer than the watcher's heartbeat allows.
+longer than the watcher's heartbeat allows, and at a deadline whatever the stream sends.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ import http.client
 import json
 import os
 import ssl
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from watcher import __version__
-from watcher.wire import EVENTS_PATH
+from watcher.domain.settings import LabelSettings
+from watcher.wire import EVENT_ID_HEADER, EVENTS_PATH, MAX_LENGTH_HEADER, READY_HEADER
 
 DEFAULT_URL = "http://localhost:9102"
 PASSWORD_ENV = "DEPLOYMENT_WATCHER_PASSWORD"  # not WATCHER_*: the watcher refuses unknown variables of its own
@@ -35,6 +37,10 @@ class Unreachable(Exception):
 
 class Refused(Exception):
     """The watcher refused the credentials (401) or the request (403)."""
+
+
+class Unparseable(Exception):
+    """An answer that is not what the read API describes: the client cannot tell what it means."""
 
 
 class UsageError(Exception):
@@ -93,8 +99,8 @@ class Watcher:
         prefix = urllib.parse.urlsplit(self.url).path
         return prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
 
-    def get(self, path: str, *, query: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
-        """Status and decoded JSON of a GET (None for a body that is not JSON); raises Unreachable, Refused."""
+    def get(self, path: str, *, query: dict[str, str] | None = None, timeout: float = 10.0) -> Reply:
+        """The answer to a GET; raises Unreachable, Refused."""
         connection = self._connect(timeout)
         try:
             connection.request("GET", self._path(path, query), headers=self.headers)
@@ -105,13 +111,10 @@ class Watcher:
         finally:
             connection.close()
         _refused(response.status)
-        try:
-            return response.status, json.loads(body)
-        except ValueError:
-            return response.status, None
+        return Reply(path, response.status, {k.lower(): v for k, v in response.getheaders()}, body)
 
     def events(self, *, query: dict[str, str], last_event_id: str, timeout: float) -> Events:
-        """The event stream, opened (``timeout`` bounds the connect and each silence)."""
+        """The event stream, opened; ``timeout`` bounds the connect and the whole reading (``Events.set_timeout``)."""
         connection = self._connect(min(timeout, SILENCE_SECONDS))
         headers = {**self.headers, "Accept": "text/event-stream"}
         if last_event_id:
@@ -126,7 +129,54 @@ class Watcher:
         if response.status != 200:
             connection.close()
             raise Unreachable(f"the watcher's event stream answered {response.status}")
-        return Events(connection, response)
+        events = Events(connection, response)
+        events.set_timeout(timeout)
+        return events
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer of the read API: its status, headers (names in lower case) and body."""
+
+    path: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:  # UnicodeDecodeError is one
+            raise Unparseable(f"the answer to {self.path} ({self.status}) is not JSON") from None
+
+    @property
+    def event_id(self) -> str:
+        """The newest event id (``<run>.<sequence>``) of the state the answer was made from; "" when not said."""
+        return self.headers.get(EVENT_ID_HEADER.lower(), "")
+
+    @property
+    def run(self) -> str:
+        """The watcher's run (new at each start of it) that answered."""
+        return self.event_id.partition(".")[0]
+
+    @property
+    def ready(self) -> bool:
+        """Whether the watcher had synced with the Docker Engine: until then a deployment missing may be one not
+        seen yet. A watcher that does not say (an older one) is taken at its word."""
+        value = self.headers.get(READY_HEADER.lower(), "true")
+        if value not in ("true", "false"):
+            raise Unparseable(f"the answer to {self.path} has {READY_HEADER}: {value!r}, not true or false")
+        return value == "true"
+
+    @property
+    def max_value_length(self) -> int:
+        """The length the watcher cuts label values (names, versions) to."""
+        value = self.headers.get(MAX_LENGTH_HEADER.lower())
+        if value is None:
+            return LabelSettings().max_value_length
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            raise Unparseable(f"the answer to {self.path} has {MAX_LENGTH_HEADER}: {value!r}, not a length")
+        return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,20 +189,34 @@ class Event:
 class Events:
     """Server-Sent Events from one connection; ``close()`` it when done."""
 
-    def __init__(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+    def __init__(
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._connection = connection
         self._response = response
+        self._clock = clock
+        self._deadline = clock() + SILENCE_SECONDS
 
     def set_timeout(self, seconds: float) -> None:
-        """How long the next read may wait for a line."""
-        if self._connection.sock is not None:
-            self._connection.sock.settimeout(max(0.01, min(seconds, SILENCE_SECONDS)))
+        """Stop reading ``seconds`` from now, whatever arrives meanwhile (keepalive comments included)."""
+        self._deadline = self._clock() + seconds
 
     def __iter__(self) -> Iterator[Event]:
-        """Each event as it arrives; ends when the connection does. Raises TimeoutError on silence."""
+        """Each event as it arrives; ends when the connection does. Raises TimeoutError on a silence longer
+        than the heartbeat allows, and at the deadline."""
         fields: dict[str, str] = {}
         data: list[str] = []
         while True:
+            left = self._deadline - self._clock()
+            if left <= 0:
+                raise TimeoutError("the deadline passed")
+            # Per read, never beyond the deadline: a line (a keepalive) must not extend the wait.
+            if self._connection.sock is not None:
+                self._connection.sock.settimeout(min(left, SILENCE_SECONDS))
             try:
                 raw = self._response.readline()
             except TimeoutError:
@@ -164,12 +228,14 @@ class Events:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
                 if data:
+                    name = fields.get("event", "message")
                     try:
                         payload = json.loads("\n".join(data))
                     except ValueError:
-                        payload = None
-                    if isinstance(payload, dict):
-                        yield Event(fields.get("id", ""), fields.get("event", "message"), payload)
+                        raise Unparseable(f"the data of a {name!r} event on the stream is not JSON") from None
+                    if not isinstance(payload, dict):
+                        raise Unparseable(f"the data of a {name!r} event on the stream is not a JSON object")
+                    yield Event(fields.get("id", ""), name, payload)
                 fields, data = {}, []
                 continue
             if line.startswith(":"):
