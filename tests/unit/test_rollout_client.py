@@ -100,7 +100,7 @@ def test_server_sent_events_are_parsed() -> None:
     """Fields, multi-line data, comments and the blank line that ends an event."""
     raw = b'retry: 2000\n\n: keepalive\n\nid: r.1\nevent: rollout_started\ndata: {"a":\ndata: 1}\n\nid: r.2\n'
     response: Any = io.BytesIO(raw)
-    events = list(reader.Events(http.client.HTTPConnection("unused"), response))
+    events = list(reader.Events(http.client.HTTPConnection("unused"), response, None))
     assert events == [reader.Event("r.1", "rollout_started", {"a": 1})]
 
 
@@ -280,6 +280,17 @@ async def test_keepalives_do_not_extend_the_timeout(aiohttp_client: AiohttpClien
     assert 1 <= time.monotonic() - began < 3
 
 
+def test_keepalives_from_a_server_that_closes_the_connection(fake: Fake) -> None:
+    """The same from a plain HTTP/1.0 server (as a proxy may answer): comments only, the wait ends at --timeout."""
+    fake.answers[DETAIL] = Answer(body=as_json(ROW))
+    fake.keepalives = True
+    began = time.monotonic()
+    code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
+                               "--timeout", "1")  # fmt: skip
+    assert code == 3 and "no verdict within the timeout" in err, err
+    assert 1 <= time.monotonic() - began < 3
+
+
 async def test_a_watcher_back_after_a_loss_times_out_as_3(aiohttp_client: AiohttpClient) -> None:
     """The watcher went away and came back: no verdict at the timeout is exit 3, not "still unreachable" (4)."""
     url, side = await served(aiohttp_client, queue_events=1)
@@ -310,6 +321,7 @@ class Fake:
     def __init__(self) -> None:
         self.answers: dict[str, Answer] = {}
         self.stream = b""
+        self.keepalives = False  # the stream: then a comment every 50 ms, for ever
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -322,9 +334,16 @@ class Fake:
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.body)))
+                if not (path == "/api/v1/events" and fake.keepalives):
+                    self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 self.wfile.write(answer.body)
+                while path == "/api/v1/events" and fake.keepalives:
+                    try:
+                        self.wfile.write(b": keepalive\n\n")
+                    except OSError:
+                        return  # the client left
+                    time.sleep(0.05)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -385,6 +404,7 @@ def cli_quietly(*argv: str) -> tuple[int, str, str]:
         (DETAIL, Answer(body=as_json({**ROW, "revision": "1"}))),
         (DETAIL, Answer(body=as_json({**ROW, "rollback": None}))),
         (DETAIL, Answer(body=as_json([ROW]))),
+        (DETAIL, Answer(404, b"<html>Not Found</html>")),
         (DETAIL, Answer(body=as_json(ROW), headers={"Deployment-Watcher-Max-Value-Length": "many"})),
         (DETAIL, Answer(body=as_json(ROW), headers={"Deployment-Watcher-Ready": "perhaps"})),
         (LIST, Answer(body=as_json({"deployments": "api"}))),

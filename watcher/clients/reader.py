@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import os
+import socket
 import ssl
 import time
 import urllib.parse
@@ -121,6 +122,9 @@ class Watcher:
             headers["Last-Event-ID"] = last_event_id
         try:
             connection.request("GET", self._path(EVENTS_PATH, query), headers=headers)
+            # Kept: a response that closes the connection when done (HTTP/1.0, a proxy's "Connection: close")
+            # takes the socket away from the connection, and each read's timeout is set on it.
+            sock = connection.sock
             response = connection.getresponse()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             connection.close()
@@ -129,7 +133,7 @@ class Watcher:
         if response.status != 200:
             connection.close()
             raise Unreachable(f"the watcher's event stream answered {response.status}")
-        events = Events(connection, response)
+        events = Events(connection, response, sock)
         events.set_timeout(timeout)
         return events
 
@@ -193,11 +197,13 @@ class Events:
         self,
         connection: http.client.HTTPConnection,
         response: http.client.HTTPResponse,
+        sock: socket.socket | None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connection = connection
         self._response = response
+        self._sock = sock
         self._clock = clock
         self._deadline = clock() + SILENCE_SECONDS
 
@@ -215,8 +221,8 @@ class Events:
             if left <= 0:
                 raise TimeoutError("the deadline passed")
             # Per read, never beyond the deadline: a line (a keepalive) must not extend the wait.
-            if self._connection.sock is not None:
-                self._connection.sock.settimeout(min(left, SILENCE_SECONDS))
+            if self._sock is not None:
+                self._sock.settimeout(min(left, SILENCE_SECONDS))
             try:
                 raw = self._response.readline()
             except TimeoutError:
@@ -248,6 +254,7 @@ class Events:
                 fields[name] = value
 
     def close(self) -> None:
+        self._response.close()
         self._connection.close()
 
 

@@ -253,7 +253,11 @@ class Waiter:
             return (found[0] if found else None), reply
         path = REPORTS_PATH + "/" + "/".join(urllib.parse.quote(p, safe="") for p in (self.environment, self.name))
         reply = self._get(path)
-        return (None if reply.status == 404 else answers.summary(reply.json(), f"the answer to GET {path}")), reply
+        where = f"the answer to GET {path} ({reply.status})"
+        if reply.status == 404:  # the watcher's own 404 (not a proxy's page): no such deployment, for now
+            answers.field(answers.an_object(reply.json(), where), "error", str, where)
+            return None, reply
+        return answers.summary(reply.json(), where), reply
 
     def _get(self, path: str) -> reader.Reply:
         reply = self.watcher.get(path, timeout=self._left())
