@@ -291,6 +291,15 @@ def test_keepalives_from_a_server_that_closes_the_connection(fake: Fake) -> None
     assert 1 <= time.monotonic() - began < 3
 
 
+def test_the_help_says_timeout_is_the_longest_wait(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rollout status --help`: --timeout is the longest wait, whatever the watcher sends."""
+    with pytest.raises(SystemExit):
+        cli.main(["rollout", "status", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--timeout SECONDS the longest wait (default 600): exit 3 at the latest" in out
+    assert "whatever the watcher sends meanwhile" in out
+
+
 async def test_a_watcher_back_after_a_loss_times_out_as_3(aiohttp_client: AiohttpClient) -> None:
     """The watcher went away and came back: no verdict at the timeout is exit 3, not "still unreachable" (4)."""
     url, side = await served(aiohttp_client, queue_events=1)

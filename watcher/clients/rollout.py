@@ -54,8 +54,8 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--environment", help="its environment (default: the one environment NAME is deployed in)")
     status.add_argument("--version", help="wait for the rollout of this version (default: the current rollout)")
     status.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                        help="the longest wait: exit 3 this many seconds after the start at the latest, whatever "
-                             "the watcher sends meanwhile (4 when it is unreachable then) (default 600)")  # fmt: skip
+                        help="the longest wait (default 600): exit 3 at the latest this many seconds after the "
+                             "start, whatever the watcher sends meanwhile (4 when it is unreachable then)")  # fmt: skip
     reader.add_flags(status)
     return p
 
