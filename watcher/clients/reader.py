@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -62,6 +63,8 @@ class Watcher:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     ssl_context: ssl.SSLContext | None = None
+    # The sockets of the requests in flight, for ``cut()`` from another thread.
+    _open: set[socket.socket] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
     def from_flags(cls, args: argparse.Namespace) -> Watcher:
@@ -100,16 +103,28 @@ class Watcher:
         prefix = urllib.parse.urlsplit(self.url).path
         return prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
 
+    def cut(self) -> None:
+        """Shut every request in flight: a read blocked in one returns now, however the server trickles bytes
+        (each read's timeout bounds a silence, not a slow answer)."""
+        for sock in list(self._open):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def get(self, path: str, *, query: dict[str, str] | None = None, timeout: float = 10.0) -> Reply:
         """The answer to a GET; raises Unreachable, Refused."""
         connection = self._connect(timeout)
+        sock = None
         try:
             connection.request("GET", self._path(path, query), headers=self.headers)
+            sock = connection.sock
+            if sock is not None:
+                self._open.add(sock)
             response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             raise Unreachable(f"cannot reach the watcher at {self.url}: {exc}") from None
         finally:
+            self._open.discard(sock)
             connection.close()
         _refused(response.status)
         return Reply(path, response.status, {k.lower(): v for k, v in response.getheaders()}, body)
@@ -125,15 +140,19 @@ class Watcher:
             # Kept: a response that closes the connection when done (HTTP/1.0, a proxy's "Connection: close")
             # takes the socket away from the connection, and each read's timeout is set on it.
             sock = connection.sock
+            if sock is not None:
+                self._open.add(sock)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+            self._open.discard(sock)
             connection.close()
             raise Unreachable(f"cannot reach the watcher at {self.url}: {exc}") from None
-        _refused(response.status)
         if response.status != 200:
+            self._open.discard(sock)
             connection.close()
+            _refused(response.status)
             raise Unreachable(f"the watcher's event stream answered {response.status}")
-        events = Events(connection, response, sock)
+        events = Events(connection, response, sock, on_close=lambda: self._open.discard(sock))
         events.set_timeout(timeout)
         return events
 
@@ -200,10 +219,12 @@ class Events:
         sock: socket.socket | None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self._connection = connection
         self._response = response
         self._sock = sock
+        self._on_close = on_close
         self._clock = clock
         self._deadline = clock() + SILENCE_SECONDS
 
@@ -254,6 +275,7 @@ class Events:
                 fields[name] = value
 
     def close(self) -> None:
+        self._on_close()
         self._response.close()
         self._connection.close()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -182,6 +183,16 @@ class Waiter:
         self.shown = ""  # the state last printed ("<revision> <status>", or "absent")
 
     def __call__(self) -> int:
+        # At the deadline a read still blocked (an answer trickling in) is cut, whatever the watcher sends.
+        cutter = threading.Timer(max(0.0, self.deadline - self.clock()), self.watcher.cut)
+        cutter.daemon = True
+        cutter.start()
+        try:
+            return self._wait()
+        finally:
+            cutter.cancel()
+
+    def _wait(self) -> int:
         while True:
             try:
                 verdict = self._follow()
