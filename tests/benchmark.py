@@ -42,7 +42,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tests import soak
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
-from tests.streamclients import fan_out
+from tests.streamclients import caps_for, fan_out
 from tests.swarm_cluster import SwarmCluster
 from watcher.config import Settings, load
 from watcher.domain.machine import apply
@@ -670,7 +670,7 @@ def read_side_app(snapshot: Callable[[], State], settings: Settings) -> web.Appl
     exposition = Exposition(snapshot=snapshot, registry=own, settings=settings, metrics=metrics)
     stream = EventStream(snapshot=snapshot, settings=settings, metrics=metrics)
     app = make_app(exposition=exposition, ready=lambda: True,
-                   board=Board(snapshot=snapshot, settings=settings, stream=stream, clock=time.time))  # fmt: skip
+                   board=Board(snapshot=snapshot, settings=settings, stream=stream, clock=time.time, metrics=metrics))  # fmt: skip
     app.add_routes(ReadApi(snapshot=snapshot, settings=settings, stream=stream, ready=lambda: True).routes())
     return app
 
@@ -745,7 +745,9 @@ def figure_read_api(*, deployments: int, requests: int = 200) -> Figure:
 def figure_fanout(*, clients: int, rounds: int = 5) -> Figure:
     """A real watcher process: ``clients`` on its stream, a report changes a deployment, until the last has it."""
     with tempfile.TemporaryDirectory() as tmp:
-        watcher = start_watcher(Path(tmp), "--stats.enabled=false", env={"WATCHER_API_TOKEN": TOKEN})
+        watcher = start_watcher(
+            Path(tmp), "--stats.enabled=false", *caps_for(clients), env={"WATCHER_API_TOKEN": TOKEN}
+        )
         try:
             versions = iter(range(10_000))
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -373,6 +374,10 @@ class WatcherProcess:
         self.wait_for(what, lambda: self.get("/ready")[0] == 200)
 
 
+def _limit_open_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 def start_watcher(
     tmp: Path,
     *flags: str,
@@ -380,9 +385,10 @@ def start_watcher(
     ssl_context: ssl.SSLContext | None = None,
     headers: dict[str, str] | None = None,
     port: int | None = None,
+    open_files: int | None = None,
 ) -> WatcherProcess:
     """Start the watcher on ``port`` (default: a free one) and wait until it serves /health (over https
-    with ``ssl_context``).
+    with ``ssl_context``); with ``open_files``, under that limit of file descriptors (``ulimit -n``).
 
     Its state file goes to a directory of its own unless ``flags`` give ``--storage.directory``.
     """
@@ -399,6 +405,7 @@ def start_watcher(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
     )
     watcher = WatcherProcess(port, process, log, ssl_context, headers or {})
 

@@ -4,9 +4,11 @@
 seconds so it cannot rot. The watcher (``python -m watcher``, a subprocess) follows the fake
 Docker Engine of ``tests/hostile_engine.py`` served by this process, which throws random faults
 for the whole run while containers are rolled out, crash, turn (un)healthy and are removed, and
-while hostile clients hit the watcher's HTTP side. Every few seconds: the process is alive,
+while hostile clients hit the watcher's HTTP side (event streams among them, far beyond its caps,
+under a descriptor limit they would exhaust without the caps). Every few seconds: the process is alive,
 ``/metrics`` parses, and its RSS is sampled. At the end the faults stop, the watcher must
-reconnect and resync, and its state must equal a clean resync's (``view``).
+reconnect and resync, and its state must equal a clean resync's (``view``); then it is hung up
+on (SIGHUP): it must stop cleanly, its final save holding every deployment it showed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import contextlib
 import logging
 import os
 import random
+import resource
+import signal
 import socket
 import sys
 import tempfile
@@ -31,6 +35,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 from tests.hostile_engine import FAULTS, HostileEngine
+from watcher.domain.model import DeploymentKey
+from watcher.persistence import codec, statefile
 
 USER, PASSWORD = "prometheus", "soak-password"
 ENVIRONMENT = "soak"
@@ -40,6 +46,14 @@ CHAOS = 0.02  # a random fault per request and per event, on top of the explicit
 FAULT_EVERY = 3.0  # seconds between explicit faults
 BEYOND_CAP_EVERY = 60.0  # a 17 MiB event line this often (costly on both sides)
 CHECK_EVERY = 2.0
+# The soaked watcher's descriptor limit (ulimit -n) and stream caps: a stream flood would take every
+# descriptor without the caps (and did: "Too many open files" and a traceback per connection). A
+# burst of connections beyond the limit still meets it for a moment (the accept loop takes 128 at a
+# time, before any is answered): the watcher must say so a few times a minute at most, and serve on.
+OPEN_FILES = 256
+DESCRIPTOR_LINES_PER_MINUTE = 5  # the accept loop, the state file, the Docker watch: once a minute each
+STREAM_CAPS = ("--web.max-stream-clients=64", "--web.max-stream-clients-per-address=16")
+FLOOD_ADDRESSES = tuple(f"127.0.0.{n}" for n in range(2, 10))  # loopback: any 127/8 address is ours
 RSS_TOLERANCE = 0.20
 WATCHER_FLAGS = (
     "--docker.backoff-initial-seconds=0.05",
@@ -80,7 +94,10 @@ class Result:
     compared: bool = False  # the final states were compared (not when the watcher exited before)
     differences: list[str] = field(default_factory=list)
     settled_seconds: float = 0.0
+    hung_up: bool = False  # SIGHUP sent at the end, and the watcher stopped
+    hangup_problem: str = ""  # what went wrong after it: an exit code, deployments missing from the save
     log_tail: list[str] = field(default_factory=list)  # the soaked watcher's last log lines, on FAIL
+    descriptor_errors: int = 0  # log lines of the soaked watcher saying it was out of descriptors
 
     @property
     def rss_change(self) -> float:
@@ -98,6 +115,10 @@ class Result:
             found.append("the final state was not compared")
         if self.differences:
             found.append(f"state differs from a clean resync: {'; '.join(self.differences[:5])}")
+        if self.hangup_problem:
+            found.append(f"after SIGHUP: {self.hangup_problem}")
+        if self.descriptor_errors > DESCRIPTOR_LINES_PER_MINUTE * max(1.0, self.seconds / 60):
+            found.append(f"{self.descriptor_errors} log lines of 'Too many open files' (a flood of them)")
         return found
 
     @property
@@ -118,6 +139,7 @@ class Result:
         print(f"  daemon faults             {self.faults} explicit + chaos p={CHAOS} per request and event")
         print(f"  container changes         {self.changes}")
         print(f"  hostile connections       {', '.join(f'{k} {v}' for k, v in sorted(self.hostile.items()))}")
+        print(f"  'Too many open files'     {self.descriptor_errors} log lines (ulimit -n {OPEN_FILES})")
         errors = ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.docker_errors.items()) if v)
         print(f"  docker errors counted     {errors or 'none'}; resyncs {self.resyncs:.0f}")
         if self.compared:
@@ -128,6 +150,8 @@ class Result:
             print("  final state               not compared")
         for difference in self.differences[:20]:
             print(f"    {difference}")
+        hangup = self.hangup_problem or ("exit 0, every deployment in its final save" if self.hung_up else "not sent")
+        print(f"  SIGHUP at the end         {hangup}")
         if self.log_tail:
             print("  the soaked watcher's log ends:")
             for line in self.log_tail:
@@ -165,7 +189,14 @@ class Watcher:
                 await self.process.wait()
 
 
-async def start_watcher(tmp: Path, name: str, socket_path: Path, *, web_config: Path | None) -> Watcher:
+def _limit_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+
+
+async def start_watcher(
+    tmp: Path, name: str, socket_path: Path, *, web_config: Path | None, limited: bool = False
+) -> Watcher:
+    """A watcher on the engine's socket; ``limited``: under OPEN_FILES descriptors, with STREAM_CAPS."""
     port = free_port()
     log = tmp / f"{name}.log"
     flags = [
@@ -176,10 +207,13 @@ async def start_watcher(tmp: Path, name: str, socket_path: Path, *, web_config: 
     ]
     if web_config is not None:
         flags.append(f"--web.config-file={web_config}")
+    if limited:
+        flags += STREAM_CAPS
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "watcher", *flags, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
+            sys.executable, "-m", "watcher", *flags, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_limit_open_files if limited else None,
+        )  # fmt: skip
     headers = {"Authorization": aiohttp.encode_basic_auth(USER, PASSWORD)} if web_config is not None else {}
     watcher = Watcher(process, port, log, headers)
     async with aiohttp.ClientSession() as http:
@@ -433,6 +467,26 @@ async def _half_open(port: int, rng: random.Random) -> None:
     writer.close()
 
 
+async def _stream_flood(port: int, rng: random.Random) -> None:
+    """Event streams from several addresses, far beyond the caps (more than the descriptor limit),
+    held open a while: the ones beyond get 503 and are closed, the others stay."""
+    loop = asyncio.get_running_loop()
+    request = f"GET /api/v1/events HTTP/1.1\r\nHost: soak\r\n{_auth_header()}\r\n".encode()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(rng.randint(OPEN_FILES, 2 * OPEN_FILES)):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind((rng.choice(FLOOD_ADDRESSES), 0))
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, request)
+        await asyncio.sleep(rng.uniform(2, 10))
+    finally:
+        for sock in held:
+            sock.close()
+
+
 HOSTILE: dict[str, tuple[Callable[[int, random.Random], Awaitable[None]], int]] = {
     # kind: (client, how many at once)
     "pipeline": (_pipeline, 3),
@@ -442,6 +496,7 @@ HOSTILE: dict[str, tuple[Callable[[int, random.Random], Awaitable[None]], int]] 
     "wrong_auth": (_wrong_auth, 2),
     "stalled_sse": (_stalled_sse, 4),
     "half_open": (_half_open, 3),
+    "stream_flood": (_stream_flood, 1),
 }
 
 
@@ -477,7 +532,7 @@ async def soak(
         for name in NAMES:  # something to follow from the start
             workload.versions[name] = 1
             engine.run(f"{name}-1-0", labels=workload.labels(name))
-        soaked = await start_watcher(tmp, "soaked", engine.path, web_config=web_config)
+        soaked = await start_watcher(tmp, "soaked", engine.path, web_config=web_config, limited=True)
         clean: Watcher | None = None
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -495,6 +550,8 @@ async def soak(
                 if not result.exited:
                     clean = await _end(http, engine, soaked, tmp, result)
                     result.exited = result.exited or soaked.exited()
+                if not result.exited:
+                    await _hang_up(http, soaked, tmp, result)
         finally:
             for task in tasks:
                 task.cancel()
@@ -503,6 +560,7 @@ async def soak(
             if clean is not None:
                 await clean.stop()
             await engine.close()
+            result.descriptor_errors = soaked.log.read_text(errors="replace").count("Too many open files")
             if not result.passed:
                 result.log_tail = soaked.log.read_text(errors="replace").splitlines()[-40:]
     return result
@@ -574,6 +632,26 @@ async def _end(
     if not result.rss_start:  # a run shorter than its warm-up
         result.rss_start = result.rss_end
     return clean
+
+
+async def _hang_up(http: aiohttp.ClientSession, soaked: Watcher, tmp: Path, result: Result) -> None:
+    """SIGHUP, as a closed terminal or a "reload" sends it: a clean stop (exit 0) whose final save
+    holds every deployment the watcher showed a moment before."""
+    shown = await view(http, soaked)
+    soaked.process.send_signal(signal.SIGHUP)
+    try:
+        code = await asyncio.wait_for(soaked.process.wait(), 15)
+    except TimeoutError:
+        result.hangup_problem = "still running 15 s later"
+        return
+    result.hung_up = True
+    if code != 0:
+        result.hangup_problem = f"exit code {code}"
+        return
+    saved = codec.decode((tmp / "soaked-state" / statefile.FILE_NAME).read_bytes())
+    missing = [f"{env}/{name}" for env, name in sorted(shown) if DeploymentKey(name, env) not in saved.deployments]
+    if missing:
+        result.hangup_problem = f"not in the final save: {', '.join(missing)}"
 
 
 async def _until(check: Callable[[], Awaitable[bool]], soaked: Watcher, *, timeout: float, what: str) -> None:

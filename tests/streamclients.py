@@ -10,6 +10,12 @@ from collections.abc import Callable, Sequence
 import aiohttp
 
 
+def caps_for(clients: int) -> tuple[str, str]:
+    """A watcher's flags to take ``clients`` stream clients from one address (by default it takes 256,
+    32 from one address; these fan-outs all come from 127.0.0.1). Its descriptor limit must allow them."""
+    return f"--web.max-stream-clients={clients + 8}", f"--web.max-stream-clients-per-address={clients + 8}"
+
+
 async def fan_out(url: str, clients: int, changes: Sequence[Callable[[], object]]) -> list[list[float]]:
     """``clients`` streams open at once; then each of ``changes`` (each starting a rollout) in turn.
     For each change, the seconds from it until each client had it."""

@@ -1,7 +1,8 @@
 """Command line: flags in the Prometheus exporter style, exit codes.
 
 Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed, or did not stop within
-``service.shutdown_timeout_seconds`` (or a SIGINT while stopping forced it); 2 bad configuration.
+``service.shutdown_timeout_seconds`` (or a SIGINT while stopping forced it); 2 bad configuration;
+3 another watcher uses the state directory.
 ``deployment-watcher notify …`` is the CI/CD client, ``rollout status NAME`` the CI gate and
 ``status`` the table of deployments, each with its own flags and exit codes (watcher.clients);
 ``--help`` lists them under the commands.
@@ -18,13 +19,14 @@ from collections.abc import Sequence
 
 from watcher import __version__, config
 from watcher.clients import notify, rollout, status
+from watcher.persistence.statefile import DirectoryInUse
 from watcher.runtime.service import Service
 from watcher.runtime.shutdown import ShutdownIncomplete
 from watcher.sources.api import reports as api
 
 log = logging.getLogger("watcher")
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_IN_USE = 0, 1, 2, 3
 
 PROG = "deployment-watcher"
 # Subcommand → its entry point and one line for --help. Each parses its own flags: it must come first.
@@ -97,10 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     errors: tuple[Exception, ...] = ()
+    in_use = ""
     try:
         asyncio.run(_serve(Service(settings, api_token=api_token)))
+    except* DirectoryInUse as group:
+        in_use = str(group.exceptions[0])
     except* Exception as group:
         errors = group.exceptions
+    if in_use:
+        log.error("%s", in_use)
+        return EXIT_IN_USE
     if errors:
         log.error("the watcher stopped: %s", "; ".join(str(e) or type(e).__name__ for e in errors))
         return EXIT_FAILED

@@ -16,6 +16,14 @@ def age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
+def age_changes_in(seconds: float) -> float:
+    """Seconds until ``age(seconds)`` reads differently (a page showing it is current until then)."""
+    if seconds < 0:
+        return 1 - seconds  # "0s" until a second after the start
+    length = next((length for length in (86400, 3600, 60) if seconds >= length), 1)
+    return length - seconds % length
+
+
 def size(value: float, *, separator: str = "") -> str:
     """1.5MiB (``separator`` between the number and the unit: the board writes 1.5 MiB)."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):

@@ -32,6 +32,10 @@ API_OUTCOMES = (
     "started", "updated", "unchanged", "stale", "invalid", "too_large", "unauthorized", "disabled", "rejected",
 )  # fmt: skip
 EXPOSITION_PARTS = ("deployments", "own")
+STREAM_LIMITS = ("total", "address")  # the event stream's caps a client was refused for
+# The errors Python's accept loop reports and survives (it retries a second later).
+ACCEPT_ERRORS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
+HOST_REFUSALS = ("name", "malformed")  # why a browser's request was refused for its Host header
 # What went wrong on the Docker side (watcher.sources.engine.EngineError); the help text says each.
 DOCKER_ERROR_KINDS = (
     "no_socket", "connection", "timeout", "http_error", "protocol", "invalid_event", "oversized_event",
@@ -138,6 +142,30 @@ class SelfMetrics:
         self.stream_dropped = Counter(
             f"{PREFIX}_stream_dropped_clients",
             "Event stream clients dropped for reading too slowly (their queue of events was full, or a write stalled).",
+            registry=registry,
+        )
+        self.stream_refused = _labelled(
+            Counter, "stream_refused_clients",
+            "Event stream clients refused with 503, by the cap they met: total (web.max_stream_clients) or "
+            "address (web.max_stream_clients_per_address).",
+            "limit", STREAM_LIMITS, registry,
+        )  # fmt: skip
+        self.accept_errors = _labelled(
+            Counter, "http_accept_errors",
+            "Connections the HTTP server could not accept, by errno: EMFILE (the process's descriptor limit), "
+            "ENFILE (the system's), ENOBUFS, ENOMEM; the server tries again a second later.",
+            "kind", ACCEPT_ERRORS, registry,
+        )  # fmt: skip
+        self.host_refusals = _labelled(
+            Counter, "host_refusals",
+            "Requests from browser pages refused with 403 for their Host header (DNS rebinding defence), by kind: "
+            "name (not an IP address, localhost or a name in web.allowed_hosts), malformed (missing or unreadable).",
+            "kind", HOST_REFUSALS, registry,
+        )  # fmt: skip
+        self.board_renders = Counter(
+            f"{PREFIX}_board_renders",
+            "Renderings of the board's table (GET /), in a worker thread: one per change of state and environment "
+            "filter, and when an age it shows would change; other loads are served from memory.",
             registry=registry,
         )
         self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)

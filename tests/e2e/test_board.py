@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 import urllib.request
 import uuid
@@ -139,6 +140,30 @@ def test_the_board_is_live(watcher: WatcherProcess, containers: Containers, brow
     expect(page.locator("#members tbody tr")).to_have_count(1)  # the container, running, current
     expect(page.locator("#checks li")).to_have_count(3)
     page.screenshot(path=screenshots / "board-containers.png", full_page=True, animations="disabled")
+    assert watched.errors == [] and watched.dialogs == []
+
+
+def test_health_is_live_and_removed_is_not_red(watcher: WatcherProcess, containers: Containers,
+                                               browser: BrowserContext, screenshots: Path) -> None:  # fmt: skip
+    """A rollout whose verdict is minutes away: the row turns healthy once its container runs and is
+    inspected, without a reload; its container removed, the row says removed, in grey, not failing."""
+    name = f"live-{uuid.uuid4().hex[:6]}"
+    page = browser.new_page()
+    watched = Watched(page)
+    page.goto(watcher.url + "/?environment=staging")
+    expect(page.locator("#live")).to_have_text("live")
+    container = containers.run(labels={"deployment.name": name, "deployment.environment": "staging",
+                                       "deployment.version": "1.0.0", "deployment.stable_seconds": "600"})  # fmt: skip
+    health = page.locator(row(page, name) + " td.health")
+    expect(health).to_have_text("healthy", timeout=15000)
+    expect(page.locator(row(page, name) + " td.status")).to_have_text("in progress")
+    containers.remove(container)
+    expect(health).to_have_text("removed", timeout=15000)
+    expect(health).to_have_class("health health-removed")
+    expect(page.locator(row(page, name))).to_have_class(re.compile(r"\bremoved\b"))
+    assert health.evaluate("cell => getComputedStyle(cell).color") == "rgb(95, 99, 104)"  # grey, not red
+    page.screenshot(path=screenshots / "board-removed.png", full_page=True, animations="disabled")
+    assert watched.navigations == 1, "the page reloaded"
     assert watched.errors == [] and watched.dialogs == []
 
 

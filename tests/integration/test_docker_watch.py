@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -267,3 +268,21 @@ def test_a_container_created_and_never_started_stays_in_progress(
     assert status(watcher, name) == 2
     docker("start", container)
     watcher.wait_for("success", lambda: status(watcher, name) == 1)
+
+
+def test_a_rollout_whose_containers_are_all_removed_fails_at_its_deadline(
+    watcher: WatcherProcess, containers: Containers
+) -> None:
+    """`docker run`, then `docker rm -f` before the verdict: failed at the (short, by label) progress
+    deadline, saying its containers were removed. Before, it stayed in progress until retention
+    dropped it an hour later."""
+    name = unique("removed")
+    tuning = {"deployment.stable_seconds": "60", "deployment.progress_deadline_seconds": "3"}
+    container = containers.run(labels=labels(name, "1.0.0", **tuning))
+    watcher.wait_for("in progress", lambda: status(watcher, name) == 2, timeout=10)
+    containers.remove(container)
+    watcher.wait_for("failed", lambda: status(watcher, name) == 0, timeout=15)
+    _, _, body = watcher.get("/api/v1/deployments?environment=test")
+    row = next(d for d in json.loads(body)["deployments"] if d["name"] == name)
+    assert row["reason"] == "not healthy within the progress deadline: every container of it was removed"
+    assert watcher.value("deployment_rollouts_total", deployment=name, outcome="failed") == 1

@@ -8,6 +8,7 @@ engines send differently is in docs/engines.md.
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,12 @@ def labels(name: str, version: str) -> dict[str, str]:
 
 def status(watcher: WatcherProcess, name: str) -> float | None:
     return watcher.value("deployment_status", deployment=name)
+
+
+def reason(watcher: WatcherProcess, name: str) -> str:
+    """The reason of the current rollout's verdict, as the read API gives it."""
+    _, _, body = watcher.get("/api/v1/deployments")
+    return str(next(d["reason"] for d in json.loads(body)["deployments"] if d["name"] == name))
 
 
 def test_engine_reports_its_version(engine: ContainerEngine) -> None:
@@ -174,6 +181,28 @@ def test_replica_stopped_during_the_rollout_does_not_fail_it(watcher: WatcherPro
     watcher.wait_for("success", lambda: status(watcher, name) == 1, timeout=stable + 10)
     watcher.fresh()
     assert status(watcher, name) == 1
+
+
+@pytest.mark.parametrize("engine", ["docker-20.10", "docker-26.1"], indirect=True)
+def test_a_start_that_fails_without_any_event_fails_the_rollout(
+    watcher: WatcherProcess, engine: ContainerEngine
+) -> None:
+    """`docker run --network container:X` with X stopped (compose's `network_mode: service:…` of a
+    stopped service): the start fails, and the engine sends only the `create` (no network of its own,
+    so not even the disconnect Docker 20.10 sends after other failed starts). The watcher polls the
+    containers of rollouts in progress that were created and not started, and the rollout fails
+    within seconds with the engine's error. Before, it stayed in progress until its deadline."""
+    name = unique("netns")
+    stopped, joiner = (f"dw-test-{uuid.uuid4().hex[:10]}" for _ in range(2))
+    engine.names += [stopped, joiner]
+    engine.docker("create", "--name", stopped, "--network=none", engine.image, "sleep", "600")
+    label_args = [arg for key, value in labels(name, "1.0.0").items() for arg in ("--label", f"{key}={value}")]
+    engine.docker(
+        "run", "-d", "--name", joiner, f"--network=container:{stopped}", *label_args, engine.image, "sleep", "600",
+        check=False,
+    )  # fmt: skip
+    watcher.wait_for("failed", lambda: status(watcher, name) == 0, timeout=15)
+    assert "cannot join network of a non running container" in reason(watcher, name)
 
 
 def test_resync_after_reconnect(tmp_path: Path, engine: ContainerEngine) -> None:

@@ -1,15 +1,17 @@
 """Stopping a real watcher process: SIGTERM ends it promptly whatever its HTTP clients do, SIGTERM
-again changes nothing, and SIGINT while stopping forces the exit. No Docker Engine needed: the
-watcher looks for one that is not there."""
+again changes nothing, SIGINT while stopping forces the exit, and SIGHUP stops it like SIGTERM,
+with the final save. No Docker Engine needed: the watcher looks for one that is not there."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,13 +19,15 @@ from pathlib import Path
 
 from tests.conftest import WatcherProcess, free_port, start_watcher
 from tests.polling import poll
+from watcher.domain.model import DeploymentKey
+from watcher.persistence import codec, statefile
 
 TOKEN = "shutdown-token-" + uuid.uuid4().hex
 
 
-def watcher_without_docker(tmp_path: Path) -> WatcherProcess:
+def watcher_without_docker(tmp_path: Path, *flags: str) -> WatcherProcess:
     return start_watcher(
-        tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false",
+        tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", *flags,
         env={"WATCHER_API_TOKEN": TOKEN},
     )  # fmt: skip
 
@@ -123,3 +127,28 @@ def test_stopped_by_timeout(tmp_path: Path) -> None:
     text = log.read_text()
     assert code == 0, watcher.tail()
     assert "forcing the exit" not in text and " ERROR " not in text
+
+
+def test_sighup_stops_cleanly_with_the_final_save(tmp_path: Path) -> None:
+    """A closed terminal (or a "reload") sends SIGHUP: the watcher stops as on SIGTERM, exit 0, and a
+    change made within the save debounce is in the state file (it used to die at once, exit 129)."""
+    data = tmp_path / "data"
+    watcher = watcher_without_docker(tmp_path, f"--storage.directory={data}", "--storage.debounce-seconds=600")
+    key = DeploymentKey(f"hup-{uuid.uuid4().hex[:8]}", "production")
+    try:
+        body = json.dumps({"deployment": key.name, "environment": key.environment, "version": "1.2.3",
+                           "status": "in_progress"}).encode()  # fmt: skip
+        request = urllib.request.Request(
+            f"{watcher.url}/api/v1/deployments", data=body, method="POST",
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status in (200, 201, 202)
+        watcher.process.send_signal(signal.SIGHUP)
+        code = watcher.process.wait(timeout=30)
+    finally:
+        watcher.stop()
+    assert code == 0, watcher.tail()
+    assert "SIGHUP received" in watcher.log.read_text()
+    saved = codec.decode((data / statefile.FILE_NAME).read_bytes())
+    assert saved.deployments[key].rollout.version == "1.2.3"

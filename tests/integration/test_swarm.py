@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import BUSYBOX_IMAGE, WatcherProcess, busybox_tarball, require_binary, start_watcher
 from tests.engines import TRIXIE_ROOT, TrixieDockerd
 from tests.swarm_cluster import SwarmCluster
+from watcher.domain.rules import SERVICE_REMOVED
 
 pytestmark = pytest.mark.docker
 
@@ -194,10 +195,39 @@ def test_scale_is_no_new_revision(watcher: WatcherProcess, service: Service) -> 
 
 
 def test_remove_leaves_after_retention(watcher: WatcherProcess, service: Service) -> None:
-    """A removed service's series stay for retention.gone_seconds, then leave."""
+    """A removed service's series stay for retention.gone_seconds, removed (not broken), then leave."""
     settled(watcher, service.deployment, status=1, revision=1)
+    assert v(watcher, service.deployment, "deployment_removed") == 0
     service.remove()
     watcher.wait_for("gone", lambda: v(watcher, service.deployment, "deployment_status") is None, timeout=60)
+    told = [line for line in watcher.log.read_text().splitlines() if f"deployment {service.deployment}/" in line]
+    assert any(line.endswith("removed: its Swarm service was removed") for line in told), "\n".join(told)
+
+
+def test_removed_during_an_update_fails_at_its_deadline(watcher: WatcherProcess, swarm: SwarmCluster) -> None:
+    """`docker service rm` while an update runs: its update state and replica series leave at once
+    (no stale `updating`), and the update fails at its (short, by label) deadline, saying why.
+    Before, it stayed in progress and `updating` until retention dropped it."""
+    deadline = 12
+    service = Service(swarm, args=("--label", f"deployment.progress_deadline_seconds={deadline}"))
+    try:
+        settled(watcher, service.deployment, status=1, revision=1)
+        service.update("--image", "app:1.1", "--update-delay", "60s")  # the second task waits: updating for long
+        watcher.wait_for(
+            "updating", lambda: v(watcher, service.deployment, "deployment_swarm_update_state", state="updating") == 1
+        )
+    finally:
+        service.remove()
+
+    def removed_in_progress() -> bool:
+        """One scrape: still in progress (until the deadline), with no Swarm series left."""
+        names = {s.name: s.value for s in watcher.samples() if s.labels.get("deployment") == service.deployment}
+        swarm_series = {"deployment_swarm_update_state", "deployment_replicas"}
+        return names.get("deployment_status") == 2 and not swarm_series & names.keys()
+
+    watcher.wait_for("in progress, without update state or replicas", removed_in_progress)
+    failed = f"revision 2 (1.1) failed: {SERVICE_REMOVED}"
+    watcher.wait_for("failed at the deadline", lambda: failed in watcher.log.read_text(), timeout=deadline + 20)
 
 
 def test_restart_in_the_middle_of_an_update(tmp_path: Path, swarm: SwarmCluster, service: Service) -> None:

@@ -3,18 +3,22 @@ script, the landing links, the filter, and the shipped script and style."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import html
 import importlib.resources
 import re
+import time
 from html.parser import HTMLParser
 
 from pytest_aiohttp import AiohttpClient
 
-from tests.unit.readside import NOW, read_side
-from tests.unit.test_state import reported, started
-from watcher.display import age
-from watcher.domain.model import DeploymentKey
-from watcher.domain.observations import Tick
+from tests.unit.readside import NOW, ReadSide, read_side
+from tests.unit.test_state import API, reported, started
+from watcher.display import age, age_changes_in
+from watcher.domain.model import DeploymentKey, State
+from watcher.domain.observations import InstanceExited, InstanceGone, Tick
+from watcher.web.board import PAGES_KEPT
 
 HOSTILE = "<img src=x onerror=alert(1)>\"'&"
 
@@ -49,12 +53,29 @@ async def test_the_table_shows_each_deployment(aiohttp_client: AiohttpClient) ->
     answer = await client.get("/")
     assert answer.status == 200 and answer.content_type == "text/html"
     page = await answer.text()
-    rows = re.findall(r"<tr data-name=.*?</tr>", page)
+    rows = re.findall(r"<tr[^>]*data-name=.*?</tr>", page)
     assert len(rows) == 1
     cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td.*?</td>", rows[0])]
     assert cells == ["api", "production", "in progress", "2.0.0", "2", "3m", "healthy", "0.0 s", "0 B", "2.0.0, 1.0.0"]
     assert 'class="status status-in_progress"' in rows[0]
     assert 'href="deployment?environment=production&amp;name=api"' in rows[0]
+
+
+async def test_a_removed_deployment_shows_as_removed_not_broken(aiohttp_client: AiohttpClient) -> None:
+    """No container left: the row says removed (grey, not a failing check in red), and so does the detail;
+    a deployment whose container only stopped is failing, in red."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(started("a", "1.0.0", NOW), Tick(NOW + 11), InstanceGone(NOW + 20, "a"))
+    web = DeploymentKey("web", "production")
+    side.submit(started("w", "1.0.0", NOW, key=web), Tick(NOW + 11), InstanceExited(NOW + 20, "w", 1))
+    page = await (await client.get("/")).text()
+    removed, stopped = re.findall(r"<tr[^>]*data-name=.*?</tr>", page)
+    assert removed.startswith('<tr class="removed" data-name="api"')
+    assert '<td class="health health-removed">removed</td>' in removed
+    assert '<td class="health health-bad">failing: containers_running</td>' in stopped and "removed" not in stopped
+    detail = await (await client.get("/deployment", params={"environment": "production", "name": "api"})).text()
+    assert '<dd data-field="health">removed</dd>' in detail
 
 
 async def test_landing_links_stay(aiohttp_client: AiohttpClient) -> None:
@@ -142,3 +163,74 @@ def test_the_script_never_writes_html() -> None:
 def test_ages_read_like_docker_ps() -> None:
     """42s, 5m, 3h, 2d; a clock behind the start is 0s."""
     assert [age(s) for s in (42, 300, 3 * 3600 + 5, 2 * 86400 + 1, -5)] == ["42s", "5m", "3h", "2d", "0s"]
+
+
+def renders(side: ReadSide) -> float | None:
+    return side.registry.get_sample_value("deployment_watcher_board_renders_total")
+
+
+async def test_the_table_is_rendered_once_per_change(aiohttp_client: AiohttpClient) -> None:
+    """20 loads at once cost one rendering; the page is served from memory (and 304 for its ETag) until the
+    state changes, another environment is asked for, or an age it shows would read differently."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(reported("1.0.0", "success", NOW))
+    side.clock.now = NOW + 180  # the age reads 3m until NOW + 240
+    pages = await asyncio.gather(*(client.get("/") for _ in range(20)))
+    assert {page.status for page in pages} == {200} and renders(side) == 1
+    etag = pages[0].headers["ETag"]
+    assert len({await page.text() for page in pages}) == 1 and "<td" in await pages[0].text()
+    side.clock.now = NOW + 239
+    unchanged = await client.get("/", headers={"If-None-Match": etag})
+    assert unchanged.status == 304 and renders(side) == 1
+    side.clock.now = NOW + 240
+    aged = await client.get("/", headers={"If-None-Match": etag})
+    assert aged.status == 200 and ">4m</td>" in await aged.text() and renders(side) == 2
+    side.submit(reported("1.1.0", "in_progress", NOW + 241))
+    changed = await (await client.get("/")).text()
+    assert ">1.1.0</td>" in changed and renders(side) == 3
+    assert f'data-last-event-id="{side.stream.last_id}"' in changed
+    await client.get("/", params={"environment": "staging"})
+    await client.get("/")
+    assert renders(side) == 4
+    for n in range(PAGES_KEPT):  # any filter text: the pages kept are bounded, the oldest go first
+        await client.get("/", params={"environment": f"env-{n}"})
+    await client.get("/", params={"environment": "env-1"})
+    await client.get("/")
+    assert renders(side) == 4 + PAGES_KEPT + 1
+
+
+async def test_health_answers_while_5000_rows_load(aiohttp_client: AiohttpClient) -> None:
+    """20 loads of the board at 5,000 deployments at once: /health answers within a second meanwhile
+    (rendered on the loop, one after the other, they held it for seconds)."""
+    app, side = read_side()
+    side.submit(reported("1.0.0", "success", NOW))
+    one = side.core.state.deployments[API]
+    side.core.state = State({key: dataclasses.replace(one, key=key) for key in (
+        DeploymentKey(f"service-{n:04d}", "production") for n in range(5000))})  # fmt: skip
+    client = await aiohttp_client(app)
+
+    async def load() -> int:
+        answer = await client.get("/")
+        return (await answer.read()).count(b"<tr data-name=")
+
+    async def health() -> float:
+        started = time.monotonic()
+        assert (await client.get("/health")).status == 200
+        return time.monotonic() - started
+
+    loads = [asyncio.create_task(load()) for _ in range(20)]
+    probes = []
+    while not all(task.done() for task in loads):
+        probes.append(await health())
+        await asyncio.sleep(0.05)
+    assert [await task for task in loads] == [5000] * 20
+    assert max(probes) < 1.0, probes
+    assert renders(side) == 1
+
+
+def test_an_age_reads_the_same_until_its_next_unit() -> None:
+    """age_changes_in: the seconds until the text of age() changes (the board's page is current until then)."""
+    for seconds in (0, 0.25, 42.5, 59.9, 60, 299, 3 * 3600 + 5, 2 * 86400 + 1, -5):
+        later = seconds + age_changes_in(seconds)
+        assert age(later - 1e-6) == age(seconds) != age(later), seconds

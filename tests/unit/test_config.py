@@ -479,3 +479,11 @@ def test_empty_known_section_is_fine_and_unknown_empty_section_is_not(tmp_path: 
     bad.write_text("foo: {}\n")
     with pytest.raises(ConfigError, match="unknown section foo"):
         config.load(file=str(bad), environ={})
+
+
+def test_allowed_hosts_are_host_names() -> None:
+    """web.allowed_hosts takes names (a trailing dot and spaces are fine); a URL or a port is a problem."""
+    ok = config.load(environ={}, flags={"web.allowed_hosts": " watcher.example.com, board-1.example. ,"})
+    assert ok.web.allowed_hosts == "watcher.example.com, board-1.example. ,"
+    problems = problems_of(environ={}, flags={"web.allowed_hosts": "http://watcher.example.com,watcher:9102,a b"})
+    assert_each_once(problems, ["'http://watcher.example.com' is not a host name", "'watcher:9102'", "'a b'"])

@@ -217,3 +217,13 @@ def test_version_skew_panel() -> None:
         "deployment:fleet_hosts_behind",
         "deployment:fleet_newest_version",
     ]
+
+
+def test_health_shows_removed_not_unhealthy() -> None:
+    """A host where the deployment is removed is left out of Health; removed everywhere reads Removed, not Unhealthy."""
+    panel = _panel("Health")
+    assert "unless deployment_removed{" in panel["targets"][0]["expr"]
+    texts: dict[str, str] = {}
+    for mapping in panel["fieldConfig"]["defaults"]["mappings"]:
+        texts.update({value: option["text"] for value, option in mapping["options"].items()})
+    assert texts == {"0": "Unhealthy", "1": "Healthy", "2": "Removed"}

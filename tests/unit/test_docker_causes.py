@@ -715,3 +715,10 @@ def test_exit_codes_beyond_64_bits_are_unreadable(code: object) -> None:
 def test_times_before_1970_are_no_times() -> None:
     """A creation time before 1970 is none (the current time is used, as for a missing one)."""
     assert parse_time("1969-12-31T23:59:59Z") is None
+
+
+def test_times_after_the_year_9999_are_no_times() -> None:
+    """The last second of 9999 at a negative offset lies beyond what a state file holds: stored,
+    it used to make the whole file unusable at the next start."""
+    assert parse_time("9999-12-31T23:59:59.999999999-23:59") is None
+    assert parse_time("9999-12-31T23:59:59Z") == 253402300799.0

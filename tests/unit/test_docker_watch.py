@@ -7,10 +7,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from tests.polling import poll_async
 from tests.unit.test_docker_causes import RUNC_ERROR, inspected
+from tests.unit.test_state import Run
 from watcher.config import Settings
+from watcher.domain.model import DeploymentKey, State, Status
+from watcher.domain.observations import InstanceSeen, Observation
 from watcher.selfmetrics import SelfMetrics
-from watcher.sources.docker.watch import DockerWatch, _PerContainer
+from watcher.sources.docker.causes import from_inspect
+from watcher.sources.docker.watch import START_POLL_BATCH, DockerWatch, _PerContainer
 
 
 async def test_jobs_of_one_container_run_in_order_and_others_do_not_wait() -> None:
@@ -77,7 +82,9 @@ class QueueSubscriber:
 
 async def test_a_stop_arriving_with_an_event_ends_the_reader() -> None:
     """A cancellation in the same instant as an event is not lost (Python 3.11's wait_for loses it)."""
-    watch = DockerWatch(settings=Settings(), submit=lambda _: None, metrics=SelfMetrics(CollectorRegistry()))
+    watch = DockerWatch(
+        settings=Settings(), submit=lambda _: None, metrics=SelfMetrics(CollectorRegistry()), snapshot=State
+    )
     subscriber = QueueSubscriber()
     reader = asyncio.create_task(watch._read(None, subscriber, None, since=0.0))  # type: ignore[arg-type]
     await asyncio.sleep(0.01)
@@ -97,10 +104,15 @@ class FakeEngine:
     def __init__(self, answers: dict[str, dict[str, Any]]) -> None:
         self.answers = answers
         self.inspected: list[str] = []
+        self.asked_time: list[int] = []  # how many inspects there had been at each request of the daemon's time
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
         self.inspected.append(container_id)
         return self.answers.get(container_id)
+
+    async def info(self) -> dict[str, Any]:
+        self.asked_time.append(len(self.inspected))
+        return {"SystemTime": "1970-01-01T00:02:00Z"}  # 120: the daemon's clock
 
 
 def container_event(action: str, cid: str, at: int, **attributes: str) -> dict[str, Any]:
@@ -121,7 +133,9 @@ async def test_a_network_disconnect_of_a_container_never_started_inspects_it() -
     failed["Id"] = "a"
     engine = FakeEngine({"a": failed})
     submitted: list[Any] = []
-    watch = DockerWatch(settings=Settings(), submit=submitted.append, metrics=SelfMetrics(CollectorRegistry()))
+    watch = DockerWatch(
+        settings=Settings(), submit=submitted.append, metrics=SelfMetrics(CollectorRegistry()), snapshot=State
+    )
     async with asyncio.TaskGroup() as group:
         work = _PerContainer(group)
         for event in (
@@ -134,3 +148,81 @@ async def test_a_network_disconnect_of_a_container_never_started_inspects_it() -
     assert seen[-1].at == 102 and seen[-1].instance.start_error == f"exit code 127: {RUNC_ERROR}"
     watch._handle(engine, container_event("destroy", "a", 103), work)  # type: ignore[arg-type]
     assert watch._unstarted == set()
+
+
+def container(cid: str, name: str, *, status: str = "created", error: str = "", code: int = 0) -> dict[str, Any]:
+    """An inspect document of a container of deployment ``name``, version 1.0.0."""
+    doc = inspected(status=status, running=status == "running", health=None, exit_code=code,
+                    container_labels={"deployment.name": name, "deployment.version": "1.0.0"})  # fmt: skip
+    doc["Id"], doc["State"]["Error"], doc["State"]["StartedAt"] = cid, error, "1970-01-01T00:01:40Z"  # 100
+    return doc
+
+
+async def test_containers_created_and_not_started_are_polled_for_a_failed_start() -> None:
+    """A start can fail with no event at all (a container joining a stopped one's network): the containers
+    of rollouts in progress created and not started are inspected every few seconds, and a failed start
+    fails the rollout with the engine's error; one still created says nothing new, and containers of a
+    finished rollout or running ones are not inspected."""
+    error = "cannot join network of a non running container: 0123"
+    docs = {"a": container("a", "api", error=error, code=128), "b": container("b", "api"),
+            "w": container("w", "web", status="running"), "x": container("x", "web", error=error, code=128)}  # fmt: skip
+    settings = Settings()
+    cid_name = {"a": "api", "b": "api", "w": "web", "x": "web"}
+
+    def seen(cid: str, at: float, *, as_created: bool = True) -> InstanceSeen:
+        doc = container(cid, cid_name[cid], status="created") if as_created else docs[cid]
+        instance, _ = from_inspect(doc, now=at, settings=settings.labels)
+        assert instance is not None
+        return InstanceSeen(at, instance)
+
+    run = Run(settings)(seen("a", 100), seen("b", 100), seen("w", 100, as_created=False)).tick(111)
+    run(seen("x", 112))  # joins web's finished rollout
+    assert run.d(DeploymentKey("web", "production")).rollout.status is Status.SUCCESS
+    engine = FakeEngine(docs)
+
+    def submit(observation: Observation) -> None:
+        run(observation, now=121)
+
+    watch = DockerWatch(settings=settings, submit=submit, metrics=SelfMetrics(CollectorRegistry()),
+                        snapshot=lambda: run.state, start_poll_seconds=0.01)  # fmt: skip
+    api = DeploymentKey("api", "production")
+
+    async def status() -> Status:
+        return run.d(api).rollout.status
+
+    async with asyncio.TaskGroup() as group:
+        poller = group.create_task(watch._poll_starts(engine, _PerContainer(group)))  # type: ignore[arg-type]
+        await poll_async("api failed", status, until=lambda s: s is Status.FAILED, timeout=5, interval=0.01)
+        poller.cancel()
+    assert run.d(api).rollout.reason == f"container a could not be started: exit code 128: {error}"
+    assert set(engine.inspected) == {"a", "b"}
+    assert run.d(api).members["a"].updated_at == 120  # as of the daemon's clock before the inspect
+
+
+async def test_the_start_poll_is_bounded_and_everyone_has_a_turn() -> None:
+    """A staged deploy of many containers created and not started: at most START_POLL_BATCH inspects a
+    round, each container in turn; one still created is polled again, and nothing is reported of it."""
+    settings = Settings()
+    ids = [f"c{n:02}" for n in range(START_POLL_BATCH + 5)]
+    docs = {cid: container(cid, "api") for cid in ids}
+    run = Run(settings)
+    for cid in ids:
+        instance, _ = from_inspect(docs[cid], now=100, settings=settings.labels)
+        assert instance is not None
+        run(InstanceSeen(100, instance))
+    engine = FakeEngine(docs)
+    submitted: list[Observation] = []
+    watch = DockerWatch(settings=settings, submit=submitted.append, metrics=SelfMetrics(CollectorRegistry()),
+                        snapshot=lambda: run.state, start_poll_seconds=0.01)  # fmt: skip
+
+    async def rounds() -> int:
+        return len(engine.asked_time)
+
+    async with asyncio.TaskGroup() as group:
+        poller = group.create_task(watch._poll_starts(engine, _PerContainer(group)))  # type: ignore[arg-type]
+        await poll_async("three rounds", rounds, until=lambda n: n >= 3, timeout=5, interval=0.01)
+        poller.cancel()
+    assert engine.asked_time[:3] == [0, START_POLL_BATCH, 2 * START_POLL_BATCH]
+    assert engine.inspected[:START_POLL_BATCH] == ids[:START_POLL_BATCH]
+    assert set(engine.inspected[: 2 * START_POLL_BATCH]) == set(ids)
+    assert submitted == []

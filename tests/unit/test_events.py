@@ -155,8 +155,8 @@ def test_rejected_dropped_and_stale_say_why() -> None:
     run(reported("0.9.0", "success", 103, started_at=50))
     assert run.events[-1] == StaleObservation(key=API, at=103, version="0.9.0")
     assert run.events[-1].message == "ignored a report of 0.9.0 older than the current rollout"
-    run(InstanceGone(110, "a")).tick(170)
-    assert run.events[-1] == DeploymentDropped(key=API, at=170, why="no containers for 60 s")
+    run.tick(110)(InstanceGone(111, "a")).tick(171)  # its rollout's verdict first: not dropped before
+    assert run.events[-1] == DeploymentDropped(key=API, at=171, why="no containers for 60 s")
     assert run.events[-1].message == "no containers for 60 s; no longer exported"
 
 
@@ -187,9 +187,11 @@ def test_health_of_a_leftover_is_not_told() -> None:
 
 
 def test_kinds_are_the_counter_labels_of_before() -> None:
-    """Each event class has its own stable kind: the state_changes label values stay as they were (health_changed is new)."""
+    """Each event class has its own stable kind: the state_changes label values stay as they were
+    (health_changed, changed, removed and returned are new)."""
     assert [e.kind for e in EVENT_TYPES] == [
         "rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale", "health_changed",
+        "changed", "removed", "returned",
     ]  # fmt: skip
 
 

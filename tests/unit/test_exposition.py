@@ -24,7 +24,7 @@ from pytest_aiohttp import AiohttpClient
 from tests.conftest import require_binary
 from tests.polling import poll_async
 from tests.unit.test_state import SETTINGS, Run, started
-from watcher.config import ExpositionSettings, Settings
+from watcher.config import ExpositionSettings, Settings, StorageSettings
 from watcher.domain.model import Deployment, DeploymentKey, State, Usage
 from watcher.domain.observations import InstanceExited, InstanceGone, UsageSampled
 from watcher.exposition import rendering
@@ -53,8 +53,8 @@ PROMETHEUS_2 = (  # what Prometheus 2.42 sends, with Accept-Encoding: gzip
 )
 OM_FAMILIES = {
     "deployment_status": "gauge", "deployment_version": "gauge", "deployment_timestamp": "gauge",
-    "deployment_health_status": "gauge", "deployment": "info", "deployment_cpu_usage_seconds": "counter",
-    "deployment_memory_usage_bytes": "gauge", "deployment_rollback_count": "counter",
+    "deployment_health_status": "gauge", "deployment_removed": "gauge", "deployment": "info",
+    "deployment_cpu_usage_seconds": "counter", "deployment_memory_usage_bytes": "gauge", "deployment_rollback_count": "counter",
     "deployment_health_check": "gauge", "deployment_duration_seconds": "histogram", "deployment_version_info": "gauge",
     "deployment_replicas": "gauge", "deployment_swarm_update_state": "gauge",
     "deployment_rollouts": "counter", "deployment_change_failures": "counter",
@@ -457,7 +457,7 @@ async def test_idle_variants_are_no_longer_rendered() -> None:
 
 async def test_service_renders_what_the_core_applies() -> None:
     """Wiring: the core's changes wake the exposition, which shows them; the own part is the registry."""
-    service = Service(Settings())
+    service = Service(Settings(storage=StorageSettings(directory="")))  # not the machine's state directory
     await service.exposition.refresh()
     service.core.submit(started("a", "1.0.0", 100))
     api = ("deployment_version", frozenset({("deployment", "api"), ("environment", "production")}))

@@ -35,7 +35,8 @@ from watcher.config import Settings
 from watcher.config.webconfig import WebConfig
 from watcher.domain import labels
 from watcher.domain.model import DeploymentKey, Instance
-from watcher.domain.observations import InstanceExited, InstanceSeen, Tick
+from watcher.domain.observations import InstanceExited, InstanceGone, InstanceSeen, Tick
+from watcher.web import views
 
 
 def summary(revision: int, version: str, state: str, *, rollback: bool = False, reason: str = "") -> Summary:
@@ -237,6 +238,33 @@ async def test_status_prints_a_table(aiohttp_client: AiohttpClient) -> None:
     assert lines[2].split()[:3] == ["web\\x1b[31m", "staging", "failed"]  # a terminal escape shown, not obeyed
     code, out, _ = await run_cli("status", "--url", url, "--environment", "staging")
     assert len(out.splitlines()) == 2
+
+
+async def test_status_shows_a_removed_deployment_as_removed(aiohttp_client: AiohttpClient) -> None:
+    """`status`: a deployment with no container left is removed, not failing."""
+    url, side = await served(aiohttp_client)
+    side.submit(started("a", "1.0.0", NOW - 30), Tick(NOW - 19), InstanceGone(NOW - 10, "a"))
+    code, out, _ = await run_cli("status", "--url", url)
+    assert code == 0
+    _, line = out.splitlines()
+    cells = line.split()
+    assert cells[:5] == ["api", "production", "success", "1.0.0", "1"] and cells[6] == "removed"
+
+
+def test_the_gate_describes_every_event() -> None:
+    """Each event the stream sends has its own line in `rollout status`, never the bare name."""
+    changed = {"revision": 2, "version": "2.0", "current": 2, "running": 1, "failing": ["containers_running"]}
+    assert rollout.describe("deployment_changed", changed) == (
+        "revision 2 (2.0): 1 of 2 containers running, failing: containers_running"
+    )
+    assert rollout.describe("deployment_changed", {**changed, "running": 2, "failing": []}).endswith(
+        "2 of 2 containers running, healthy"
+    )
+    removed = {"revision": 2, "version": "2.0", "reason": "no container of it is left"}
+    assert rollout.describe("deployment_removed", removed) == "removed: no container of it is left"
+    assert rollout.describe("deployment_returned", removed) == "revision 2 (2.0): back after its removal"
+    for name in views.EVENT_NAMES:
+        assert rollout.describe(name, changed) != name
 
 
 async def test_usage_errors_exit_2() -> None:

@@ -255,6 +255,9 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
             "dropped",
             "stale",
             "health_changed",
+            "changed",
+            "removed",
+            "returned",
         ],
         0.0,
     )

@@ -1,6 +1,7 @@
 """The soak of ``python -m tests.benchmark soak`` (``tests/soak.py``), for seconds instead of minutes,
 so that its code cannot rot: a watcher process under daemon faults and hostile clients stays up,
-serves /metrics that parse, keeps its memory, and ends in the state of a clean watcher."""
+serves /metrics that parse, keeps its memory, ends in the state of a clean watcher, and stops
+cleanly on SIGHUP with its state saved."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def test_a_short_soak_passes() -> None:
     assert result.checks >= 5 and result.faults >= 2 and result.changes >= 20
     assert set(result.hostile) == set(soak.HOSTILE)
     assert result.deployments >= 1 and sum(result.docker_errors.values()) >= 1
+    assert result.hung_up  # and stopped cleanly with its final save (``passed``)
 
 
 def test_a_difference_from_the_clean_resync_is_found() -> None:

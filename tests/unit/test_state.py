@@ -56,6 +56,7 @@ from watcher.domain.rules import (
     CHECK_OOM,
     CHECK_RESTARTS,
     CHECK_RUNNING,
+    REMOVED,
     health_checks,
     is_healthy,
     is_rollback,
@@ -275,6 +276,51 @@ def test_a_container_created_and_never_started_waits_for_the_deadline() -> None:
     assert (run.status, run.d().rollout.reason) == (
         Status.FAILED, "not healthy within the progress deadline: container a is not running (never started, or paused)"
     )  # fmt: skip
+
+
+def test_a_rollout_whose_containers_are_all_removed_fails_at_its_deadline() -> None:
+    """Every container of the rollout removed before its verdict (`docker rm -f`): in progress until the
+    deadline, then failed saying so. Before, it stayed in progress until retention dropped it."""
+    run = Run()(started("a", "1.0.0", 100), InstanceGone(105, "a"))
+    run.tick(699)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(700)
+    assert (run.status, run.d().rollout.reason) == (
+        Status.FAILED,
+        f"not healthy within the progress deadline: {REMOVED}",
+    )
+    finished = [e for e in run.events if isinstance(e, RolloutFinished)]
+    assert [(e.revision, e.status, e.duration) for e in finished] == [(1, Status.FAILED, 600)]
+    assert run.d().dora.failures == 1
+
+
+def test_a_removed_rollout_continues_with_a_new_container_of_its_version() -> None:
+    """Removed and created again before the deadline (`docker rm -f` then `docker run` of the same
+    version, a redeploy script): the new container joins the rollout, judged as usual."""
+    run = Run()(started("a", "1.0.0", 100), InstanceGone(102, "a"), started("b", "1.0.0", 103)).tick(113)
+    assert (run.status, run.d().rollout.revision, run.d().rollout.members) == (Status.SUCCESS, 1, {"a", "b"})
+
+
+def test_a_removed_rollout_is_kept_until_its_verdict() -> None:
+    """A retention shorter than the deadline does not drop a rollout before its verdict: every rollout ends."""
+    settings = dataclasses.replace(SETTINGS, retention=RetentionSettings(gone_seconds=60))
+    run = Run(settings)(started("a", "1.0.0", 100), InstanceGone(105, "a")).tick(300)
+    assert run.status is Status.IN_PROGRESS
+    run.tick(700)
+    assert run.status is Status.FAILED
+    run.tick(701)
+    assert API not in run.state.deployments
+    assert run.types[-2:] == [RolloutFinished, DeploymentDropped]
+
+
+def test_removed_replicas_of_a_rollout_with_older_containers_left_say_so() -> None:
+    """The rollout's containers removed while the previous version's remain: failed at the deadline, saying why."""
+    run = Run()(started("a", "1.0.0", 100)).tick(110)
+    run(started("b", "2.0.0", 200), InstanceGone(205, "b")).tick(800)
+    assert (run.status, run.d().rollout.reason) == (
+        Status.FAILED,
+        f"not healthy within the progress deadline: {REMOVED}",
+    )
 
 
 def test_new_version_starts_rollout_and_bumps_revision() -> None:

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import ClientPayloadError, ClientResponse
+from hypothesis import given
+from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
 from tests.polling import poll_async
@@ -63,7 +65,7 @@ async def connected(stream: EventStream, count: int) -> None:
 
 
 async def test_events_arrive_in_order_with_ids(aiohttp_client: AiohttpClient) -> None:
-    """A rollout, its health, its verdict, a rollback, a deployment gone: in order, each with the next id."""
+    """A rollout, its health, its verdict, a rollback, its removal, the deployment gone: in order, each with the next id."""
     app, side = read_side()
     client = await aiohttp_client(app)
     response = await client.get("/api/v1/events")
@@ -74,11 +76,12 @@ async def test_events_arrive_in_order_with_ids(aiohttp_client: AiohttpClient) ->
         started("b", "1.0.0", NOW + 5), Tick(NOW + 16), InstanceGone(NOW + 17, "a"), InstanceGone(NOW + 17, "b")
     )
     side.submit(Tick(NOW + 86400))
-    got = await take(response, 6)
+    got = await take(response, 7)
     run = side.stream.run
     assert [(i, name) for i, name, _ in got] == [
         (f"{run}.1", "rollout_started"), (f"{run}.2", "health_changed"), (f"{run}.3", "rollout_finished"),
-        (f"{run}.4", "rollback_started"), (f"{run}.5", "rollout_finished"), (f"{run}.6", "deployment_gone"),
+        (f"{run}.4", "rollback_started"), (f"{run}.5", "rollout_finished"), (f"{run}.6", "deployment_removed"),
+        (f"{run}.7", "deployment_gone"),
     ]  # fmt: skip
     finished = got[2][2]
     assert (finished["status"], finished["revision"], finished["name"], finished["environment"]) == (
@@ -87,7 +90,8 @@ async def test_events_arrive_in_order_with_ids(aiohttp_client: AiohttpClient) ->
     assert finished["deployment"]["status"] == "success"
     assert got[1][2]["instance"] == "a" and (got[1][2]["before"], got[1][2]["health"]) == ("starting", "healthy")
     assert got[3][2]["rollback"] is True and got[3][2]["deployment"]["rollbacks"] == 1
-    assert got[5][2]["deployment"] is None and got[5][2]["reason"]
+    assert got[5][2]["deployment"]["removed"] is True and got[5][2]["reason"] == "no container of it is left"
+    assert got[6][2]["deployment"] is None and got[6][2]["reason"]
 
 
 async def test_reconnecting_with_last_event_id_resumes(aiohttp_client: AiohttpClient) -> None:
@@ -120,6 +124,56 @@ async def test_an_id_too_old_or_of_another_run_gets_resync(aiohttp_client: Aioht
         [(event_id, name, data)] = await take(response, 1)
         assert (event_id, name) == (side.stream.last_id, "resync"), last
         assert data["event"] == "resync"
+        response.close()
+
+
+@given(st.one_of(st.text(), st.from_regex(r"[0-9a-f]{8}\.[0-9\u00b2\u0660]{0,5000}", fullmatch=True)))
+def test_any_last_event_id_is_read_without_raising(last: str) -> None:
+    """Whatever a client sends as Last-Event-ID (``<run>.²``, thousands of digits, garbage): a list of
+    frames or None (resync), never an exception; and only ids this run sent resume."""
+    _, side = read_side()
+    side.submit(reported("1.0.0", "in_progress", NOW))
+    for candidate in (last, f"{side.stream.run}.{last}", f"{side.stream.run}.{last.partition('.')[2]}"):
+        missed = side.stream.missed(candidate)
+        assert missed is None or re.fullmatch(rf"{side.stream.run}\.0*[01]", candidate.strip())
+
+
+async def test_a_last_event_id_that_is_no_number_gets_resync_not_500(aiohttp_client: AiohttpClient) -> None:
+    """``<run>.²`` (a digit to str.isdigit, not to int) and a number of 5,000 digits: a resync event."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    side.submit(reported("1.0.0", "in_progress", NOW))
+    for last in (f"{side.stream.run}.\u00b2", f"{side.stream.run}." + "9" * 5000, f"{side.stream.run}.-1"):
+        response = await client.get("/api/v1/events", params={"last_event_id": last})
+        assert response.status == 200
+        [(_, name, _)] = await take(response, 1)
+        assert name == "resync", last
+        response.close()
+
+
+async def test_streams_beyond_the_caps_get_503_with_retry_after(aiohttp_client: AiohttpClient) -> None:
+    """Beyond the clients one address may hold, and beyond all: 503 with Retry-After, the connection
+    closed, counted by cap; a client that leaves makes room again."""
+    app, side = read_side(max_clients=3, max_clients_per_address=2)
+    client = await aiohttp_client(app)
+    held = [await client.get("/api/v1/events") for _ in range(2)]
+    await connected(side.stream, 2)
+    refused = await client.get("/api/v1/events")
+    assert refused.status == 503 and refused.headers["Retry-After"] == "10"
+    assert refused.headers["Connection"] == "close"
+    assert "web.max_stream_clients_per_address" in (await refused.json())["error"]
+    side.stream._max_per_address = 5  # the one test client has one address: the total cap next
+    held.append(await client.get("/api/v1/events"))
+    await connected(side.stream, 3)
+    assert (await client.get("/api/v1/events")).status == 503
+    held.pop().close()
+    await connected(side.stream, 2)
+    held.append(await client.get("/api/v1/events"))
+    assert held[-1].status == 200
+    refusals = {limit: side.registry.get_sample_value("deployment_watcher_stream_refused_clients_total",
+                                                      {"limit": limit}) for limit in ("address", "total")}  # fmt: skip
+    assert refusals == {"address": 1, "total": 1}
+    for response in held:
         response.close()
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from watcher.domain.model import DeploymentKey, UpdateState
 from watcher.domain.settings import LabelSettings
 from watcher.sources.swarm import causes
@@ -136,3 +138,30 @@ def test_times_outside_what_a_state_file_holds_read_as_absent() -> None:
                                   settings=LABELS)  # fmt: skip
     assert seen is not None and seen.changed_at == causes.parse_time("2026-11-30T21:30:36.336012754Z")
     assert causes.parse_time("0001-01-01T00:00:00Z") is None and causes.parse_time("junk") is None
+
+
+@pytest.mark.parametrize(
+    ("desired", "running", "expected"),
+    [
+        (2**64 - 1, 3, (0, 3)),  # uint64 on the wire: -1 that wrapped around
+        (2**63, 2**64 + 5, (0, 0)),  # no count of tasks, whatever it was meant to be
+        (-1, -7, (0, 0)),
+        (2**63 - 1, 1, (2**63 - 1, 1)),  # the largest count a state file holds, kept as it is
+        (1e300, 2.0, (0, 2)),
+    ],
+)
+def test_replica_counts_beyond_what_a_state_file_holds_read_as_zero(
+    desired: object, running: object, expected: tuple[int, int]
+) -> None:
+    """ServiceStatus' counts are uint64: 2**64 - 1 (a negative the engine wrapped around) used to be
+    stored as it came, exported as 1.8e19, saved, and the whole state file refused at the next start."""
+    data = service_json(ServiceStatus={"DesiredTasks": desired, "RunningTasks": running})
+    seen, _ = causes.from_service(data, at=1000.0, replicas=None, settings=LABELS)
+    assert seen is not None and (seen.service.desired, seen.service.running) == expected
+    old_engine = service_json(Spec={**service_json()["Spec"], "Mode": {"Replicated": {"Replicas": desired}}})
+    assert causes.replicas_from_tasks(old_engine, []) == (expected[0], 0)
+
+
+def test_times_after_the_year_9999_read_as_absent() -> None:
+    """An offset can carry the last second of 9999 beyond what a state file holds."""
+    assert causes.parse_time("9999-12-31T23:59:59.999999999-23:59") is None

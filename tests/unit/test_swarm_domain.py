@@ -22,6 +22,7 @@ from watcher.domain.observations import (
     Tick,
     UsageSampled,
 )
+from watcher.domain.rules import SERVICE_REMOVED
 from watcher.exposition.families import DeploymentCollector
 from watcher.persistence.codec import decode, encode
 from watcher.web.readapi import ReadApi
@@ -144,6 +145,43 @@ def test_removed_service_leaves_after_retention() -> None:
     assert SHOP in run.state.deployments
     run.tick(5000 + SETTINGS.retention.gone_seconds)
     assert SHOP not in run.state.deployments
+
+
+def test_a_service_removed_during_an_update_fails_at_its_deadline() -> None:
+    """Removed while updating: the update's verdict comes at its deadline, saying why. Before, it stayed
+    in progress (and `updating` on /metrics) until retention dropped it."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING, running=1))
+    run(ServiceGone(210, "svc1")).tick(200 + 599)
+    assert run.state.deployments[SHOP].rollout.status is Status.IN_PROGRESS
+    run.tick(200 + 600)
+    rollout = run.state.deployments[SHOP].rollout
+    assert (rollout.status, rollout.reason) == (Status.FAILED, SERVICE_REMOVED)
+    assert run.state.deployments[SHOP].dora.failures == 1
+
+
+def test_a_removed_service_exports_no_replicas_nor_update_state() -> None:
+    """A removed service has no replicas and no update running: those series leave with it, not stale."""
+
+    def series() -> set[str]:
+        registry = CollectorRegistry()
+        registry.register(DeploymentCollector(snapshot=lambda: run.state, settings=SETTINGS))
+        return {line.split("{")[0] for line in generate_latest(registry).decode().splitlines() if "shop" in line}
+
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING, running=1))
+    swarm = {"deployment_replicas", "deployment_swarm_update_state"}
+    assert swarm <= series()
+    run(ServiceGone(210, "svc1"))
+    assert not swarm & series() and "deployment_status" in series()
+
+
+def test_a_service_created_again_before_the_deadline_continues_its_rollout() -> None:
+    """`docker stack rm` then `deploy` of the same template: the new service continues the update, judged as usual."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING, running=1))
+    again = service(230, "1.1", running=3)
+    again = dataclasses.replace(again, service=dataclasses.replace(again.service, id="svc2"))
+    run(ServiceGone(210, "svc1"), again)
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.revision, d.rollout.status, d.gone_since) == (2, Status.SUCCESS, None)
 
 
 def test_a_listing_removes_what_is_missing() -> None:

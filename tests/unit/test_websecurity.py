@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import statistics
 import threading
 import time
@@ -22,7 +23,7 @@ from watcher.domain.model import State
 from watcher.exposition.rendering import Exposition
 from watcher.selfmetrics import SelfMetrics
 from watcher.web.app import make_app
-from watcher.web.security import CACHE_SIZE, BasicAuthCheck, decoy, install
+from watcher.web.security import CACHE_SIZE, BasicAuthCheck, allowed_hosts, decoy, guard_hosts, host_kind, install
 
 USERS = {"alice": bcrypt.hashpw(b"wonderland", bcrypt.gensalt(4)), "bob": bcrypt.hashpw(b"builder", bcrypt.gensalt(4))}
 HEADERS = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=60"}
@@ -283,3 +284,77 @@ async def test_checks_are_bounded_per_client_address() -> None:
     assert max(at["a"] for at in seen) == 1 and max(at["b"] for at in seen) == 1
     assert any(at["a"] and at["b"] for at in seen)  # both addresses at once
     assert check._sources == {}
+
+
+HOSTS = [
+    ("127.0.0.1", "ok"), ("127.0.0.1:9102", "ok"), ("10.1.2.3:80", "ok"), ("[::1]", "ok"), ("[::1]:9102", "ok"),
+    ("[2001:db8::7]:9102", "ok"), ("localhost", "ok"), ("LOCALHOST:9102", "ok"), ("localhost.:9102", "ok"),
+    ("watcher.example.com:9102", "ok"), ("Watcher.Example.COM.", "ok"),
+    ("attacker.example", "name"), ("attacker.example:9102", "name"), ("127.0.0.1.attacker.example", "name"),
+    ("localhost.attacker.example", "name"), ("127.1", "name"), ("watcher.example.com.evil", "name"),
+    ("", "malformed"), ("::1", "malformed"), ("[::1", "malformed"), ("[attacker.example]", "malformed"),
+    ("127.0.0.1:", "malformed"), ("127.0.0.1:http", "malformed"), (":9102", "malformed"), ("[::1]x", "malformed"),
+    ("localhost:99999999", "malformed"), ("localhost:\u00b2", "malformed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("host", "kind"), HOSTS)
+def test_host_kinds(host: str, kind: str) -> None:
+    """IP literals (IPv6 in brackets) and localhost, with or without a port, and the allowed names are
+    this watcher; other names are not; what no browser would send is malformed."""
+    assert host_kind(host, allowed_hosts(" watcher.example.com , other.example.")) == kind
+
+
+def host_guarded(allowed: str = "") -> tuple[web.Application, Counter]:
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    exposition = Exposition(snapshot=State, registry=registry, settings=Settings(), metrics=metrics)
+    app = make_app(exposition=exposition, ready=lambda: True)
+    guard_hosts(app, allowed=allowed_hosts(allowed), refusals=metrics.host_refusals)
+    return app, metrics.host_refusals
+
+
+# What Chromium sends from a page on http://attacker.example (no fetch metadata over plain http), and
+# what it sends to trustworthy origins; each marker alone is a browser.
+BROWSERS = [
+    {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/156.0.0.0", "Accept-Language": "en-US"},
+    {"Accept-Language": ""}, {"User-Agent": "Mozilla/5.0"}, {"Sec-Fetch-Mode": "cors"},
+    {"Sec-Fetch-Site": "same-origin"}, {"Origin": "http://attacker.example"}, {"Referer": "http://attacker.example/"},
+    {"Upgrade-Insecure-Requests": "1"},
+]  # fmt: skip
+# How Prometheus scrapes (2.x and 3.x), and other clients that are no browsers.
+SCRAPERS = [
+    {"User-Agent": "Prometheus/2.53.0", "Accept": "application/openmetrics-text;version=1.0.0", "Accept-Encoding":
+     "gzip", "X-Prometheus-Scrape-Timeout-Seconds": "10"},
+    {"User-Agent": "curl/8.5.0", "Accept": "*/*"}, {"User-Agent": "Python-urllib/3.11"}, {"User-Agent": "Go-http-client/1.1"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("browser", BROWSERS)
+async def test_a_browser_page_under_a_foreign_name_is_refused(
+    aiohttp_client: AiohttpClient, browser: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser's request (fetch metadata or Origin) with ``Host: attacker.example``: 403 with a body that
+    says why, on every path; logged once for many, counted."""
+    app, refusals = host_guarded()
+    client = await aiohttp_client(app)
+    for path in ("/metrics", "/health", "/", "/no-such-page", "/metrics"):
+        response = await client.get(path, headers={"Host": "attacker.example", **browser})
+        assert response.status == 403, path
+        assert "web.allowed_hosts" in await response.text() and "DNS rebinding" in await response.text()
+    assert {s.labels["kind"]: s.value for m in refusals.collect() for s in m.samples if s.name.endswith("_total")} == {
+        "name": 5, "malformed": 0,
+    }  # fmt: skip
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING and "DNS rebinding" in r.message]) == 1
+
+
+async def test_requests_without_browser_headers_pass_whatever_their_host(aiohttp_client: AiohttpClient) -> None:
+    """Prometheus scraping by a service name, curl, the CLI: no browser headers, never refused; a browser
+    using an IP address, localhost or an allowed name is served too."""
+    client = await aiohttp_client(host_guarded("watcher.example.com")[0])
+    for host in ("attacker.example", "deployment-watcher:9102", "watcher.monitoring.svc.cluster.local"):
+        for scraper in SCRAPERS:
+            assert (await client.get("/metrics", headers={"Host": host, **scraper})).status == 200, (host, scraper)
+    cors = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}
+    for host in ("127.0.0.1:9102", "[::1]:9102", "localhost:9102", "watcher.example.com"):
+        assert (await client.get("/metrics", headers={"Host": host, **cors})).status == 200, host

@@ -140,6 +140,14 @@ def describe(name: str, data: dict[str, Any]) -> str:
             return (
                 f"{revision}: container {str(data.get('instance'))[:12]} {data.get('before')} -> {data.get('health')}"
             )
+        case "deployment_changed":
+            failing = data.get("failing") or []
+            health = "failing: " + ", ".join(map(str, failing)) if failing else "healthy"
+            return f"{revision}: {data.get('running')} of {data.get('current')} containers running, {health}"
+        case "deployment_removed":
+            return f"removed: {data.get('reason')}"
+        case "deployment_returned":
+            return f"{revision}: back after its removal"
         case "deployment_gone":
             return f"gone: {data.get('reason')}"
     return name

@@ -50,6 +50,7 @@ class Row:
     cpu_seconds: float
     memory_bytes: float
     last_versions: list[str]
+    removed: bool  # a watcher before 'removed' existed does not say: false
 
 
 def parse(row: dict[str, Any], where: str) -> Row:
@@ -69,12 +70,15 @@ def parse(row: dict[str, Any], where: str) -> Row:
         cpu_seconds=field(row, "cpu_seconds", float, where),
         memory_bytes=field(row, "memory_bytes", float, where),
         last_versions=[of(v, str, f"{where}: a version of last_versions") for v in versions],
+        removed=field(row, "removed", bool, where) if "removed" in row else False,
     )
 
 
 def row(d: Row, *, now: float) -> tuple[str, ...]:
     failing = [name for name, ok in d.health_checks.items() if not ok]
     health = "-" if not d.health_checks else "healthy" if not failing else "failing:" + ",".join(failing)
+    if d.removed:
+        health = "removed"
     status = d.status + (" (rollback)" if d.rollback else "")
     return (
         d.name, d.environment, status, d.version, str(d.revision), age(now - d.started_at), health,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -197,6 +198,10 @@ def _cross_checks(settings: Settings) -> list[str]:
             webconfig.load(settings.web.config_file)
         except webconfig.WebConfigError as exc:
             problems.extend(f"web.config_file: {problem}" for problem in exc.problems)
+    for name in settings.web.allowed_hosts.split(","):
+        if not re.fullmatch(r"\s*([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)?\s*", name):
+            problems.append(f"web.allowed_hosts: {name.strip()!r} is not a host name (no scheme, port or path: "
+                            "the port does not matter)")  # fmt: skip
     if not settings.labels.default_environment:
         problems.append("labels.default_environment must not be empty")
     return problems

@@ -23,6 +23,25 @@ class WebSettings:
     config_file: str = setting(
         "", "web config file (Prometheus exporters' format) for TLS and basic auth; empty: plain HTTP, no auth"
     )
+    max_stream_clients: int = setting(
+        256,
+        "event stream (/api/v1/events) clients connected at once; more are refused with 503 and Retry-After. "
+        "Each holds a file descriptor: keep it well below the descriptor limit (ulimit -n, often 1024)",
+        minimum=1,
+    )
+    max_stream_clients_per_address: int = setting(
+        32,
+        "event stream clients connected at once from one client address (behind a reverse proxy, all "
+        "clients share its address); more are refused with 503 and Retry-After",
+        minimum=1,
+    )
+    allowed_hosts: str = setting(
+        "",
+        "comma-separated host names a browser may use to reach the watcher, besides IP addresses and "
+        "localhost, e.g. watcher.example.com; a request from a browser (a Mozilla/ User-Agent, Accept-Language, "
+        "Sec-Fetch-*, Origin, Referer) naming another Host is refused with 403, against DNS rebinding. Other "
+        "clients (Prometheus, curl, the CLI) are never refused for their Host",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +129,12 @@ class StorageSettings:
         "after a change, wait this many seconds, gathering further changes, before saving the state file",
         minimum=0,
     )
+    max_file_bytes: int = setting(
+        256 * 1024 * 1024,
+        "largest state file loaded at start-up, in bytes; a larger one is moved aside unread, as an unusable "
+        "file is (reading it could exhaust the memory)",
+        minimum=1024,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +157,7 @@ class ExpositionSettings:
 class ServiceSettings:
     shutdown_timeout_seconds: float = setting(
         8.0,
-        "after SIGTERM or SIGINT, seconds the watcher may take to stop (final state file save, open HTTP "
+        "after SIGTERM, SIGINT or SIGHUP, seconds the watcher may take to stop (final state file save, open HTTP "
         "requests); beyond it, it logs what is still pending and exits with code 1. Below docker stop's "
         "10 s grace, so that report is written before Docker kills the process",
         minimum=2,

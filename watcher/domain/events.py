@@ -116,6 +116,61 @@ class HealthChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentChanged:
+    """What the deployment shows changed (a container started, stopped or was inspected; its
+    checks; a replica count; a detail learned from a report) and no other event of the step says
+    so: a board or a stream client keeps the row current from its events alone."""
+
+    kind: ClassVar[str] = "changed"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    current: int  # instances of the current rollout that still exist
+    running: int  # of them, running
+    failing: tuple[str, ...]  # the health checks that fail, in the order they are listed
+
+    @property
+    def message(self) -> str:
+        health = "failing: " + ", ".join(self.failing) if self.failing else "healthy"
+        return (
+            f"revision {self.revision} ({self.version}): {self.running} of {self.current} containers running, {health}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentRemoved:
+    """No instance of it is left: removed, not broken. Kept for ``retention.gone_seconds`` (a
+    ``DeploymentDropped`` follows) unless it comes back (``DeploymentReturned``)."""
+
+    kind: ClassVar[str] = "removed"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    why: str
+
+    @property
+    def message(self) -> str:
+        return f"removed: {self.why}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentReturned:
+    """A removed deployment has an instance again (a container of it, its Swarm service)."""
+
+    kind: ClassVar[str] = "returned"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+
+    @property
+    def message(self) -> str:
+        return f"back after its removal, at revision {self.revision} ({self.version})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeploymentRejected:
     """A new deployment not tracked: the cap on deployments is reached (a guard against label explosions)."""
 
@@ -169,5 +224,8 @@ DomainEvent = (
     | DeploymentDropped
     | StaleObservation
     | HealthChanged
+    | DeploymentChanged
+    | DeploymentRemoved
+    | DeploymentReturned
 )
 EVENT_TYPES: tuple[type[DomainEvent], ...] = get_args(DomainEvent)

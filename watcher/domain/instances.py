@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import rollouts, rules, services
+from watcher.domain import limits, rollouts, rules, services
 from watcher.domain.events import HealthChanged, StaleObservation
 from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
 from watcher.domain.observations import (
@@ -118,7 +118,7 @@ def remove(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
     return dataclasses.replace(
         deployment,
         members=members,
-        retired_cpu_nanos=deployment.retired_cpu_nanos + member.cpu_nanos,
+        retired_cpu_nanos=limits.add_nanos(deployment.retired_cpu_nanos, member.cpu_nanos),
         gone_since=deployment.gone_since if members else (deployment.gone_since or txn.now),
     )
 

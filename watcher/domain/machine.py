@@ -7,7 +7,7 @@ State is immutable: a scrape reads one ``State`` object and never sees a half-ap
 
 Where each part lives: ``instances`` (container observations), ``resync``, ``usage``,
 ``reports`` (deploy tooling), ``services`` (Swarm services and their tasks), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
-status changes), ``rules`` (when it succeeds or fails), ``txn`` (copy-on-write over the state),
+status changes), ``shown`` (what a deployment shows changed: told once per step), ``rules`` (when it succeeds or fails), ``txn`` (copy-on-write over the state),
 ``events`` (what the machine says happened).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from watcher.domain import instances, reports, resync, retention, services, usage
+from watcher.domain import instances, reports, resync, retention, services, shown, usage
 from watcher.domain.events import DomainEvent
 from watcher.domain.model import State
 from watcher.domain.observations import (
@@ -77,4 +77,6 @@ def apply(state: State, observation: Observation, *, now: float, settings: RuleS
             retention.tick(txn)
         case ServicesReleased():
             services.released(txn, observation)
+    if not isinstance(observation, UsageSampled):  # CPU and memory samples change nothing else shown
+        shown.tell(txn)
     return Step(txn.state(), tuple(txn.events))

@@ -114,6 +114,11 @@ class Instance:
     # ready) is only in the full facts, so the rules wait for them.
     inspected: bool = True
 
+    @property
+    def unstarted(self) -> bool:
+        """Created and never started (or paused): not running, not exited, no failed start."""
+        return not self.running and self.exit_code is None and not self.start_error
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -276,6 +281,12 @@ class Deployment:
         return self.rollout.judge is Judge.ORCHESTRATOR and self.service is None
 
     @property
+    def removed(self) -> bool:
+        """No instance of it is left (its containers removed, or its Swarm service): kept for
+        retention, shown as removed rather than as broken."""
+        return self.gone_since is not None or (self.service is not None and self.service.removed)
+
+    @property
     def cpu_seconds(self) -> float:
         return (self.retired_cpu_nanos + sum(m.cpu_nanos for m in self.members.values())) / 1e9
 
@@ -296,6 +307,14 @@ class State:
 
     def running_instance_ids(self) -> list[str]:
         return [m.instance.id for d in self.deployments.values() for m in d.members.values() if m.instance.running]
+
+    def unstarted_instance_ids(self) -> list[str]:
+        """Instances of rollouts in progress created and not started (nor exited, nor failed to start):
+        an engine may send no event at all when their start fails, so the source asks it."""
+        return [
+            i for d in self.deployments.values() if d.rollout.status is Status.IN_PROGRESS
+            for i in d.rollout.members if i in d.members and d.members[i].instance.unstarted
+        ]  # fmt: skip
 
 
 def iter_sorted(state: State) -> Iterator[Deployment]:

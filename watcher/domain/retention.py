@@ -1,7 +1,8 @@
 """Time passing: deployments past their retention are dropped, the others' rules fire on time.
 
 A deployment with no instance left stays exported for ``retention.gone_seconds``; one that deploy
-tooling reported stays while its reports are younger than ``api.retention_seconds``. A dropped
+tooling reported stays while its reports are younger than ``api.retention_seconds``; neither
+leaves before the verdict of its current rollout. A dropped
 deployment's DORA figures are kept for ``retention.dora_seconds``: one that comes back meanwhile
 continues its counters, so Prometheus, which still holds the old series, never sees them go down.
 """
@@ -43,6 +44,8 @@ def expired(deployment: Deployment, *, now: float, settings: RuleSettings) -> st
     """Why a deployment is no longer exported, or '' while it is kept."""
     if deployment.members or (deployment.service is not None and not deployment.service.removed):
         return ""  # a Swarm service may have no task on this node
+    if deployment.rollout.status is Status.IN_PROGRESS and not deployment.usage_only:
+        return ""  # every rollout gets its verdict, at the latest at its progress deadline
     gone, kept = settings.retention.gone_seconds, settings.api.retention_seconds
     if deployment.gone_since is not None and now - deployment.gone_since < gone:
         return ""

@@ -54,8 +54,8 @@ def change_status(txn: Txn, deployment: Deployment, status: Status, reason: str,
 def evaluate(txn: Txn, deployment: Deployment) -> Deployment:
     """The rules applied to the current rollout, now."""
     rollout = deployment.rollout
-    if rollout.status is not Status.IN_PROGRESS or not (deployment.members or rollout.judge is not Judge.CONTAINERS):
-        return deployment  # the rules never change a finished rollout; one with nothing left waits
+    if rollout.status is not Status.IN_PROGRESS:
+        return deployment  # the rules never change a finished rollout
     verdict = rules.verdict(deployment, now=txn.now, settings=txn.settings)
     if verdict is None:
         return deployment

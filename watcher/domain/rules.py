@@ -21,6 +21,10 @@ CHECK_OOM = "no_oom_kill"
 CHECK_RESTARTS = "no_restart_loop"
 CHECK_REPLICAS = "replicas_running"  # a Swarm service: its running tasks reach the desired ones
 
+# Why a rollout whose containers, or service, were removed before its verdict failed at its deadline.
+REMOVED = "every container of it was removed"
+SERVICE_REMOVED = "the service was removed before its verdict"
+
 
 def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tuple[Status, str] | None:
     """The in-progress rollout's status and reason, now; None while it is still undecided."""
@@ -46,7 +50,10 @@ def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tu
     if considered and all(ready(i, now=now, settings=settings) for i in considered):
         return Status.SUCCESS, ""
     if now >= rollout.deadline_at:
-        # A container created and never started is legitimate until then (a staged deploy): say so.
+        # Until then a container may be created and not started yet (a staged deploy), or none be
+        # left (a redeploy script's `docker rm -f` before its `docker run`): say which it was.
+        if not current:
+            return Status.FAILED, f"not healthy within the progress deadline: {REMOVED}"
         idle = next((i for i in considered if not i.running and i.exit_code is None), None)
         because = f": container {idle.id[:12]} is not running (never started, or paused)" if idle else ""
         return Status.FAILED, f"not healthy within the progress deadline{because}"
@@ -59,12 +66,15 @@ def orchestrated(deployment: Deployment, *, now: float) -> tuple[Status, str] | 
     ``completed``, or no update state (a new service, an update outside the task template), is
     a success once the running replicas reach the desired ones; ``paused`` and ``rollback_paused``
     fail; ``rollback_completed`` fails the update that was rolled back automatically (a manual
-    rollback succeeds once back). The progress deadline catches an update that never finishes.
-    A deployment known from its tasks alone (no service followed here) is judged by nobody.
+    rollback succeeds once back). The progress deadline catches an update that never finishes,
+    and one whose service was removed (a service created again under its name until then continues
+    it). A deployment known from its tasks alone (no service followed here) is judged by nobody.
     """
     service = deployment.service
-    if service is None or service.removed:
+    if service is None:
         return None
+    if service.removed:
+        return (Status.FAILED, SERVICE_REMOVED) if now >= deployment.rollout.deadline_at else None
     state, message = service.update_state, service.message
     match state:
         case UpdateState.PAUSED | UpdateState.ROLLBACK_PAUSED:

@@ -24,6 +24,7 @@ class Txn:
         self.settings = settings
         self.events: list[DomainEvent] = []
         self.resyncing = False  # what a resync reveals happened at some unknown time before it
+        self.touched: dict[DeploymentKey, None] = {}  # deployments put, in order (a set that keeps it)
         self._deployments: dict[DeploymentKey, Deployment] | None = None
         self._owners: dict[str, DeploymentKey] | None = None
         self._retired: dict[DeploymentKey, Retired] | None = None
@@ -63,6 +64,7 @@ class Txn:
         if self._deployments is None:
             self._deployments = dict(self.base.deployments)
         self._deployments[deployment.key] = deployment
+        self.touched[deployment.key] = None
 
     def drop(self, key: DeploymentKey) -> None:
         if self._deployments is None:

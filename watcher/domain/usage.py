@@ -6,6 +6,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 
+from watcher.domain import limits
 from watcher.domain.model import DeploymentKey, Member, Usage
 from watcher.domain.txn import Txn
 
@@ -24,7 +25,7 @@ def sampled(txn: Txn, usage: Mapping[str, Usage]) -> None:
         members = changed.setdefault(key, dict(txn.deployments[key].members))
         if cpu_nanos < member.cpu_nanos:
             # The container restarted and its cgroup counter began again.
-            retired[key] = retired.get(key, 0) + member.cpu_nanos
+            retired[key] = limits.add_nanos(retired.get(key, 0), member.cpu_nanos)
         members[instance_id] = dataclasses.replace(member, cpu_nanos=cpu_nanos, memory_bytes=sample.memory_bytes)
     for key, members in changed.items():
         deployment = txn.deployments[key]
@@ -32,7 +33,7 @@ def sampled(txn: Txn, usage: Mapping[str, Usage]) -> None:
             dataclasses.replace(
                 deployment,
                 members=members,
-                retired_cpu_nanos=deployment.retired_cpu_nanos + retired.get(key, 0),
+                retired_cpu_nanos=limits.add_nanos(deployment.retired_cpu_nanos, retired.get(key, 0)),
             )
         )
 

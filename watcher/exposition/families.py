@@ -73,6 +73,14 @@ class _Families:
         self.health = GaugeMetricFamily(
             "deployment_health_status", "1 when every health check of the current rollout passes, else 0.", labels=key
         )
+        # Its own series, not a value of deployment_health_status: a removed deployment is not
+        # unhealthy, and alert rules leave it out with `unless deployment_removed == 1`.
+        self.removed = GaugeMetricFamily(
+            "deployment_removed",
+            "1 when no instance of the deployment is left (its containers or its Swarm service removed): kept"
+            " until retention drops it; else 0.",
+            labels=key,
+        )
         self.info = InfoMetricFamily(
             "deployment",
             "The current rollout: status, version, commit and image; kind: container or swarm_service.",
@@ -159,6 +167,7 @@ class _Families:
         self.timestamp.add_metric([*key, r.version], r.started_at)
         passed = health_checks(d, settings=settings)
         self.health.add_metric(key, 1 if all(passed.values()) else 0)
+        self.removed.add_metric(key, 1 if d.removed else 0)
         kind = KIND_CONTAINER if d.service is None else KIND_SWARM_SERVICE
         self.info.add_metric(
             key, {"status": r.status.text, "version": r.version, "commit": r.commit, "image": r.image, "kind": kind}
@@ -178,7 +187,7 @@ class _Families:
         self.lead_times.add_metric(key, *_histogram(dora.lead_times))
         self.recoveries.add_metric(key, *_histogram(dora.recoveries))
         self.rework.add_metric(key, dora.rework)
-        if d.service is not None:
+        if d.service is not None and not d.service.removed:  # a removed service has neither: no stale values
             self.replicas.add_metric([*key, "desired"], d.service.desired)
             self.replicas.add_metric([*key, "running"], d.service.running)
             for state in SWARM_UPDATE_STATES:

@@ -17,9 +17,11 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from watcher import __version__
+from watcher.domain import limits
 from watcher.domain.model import (
     DURATION_BUCKETS,
     LEAD_TIME_BUCKETS,
@@ -52,6 +54,7 @@ FILE_NAME = "state.json"
 
 Document = dict[str, Any]
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 E = TypeVar("E", bound=enum.Enum)
 
 
@@ -74,12 +77,17 @@ class DecodeError(ValueError):
     """Not a state file this watcher can read: corrupt, truncated, or of an unknown schema."""
 
 
-# The ranges the numbers of a file lie in. The watcher writes nothing outside them; anything
-# else is corruption, refused here as a whole file rather than met later in a scrape (an
-# integer beyond a float, a time past year 9999) and again after every restart.
-MAX_COUNT = 2**63 - 1  # counts, revisions, exit codes: what any 64-bit reader of the file takes
-MAX_NANOS = 2**64 - 1  # CPU nanoseconds: a cgroup's counter is 64 bits unsigned
+# The ranges the numbers of a file lie in (watcher.domain.limits). The watcher writes nothing
+# outside them: its sources clamp what engines send. A number of the right kind outside its range
+# is read as the nearest bound (``clamped``) rather than refused: a file written by an older
+# watcher, before a value was clamped at its source, must not lose every other deployment's
+# revisions and DORA counts. Met as it is, such a number crashed a scrape (an integer beyond a
+# float) or a save. What is no number at all (NaN, infinite, a string) stays corruption.
+MAX_COUNT = limits.MAX_COUNT
+MAX_NANOS = limits.MAX_NANOS
 MAX_AMOUNT = sys.float_info.max  # seconds and bytes: any finite non-negative number
+# The fields clamped by the decode running in this context, each "where: value → bound".
+_clamped: ContextVar[list[str]] = ContextVar("clamped")
 
 
 # -- encode
@@ -210,8 +218,19 @@ def _encode_member(m: Member) -> Document:
 # -- decode
 
 
-def decode(data: bytes) -> State:
-    """The state in a state file of this or an older schema; DecodeError for anything else."""
+def decode(data: bytes, *, clamped: list[str] | None = None) -> State:
+    """The state in a state file of this or an older schema; DecodeError for anything else.
+
+    ``clamped``: where a number out of its range was read as its nearest bound, and what it was.
+    """
+    token = _clamped.set([] if clamped is None else clamped)
+    try:
+        return _decode(data)
+    finally:
+        _clamped.reset(token)
+
+
+def _decode(data: bytes) -> State:
     try:
         document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON (truncated files end here), absurd nesting
@@ -507,26 +526,26 @@ def _text(value: object, where: str) -> str:
 def _integer(value: object, where: str, *, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise DecodeError(f"{where}: expected an integer, got {_shown(value)}")
-    _within(value, where, minimum, maximum)
-    return value
+    return _within(value, where, minimum, maximum)
 
 
 def _number(value: object, where: str, *, maximum: float) -> float:
     """A number from 0 to ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError(f"{where}: expected a number, got {_shown(value)}")
-    if isinstance(value, float) and math.isnan(value):
-        raise DecodeError(f"{where}: expected a number, got NaN")
-    _within(value, where, 0, maximum)  # json reads 1e400 as inf without complaint
-    return float(value)
+    if isinstance(value, float) and not math.isfinite(value):  # json reads 1e400 as inf without complaint
+        raise DecodeError(f"{where}: expected a finite number, got {value}")
+    return float(_within(value, where, 0, maximum))
 
 
-def _within(value: float, where: str, minimum: float, maximum: float) -> None:
-    """Compared exactly: an integer beyond any float is out of range, not an OverflowError."""
-    if value < minimum:
-        raise DecodeError(f"{where}: must be at least {minimum}, got {_shown(value)}")
-    if value > maximum:
-        raise DecodeError(f"{where}: must be at most {maximum}, got {_shown(value)}")
+def _within(value: N, where: str, minimum: N, maximum: N) -> N:
+    """``value``, or the bound it lies beyond (noted in ``_clamped``). Compared exactly: an integer
+    beyond any float is out of range, not an OverflowError."""
+    bound = minimum if value < minimum else maximum if value > maximum else None
+    if bound is None:
+        return value
+    _clamped.get().append(f"{where}: {_shown(value)} → {bound}")
+    return bound
 
 
 def _shown(value: object) -> str:

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
+import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO
 
+from watcher.config.settings import StorageSettings
 from watcher.domain.model import State
 from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.selfmetrics import SelfMetrics
 
 FILE_NAME = "state.json"
+CLAMPED_SHOWN = 5  # numbers out of range named in the load's warning (a file may hold thousands)
+LOCK_NAME = "state.lock"  # beside it: flock'ed by the watcher using the directory, with its pid and host
 AUTO = "auto"  # storage.directory: the system directory when usable, else the user's state directory
 DISABLED = ("", "none")  # storage.directory: keep no state across restarts
 SYSTEM_DIRECTORY = Path("/var/lib/deployment-watcher")
 XDG_NAME = "deployment-watcher"
+# What a state.json that is no regular file is, for the log line (anything else: "a special file").
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,21 @@ def state_directory(
     return base.absolute() / XDG_NAME
 
 
+class DirectoryInUse(Exception):
+    """Another watcher holds the state directory: two would overwrite each other's state."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        super().__init__(
+            f"the state directory {directory} is in use by another watcher ({holder}): two watchers on one "
+            "directory would overwrite each other's state; stop the other one, or give this one a "
+            "storage.directory of its own"
+        )
+
+
+class _NotAStateFile(Exception):
+    """state.json is something the watcher never writes: not a regular file, or too large to load."""
+
+
 def _usable(directory: Path) -> bool:
     """A directory we may write in, or one we may create (its parent exists and is writable)."""
     if directory.is_dir():
@@ -63,29 +89,114 @@ class StateFile:
     ``save`` is blocking I/O, meant for one worker thread at a time.
     """
 
-    def __init__(self, directory: str | Path, *, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        metrics: SelfMetrics,
+        clock: Callable[[], float] = time.time,
+        max_bytes: int = StorageSettings().max_file_bytes,
+    ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
         self._metrics = metrics
         self._clock = clock
+        self._max_bytes = max_bytes
         self._failing = ""  # the last save error, so a lasting one is logged once, not at every change
+        self._lock: BinaryIO | None = None  # the open lock file while this process holds the directory
+
+    def lock(self) -> None:
+        """Hold the directory for this process (until ``unlock``, or its end): DirectoryInUse while
+        another process holds it, naming that one's pid and host (a container's pid is its own
+        namespace's: the host, its container id, says which).
+
+        flock, not a pid file: the kernel drops the lock with the process, however it ends, so a
+        watcher killed with -9 leaves nothing stale behind. Where no lock file can be made (a
+        read-only directory: no save can happen there either), the watcher goes on with a warning.
+        """
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            self._not_locked(exc)
+            return
+        lock = os.fdopen(fd, "r+b", buffering=0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock.read(200).decode("utf-8", "replace").split()  # "<pid> <host>", or nothing yet
+            lock.close()
+            host = holder[1] if len(holder) > 1 else "?"
+            raise DirectoryInUse(
+                self.directory, f"pid {holder[0]} on host {host}" if holder else "pid unknown"
+            ) from None
+        except OSError as exc:  # ENOLCK: a network file system without locks
+            lock.close()
+            self._not_locked(exc)
+            return
+        with suppress(OSError):  # a full disk: locked all the same, the pid stays unknown
+            lock.truncate(0)
+            lock.write(f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._lock = lock
+
+    def _not_locked(self, exc: OSError) -> None:
+        log.warning("cannot lock the state directory %s (%s): another watcher using it would not be noticed",
+                    self.directory, exc.strerror or exc)  # fmt: skip
+
+    def unlock(self) -> None:
+        """Let another watcher have the directory (after the final save)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def load(self) -> State:
         """The saved state; a fresh one when there is none or it cannot be used (moved aside)."""
         self._remove_temp_files()
         try:
-            data = self.path.read_bytes()
+            data = self._read()
         except FileNotFoundError:
             log.info("no state file at %s: starting fresh", self.path)
             return State()
+        except _NotAStateFile as exc:
+            return self._unusable(str(exc))
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return self._unusable("a symbolic link, not a regular file")
             return self._unusable(f"cannot read it: {exc.strerror or exc}")
+        clamped: list[str] = []
         try:
-            state = decode(data)
+            state = decode(data, clamped=clamped)
         except DecodeError as exc:
             return self._unusable(str(exc))
+        if clamped:
+            shown = "; ".join(clamped[:CLAMPED_SHOWN]) + ("; …" if len(clamped) > CLAMPED_SHOWN else "")
+            log.warning("the state file %s holds %d numbers out of their ranges, read as the nearest bound "
+                        "(the rest is loaded): %s", self.path, len(clamped), shown)  # fmt: skip
         log.info("loaded the state file %s: %d deployments", self.path, len(state.deployments))
         return state
+
+    def _read(self) -> bytes:
+        """The file's bytes, when it is a regular file of at most ``max_bytes``.
+
+        The watcher writes nothing else there. O_NONBLOCK: opening a FIFO would wait for a writer,
+        before anything is served; O_NOFOLLOW: a link (to /dev/zero, which never ends) is none of
+        its files. The read is bounded too: the file may grow after the fstat.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _NotAStateFile(f"not a regular file ({_KINDS.get(stat.S_IFMT(info.st_mode), 'a special file')})")
+            data = b""
+            if info.st_size <= self._max_bytes:
+                with os.fdopen(fd, "rb", closefd=False) as fh:
+                    data = fh.read(self._max_bytes + 1)
+        finally:
+            os.close(fd)
+        size = max(info.st_size, len(data))
+        if size > self._max_bytes:
+            raise _NotAStateFile(f"{size} bytes, more than storage.max_file_bytes ({self._max_bytes})")
+        return data
 
     def save(self, state: State) -> bool:
         """Write ``state`` atomically (temp file, fsync, rename, fsync of the directory); False on failure."""

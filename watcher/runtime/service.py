@@ -38,6 +38,7 @@ from watcher.sources.api.reports import DeploymentsApi
 from watcher.sources.docker.watch import DockerWatch
 from watcher.sources.stats import sampling as stats
 from watcher.sources.swarm.watch import SwarmWatch
+from watcher.web import limits
 from watcher.web import security as websecurity
 from watcher.web.app import make_app
 from watcher.web.board import Board
@@ -124,19 +125,27 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
         directory = state_directory(settings.storage.directory)
-        self.state_file = StateFile(directory, metrics=self.metrics) if directory else None
+        self.state_file = (
+            StateFile(directory, metrics=self.metrics, max_bytes=settings.storage.max_file_bytes) if directory else None
+        )
         if self.state_file:
             log.info("state file: %s", self.state_file.path)
         else:
             log.info("no state file (storage.directory %r): nothing is kept across restarts",
                      settings.storage.directory)  # fmt: skip
+        if self.state_file:
+            self.state_file.lock()  # DirectoryInUse: another watcher saves there
         # Loaded before the Docker watch starts: its first resync reconciles the saved state.
         initial = self.state_file.load() if self.state_file else None
         self.core = Core(settings=settings, metrics=self.metrics, state=initial)
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
-        self.stream = EventStream(snapshot=self.core.snapshot, settings=settings, metrics=self.metrics)
+        self.stream = EventStream(
+            snapshot=self.core.snapshot, settings=settings, metrics=self.metrics,
+            max_clients=settings.web.max_stream_clients,
+            max_clients_per_address=settings.web.max_stream_clients_per_address,
+        )  # fmt: skip
         self.core.subscribe(self.stream.publish)
         self._saved = self.core.snapshot()  # the state the file holds
         self._changed = asyncio.Event()
@@ -148,7 +157,9 @@ class Service:
             snapshot=self.core.snapshot, registry=self.registry, settings=settings, metrics=self.metrics
         )
         self.core.on_change(self.exposition.changed)
-        self.docker = DockerWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
+        self.docker = DockerWatch(
+            settings=settings, submit=self.core.submit, metrics=self.metrics, snapshot=self.core.snapshot
+        )
         self.swarm = SwarmWatch(settings=settings, submit=self.core.submit, metrics=self.metrics)
         self.api = DeploymentsApi(
             token=api_token, settings=settings, snapshot=self.core.snapshot, step=self.core.step,
@@ -162,18 +173,23 @@ class Service:
         return self.docker.connected
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
-        """Serve until ``stop`` is set (or SIGTERM/SIGINT), then stop within ``service.shutdown_timeout_seconds``.
+        """Serve until ``stop`` is set (or SIGTERM/SIGINT/SIGHUP), then stop within ``service.shutdown_timeout_seconds``.
 
         A root task dying stops all, raising its error. ``ShutdownIncomplete``: the shutdown did
         not finish in time, or SIGINT forced it; what did not end may still be running.
         """
         stop = stop or asyncio.Event()
         force = asyncio.Event()
-        with shutdown.signals(stop=stop, force=force):
+        # Out of descriptors, the accept loop would log a traceback per connection it cannot take.
+        with limits.accept_errors_counted(self.metrics.accept_errors), shutdown.signals(stop=stop, force=force):
             await self.exposition.refresh()  # the first scrape is served from memory too
             heap.freeze_long_lived()  # modules and the loaded state: not walked by every full collection
             board = Board(
-                snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, clock=self.core.clock
+                snapshot=self.core.snapshot,
+                settings=self.settings,
+                stream=self.stream,
+                clock=self.core.clock,
+                metrics=self.metrics,
             )
             app = make_app(
                 exposition=self.exposition, ready=self.ready, why_not=lambda: self.docker.problem, board=board
@@ -185,6 +201,10 @@ class Service:
             app.add_routes(read_api.routes())
             app.on_shutdown.append(self.stream.close)  # open streams would hold the HTTP server's stop
             websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
+            websecurity.guard_hosts(  # outermost: a rebound page gets nothing, not even a basic auth prompt
+                app, allowed=websecurity.allowed_hosts(self.settings.web.allowed_hosts),
+                refusals=self.metrics.host_refusals,
+            )  # fmt: skip
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_GRACE_SECONDS)
             await runner.setup()
             roots: list[asyncio.Task[None]] = []
@@ -197,6 +217,7 @@ class Service:
                 log.info("serving metrics on %s://%s:%d", scheme, host, self.port)
                 if self.web_config.users and not self.web_config.tls:
                     log.warning("basic auth without TLS: passwords cross the network in clear text")
+                limits.check_descriptors(self.settings.web.max_stream_clients)
                 roots = _start(self._root_tasks())
                 await _until_stopped(roots, stop=stop)
             finally:
@@ -206,6 +227,8 @@ class Service:
                     self._shut_down(runner, roots), timeout=self.settings.service.shutdown_timeout_seconds,
                     force=force, busy_threads=self._busy_threads,
                 )  # fmt: skip
+                if self.state_file:
+                    self.state_file.unlock()  # saved for the last time: another watcher may take over
         _raise_crashes(roots)
 
     async def _shut_down(self, runner: web.AppRunner, roots: list[asyncio.Task[None]]) -> None:

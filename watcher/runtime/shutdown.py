@@ -2,7 +2,7 @@
 
 An always-on service must stop when told to, whatever hangs: a task that ignores its
 cancellation, a thread stuck in a system call, a client that never finishes its request. The
-first SIGTERM or SIGINT starts the shutdown; if it has not finished after its bound, or SIGINT
+first SIGTERM, SIGINT or SIGHUP starts the shutdown; if it has not finished after its bound, or SIGINT
 arrives meanwhile (Ctrl-C again), ``bounded`` logs at ERROR every task still pending with the
 chain of awaits it is stuck in (and the stack of each busy thread) and raises
 ``ShutdownIncomplete``. Only the process can then end: whatever is stuck would also hang
@@ -26,7 +26,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP (a closed terminal, a "reload") stops too: its default action kills the process before
+# the final save. There is nothing to reload: settings are read once, and a restart reads them.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FORCING = signal.SIGINT  # while stopping: a person at a terminal, pressing Ctrl-C again
 
 
@@ -36,7 +38,7 @@ class ShutdownIncomplete(Exception):
 
 @contextlib.contextmanager
 def signals(*, stop: asyncio.Event, force: asyncio.Event) -> Iterator[None]:
-    """While inside: SIGTERM or SIGINT sets ``stop``; SIGINT once ``stop`` is set sets ``force``."""
+    """While inside: SIGTERM, SIGINT or SIGHUP sets ``stop``; SIGINT once ``stop`` is set sets ``force``."""
     loop = asyncio.get_running_loop()
 
     def received(signum: signal.Signals) -> None:

@@ -1,4 +1,5 @@
-"""A web config applied to the aiohttp app: basic auth on the pages that need it, extra headers.
+"""A web config applied to the aiohttp app: basic auth on the pages that need it, extra headers;
+and the Host check against DNS rebinding, whatever the web config.
 
 Which paths need a user: exporter-toolkit guards every path; here ``/health`` and ``/ready``
 stay open for liveness and readiness probes (Docker's HEALTHCHECK, Kubernetes), and the CI/CD
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 from collections import OrderedDict
@@ -26,6 +28,7 @@ from aiohttp import BasicAuth, hdrs, web
 from prometheus_client import Counter
 
 from watcher.config.webconfig import WebConfig
+from watcher.web.limits import OncePerKind
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +188,96 @@ def install(app: web.Application, *, config: WebConfig, failures: Counter) -> No
             response.headers.update(headers)
 
         app.on_response_prepare.append(add_headers)
+
+
+# Headers browsers send and scrapers (Prometheus, curl, Go's and Python's clients) do not. Fetch
+# metadata (Sec-Fetch-*) goes to trustworthy origins only (https, localhost), never to a rebound
+# http://attacker.example, and Origin not with a same-origin GET; but every browser adds
+# Accept-Language to each request, which a page's script may set but not remove, and a User-Agent
+# starting "Mozilla/", which Chromium does not let a script change.
+BROWSER_HEADERS = ("Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Sec-Fetch-User", hdrs.ORIGIN,
+                   hdrs.ACCEPT_LANGUAGE, "Upgrade-Insecure-Requests", hdrs.REFERER)  # fmt: skip
+BROWSER_AGENT = "Mozilla/"
+LOCAL_NAMES = frozenset({"localhost"})
+HostKind = Literal["ok", "name", "malformed"]
+
+
+def allowed_hosts(setting: str) -> frozenset[str]:
+    """``web.allowed_hosts`` (comma-separated) as the names a Host header is compared with (``guard_hosts``)."""
+    return frozenset(name for name in (_name(part) for part in setting.split(",")) if name)
+
+
+def _name(host: str) -> str:
+    """A host name as compared: lower case, without the trailing dot of a fully qualified name."""
+    return host.strip().lower().removesuffix(".")
+
+
+def host_kind(host: str | None, allowed: frozenset[str]) -> HostKind:
+    """Whether a Host header names this watcher: an IP literal (IPv6 in brackets), with or without a
+    port, ``localhost``, or one of ``allowed``; ``name`` for another name, ``malformed`` when unreadable."""
+    if not host:
+        return "malformed"
+    if host.startswith("["):
+        address, bracket, after = host[1:].partition("]")
+        if not bracket or not _is_ip(address, ipaddress.IPv6Address) or (after and not _is_port(after)):
+            return "malformed"
+        return "ok"
+    name, colon, port = host.rpartition(":") if ":" in host else (host, "", "")
+    if not name or ":" in name or (colon and not _is_port(colon + port)):
+        return "malformed"
+    if _is_ip(name, ipaddress.IPv4Address) or _name(name) in LOCAL_NAMES | allowed:
+        return "ok"
+    return "name"
+
+
+def _is_ip(text: str, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_port(text: str) -> bool:
+    """``:`` and up to five ASCII digits."""
+    digits = text.removeprefix(":")
+    return text.startswith(":") and 0 < len(digits) <= 5 and digits.isascii() and digits.isdigit()
+
+
+def from_browser(headers: Mapping[str, str]) -> bool:
+    """Whether a request carries a browser's headers (``BROWSER_HEADERS``, a browser's User-Agent)."""
+    agent = headers.get(hdrs.USER_AGENT, "")
+    return agent.startswith(BROWSER_AGENT) or any(header in headers for header in BROWSER_HEADERS)
+
+
+def guard_hosts(app: web.Application, *, allowed: frozenset[str], refusals: Counter) -> None:
+    """Refuse with 403 a browser's request whose Host is not an address of this watcher (outermost).
+
+    DNS rebinding: a page on attacker.example re-resolves its own name to 127.0.0.1 (or any address
+    the browser can reach), and the browser lets it read the answers, same-origin, carrying
+    ``Host: attacker.example``. Requests without a browser's headers pass, whatever their Host:
+    Prometheus scrapes by any service name (a Compose service, a Kubernetes Service, a DNS SD
+    record), and only a browser is at risk of being turned against its network.
+    """
+    lines = OncePerKind(log, logging.WARNING)
+
+    @web.middleware
+    async def host_check(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not from_browser(request.headers):
+            return await handler(request)
+        host = request.headers.get(hdrs.HOST)
+        kind = host_kind(host, allowed)
+        if kind == "ok":
+            return await handler(request)
+        refusals.labels(kind).inc()
+        lines.log(kind, "refused a browser's request for %s with Host %r (DNS rebinding?): add the name to "
+                  "web.allowed_hosts if it is this watcher's", request.path, host)  # fmt: skip
+        raise web.HTTPForbidden(
+            text=f"403 Forbidden: {host!r} is not a name of this watcher. A browser page reached it under a "
+            "foreign name, which is how DNS rebinding attacks look. Use its IP address or localhost, or add "
+            "the name to the setting web.allowed_hosts.\n"
+        )
+
+    app.middlewares.insert(0, host_check)

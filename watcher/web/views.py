@@ -11,7 +11,10 @@ from typing import Any
 
 from watcher.domain import rules
 from watcher.domain.events import (
+    DeploymentChanged,
     DeploymentDropped,
+    DeploymentRemoved,
+    DeploymentReturned,
     DomainEvent,
     HealthChanged,
     RolloutFinished,
@@ -33,6 +36,9 @@ EVENT_NAMES = (
     "rollout_finished",
     "rollout_revised",
     "rollout_superseded",
+    "deployment_changed",
+    "deployment_removed",
+    "deployment_returned",
     "deployment_gone",
 )
 
@@ -64,6 +70,7 @@ def summary(deployment: Deployment, *, settings: RuleSettings) -> Json:
         "cpu_seconds": deployment.cpu_seconds,
         "memory_bytes": deployment.memory_bytes,
         "rollbacks": deployment.rollbacks,
+        "removed": deployment.removed,
         "gone_since": deployment.gone_since,
         "last_versions": [seen.version for seen in deployment.history[:LAST_VERSIONS]],
     }
@@ -136,6 +143,16 @@ def event_view(event: DomainEvent) -> tuple[str, Json] | None:
             name = "health_changed"
             fields = {"revision": event.revision, "version": event.version, "instance": event.instance_id,
                       "before": event.before.value, "health": event.after.value}  # fmt: skip
+        case DeploymentChanged():
+            name = "deployment_changed"
+            fields = {"revision": event.revision, "version": event.version, "current": event.current,
+                      "running": event.running, "failing": list(event.failing)}  # fmt: skip
+        case DeploymentRemoved():
+            name = "deployment_removed"
+            fields = {"revision": event.revision, "version": event.version, "reason": event.why}
+        case DeploymentReturned():
+            name = "deployment_returned"
+            fields = {"revision": event.revision, "version": event.version}
         case DeploymentDropped():
             name = "deployment_gone"
             fields = {"reason": event.why}

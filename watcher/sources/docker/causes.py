@@ -11,8 +11,6 @@ crash would stop the watcher) reads as absent.
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +31,7 @@ from watcher.domain.observations import (
 from watcher.sources.jsonfields import number as _number
 from watcher.sources.jsonfields import object_ as _object
 from watcher.sources.jsonfields import text as _text
+from watcher.sources.jsonfields import time as _time
 
 # Signals `docker stop`, `docker kill` and `docker rm -f` send to end a container:
 # an exit that follows one was asked for, not a crash.
@@ -44,7 +43,7 @@ _STOP_SIGNALS = frozenset(
 # on Podman, which sends none.
 _STOPPED_CODES = frozenset({0, 130, 131, 137, 143})
 _HEALTH = {h.value: h for h in Health}
-_NANOS = re.compile(r"(\.\d{6})\d+")
+parse_time = _time  # Docker's RFC 3339 times → unix seconds (None: no time a state file may hold)
 START_ERROR_LENGTH = 300  # characters of a failed start's error kept
 
 
@@ -123,19 +122,6 @@ def classify(event: Mapping[str, Any]) -> Cause:
 def _from_podman(attributes: Mapping[str, Any]) -> bool:
     """Podman adds ``podId`` to the attributes of every container event; Docker never does."""
     return "podId" in attributes
-
-
-def parse_time(text: object) -> float | None:
-    """Docker's RFC 3339 times (nanoseconds, ``Z``) → unix seconds; None for the zero time."""
-    if not isinstance(text, str) or not text or text.startswith("0001-01-01"):
-        return None
-    # Docker gives nanoseconds; keep microseconds, which every Python 3.11 parses.
-    text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
-    try:
-        seconds = dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None  # before 1970: no container's time
 
 
 def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings) -> tuple[Instance | None, Parsed]:

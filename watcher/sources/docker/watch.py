@@ -25,7 +25,7 @@ from typing import Any, NoReturn, Protocol
 from watcher.config import Settings
 from watcher.domain import labels
 from watcher.domain.labels import Parsed
-from watcher.domain.model import Instance, Source
+from watcher.domain.model import Instance, Source, State
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
@@ -39,6 +39,9 @@ CONTAINER_EVENTS = {"type": ["container", "network"]}
 # Seconds within which an event the daemon sent has reached us; the silence check looks for
 # events older than this that the stream did not deliver.
 DELIVERY_MARGIN = 2.0
+# Containers of rollouts in progress created and not started are inspected every few seconds, at
+# most this many a round, each in turn: a staged deploy of hundreds stays cheap.
+START_POLL_BATCH = 20
 
 
 class Subscriber(Protocol):
@@ -99,7 +102,10 @@ class DockerWatch:
     settings: Settings
     submit: Callable[[Observation], None]
     metrics: SelfMetrics
+    snapshot: Callable[[], State]  # the state now: which containers await a start
     clock: Callable[[], float] = time.time
+    # How soon a start that failed with no event at all is seen (``_poll_starts``).
+    start_poll_seconds: float = 2.0
     connected: bool = False  # subscribed and synced: what /ready reports
     problem: str = "not connected to the Docker Engine yet"  # why not, while not connected
     _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
@@ -180,8 +186,28 @@ class DockerWatch:
     async def _stream(self, engine: Engine, subscriber: Subscriber, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
         async with asyncio.TaskGroup() as group:
-            await self._read(engine, subscriber, _PerContainer(group), since=since)
+            work = _PerContainer(group)
+            group.create_task(self._poll_starts(engine, work))
+            await self._read(engine, subscriber, work, since=since)
         raise AssertionError("unreachable")  # _read never returns
+
+    async def _poll_starts(self, engine: Engine, work: _PerContainer) -> NoReturn:
+        """Inspect, every ``start_poll_seconds``, the containers of rollouts in progress that were
+        created and not started: a start can fail with no event at all (a container joining a
+        stopped one's network, ``--network container:X`` or compose's ``network_mode: service:…``:
+        only its ``create``, on Docker 20.10 and 26.1), and only the engine's state tells."""
+        last = ""  # the id polled last: rounds go on from there, so every container has its turn
+        while True:
+            await asyncio.sleep(self.start_poll_seconds)
+            waiting = sorted(i for i in self.snapshot().unstarted_instance_ids() if not work.busy(i))
+            if not waiting:
+                continue
+            batch = ([i for i in waiting if i > last] + [i for i in waiting if i <= last])[:START_POLL_BATCH]
+            last = batch[-1]
+            # The daemon's clock, read before the inspects: an event that follows one is newer.
+            at = await self._daemon_time(engine)
+            for container_id in batch:
+                work.add(container_id, self._check_start(engine, Inspect(at, container_id)))
 
     async def _read(self, engine: Engine, subscriber: Subscriber, work: _PerContainer, *, since: float) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
@@ -242,7 +268,7 @@ class DockerWatch:
         found = await asyncio.gather(*(inspect(i) for i in ids))
         instances = tuple(i for i in found if i is not None)
         self._warned &= {i.id for i in instances}
-        self._unstarted = {i.id for i in instances if _unstarted(i)}
+        self._unstarted = {i.id for i in instances if i.unstarted}
         self.submit(Resync(at, Source.CONTAINER, instances))
         self.metrics.resyncs.inc()
         log.info("resynced: %d tracked containers", len(instances))
@@ -287,11 +313,20 @@ class DockerWatch:
         instance = self._instance(data) if data else None
         if instance is None:
             return  # gone already (its destroy event follows) or not a deployment
-        if _unstarted(instance):
+        if instance.unstarted:
             self._unstarted.add(instance.id)
         else:
             self._unstarted.discard(instance.id)
         self._apply(InstanceSeen(cause.at, instance))
+
+    async def _check_start(self, engine: Engine, cause: Inspect) -> None:
+        """A failed start, if the engine's state shows one; anything else comes with its events."""
+        async with self._inspecting:
+            data = await engine.inspect(cause.container_id)
+        instance = self._instance(data) if data else None
+        if instance is not None and instance.start_error:
+            self._unstarted.discard(instance.id)
+            self.submit(InstanceSeen(cause.at, instance))
 
     async def _changed(self, change: InstanceChange) -> None:
         self._apply(change)
@@ -352,8 +387,3 @@ def _first(group: BaseExceptionGroup[EngineError]) -> EngineError:
         if isinstance(first, EngineError):
             return first
         group = first
-
-
-def _unstarted(instance: Instance) -> bool:
-    """Not running, not exited, no failed start: created and never started (or paused), so a start may yet fail."""
-    return not instance.running and instance.exit_code is None and not instance.start_error

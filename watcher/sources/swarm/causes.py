@@ -8,10 +8,8 @@ Nothing here raises: a field of the wrong JSON type reads as absent.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +19,14 @@ from watcher.domain.labels import Parsed
 from watcher.domain.model import Service, UpdateState
 from watcher.domain.observations import ServiceSeen
 from watcher.domain.settings import LabelSettings
+from watcher.sources.jsonfields import count as _count
 from watcher.sources.jsonfields import number as _number
 from watcher.sources.jsonfields import object_ as _object
 from watcher.sources.jsonfields import text as _text
+from watcher.sources.jsonfields import time as _time
 
 _STATES = {s.value: s for s in UpdateState if s is not UpdateState.NONE}
-_NANOS = re.compile(r"(\.\d{6})\d+")
+parse_time = _time  # the engine's RFC 3339 times → unix seconds (None: no time a state file may hold)
 # The update states of a rollout the orchestrator is still carrying out.
 ROLLING = frozenset({UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED})
 
@@ -121,8 +121,8 @@ def replicas_from_tasks(service: Mapping[str, Any], tasks: Iterable[Mapping[str,
     wanted = [t for t in tasks if _text(t.get("DesiredState")) == "running"]
     running = sum(1 for t in wanted if _text(_object(t.get("Status")).get("State")) == "running")
     replicated = _object(_object(_object(service.get("Spec")).get("Mode")).get("Replicated"))
-    replicas = _number(replicated.get("Replicas"))
-    return (int(replicas) if replicas is not None else len(wanted)), running
+    replicas = replicated.get("Replicas")
+    return (_count(replicas) if _number(replicas) is not None else len(wanted)), running
 
 
 def is_rolling(seen: ServiceSeen) -> bool:
@@ -149,22 +149,9 @@ def is_manager(info: Mapping[str, Any]) -> bool:
     return bool(node_id(info)) and _object(info.get("Swarm")).get("ControlAvailable") is True
 
 
-def parse_time(text: object) -> float | None:
-    """Docker's RFC 3339 times (nanoseconds, ``Z``) → unix seconds; None for the zero time."""
-    if not isinstance(text, str) or not text or text.startswith("0001-01-01"):
-        return None
-    text = _NANOS.sub(r"\1", text.replace("Z", "+00:00"))
-    try:
-        seconds = dt.datetime.fromisoformat(text).timestamp()
-    except (ValueError, OverflowError):
-        return None
-    return seconds if 0 <= seconds <= times.LATEST else None  # none a state file may not hold
-
-
 def _service_status(data: Mapping[str, Any]) -> tuple[int, int]:
     status = _object(data.get("ServiceStatus"))
-    desired, running = _number(status.get("DesiredTasks")), _number(status.get("RunningTasks"))
-    return int(desired or 0), int(running or 0)
+    return _count(status.get("DesiredTasks")), _count(status.get("RunningTasks"))
 
 
 def _labels(value: object) -> dict[str, str]:

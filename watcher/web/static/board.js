@@ -11,7 +11,8 @@
   }
   const EVENTS = [
     "rollout_started", "rollback_started", "health_changed", "rollout_finished",
-    "rollout_revised", "rollout_superseded", "deployment_gone",
+    "rollout_revised", "rollout_superseded", "deployment_changed", "deployment_removed", "deployment_returned",
+    "deployment_gone",
   ];
   const environment = body.dataset.environment || "";
   const name = body.dataset.name || "";
@@ -45,6 +46,7 @@
   }
 
   function healthText(d) {
+    if (d.removed) return "removed";
     const names = Object.keys(d.health_checks);
     if (names.length === 0) return "—";
     const failing = names.filter((check) => !d.health_checks[check]);
@@ -66,8 +68,12 @@
     return row.dataset.name === d.name && row.dataset.environment === d.environment;
   }
 
+  function healthClass(d) {
+    return "health health-" + (d.removed ? "removed" : d.healthy ? "ok" : "bad");
+  }
+
   function renderRow(d) {
-    const row = el("tr");
+    const row = el("tr", undefined, d.removed ? "removed" : undefined);
     row.dataset.name = d.name;
     row.dataset.environment = d.environment;
     const link = el("a", d.name);
@@ -83,7 +89,7 @@
     started.title = when(d.started_at);
     row.append(
       first, el("td", d.environment), status, version, el("td", d.revision), started,
-      el("td", healthText(d), "health health-" + (d.healthy ? "ok" : "bad")),
+      el("td", healthText(d), healthClass(d)),
       el("td", d.cpu_seconds.toFixed(1) + " s"), el("td", size(d.memory_bytes)),
       el("td", d.last_versions.join(", ")),
     );
@@ -157,6 +163,11 @@
           (payload.reason ? ": " + payload.reason : "");
       case "rollout_superseded": return `revision ${payload.revision} (${payload.version}) superseded`;
       case "health_changed": return `container ${payload.instance.slice(0, 12)} ${payload.health}`;
+      case "deployment_changed":
+        return `revision ${payload.revision} (${payload.version}): ${payload.running} of ${payload.current} ` +
+          "containers running, " + (payload.failing.length ? "failing: " + payload.failing.join(", ") : "healthy");
+      case "deployment_removed": return `removed: ${payload.reason}`;
+      case "deployment_returned": return `back at revision ${payload.revision} (${payload.version})`;
       case "deployment_gone": return `gone: ${payload.reason}`;
       default: return payload.event;
     }
@@ -236,6 +247,8 @@
 
   // -- the stream
 
+  const STREAM_RETRY_MS = 10000; // the stream's Retry-After when it refuses a client
+
   function connect() {
     const query = new URLSearchParams();
     if (environment) query.set("environment", environment);
@@ -244,10 +257,19 @@
     if (body.dataset.lastEventId) query.set("last_event_id", body.dataset.lastEventId);
     const source = new EventSource("api/v1/events?" + query);
     source.onopen = () => setLive("live", true);
-    source.onerror = () => setLive("reconnecting…", false);
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return setLive("reconnecting…", false);
+      // An answer other than the stream (503: the watcher has as many stream clients as it takes) ends
+      // an EventSource for good: try again after the watcher's Retry-After, from the last event seen.
+      setLive("stream full, retrying…", false);
+      setTimeout(connect, STREAM_RETRY_MS);
+    };
     const handle = view === "detail" ? onDetailEvent : onBoardEvent;
     for (const kind of EVENTS) {
-      source.addEventListener(kind, (message) => handle(JSON.parse(message.data)));
+      source.addEventListener(kind, (message) => {
+        body.dataset.lastEventId = message.lastEventId; // where a new connection goes on from
+        handle(JSON.parse(message.data));
+      });
     }
     source.addEventListener("resync", () => (view === "detail" ? reloadDetail() : reloadBoard()));
   }
