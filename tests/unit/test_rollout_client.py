@@ -428,7 +428,7 @@ ROW = {
     "commit": "c", "image": "i", "rollback": False, "reason": "", "judge": "containers", "started_at": NOW,
     "finished_at": None, "duration_seconds": None, "healthy": True, "health_checks": {"containers_running": True},
     "instances": {"current": 1, "running": 1}, "cpu_seconds": 0.5, "memory_bytes": 1024.0, "rollbacks": 0,
-    "gone_since": None, "last_versions": ["1.0.0"],
+    "gone_since": None, "last_versions": ["1.0.0"], "removed": False,
 }  # fmt: skip
 DETAIL = "/api/v1/deployments/production/api"
 LIST = "/api/v1/deployments"
