@@ -105,6 +105,15 @@ def test_server_sent_events_are_parsed() -> None:
     assert events == [reader.Event("r.1", "rollout_started", {"a": 1})]
 
 
+def test_a_stream_that_cannot_be_opened_is_unreachable() -> None:
+    """Nothing listening (the watcher went away between the read and the stream): Unreachable, and no socket
+    left to cut."""
+    watcher = reader.Watcher(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(reader.Unreachable, match="cannot reach the watcher"):
+        watcher.events(query={}, last_event_id="", timeout=5)
+    assert not watcher._open
+
+
 async def run_cli(*argv: str) -> tuple[int, str, str]:
     """The command in a thread (it blocks), its exit code and output."""
     out, err = io.StringIO(), io.StringIO()

@@ -135,6 +135,7 @@ class Watcher:
         headers = {**self.headers, "Accept": "text/event-stream"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
+        sock = None
         try:
             connection.request("GET", self._path(EVENTS_PATH, query), headers=headers)
             # Kept: a response that closes the connection when done (HTTP/1.0, a proxy's "Connection: close")
@@ -218,19 +219,17 @@ class Events:
         response: http.client.HTTPResponse,
         sock: socket.socket | None,
         *,
-        clock: Callable[[], float] = time.monotonic,
         on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self._connection = connection
         self._response = response
         self._sock = sock
         self._on_close = on_close
-        self._clock = clock
-        self._deadline = clock() + SILENCE_SECONDS
+        self._deadline = time.monotonic() + SILENCE_SECONDS
 
     def set_timeout(self, seconds: float) -> None:
         """Stop reading ``seconds`` from now, whatever arrives meanwhile (keepalive comments included)."""
-        self._deadline = self._clock() + seconds
+        self._deadline = time.monotonic() + seconds
 
     def __iter__(self) -> Iterator[Event]:
         """Each event as it arrives; ends when the connection does. Raises TimeoutError on a silence longer
@@ -238,7 +237,7 @@ class Events:
         fields: dict[str, str] = {}
         data: list[str] = []
         while True:
-            left = self._deadline - self._clock()
+            left = self._deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the deadline passed")
             # Per read, never beyond the deadline: a line (a keepalive) must not extend the wait.
