@@ -14,7 +14,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from watcher import __version__
 from watcher.config import webconfig
-from watcher.domain import events, labels
+from watcher.domain import events, labels, times
 
 PREFIX = "deployment_watcher"
 M = TypeVar("M", Counter, Gauge)
@@ -87,8 +87,16 @@ class SelfMetrics:
             Counter, "state_changes",
             "Things the state machine did: rollouts started, finished, superseded and revised, deployments "
             "rejected by the cap or dropped after retention, stale observations ignored, health changes of a "
-            "rollout's containers.",
+            "rollout's containers, times refused as clock skew.",
             "kind", [event.kind for event in events.EVENT_TYPES], registry,
+        )  # fmt: skip
+        self.clock_skew = _labelled(
+            Counter, "clock_skew",
+            "Times refused as clock skew, by source: a report's started_at or finished_at after its arrival, a "
+            "deployment.timestamp label after the container was seen, a finish before its rollout began, a "
+            "commit_time after its deploy began. The fallback is used (the arrival, the creation time, no "
+            "duration, no lead time) and a warning logged.",
+            "source", times.SOURCES, registry,
         )  # fmt: skip
         self.event_lag = Histogram(
             f"{PREFIX}_event_lag_seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +118,60 @@ def test_containers_join_the_announced_rollout(watcher: WatcherProcess, containe
     watcher.expect("deployment_version", 1, deployment=name)
     watcher.expect("deployment_info", 1, deployment=name, commit="sha-31", image=BUSYBOX_IMAGE)
     watcher.expect("deployment_duration_seconds_count", 1, deployment=name)
+
+
+def report(watcher: WatcherProcess, **fields: object) -> tuple[int, dict[str, Any]]:
+    """POST one report, as deploy tooling does; the status and the answer."""
+    status, _, text = post(
+        watcher.url, json.dumps(fields).encode(),
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    return status, json.loads(text)
+
+
+def test_skewed_reports_neither_freeze_nor_flatter(watcher: WatcherProcess, containers: Containers) -> None:
+    """A CI runner's clock 8 h ahead: its started_at is refused (the arrival used, a warning, counted),
+    so a container of the next version starts a rollout and a correct report of the one after is
+    201, not 202 "stale". A commit time after the deploy began gives no lead time rather than 0 s."""
+    name = unique("skew")
+    skewed = watcher.value("deployment_watcher_clock_skew_total", source="started_at") or 0
+    now = time.time()
+    status, answer = report(watcher, deployment=name, environment="test", version="1.0.0", status="in_progress",
+                            started_at=now + 8 * 3600, commit_time=now + 60)  # fmt: skip
+    assert (status, answer["outcome"]) == (201, "started"), answer
+    assert "started_at lies 28" in answer["message"] and "clock skew" in answer["message"]
+    assert abs(answer["rollout"]["started_at"] - now) < 60
+    status, answer = report(watcher, deployment=name, environment="test", version="1.0.0", status="success")
+    assert (status, answer["rollout"]["status"]) == (200, "success"), answer
+    watcher.expect("deployment_watcher_clock_skew_total", skewed + 1, source="started_at")
+    watcher.expect("deployment_rollouts_total", 1, deployment=name, outcome="success")
+    assert watcher.value("deployment_lead_time_seconds_count", deployment=name) == 0
+    assert "started_at lies 28" in watcher.tail(100)
+
+    labels = {"deployment.name": name, "deployment.environment": "test", "deployment.version": "2.0.0"}
+    containers.run(labels=labels)
+    watcher.expect("deployment_version", 2, deployment=name)
+    watcher.expect("deployment_status", 1, deployment=name, timeout=30)
+    status, answer = report(watcher, deployment=name, environment="test", version="3.0.0", status="in_progress",
+                            started_at=time.time())  # fmt: skip
+    assert (status, answer["outcome"], answer["rollout"]["revision"]) == (201, "started", 3), answer
+
+
+def test_a_timestamp_label_ahead_neither_freezes_nor_zeroes(watcher: WatcherProcess, containers: Containers) -> None:
+    """deployment.timestamp 3 h ahead: the container's creation starts the rollout (a warning,
+    counted), its duration is true (not 0 s), and a report of the next version is not stale."""
+    name = unique("stamp")
+    skewed = watcher.value("deployment_watcher_clock_skew_total", source="deployment.timestamp") or 0
+    labels = {"deployment.name": name, "deployment.environment": "test", "deployment.version": "1.0.0",
+              "deployment.timestamp": str(int(time.time() + 3 * 3600))}  # fmt: skip
+    containers.run(labels=labels)
+    watcher.expect("deployment_status", 1, deployment=name, timeout=30)
+    duration = watcher.value("deployment_duration_seconds_sum", deployment=name)
+    assert duration is not None and duration >= STABLE, duration
+    watcher.expect("deployment_watcher_clock_skew_total", skewed + 1, source="deployment.timestamp")
+    status, answer = report(watcher, deployment=name, environment="test", version="2.0.0", status="in_progress",
+                            started_at=time.time())  # fmt: skip
+    assert (status, answer["outcome"], answer["rollout"]["revision"]) == (201, "started", 2), answer
 
 
 def test_wrong_or_missing_token_is_refused_and_nothing_recorded(watcher: WatcherProcess) -> None:

@@ -147,9 +147,20 @@ def test_update_to_a_new_tag_succeeds(watcher: WatcherProcess, service: Service)
     assert v(watcher, service.deployment, "deployment_duration_seconds_count") == durations + 1  # the update was timed
 
 
+def dora(watcher: WatcherProcess, deployment: str) -> tuple[float | None, ...]:
+    """(successes, failures, change failures, recoveries) as /metrics shows them."""
+    return (
+        v(watcher, deployment, "deployment_rollouts_total", outcome="success"),
+        v(watcher, deployment, "deployment_rollouts_total", outcome="failed"),
+        v(watcher, deployment, "deployment_change_failures_total"),
+        v(watcher, deployment, "deployment_recovery_seconds_count"),
+    )
+
+
 def test_failed_update_rolled_back(watcher: WatcherProcess, service: Service) -> None:
     """Tasks that exit, --update-failure-action rollback: the update fails, the orchestrator's
-    rollback is counted and the version goes back; the final status is failed."""
+    rollback is counted, the version goes back and the rollback succeeds. DORA: one failure, one
+    change failure, one recovery (before: failed 2, change failures 2, no recovery)."""
     settled(watcher, service.deployment, status=1, revision=1)
     service.update("--image", "app:1.2", "--args", "sh -c 'exit 3'", "--update-failure-action", "rollback")
     watcher.wait_for(
@@ -157,10 +168,11 @@ def test_failed_update_rolled_back(watcher: WatcherProcess, service: Service) ->
         lambda: v(watcher, service.deployment, "deployment_swarm_update_state", state="rollback_completed") == 1,
         timeout=90,
     )
-    settled(watcher, service.deployment, status=0, revision=3)
+    settled(watcher, service.deployment, status=1, revision=3)
     assert v(watcher, service.deployment, "deployment_rollback_count_total") == 1
     assert info(watcher, service.deployment)["version"] == "1.0"
     assert "rolled back" in watcher.tail(200)
+    assert dora(watcher, service.deployment) == (2, 1, 1, 1)
 
 
 def test_failed_update_paused(watcher: WatcherProcess, service: Service) -> None:
@@ -181,6 +193,20 @@ def test_manual_rollback(watcher: WatcherProcess, service: Service) -> None:
     settled(watcher, service.deployment, status=1, revision=3)
     assert v(watcher, service.deployment, "deployment_rollback_count_total") == 1
     assert info(watcher, service.deployment)["version"] == "1.0"
+
+
+def test_manual_rollback_of_a_manual_rollback(watcher: WatcherProcess, service: Service) -> None:
+    """`docker service rollback` twice: the second swaps back to 1.1, a step forward, no rollback:
+    one rollback counted, one change failure (the update rolled back), no failure."""
+    settled(watcher, service.deployment, status=1, revision=1)
+    service.update("--image", "app:1.1")
+    settled(watcher, service.deployment, status=1, revision=2)
+    for revision, version in ((3, "1.0"), (4, "1.1")):
+        service.swarm.manager.docker("service", "rollback", "-d", service.name)
+        settled(watcher, service.deployment, status=1, revision=revision)
+        assert info(watcher, service.deployment)["version"] == version
+    assert v(watcher, service.deployment, "deployment_rollback_count_total") == 1
+    assert dora(watcher, service.deployment) == (4, 0, 1, 1)
 
 
 def test_scale_is_no_new_revision(watcher: WatcherProcess, service: Service) -> None:
@@ -232,7 +258,8 @@ def test_removed_during_an_update_fails_at_its_deadline(watcher: WatcherProcess,
 
 def test_restart_in_the_middle_of_an_update(tmp_path: Path, swarm: SwarmCluster, service: Service) -> None:
     """The watcher stopped while an update rolls back and started again: after the resync, the
-    state is the orchestrator's (rollback counted, version back, failed), from its state file."""
+    state is the orchestrator's (rollback counted, version back, the update failed and the rollback
+    a success), from its state file."""
     data = tmp_path / "state"
     first = watch(tmp_path, swarm, f"--storage.directory={data}")
     try:
@@ -250,9 +277,10 @@ def test_restart_in_the_middle_of_an_update(tmp_path: Path, swarm: SwarmCluster,
             lambda: v(second, service.deployment, "deployment_swarm_update_state", state="rollback_completed") == 1,
             timeout=90,
         )
-        settled(second, service.deployment, status=0, revision=3)
+        settled(second, service.deployment, status=1, revision=3)
         assert info(second, service.deployment)["version"] == "1.0"
         assert v(second, service.deployment, "deployment_rollback_count_total") == 1
+        assert dora(second, service.deployment) == (2, 1, 1, 1)
     finally:
         second.stop()
 
@@ -281,8 +309,9 @@ def test_update_and_rollback_on_docker_26(tmp_path: Path) -> None:
         settled(watcher, name, status=1, revision=2)
         run([*docker, "service", "update", "-d", *FAST, "--image", "app:1.2", "--args", "sh -c 'exit 3'",
              "--update-failure-action", "rollback", name])  # fmt: skip
-        settled(watcher, name, status=0, revision=4)
+        settled(watcher, name, status=1, revision=4)
         assert v(watcher, name, "deployment_rollback_count_total") == 1
+        assert dora(watcher, name) == (3, 1, 1, 1)
         assert v(watcher, name, "deployment_swarm_update_state", state="rollback_completed") == 1
         assert info(watcher, name)["version"] == "1.1"
     finally:

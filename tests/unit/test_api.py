@@ -174,6 +174,23 @@ async def test_reported_rollback_is_counted(aiohttp_client: AiohttpClient) -> No
     )  # fmt: skip
 
 
+async def test_a_skewed_report_neither_freezes_the_deployment_nor_is_refused(aiohttp_client: AiohttpClient) -> None:
+    """started_at 8 h ahead (a CI runner's clock): recorded from its arrival, the answer says why; a
+    correct report of the next version is then 201, not 202 "stale" (before: stale for 8 h)."""
+    server = await serve(aiohttp_client)
+    status, answer = await server.post(body(started_at=NOW + 8 * 3600))
+    assert (status, answer["outcome"], answer["rollout"]["started_at"]) == (201, "started", NOW)
+    assert answer["message"].startswith(
+        "started_at lies 28800 s after the moment the watcher observed it (clock skew?); using the report's arrival; "
+    )
+    status, answer = await server.post(body(version="1.4.3", started_at=NOW))  # the clock stands still here
+    assert (status, answer["outcome"], answer["rollout"]["revision"]) == (201, "started", 2)
+    status, answer = await server.post(body(version="1.4.3", status="success", commit_time=NOW + 60))
+    assert (status, answer["rollout"]["status"]) == (200, "success")
+    assert "commit_time lies 60 s after" in answer["message"]
+    assert server.core.state.deployments[API].dora.lead_times.count == 0
+
+
 @pytest.mark.parametrize(
     ("headers", "challenge"),
     [

@@ -29,7 +29,7 @@ from watcher.config import (
 )
 from watcher.domain.events import EVENT_TYPES, DomainEvent, RolloutStarted, RolloutSuperseded
 from watcher.domain.model import DeploymentKey, Identity, Instance, Judge, State, Status
-from watcher.domain.observations import InstanceGone, InstanceSeen, Observation, Tick
+from watcher.domain.observations import InstanceGone, InstanceSeen, Observation, RolloutReported, Tick
 from watcher.persistence.codec import decode
 from watcher.persistence.statefile import StateFile
 from watcher.runtime import service as service_module
@@ -258,6 +258,7 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
             "changed",
             "removed",
             "returned",
+            "clock_skew",
         ],
         0.0,
     )
@@ -281,6 +282,32 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
     assert (changes("rollout_started"), changes("stale"), changes("rejected"), changes("rollout_finished")) == (
         1.0, 1.0, 1.0, 0.0,
     )  # fmt: skip
+
+
+def test_the_service_warns_of_and_counts_each_time_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A time refused for clock skew: a WARNING naming it, counted by source (every source there at zero)."""
+    registry = CollectorRegistry()
+    service = Service(quiet_settings(tmp_path), registry=registry)
+
+    def skewed(source: str) -> float | None:
+        return registry.get_sample_value("deployment_watcher_clock_skew_total", {"source": source})
+
+    assert [skewed(s) for s in ("started_at", "finished_at", "commit_time", "deployment.timestamp")] == [0.0] * 4
+    caplog.set_level(logging.INFO, logger="watcher.runtime.service")
+    now = time.time()
+    service.core.submit(
+        RolloutReported(at=now, key=DeploymentKey("fn", "production"), version="1", commit="", status=Status.SUCCESS,
+                        started_at=now + 8 * 3600, commit_time=now + 60)
+    )  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "deployment fn/production: started_at lies 28800 s after the moment the watcher observed it (clock skew?); "
+        "using the report's arrival",
+        "deployment fn/production: commit_time lies 60 s after the moment the watcher observed it (clock skew?); "
+        "no lead time",
+    ]
+    assert (skewed("started_at"), skewed("commit_time"), skewed("finished_at")) == (1.0, 1.0, 0.0)
+    assert registry.get_sample_value("deployment_watcher_state_changes_total", {"kind": "clock_skew"}) == 2.0
 
 
 class CountingCore(Core):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.unit.readside import NOW, read_side
@@ -97,9 +99,11 @@ def test_paused_update_fails_with_the_message() -> None:
     assert (rollout.status, rollout.reason) == (Status.FAILED, "paused: update paused due to failure")
 
 
-def test_automatic_rollback_fails_and_counts() -> None:
-    """The orchestrator rolls a failing update back: the update fails, the rollback is a new
-    rollout back to the old version, counted, and failed once completed."""
+def test_automatic_rollback_fails_the_update_and_recovers() -> None:
+    """The orchestrator rolls a failing update back: the update fails, the rollback is a new rollout
+    back to the old version, counted, and a success once completed with its replicas running. DORA
+    counts one failure, one change failure and one recovery (docs/dora.md). Before, the completed
+    rollback failed too: failed 2, change failures 2, no recovery."""
     run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
     run(service(210, "1.0", state=UpdateState.ROLLBACK_STARTED, message="update rolled back due to failure"))
     d = run.state.deployments[SHOP]
@@ -107,9 +111,37 @@ def test_automatic_rollback_fails_and_counts() -> None:
     assert d.rollout.status is Status.IN_PROGRESS
     finished = [e for e in run.events if isinstance(e, RolloutFinished)]
     assert (finished[-1].revision, finished[-1].status) == (2, Status.FAILED)
-    run(service(220, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=210))
+    run(service(220, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=210,
+                finished_at=218))  # fmt: skip
     d = run.state.deployments[SHOP]
-    assert (d.rollout.status, d.rollout.reason, d.rollbacks) == (Status.FAILED, "rolled back: rollback completed", 1)
+    assert (d.rollout.status, d.rollout.reason, d.rollbacks) == (Status.SUCCESS, "rolled back: rollback completed", 1)
+    f = d.dora
+    assert (f.successes, f.failures, f.change_failures, f.failing_since) == (2, 1, 1, None)
+    assert (f.recoveries.count, f.recoveries.total) == (1, 218 - 210)
+
+
+def test_a_manual_rollback_of_a_manual_rollback_steps_forward() -> None:
+    """`docker service rollback` twice: Swarm swaps back to the spec the first rollback left, a step
+    forward again. The second is no rollback: not counted, and no change failure of the first."""
+    run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.COMPLETED))
+    for at, version in ((300, "1.0"), (400, "1.1")):
+        run(service(at, version, state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+        run(service(at + 5, version, state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed",
+                    changed_at=at))  # fmt: skip
+    d = run.state.deployments[SHOP]
+    assert (d.rollout.revision, d.rollout.version, d.rollout.status) == (4, "1.1", Status.SUCCESS)
+    assert (d.rollout.rollback, d.rollbacks) == (False, 1)
+    assert [e.rollback for e in run.events if isinstance(e, RolloutStarted)] == [False, False, True, False]
+    assert (d.dora.successes, d.dora.failures, d.dora.change_failures) == (4, 0, 1)  # 1.1, rolled back once
+
+
+def test_a_manual_rollback_of_unordered_versions_steps_forward_too() -> None:
+    """The same with versions that have no order (commit SHAs): Swarm's rollback says which way."""
+    run = Run()(service(100, "a1f"), service(200, "9c2", state=UpdateState.COMPLETED))
+    for at, version in ((300, "a1f"), (400, "9c2"), (500, "a1f")):
+        run(service(at, version, state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+    assert [e.rollback for e in run.events if isinstance(e, RolloutStarted)] == [False, False, True, False, True]
+    assert run.state.deployments[SHOP].rollbacks == 2
 
 
 def test_manual_rollback_counts_and_succeeds() -> None:
@@ -279,3 +311,83 @@ def test_task_without_a_name_of_its_own() -> None:
     assert not run.state.deployments and not run.state.owners
     run(service(100, "1.0"), task("c2", "1.0", 101, key=nameless))
     assert set(run.state.deployments[SHOP].members) == {"c2"} and run.state.owners["c2"] == SHOP
+
+
+# -- every path of a failed update rolled back counts one failure, one change failure, one recovery
+
+AUTOMATIC = "update rolled back due to failure: task 3x1 has failed"
+MANUAL = "manually requested rollback"
+
+
+@st.composite
+def rolled_back_updates(draw: st.DrawFn) -> tuple[list[ServiceSeen], list[bool], list[float]]:
+    """What the orchestrator shows, one observation after another, of an update of `web` from 1.0 to
+    1.1 that fails and is rolled back: by the orchestrator (updating → rollback_started →
+    rollback_completed) or by hand after a pause (updating → paused → rollback_started, "manually
+    requested"). Any observation may be missed (a burst, a reconnect) except one of the new template
+    and the pause it failed with (what the watcher must see to know the update failed) and the
+    last, all replicas back; running counts vary in between. With each, whether a resync (a
+    listing) delivers it, and the ticks that follow it."""
+    automatic = draw(st.booleans())
+    at = 1000.0
+    step = st.floats(min_value=0.5, max_value=20.0)
+    replicas = st.integers(min_value=0, max_value=3)
+
+    def seen(version: str, state: UpdateState, *, changed_at: float, message: str = "", running: int = 3,
+             finished_at: float | None = None) -> ServiceSeen:  # fmt: skip
+        return service(at, version, state=state, message=message, running=running, changed_at=changed_at,
+                       finished_at=finished_at)  # fmt: skip
+
+    update_at = at
+    path: list[tuple[ServiceSeen, bool]] = []  # an observation, and whether the watcher may miss it
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        path.append((seen("1.1", UpdateState.UPDATING, changed_at=update_at, running=draw(replicas)), True))
+        at += draw(step)
+    if not automatic:
+        for n in range(draw(st.integers(min_value=1, max_value=2))):
+            message = "update paused due to failure or early termination of task 3x1"
+            paused = seen("1.1", UpdateState.PAUSED, changed_at=update_at, message=message, running=draw(replicas))
+            path.append((paused, n > 0))
+            at += draw(step)
+    rollback_at = at
+    message = AUTOMATIC if automatic else MANUAL
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        path.append((seen("1.0", UpdateState.ROLLBACK_STARTED, changed_at=rollback_at, message=message,
+                          running=draw(replicas)), True))  # fmt: skip
+        at += draw(step)
+    completed_at = at - draw(st.floats(min_value=0.0, max_value=0.4))
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):
+        path.append((seen("1.0", UpdateState.ROLLBACK_COMPLETED, changed_at=rollback_at, message="rollback completed",
+                          running=draw(st.integers(min_value=0, max_value=2)), finished_at=completed_at), True))  # fmt: skip
+        at += draw(step)
+    path.append((seen("1.0", UpdateState.ROLLBACK_COMPLETED, changed_at=rollback_at, message="rollback completed",
+                      finished_at=completed_at), False))  # fmt: skip
+    kept = [s for s, missable in path if not missable or draw(st.booleans())]
+    if all(s.version == "1.0" for s in kept):  # the new template must be seen at least once
+        kept.insert(0, path[0][0])
+    listed = [draw(st.booleans()) for _ in kept]
+    ticks = [draw(st.sampled_from([0.0, 0.0, 0.5, 3.0])) for _ in kept]
+    return kept, listed, ticks
+
+
+@given(rolled_back_updates())
+@settings(max_examples=300, deadline=None)
+def test_every_rolled_back_update_counts_one_failure_one_change_failure_one_recovery(
+    path: tuple[list[ServiceSeen], list[bool], list[float]],
+) -> None:
+    """Whatever the order of what the watcher saw of it, events or resyncs, with ticks in between:
+    the update is one failed rollout and one change failure, the rollback one success, counted as
+    a rollback, and the recovery runs from the failure to the rollback's completion."""
+    observations, listed, ticks = path
+    run = Run()(service(900, "1.0"))
+    for seen, as_listing, tick in zip(observations, listed, ticks, strict=True):
+        run(ServicesListed(seen.at, (seen,)) if as_listing else seen)
+        if tick:
+            run.tick(seen.at + tick)
+    d = run.state.deployments[SHOP]
+    f = d.dora
+    assert (d.rollout.version, d.rollout.status, d.rollout.rollback, d.rollbacks) == ("1.0", Status.SUCCESS, True, 1)
+    assert (f.successes, f.failures, f.change_failures, f.failing_since) == (2, 1, 1, None)
+    assert f.recoveries.count == 1
+    failed_at = next(e.at for e in run.events if isinstance(e, RolloutFinished) and e.status is Status.FAILED)
+    assert 0 < f.recoveries.total <= observations[-1].at - failed_at

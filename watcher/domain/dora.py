@@ -93,7 +93,9 @@ def _succeeded(dora: Dora, rollout: Rollout, *, at: float, timed: bool) -> Dora:
     if dora.failing_since is not None and timed:
         recoveries = recoveries.observe(max(0.0, at - dora.failing_since))
     commit = rollout.commit or rollout.version
-    if rollout.commit_time is not None and timed and commit not in commits:
-        lead_times = lead_times.observe(max(0.0, at - rollout.commit_time))
+    # The state machine refuses a commit time after its deploy began (domain.times); a success before
+    # the commit (a clock stepped back) has no lead time either, rather than 0 s, which looks elite.
+    if rollout.commit_time is not None and rollout.commit_time < at and timed and commit not in commits:
+        lead_times = lead_times.observe(at - rollout.commit_time)
         commits = (commit, *commits)[:REMEMBERED_COMMITS]
     return dataclasses.replace(dora, recoveries=recoveries, lead_times=lead_times, commits=commits, failing_since=None)

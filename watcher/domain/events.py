@@ -215,6 +215,27 @@ class StaleObservation:
         return f"ignored a report of {self.version} older than the current rollout"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeRefused:
+    """A time written down by another clock that cannot be true (``domain.times``): not used, ``instead`` is."""
+
+    kind: ClassVar[str] = "clock_skew"
+    key: DeploymentKey
+    at: float
+    source: str  # which time (times.SOURCES)
+    value: float
+    bound: float  # the moment it may not pass (or, for a finish, precede)
+    what: str  # that moment in words
+    instead: str  # what is used in its place
+
+    @property
+    def message(self) -> str:
+        side = "after" if self.value > self.bound else "before"
+        return (
+            f"{self.source} lies {abs(self.value - self.bound):.0f} s {side} {self.what} (clock skew?); {self.instead}"
+        )
+
+
 DomainEvent = (
     RolloutStarted
     | RolloutFinished
@@ -227,5 +248,6 @@ DomainEvent = (
     | DeploymentChanged
     | DeploymentRemoved
     | DeploymentReturned
+    | TimeRefused
 )
 EVENT_TYPES: tuple[type[DomainEvent], ...] = get_args(DomainEvent)

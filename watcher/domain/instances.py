@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import limits, rollouts, rules, services
+from watcher.domain import limits, rollouts, rules, services, times
 from watcher.domain.events import HealthChanged, StaleObservation
 from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
 from watcher.domain.observations import (
@@ -141,12 +141,24 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
     deadline = identity.progress_deadline_seconds
     if deadline is None:
         deadline = txn.settings.rollout.progress_deadline_seconds
+    start = identity.deployed_at
+    # A deployment.timestamp (it differs from the creation) after now: skew, the creation time is used.
+    if start != identity.created_at and times.refused(
+        txn, identity.key, "deployment.timestamp", start, latest=txn.now, what=times.OBSERVED,
+        instead="using the container's creation time",
+    ):  # fmt: skip
+        start = identity.created_at
+    commit_time = identity.commit_time
+    if commit_time is not None and times.refused(
+        txn, identity.key, "commit_time", commit_time, latest=start, what=times.DEPLOY_BEGAN, instead=times.NO_LEAD_TIME
+    ):
+        commit_time = None
     return Rollout(
         revision=revision,
         version=identity.version,
         commit=identity.commit,
         image=identity.image,
-        started_at=identity.deployed_at,
+        started_at=start,
         rollback=rollback,
         members=frozenset({instance.id}),
         trigger_created_at=identity.created_at,
@@ -154,7 +166,7 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         # from the deployment.timestamp label (times.py); a rollout found by a resync may be old.
         deadline_at=txn.now + deadline,
         witnessed=witnessed,
-        commit_time=identity.commit_time,
+        commit_time=commit_time,
         hotfix=identity.hotfix,
     )
 

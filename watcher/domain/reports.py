@@ -3,23 +3,26 @@
 A rollout that deploy tooling announced or finished is judged by its reports from then on, not
 by the container rules (the progress deadline still catches a job that died). A report of an
 older rollout than the current one is stale; a final report about a finished rollout with
-another status corrects it.
+another status corrects it. Its times that lie after its arrival (clock skew) are refused as if
+the tooling had not sent them (``domain.times``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import rollouts, rules
+from watcher.domain import rollouts, rules, times
 from watcher.domain.events import StaleObservation
 from watcher.domain.model import Deployment, Judge, Rollout, Status
 from watcher.domain.observations import RolloutReported
 from watcher.domain.txn import Txn
 
 REPORTED_REASON = "reported by deploy tooling"
+ARRIVAL = "using the report's arrival"
 
 
 def reported(txn: Txn, report: RolloutReported) -> None:
+    report = _observed(txn, report)
     deployment = txn.deployments.get(report.key)
     if deployment is None:
         if not rollouts.has_room(txn, report.key):
@@ -34,6 +37,26 @@ def reported(txn: Txn, report: RolloutReported) -> None:
     txn.put(dataclasses.replace(deployment, reported_at=report.at))
 
 
+def _observed(txn: Txn, report: RolloutReported) -> RolloutReported:
+    """``report`` without the times that lie after its arrival: they are not used, the arrival is (and
+    no lead time), as when the tooling sends none. A start 8 h ahead would else freeze the deployment:
+    every later container a leftover, every later report stale."""
+
+    def sane(source: str, value: float | None, instead: str) -> float | None:
+        if value is None or times.refused(
+            txn, report.key, source, value, latest=report.at, what=times.OBSERVED, instead=instead
+        ):
+            return None
+        return value
+
+    return dataclasses.replace(
+        report,
+        started_at=sane("started_at", report.started_at, ARRIVAL),
+        finished_at=sane("finished_at", report.finished_at, ARRIVAL),
+        commit_time=sane("commit_time", report.commit_time, times.NO_LEAD_TIME),
+    )
+
+
 def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Deployment | None:
     """A report about a known deployment; None when it is stale."""
     current = deployment.rollout
@@ -46,7 +69,7 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
         rollback = rules.is_rollback(report.version, current.version, deployment.history)
         rollout = _rollout(txn, report, revision=current.revision + 1, rollback=rollback)
         return _settle(txn, rollouts.begin(txn, deployment, rollout), report)
-    deployment = _learn(deployment, report)
+    deployment = _learn(txn, deployment, report)
     if report.status is Status.IN_PROGRESS:
         if current.status is Status.IN_PROGRESS:
             # Announced after its containers appeared: from now on the tooling judges it.
@@ -67,10 +90,12 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
     return deployment  # said again
 
 
-def _learn(deployment: Deployment, report: RolloutReported) -> Deployment:
+def _learn(txn: Txn, deployment: Deployment, report: RolloutReported) -> Deployment:
     """The current rollout with the commit time and hotfix mark that a report of it adds (its labels lacked them)."""
     rollout = deployment.rollout
-    commit_time = rollout.commit_time if rollout.commit_time is not None else report.commit_time
+    commit_time = rollout.commit_time
+    if commit_time is None and report.commit_time is not None:
+        commit_time = _commit_time(txn, report, started_at=rollout.started_at)
     if commit_time == rollout.commit_time and rollout.hotfix >= report.hotfix:
         return deployment
     learnt = dataclasses.replace(rollout, commit_time=commit_time, hotfix=rollout.hotfix or report.hotfix)
@@ -94,9 +119,19 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
         deadline_at=report.at + txn.settings.rollout.progress_deadline_seconds,
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
         judge=Judge.DEPLOY_TOOLING,
-        commit_time=report.commit_time,
+        commit_time=_commit_time(txn, report, started_at=start),
         hotfix=report.hotfix,
     )
+
+
+def _commit_time(txn: Txn, report: RolloutReported, *, started_at: float) -> float | None:
+    """The report's commit time, unless it lies after its deploy began (a lead time from skew)."""
+    value = report.commit_time
+    if value is None or times.refused(
+        txn, report.key, "commit_time", value, latest=started_at, what=times.DEPLOY_BEGAN, instead=times.NO_LEAD_TIME
+    ):
+        return None
+    return value
 
 
 def _settle(txn: Txn, deployment: Deployment, report: RolloutReported) -> Deployment:
@@ -104,4 +139,6 @@ def _settle(txn: Txn, deployment: Deployment, report: RolloutReported) -> Deploy
     if report.status is Status.IN_PROGRESS:
         return deployment
     end = report.at if report.finished_at is None else report.finished_at
+    if times.refused_finish(txn, report.key, end, started_at=deployment.rollout.started_at, instead=ARRIVAL):
+        end = report.at  # not before the start: a rollout never finishes before it starts
     return rollouts.change_status(txn, deployment, report.status, REPORTED_REASON, at=end, by=Judge.DEPLOY_TOOLING)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import dora, rules
+from watcher.domain import dora, rules, times
 from watcher.domain.events import (
     DeploymentRejected,
     RolloutFinished,
@@ -21,10 +21,15 @@ from watcher.domain.model import Deployment, DeploymentKey, Instance, Judge, Rol
 from watcher.domain.txn import Txn
 
 
-def change_status(txn: Txn, deployment: Deployment, status: Status, reason: str, *, at: float, by: Judge) -> Deployment:
-    """The current rollout with its new verdict ``status`` (never back to in progress), decided by ``by`` at ``at``."""
+def change_status(
+    txn: Txn, deployment: Deployment, status: Status, reason: str, *, at: float, by: Judge, recorded: bool = False
+) -> Deployment:
+    """The current rollout with its new verdict ``status`` (never back to in progress), decided by ``by`` at ``at``;
+    ``recorded``: ``at`` is the source's own record of when it happened (Swarm's ``CompletedAt``), known even
+    when a resync is what finds it."""
     rollout = deployment.rollout
     assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"
+    known = recorded or not txn.resyncing  # when it happened
     key, revision, version = deployment.key, rollout.revision, rollout.version
     if rollout.status is not Status.IN_PROGRESS:
         revised = RolloutRevised(
@@ -35,10 +40,14 @@ def change_status(txn: Txn, deployment: Deployment, status: Status, reason: str,
         return dataclasses.replace(
             deployment,
             rollout=dataclasses.replace(rollout, status=status, reason=reason),
-            dora=dora.record(deployment.dora, revised, rollout=rollout, timed=not txn.resyncing),
+            dora=dora.record(deployment.dora, revised, rollout=rollout, timed=known),
         )
-    # A finish found by a resync (after a restart or reconnect) happened at an unknown time.
-    duration = max(0.0, at - rollout.started_at) if rollout.witnessed and not txn.resyncing else None
+    # A finish found by a resync (after a restart or reconnect) happened at an unknown time; one
+    # before the start (the engine's clock ahead of ours) has no duration either, never 0 s.
+    timed = rollout.witnessed and known
+    if timed and times.refused_finish(txn, key, at, started_at=rollout.started_at, instead="no duration"):
+        timed = False
+    duration = at - rollout.started_at if timed else None
     finished = RolloutFinished(
         key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
     )
@@ -47,7 +56,7 @@ def change_status(txn: Txn, deployment: Deployment, status: Status, reason: str,
         deployment,
         rollout=dataclasses.replace(rollout, status=status, finished_at=at, reason=reason),
         durations=deployment.durations if duration is None else deployment.durations.observe(duration),
-        dora=dora.record(deployment.dora, finished, rollout=rollout, timed=not txn.resyncing),
+        dora=dora.record(deployment.dora, finished, rollout=rollout, timed=known),
     )
 
 

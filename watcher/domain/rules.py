@@ -63,12 +63,13 @@ def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tu
 def orchestrated(deployment: Deployment, *, now: float) -> tuple[Status, str] | None:
     """The verdict of a Swarm service's update state on its in-progress rollout; None while undecided.
 
-    ``completed``, or no update state (a new service, an update outside the task template), is
-    a success once the running replicas reach the desired ones; ``paused`` and ``rollback_paused``
-    fail; ``rollback_completed`` fails the update that was rolled back automatically (a manual
-    rollback succeeds once back). The progress deadline catches an update that never finishes,
-    and one whose service was removed (a service created again under its name until then continues
-    it). A deployment known from its tasks alone (no service followed here) is judged by nobody.
+    ``completed``, ``rollback_completed``, or no update state (a new service, an update outside the
+    task template), is a success once the running replicas reach the desired ones: a rollback is a
+    rollout of its own, which succeeds once back (the update it rolled back failed when it began, so
+    DORA counts one failure and its recovery); ``paused`` and ``rollback_paused`` fail. The progress
+    deadline catches an update that never finishes, and one whose service was removed (a service
+    created again under its name until then continues it).
+    A deployment known from its tasks alone (no service followed here) is judged by nobody.
     """
     service = deployment.service
     if service is None:
@@ -79,11 +80,12 @@ def orchestrated(deployment: Deployment, *, now: float) -> tuple[Status, str] | 
     match state:
         case UpdateState.PAUSED | UpdateState.ROLLBACK_PAUSED:
             return Status.FAILED, f"{state.value}: {message}" if message else state.value
-        case UpdateState.ROLLBACK_COMPLETED if service.rolled_back_failure:
-            return Status.FAILED, f"rolled back: {message}" if message else "rolled back"
-        case UpdateState.COMPLETED | UpdateState.NONE | UpdateState.ROLLBACK_COMPLETED:
-            if service.running >= service.desired:
-                return Status.SUCCESS, ""
+        case UpdateState.COMPLETED | UpdateState.NONE | UpdateState.ROLLBACK_COMPLETED if (
+            service.running >= service.desired
+        ):
+            if service.rolled_back_failure:  # the orchestrator's own rollback says why it happened
+                return Status.SUCCESS, f"rolled back: {message}" if message else "rolled back"
+            return Status.SUCCESS, ""
     if now >= deployment.rollout.deadline_at:
         return Status.FAILED, f"{service.running} of {service.desired} replicas running within the progress deadline"
     return None

@@ -3,7 +3,8 @@
 A service's deployment begins a rollout when its task template changes (an update, a rollback);
 a scale or a label change of the service itself is no new revision. Its update state judges the
 rollout (``rules.orchestrated``). A rollback is a rollout back to the previous template, started
-by the orchestrator (``rollback_started``) or by hand, or a version that orders below the current.
+by the orchestrator (``rollback_started``) or by hand, unless it undoes a rollback (a step
+forward), or a version that orders below the current.
 
 Task containers join their service's deployment (found by the service id, else by their labels)
 for their CPU and memory only: they never start or judge a rollout, and on a node that follows no
@@ -209,9 +210,12 @@ def _is_new_rollout(deployment: Deployment, seen: ServiceSeen) -> bool:
 def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     """A new template: an update, or a rollback to the previous one."""
     state = seen.service.update_state
-    rollback = state in ROLLBACK_STATES or rules.is_rollback(
-        seen.version, deployment.rollout.version, deployment.history
-    )
+    if state in ROLLBACK_STATES:
+        # Swarm's rollback swaps back to the previous spec: the rollback of a rollback (or of an
+        # update to an older version) is a step forward again, whatever the versions say.
+        rollback = not deployment.rollout.rollback
+    else:
+        rollback = rules.is_rollback(seen.version, deployment.rollout.version, deployment.history)
     # Swarm says which: a rollback someone asked for is "manually requested rollback"; the
     # orchestrator's own names the task that failed. A watcher behind the events (or restarted)
     # may not have seen the update finish, so its status cannot tell.
@@ -258,9 +262,8 @@ def _judge(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     verdict = rules.orchestrated(deployment, now=txn.now)
     if verdict is None:
         return deployment
-    at = (
-        seen.finished_at
-        if seen.finished_at is not None and seen.finished_at >= deployment.rollout.started_at
-        else seen.at
-    )
-    return rollouts.change_status(txn, deployment, *verdict, at=at, by=Judge.ORCHESTRATOR)
+    finished = seen.finished_at
+    if finished is not None and finished >= deployment.rollout.started_at:
+        # Swarm records when an update completed: a listing that finds it knows when, as an event would.
+        return rollouts.change_status(txn, deployment, *verdict, at=finished, by=Judge.ORCHESTRATOR, recorded=True)
+    return rollouts.change_status(txn, deployment, *verdict, at=seen.at, by=Judge.ORCHESTRATOR)

@@ -141,6 +141,7 @@ class Service:
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
+        self.core.subscribe(subscribers.counting_skew(self.metrics.clock_skew))
         self.stream = EventStream(
             snapshot=self.core.snapshot, settings=settings, metrics=self.metrics,
             max_clients=settings.web.max_stream_clients,

@@ -15,15 +15,18 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from watcher.domain.events import DeploymentRejected, DomainEvent, StaleObservation
+from watcher.domain.events import DeploymentRejected, DomainEvent, StaleObservation, TimeRefused
 
 
 class Subscriber(Protocol):
     def __call__(self, event: DomainEvent, /) -> None: ...
 
 
-# Stale observations are routine after a reconnect; a rejected deployment is a limit an operator must see.
-_LEVELS: Mapping[type[DomainEvent], int] = {StaleObservation: logging.DEBUG, DeploymentRejected: logging.WARNING}
+# Stale observations are routine after a reconnect; a rejected deployment is a limit an operator must
+# see, and a time refused for clock skew a clock (a CI runner's, a laptop's) someone must set right.
+_LEVELS: Mapping[type[DomainEvent], int] = {
+    StaleObservation: logging.DEBUG, DeploymentRejected: logging.WARNING, TimeRefused: logging.WARNING,
+}  # fmt: skip
 
 
 def logging_to(log: logging.Logger) -> Subscriber:
@@ -41,5 +44,15 @@ def counting(counter: Counter) -> Subscriber:
 
     def count(event: DomainEvent) -> None:
         counter.labels(event.kind).inc()
+
+    return count
+
+
+def counting_skew(counter: Counter) -> Subscriber:
+    """Each time refused for clock skew counted in ``counter`` under its ``source``."""
+
+    def count(event: DomainEvent) -> None:
+        if isinstance(event, TimeRefused):
+            counter.labels(event.source).inc()
 
     return count

@@ -114,10 +114,11 @@ def member_view(member: Member, *, current: bool) -> Json:
 
 
 def duration(rollout: Rollout) -> float | None:
-    """Seconds from start to verdict of a finished rollout that was seen as it began; else None."""
-    if rollout.finished_at is None or not rollout.witnessed:
+    """Seconds from start to verdict of a finished rollout that was seen as it began; else None (also for
+    a verdict before the start, by a clock ahead of ours: never 0 s, as the state machine records it)."""
+    if rollout.finished_at is None or not rollout.witnessed or rollout.finished_at < rollout.started_at:
         return None
-    return max(0.0, rollout.finished_at - rollout.started_at)
+    return rollout.finished_at - rollout.started_at
 
 
 def event_view(event: DomainEvent) -> tuple[str, Json] | None:
