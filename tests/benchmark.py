@@ -671,7 +671,7 @@ def read_side_app(snapshot: Callable[[], State], settings: Settings) -> web.Appl
     stream = EventStream(snapshot=snapshot, settings=settings, metrics=metrics)
     app = make_app(exposition=exposition, ready=lambda: True,
                    board=Board(snapshot=snapshot, settings=settings, stream=stream, clock=time.time, metrics=metrics))  # fmt: skip
-    app.add_routes(ReadApi(snapshot=snapshot, settings=settings, stream=stream).routes())
+    app.add_routes(ReadApi(snapshot=snapshot, settings=settings, stream=stream, ready=lambda: True).routes())
     return app
 
 

@@ -23,11 +23,13 @@ import bcrypt
 import pytest
 
 from tests.conftest import Containers, WatcherProcess, free_port, start_watcher
+from tests.dockerproxy import SocketProxy
 from tests.streamclients import caps_for, fan_out
 from watcher.clients.reader import Event, Events, Watcher
 
 TOKEN = "read-side-token-" + uuid.uuid4().hex
 STABLE = 2  # seconds without a health check until a rollout succeeds
+QUICK_RECONNECT = ("--docker.backoff-initial-seconds=0.2", "--docker.backoff-max-seconds=1")
 FAN_OUT = 500  # stream clients at once, all from 127.0.0.1
 
 pytestmark = pytest.mark.docker
@@ -229,7 +231,12 @@ def rollout_status(
 
 
 def finish(process: subprocess.Popen[str], *, timeout: float = 60) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=timeout)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()  # a gate that does not end is the failure; it must not outlive the test
+        out, err = process.communicate()
+        raise AssertionError(f"rollout status still running after {timeout} s:\n{out}\n{err}") from None
     return process.returncode, out, err
 
 
@@ -327,6 +334,67 @@ def test_rollout_status_waits_across_a_watcher_restart(tmp_path: Path, container
         assert out.splitlines()[-1] == f"{name}/test: revision 1 (1.0.0) succeeded"
     finally:
         second.stop_cleanly()
+
+
+def test_rollout_status_a_version_that_never_appears_ends_at_the_timeout(watcher: WatcherProcess) -> None:
+    """Nothing happens to the deployment: the stream sends only its keepalive comment (every 15 s), and the
+    gate still ends at --timeout, exit 3 (each comment restarted the read's timeout: it waited for ever)."""
+    name = unique("gate-never")
+    report(watcher, deployment=name, environment="test", version="1.0.0", status="success")
+    began = time.monotonic()
+    code, _, err = finish(rollout_status(watcher.url, name, "--version", "9.9.9", "--timeout", "17"), timeout=60)
+    took = time.monotonic() - began
+    assert code == 3 and "no verdict within the timeout" in err, err
+    assert 17 <= took < 20, f"ended after {took:.1f} s"
+
+
+def test_rollout_status_waits_across_a_restart_that_lost_the_state(tmp_path: Path, containers: Containers) -> None:
+    """The watcher restarts without its state (lost, or moved aside) and is not synced with Docker for a while:
+    its 404 then is "not known yet", not "gone" (exit 1 before), and once synced the rollout is found again by
+    its version though its revision is now 1, not 2 (waited for until the timeout before)."""
+    port = free_port()
+    flags = ("--rollout.stable-seconds=1", "--stats.enabled=false", *QUICK_RECONNECT)
+    first = start_watcher(tmp_path, f"--storage.directory={tmp_path}/first", *flags, port=port)
+    name = unique("gate-lost")
+    try:
+        first.wait_ready()
+        old = containers.run(labels=labels(name, "1.0.0"))
+        first.wait_for("1.0.0 success", lambda: detail(first, name)["status"] == "success")
+        containers.remove(old)
+        containers.run(labels={**labels(name, "2.0.0"), "deployment.stable_seconds": "6"})
+        first.wait_for("2.0.0 seen", lambda: detail(first, name)["version"] == "2.0.0")
+        gate = rollout_status(first.url, name, "--version", "2.0.0", "--timeout", "90")
+        assert gate.stdout is not None
+        assert gate.stdout.readline() == f"{name}/test: revision 2 (2.0.0) in progress\n"
+    finally:
+        first.stop_cleanly()
+    proxy = SocketProxy(tmp_path / "docker.sock")
+    proxy.start()
+    proxy.cut()  # the new watcher serves, but cannot reach Docker yet
+    second = start_watcher(tmp_path, f"--storage.directory={tmp_path}/second", *flags, port=port,
+                           env={"DOCKER_HOST": f"unix://{proxy.path}"})  # fmt: skip
+    try:
+        assert second.get(f"/api/v1/deployments/test/{name}")[0] == 404
+        time.sleep(3)  # the gate reads the 404 of a watcher not synced, and waits
+        assert gate.poll() is None, finish(gate)
+        proxy.restore()
+        code, out, err = finish(gate, timeout=90)
+        assert code == 0, f"{out}\n{err}\n{second.tail()}"
+        assert out.splitlines()[-1] == f"{name}/test: revision 1 (2.0.0) succeeded"
+    finally:
+        second.stop_cleanly()
+        proxy.close()
+
+
+def test_rollout_status_finds_a_name_longer_than_the_limit(watcher: WatcherProcess, containers: Containers) -> None:
+    """A deployment.name and version longer than labels.max_value_length (128): the watcher cuts them, and the
+    gate, given them whole, finds the deployment (it waited for ever before)."""
+    name = unique("gate-long") + "-" + "x" * 150
+    version = "1.0.0-" + "r" * 150
+    containers.run(labels=labels(name, version))
+    code, out, err = finish(rollout_status(watcher.url, name, "--version", version, "--timeout", "60"))
+    assert code == 0, err
+    assert out.splitlines()[-1] == f"{name[:128]}/test: revision 1 ({version[:128]}) succeeded"
 
 
 def test_status_prints_the_table(watcher: WatcherProcess) -> None:

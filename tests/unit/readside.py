@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -51,8 +52,10 @@ class ReadSide:
 def read_side(
     *, settings: Settings = SETTINGS, web_config: WebConfig | None = None, queue_events: int = 256,
     write_timeout: float = 10.0, buffer_events: int = 1000, max_clients: int = 256, max_clients_per_address: int = 32,
+    heartbeat: float = 15.0, ready: Callable[[], bool] = lambda: True,
 ) -> tuple[web.Application, ReadSide]:  # fmt: skip
-    """The app and its parts, wired like ``Service.run`` does (basic auth when ``web_config`` has users)."""
+    """The app and its parts, wired like ``Service.run`` does (basic auth when ``web_config`` has users;
+    ``ready()`` what /ready and the read API say of the Docker sync)."""
     registry = CollectorRegistry()
     metrics = SelfMetrics(registry)
     clock = Clock()
@@ -60,17 +63,17 @@ def read_side(
     stream = EventStream(
         snapshot=core.snapshot, settings=settings, metrics=metrics, queue_events=queue_events,
         write_timeout=write_timeout, buffer_events=buffer_events, max_clients=max_clients,
-        max_clients_per_address=max_clients_per_address,
+        max_clients_per_address=max_clients_per_address, heartbeat=heartbeat,
     )  # fmt: skip
     core.subscribe(stream.publish)
     exposition = Exposition(snapshot=core.snapshot, registry=registry, settings=settings, metrics=metrics)
     board = Board(snapshot=core.snapshot, settings=settings, stream=stream, clock=clock, metrics=metrics)
-    app = make_app(exposition=exposition, ready=lambda: True, board=board)
+    app = make_app(exposition=exposition, ready=ready, board=board)
     api = DeploymentsApi(
         token=TOKEN, settings=settings, snapshot=core.snapshot, step=core.step, clock=clock, metrics=metrics
     )
     app.add_routes(api.routes())
-    app.add_routes(ReadApi(snapshot=core.snapshot, settings=settings, stream=stream).routes())
+    app.add_routes(ReadApi(snapshot=core.snapshot, settings=settings, stream=stream, ready=ready).routes())
     app.on_shutdown.append(stream.close)
     if web_config is not None:
         security.install(app, config=web_config, failures=metrics.basic_auth_failures)

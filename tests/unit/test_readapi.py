@@ -22,6 +22,7 @@ from watcher.domain.observations import InstanceExited, InstanceHealth, Tick
 from watcher.domain.settings import RuleSettings
 from watcher.web import views
 from watcher.web.readapi import ReadApi
+from watcher.wire import EVENT_ID_HEADER, MAX_LENGTH_HEADER, READY_HEADER
 
 SPEC = json.loads((importlib.resources.files("watcher.web") / "openapi.json").read_text())
 
@@ -106,6 +107,46 @@ async def test_unknown_deployment_is_404_json(aiohttp_client: AiohttpClient) -> 
     assert "nope" in body["error"]
 
 
+async def test_answers_say_the_event_id_the_sync_and_the_limit(aiohttp_client: AiohttpClient) -> None:
+    """Each answer of the list and of one deployment (a 404 too) says the newest event id of its state (resume the
+    stream from it; its run changes with a restart), whether the watcher is synced with Docker (until then a
+    deployment missing may only not be known yet: the 404 says so too) and labels.max_value_length."""
+    synced = False
+    app, side = read_side(ready=lambda: synced)
+    client = await aiohttp_client(app)
+    missing = await client.get("/api/v1/deployments/production/api")
+    assert missing.status == 404 and missing.headers[READY_HEADER] == "false"
+    assert missing.headers[EVENT_ID_HEADER] == f"{side.stream.run}.0"
+    assert "not synced with the Docker Engine yet" in (await missing.json())["error"]
+    side.submit(reported("1.0.0", "in_progress", NOW))
+    synced = True
+    for path in ("/api/v1/deployments", "/api/v1/deployments?environment=production",
+                 "/api/v1/deployments/production/api", "/api/v1/deployments/production/nope"):  # fmt: skip
+        answer = await client.get(path)
+        assert answer.headers[EVENT_ID_HEADER] == side.stream.last_id == f"{side.stream.run}.1", path
+        assert answer.headers[READY_HEADER] == "true", path
+        assert answer.headers[MAX_LENGTH_HEADER] == str(SETTINGS.labels.max_value_length), path
+    assert "not synced" not in (await (await client.get("/api/v1/deployments/production/nope")).json())["error"]
+    for path, status in (("/api/v1/deployments", "200"), ("/api/v1/deployments/{environment}/{name}", "200"),
+                         ("/api/v1/deployments/{environment}/{name}", "404")):  # fmt: skip
+        described = SPEC["paths"][path]["get"]["responses"][status]["headers"]
+        assert set(described) == {EVENT_ID_HEADER, READY_HEADER, MAX_LENGTH_HEADER}, (path, status)
+
+
+async def test_a_name_is_looked_up_as_labels_make_it(aiohttp_client: AiohttpClient) -> None:
+    """A name or environment asked for is cleaned and cut as label values are: the whole name given to a
+    container finds the deployment the watcher made of it."""
+    app, side = read_side()
+    client = await aiohttp_client(app)
+    limit = SETTINGS.labels.max_value_length
+    whole = "a" * (limit - 1) + "bc"
+    side.submit(reported("1.0.0", "success", NOW, key=DeploymentKey(whole[:limit], "production")))
+    answer = await client.get(f"/api/v1/deployments/%20production%09/{whole}")
+    assert answer.status == 200 and (await answer.json())["name"] == whole[:limit]
+    listed = await (await client.get("/api/v1/deployments", params={"environment": " production\n"})).json()
+    assert [d["name"] for d in listed["deployments"]] == [whole[:limit]]
+
+
 @pytest.mark.parametrize("name", ["a/b", "<img src=x onerror=alert(1)>", "ünï cödé", "50%"])
 async def test_any_label_value_is_addressable(aiohttp_client: AiohttpClient, name: str) -> None:
     """Names with slashes, markup, non-ASCII or percent signs are found percent-encoded in the path."""
@@ -157,7 +198,7 @@ async def test_openapi_is_served(aiohttp_client: AiohttpClient) -> None:
 def test_the_list_is_encoded_once_per_state() -> None:
     """The same state (and environment) gives the very same bytes; a change gives new ones."""
     _, side = read_side()
-    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream, ready=lambda: True)
     side.submit(started("a", "1.0.0", NOW))
     first = api.list_body(side.core.snapshot(), None)
     assert api.list_body(side.core.snapshot(), None) is first
@@ -173,7 +214,7 @@ def test_the_list_is_encoded_once_per_state() -> None:
 def test_after_a_change_only_changed_rows_are_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A deployment that did not change keeps its encoded row; the one that changed is encoded again."""
     _, side = read_side()
-    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream, ready=lambda: True)
     side.submit(started("a", "1.0.0", NOW), started("b", "1.0.0", NOW, key=DeploymentKey("web", "production")))
     side.submit(Tick(NOW + 11))  # both rollouts succeed
     api.list_body(side.core.snapshot(), None)

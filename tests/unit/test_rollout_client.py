@@ -6,67 +6,112 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import http.client
+import http.server
 import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import free_port
 from tests.polling import poll_async
 from tests.unit.readside import NOW, ReadSide, read_side
-from tests.unit.test_state import reported, started
+from tests.unit.test_state import SETTINGS, reported, started
 from watcher import cli
-from watcher.clients import reader, rollout, status
+from watcher.clients import answers, reader, rollout, status
+from watcher.clients.answers import Summary
+from watcher.config import Settings
 from watcher.config.webconfig import WebConfig
-from watcher.domain.model import DeploymentKey
-from watcher.domain.observations import InstanceExited, InstanceGone, Tick
+from watcher.domain import labels
+from watcher.domain.model import DeploymentKey, Instance
+from watcher.domain.observations import InstanceExited, InstanceGone, InstanceSeen, Tick
 from watcher.web import views
 
 
-def summary(revision: int, version: str, state: str, *, rollback: bool = False, reason: str = "") -> dict[str, Any]:
-    return {"revision": revision, "version": version, "status": state, "rollback": rollback, "reason": reason}
+def summary(revision: int, version: str, state: str, *, rollback: bool = False, reason: str = "") -> Summary:
+    return Summary("api", "production", revision, version, state, rollback, reason)
+
+
+def judge(gate: rollout.Gate, deployment: Summary | None, *, run: str = "r1", settled: bool = True) -> Any:
+    return gate.judge(deployment, run=run, settled=settled)
 
 
 def test_the_gate_waits_for_the_current_rollout() -> None:
     """Without --version: the rollout current at the first read; its verdict decides."""
     gate = rollout.Gate(None)
-    assert gate.judge(summary(3, "1.0", "in_progress")) is None and gate.revision == 3
-    assert gate.judge(summary(3, "1.0", "success")) == rollout.Verdict(0, "revision 3 (1.0) succeeded")
-    assert gate.judge(summary(3, "1.0", "failed", reason="boom")) == rollout.Verdict(1, "revision 3 (1.0) failed: boom")
+    assert judge(gate, summary(3, "1.0", "in_progress")) is None and gate.revision == 3
+    assert judge(gate, summary(3, "1.0", "success")) == rollout.Verdict(0, "revision 3 (1.0) succeeded")
+    assert judge(gate, summary(3, "1.0", "failed", reason="boom")) == rollout.Verdict(
+        1, "revision 3 (1.0) failed: boom"
+    )
 
 
 def test_the_gate_waits_for_the_version_asked_for() -> None:
     """With --version: older rollouts are not it; the first rollout of that version is."""
     gate = rollout.Gate("2.0")
-    assert gate.judge(None) is None
-    assert gate.judge(summary(1, "1.0", "success")) is None and gate.revision is None
-    assert gate.judge(summary(2, "2.0", "in_progress")) is None and gate.revision == 2
-    assert gate.judge(summary(2, "2.0", "success")).code == 0  # type: ignore[union-attr]
+    assert judge(gate, None) is None
+    assert judge(gate, summary(1, "1.0", "success")) is None and gate.revision is None
+    assert judge(gate, summary(2, "2.0", "in_progress")) is None and gate.revision == 2
+    assert judge(gate, summary(2, "2.0", "success")).code == 0
 
 
 def test_replaced_or_rolled_back_or_gone_is_a_failure() -> None:
     """A later rollout before the verdict: 1, saying whether it was a rollback; the deployment gone: 1."""
     gate = rollout.Gate(None)
-    gate.judge(summary(3, "2.0", "in_progress"))
-    assert gate.judge(summary(4, "1.0", "in_progress", rollback=True)) == rollout.Verdict(
+    judge(gate, summary(3, "2.0", "in_progress"))
+    assert judge(gate, summary(4, "1.0", "in_progress", rollback=True)) == rollout.Verdict(
         1, "rolled back to 1.0 (revision 4)"
     )
-    assert gate.judge(summary(4, "3.0", "in_progress")) == rollout.Verdict(
+    assert judge(gate, summary(4, "3.0", "in_progress")) == rollout.Verdict(
         1, "replaced by 3.0 (revision 4) before it succeeded"
     )
-    assert gate.judge(None).code == 1  # type: ignore[union-attr]
-    assert gate.judge(summary(2, "1.0", "success")) is None  # an older read: not a verdict
+    assert judge(gate, None).code == 1
+    assert judge(gate, summary(2, "1.0", "success")) is None  # an older read: not a verdict
+
+
+def test_a_restarted_or_unsynced_watcher_is_waited_for_never_gone() -> None:
+    """Missing from a watcher not synced yet, or from another run (a restart): wait, and find the rollout again
+    by its version, whatever its revision now (a watcher that lost its state numbers them anew)."""
+    gate = rollout.Gate("2.0")
+    judge(gate, summary(3, "2.0", "in_progress"))
+    assert judge(gate, None, settled=False) is None  # the same run, not synced (yet, or again)
+    assert judge(gate, None, run="r2") is None  # another run, synced: the state was lost or moved aside
+    assert judge(gate, summary(1, "1.0", "success"), run="r2") is None  # not the version waited for
+    assert judge(gate, summary(1, "2.0", "in_progress"), run="r2") is None and (gate.revision, gate.run) == (1, "r2")
+    assert judge(gate, summary(1, "2.0", "success"), run="r2") == rollout.Verdict(0, "revision 1 (2.0) succeeded")
+    kept = rollout.Gate("2.0")
+    judge(kept, summary(3, "2.0", "in_progress"))
+    assert judge(kept, summary(3, "2.0", "in_progress"), run="r2") is None and kept.revision == 3  # the state kept
+    assert judge(kept, summary(4, "3.0", "in_progress"), run="r3").code == 1  # replaced meanwhile
+    assert judge(rollout.Gate(None), None, run="r2") is None  # never seen: not there yet
 
 
 def test_server_sent_events_are_parsed() -> None:
     """Fields, multi-line data, comments and the blank line that ends an event."""
     raw = b'retry: 2000\n\n: keepalive\n\nid: r.1\nevent: rollout_started\ndata: {"a":\ndata: 1}\n\nid: r.2\n'
     response: Any = io.BytesIO(raw)
-    events = list(reader.Events(connection=None, response=response))  # type: ignore[arg-type]
+    events = list(reader.Events(http.client.HTTPConnection("unused"), response, None))
     assert events == [reader.Event("r.1", "rollout_started", {"a": 1})]
+
+
+def test_a_stream_that_cannot_be_opened_is_unreachable() -> None:
+    """Nothing listening (the watcher went away between the read and the stream): Unreachable, and no socket
+    left to cut."""
+    watcher = reader.Watcher(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(reader.Unreachable, match="cannot reach the watcher"):
+        watcher.events(query={}, last_event_id="", timeout=5)
+    assert not watcher._open
 
 
 async def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -99,7 +144,7 @@ async def later(side: ReadSide, *observations: Any) -> None:
 
 
 async def test_success_exits_0(aiohttp_client: AiohttpClient) -> None:
-    """A rollout in progress that then succeeds: a line per change, exit 0."""
+    """A rollout in progress that then succeeds: a line per change, the verdict's once, exit 0."""
     url, side = await served(aiohttp_client)
     side.submit(started("a", "1.0.0", NOW))
     waiting = asyncio.create_task(run_cli("rollout", "status", "api", "--url", url, "--timeout", "10"))
@@ -108,13 +153,13 @@ async def test_success_exits_0(aiohttp_client: AiohttpClient) -> None:
     assert code == 0, err
     assert out.splitlines() == [
         "api/production: revision 1 (1.0.0) in progress",
-        "api/production: revision 1 (1.0.0) success",
         "api/production: revision 1 (1.0.0) succeeded",
     ]
 
 
 async def test_failure_exits_1(aiohttp_client: AiohttpClient) -> None:
-    """A crash: exit 1 with the reason."""
+    """A crash: exit 1 with the reason, the final line printed once (the event that is the verdict was printed
+    too, the same line twice)."""
     url, side = await served(aiohttp_client)
     side.submit(started("a", "1.0.0", NOW))
     waiting = asyncio.create_task(
@@ -123,7 +168,10 @@ async def test_failure_exits_1(aiohttp_client: AiohttpClient) -> None:
     await later(side, InstanceExited(NOW + 1, "a", 3))
     code, out, _ = await waiting
     assert code == 1
-    assert out.splitlines()[-1] == "api/production: revision 1 (1.0.0) failed: container a exited with code 3"
+    assert out.splitlines() == [
+        "api/production: revision 1 (1.0.0) in progress",
+        "api/production: revision 1 (1.0.0) failed: container a exited with code 3",
+    ]
 
 
 async def test_a_rollback_exits_1(aiohttp_client: AiohttpClient) -> None:
@@ -249,3 +297,304 @@ def test_help_lists_the_new_commands(capsys: pytest.CaptureFixture[str]) -> None
         cli.main(["--help"])
     out = capsys.readouterr().out
     assert "rollout" in out and "status" in out and "notify" in out
+
+
+# -- the deadline
+
+
+@pytest.mark.parametrize("version", ["9.9.9", "1.0.0"], ids=["a version that never appears", "no verdict"])
+async def test_keepalives_do_not_extend_the_timeout(aiohttp_client: AiohttpClient, version: str) -> None:
+    """A stream that sends nothing but its keepalive comments (here every 50 ms): the wait still ends at
+    --timeout, exit 3 (each comment used to restart the read's timeout, and the deadline was only looked at
+    after an event: the gate never returned)."""
+    url, side = await served(aiohttp_client, heartbeat=0.05)
+    side.submit(started("a", "1.0.0", NOW))  # in progress until a Tick, which never comes
+    began = time.monotonic()
+    code, _, err = await asyncio.wait_for(
+        run_cli("rollout", "status", "api", "--version", version, "--url", url, "--timeout", "1"), 20
+    )
+    assert code == 3 and "no verdict within the timeout" in err
+    assert 1 <= time.monotonic() - began < 3
+
+
+def test_keepalives_from_a_server_that_closes_the_connection(fake: Fake) -> None:
+    """The same from a plain HTTP/1.0 server (as a proxy may answer): comments only, the wait ends at --timeout."""
+    fake.answers[DETAIL] = Answer(body=as_json(ROW))
+    fake.keepalives = True
+    began = time.monotonic()
+    code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
+                               "--timeout", "1")  # fmt: skip
+    assert code == 3 and "no verdict within the timeout" in err, err
+    assert 1 <= time.monotonic() - began < 3
+
+
+def test_an_event_trickling_in_ends_at_the_timeout(fake: Fake) -> None:
+    """A line that never ends, a byte every 50 ms (each read's timeout bounds a silence, and there is none): the
+    requests in flight are cut at the deadline, exit 3."""
+    fake.answers[DETAIL] = Answer(body=as_json(ROW))
+    fake.trickle = True
+    began = time.monotonic()
+    code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
+                               "--timeout", "1")  # fmt: skip
+    assert code == 3 and "no verdict within the timeout" in err, err
+    assert 1 <= time.monotonic() - began < 3
+
+
+def test_the_help_says_timeout_is_the_longest_wait(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rollout status --help`: --timeout is the longest wait, whatever the watcher sends."""
+    with pytest.raises(SystemExit):
+        cli.main(["rollout", "status", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--timeout SECONDS the longest wait (default 600): exit 3 at the latest" in out
+    assert "whatever the watcher sends meanwhile" in out
+
+
+async def test_a_watcher_back_after_a_loss_times_out_as_3(aiohttp_client: AiohttpClient) -> None:
+    """The watcher went away and came back: no verdict at the timeout is exit 3, not "still unreachable" (4)."""
+    url, side = await served(aiohttp_client, queue_events=1)
+    side.submit(reported("1.0.0", "in_progress", NOW))
+    waiting = asyncio.create_task(
+        run_cli("rollout", "status", "api", "--version", "9.9.9", "--url", url, "--timeout", "3")
+    )
+    # Three events at once for a queue of one: the stream drops the client, which reconnects.
+    await later(side, *(reported(f"1.0.{i}", "in_progress", NOW + i) for i in range(1, 4)))
+    code, _, err = await waiting
+    assert "lost the watcher" in err and "the watcher answers again" in err
+    assert code == 3 and "no verdict within the timeout" in err
+
+
+# -- answers that cannot be read: exit 4, one line
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Fake:
+    """A server that answers what a test sets: per path, and the event stream's bytes (then it ends)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Answer] = {}
+        self.stream = b""
+        self.keepalives = False  # the stream: then a comment every 50 ms, for ever
+        self.trickle = False  # the stream: then an event that never ends, a byte every 50 ms
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.partition("?")[0]
+                if path == "/api/v1/events":
+                    answer = Answer(body=fake.stream, headers={"Content-Type": "text/event-stream"})
+                else:
+                    answer = fake.answers.get(path, Answer(404, b'{"error":"no"}'))
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                endless = path == "/api/v1/events" and (fake.keepalives or fake.trickle)
+                if not endless:
+                    self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body + (b"event: rollout_finished\ndata: " if fake.trickle else b""))
+                while endless:
+                    try:
+                        self.wfile.write(b": keepalive\n\n" if fake.keepalives else b" ")
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the client left
+                    time.sleep(0.05)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client cut at its deadline breaks the pipe: no traceback in the stderr a test reads
+
+        self.server = Quiet(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    made = Fake()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+ROW = {
+    "name": "api", "environment": "production", "status": "in_progress", "revision": 1, "version": "1.0.0",
+    "commit": "c", "image": "i", "rollback": False, "reason": "", "judge": "containers", "started_at": NOW,
+    "finished_at": None, "duration_seconds": None, "healthy": True, "health_checks": {"containers_running": True},
+    "instances": {"current": 1, "running": 1}, "cpu_seconds": 0.5, "memory_bytes": 1024.0, "rollbacks": 0,
+    "gone_since": None, "last_versions": ["1.0.0"], "removed": False,
+}  # fmt: skip
+DETAIL = "/api/v1/deployments/production/api"
+LIST = "/api/v1/deployments"
+
+
+def as_json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def cannot_tell(code: int, err: str) -> None:
+    """Exit 4 and one line saying why, no traceback."""
+    assert code == 4, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "cannot tell" in err
+
+
+def cli_quietly(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        (DETAIL, Answer(body=as_json({"name": "api"}))),
+        (DETAIL, Answer(body=b"<html>a proxy's page</html>")),
+        (DETAIL, Answer(body=as_json({**ROW, "revision": "1"}))),
+        (DETAIL, Answer(body=as_json({**ROW, "rollback": None}))),
+        (DETAIL, Answer(body=as_json([ROW]))),
+        (DETAIL, Answer(404, b"<html>Not Found</html>")),
+        (DETAIL, Answer(body=as_json(ROW), headers={"Deployment-Watcher-Max-Value-Length": "many"})),
+        (DETAIL, Answer(body=as_json(ROW), headers={"Deployment-Watcher-Ready": "perhaps"})),
+        (LIST, Answer(body=as_json({"deployments": "api"}))),
+        (LIST, Answer(body=as_json({"deployments": [{**ROW, "version": 1.0}]}))),
+        (LIST, Answer(body=as_json({"deployments": ["api"]}))),
+        (LIST, Answer(body=as_json({}))),
+        (LIST, Answer(body=b"\xff\xfe")),
+    ],
+)
+def test_an_answer_that_cannot_be_read_is_exit_4(fake: Fake, path: str, answer: Answer) -> None:
+    """Valid JSON missing fields, wrong types, not JSON: `rollout status` cannot tell, exit 4 in one line (a
+    traceback and exit 1, "failed", before)."""
+    fake.answers[path] = answer
+    environment = ("--environment", "production") if path == DETAIL else ()
+    cannot_tell(*cli_quietly("rollout", "status", "api", *environment, "--url", fake.url, "--timeout", "5")[::2])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"event":"rollout_finished","environment":"production","deployment":"api"}',
+        b'{"event":"rollout_finished","environment":"production"}',
+        b'{"event":"rollout_finished","environment":7,"deployment":null}',
+        b"not json",
+        b"[1, 2]",
+    ],
+)
+def test_an_event_that_cannot_be_read_is_exit_4(fake: Fake, data: bytes) -> None:
+    """On the stream too: `deployment` a string, missing, the environment a number, data not a JSON object."""
+    fake.answers[DETAIL] = Answer(body=as_json(ROW))
+    fake.stream = b"id: r.1\nevent: rollout_finished\ndata: " + data + b"\n\n"
+    cannot_tell(*cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
+                             "--timeout", "5")[::2])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        as_json({"deployments": [{"name": "api"}]}),
+        as_json({"deployments": [{**ROW, "health_checks": ["containers_running"]}]}),
+        as_json({"deployments": [{**ROW, "last_versions": [1]}]}),
+        as_json({"deployments": [{**ROW, "started_at": "yesterday"}]}),
+        b'{"deployments": [' + as_json(ROW)[:-1] + b', "cpu_seconds": NaN}]}',
+        as_json({"deployments": {}}),
+        b"<html>",
+    ],
+)
+def test_a_list_that_cannot_be_read_is_exit_4_for_status(fake: Fake, body: bytes) -> None:
+    """`status` too: exit 4 in one line, no traceback."""
+    fake.answers[LIST] = Answer(body=body)
+    cannot_tell(*cli_quietly("status", "--url", fake.url)[::2])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    st.one_of(
+        JSON,
+        st.builds(lambda key, value: {**ROW, key: value}, st.sampled_from(sorted(ROW)), JSON),
+        st.builds(lambda key: {k: v for k, v in ROW.items() if k != key}, st.sampled_from(sorted(ROW))),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_any_json_is_a_summary_a_row_or_unparseable(value: Any) -> None:
+    """Whatever JSON a watcher (or a proxy) answers: a typed value or Unparseable, never another exception."""
+    for parse in (lambda v: answers.summary(v, "it"), lambda v: status.parse(answers.an_object(v, "it"), "it"),
+                  lambda v: answers.rows(v, "it")):  # fmt: skip
+        with contextlib.suppress(reader.Unparseable):
+            parse(value)
+
+
+def test_any_answer_to_the_cli_is_a_verdict_or_exit_4(fake: Fake) -> None:
+    """Through the command line: any JSON as one deployment, or as the list, ends in one line on stderr, exit 4
+    (or, for a well-formed answer, a verdict or the timeout); never a traceback."""
+
+    @given(body=JSON, mutated=st.builds(lambda key, value: {**ROW, key: value}, st.sampled_from(sorted(ROW)), JSON))
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def answers_cleanly(body: Any, mutated: dict[str, Any]) -> None:
+        fake.answers[DETAIL] = Answer(body=as_json(mutated))
+        fake.answers[LIST] = Answer(body=as_json(body))
+        code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
+                                   "--timeout", "0.2")  # fmt: skip
+        assert code in (0, 1, 3, 4) and "Traceback" not in err, err
+        if "cannot tell" in err:
+            cannot_tell(code, err)
+        code, _, err = cli_quietly("status", "--url", fake.url)
+        assert code in (0, 4) and "Traceback" not in err, err
+        if code == 4:
+            assert len(err.splitlines()) == 1, err
+
+    answers_cleanly()
+
+
+# -- names as the watcher makes them
+
+
+def from_labels(cid: str, at: float, settings: Settings, **given: str) -> InstanceSeen:
+    """A started container whose identity the watcher made of its labels (cleaned, cut to the limit)."""
+    parsed = labels.parse(
+        {f"deployment.{k}": v for k, v in given.items()}, image="shop/api:x", image_id="sha256:0", created_at=at,
+        now=at, settings=settings.labels,
+    )  # fmt: skip
+    assert parsed.identity is not None
+    return InstanceSeen(at, Instance(id=cid, identity=parsed.identity, running=True, running_since=at))
+
+
+@pytest.mark.parametrize("environment", [(), ("--environment", "production")], ids=["the list", "one deployment"])
+async def test_a_name_longer_than_the_labels_limit_is_found(aiohttp_client: AiohttpClient,
+                                                            environment: tuple[str, ...]) -> None:  # fmt: skip
+    """The watcher cuts label values to labels.max_value_length (here 16): the gate asks with the whole name and
+    version, and finds the deployment the watcher made of them (it waited for ever before)."""
+    short = dataclasses.replace(SETTINGS, labels=dataclasses.replace(SETTINGS.labels, max_value_length=16))
+    url, side = await served(aiohttp_client, settings=short)
+    name, version = "checkout-payments-eu-west", "2024.06.01-build.1234"
+    side.submit(from_labels("a", NOW, short, name=name, version=version, environment="production"))
+    assert [key.name for key in side.core.state.deployments] == ["checkout-payment"]
+    waiting = asyncio.create_task(
+        run_cli("rollout", "status", name, *environment, "--version", version, "--url", url, "--timeout", "10")
+    )
+    await later(side, Tick(NOW + 11))
+    code, out, err = await waiting
+    assert code == 0, err
+    assert out.splitlines()[-1] == "checkout-payment/production: revision 1 (2024.06.01-build) succeeded"

@@ -297,7 +297,7 @@ def test_usage_only_deployments_show_their_usage_alone() -> None:
     assert names == {"deployment_cpu_usage_seconds_total", "deployment_memory_usage_bytes"}
     _, side = read_side()
     side.submit(task("c1", "1.0", NOW))
-    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream)
+    api = ReadApi(snapshot=side.core.snapshot, settings=SETTINGS, stream=side.stream, ready=lambda: True)
     assert json.loads(api.list_body(side.core.snapshot(), None)) == {"deployments": []}
     side.submit(service(NOW + 1, "1.0", key=WEB))
     assert [d["name"] for d in json.loads(api.list_body(side.core.snapshot(), None))["deployments"]] == ["web"]

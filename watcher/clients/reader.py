@@ -2,25 +2,29 @@
 
 Shared by ``rollout status`` and ``status``: the flags that reach a watcher (URL, basic auth,
 a CA), one GET, and a Server-Sent Events reader that gives up on a connection silent for
-longer than the watcher's heartbeat allows.
+longer than the watcher's heartbeat allows, and at a deadline whatever the stream sends.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
+import socket
 import ssl
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from watcher import __version__
-from watcher.wire import EVENTS_PATH
+from watcher.domain.settings import LabelSettings
+from watcher.wire import EVENT_ID_HEADER, EVENTS_PATH, MAX_LENGTH_HEADER, READY_HEADER
 
 DEFAULT_URL = "http://localhost:9102"
 PASSWORD_ENV = "DEPLOYMENT_WATCHER_PASSWORD"  # not WATCHER_*: the watcher refuses unknown variables of its own
@@ -35,6 +39,10 @@ class Unreachable(Exception):
 
 class Refused(Exception):
     """The watcher refused the credentials (401) or the request (403)."""
+
+
+class Unparseable(Exception):
+    """An answer that is not what the read API describes: the client cannot tell what it means."""
 
 
 class UsageError(Exception):
@@ -55,6 +63,8 @@ class Watcher:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     ssl_context: ssl.SSLContext | None = None
+    # The sockets of the requests in flight, for ``cut()`` from another thread.
+    _open: set[socket.socket] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
     def from_flags(cls, args: argparse.Namespace) -> Watcher:
@@ -93,40 +103,104 @@ class Watcher:
         prefix = urllib.parse.urlsplit(self.url).path
         return prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
 
-    def get(self, path: str, *, query: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
-        """Status and decoded JSON of a GET (None for a body that is not JSON); raises Unreachable, Refused."""
+    def cut(self) -> None:
+        """Shut every request in flight: a read blocked in one returns now, however the server trickles bytes
+        (each read's timeout bounds a silence, not a slow answer)."""
+        for sock in list(self._open):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def get(self, path: str, *, query: dict[str, str] | None = None, timeout: float = 10.0) -> Reply:
+        """The answer to a GET; raises Unreachable, Refused."""
         connection = self._connect(timeout)
+        sock = None
         try:
             connection.request("GET", self._path(path, query), headers=self.headers)
+            sock = connection.sock
+            if sock is not None:
+                self._open.add(sock)
             response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             raise Unreachable(f"cannot reach the watcher at {self.url}: {exc}") from None
         finally:
+            self._open.discard(sock)
             connection.close()
         _refused(response.status)
-        try:
-            return response.status, json.loads(body)
-        except ValueError:
-            return response.status, None
+        return Reply(path, response.status, {k.lower(): v for k, v in response.getheaders()}, body)
 
     def events(self, *, query: dict[str, str], last_event_id: str, timeout: float) -> Events:
-        """The event stream, opened (``timeout`` bounds the connect and each silence)."""
+        """The event stream, opened; ``timeout`` bounds the connect and the whole reading (``Events.set_timeout``)."""
         connection = self._connect(min(timeout, SILENCE_SECONDS))
         headers = {**self.headers, "Accept": "text/event-stream"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
+        sock = None
         try:
             connection.request("GET", self._path(EVENTS_PATH, query), headers=headers)
+            # Kept: a response that closes the connection when done (HTTP/1.0, a proxy's "Connection: close")
+            # takes the socket away from the connection, and each read's timeout is set on it.
+            sock = connection.sock
+            if sock is not None:
+                self._open.add(sock)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+            self._open.discard(sock)
             connection.close()
             raise Unreachable(f"cannot reach the watcher at {self.url}: {exc}") from None
-        _refused(response.status)
         if response.status != 200:
+            self._open.discard(sock)
             connection.close()
+            _refused(response.status)
             raise Unreachable(f"the watcher's event stream answered {response.status}")
-        return Events(connection, response)
+        events = Events(connection, response, sock, on_close=lambda: self._open.discard(sock))
+        events.set_timeout(timeout)
+        return events
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer of the read API: its status, headers (names in lower case) and body."""
+
+    path: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:  # UnicodeDecodeError is one
+            raise Unparseable(f"the answer to {self.path} ({self.status}) is not JSON") from None
+
+    @property
+    def event_id(self) -> str:
+        """The newest event id (``<run>.<sequence>``) of the state the answer was made from; "" when not said."""
+        return self.headers.get(EVENT_ID_HEADER.lower(), "")
+
+    @property
+    def run(self) -> str:
+        """The watcher's run (new at each start of it) that answered."""
+        return self.event_id.partition(".")[0]
+
+    @property
+    def ready(self) -> bool:
+        """Whether the watcher had synced with the Docker Engine: until then a deployment missing may be one not
+        seen yet. A watcher that does not say (an older one) is taken at its word."""
+        value = self.headers.get(READY_HEADER.lower(), "true")
+        if value not in ("true", "false"):
+            raise Unparseable(f"the answer to {self.path} has {READY_HEADER}: {value!r}, not true or false")
+        return value == "true"
+
+    @property
+    def max_value_length(self) -> int:
+        """The length the watcher cuts label values (names, versions) to."""
+        value = self.headers.get(MAX_LENGTH_HEADER.lower())
+        if value is None:
+            return LabelSettings().max_value_length
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            raise Unparseable(f"the answer to {self.path} has {MAX_LENGTH_HEADER}: {value!r}, not a length")
+        return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,20 +213,36 @@ class Event:
 class Events:
     """Server-Sent Events from one connection; ``close()`` it when done."""
 
-    def __init__(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+    def __init__(
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        sock: socket.socket | None,
+        *,
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
         self._connection = connection
         self._response = response
+        self._sock = sock
+        self._on_close = on_close
+        self._deadline = time.monotonic() + SILENCE_SECONDS
 
     def set_timeout(self, seconds: float) -> None:
-        """How long the next read may wait for a line."""
-        if self._connection.sock is not None:
-            self._connection.sock.settimeout(max(0.01, min(seconds, SILENCE_SECONDS)))
+        """Stop reading ``seconds`` from now, whatever arrives meanwhile (keepalive comments included)."""
+        self._deadline = time.monotonic() + seconds
 
     def __iter__(self) -> Iterator[Event]:
-        """Each event as it arrives; ends when the connection does. Raises TimeoutError on silence."""
+        """Each event as it arrives; ends when the connection does. Raises TimeoutError on a silence longer
+        than the heartbeat allows, and at the deadline."""
         fields: dict[str, str] = {}
         data: list[str] = []
         while True:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the deadline passed")
+            # Per read, never beyond the deadline: a line (a keepalive) must not extend the wait.
+            if self._sock is not None:
+                self._sock.settimeout(min(left, SILENCE_SECONDS))
             try:
                 raw = self._response.readline()
             except TimeoutError:
@@ -164,12 +254,14 @@ class Events:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
                 if data:
+                    name = fields.get("event", "message")
                     try:
                         payload = json.loads("\n".join(data))
                     except ValueError:
-                        payload = None
-                    if isinstance(payload, dict):
-                        yield Event(fields.get("id", ""), fields.get("event", "message"), payload)
+                        raise Unparseable(f"the data of a {name!r} event on the stream is not JSON") from None
+                    if not isinstance(payload, dict):
+                        raise Unparseable(f"the data of a {name!r} event on the stream is not a JSON object")
+                    yield Event(fields.get("id", ""), name, payload)
                 fields, data = {}, []
                 continue
             if line.startswith(":"):
@@ -182,6 +274,8 @@ class Events:
                 fields[name] = value
 
     def close(self) -> None:
+        self._on_close()
+        self._response.close()
         self._connection.close()
 
 

@@ -1,30 +1,37 @@
 """``deployment-watcher rollout status NAME``: wait for a rollout's verdict, a gate for CI.
 
-It follows the watcher's event stream, printing one line per change, until the rollout of
-the version asked for (default: the current rollout) succeeds or fails. A watcher that goes
-away meanwhile (a restart) is waited for: the client reconnects, re-reads the deployment and
-resumes the stream where it left off.
+It reads the deployment, then follows the watcher's event stream from that state on, printing
+one line per change, until the rollout of the version asked for (default: the current
+rollout) succeeds or fails, or ``--timeout`` seconds have passed since it started, whatever
+the stream sends meanwhile. A watcher that goes away (a restart) or that has not synced with
+the Docker Engine yet is waited for: a deployment it does not show then is one it does not
+know yet, not one that is gone; after a restart the rollout is found again by its version
+(a watcher that lost its state numbers revisions anew).
 
 Exit codes: 0 the rollout succeeded; 1 it failed, or it was rolled back or replaced (by the
-orchestrator, or by a later deploy) before it succeeded, or the deployment is gone; 2 bad
-usage; 3 no verdict within ``--timeout``; 4 the watcher cannot be reached, or refuses the
-credentials.
+orchestrator, or by a later deploy) before it succeeded, or the deployment is gone (no
+longer tracked by the watcher that showed it); 2 bad usage; 3 no verdict within
+``--timeout``; 4 cannot tell: the watcher cannot be reached, refuses the credentials, or
+gives an answer that cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.clients import reader
+from watcher.clients import answers, reader
+from watcher.clients.answers import Summary
+from watcher.domain import text
 from watcher.wire import REPORTS_PATH
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_CANNOT_TELL = 0, 1, 2, 3, 4
 PROG = "deployment-watcher rollout"
 RETRY_SECONDS = 1.0  # between attempts to reach a watcher that went away
 
@@ -34,21 +41,22 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Commands about one deployment's rollouts.",
         epilog="Exit codes of 'status': 0 succeeded, 1 failed, rolled back or replaced, 2 usage, "
-        "3 timed out, 4 watcher unreachable or credentials refused.",
+        "3 timed out, 4 cannot tell (watcher unreachable, credentials refused, an answer that cannot be read).",
     )
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     status = commands.add_parser(
         "status",
         help="wait until the rollout finishes; exit 0 when it succeeded, 1 when not",
         description="Wait for the verdict on a rollout, printing each change. Exit codes: 0 succeeded; 1 failed, "
-        "rolled back or replaced by a later deploy; 2 usage; 3 no verdict within --timeout; 4 the watcher cannot "
-        "be reached or refuses the credentials.",
+        "rolled back or replaced by a later deploy; 2 usage; 3 no verdict within --timeout; 4 cannot tell: the "
+        "watcher cannot be reached, refuses the credentials or gives an answer that cannot be read.",
     )
     status.add_argument("name", metavar="NAME", help="the deployment's name (its deployment.name label)")
     status.add_argument("--environment", help="its environment (default: the one environment NAME is deployed in)")
     status.add_argument("--version", help="wait for the rollout of this version (default: the current rollout)")
     status.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                        help="give up after this long, exit 3 (default 600)")  # fmt: skip
+                        help="the longest wait (default 600): exit 3 at the latest this many seconds after the "
+                             "start, whatever the watcher sends meanwhile (4 when it is unreachable then)")  # fmt: skip
     reader.add_flags(status)
     return p
 
@@ -64,35 +72,52 @@ class Verdict:
 
 
 class Gate:
-    """Which rollout is waited for, and whether a state of the deployment decides it. Pure."""
+    """Which rollout is waited for, and whether a state of the deployment decides it. Pure.
+
+    The rollout is known by its revision in the run of the watcher that showed it (``run``,
+    new at each start of the watcher). A watcher that restarted may have lost its state and
+    number revisions anew: in another run the rollout is found again by its version.
+    """
 
     def __init__(self, version: str | None) -> None:
-        self.version = version
+        self.version = version  # the version asked for; once the rollout is known, its version
         self.revision: int | None = None  # the rollout waited for, once it is known
+        self.run: str | None = None  # the run of the watcher that showed it
 
-    def judge(self, deployment: dict[str, Any] | None) -> Verdict | None:
-        """The verdict that ``deployment`` (a summary, None when gone) gives; None: keep waiting."""
+    def judge(self, deployment: Summary | None, *, run: str, settled: bool) -> Verdict | None:
+        """The verdict that ``deployment`` as the watcher's ``run`` shows it gives; None: keep waiting.
+
+        ``deployment`` is None when the watcher does not show it; that is "gone" only when
+        ``settled`` (the watcher had synced with the Docker Engine) and in the run that showed it.
+        """
+        if self.revision is not None and run != self.run:
+            if deployment is None:
+                return None  # a restarted watcher that does not know it (yet)
+            if deployment.version == self.version:
+                self.revision, self.run = deployment.revision, run  # found again
+            elif deployment.revision <= self.revision:
+                return None  # not there yet, or an older state
         if deployment is None:
-            if self.revision is None:
-                return None  # not there yet
+            if self.revision is None or not settled:
+                return None  # not there yet, or not known yet
             return Verdict(EXIT_FAILED, "the deployment is gone (no longer tracked) before its rollout finished")
-        revision, version, status = deployment["revision"], deployment["version"], deployment["status"]
+        revision, version, status = deployment.revision, deployment.version, deployment.status
         if self.revision is None:
             if self.version is not None and version != self.version:
                 return None  # the version asked for has not appeared yet
-            self.revision = revision
+            self.revision, self.run, self.version = revision, run, version
         if revision == self.revision:
             if status == "success":
                 return Verdict(EXIT_OK, f"revision {revision} ({version}) succeeded")
             if status == "failed":
-                reason = deployment["reason"]
+                reason = deployment.reason
                 return Verdict(
                     EXIT_FAILED, f"revision {revision} ({version}) failed" + (f": {reason}" if reason else "")
                 )
             return None
         if revision < self.revision:
             return None  # an older state, read before the newer one
-        if deployment["rollback"]:
+        if deployment.rollback:
             return Verdict(EXIT_FAILED, f"rolled back to {version} (revision {revision})")
         return Verdict(EXIT_FAILED, f"replaced by {version} (revision {revision}) before it succeeded")
 
@@ -132,51 +157,66 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if not args.timeout > 0:
         return _say(EXIT_USAGE, f"--timeout must be a positive number of seconds, got {args.timeout}")
+    deadline = time.monotonic() + args.timeout  # from the start: nothing later extends it
     try:
         watcher = reader.Watcher.from_flags(args)
     except reader.UsageError as exc:
         return _say(EXIT_USAGE, str(exc))
-    return Waiter(watcher, args.name, args.environment, Gate(args.version), deadline=time.monotonic() + args.timeout)()
+    return Waiter(watcher, args.name, args.environment, args.version, deadline=deadline)()
 
 
 class Waiter:
-    """The wait: (re)connect, read the deployment, follow the stream until a verdict or the deadline."""
+    """The wait: (re)connect, read the deployment, follow the stream from there until a verdict or the deadline."""
 
     def __init__(
         self,
         watcher: reader.Watcher,
         name: str,
         environment: str | None,
-        gate: Gate,
+        version: str | None,
         *,
         deadline: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.watcher = watcher
+        self.asked = (name, environment, version)  # as given; the watcher's form once it says its limit
         self.name = name
         self.environment = environment
-        self.gate = gate
+        self.gate = Gate(version)
         self.deadline = deadline
         self.clock = clock
-        self.last_event_id = ""
+        self.run = ""  # of the watcher that answered last
         self.reached = False  # the watcher answered at least once
-        self.shown: tuple[int, str] | None = None  # the (revision, status) last printed
+        self.lost = ""  # why the watcher is away, while it is
+        self.shown = ""  # the state last printed ("<revision> <status>", or "absent")
 
     def __call__(self) -> int:
-        lost = ""
+        # At the deadline a read still blocked (an answer trickling in) is cut, whatever the watcher sends.
+        cutter = threading.Timer(max(0.0, self.deadline - self.clock()), self.watcher.cut)
+        cutter.daemon = True
+        cutter.start()
+        try:
+            return self._wait()
+        finally:
+            cutter.cancel()
+
+    def _wait(self) -> int:
         while True:
             try:
                 verdict = self._follow()
             except reader.Refused as exc:
-                return _say(EXIT_UNREACHABLE, str(exc))
+                return _say(EXIT_CANNOT_TELL, str(exc))
+            except reader.Unparseable as exc:
+                return _say(EXIT_CANNOT_TELL, f"cannot tell: {exc}")
             except Ambiguous as exc:
                 return _say(EXIT_USAGE, str(exc))
             except reader.Unreachable as exc:
                 if not self.reached:
-                    return _say(EXIT_UNREACHABLE, str(exc))
-                if not lost:
-                    print(f"{self._who()}: lost the watcher ({exc}); reconnecting", file=sys.stderr, flush=True)
-                lost = str(exc)
+                    return _say(EXIT_CANNOT_TELL, str(exc))
+                if self.clock() < self.deadline:  # else cut short by the deadline: not a watcher away
+                    if not self.lost:
+                        print(f"{self._who()}: lost the watcher ({exc}); reconnecting", file=sys.stderr, flush=True)
+                    self.lost = str(exc)
                 verdict = None
             except TimeoutError:
                 verdict = None
@@ -184,32 +224,29 @@ class Waiter:
                 print(f"{self._who()}: {verdict.message}", flush=True)
                 return verdict.code
             if self.clock() >= self.deadline:
-                if lost:
-                    return _say(EXIT_UNREACHABLE, f"the watcher is still unreachable at the timeout: {lost}")
+                if self.lost:
+                    return _say(EXIT_CANNOT_TELL, f"the watcher is still unreachable at the timeout: {self.lost}")
                 return _say(EXIT_TIMEOUT, f"{self._who()}: no verdict within the timeout")
             time.sleep(min(RETRY_SECONDS, max(0.0, self.deadline - self.clock())))
 
     def _follow(self) -> Verdict | None:
-        """One connection: the stream opened first, then the deployment read, then its events."""
+        """One connection: the deployment read, then the stream's events since the state read."""
+        deployment, reply = self._read()
+        self.reached = True
+        if self.lost:
+            print(f"{self._who()}: the watcher answers again", file=sys.stderr, flush=True)
+            self.lost = ""
+        verdict = self._judge(deployment, reply)
+        if verdict is not None:
+            return verdict
         query = {"name": self.name, **({"environment": self.environment} if self.environment else {})}
-        events = self.watcher.events(query=query, last_event_id=self.last_event_id, timeout=self._left())
+        events = self.watcher.events(query=query, last_event_id=reply.event_id, timeout=self._left())
         try:
-            self.reached = True
-            verdict = self._judge(self._read())
-            if verdict is not None:
-                return verdict
-            events.set_timeout(self._left())
             for event in events:
-                self.last_event_id = event.id or self.last_event_id
-                if event.name == "resync":
-                    verdict = self._judge(self._read())
-                elif self.environment is None or event.data.get("environment") == self.environment:
-                    self.environment = event.data.get("environment")
-                    print(f"{self._who()}: {describe(event.name, event.data)}", flush=True)
-                    verdict = self._judge(event.data.get("deployment"), printed=True)
+                # resync: what happened since the read is no longer kept: read it again.
+                verdict = self._judge(*self._read()) if event.name == "resync" else self._event(event)
                 if verdict is not None:
                     return verdict
-                events.set_timeout(self._left())
             raise reader.Unreachable("the event stream ended")
         except TimeoutError:
             if self.clock() < self.deadline:
@@ -218,40 +255,83 @@ class Waiter:
         finally:
             events.close()
 
-    def _read(self) -> dict[str, Any] | None:
-        """The deployment now (None while it does not exist)."""
+    def _read(self) -> tuple[Summary | None, reader.Reply]:
+        """The deployment now (None while the watcher does not show it), and the answer it came in."""
         if self.environment is None:
-            status, answer = self.watcher.get(REPORTS_PATH, timeout=self._left())
-            if status != 200 or not isinstance(answer, dict):
-                raise reader.Unreachable(f"the watcher answered {status} to the list of deployments")
-            found = [d for d in answer["deployments"] if d["name"] == self.name]
+            reply = self._get(REPORTS_PATH)
+            where = f"the answer to GET {REPORTS_PATH}"
+            listed = [answers.summary(row, f"{where}: deployments[{i}]")
+                      for i, row in enumerate(answers.rows(reply.json(), where))]  # fmt: skip
+            found = [d for d in listed if d.name == self.name]
             if len(found) > 1:
-                environments = ", ".join(d["environment"] for d in found)
+                environments = ", ".join(d.environment for d in found)
                 raise Ambiguous(f"{self.name} is deployed in several environments ({environments}): "
                                 "pass --environment")  # fmt: skip
-            if not found:
-                return None
-            self.environment = found[0]["environment"]
-            return dict(found[0])
+            if found:
+                self.environment = found[0].environment
+            return (found[0] if found else None), reply
         path = REPORTS_PATH + "/" + "/".join(urllib.parse.quote(p, safe="") for p in (self.environment, self.name))
-        status, answer = self.watcher.get(path, timeout=self._left())
-        if status == 404:
-            return None
-        if status != 200 or not isinstance(answer, dict):
-            raise reader.Unreachable(f"the watcher answered {status} to {path}")
-        return answer
+        reply = self._get(path)
+        where = f"the answer to GET {path} ({reply.status})"
+        if reply.status == 404:  # the watcher's own 404 (not a proxy's page): no such deployment, for now
+            answers.field(answers.an_object(reply.json(), where), "error", str, where)
+            return None, reply
+        return answers.summary(reply.json(), where), reply
 
-    def _judge(self, deployment: dict[str, Any] | None, *, printed: bool = False) -> Verdict | None:
-        verdict = self.gate.judge(deployment)
-        if deployment is not None and self.gate.revision is not None:
-            now = (deployment["revision"], deployment["status"])
-            if now != self.shown and not printed and verdict is None:
-                print(f"{self._who()}: revision {now[0]} ({deployment['version']}) {now[1].replace('_', ' ')}",
-                      flush=True)  # fmt: skip
+    def _get(self, path: str) -> reader.Reply:
+        reply = self.watcher.get(path, timeout=self._left())
+        if reply.status not in (200, 404) or (reply.status == 404 and path == REPORTS_PATH):
+            raise reader.Unreachable(f"the watcher answered {reply.status} to {path}")
+        # Names and versions as the watcher makes them of labels: cleaned, and cut to its limit.
+        limit = reply.max_value_length
+        name, environment, version = self.asked
+        self.name = text.clean(name, limit=limit).value
+        if environment is not None:
+            self.environment = text.clean(environment, limit=limit).value
+        if version is not None:
+            self.gate.version = text.clean(version, limit=limit).value
+        self.run = reply.run
+        return reply
+
+    def _judge(self, deployment: Summary | None, reply: reader.Reply) -> Verdict | None:
+        """The verdict of a read, printing the state it shows when it changed (a verdict is printed by the caller)."""
+        verdict = self.gate.judge(deployment, run=reply.run, settled=reply.ready)
+        if verdict is not None:
+            return verdict
+        if deployment is None:
+            if self.shown != "absent":
+                if self.gate.revision is not None:
+                    what = "the watcher does not show the deployment (restarted, or not synced yet): waiting"
+                elif self.gate.version:
+                    what = f"waiting for version {self.gate.version} to appear"
+                else:
+                    what = "waiting for the deployment to appear"
+                print(f"{self._who()}: {what}", flush=True)
+            self.shown = "absent"
+        elif self.gate.revision is not None:
+            now = f"{deployment.revision} {deployment.status}"
+            if now != self.shown:
+                print(f"{self._who()}: revision {deployment.revision} ({deployment.version}) "
+                      f"{deployment.status.replace('_', ' ')}", flush=True)  # fmt: skip
             self.shown = now
-        elif deployment is None and verdict is None and not printed:
-            wanted = f" version {self.gate.version}" if self.gate.version else ""
-            print(f"{self._who()}: waiting for{wanted or ' the deployment'} to appear", flush=True)
+        return None
+
+    def _event(self, event: reader.Event) -> Verdict | None:
+        """The verdict of an event of the stream; its line printed when it is not the verdict."""
+        where = f"a {event.name!r} event on the stream"
+        environment = answers.field(event.data, "environment", str, where)
+        if self.environment is not None and environment != self.environment:
+            return None
+        self.environment = environment
+        if "deployment" not in event.data:
+            raise reader.Unparseable(f"{where} has no 'deployment'")
+        value = event.data["deployment"]
+        deployment = None if value is None else answers.summary(value, f"{where}: 'deployment'")
+        run = event.id.partition(".")[0] if event.id else self.run
+        verdict = self.gate.judge(deployment, run=run, settled=True)
+        if verdict is None:  # else the verdict's line says it: the final line is printed once
+            print(f"{self._who()}: {describe(event.name, event.data)}", flush=True)
+            self.shown = "absent" if deployment is None else f"{deployment.revision} {deployment.status}"
         return verdict
 
     def _left(self) -> float:

@@ -1,6 +1,7 @@
 """``deployment-watcher status``: the deployments a watcher tracks, as a table like ``docker ps``.
 
-Exit codes: 0 printed; 2 bad usage; 4 the watcher cannot be reached or refuses the credentials.
+Exit codes: 0 printed; 2 bad usage; 4 cannot tell: the watcher cannot be reached, refuses the
+credentials, or gives an answer that cannot be read.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from watcher.clients import reader
+from watcher.clients import answers, reader
 from watcher.display import age, size
 from watcher.wire import REPORTS_PATH
 
-EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE = 0, 2, 4
+EXIT_OK, EXIT_USAGE, EXIT_CANNOT_TELL = 0, 2, 4
 PROG = "deployment-watcher status"
 HEADINGS = ("NAME", "ENVIRONMENT", "STATUS", "VERSION", "REVISION", "AGE", "HEALTH", "CPU", "MEMORY", "LAST VERSIONS")
 
@@ -24,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Print the deployments a running watcher tracks, one line each.",
-        epilog="Exit codes: 0 printed, 2 usage, 4 watcher unreachable or credentials refused.",
+        epilog="Exit codes: 0 printed, 2 usage, 4 cannot tell (watcher unreachable, credentials refused, "
+        "an answer that cannot be read).",
     )
     p.add_argument("--environment", help="only this environment")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="request timeout (default 10)")
@@ -32,20 +35,58 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def row(d: dict[str, Any], *, now: float) -> tuple[str, ...]:
-    checks: dict[str, bool] = d["health_checks"]
-    failing = [name for name, ok in checks.items() if not ok]
-    health = "-" if not checks else "healthy" if not failing else "failing:" + ",".join(failing)
-    if d.get("removed"):  # a watcher before 'removed' existed does not say
+@dataclass(frozen=True, slots=True)
+class Row:
+    """What the table shows of a deployment's row in the list."""
+
+    name: str
+    environment: str
+    status: str
+    rollback: bool
+    version: str
+    revision: int
+    started_at: float
+    health_checks: dict[str, bool]
+    cpu_seconds: float
+    memory_bytes: float
+    last_versions: list[str]
+    removed: bool  # a watcher before 'removed' existed does not say: false
+
+
+def parse(row: dict[str, Any], where: str) -> Row:
+    """A row of the list, or ``reader.Unparseable``."""
+    field, of = answers.field, answers.of
+    checks = field(row, "health_checks", dict, where)
+    versions = field(row, "last_versions", list, where)
+    return Row(
+        name=field(row, "name", str, where),
+        environment=field(row, "environment", str, where),
+        status=field(row, "status", str, where),
+        rollback=field(row, "rollback", bool, where),
+        version=field(row, "version", str, where),
+        revision=field(row, "revision", int, where),
+        started_at=field(row, "started_at", float, where),
+        health_checks={k: of(ok, bool, f"{where}: a health check") for k, ok in checks.items()},
+        cpu_seconds=field(row, "cpu_seconds", float, where),
+        memory_bytes=field(row, "memory_bytes", float, where),
+        last_versions=[of(v, str, f"{where}: a version of last_versions") for v in versions],
+        removed=field(row, "removed", bool, where) if "removed" in row else False,
+    )
+
+
+def row(d: Row, *, now: float) -> tuple[str, ...]:
+    failing = [name for name, ok in d.health_checks.items() if not ok]
+    health = "-" if not d.health_checks else "healthy" if not failing else "failing:" + ",".join(failing)
+    if d.removed:
         health = "removed"
-    status = d["status"] + (" (rollback)" if d["rollback"] else "")
+    status = d.status + (" (rollback)" if d.rollback else "")
     return (
-        d["name"], d["environment"], status, d["version"], str(d["revision"]), age(now - d["started_at"]), health,
-        f"{d['cpu_seconds']:.1f}s", size(d["memory_bytes"]), ",".join(d["last_versions"]),
+        d.name, d.environment, status, d.version, str(d.revision), age(now - d.started_at), health,
+        f"{d.cpu_seconds:.1f}s", size(d.memory_bytes), ",".join(d.last_versions),
     )  # fmt: skip
 
 
-def table(deployments: list[dict[str, Any]], *, now: float) -> str:
+def table(deployments: list[Row], *, now: float) -> str:
     """Columns padded to their widest cell; control characters in label values shown escaped."""
     rows = [HEADINGS, *(tuple(_printable(cell) for cell in row(d, now=now)) for d in deployments)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADINGS))]
@@ -58,7 +99,7 @@ def main(argv: Sequence[str]) -> int:
         return _say(EXIT_USAGE, f"--timeout must be a positive number of seconds, got {args.timeout}")
     try:
         watcher = reader.Watcher.from_flags(args)
-        status, answer = watcher.get(
+        reply = watcher.get(
             REPORTS_PATH,
             query={"environment": args.environment} if args.environment else None,
             timeout=args.timeout,
@@ -66,10 +107,16 @@ def main(argv: Sequence[str]) -> int:
     except reader.UsageError as exc:
         return _say(EXIT_USAGE, str(exc))
     except (reader.Unreachable, reader.Refused) as exc:
-        return _say(EXIT_UNREACHABLE, str(exc))
-    if status != 200 or not isinstance(answer, dict) or "deployments" not in answer:
-        return _say(EXIT_UNREACHABLE, f"no read API at {args.url} (it answered {status}): is it a deployment-watcher?")
-    print(table(answer["deployments"], now=time.time()))
+        return _say(EXIT_CANNOT_TELL, str(exc))
+    if reply.status != 200:
+        return _say(EXIT_CANNOT_TELL, f"no read API at {args.url} (it answered {reply.status}): "
+                                      "is it a deployment-watcher?")  # fmt: skip
+    where = f"the answer to GET {REPORTS_PATH}"
+    try:
+        rows = [parse(d, f"{where}: deployments[{i}]") for i, d in enumerate(answers.rows(reply.json(), where))]
+    except reader.Unparseable as exc:
+        return _say(EXIT_CANNOT_TELL, f"cannot tell: {exc}")
+    print(table(rows, now=time.time()))
     return EXIT_OK
 
 

@@ -196,7 +196,10 @@ class Service:
                 exposition=self.exposition, ready=self.ready, why_not=lambda: self.docker.problem, board=board
             )
             app.add_routes(self.api.routes())
-            app.add_routes(ReadApi(snapshot=self.core.snapshot, settings=self.settings, stream=self.stream).routes())
+            read_api = ReadApi(
+                snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, ready=self.ready
+            )
+            app.add_routes(read_api.routes())
             app.on_shutdown.append(self.stream.close)  # open streams would hold the HTTP server's stop
             websecurity.install(app, config=self.web_config, failures=self.metrics.basic_auth_failures)
             websecurity.guard_hosts(  # outermost: a rebound page gets nothing, not even a basic auth prompt

@@ -6,6 +6,14 @@ on the same path is the CI/CD API, a source (``watcher.sources.api.reports``): t
 picks the route by method. An answer depends on the state alone: the list is encoded once
 per state (and environment), each deployment's row only when it changed, and served from
 memory until the state changes.
+
+Each answer of the list and of one deployment (a 404 too) carries what a client needs to tell
+"not there" from "not known yet" and to follow on from it (``rollout status`` does): the newest
+event id of the snapshot it was made from (``<run>.<sequence>``, as on the stream: resume the
+stream from it, and see a restart of the watcher in ``run``), whether the watcher is synced with
+the Docker Engine (until it is, a deployment missing may only not be seen yet), and the length
+its label values are cut to. A name or environment asked for is cleaned and cut as the labels'
+values are, so a deployment is found by the name its labels give.
 """
 
 from __future__ import annotations
@@ -17,11 +25,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from watcher.domain import text
 from watcher.domain.model import Deployment, DeploymentKey, State, iter_sorted
 from watcher.domain.settings import RuleSettings
 from watcher.web import stream as event_stream
 from watcher.web import views
-from watcher.wire import REPORTS_PATH
+from watcher.wire import EVENT_ID_HEADER, MAX_LENGTH_HEADER, READY_HEADER, REPORTS_PATH
 
 DEPLOYMENTS_PATH = REPORTS_PATH  # GET here; POST is the CI/CD API
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -32,11 +41,17 @@ class ReadApi:
     """The read API's routes over ``snapshot()``; the event stream's route is ``stream.handle``."""
 
     def __init__(
-        self, *, snapshot: Callable[[], State], settings: RuleSettings, stream: event_stream.EventStream
+        self,
+        *,
+        snapshot: Callable[[], State],
+        settings: RuleSettings,
+        stream: event_stream.EventStream,
+        ready: Callable[[], bool],
     ) -> None:
         self._snapshot = snapshot
         self._settings = settings
         self._stream = stream
+        self._ready = ready
         self._openapi = (importlib.resources.files("watcher.web") / "openapi.json").read_bytes()
         self._cached: tuple[State, str | None, bytes] | None = None
         self._rows: dict[DeploymentKey, tuple[Deployment, bytes]] = {}  # each deployment's row, as last encoded
@@ -51,12 +66,13 @@ class ReadApi:
 
     async def deployments(self, request: web.Request) -> web.Response:
         environment = request.query.get("environment")
-        state = self._snapshot()
+        environment = None if environment is None else self._label(environment)
+        state, headers = self._snapshot(), self._headers()  # together: the event id is the state's
         body = self.cached(state, environment)
         if body is None:
             # Tens of milliseconds at 1,000 deployments: in a worker thread (the state is immutable), not on the loop.
             body = await asyncio.to_thread(self.list_body, state, environment)
-        return web.Response(body=body, content_type=JSON_TYPE)
+        return web.Response(body=body, content_type=JSON_TYPE, headers=headers)
 
     def cached(self, state: State, environment: str | None) -> bytes | None:
         """The list's JSON when ``state`` is the one it was last encoded from."""
@@ -96,12 +112,26 @@ class ReadApi:
         return body
 
     async def deployment(self, request: web.Request) -> web.Response:
-        key = DeploymentKey(request.match_info["name"], request.match_info["environment"])
-        found = self._snapshot().deployments.get(key)
+        key = DeploymentKey(self._label(request.match_info["name"]), self._label(request.match_info["environment"]))
+        found, headers = self._snapshot().deployments.get(key), self._headers()
         if found is None:
-            error = {"error": f"no deployment {key.name!r} in environment {key.environment!r}"}
-            return web.Response(body=_encode(error), status=404, content_type=JSON_TYPE)
-        return web.Response(body=_encode(views.detail(found, settings=self._settings)), content_type=JSON_TYPE)
+            error = f"no deployment {key.name!r} in environment {key.environment!r}"
+            if headers[READY_HEADER] == "false":
+                error += " (not synced with the Docker Engine yet: it may not be known yet)"
+            return web.Response(body=_encode({"error": error}), status=404, content_type=JSON_TYPE, headers=headers)
+        body = _encode(views.detail(found, settings=self._settings))
+        return web.Response(body=body, content_type=JSON_TYPE, headers=headers)
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            EVENT_ID_HEADER: self._stream.last_id,
+            READY_HEADER: "true" if self._ready() else "false",
+            MAX_LENGTH_HEADER: str(self._settings.labels.max_value_length),
+        }
+
+    def _label(self, raw: str) -> str:
+        """``raw`` as the watcher makes a label value of it (watcher.domain.labels)."""
+        return text.clean(raw, limit=self._settings.labels.max_value_length).value
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type=JSON_TYPE)
