@@ -35,9 +35,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 from tests.hostile_engine import FAULTS, HostileEngine
-from watcher.wire import REPORTS_PATH
 from watcher.domain.model import DeploymentKey
 from watcher.persistence import codec, statefile
+from watcher.wire import REPORTS_PATH
 
 USER, PASSWORD = "prometheus", "soak-password"
 ENVIRONMENT = "soak"
