@@ -42,7 +42,7 @@ from watcher.exposition.rendering import (
     next_rendering_at,
     same_but_usage,
 )
-from watcher.runtime.service import Service
+from watcher.runtime.compose import Watcher
 from watcher.selfmetrics import SelfMetrics
 from watcher.web.app import make_app
 
@@ -457,7 +457,7 @@ async def test_idle_variants_are_no_longer_rendered() -> None:
 
 async def test_service_renders_what_the_core_applies() -> None:
     """Wiring: the core's changes wake the exposition, which shows them; the own part is the registry."""
-    service = Service(Settings(storage=StorageSettings(directory="")))  # not the machine's state directory
+    service = Watcher(Settings(storage=StorageSettings(directory="")))  # not the machine's state directory
     await service.exposition.refresh()
     service.core.submit(started("a", "1.0.0", 100))
     api = ("deployment_version", frozenset({("deployment", "api"), ("environment", "production")}))

@@ -1,7 +1,7 @@
 """Docker Engine → observations, forever.
 
-Three levels, as in kopf: ``run_forever`` reconnects with jittered backoff; ``_session`` is
-one connection (subscribe, then relist, then stream); ``_handle`` is one event.
+Three levels, as in kopf: ``run_forever`` reconnects with jittered backoff (the loop every
+engine-backed source shares, ``watcher.sources.reconnect``); ``_session`` is one connection (subscribe, then relist, then stream); ``_handle`` is one event.
 
 The stream is read without waiting for inspects: the daemon drops events of a client that
 stops reading, and an inspect of a container being started waits for the start (up to
@@ -15,22 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 from watcher.config import Settings
 from watcher.domain import labels
 from watcher.domain.labels import Parsed
-from watcher.domain.model import Instance, Source, State
+from watcher.domain.model import Instance, State
+from watcher.domain.model import Source as Origin
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 from watcher.sources.engine import Engine, EngineError
+from watcher.sources.jsonfields import event_time
+from watcher.sources.reconnect import Reconnect
+from watcher.sources.source import Given, Source
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +51,6 @@ class Subscriber(Protocol):
     """Where the reader takes events from: the stream's events in order, then why it ended."""
 
     async def get(self) -> Mapping[str, Any] | EngineError: ...
-
-
-@dataclass
-class Backoff:
-    """Exponential delays with equal jitter: half fixed, half random."""
-
-    initial: float
-    maximum: float
-    rng: Callable[[], float] = random.random
-    attempt: int = 0
-
-    def next(self) -> float:
-        cap = min(self.maximum, self.initial * 2.0**self.attempt)
-        self.attempt += 1
-        return cap / 2 + self.rng() * cap / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _PerContainer:
@@ -98,7 +83,7 @@ class _PerContainer:
 
 
 @dataclass
-class DockerWatch:
+class DockerWatch(Source):
     settings: Settings
     submit: Callable[[Observation], None]
     metrics: SelfMetrics
@@ -106,8 +91,8 @@ class DockerWatch:
     clock: Callable[[], float] = time.time
     # How soon a start that failed with no event at all is seen (``_poll_starts``).
     start_poll_seconds: float = 2.0
-    connected: bool = False  # subscribed and synced: what /ready reports
-    problem: str = "not connected to the Docker Engine yet"  # why not, while not connected
+    name: ClassVar[str] = "docker watch"
+    _connection: Reconnect = field(init=False)  # subscribed and synced: what /ready reports, or why not
     _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
     # Tracked containers created and never started: a network disconnect of one is a failed start.
     _unstarted: set[str] = field(default_factory=set)
@@ -115,42 +100,32 @@ class DockerWatch:
 
     def __post_init__(self) -> None:
         self._inspecting = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
+        self._connection = Reconnect(self.settings.docker, log, failed=self._failed, up=self.metrics.docker_up.set)
+
+    @classmethod
+    def given(cls, given: Given) -> DockerWatch:
+        return cls(settings=given.settings, submit=given.submit, metrics=given.metrics, snapshot=given.snapshot)
+
+    def fresh(self) -> bool:
+        return self._connection.connected
+
+    def problem(self) -> str:
+        return self._connection.problem
 
     # -- level 1: forever
 
     async def run_forever(self) -> NoReturn:
-        """Sessions, one after the other, for ever: whatever the engine does ends a session at
-        most (an ``EngineError``), counted by kind; the next one starts after a backoff and
-        resyncs. A failure is logged once per kind, the same failure again at debug, until a
-        session syncs ("connected again")."""
-        docker = self.settings.docker
-        backoff = Backoff(docker.backoff_initial_seconds, docker.backoff_max_seconds)
-        logged: set[str] = set()  # kinds of failure logged since the last sync
+        """Sessions, one after the other, for ever (``watcher.sources.reconnect``): whatever the
+        engine does ends a session at most (an ``EngineError``), counted by kind."""
+        await self._connection.forever(self._session)
 
-        def on_synced() -> None:
-            backoff.reset()
-            log.info("connected %sto the Docker Engine and synced", "again " if logged else "")
-            logged.clear()
-
-        while True:
-            was_connected = self.connected
-            try:
-                await self._session(on_synced=on_synced)
-            except* EngineError as group:
-                error = _first(group)
-            self.metrics.docker_errors.labels(error.kind).inc()
-            self.problem = error.reason
-            delay = backoff.next()
-            self.metrics.reconnects.inc()
-            what = "lost the Docker Engine" if was_connected else "cannot reach the Docker Engine"
-            level = logging.DEBUG if error.kind in logged else logging.WARNING
-            logged.add(error.kind)
-            log.log(level, "%s (%s); reconnecting in %.1f s", what, error, delay)
-            await asyncio.sleep(delay)
+    def _failed(self, error: EngineError) -> None:
+        self.metrics.docker_errors.labels(error.kind).inc()
+        self.metrics.reconnects.inc()
 
     # -- level 2: one connection
 
-    async def _session(self, *, on_synced: Callable[[], None]) -> NoReturn:
+    async def _session(self) -> NoReturn:
         async with Engine.open(self.settings.docker) as engine:
             since = await self._daemon_time(engine)
             received: asyncio.Queue[Mapping[str, Any] | EngineError] = asyncio.Queue()
@@ -161,11 +136,9 @@ class DockerWatch:
             try:
                 await _until_opened(opened, stream, received)
                 await self._resync(engine, at=since)
-                self._set_connected(True)
-                on_synced()
+                self._connection.synced()
                 await self._stream(engine, received, since=since)
             finally:
-                self._set_connected(False)
                 stream.cancel()
                 with suppress(asyncio.CancelledError):
                     await stream
@@ -230,7 +203,7 @@ class DockerWatch:
                 continue
             if isinstance(event, EngineError):  # why the stream ended
                 raise event
-            heard = max(heard, docker_causes.event_time(event) or heard)
+            heard = max(heard, event_time(event) or heard)
             self._handle(engine, event, work)
 
     async def _check_silence(self, engine: Engine, *, heard: float) -> None:
@@ -241,7 +214,7 @@ class DockerWatch:
         if until <= heard:
             return
         for event in await engine.events_between(since=heard, until=until, filters=CONTAINER_EVENTS):
-            if (docker_causes.event_time(event) or heard) > heard:
+            if (event_time(event) or heard) > heard:
                 action = docker_causes.event_action(event)[:64]
                 raise EngineError("connection", f"the event stream did not deliver a {action} event the daemon lists")
 
@@ -269,7 +242,7 @@ class DockerWatch:
         instances = tuple(i for i in found if i is not None)
         self._warned &= {i.id for i in instances}
         self._unstarted = {i.id for i in instances if i.unstarted}
-        self.submit(Resync(at, Source.CONTAINER, instances))
+        self.submit(Resync(at, Origin.CONTAINER, instances))
         self.metrics.resyncs.inc()
         log.info("resynced: %d tracked containers", len(instances))
 
@@ -277,7 +250,7 @@ class DockerWatch:
 
     def _handle(self, engine: Engine, event: Mapping[str, Any], work: _PerContainer) -> None:
         if event.get("Type") == "network":  # followed only to hear of failed starts
-            disconnected, at = docker_causes.network_disconnect(event), docker_causes.event_time(event)
+            disconnected, at = docker_causes.network_disconnect(event), event_time(event)
             if disconnected in self._unstarted and at is not None:
                 work.add(disconnected, self._seen(engine, Inspect(at, disconnected)))
             return
@@ -341,8 +314,7 @@ class DockerWatch:
 
     async def _daemon_time(self, engine: Engine) -> float:
         """The daemon's clock: event times and resyncs must be on one timeline."""
-        info = await engine.info()
-        return docker_causes.parse_time(info.get("SystemTime")) or self.clock()
+        return await engine.daemon_time() or self.clock()
 
     def _instance(self, data: Mapping[str, Any]) -> Instance | None:
         instance, parsed = docker_causes.from_inspect(data, now=self.clock(), settings=self.settings.labels)
@@ -359,12 +331,6 @@ class DockerWatch:
             self.metrics.label_errors.labels(problem.label).inc()
             log.warning("container %s: label %s %s", name, problem.label, problem.message)
 
-    def _set_connected(self, connected: bool) -> None:
-        self.connected = connected
-        self.metrics.docker_up.set(1 if connected else 0)
-        if connected:
-            self.problem = ""
-
 
 async def _until_opened(
     opened: asyncio.Event, stream: asyncio.Task[None], received: asyncio.Queue[Mapping[str, Any] | EngineError]
@@ -378,12 +344,3 @@ async def _until_opened(
     if not opened.is_set():
         error = received.get_nowait() if not received.empty() else None
         raise error if isinstance(error, EngineError) else EngineError("connection", "the event stream ended early")
-
-
-def _first(group: BaseExceptionGroup[EngineError]) -> EngineError:
-    """The first failure of a session (the others, if any, followed from it)."""
-    while True:
-        first = group.exceptions[0]
-        if isinstance(first, EngineError):
-            return first
-        group = first

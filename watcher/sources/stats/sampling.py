@@ -12,13 +12,15 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NoReturn, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn, Protocol
 
 from watcher.config import Settings
 from watcher.domain.model import State, Usage
 from watcher.domain.observations import UsageSampled
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.engine import Engine, EngineError
+from watcher.sources.source import Given, Source
 from watcher.sources.stats.cgroups import CgroupStats, detect_hierarchy, layout_problem, working_set
 
 log = logging.getLogger(__name__)
@@ -172,21 +174,34 @@ async def open_source(
     return AutoStats(cgroup=cgroup, api=api, chosen=chosen)
 
 
-async def poll_forever(
-    *,
-    settings: Settings,
-    snapshot: Callable[[], State],
-    submit: Callable[[UsageSampled], None],
-    metrics: SelfMetrics,
-    clock: Callable[[], float] = time.time,
-) -> NoReturn:
-    """Every interval, sample the running tracked containers and report their usage."""
-    while True:
-        try:
-            await _poll(settings=settings, snapshot=snapshot, submit=submit, metrics=metrics, clock=clock)
-        except EngineError as error:  # no engine to open (no socket): the Docker watch says so
-            log.debug("stats: %s", error)
-            await asyncio.sleep(settings.stats.interval_seconds)
+@dataclass
+class StatsPoll(Source):
+    """Every interval, sample the running tracked containers and report their usage (with
+    ``stats.enabled`` off: nothing at all)."""
+
+    settings: Settings
+    snapshot: Callable[[], State]
+    submit: Callable[[UsageSampled], None]
+    metrics: SelfMetrics
+    clock: Callable[[], float] = time.time
+    name: ClassVar[str] = "stats poll"
+
+    @classmethod
+    def given(cls, given: Given) -> StatsPoll:
+        return cls(settings=given.settings, snapshot=given.snapshot, submit=given.submit, metrics=given.metrics)
+
+    async def run_forever(self) -> NoReturn:
+        if not self.settings.stats.enabled:
+            await asyncio.Event().wait()  # never set: no requests at all
+        while True:
+            try:
+                await _poll(
+                    settings=self.settings, snapshot=self.snapshot, submit=self.submit, metrics=self.metrics,
+                    clock=self.clock,
+                )  # fmt: skip
+            except EngineError as error:  # no engine to open (no socket): the Docker watch says so
+                log.debug("stats: %s", error)
+                await asyncio.sleep(self.settings.stats.interval_seconds)
 
 
 async def _poll(

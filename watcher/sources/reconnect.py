@@ -1,0 +1,107 @@
+"""The reconnect loop every engine-backed source shares (as kopf has one watch loop).
+
+A source gives it one session: connect, subscribe, resync (then ``synced()``), stream, until the
+engine fails with an ``EngineError``. The loop starts the next session after a backoff with
+jitter, for ever; every session resyncs, so nothing missed while away is lost. A lasting failure
+is one warning per kind, the same failure again at debug, until a session syncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from watcher.config import DockerSettings
+from watcher.sources.engine import EngineError
+
+
+@dataclass
+class Backoff:
+    """Exponential delays with equal jitter: half fixed, half random."""
+
+    initial: float
+    maximum: float
+    rng: Callable[[], float] = random.random
+    attempt: int = 0
+
+    def next(self) -> float:
+        cap = min(self.maximum, self.initial * 2.0**self.attempt)
+        self.attempt += 1
+        return cap / 2 + self.rng() * cap / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _ignore(_: object) -> None:
+    pass
+
+
+@dataclass
+class Reconnect:
+    """Sessions one after the other, for ever; ``connected`` while one is synced, else ``problem`` says why."""
+
+    docker: DockerSettings
+    log: logging.Logger  # the source's own logger: its lines keep their name
+    prefix: str = ""  # before each line, naming the source when the engine has several
+    failed: Callable[[EngineError], None] = _ignore  # each failure, as the source counts them
+    up: Callable[[bool], None] = _ignore  # connected or not, as the source shows it
+    quiet: frozenset[str] = frozenset()  # kinds another source reports already: at debug
+    connected: bool = False
+    problem: str = "not connected to the Docker Engine yet"
+    backoff: Backoff = field(init=False)
+    _logged: set[str] = field(default_factory=set)  # kinds of failure logged since the last sync
+    _ever: bool = False  # a session has synced once: a failure is a loss, not a failure to reach
+
+    def __post_init__(self) -> None:
+        self.backoff = Backoff(self.docker.backoff_initial_seconds, self.docker.backoff_max_seconds)
+
+    def synced(self) -> None:
+        """The session subscribed and resynced: the source is live."""
+        self.backoff.reset()
+        if not self.connected:
+            again = "again " if self._logged else ""
+            self.log.info("%sconnected %sto the Docker Engine and synced", self.prefix, again)
+        self._logged.clear()
+        self._ever = True
+        self._set(True)
+
+    def answered(self) -> None:
+        """The engine answered, with nothing to follow yet: the next failure starts the backoff over."""
+        self.backoff.reset()
+
+    async def forever(self, session: Callable[[], Awaitable[NoReturn]]) -> NoReturn:
+        while True:
+            try:
+                await session()
+            except* EngineError as group:
+                error = _first(group)
+            finally:
+                self._set(False)
+            self.failed(error)
+            self.problem = error.reason
+            delay = self.backoff.next()
+            what = "lost the Docker Engine" if self._ever else "cannot reach the Docker Engine"
+            level = logging.DEBUG if error.kind in self._logged or error.kind in self.quiet else logging.WARNING
+            self._logged.add(error.kind)
+            self.log.log(level, "%s%s (%s); reconnecting in %.1f s", self.prefix, what, error, delay)
+            await asyncio.sleep(delay)
+
+    def _set(self, connected: bool) -> None:
+        self.connected = connected
+        if connected:
+            self.problem = ""
+        self.up(connected)
+
+
+def _first(group: BaseExceptionGroup[EngineError]) -> EngineError:
+    """The first failure of a session (the others, if any, followed from it)."""
+    while True:
+        first = group.exceptions[0]
+        if isinstance(first, EngineError):
+            return first
+        group = first
