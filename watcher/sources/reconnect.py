@@ -1,7 +1,7 @@
 """The reconnect loop every engine-backed source shares (as kopf has one watch loop).
 
-A source gives it one session: connect, subscribe, resync (then ``synced()``), stream, until the
-engine fails with an ``EngineError``. The loop starts the next session after a backoff with
+A source gives it one session: connect, subscribe (``subscribed``), resync (then ``synced()``),
+stream, until the engine fails with an ``EngineError``. The loop starts the next session after a backoff with
 jitter, for ever; every session resyncs, so nothing missed while away is lost. A lasting failure
 is one warning per kind, the same failure again at debug, until a session syncs.
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from watcher.config import DockerSettings
-from watcher.sources.engine import EngineError
+from watcher.sources.engine import Engine, EngineError
 
 
 @dataclass
@@ -96,6 +97,42 @@ class Reconnect:
         if connected:
             self.problem = ""
         self.up(connected)
+
+
+@asynccontextmanager
+async def subscribed(
+    engine: Engine, *, since: float, filters: Mapping[str, Any]
+) -> AsyncIterator[asyncio.Queue[Mapping[str, Any] | EngineError]]:
+    """A session's subscription, entered once the daemon answered it: the events from ``since``
+    in a queue, then why the stream ended. Read in a task of its own, waiting for nothing else:
+    the daemon drops the events of a client that stops reading."""
+    received: asyncio.Queue[Mapping[str, Any] | EngineError] = asyncio.Queue()
+    opened = asyncio.Event()
+
+    async def receive() -> None:
+        try:
+            async with aclosing(engine.events(since=since, filters=filters, opened=opened.set)) as events:
+                async for event in events:
+                    received.put_nowait(event)
+            received.put_nowait(EngineError("connection", "the daemon ended the event stream"))
+        except EngineError as error:
+            received.put_nowait(error)
+
+    stream = asyncio.create_task(receive())
+    try:
+        waiting = asyncio.create_task(opened.wait())
+        try:
+            await asyncio.wait([waiting, stream], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not opened.is_set():  # the request has its own bound
+            error = received.get_nowait() if not received.empty() else None
+            raise error if isinstance(error, EngineError) else EngineError("connection", "the event stream ended early")
+        yield received
+    finally:
+        stream.cancel()
+        with suppress(asyncio.CancelledError):
+            await stream
 
 
 def _first(group: BaseExceptionGroup[EngineError]) -> EngineError:

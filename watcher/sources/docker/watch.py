@@ -17,13 +17,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn, Protocol
 
 from watcher.config import Settings
 from watcher.domain import labels
-from watcher.domain.labels import Parsed
 from watcher.domain.model import Instance, State
 from watcher.domain.model import Source as Origin
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
@@ -32,7 +30,8 @@ from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 from watcher.sources.engine import Engine, EngineError
 from watcher.sources.jsonfields import event_time
-from watcher.sources.reconnect import Reconnect
+from watcher.sources.labelproblems import LabelProblems
+from watcher.sources.reconnect import Reconnect, subscribed
 from watcher.sources.source import Given, Source
 
 log = logging.getLogger(__name__)
@@ -93,13 +92,14 @@ class DockerWatch(Source):
     start_poll_seconds: float = 2.0
     name: ClassVar[str] = "docker watch"
     _connection: Reconnect = field(init=False)  # subscribed and synced: what /ready reports, or why not
-    _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
+    _problems: LabelProblems = field(init=False)
     # Tracked containers created and never started: a network disconnect of one is a failed start.
     _unstarted: set[str] = field(default_factory=set)
     _inspecting: asyncio.Semaphore = field(init=False)  # bounds inspects of events in flight
 
     def __post_init__(self) -> None:
         self._inspecting = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
+        self._problems = LabelProblems("container", log, self.metrics)
         self._connection = Reconnect(self.settings.docker, log, failed=self._failed, up=self.metrics.docker_up.set)
 
     @classmethod
@@ -128,33 +128,12 @@ class DockerWatch(Source):
     async def _session(self) -> NoReturn:
         async with Engine.open(self.settings.docker) as engine:
             since = await self._daemon_time(engine)
-            received: asyncio.Queue[Mapping[str, Any] | EngineError] = asyncio.Queue()
-            opened = asyncio.Event()
             # `since` closes the gap between the daemon flushing the response headers and
             # registering the subscription; the relist below, not `since`, is the truth.
-            stream = asyncio.create_task(self._receive(engine, since=since, into=received, opened=opened))
-            try:
-                await _until_opened(opened, stream, received)
+            async with subscribed(engine, since=since, filters=CONTAINER_EVENTS) as received:
                 await self._resync(engine, at=since)
                 self._connection.synced()
                 await self._stream(engine, received, since=since)
-            finally:
-                stream.cancel()
-                with suppress(asyncio.CancelledError):
-                    await stream
-
-    @staticmethod
-    async def _receive(
-        engine: Engine, *, since: float, into: asyncio.Queue[Mapping[str, Any] | EngineError], opened: asyncio.Event
-    ) -> None:
-        """The event stream into ``into``, without waiting for anything else: then why it ended."""
-        try:
-            async with aclosing(engine.events(since=since, filters=CONTAINER_EVENTS, opened=opened.set)) as events:
-                async for event in events:
-                    into.put_nowait(event)
-            into.put_nowait(EngineError("connection", "the daemon ended the event stream"))
-        except EngineError as error:
-            into.put_nowait(error)
 
     async def _stream(self, engine: Engine, subscriber: Subscriber, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
@@ -240,7 +219,7 @@ class DockerWatch(Source):
 
         found = await asyncio.gather(*(inspect(i) for i in ids))
         instances = tuple(i for i in found if i is not None)
-        self._warned &= {i.id for i in instances}
+        self._problems.keep_only({i.id for i in instances})
         self._unstarted = {i.id for i in instances if i.unstarted}
         self.submit(Resync(at, Origin.CONTAINER, instances))
         self.metrics.resyncs.inc()
@@ -265,7 +244,7 @@ class DockerWatch(Source):
         if isinstance(cause, Inspect) and docker_causes.event_action(event) == "create":
             instance, parsed = docker_causes.from_create_event(event, cause, settings=self.settings.labels)
             if instance is not None:
-                self._report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
+                self._problems.report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
                 self._unstarted.add(instance.id)
                 self._apply(InstanceSeen(cause.at, instance))
                 return
@@ -306,7 +285,7 @@ class DockerWatch(Source):
 
     def _apply(self, observation: InstanceSeen | InstanceChange) -> None:
         if isinstance(observation, InstanceGone):
-            self._warned.discard(observation.instance_id)
+            self._problems.forget(observation.instance_id)
         self.submit(observation)
         self.metrics.event_lag.observe(max(0.0, self.clock() - observation.at))
 
@@ -318,29 +297,5 @@ class DockerWatch(Source):
 
     def _instance(self, data: Mapping[str, Any]) -> Instance | None:
         instance, parsed = docker_causes.from_inspect(data, now=self.clock(), settings=self.settings.labels)
-        self._report(str(data.get("Id", "")), str(data.get("Name", "")).lstrip("/"), parsed)
+        self._problems.report(str(data.get("Id", "")), str(data.get("Name", "")).lstrip("/"), parsed)
         return instance
-
-    def _report(self, container_id: str, name: str, parsed: Parsed) -> None:
-        """Label problems: one warning per container and problem, counted once."""
-        if not parsed.problems or container_id in self._warned:
-            return
-        self._warned.add(container_id)
-        name = name or container_id[:12]
-        for problem in parsed.problems:
-            self.metrics.label_errors.labels(problem.label).inc()
-            log.warning("container %s: label %s %s", name, problem.label, problem.message)
-
-
-async def _until_opened(
-    opened: asyncio.Event, stream: asyncio.Task[None], received: asyncio.Queue[Mapping[str, Any] | EngineError]
-) -> None:
-    """Until the daemon answered the event stream's request (the request has its own bound)."""
-    waiting = asyncio.create_task(opened.wait())
-    try:
-        await asyncio.wait([waiting, stream], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-    if not opened.is_set():
-        error = received.get_nowait() if not received.empty() else None
-        raise error if isinstance(error, EngineError) else EngineError("connection", "the event stream ended early")

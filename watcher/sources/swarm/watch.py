@@ -15,12 +15,10 @@ source reports. Leadership is checked at every connect and every ``swarm.leader_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
@@ -28,7 +26,8 @@ from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.engine import Engine, EngineError
-from watcher.sources.reconnect import Reconnect
+from watcher.sources.labelproblems import LabelProblems
+from watcher.sources.reconnect import Reconnect, subscribed
 from watcher.sources.source import Given, Source
 from watcher.sources.swarm import causes
 
@@ -57,12 +56,13 @@ class SwarmWatch(Source):
     name: ClassVar[str] = "swarm watch"
     _connection: Reconnect = field(init=False)
     _rolling: set[str] = field(default_factory=set)  # services whose tasks are read again
-    _warned: set[str] = field(default_factory=set)
+    _problems: LabelProblems = field(init=False)
     _said_no_manager: bool = False  # warned once that swarm.services is on for no manager
     _with_status: bool = False  # the engine counts replicas (``_status_api``), read at each connect
 
     def __post_init__(self) -> None:
         # No socket at all: the Docker watch says so.
+        self._problems = LabelProblems("service", log, self.metrics)
         self._connection = Reconnect(self.settings.docker, log, prefix=PREFIX, quiet=frozenset({"no_socket"}))
 
     @classmethod
@@ -101,7 +101,7 @@ class SwarmWatch(Source):
         node = await self._leader_node(engine)
         self._with_status = await self._status_api(engine)
         since = await self._daemon_time(engine)
-        async with self._events(engine, since=since) as events:
+        async with subscribed(engine, since=since, filters=SERVICE_EVENTS) as events:
             await self._resync(engine, at=since)
             if not self.following:
                 log.info("Swarm services: following them as the leader (node %s)", node)
@@ -110,7 +110,7 @@ class SwarmWatch(Source):
             await self._read(engine, events, node)
         raise AssertionError("unreachable")
 
-    async def _read(self, engine: Engine, events: asyncio.Queue[Mapping[str, Any] | None], node: str) -> None:
+    async def _read(self, engine: Engine, events: asyncio.Queue[Mapping[str, Any] | EngineError], node: str) -> None:
         swarm = self.settings.swarm
         now = time.monotonic()
         next_check, next_resync, next_poll = now + swarm.leader_check_seconds, now + swarm.resync_seconds, now
@@ -139,11 +139,11 @@ class SwarmWatch(Source):
             await self._handle(engine, batch)
             next_poll = min(next_poll, time.monotonic() + swarm.poll_seconds)
 
-    async def _handle(self, engine: Engine, batch: list[Mapping[str, Any] | None]) -> None:
+    async def _handle(self, engine: Engine, batch: list[Mapping[str, Any] | EngineError]) -> None:
         changed: dict[str, float] = {}  # service id → the time of its newest event
         for event in batch:
-            if event is None:
-                raise EngineError("connection", "the daemon ended the event stream")
+            if isinstance(event, EngineError):  # why the stream ended
+                raise event
             self.metrics.event(str(event.get("Action", "")))
             cause = causes.classify(event)
             if cause is None:
@@ -163,36 +163,6 @@ class SwarmWatch(Source):
         await asyncio.gather(*(one(service_id, at) for service_id, at in changed.items()))
 
     # -- requests
-
-    @asynccontextmanager
-    async def _events(self, engine: Engine, *, since: float) -> AsyncIterator[asyncio.Queue[Mapping[str, Any] | None]]:
-        """Service events from ``since`` in a queue (None: the stream ended), read in a task of its own."""
-        queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue()
-        opened = asyncio.Event()
-
-        async def read() -> None:
-            # The shared engine's stream reader: lines of any length (to its cap), garbage as an
-            # EngineError of its kind, as for container events.
-            try:
-                stream = engine.events(since=since, filters=SERVICE_EVENTS, opened=opened.set)
-                async with contextlib.aclosing(stream) as events:
-                    async for event in events:
-                        queue.put_nowait(event)
-            finally:
-                opened.set()
-                queue.put_nowait(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-                await opened.wait()
-            if reader.done():
-                reader.result()  # raises what ended it
-            yield queue
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EngineError):
-                await reader
 
     async def _leader_node(self, engine: Engine, *, expected: str = "") -> str:
         """This engine's node id when it is the Swarm leader; _NotLeader when it is not (or another node now)."""
@@ -265,12 +235,7 @@ class SwarmWatch(Source):
             data, at=at, replicas=replicas if isinstance(replicas, tuple) else None, settings=self.settings.labels
         )
         service_id = str(data.get("ID", ""))
-        if parsed.problems and service_id not in self._warned:
-            self._warned.add(service_id)
-            name = str(data.get("Spec", {}).get("Name", service_id[:12]))
-            for problem in parsed.problems:
-                self.metrics.label_errors.labels(problem.label).inc()
-                log.warning("service %s: label %s %s", name, problem.label, problem.message)
+        self._problems.report(service_id, str(data.get("Spec", {}).get("Name", "")), parsed)
         if seen is None:
             self._rolling.discard(service_id)
             return None
