@@ -1,7 +1,8 @@
 """Docker Engine → observations, forever.
 
 Three levels, as in kopf: ``run_forever`` reconnects with jittered backoff (the loop every
-engine-backed source shares, ``watcher.sources.reconnect``); ``_session`` is one connection (subscribe, then relist, then stream); ``_handle`` is one event.
+engine-backed source shares, ``watcher.sources.reconnect``); ``_session`` is one connection
+(subscribe, then relist, then stream); ``_handle`` is one event.
 
 The stream is read without waiting for inspects: the daemon drops events of a client that
 stops reading, and an inspect of a container being started waits for the start (up to
