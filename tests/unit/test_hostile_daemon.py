@@ -320,6 +320,24 @@ async def test_the_swarm_source_takes_garbage_answers_as_engine_errors(
             await engine_event(line)
 
 
+async def test_the_engines_json_call_answers_objects_lists_and_http_errors(tmp_path: Path) -> None:
+    """``Engine.get``/``listed``, the one call for JSON answers the typed calls do not ask (the
+    Swarm source's): an object, a list of objects, an HTTP error as an ``http_error``; and the
+    daemon's clock read from ``/info``."""
+    async with hostile(tmp_path) as engine, Engine.open(DockerSettings(host=f"unix://{engine.path}")) as opened:
+        assert (await opened.get("version"))["Version"] == "20.10.99-hostile"
+        assert await opened.listed("containers/json") == []
+        with pytest.raises(EngineError) as caught:
+            await opened.get("nodes/nope")
+        assert (caught.value.kind, caught.value.reason) == (
+            "http_error",
+            'nodes/nope: HTTP 404: {"message": "page not found"}',
+        )
+        with pytest.raises(EngineError, match="not a list of JSON objects"):
+            await opened.listed("info")
+        assert await opened.daemon_time() == pytest.approx(engine.now() / 1e6, abs=1)
+
+
 # -- the property: whatever happens, the watcher stays up and ends where a resync would
 
 
