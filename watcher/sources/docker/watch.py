@@ -47,7 +47,7 @@ DELIVERY_MARGIN = 2.0
 START_POLL_BATCH = 20
 
 
-class Subscriber(Protocol):
+class Received(Protocol):
     """Where the reader takes events from: the stream's events in order, then why it ended."""
 
     async def get(self) -> Mapping[str, Any] | EngineError: ...
@@ -136,12 +136,12 @@ class DockerWatch(Source):
                 self._connection.synced()
                 await self._stream(engine, received, since=since)
 
-    async def _stream(self, engine: Engine, subscriber: Subscriber, *, since: float) -> NoReturn:
+    async def _stream(self, engine: Engine, received: Received, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
         async with asyncio.TaskGroup() as group:
             work = _PerContainer(group)
             group.create_task(self._poll_starts(engine, work))
-            await self._read(engine, subscriber, work, since=since)
+            await self._read(engine, received, work, since=since)
         raise AssertionError("unreachable")  # _read never returns
 
     async def _poll_starts(self, engine: Engine, work: _PerContainer) -> NoReturn:
@@ -162,7 +162,7 @@ class DockerWatch(Source):
             for container_id in batch:
                 work.add(container_id, self._check_start(engine, Inspect(at, container_id)))
 
-    async def _read(self, engine: Engine, subscriber: Subscriber, work: _PerContainer, *, since: float) -> NoReturn:
+    async def _read(self, engine: Engine, received: Received, work: _PerContainer, *, since: float) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
         silence = self.settings.docker.silence_seconds
         next_resync = time.monotonic() + resync_every
@@ -173,7 +173,7 @@ class DockerWatch(Source):
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
                 # arrives with an event, and the stop would never end this loop.
                 async with asyncio.timeout(wait):
-                    event = await subscriber.get()
+                    event = await received.get()
             except TimeoutError:
                 if resync_every and time.monotonic() >= next_resync:
                     await self._resync(engine, at=await self._daemon_time(engine))
