@@ -100,3 +100,12 @@ async def test_kinds_another_source_reports_stay_at_debug(caplog: pytest.LogCapt
         (logging.DEBUG, "Swarm services: cannot reach the Docker Engine"),
         (logging.WARNING, "Swarm services: cannot reach the Docker Engine"),
     ]
+
+
+async def test_a_source_that_does_not_speak_for_the_engine_logs_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """The stats poll: its failures and its syncs are the Docker watch's to report."""
+    caplog.set_level(logging.DEBUG, logger=log.name)
+    reconnect = Reconnect(FAST, log, prefix="stats: ", speaks=False)
+    await run(reconnect, [(False, "connection"), (True, "timeout")])
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] * 3
+    assert "stats: connected again to the Docker Engine and synced" in caplog.text

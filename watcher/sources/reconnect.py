@@ -52,6 +52,7 @@ class Reconnect:
     failed: Callable[[EngineError], None] = _ignore  # each failure, as the source counts them
     up: Callable[[bool], None] = _ignore  # connected or not, as the source shows it
     quiet: frozenset[str] = frozenset()  # kinds another source reports already: at debug
+    speaks: bool = True  # False: every line at debug, another source speaks for the engine
     connected: bool = False
     problem: str = "not connected to the Docker Engine yet"
     backoff: Backoff = field(init=False)
@@ -66,7 +67,8 @@ class Reconnect:
         self.backoff.reset()
         if not self.connected:
             again = "again " if self._logged else ""
-            self.log.info("%sconnected %sto the Docker Engine and synced", self.prefix, again)
+            level = logging.INFO if self.speaks else logging.DEBUG
+            self.log.log(level, "%sconnected %sto the Docker Engine and synced", self.prefix, again)
         self._logged.clear()
         self._ever = True
         self._set(True)
@@ -87,7 +89,8 @@ class Reconnect:
             self.problem = error.reason
             delay = self.backoff.next()
             what = "lost the Docker Engine" if self._ever else "cannot reach the Docker Engine"
-            level = logging.DEBUG if error.kind in self._logged or error.kind in self.quiet else logging.WARNING
+            quiet = not self.speaks or error.kind in self._logged or error.kind in self.quiet
+            level = logging.DEBUG if quiet else logging.WARNING
             self._logged.add(error.kind)
             self.log.log(level, "%s%s (%s); reconnecting in %.1f s", self.prefix, what, error, delay)
             await asyncio.sleep(delay)

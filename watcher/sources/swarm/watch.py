@@ -61,8 +61,8 @@ class SwarmWatch(Source):
     _with_status: bool = False  # the engine counts replicas (``_status_api``), read at each connect
 
     def __post_init__(self) -> None:
-        # No socket at all: the Docker watch says so.
         self._problems = LabelProblems("service", log, self.metrics)
+        # No socket at all: the Docker watch says so.
         self._connection = Reconnect(self.settings.docker, log, prefix=PREFIX, quiet=frozenset({"no_socket"}))
 
     @classmethod
