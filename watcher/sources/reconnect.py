@@ -78,6 +78,9 @@ class Reconnect:
         self.backoff.reset()
 
     async def forever(self, session: Callable[[], Awaitable[NoReturn]]) -> NoReturn:
+        """``session()`` again and again: whatever the engine does ends one at most (an
+        ``EngineError``, the first of a group), counted and logged, and the next starts after
+        the backoff. Anything else is a bug, and ends the loop."""
         while True:
             try:
                 await session()
