@@ -202,6 +202,7 @@ class Waiter:
 
     def _wait(self) -> int:
         while True:
+            pause = RETRY_SECONDS  # longer when the watcher asks for it (a full event stream's 503)
             try:
                 verdict = self._follow()
             except reader.Refused as exc:
@@ -217,6 +218,7 @@ class Waiter:
                     if not self.lost:
                         print(f"{self._who()}: lost the watcher ({exc}); reconnecting", file=sys.stderr, flush=True)
                     self.lost = str(exc)
+                pause = max(pause, exc.retry_after)
                 verdict = None
             except TimeoutError:
                 verdict = None
@@ -227,7 +229,7 @@ class Waiter:
                 if self.lost:
                     return _say(EXIT_CANNOT_TELL, f"the watcher is still unreachable at the timeout: {self.lost}")
                 return _say(EXIT_TIMEOUT, f"{self._who()}: no verdict within the timeout")
-            time.sleep(min(RETRY_SECONDS, max(0.0, self.deadline - self.clock())))
+            time.sleep(min(pause, max(0.0, self.deadline - self.clock())))
 
     def _follow(self) -> Verdict | None:
         """One connection: the deployment read, then the stream's events since the state read."""
