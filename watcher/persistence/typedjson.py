@@ -64,7 +64,8 @@ def _reject_constant(name: str) -> float:
 
 
 class Object:
-    """Typed reads from one JSON object; every problem names the field's path."""
+    """Typed reads from one JSON object; every problem names the field's path. A read's ``default``,
+    where it takes one, is the value of a missing field (one added without a new schema)."""
 
     def __init__(self, value: object, where: str) -> None:
         if not isinstance(value, dict):
@@ -72,7 +73,10 @@ class Object:
         self._value: Mapping[str, object] = value
         self.where = where
 
-    def _get(self, name: str) -> object:
+    def _get(self, name: str, default: object = None) -> object:
+        """``default``, when not None: the value of a missing field (one added without a new schema)."""
+        if default is not None and name not in self._value:
+            return default
         try:
             return self._value[name]
         except KeyError:
@@ -92,10 +96,7 @@ class Object:
         return name in self._value
 
     def text(self, name: str, *, default: str | None = None) -> str:
-        """``default``: the value when the field is missing (a field added without a new schema)."""
-        if default is not None and name not in self._value:
-            return default
-        return text(self._get(name), f"{self.where}.{name}")
+        return text(self._get(name, default), f"{self.where}.{name}")
 
     def label(self, name: str) -> str:
         """Text /metrics shows as a label value: UTF-8, so a lone surrogate (JSON's ``\\ud800``) is refused."""
@@ -130,10 +131,7 @@ class Object:
         return self._optional(name, amount)
 
     def flag(self, name: str, *, default: bool | None = None) -> bool:
-        """``default``: the value when the field is missing (a field added without a new schema)."""
-        if default is not None and name not in self._value:
-            return default
-        value = self._get(name)
+        value = self._get(name, default)
         if not isinstance(value, bool):
             raise DecodeError(f"{self.where}.{name}: expected true or false, got {value!r:.40}")
         return value
@@ -153,10 +151,7 @@ class Object:
             raise DecodeError(f"{self.where}.{name}: {exc}") from None
 
     def array(self, name: str, *, default: list[object] | None = None) -> list[object]:
-        """``default``: the value when the field is missing (a field added without a new schema)."""
-        if default is not None and name not in self._value:
-            return default
-        value = self._get(name)
+        value = self._get(name, default)
         if not isinstance(value, list):
             raise DecodeError(f"{self.where}.{name}: expected a list, got {type(value).__name__}")
         return value
