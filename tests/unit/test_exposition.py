@@ -45,7 +45,8 @@ from watcher.exposition.rendering import (
     same_but_usage,
 )
 from watcher.runtime.service import Service
-from watcher.selfmetrics import EngineErrorKind, SelfMetrics
+from watcher.selfmetrics import SERVICE_ACTIONS, EngineErrorKind, SelfMetrics
+from watcher.sources.swarm import causes as swarm_causes
 from watcher.sources.swarm.watch import SwarmWatch
 from watcher.web.app import make_app
 
@@ -232,6 +233,8 @@ async def test_swarm_service_events_counted_apart_from_container_events() -> Non
     assert registry.get_sample_value(swarm, {"action": "create"}) == 0  # pre-created
     assert registry.get_sample_value(containers, {"action": "health_status"}) == 1
     assert registry.get_sample_value(containers, {"action": "remove"}) is None
+    # The actions pre-created are the ones the Swarm source follows.
+    assert all(swarm_causes.classify({**event, "Action": action}) for action in SERVICE_ACTIONS)
 
 
 def test_engine_error_kinds_precreated_and_explained() -> None:
