@@ -36,7 +36,7 @@ from watcher.config.webconfig import WebConfig
 from watcher.domain import labels
 from watcher.domain.model import DeploymentKey, Instance
 from watcher.domain.observations import InstanceExited, InstanceGone, InstanceSeen, Tick
-from watcher.web import views
+from watcher.wire import StreamEvent
 
 
 def summary(revision: int, version: str, state: str, *, rollback: bool = False, reason: str = "") -> Summary:
@@ -272,7 +272,7 @@ def test_the_gate_describes_every_event() -> None:
     removed = {"revision": 2, "version": "2.0", "reason": "no container of it is left"}
     assert rollout.describe("deployment_removed", removed) == "removed: no container of it is left"
     assert rollout.describe("deployment_returned", removed) == "revision 2 (2.0): back after its removal"
-    for name in views.EVENT_NAMES:
+    for name in StreamEvent:
         assert rollout.describe(name, changed) != name
 
 

@@ -27,7 +27,7 @@ from watcher.domain import labels
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Instance, Source, State
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
-from watcher.selfmetrics import SelfMetrics
+from watcher.selfmetrics import EngineErrorKind, SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 from watcher.sources.engine import Engine, EngineError
@@ -44,7 +44,7 @@ DELIVERY_MARGIN = 2.0
 START_POLL_BATCH = 20
 
 
-class Subscriber(Protocol):
+class EventFeed(Protocol):
     """Where the reader takes events from: the stream's events in order, then why it ended."""
 
     async def get(self) -> Mapping[str, Any] | EngineError: ...
@@ -179,16 +179,16 @@ class DockerWatch:
             async with aclosing(engine.events(since=since, filters=CONTAINER_EVENTS, opened=opened.set)) as events:
                 async for event in events:
                     into.put_nowait(event)
-            into.put_nowait(EngineError("connection", "the daemon ended the event stream"))
+            into.put_nowait(EngineError(EngineErrorKind.CONNECTION, "the daemon ended the event stream"))
         except EngineError as error:
             into.put_nowait(error)
 
-    async def _stream(self, engine: Engine, subscriber: Subscriber, *, since: float) -> NoReturn:
+    async def _stream(self, engine: Engine, feed: EventFeed, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
         async with asyncio.TaskGroup() as group:
             work = _PerContainer(group)
             group.create_task(self._poll_starts(engine, work))
-            await self._read(engine, subscriber, work, since=since)
+            await self._read(engine, feed, work, since=since)
         raise AssertionError("unreachable")  # _read never returns
 
     async def _poll_starts(self, engine: Engine, work: _PerContainer) -> NoReturn:
@@ -209,7 +209,7 @@ class DockerWatch:
             for container_id in batch:
                 work.add(container_id, self._check_start(engine, Inspect(at, container_id)))
 
-    async def _read(self, engine: Engine, subscriber: Subscriber, work: _PerContainer, *, since: float) -> NoReturn:
+    async def _read(self, engine: Engine, feed: EventFeed, work: _PerContainer, *, since: float) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
         silence = self.settings.docker.silence_seconds
         next_resync = time.monotonic() + resync_every
@@ -220,7 +220,7 @@ class DockerWatch:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
                 # arrives with an event, and the stop would never end this loop.
                 async with asyncio.timeout(wait):
-                    event = await subscriber.get()
+                    event = await feed.get()
             except TimeoutError:
                 if resync_every and time.monotonic() >= next_resync:
                     await self._resync(engine, at=await self._daemon_time(engine))
@@ -243,7 +243,9 @@ class DockerWatch:
         for event in await engine.events_between(since=heard, until=until, filters=CONTAINER_EVENTS):
             if (docker_causes.event_time(event) or heard) > heard:
                 action = docker_causes.event_action(event)[:64]
-                raise EngineError("connection", f"the event stream did not deliver a {action} event the daemon lists")
+                raise EngineError(
+                    EngineErrorKind.CONNECTION, f"the event stream did not deliver a {action} event the daemon lists"
+                )
 
     async def _resync(self, engine: Engine, *, at: float) -> None:
         """Rebuild from what exists: every reconnect is a full resync."""
@@ -377,7 +379,9 @@ async def _until_opened(
         waiting.cancel()
     if not opened.is_set():
         error = received.get_nowait() if not received.empty() else None
-        raise error if isinstance(error, EngineError) else EngineError("connection", "the event stream ended early")
+        if isinstance(error, EngineError):
+            raise error
+        raise EngineError(EngineErrorKind.CONNECTION, "the event stream ended early")
 
 
 def _first(group: BaseExceptionGroup[EngineError]) -> EngineError:

@@ -30,7 +30,7 @@ import aiohttp
 
 from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
-from watcher.selfmetrics import SelfMetrics
+from watcher.selfmetrics import EngineErrorKind, SelfMetrics
 from watcher.sources.engine import ENGINE_ERRORS, Engine, EngineError, failures
 from watcher.sources.swarm import causes
 
@@ -80,7 +80,7 @@ class SwarmWatch:
                 # Once per kind until a session resyncs again: a lasting failure is one line. No
                 # socket at all: the Docker watch says so.
                 kind = exc.kind if isinstance(exc, EngineError) else type(exc).__name__
-                level = logging.DEBUG if kind in self._logged or kind == "no_socket" else logging.WARNING
+                level = logging.DEBUG if kind in self._logged or kind == EngineErrorKind.NO_SOCKET else logging.WARNING
                 self._logged.add(kind)
                 log.log(level, "Swarm services: lost the Docker Engine (%s)", str(exc) or type(exc).__name__)
             cap = min(docker.backoff_max_seconds, docker.backoff_initial_seconds * 2.0**attempt)
@@ -136,7 +136,7 @@ class SwarmWatch:
         for event in batch:
             if event is None:
                 raise aiohttp.ClientError("the event stream ended")
-            self.metrics.event(str(event.get("Action", "")))
+            self.metrics.swarm_event(str(event.get("Action", "")))
             cause = causes.classify(event)
             if cause is None:
                 continue
@@ -207,7 +207,9 @@ class SwarmWatch:
         if not (
             isinstance(found, list) and all(isinstance(f, dict) for f in found) if listed else isinstance(found, dict)
         ):
-            raise EngineError("protocol", f"Swarm: {path} answered {type(found).__name__}, not what Docker sends")
+            raise EngineError(
+                EngineErrorKind.PROTOCOL, f"Swarm: {path} answered {type(found).__name__}, not what Docker sends"
+            )
         return found
 
     async def _leader_node(self, docker: aiodocker.Docker, *, expected: str = "") -> str:
