@@ -188,6 +188,7 @@ class Waiter:
         self.run = ""  # of the watcher that answered last
         self.reached = False  # the watcher answered at least once
         self.lost = ""  # why the watcher is away, while it is
+        self.full = False  # its event stream refused us as full (503), said once
         self.shown = ""  # the state last printed ("<revision> <status>", or "absent")
 
     def __call__(self) -> int:
@@ -214,11 +215,15 @@ class Waiter:
             except reader.Unreachable as exc:
                 if not self.reached:
                     return _say(EXIT_CANNOT_TELL, str(exc))
-                if self.clock() < self.deadline:  # else cut short by the deadline: not a watcher away
+                if exc.retry_after:  # it answers, but its stream is full: not away; asked again when it says
+                    pause = exc.retry_after
+                    if not self.full:
+                        print(f"{self._who()}: {exc}; asking again in {pause:g} s", file=sys.stderr, flush=True)
+                    self.full = True
+                elif self.clock() < self.deadline:  # else cut short by the deadline: not a watcher away
                     if not self.lost:
                         print(f"{self._who()}: lost the watcher ({exc}); reconnecting", file=sys.stderr, flush=True)
                     self.lost = str(exc)
-                pause = max(pause, exc.retry_after)
                 verdict = None
             except TimeoutError:
                 verdict = None
