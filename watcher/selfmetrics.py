@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import platform
 import re
 from collections.abc import Iterable
@@ -36,10 +37,29 @@ STREAM_LIMITS = ("total", "address")  # the event stream's caps a client was ref
 # The errors Python's accept loop reports and survives (it retries a second later).
 ACCEPT_ERRORS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
 HOST_REFUSALS = ("name", "malformed")  # why a browser's request was refused for its Host header
-# What went wrong on the Docker side (watcher.sources.engine.EngineError); the help text says each.
-DOCKER_ERROR_KINDS = (
-    "no_socket", "connection", "timeout", "http_error", "protocol", "invalid_event", "oversized_event",
-)  # fmt: skip
+# The Swarm service events' actions (``type=service``).
+SERVICE_ACTIONS = ("create", "update", "remove")
+
+
+class EngineErrorKind(enum.StrEnum):
+    """What went wrong on the Docker side (``watcher.sources.engine.EngineError``); the label values of
+    ``deployment_watcher_docker_errors_total``, whose help text is made of each kind's ``meaning``."""
+
+    NO_SOCKET = "no_socket", "no socket at the configured path, or none found"
+    CONNECTION = "connection", "refused, reset, or the stream ended"
+    TIMEOUT = "timeout", "a request unanswered within docker.request_timeout_seconds"
+    HTTP_ERROR = "http_error", "an error status"
+    PROTOCOL = "protocol", "an answer that is not what Docker sends"
+    INVALID_EVENT = "invalid_event", "an event line that is not a JSON object"
+    OVERSIZED_EVENT = "oversized_event", "an event line over 16 MiB: the event is lost, the resync repairs it"
+
+    meaning: str
+
+    def __new__(cls, value: str, meaning: str) -> EngineErrorKind:
+        kind = str.__new__(cls, value)
+        kind._value_ = value
+        kind.meaning = meaning
+        return kind
 
 
 # `_created` series of pre-created zero counters are noise; the switch is process-wide.
@@ -59,6 +79,10 @@ class SelfMetrics:
         self.events = _labelled(
             Counter, "events", "Docker container events received, by action.", "action", KNOWN_ACTIONS, registry
         )
+        self.swarm_events = _labelled(
+            Counter, "swarm_events", "Docker Swarm service events received (by the leader's watcher), by action.",
+            "action", SERVICE_ACTIONS, registry,
+        )  # fmt: skip
         self.docker_up = Gauge(
             f"{PREFIX}_docker_up", "1 while connected to the Docker Engine and synced, else 0.", registry=registry
         )
@@ -68,12 +92,8 @@ class SelfMetrics:
         self.docker_errors = _labelled(
             Counter, "docker_errors",
             "Failures of the Docker Engine connection, each followed by a reconnect and a full resync, by kind: "
-            "no_socket (no socket at the configured path, or none found), connection (refused, reset, or the "
-            "stream ended), timeout (a request unanswered within docker.request_timeout_seconds), http_error "
-            "(an error status), protocol (an answer that is not what Docker sends), invalid_event (an event "
-            "line that is not a JSON object), oversized_event (an event line over 16 MiB: the event is lost, "
-            "the resync repairs it).",
-            "kind", DOCKER_ERROR_KINDS, registry,
+            + ", ".join(f"{kind} ({kind.meaning})" for kind in EngineErrorKind) + ".",
+            "kind", EngineErrorKind, registry,
         )  # fmt: skip
         self.resyncs = Counter(
             f"{PREFIX}_resyncs", "Full relists of the containers (after each connect, and periodically).",
@@ -204,8 +224,19 @@ class SelfMetrics:
             self.stats_source.labels(each).set(1 if each == source else 0)
 
     def event(self, action: str) -> None:
-        base = action.split(":", 1)[0].strip()
-        self.events.labels(base if _ACTION.fullmatch(base) else "other").inc()
+        """A container event counted by its action."""
+        self.events.labels(_action(action)).inc()
+
+    def swarm_event(self, action: str) -> None:
+        """A Swarm service event counted by its action."""
+        self.swarm_events.labels(_action(action)).inc()
+
+
+def _action(action: str) -> str:
+    """The label value of an event's action: the part before a colon (health_status and exec_* carry
+    details there), or "other" for what is no action's name (the engine's text bounds no series)."""
+    base = action.split(":", 1)[0].strip()
+    return base if _ACTION.fullmatch(base) else "other"
 
 
 def _labelled(

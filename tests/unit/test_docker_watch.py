@@ -70,7 +70,7 @@ async def test_a_failing_job_ends_the_group_and_closes_waiting_jobs() -> None:
     assert started == []
 
 
-class QueueSubscriber:
+class QueueFeed:
     """What the session's queue offers the reader: ``get()``."""
 
     def __init__(self) -> None:
@@ -85,11 +85,11 @@ async def test_a_stop_arriving_with_an_event_ends_the_reader() -> None:
     watch = DockerWatch(
         settings=Settings(), submit=lambda _: None, metrics=SelfMetrics(CollectorRegistry()), snapshot=State
     )
-    subscriber = QueueSubscriber()
-    reader = asyncio.create_task(watch._read(None, subscriber, None, since=0.0))  # type: ignore[arg-type]
+    feed = QueueFeed()
+    reader = asyncio.create_task(watch._read(None, feed, None, since=0.0))  # type: ignore[arg-type]
     await asyncio.sleep(0.01)
     # An untracked container's event (another container's health-check exec), then the stop.
-    subscriber.queue.put_nowait({"Type": "container", "Action": "exec_die", "Actor": {"ID": "x"}, "timeNano": 1})
+    feed.queue.put_nowait({"Type": "container", "Action": "exec_die", "Actor": {"ID": "x"}, "timeNano": 1})
     await asyncio.sleep(0)
     reader.cancel()
     done, _ = await asyncio.wait([reader], timeout=1)

@@ -10,6 +10,7 @@ import itertools
 import subprocess
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
@@ -26,7 +27,7 @@ from tests.polling import poll_async
 from tests.unit.test_state import SETTINGS, Run, started
 from watcher.config import ExpositionSettings, Settings, StorageSettings
 from watcher.domain.model import Deployment, DeploymentKey, State, Usage
-from watcher.domain.observations import InstanceExited, InstanceGone, UsageSampled
+from watcher.domain.observations import InstanceExited, InstanceGone, Observation, ServiceGone, UsageSampled
 from watcher.exposition import rendering
 from watcher.exposition.families import DeploymentCollector, deployment_families
 from watcher.exposition.rendering import (
@@ -43,7 +44,10 @@ from watcher.exposition.rendering import (
     same_but_usage,
 )
 from watcher.runtime.compose import Watcher
-from watcher.selfmetrics import SelfMetrics
+from watcher.selfmetrics import SERVICE_ACTIONS, EngineErrorKind, SelfMetrics
+from watcher.sources.engine import Engine
+from watcher.sources.swarm import causes as swarm_causes
+from watcher.sources.swarm.watch import SwarmWatch
 from watcher.web.app import make_app
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
@@ -212,6 +216,34 @@ async def test_self_metrics_precreated_and_both_formats(aiohttp_client: AiohttpC
     names = [f.name for f in parse_openmetrics(om)]
     assert len(names) == len(set(names))
     assert "deployment_watcher_exposition_render_duration_seconds" in names
+
+
+async def test_swarm_service_events_counted_apart_from_container_events() -> None:
+    """A Swarm service event counts in its own family, by action; a container event in the other."""
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    removed: list[Observation] = []
+    watch = SwarmWatch(Settings(), removed.append, metrics)
+    event = {"Type": "service", "Action": "remove", "Actor": {"ID": "s1"}, "timeNano": 1_700_000_000 * 10**9}
+    await watch._handle(cast(Engine, None), [event])  # a removal needs no request
+    metrics.event("health_status: healthy")
+    assert removed == [ServiceGone(1_700_000_000.0, "s1")]
+    swarm, containers = "deployment_watcher_swarm_events_total", "deployment_watcher_events_total"
+    assert registry.get_sample_value(swarm, {"action": "remove"}) == 1
+    assert registry.get_sample_value(swarm, {"action": "create"}) == 0  # pre-created
+    assert registry.get_sample_value(containers, {"action": "health_status"}) == 1
+    assert registry.get_sample_value(containers, {"action": "remove"}) is None
+    # The actions pre-created are the ones the Swarm source follows.
+    assert all(swarm_causes.classify({**event, "Action": action}) for action in SERVICE_ACTIONS)
+
+
+def test_engine_error_kinds_precreated_and_explained() -> None:
+    """Every engine error kind has its series at zero and its meaning in the help text."""
+    registry = CollectorRegistry()
+    SelfMetrics(registry)
+    (family,) = [f for f in registry.collect() if f.name == "deployment_watcher_docker_errors"]
+    assert [s.labels["kind"] for s in family.samples if s.name.endswith("_total")] == list(EngineErrorKind)
+    assert all(f"{kind} ({kind.meaning})" in family.documentation for kind in EngineErrorKind)
 
 
 @pytest.mark.prometheus

@@ -38,13 +38,13 @@ from watcher.domain.machine import apply
 from watcher.domain.model import DeploymentKey, Instance, Source, State
 from watcher.domain.observations import Resync
 from watcher.runtime.compose import Watcher
+from watcher.selfmetrics import EngineErrorKind
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.engine import Engine, EngineError
 from watcher.sources.engine import _event as engine_event
 
 ERRORS = "deployment_watcher_docker_errors_total"
 PROPERTY_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "20"))  # a few seconds; more for a long hunt
-KINDS = ("no_socket", "oversized_event", "invalid_event", "http_error", "connection", "timeout", "protocol")
 
 
 def hostile_settings(host: str, *, stats: bool = True) -> Settings:
@@ -201,7 +201,7 @@ async def test_an_event_line_beyond_aiohttps_limit_is_read(tmp_path: Path) -> No
         assert {k.name for k in expected} == {"big", "after"}
         note = expected[DeploymentKey("big", "test")][big].identity
         assert note.version == "1"
-        assert all(running.errors(kind) == 0 for kind in KINDS)
+        assert all(running.errors(kind) == 0 for kind in EngineErrorKind)
         assert running.service.metrics.resyncs._value.get() == resyncs
         assert after in running.service.core.snapshot().owners
         await running.metrics()
@@ -269,7 +269,7 @@ async def test_without_a_socket_it_waits_says_why_and_logs_once(
         assert "no Docker socket" in warnings[0].getMessage()
         assert "lost" not in warnings[0].getMessage()  # it never had it
         samples = await running.metrics()
-        assert all(f"{ERRORS}[('kind', '{kind}')]" in samples for kind in KINDS)
+        assert all(f"{ERRORS}[('kind', '{kind}')]" in samples for kind in EngineErrorKind)
 
 
 async def test_a_socket_that_appears_later_is_connected_to(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

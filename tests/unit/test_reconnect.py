@@ -13,6 +13,7 @@ import pytest
 
 from tests.polling import poll_async
 from watcher.config import DockerSettings
+from watcher.selfmetrics import EngineErrorKind
 from watcher.sources.engine import EngineError
 from watcher.sources.reconnect import Reconnect
 
@@ -36,7 +37,7 @@ def sessions(
         syncs, kind = step
         if syncs:
             reconnect().synced()
-        raise EngineError(kind, f"{kind} {len(started)}")
+        raise EngineError(EngineErrorKind[kind.upper()], f"{kind} {len(started)}")
 
     return session
 

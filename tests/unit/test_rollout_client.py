@@ -36,7 +36,7 @@ from watcher.config.webconfig import WebConfig
 from watcher.domain import labels
 from watcher.domain.model import DeploymentKey, Instance
 from watcher.domain.observations import InstanceExited, InstanceGone, InstanceSeen, Tick
-from watcher.web import views
+from watcher.wire import StreamEvent
 
 
 def summary(revision: int, version: str, state: str, *, rollback: bool = False, reason: str = "") -> Summary:
@@ -272,7 +272,7 @@ def test_the_gate_describes_every_event() -> None:
     removed = {"revision": 2, "version": "2.0", "reason": "no container of it is left"}
     assert rollout.describe("deployment_removed", removed) == "removed: no container of it is left"
     assert rollout.describe("deployment_returned", removed) == "revision 2 (2.0): back after its removal"
-    for name in views.EVENT_NAMES:
+    for name in StreamEvent:
         assert rollout.describe(name, changed) != name
 
 
@@ -340,6 +340,26 @@ def test_an_event_trickling_in_ends_at_the_timeout(fake: Fake) -> None:
     assert 1 <= time.monotonic() - began < 3
 
 
+def test_a_full_stream_is_asked_again_after_its_retry_after(fake: Fake) -> None:
+    """The stream answers 503 with Retry-After: 4 (its caps are reached): the gate asks again after 4 s, not
+    every second, and still ends at --timeout (exit 3: the watcher answers, with no verdict)."""
+    fake.answers[DETAIL] = Answer(body=as_json(ROW))
+    fake.stream_answer = Answer(503, b'{"error": "full"}', {"Retry-After": "4"})
+    began = time.monotonic()
+    code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
+                               "--timeout", "5")  # fmt: skip
+    assert 5 <= time.monotonic() - began < 7
+    assert code == 3 and "no verdict within the timeout" in err, err
+    assert err.count("event stream answered 503; asking again in 4 s") == 1 and "lost the watcher" not in err, err
+    assert fake.stream_requests <= 3  # at 0 s, 4 s (and the deadline); every second would be 6
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 0.0), ("", 0.0), ("10", 10.0), ("0.5", 0.5), ("-3", 0.0),
+                                                ("nan", 0.0), ("1e9", 60.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])  # fmt: skip
+def test_retry_after_is_read_as_bounded_seconds(value: str | None, seconds: float) -> None:
+    assert reader.retry_after(value) == seconds
+
+
 def test_the_help_says_timeout_is_the_longest_wait(capsys: pytest.CaptureFixture[str]) -> None:
     """`rollout status --help`: --timeout is the longest wait, whatever the watcher sends."""
     with pytest.raises(SystemExit):
@@ -381,19 +401,22 @@ class Fake:
         self.stream = b""
         self.keepalives = False  # the stream: then a comment every 50 ms, for ever
         self.trickle = False  # the stream: then an event that never ends, a byte every 50 ms
+        self.stream_answer: Answer | None = None  # the stream's answer instead (a 503 of a full stream)
+        self.stream_requests = 0
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.partition("?")[0]
                 if path == "/api/v1/events":
-                    answer = Answer(body=fake.stream, headers={"Content-Type": "text/event-stream"})
+                    fake.stream_requests += 1
+                    answer = fake.stream_answer or Answer(body=fake.stream, headers={"Content-Type": "text/event-stream"})
                 else:
                     answer = fake.answers.get(path, Answer(404, b'{"error":"no"}'))
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
-                endless = path == "/api/v1/events" and (fake.keepalives or fake.trickle)
+                endless = path == "/api/v1/events" and answer.status == 200 and (fake.keepalives or fake.trickle)
                 if not endless:
                     self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()

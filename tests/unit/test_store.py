@@ -46,7 +46,7 @@ from watcher.domain.model import (
 from watcher.domain.observations import InstanceExited, InstanceGone, InstanceHealth, InstanceOOMKilled, UsageSampled
 from watcher.domain.times import LATEST
 from watcher.persistence import codec as store
-from watcher.persistence import statefile
+from watcher.persistence import statefile, typedjson
 from watcher.persistence.codec import DecodeError, decode, encode
 from watcher.persistence.statefile import StateFile
 from watcher.selfmetrics import SelfMetrics
@@ -100,7 +100,7 @@ class Numbers:
 
 IN_RANGE = Numbers(
     times=st.sampled_from([0.0, LATEST]) | st.floats(0, LATEST),
-    amounts=st.sampled_from([0.0, store.MAX_AMOUNT]) | st.floats(0, store.MAX_AMOUNT),
+    amounts=st.sampled_from([0.0, typedjson.MAX_AMOUNT]) | st.floats(0, typedjson.MAX_AMOUNT),
     counts=_bounded(0, store.MAX_COUNT),
     revisions=_bounded(1, store.MAX_COUNT),
     exit_codes=_bounded(-store.MAX_COUNT - 1, store.MAX_COUNT),
@@ -332,7 +332,7 @@ def test_wrong_fields_are_refused_by_path(path: str, value: object, message: str
         ("deployments.0.rollout.started_at", 10**400, LATEST),
         ("deployments.0.rollout.started_at", -1, 0),
         ("deployments.0.rollout.finished_at", 1e300, LATEST),
-        ("deployments.0.durations.sum", 10**400, store.MAX_AMOUNT),
+        ("deployments.0.durations.sum", 10**400, typedjson.MAX_AMOUNT),
         ("deployments.0.members.0.memory_bytes", -0.5, 0),
         ("deployments.0.members.0.identity.stable_seconds", -(10**400), 0),
     ],

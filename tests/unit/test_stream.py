@@ -22,8 +22,8 @@ from tests.unit.readside import NOW, read_side
 from tests.unit.test_state import API, reported, started
 from watcher.domain.model import DeploymentKey, Health
 from watcher.domain.observations import InstanceGone, InstanceHealth, Tick
-from watcher.web import views
 from watcher.web.stream import EventStream
+from watcher.wire import StreamEvent
 
 WEB = DeploymentKey("web", "staging")
 
@@ -270,8 +270,8 @@ def test_events_that_change_nothing_are_not_streamed() -> None:
 def test_every_event_name_is_described_and_followed() -> None:
     """The names the stream sends are the ones openapi.json lists and board.js listens for."""
     spec = json.loads((importlib.resources.files("watcher.web") / "openapi.json").read_text())
-    assert spec["components"]["schemas"]["Event"]["properties"]["event"]["enum"] == list(views.EVENT_NAMES)
+    assert spec["components"]["schemas"]["Event"]["properties"]["event"]["enum"] == list(StreamEvent)
     script = (importlib.resources.files("watcher.web") / "static" / "board.js").read_text()
     listened = re.search(r"const EVENTS = \[(.*?)\];", script, re.DOTALL)
     assert listened is not None
-    assert re.findall(r'"(\w+)"', listened.group(1)) == list(views.EVENT_NAMES)
+    assert re.findall(r'"(\w+)"', listened.group(1)) == list(StreamEvent)

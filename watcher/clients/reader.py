@@ -34,7 +34,25 @@ SILENCE_SECONDS = 40.0
 
 
 class Unreachable(Exception):
-    """The watcher did not answer (connection refused, reset, timed out, not HTTP)."""
+    """The watcher did not answer (connection refused, reset, timed out, not HTTP), or asked to be
+    asked again later (``retry_after`` seconds: its event stream is full)."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# A Retry-After beyond this is not waited for whole: the gate's own deadline bounds the wait anyway.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def retry_after(value: str | None) -> float:
+    """A Retry-After header's delay in seconds (0 when absent or not a number of seconds)."""
+    try:
+        seconds = float(value or 0)
+    except ValueError:
+        return 0.0
+    return min(MAX_RETRY_AFTER_SECONDS, seconds) if seconds > 0 else 0.0  # NaN compares false: 0
 
 
 class Refused(Exception):
@@ -152,7 +170,8 @@ class Watcher:
             self._open.discard(sock)
             connection.close()
             _refused(response.status)
-            raise Unreachable(f"the watcher's event stream answered {response.status}")
+            delay = retry_after(response.getheader("Retry-After")) if response.status == 503 else 0.0
+            raise Unreachable(f"the watcher's event stream answered {response.status}", retry_after=delay)
         events = Events(connection, response, sock, on_close=lambda: self._open.discard(sock))
         events.set_timeout(timeout)
         return events

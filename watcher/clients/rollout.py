@@ -29,7 +29,7 @@ from typing import Any
 from watcher.clients import answers, reader
 from watcher.clients.answers import Summary
 from watcher.domain import text
-from watcher.wire import REPORTS_PATH
+from watcher.wire import REPORTS_PATH, RESYNC_EVENT, StreamEvent
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_CANNOT_TELL = 0, 1, 2, 3, 4
 PROG = "deployment-watcher rollout"
@@ -126,29 +126,29 @@ def describe(name: str, data: dict[str, Any]) -> str:
     """One line for an event of the stream."""
     revision = f"revision {data.get('revision')} ({data.get('version')})"
     match name:
-        case "rollout_started":
+        case StreamEvent.ROLLOUT_STARTED:
             return f"{revision} started"
-        case "rollback_started":
+        case StreamEvent.ROLLBACK_STARTED:
             return f"rollback: {revision} started"
-        case "rollout_finished" | "rollout_revised":
+        case StreamEvent.ROLLOUT_FINISHED | StreamEvent.ROLLOUT_REVISED:
             reason = data.get("reason") or ""
-            verb = "revised to " if name == "rollout_revised" else ""
+            verb = "revised to " if name == StreamEvent.ROLLOUT_REVISED else ""
             return f"{revision} {verb}{data.get('status')}" + (f": {reason}" if reason else "")
-        case "rollout_superseded":
+        case StreamEvent.ROLLOUT_SUPERSEDED:
             return f"{revision} superseded"
-        case "health_changed":
+        case StreamEvent.HEALTH_CHANGED:
             return (
                 f"{revision}: container {str(data.get('instance'))[:12]} {data.get('before')} -> {data.get('health')}"
             )
-        case "deployment_changed":
+        case StreamEvent.DEPLOYMENT_CHANGED:
             failing = data.get("failing") or []
             health = "failing: " + ", ".join(map(str, failing)) if failing else "healthy"
             return f"{revision}: {data.get('running')} of {data.get('current')} containers running, {health}"
-        case "deployment_removed":
+        case StreamEvent.DEPLOYMENT_REMOVED:
             return f"removed: {data.get('reason')}"
-        case "deployment_returned":
+        case StreamEvent.DEPLOYMENT_RETURNED:
             return f"{revision}: back after its removal"
-        case "deployment_gone":
+        case StreamEvent.DEPLOYMENT_GONE:
             return f"gone: {data.get('reason')}"
     return name
 
@@ -188,6 +188,7 @@ class Waiter:
         self.run = ""  # of the watcher that answered last
         self.reached = False  # the watcher answered at least once
         self.lost = ""  # why the watcher is away, while it is
+        self.full = False  # its event stream refused us as full (503), said once
         self.shown = ""  # the state last printed ("<revision> <status>", or "absent")
 
     def __call__(self) -> int:
@@ -202,6 +203,7 @@ class Waiter:
 
     def _wait(self) -> int:
         while True:
+            pause = RETRY_SECONDS  # longer when the watcher asks for it (a full event stream's 503)
             try:
                 verdict = self._follow()
             except reader.Refused as exc:
@@ -213,7 +215,12 @@ class Waiter:
             except reader.Unreachable as exc:
                 if not self.reached:
                     return _say(EXIT_CANNOT_TELL, str(exc))
-                if self.clock() < self.deadline:  # else cut short by the deadline: not a watcher away
+                if exc.retry_after:  # it answers, but its stream is full: not away; asked again when it says
+                    pause = exc.retry_after
+                    if not self.full:
+                        print(f"{self._who()}: {exc}; asking again in {pause:g} s", file=sys.stderr, flush=True)
+                    self.full = True
+                elif self.clock() < self.deadline:  # else cut short by the deadline: not a watcher away
                     if not self.lost:
                         print(f"{self._who()}: lost the watcher ({exc}); reconnecting", file=sys.stderr, flush=True)
                     self.lost = str(exc)
@@ -227,7 +234,7 @@ class Waiter:
                 if self.lost:
                     return _say(EXIT_CANNOT_TELL, f"the watcher is still unreachable at the timeout: {self.lost}")
                 return _say(EXIT_TIMEOUT, f"{self._who()}: no verdict within the timeout")
-            time.sleep(min(RETRY_SECONDS, max(0.0, self.deadline - self.clock())))
+            time.sleep(min(pause, max(0.0, self.deadline - self.clock())))
 
     def _follow(self) -> Verdict | None:
         """One connection: the deployment read, then the stream's events since the state read."""
@@ -244,7 +251,7 @@ class Waiter:
         try:
             for event in events:
                 # resync: what happened since the read is no longer kept: read it again.
-                verdict = self._judge(*self._read()) if event.name == "resync" else self._event(event)
+                verdict = self._judge(*self._read()) if event.name == RESYNC_EVENT else self._event(event)
                 if verdict is not None:
                     return verdict
             raise reader.Unreachable("the event stream ended")

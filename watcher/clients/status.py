@@ -37,14 +37,10 @@ def parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """What the table shows of a deployment's row in the list."""
+    """What the table shows of a deployment's row in the list: its current rollout, as the gate reads it,
+    and more."""
 
-    name: str
-    environment: str
-    status: str
-    rollback: bool
-    version: str
-    revision: int
+    rollout: answers.Summary
     started_at: float
     health_checks: dict[str, bool]
     cpu_seconds: float
@@ -59,12 +55,7 @@ def parse(row: dict[str, Any], where: str) -> Row:
     checks = field(row, "health_checks", dict, where)
     versions = field(row, "last_versions", list, where)
     return Row(
-        name=field(row, "name", str, where),
-        environment=field(row, "environment", str, where),
-        status=field(row, "status", str, where),
-        rollback=field(row, "rollback", bool, where),
-        version=field(row, "version", str, where),
-        revision=field(row, "revision", int, where),
+        rollout=answers.summary(row, where),
         started_at=field(row, "started_at", float, where),
         health_checks={k: of(ok, bool, f"{where}: a health check") for k, ok in checks.items()},
         cpu_seconds=field(row, "cpu_seconds", float, where),
@@ -79,9 +70,10 @@ def row(d: Row, *, now: float) -> tuple[str, ...]:
     health = "-" if not d.health_checks else "healthy" if not failing else "failing:" + ",".join(failing)
     if d.removed:
         health = "removed"
-    status = d.status + (" (rollback)" if d.rollback else "")
+    r = d.rollout
+    status = r.status + (" (rollback)" if r.rollback else "")
     return (
-        d.name, d.environment, status, d.version, str(d.revision), age(now - d.started_at), health,
+        r.name, r.environment, status, r.version, str(r.revision), age(now - d.started_at), health,
         f"{d.cpu_seconds:.1f}s", size(d.memory_bytes), ",".join(d.last_versions),
     )  # fmt: skip
 

@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from watcher.config import yamlfile
 from watcher.config.problems import ConfigError
@@ -109,13 +110,8 @@ def load(path: str) -> WebConfig:
 
 def _section(value: object, where: str, known: tuple[str, ...], problems: list[str]) -> dict[str, object]:
     """The known keys of a mapping (absent or empty: none); unknown and unsupported keys are problems."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.append(f"{where or 'the top level'} must be a mapping")
-        return {}
     found: dict[str, object] = {}
-    for key, item in value.items():
+    for key, item in _mapping(value, f"{where or 'the top level'} must be a mapping", problems).items():
         name = f"{where}.{key}" if where else str(key)
         if name in _UNSUPPORTED:
             problems.append(f"{name} is not supported by deployment-watcher: {_UNSUPPORTED[name]}")
@@ -124,6 +120,16 @@ def _section(value: object, where: str, known: tuple[str, ...], problems: list[s
         else:
             found[str(key)] = item
     return found
+
+
+def _mapping(value: object, problem: str, problems: list[str]) -> Mapping[Any, Any]:
+    """``value`` when it is a mapping; absent, an empty one; anything else is ``problem``, and empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(problem)
+        return {}
+    return value
 
 
 # A type check of a YAML value, not watcher.domain.text's cleaning: these strings are paths and
@@ -249,13 +255,9 @@ def _ciphers(context: ssl.SSLContext, value: object, problems: list[str]) -> Non
 
 
 def _headers(value: object, problems: list[str]) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.append("http_server_config.headers must be a mapping of header names to values")
-        return {}
     headers: dict[str, str] = {}
-    for name, text in value.items():
+    mapping = _mapping(value, "http_server_config.headers must be a mapping of header names to values", problems)
+    for name, text in mapping.items():
         allowed = HEADERS.get(name)
         if allowed is None:
             problems.append(f"http_server_config.headers: {name} cannot be set (allowed: {', '.join(HEADERS)})")
@@ -269,13 +271,9 @@ def _headers(value: object, problems: list[str]) -> dict[str, str]:
 
 
 def _users(value: object, problems: list[str]) -> dict[str, bytes]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.append("basic_auth_users must be a mapping of usernames to bcrypt hashes")
-        return {}
     users: dict[str, bytes] = {}
-    for name, hashed in value.items():
+    mapping = _mapping(value, "basic_auth_users must be a mapping of usernames to bcrypt hashes", problems)
+    for name, hashed in mapping.items():
         user = str(name)
         match = _BCRYPT.fullmatch(hashed) if isinstance(hashed, str) else None
         if ":" in user:

@@ -1,24 +1,20 @@
-"""The state file: ``encode(state) → bytes`` and ``decode(bytes) → State`` (pure), and
-``StateFile``, the adapter that loads it at start-up and saves it atomically.
+"""The state file's schema: ``encode(state) → bytes`` and ``decode(bytes) → State`` (pure), with the
+migrations from older schemas. The typed reads of untrusted JSON are ``typedjson``'s; ``statefile``
+is the adapter that loads the file at start-up and saves it atomically.
 
-The format is a contract, documented field by field in README ("State file"): JSON with a
-top-level ``schema`` number, every field written explicitly. A change old files cannot be
-read with bumps ``SCHEMA`` and adds ``MIGRATIONS[old]``, a function turning a document of
-schema ``old`` into one of ``old + 1``; files are migrated in memory when loaded and written
-in the current schema. A new field whose default means what files without it meant needs no
-new schema: decode it with that default when it is missing, and list the default in README.
+The format is a contract, documented field by field in docs/state-file.md: JSON with a top-level
+``schema`` number, every field written explicitly. A change old files cannot be read with bumps
+``SCHEMA`` and adds ``MIGRATIONS[old]``, a function turning a document of schema ``old`` into one of
+``old + 1``; files are migrated in memory when loaded and written in the current schema. A new field
+whose default means what files without it meant needs no new schema: decode it with that default
+when it is missing, and list the default in docs/state-file.md.
 """
 
 from __future__ import annotations
 
-import enum
 import json
-import logging
-import math
-import sys
-from collections.abc import Callable, Mapping
-from contextvars import ContextVar
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from watcher import __version__
 from watcher.domain import limits
@@ -45,17 +41,24 @@ from watcher.domain.model import (
     VersionSeen,
     iter_sorted,
 )
-from watcher.domain.times import LATEST
-
-log = logging.getLogger(__name__)
+from watcher.persistence.typedjson import (
+    MAX_COUNT,
+    DecodeError,
+    Object,
+    amount,
+    integer,
+    load,
+    member_of,
+    noting_clamped,
+    text,
+)
 
 SCHEMA = 2
 FILE_NAME = "state.json"
 
 Document = dict[str, Any]
-T = TypeVar("T")
-N = TypeVar("N", int, float)
-E = TypeVar("E", bound=enum.Enum)
+# The interface: what a state file holds, and the error of one that cannot be read (typedjson's).
+__all__ = ["FILE_NAME", "MAX_COUNT", "MAX_NANOS", "MIGRATIONS", "SCHEMA", "DecodeError", "Document", "decode", "encode"]
 
 
 def _judge_of_schema_1(document: Document) -> Document:
@@ -73,21 +76,9 @@ def _judge_of_schema_1(document: Document) -> Document:
 MIGRATIONS: dict[int, Callable[[Document], Document]] = {1: _judge_of_schema_1}
 
 
-class DecodeError(ValueError):
-    """Not a state file this watcher can read: corrupt, truncated, or of an unknown schema."""
-
-
-# The ranges the numbers of a file lie in (watcher.domain.limits). The watcher writes nothing
-# outside them: its sources clamp what engines send. A number of the right kind outside its range
-# is read as the nearest bound (``clamped``) rather than refused: a file written by an older
-# watcher, before a value was clamped at its source, must not lose every other deployment's
-# revisions and DORA counts. Met as it is, such a number crashed a scrape (an integer beyond a
-# float) or a save. What is no number at all (NaN, infinite, a string) stays corruption.
-MAX_COUNT = limits.MAX_COUNT
+# The ranges the numbers of a file lie in, beyond typedjson's counts and amounts (watcher.domain.limits).
+# The watcher writes nothing outside them: its sources clamp what engines send.
 MAX_NANOS = limits.MAX_NANOS
-MAX_AMOUNT = sys.float_info.max  # seconds and bytes: any finite non-negative number
-# The fields clamped by the decode running in this context, each "where: value → bound".
-_clamped: ContextVar[list[str]] = ContextVar("clamped")
 
 
 # -- encode
@@ -223,20 +214,7 @@ def decode(data: bytes, *, clamped: list[str] | None = None) -> State:
 
     ``clamped``: where a number out of its range was read as its nearest bound, and what it was.
     """
-    token = _clamped.set([] if clamped is None else clamped)
-    try:
-        return _decode(data)
-    finally:
-        _clamped.reset(token)
-
-
-def _decode(data: bytes) -> State:
-    try:
-        document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON (truncated files end here), absurd nesting
-        raise DecodeError(f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise DecodeError("the top level is not an object")
+    document = load(data)
     schema = document.get("schema")
     if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
         raise DecodeError(f"no valid schema number (got {schema!r})")
@@ -250,18 +228,15 @@ def _decode(data: bytes) -> State:
             document = migrate(document)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a corrupt document of that schema
             raise DecodeError(f"cannot migrate from schema {old}: {exc!r:.200}") from None
-    return _decode_state(_Object(document, "state"))
+    with noting_clamped(clamped):
+        return _decode_state(Object(document, "state"))
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _decode_state(root: _Object) -> State:
+def _decode_state(root: Object) -> State:
     deployments: dict[DeploymentKey, Deployment] = {}
     owners: dict[str, DeploymentKey] = {}
     for n, raw in enumerate(root.array("deployments")):
-        deployment = _decode_deployment(_Object(raw, f"deployments[{n}]"))
+        deployment = _decode_deployment(Object(raw, f"deployments[{n}]"))
         if deployment.key in deployments:
             raise DecodeError(f"deployments[{n}]: {deployment.key.name}/{deployment.key.environment} appears twice")
         for instance_id in deployment.members:
@@ -271,7 +246,7 @@ def _decode_state(root: _Object) -> State:
         deployments[deployment.key] = deployment
     retired: dict[DeploymentKey, Retired] = {}
     for n, raw in enumerate(root.array("retired", default=[])):
-        r = _Object(raw, f"retired[{n}]")
+        r = Object(raw, f"retired[{n}]")
         key = DeploymentKey(r.label("name"), r.label("environment"))
         if key in retired or key in deployments:
             raise DecodeError(f"retired[{n}]: {key.name}/{key.environment} appears twice")
@@ -279,16 +254,16 @@ def _decode_state(root: _Object) -> State:
     return State(deployments, owners, retired)
 
 
-def _decode_deployment(d: _Object) -> Deployment:
+def _decode_deployment(d: Object) -> Deployment:
     key = DeploymentKey(d.label("name"), d.label("environment"))
     history = []
     for n, raw in enumerate(d.array("history")):
-        h = _Object(raw, f"{d.where}.history[{n}]")
+        h = Object(raw, f"{d.where}.history[{n}]")
         history.append(VersionSeen(h.label("version"), h.label("commit"), h.integer("revision", minimum=1),
                                    h.time("started_at")))  # fmt: skip
     members: dict[str, Member] = {}
     for n, raw in enumerate(d.array("members")):
-        member = _decode_member(_Object(raw, f"{d.where}.members[{n}]"), key=key)
+        member = _decode_member(Object(raw, f"{d.where}.members[{n}]"), key=key)
         if member.instance.id in members:
             raise DecodeError(f"{d.where}.members[{n}]: instance {member.instance.id} appears twice")
         members[member.instance.id] = member
@@ -307,12 +282,12 @@ def _decode_deployment(d: _Object) -> Deployment:
     )
 
 
-def _decode_service(s: _Object) -> Service:
+def _decode_service(s: Object) -> Service:
     return Service(
         id=s.text("id"),
         name=s.text("name"),
         template=s.text("template"),
-        update_state=s.choice("update_state", _member_of(UpdateState)),
+        update_state=s.choice("update_state", member_of(UpdateState)),
         message=s.text("message"),
         desired=s.integer("desired"),
         running=s.integer("running"),
@@ -321,7 +296,7 @@ def _decode_service(s: _Object) -> Service:
     )
 
 
-def _decode_dora(f: _Object) -> Dora:
+def _decode_dora(f: Object) -> Dora:
     return Dora(
         successes=f.integer("successes"),
         failures=f.integer("failures"),
@@ -331,22 +306,22 @@ def _decode_dora(f: _Object) -> Dora:
         recoveries=_decode_histogram(f.child("recoveries"), RECOVERY_BUCKETS),
         failing_since=f.optional_time("failing_since"),
         failed_revision=f.integer("failed_revision"),
-        commits=tuple(_text(c, f"{f.where}.commits") for c in f.array("commits")),
+        commits=tuple(text(c, f"{f.where}.commits") for c in f.array("commits")),
     )
 
 
-def _decode_histogram(h: _Object, bounds: tuple[float, ...]) -> Histogram:
-    buckets = [_number(b, f"{h.where}.buckets", maximum=MAX_AMOUNT) for b in h.array("buckets")]
+def _decode_histogram(h: Object, bounds: tuple[float, ...]) -> Histogram:
+    buckets = [amount(b, f"{h.where}.buckets") for b in h.array("buckets")]
     if buckets != list(bounds):
         # Counts cannot be re-bucketed: changing the buckets needs a new schema and a migration.
         raise DecodeError(f"{h.where}.buckets: {buckets} are not this watcher's buckets {list(bounds)}")
-    counts = [_integer(c, f"{h.where}.counts", minimum=0, maximum=MAX_COUNT) for c in h.array("counts")]
+    counts = [integer(c, f"{h.where}.counts") for c in h.array("counts")]
     if len(counts) != len(bounds) + 1:
         raise DecodeError(f"{h.where}.counts: expected {len(bounds) + 1} counts (the last for +Inf)")
     return Histogram(bounds, tuple(counts), h.amount("sum"))
 
 
-def _decode_rollout(r: _Object) -> Rollout:
+def _decode_rollout(r: Object) -> Rollout:
     return Rollout(
         revision=r.integer("revision", minimum=1),
         version=r.label("version"),
@@ -357,17 +332,17 @@ def _decode_rollout(r: _Object) -> Rollout:
         finished_at=r.optional_time("finished_at"),
         reason=r.text("reason"),
         rollback=r.flag("rollback"),
-        members=frozenset(_text(m, f"{r.where}.members") for m in r.array("members")),
+        members=frozenset(text(m, f"{r.where}.members") for m in r.array("members")),
         trigger_created_at=r.time("trigger_created_at"),
         deadline_at=r.amount("deadline_at"),  # a start plus a deadline label of any size
         witnessed=r.flag("witnessed"),
-        judge=r.choice("judge", _member_of(Judge)),
+        judge=r.choice("judge", member_of(Judge)),
         commit_time=r.optional_time("commit_time") if r.has("commit_time") else None,
         hotfix=r.flag("hotfix", default=False),
     )
 
 
-def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
+def _decode_member(m: Object, *, key: DeploymentKey) -> Member:
     i = m.child("identity")
     identity = Identity(
         key=key,
@@ -388,170 +363,15 @@ def _decode_member(m: _Object, *, key: DeploymentKey) -> Member:
         running=m.flag("running"),
         running_since=m.optional_time("running_since"),
         has_healthcheck=m.flag("has_healthcheck"),
-        health=m.choice("health", _member_of(Health)),
+        health=m.choice("health", member_of(Health)),
         exit_code=m.optional_integer("exit_code", minimum=-MAX_COUNT - 1),
         exited_at=m.optional_time("exited_at"),
         exit_requested=m.flag("exit_requested"),
         oom_killed=m.flag("oom_killed"),
         restart_count=m.integer("restart_count"),
-        source=m.choice("source", _member_of(Source)),
+        source=m.choice("source", member_of(Source)),
         inspected=m.flag("inspected", default=True),
         service_id=m.text("service_id", default=""),
         start_error=m.text("start_error", default=""),
     )
     return Member(instance, m.time("updated_at"), m.integer("cpu_nanos", maximum=MAX_NANOS), m.amount("memory_bytes"))
-
-
-class _Object:
-    """Typed reads from one JSON object; every problem names the field's path."""
-
-    def __init__(self, value: object, where: str) -> None:
-        if not isinstance(value, dict):
-            raise DecodeError(f"{where}: expected an object, got {type(value).__name__}")
-        self._value: Mapping[str, object] = value
-        self.where = where
-
-    def _get(self, name: str) -> object:
-        try:
-            return self._value[name]
-        except KeyError:
-            raise DecodeError(f"{self.where}.{name}: missing") from None
-
-    def present(self, name: str) -> bool:
-        """Whether the field is there and not null (a field added without a new schema: absent means none)."""
-        return self._value.get(name) is not None
-
-    def has(self, name: str) -> bool:
-        """Whether the field is there (a field added without a new schema may be missing)."""
-        return name in self._value
-
-    def text(self, name: str, *, default: str | None = None) -> str:
-        """``default``: the value when the field is missing (a field added without a new schema)."""
-        if default is not None and name not in self._value:
-            return default
-        return _text(self._get(name), f"{self.where}.{name}")
-
-    def label(self, name: str) -> str:
-        """Text /metrics shows as a label value: UTF-8, so a lone surrogate (JSON's ``\\ud800``) is refused."""
-        value = self.text(name)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise DecodeError(f"{self.where}.{name}: not UTF-8 text") from None
-        return value
-
-    def optional_text(self, name: str) -> str | None:
-        value = self._get(name)
-        return None if value is None else _text(value, f"{self.where}.{name}")
-
-    def integer(self, name: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
-        return _integer(self._get(name), f"{self.where}.{name}", minimum=minimum, maximum=maximum)
-
-    def optional_integer(self, name: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> int | None:
-        value = self._get(name)
-        return None if value is None else _integer(value, f"{self.where}.{name}", minimum=minimum, maximum=maximum)
-
-    def time(self, name: str) -> float:
-        """Unix seconds, from 0 (tests and defaults use small times) to the year 9999."""
-        return _number(self._get(name), f"{self.where}.{name}", maximum=LATEST)
-
-    def optional_time(self, name: str) -> float | None:
-        value = self._get(name)
-        return None if value is None else _number(value, f"{self.where}.{name}", maximum=LATEST)
-
-    def amount(self, name: str) -> float:
-        """Seconds or bytes: finite and not negative."""
-        return _number(self._get(name), f"{self.where}.{name}", maximum=MAX_AMOUNT)
-
-    def optional_amount(self, name: str) -> float | None:
-        value = self._get(name)
-        return None if value is None else _number(value, f"{self.where}.{name}", maximum=MAX_AMOUNT)
-
-    def flag(self, name: str, *, default: bool | None = None) -> bool:
-        """``default``: the value when the field is missing (a field added without a new schema)."""
-        if default is not None and name not in self._value:
-            return default
-        value = self._get(name)
-        if not isinstance(value, bool):
-            raise DecodeError(f"{self.where}.{name}: expected true or false, got {value!r:.40}")
-        return value
-
-    def choice(self, name: str, parse: Callable[[str], T]) -> T:
-        """``parse``: text → value, ValueError for text that is none (``Status.from_text``, ``_member_of``)."""
-        return self._chosen(name, self.text(name), parse)
-
-    def optional_choice(self, name: str, parse: Callable[[str], T]) -> T | None:
-        value = self.optional_text(name)
-        return None if value is None else self._chosen(name, value, parse)
-
-    def _chosen(self, name: str, value: str, parse: Callable[[str], T]) -> T:
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise DecodeError(f"{self.where}.{name}: {exc}") from None
-
-    def array(self, name: str, *, default: list[object] | None = None) -> list[object]:
-        """``default``: the value when the field is missing (a field added without a new schema)."""
-        if default is not None and name not in self._value:
-            return default
-        value = self._get(name)
-        if not isinstance(value, list):
-            raise DecodeError(f"{self.where}.{name}: expected a list, got {type(value).__name__}")
-        return value
-
-    def child(self, name: str) -> _Object:
-        return _Object(self._get(name), f"{self.where}.{name}")
-
-
-def _member_of(kind: type[E]) -> Callable[[str], E]:
-    """Text → the member of ``kind`` whose value it is; ValueError naming the values for other text."""
-
-    def parse(text: str) -> E:
-        for member in kind:
-            if member.value == text:
-                return member
-        raise ValueError(f"{text!r:.40} is not one of {', '.join(str(m.value) for m in kind)}")
-
-    return parse
-
-
-# A type check, not watcher.domain.text's cleaning: the file holds what the watcher wrote, values
-# cleaned when they came in, so anything else is corruption to refuse, never text to repair.
-def _text(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise DecodeError(f"{where}: expected a string, got {type(value).__name__}")
-    return value
-
-
-def _integer(value: object, where: str, *, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DecodeError(f"{where}: expected an integer, got {_shown(value)}")
-    return _within(value, where, minimum, maximum)
-
-
-def _number(value: object, where: str, *, maximum: float) -> float:
-    """A number from 0 to ``maximum``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DecodeError(f"{where}: expected a number, got {_shown(value)}")
-    if isinstance(value, float) and not math.isfinite(value):  # json reads 1e400 as inf without complaint
-        raise DecodeError(f"{where}: expected a finite number, got {value}")
-    return float(_within(value, where, 0, maximum))
-
-
-def _within(value: N, where: str, minimum: N, maximum: N) -> N:
-    """``value``, or the bound it lies beyond (noted in ``_clamped``). Compared exactly: an integer
-    beyond any float is out of range, not an OverflowError."""
-    bound = minimum if value < minimum else maximum if value > maximum else None
-    if bound is None:
-        return value
-    _clamped.get().append(f"{where}: {_shown(value)} → {bound}")
-    return bound
-
-
-def _shown(value: object) -> str:
-    """A short rendering of a bad value: the repr of a huge integer or a deep list is costly or raises."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
-        return f"an integer of {value.bit_length()} bits"
-    if isinstance(value, list | dict):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"{value!r:.40}"

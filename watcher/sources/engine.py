@@ -1,5 +1,5 @@
 """The Docker Engine client every Docker source shares: the configured host, the request timeout,
-and one answer to "the engine failed": ``EngineError``, of a kind (``selfmetrics.DOCKER_ERROR_KINDS``).
+and one answer to "the engine failed": ``EngineError``, of a kind (``selfmetrics.EngineErrorKind``).
 
 Each source opens its own (``Engine.open``), for as long as it needs: the Docker watch one per
 session, reconnecting after a failure; the stats poll one for good. Every request goes through
@@ -29,6 +29,7 @@ import aiohttp
 from yarl import URL
 
 from watcher.config import DockerSettings
+from watcher.selfmetrics import EngineErrorKind
 from watcher.sources import jsonfields
 
 # Longest event line read (Docker's are kilobytes, but labels and exec commands have no limit);
@@ -41,9 +42,9 @@ _DEFAULT_SOCKET = "/var/run/docker.sock"
 
 
 class EngineError(Exception):
-    """The Docker Engine failed; ``kind`` is one of selfmetrics.DOCKER_ERROR_KINDS, ``reason`` says how."""
+    """The Docker Engine failed; ``kind`` is what of, ``reason`` says how."""
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, kind: EngineErrorKind, reason: str) -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
@@ -66,10 +67,10 @@ class Engine:
         except Exception as exc:  # aiodocker asserts when it finds no socket (and DOCKER_HOST is not set)
             if settings.host or os.environ.get("DOCKER_HOST"):
                 raise EngineError(
-                    "protocol", f"cannot use {settings.host or os.environ['DOCKER_HOST']}: {exc}"
+                    EngineErrorKind.PROTOCOL, f"cannot use {settings.host or os.environ['DOCKER_HOST']}: {exc}"
                 ) from exc
             raise EngineError(
-                "no_socket", f"no Docker socket at {_DEFAULT_SOCKET}, and DOCKER_HOST is not set"
+                EngineErrorKind.NO_SOCKET, f"no Docker socket at {_DEFAULT_SOCKET}, and DOCKER_HOST is not set"
             ) from exc
         async with docker:
             yield cls(docker, timeout=settings.request_timeout_seconds, host=settings.host)
@@ -97,7 +98,9 @@ class Engine:
         """``GET /path``: a JSON list of objects (Swarm's services, tasks)."""
         found = await self._json(path, params)
         if not isinstance(found, list) or not all(isinstance(item, Mapping) for item in found):
-            raise EngineError("protocol", f"{path} answered {type(found).__name__}, not a list of JSON objects")
+            raise EngineError(
+                EngineErrorKind.PROTOCOL, f"{path} answered {type(found).__name__}, not a list of JSON objects"
+            )
         return found
 
     async def _json(self, path: str, params: Mapping[str, str]) -> object:
@@ -108,7 +111,9 @@ class Engine:
             async with self.deadline(), self.docker.session.get(url, params=params) as response:
                 if response.status != 200:
                     body = await response.text(errors="replace")
-                    raise EngineError("http_error", f"{path}: HTTP {response.status}: {body[:200].strip()}")
+                    raise EngineError(
+                        EngineErrorKind.HTTP_ERROR, f"{path}: HTTP {response.status}: {body[:200].strip()}"
+                    )
                 found: object = await response.json(content_type=None)
         return found
 
@@ -126,7 +131,9 @@ class Engine:
         inspected = _mapping(data, "an inspect")
         answered = inspected.get("Id")
         if not isinstance(answered, str) or not answered.startswith(container_id):
-            raise EngineError("protocol", f"an inspect of {container_id[:12]} answered for another container")
+            raise EngineError(
+                EngineErrorKind.PROTOCOL, f"an inspect of {container_id[:12]} answered for another container"
+            )
         return inspected
 
     async def labels(self, filters: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -136,7 +143,7 @@ class Engine:
                 listed = await self.docker.containers.list(all=True, filters=json.dumps(filters))
             found = {c.id: c["Labels"] or {} for c in listed}
         if not all(isinstance(i, str) and isinstance(labels, Mapping) for i, labels in found.items()):
-            raise EngineError("protocol", "the container list is not one of containers")
+            raise EngineError(EngineErrorKind.PROTOCOL, "the container list is not one of containers")
         return found
 
     async def stats(self, container_id: str, *, timeout: float) -> Mapping[str, Any] | None:
@@ -145,7 +152,7 @@ class Engine:
             async with asyncio.timeout(timeout):
                 samples = await self.docker.containers.container(container_id).stats(stream=False)
         if not isinstance(samples, list):
-            raise EngineError("protocol", "a stats request answered something else than samples")
+            raise EngineError(EngineErrorKind.PROTOCOL, "a stats request answered something else than samples")
         return _mapping(samples[0], "a stats request") if samples else None
 
     async def events(
@@ -165,7 +172,9 @@ class Engine:
             if response.status != 200:
                 with self._failures("the event stream"):
                     body = await response.text(errors="replace")
-                raise EngineError("http_error", f"the event stream: HTTP {response.status}: {body[:200].strip()}")
+                raise EngineError(
+                    EngineErrorKind.HTTP_ERROR, f"the event stream: HTTP {response.status}: {body[:200].strip()}"
+                )
             opened()
             async with aclosing(_lines(response.content)) as lines:
                 while True:
@@ -211,9 +220,9 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
                 yield line
         del buffer[:start]
         if len(buffer) > MAX_EVENT_BYTES:
-            raise EngineError("oversized_event", f"an event line longer than {MAX_EVENT_BYTES} bytes")
+            raise EngineError(EngineErrorKind.OVERSIZED_EVENT, f"an event line longer than {MAX_EVENT_BYTES} bytes")
     if buffer.strip():
-        raise EngineError("connection", "the event stream ended in the middle of an event")
+        raise EngineError(EngineErrorKind.CONNECTION, "the event stream ended in the middle of an event")
 
 
 async def _event(line: bytes) -> Mapping[str, Any]:
@@ -223,9 +232,11 @@ async def _event(line: bytes) -> Mapping[str, Any]:
         else:
             event = json.loads(line)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise EngineError("invalid_event", f"an event line that is not JSON ({exc!s:.200}): {line[:80]!r}") from exc
+        raise EngineError(
+            EngineErrorKind.INVALID_EVENT, f"an event line that is not JSON ({exc!s:.200}): {line[:80]!r}"
+        ) from exc
     if not isinstance(event, dict):
-        raise EngineError("invalid_event", f"an event line that is not a JSON object: {line[:80]!r}")
+        raise EngineError(EngineErrorKind.INVALID_EVENT, f"an event line that is not a JSON object: {line[:80]!r}")
     return event
 
 
@@ -241,23 +252,25 @@ def _nothing() -> None:
 
 def _mapping(value: object, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise EngineError("protocol", f"{what} answered {type(value).__name__}, not a JSON object")
+        raise EngineError(EngineErrorKind.PROTOCOL, f"{what} answered {type(value).__name__}, not a JSON object")
     return value
 
 
 def _as_engine_error(exc: Exception, *, what: str, host: str) -> EngineError:
     if isinstance(exc, TimeoutError):
-        return EngineError("timeout", f"{what} did not answer in time")
+        return EngineError(EngineErrorKind.TIMEOUT, f"{what} did not answer in time")
     causes = list(_chain(exc))
     missing = next((e for e in causes if isinstance(e, FileNotFoundError)), None)
     if missing is not None and host.startswith("unix://"):
-        return EngineError("no_socket", f"no Docker socket at {host.removeprefix('unix://')} ({missing.strerror})")
+        return EngineError(
+            EngineErrorKind.NO_SOCKET, f"no Docker socket at {host.removeprefix('unix://')} ({missing.strerror})"
+        )
     if isinstance(exc, aiodocker.DockerError) and exc.status != 900:  # 900: aiodocker's "cannot connect"
-        return EngineError("http_error", f"{what}: HTTP {exc.status}: {exc.message!s:.200}")
+        return EngineError(EngineErrorKind.HTTP_ERROR, f"{what}: HTTP {exc.status}: {exc.message!s:.200}")
     connection = (aiodocker.DockerError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
     if isinstance(exc, connection):
-        return EngineError("connection", f"{what}: {exc!s:.300}")
-    return EngineError("protocol", f"{what}: {type(exc).__name__}: {exc!s:.200}")
+        return EngineError(EngineErrorKind.CONNECTION, f"{what}: {exc!s:.300}")
+    return EngineError(EngineErrorKind.PROTOCOL, f"{what}: {type(exc).__name__}: {exc!s:.200}")
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:

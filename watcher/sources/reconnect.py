@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from watcher.config import DockerSettings
+from watcher.selfmetrics import EngineErrorKind
 from watcher.sources.engine import Engine, EngineError
 
 
@@ -120,7 +121,7 @@ async def subscribed(
             async with aclosing(engine.events(since=since, filters=filters, opened=opened.set)) as events:
                 async for event in events:
                     received.put_nowait(event)
-            received.put_nowait(EngineError("connection", "the daemon ended the event stream"))
+            received.put_nowait(EngineError(EngineErrorKind.CONNECTION, "the daemon ended the event stream"))
         except EngineError as error:
             received.put_nowait(error)
 
@@ -133,7 +134,9 @@ async def subscribed(
             waiting.cancel()
         if not opened.is_set():  # the request has its own bound
             error = received.get_nowait() if not received.empty() else None
-            raise error if isinstance(error, EngineError) else EngineError("connection", "the event stream ended early")
+            if isinstance(error, EngineError):
+                raise error
+            raise EngineError(EngineErrorKind.CONNECTION, "the event stream ended early")
         yield received
     finally:
         stream.cancel()

@@ -38,7 +38,7 @@ from watcher.domain.settings import RuleSettings
 from watcher.selfmetrics import SelfMetrics
 from watcher.web import views
 from watcher.web.limits import OncePerKind
-from watcher.wire import EVENTS_PATH
+from watcher.wire import EVENTS_PATH, RESYNC_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,8 @@ class EventStream:
             await response.prepare(request)
             await self._write(response, f"retry: {RETRY_MILLISECONDS}\n\n".encode())
             if backlog is None:
-                resync = json.dumps({"event": "resync", "reason": "events since Last-Event-ID are no longer kept"})
-                await self._write(response, f"id: {self.last_id}\nevent: resync\ndata: {resync}\n\n".encode())
+                resync = json.dumps({"event": RESYNC_EVENT, "reason": "events since Last-Event-ID are no longer kept"})
+                await self._write(response, f"id: {self.last_id}\nevent: {RESYNC_EVENT}\ndata: {resync}\n\n".encode())
             else:
                 for frame in backlog:
                     if client.wants(frame):

@@ -24,23 +24,9 @@ from watcher.domain.events import (
 )
 from watcher.domain.model import Deployment, Member, Rollout
 from watcher.domain.settings import RuleSettings
+from watcher.wire import StreamEvent
 
 LAST_VERSIONS = 5  # versions listed per deployment in the list (the detail has the whole history)
-
-# The stream's event names, in the order a rollout meets them (docs/api.md describes each; a test
-# keeps openapi.json and board.js to the same list).
-EVENT_NAMES = (
-    "rollout_started",
-    "rollback_started",
-    "health_changed",
-    "rollout_finished",
-    "rollout_revised",
-    "rollout_superseded",
-    "deployment_changed",
-    "deployment_removed",
-    "deployment_returned",
-    "deployment_gone",
-)
 
 Json = dict[str, Any]
 
@@ -121,41 +107,41 @@ def duration(rollout: Rollout) -> float | None:
     return rollout.finished_at - rollout.started_at
 
 
-def event_view(event: DomainEvent) -> tuple[str, Json] | None:
+def event_view(event: DomainEvent) -> tuple[StreamEvent, Json] | None:
     """The stream's name and fields for ``event``; None for events the stream does not carry
     (a rejected deployment, a stale observation: nothing changed)."""
     match event:
         case RolloutStarted():
-            name = "rollback_started" if event.rollback else "rollout_started"
+            name = StreamEvent.ROLLBACK_STARTED if event.rollback else StreamEvent.ROLLOUT_STARTED
             fields: Json = {"revision": event.revision, "version": event.version, "commit": event.commit,
                             "rollback": event.rollback, "judge": event.judge.value}  # fmt: skip
         case RolloutFinished():
-            name = "rollout_finished"
+            name = StreamEvent.ROLLOUT_FINISHED
             fields = {"revision": event.revision, "version": event.version, "status": event.status.text,
                       "reason": event.reason, "judge": event.by.value, "duration_seconds": event.duration}  # fmt: skip
         case RolloutRevised():
-            name = "rollout_revised"
+            name = StreamEvent.ROLLOUT_REVISED
             fields = {"revision": event.revision, "version": event.version, "before": event.before.text,
                       "status": event.after.text, "reason": event.reason, "judge": event.by.value}  # fmt: skip
         case RolloutSuperseded():
-            name = "rollout_superseded"
+            name = StreamEvent.ROLLOUT_SUPERSEDED
             fields = {"revision": event.revision, "version": event.version}
         case HealthChanged():
-            name = "health_changed"
+            name = StreamEvent.HEALTH_CHANGED
             fields = {"revision": event.revision, "version": event.version, "instance": event.instance_id,
                       "before": event.before.value, "health": event.after.value}  # fmt: skip
         case DeploymentChanged():
-            name = "deployment_changed"
+            name = StreamEvent.DEPLOYMENT_CHANGED
             fields = {"revision": event.revision, "version": event.version, "current": event.current,
                       "running": event.running, "failing": list(event.failing)}  # fmt: skip
         case DeploymentRemoved():
-            name = "deployment_removed"
+            name = StreamEvent.DEPLOYMENT_REMOVED
             fields = {"revision": event.revision, "version": event.version, "reason": event.why}
         case DeploymentReturned():
-            name = "deployment_returned"
+            name = StreamEvent.DEPLOYMENT_RETURNED
             fields = {"revision": event.revision, "version": event.version}
         case DeploymentDropped():
-            name = "deployment_gone"
+            name = StreamEvent.DEPLOYMENT_GONE
             fields = {"reason": event.why}
         case _:
             return None

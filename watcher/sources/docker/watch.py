@@ -26,7 +26,7 @@ from watcher.domain import labels
 from watcher.domain.model import Instance, State
 from watcher.domain.model import Source as Origin
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
-from watcher.selfmetrics import SelfMetrics
+from watcher.selfmetrics import EngineErrorKind, SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 from watcher.sources.engine import Engine, EngineError
@@ -47,7 +47,7 @@ DELIVERY_MARGIN = 2.0
 START_POLL_BATCH = 20
 
 
-class Received(Protocol):
+class EventFeed(Protocol):
     """Where the reader takes events from: the stream's events in order, then why it ended."""
 
     async def get(self) -> Mapping[str, Any] | EngineError: ...
@@ -131,17 +131,17 @@ class DockerWatch(Source):
             since = await self._daemon_time(engine)
             # `since` closes the gap between the daemon flushing the response headers and
             # registering the subscription; the relist below, not `since`, is the truth.
-            async with subscribed(engine, since=since, filters=CONTAINER_EVENTS) as received:
+            async with subscribed(engine, since=since, filters=CONTAINER_EVENTS) as feed:
                 await self._resync(engine, at=since)
                 self._connection.synced()
-                await self._stream(engine, received, since=since)
+                await self._stream(engine, feed, since=since)
 
-    async def _stream(self, engine: Engine, received: Received, *, since: float) -> NoReturn:
+    async def _stream(self, engine: Engine, feed: EventFeed, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
         async with asyncio.TaskGroup() as group:
             work = _PerContainer(group)
             group.create_task(self._poll_starts(engine, work))
-            await self._read(engine, received, work, since=since)
+            await self._read(engine, feed, work, since=since)
         raise AssertionError("unreachable")  # _read never returns
 
     async def _poll_starts(self, engine: Engine, work: _PerContainer) -> NoReturn:
@@ -162,7 +162,7 @@ class DockerWatch(Source):
             for container_id in batch:
                 work.add(container_id, self._check_start(engine, Inspect(at, container_id)))
 
-    async def _read(self, engine: Engine, received: Received, work: _PerContainer, *, since: float) -> NoReturn:
+    async def _read(self, engine: Engine, feed: EventFeed, work: _PerContainer, *, since: float) -> NoReturn:
         resync_every = self.settings.docker.resync_seconds
         silence = self.settings.docker.silence_seconds
         next_resync = time.monotonic() + resync_every
@@ -173,7 +173,7 @@ class DockerWatch(Source):
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
                 # arrives with an event, and the stop would never end this loop.
                 async with asyncio.timeout(wait):
-                    event = await received.get()
+                    event = await feed.get()
             except TimeoutError:
                 if resync_every and time.monotonic() >= next_resync:
                     await self._resync(engine, at=await self._daemon_time(engine))
@@ -196,7 +196,9 @@ class DockerWatch(Source):
         for event in await engine.events_between(since=heard, until=until, filters=CONTAINER_EVENTS):
             if (event_time(event) or heard) > heard:
                 action = docker_causes.event_action(event)[:64]
-                raise EngineError("connection", f"the event stream did not deliver a {action} event the daemon lists")
+                raise EngineError(
+                    EngineErrorKind.CONNECTION, f"the event stream did not deliver a {action} event the daemon lists"
+                )
 
     async def _resync(self, engine: Engine, *, at: float) -> None:
         """Rebuild from what exists: every reconnect is a full resync."""

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NoReturn
 
 from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
-from watcher.selfmetrics import SelfMetrics
+from watcher.selfmetrics import EngineErrorKind, SelfMetrics
 from watcher.sources.engine import Engine, EngineError
 from watcher.sources.labelproblems import LabelProblems
 from watcher.sources.reconnect import Reconnect, subscribed
@@ -63,7 +63,9 @@ class SwarmWatch(Source):
     def __post_init__(self) -> None:
         self._problems = LabelProblems("service", log, self.metrics)
         # No socket at all: the Docker watch says so.
-        self._connection = Reconnect(self.settings.docker, log, prefix=PREFIX, quiet=frozenset({"no_socket"}))
+        self._connection = Reconnect(
+            self.settings.docker, log, prefix=PREFIX, quiet=frozenset({EngineErrorKind.NO_SOCKET})
+        )
 
     @classmethod
     def given(cls, given: Given) -> SwarmWatch:
@@ -144,7 +146,7 @@ class SwarmWatch(Source):
         for event in batch:
             if isinstance(event, EngineError):  # why the stream ended
                 raise event
-            self.metrics.event(str(event.get("Action", "")))
+            self.metrics.swarm_event(str(event.get("Action", "")))
             cause = causes.classify(event)
             if cause is None:
                 continue
