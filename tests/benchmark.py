@@ -50,9 +50,11 @@ from watcher.domain.model import DeploymentKey, Health, Identity, Instance, Stat
 from watcher.domain.observations import InstanceChange, InstanceSeen, Observation, UsageSampled
 from watcher.exposition.families import DeploymentCollector
 from watcher.exposition.rendering import Exposition
-from watcher.runtime.service import Service
+from watcher.runtime.compose import Watcher
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources import jsonfields
 from watcher.sources.docker import causes as docker_causes
+from watcher.sources.docker.watch import DockerWatch
 from watcher.sources.engine import Engine
 from watcher.sources.stats.sampling import ApiStats, open_source
 from watcher.web.app import make_app
@@ -186,7 +188,7 @@ class Recording:
 
 
 def _event_key(event: Mapping[str, Any]) -> EventKey | None:
-    container_id, at = docker_causes.event_id(event), docker_causes.event_time(event)
+    container_id, at = docker_causes.event_id(event), jsonfields.event_time(event)
     return (container_id, at) if container_id and at is not None else None
 
 
@@ -198,12 +200,13 @@ async def _bursts_in_process(*, rollouts: int, bursts: int, at_once: int, prefix
         environ={},
         flags={"web.listen_address": "127.0.0.1:0", "stats.enabled": "false", "rollout.stable_seconds": "1"},
     )
-    service = Service(settings)
+    service = Watcher(settings)
+    docker = next(s for s in service.sources if isinstance(s, DockerWatch))
     recorded: list[tuple[float, Observation]] = []
     received: dict[EventKey, float] = {}
     applied: dict[EventKey, float] = {}
     measuring = False
-    submit, handle = service.core.submit, service.docker._handle
+    submit, handle = service.core.submit, docker._handle
 
     def recording_submit(observation: Observation) -> None:
         submit(observation)
@@ -219,11 +222,11 @@ async def _bursts_in_process(*, rollouts: int, bursts: int, at_once: int, prefix
             received[key] = time.time()
         handle(engine, event, work)
 
-    service.docker.submit = recording_submit
-    service.docker._handle = recording_handle  # type: ignore[method-assign]  # a probe, for this figure only
+    docker.submit = recording_submit
+    docker._handle = recording_handle  # type: ignore[method-assign]  # a probe, for this figure only
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop=stop))
-    while not service.docker.connected:
+    while not docker.fresh():
         await asyncio.sleep(0.05)
 
     def on_version(version: str) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from watcher import __version__, config
 from watcher.clients import notify, rollout, status
 from watcher.persistence.statefile import DirectoryInUse
-from watcher.runtime.service import Service
+from watcher.runtime.compose import Watcher
 from watcher.runtime.shutdown import ShutdownIncomplete
 from watcher.sources.api import reports as api
 
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors: tuple[Exception, ...] = ()
     in_use = ""
     try:
-        asyncio.run(_serve(Service(settings, api_token=api_token)))
+        asyncio.run(_serve(Watcher(settings, api_token=api_token)))
     except* DirectoryInUse as group:
         in_use = str(group.exceptions[0])
     except* Exception as group:
@@ -115,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-async def _serve(service: Service) -> None:
+async def _serve(watcher: Watcher) -> None:
     try:
-        await service.run()
+        await watcher.run()
     except ShutdownIncomplete:
         # What did not end (a task, a thread) would also hang asyncio.run's cleanup and the
         # interpreter's exit, which wait for every task and thread: only leaving now ends it.

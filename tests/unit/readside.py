@@ -13,7 +13,7 @@ from watcher.config import Settings
 from watcher.config.webconfig import WebConfig
 from watcher.domain.observations import Observation
 from watcher.exposition.rendering import Exposition
-from watcher.runtime.service import Core
+from watcher.runtime.core import Core
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.api.reports import DeploymentsApi
 from watcher.web import security

@@ -21,7 +21,7 @@ from watcher.clients import notify
 from watcher.config import ApiSettings, ConfigError, RetentionSettings, Settings
 from watcher.domain.model import DeploymentKey, Status
 from watcher.exposition.rendering import Exposition
-from watcher.runtime.service import Core
+from watcher.runtime.core import Core
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.api.reports import DeploymentsApi, Invalid, parse_report, read_token
 from watcher.web.app import make_app

@@ -23,13 +23,13 @@ from watcher.sources.docker.causes import (
     Cause,
     Inspect,
     classify,
-    event_time,
     from_create_event,
     from_inspect,
     is_tracked,
     network_disconnect,
     parse_time,
 )
+from watcher.sources.jsonfields import event_time
 
 CID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
 TIME_NANO = 1_700_000_000_123_456_789

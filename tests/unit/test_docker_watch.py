@@ -110,9 +110,9 @@ class FakeEngine:
         self.inspected.append(container_id)
         return self.answers.get(container_id)
 
-    async def info(self) -> dict[str, Any]:
+    async def daemon_time(self) -> float:
         self.asked_time.append(len(self.inspected))
-        return {"SystemTime": "1970-01-01T00:02:00Z"}  # 120: the daemon's clock
+        return 120.0  # the daemon's clock
 
 
 def container_event(action: str, cid: str, at: int, **attributes: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import cast
 
-import aiodocker
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import choose_encoder
@@ -44,8 +43,9 @@ from watcher.exposition.rendering import (
     next_rendering_at,
     same_but_usage,
 )
-from watcher.runtime.service import Service
+from watcher.runtime.compose import Watcher
 from watcher.selfmetrics import SERVICE_ACTIONS, EngineErrorKind, SelfMetrics
+from watcher.sources.engine import Engine
 from watcher.sources.swarm import causes as swarm_causes
 from watcher.sources.swarm.watch import SwarmWatch
 from watcher.web.app import make_app
@@ -225,7 +225,7 @@ async def test_swarm_service_events_counted_apart_from_container_events() -> Non
     removed: list[Observation] = []
     watch = SwarmWatch(Settings(), removed.append, metrics)
     event = {"Type": "service", "Action": "remove", "Actor": {"ID": "s1"}, "timeNano": 1_700_000_000 * 10**9}
-    await watch._handle(cast(aiodocker.Docker, None), [event])  # a removal needs no request
+    await watch._handle(cast(Engine, None), [event])  # a removal needs no request
     metrics.event("health_status: healthy")
     assert removed == [ServiceGone(1_700_000_000.0, "s1")]
     swarm, containers = "deployment_watcher_swarm_events_total", "deployment_watcher_events_total"
@@ -489,7 +489,7 @@ async def test_idle_variants_are_no_longer_rendered() -> None:
 
 async def test_service_renders_what_the_core_applies() -> None:
     """Wiring: the core's changes wake the exposition, which shows them; the own part is the registry."""
-    service = Service(Settings(storage=StorageSettings(directory="")))  # not the machine's state directory
+    service = Watcher(Settings(storage=StorageSettings(directory="")))  # not the machine's state directory
     await service.exposition.refresh()
     service.core.submit(started("a", "1.0.0", 100))
     api = ("deployment_version", frozenset({("deployment", "api"), ("environment", "production")}))

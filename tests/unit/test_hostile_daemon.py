@@ -1,4 +1,4 @@
-"""Nothing the Docker side does ends the watcher: a real Service against a fake engine that
+"""Nothing the Docker side does ends the watcher: a real Watcher against a fake engine that
 misbehaves (``tests/hostile_engine.py``) stays up, serves /metrics that parse, says why it is
 not ready, counts each failure by kind, and after the faults ends in the state a clean resync gives."""
 
@@ -19,7 +19,6 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.hostile_engine import FAULTS, HostileEngine
@@ -38,12 +37,11 @@ from watcher.domain import labels
 from watcher.domain.machine import apply
 from watcher.domain.model import DeploymentKey, Instance, Source, State
 from watcher.domain.observations import Resync
-from watcher.runtime.service import Service
-from watcher.selfmetrics import EngineErrorKind, SelfMetrics
+from watcher.runtime.compose import Watcher
+from watcher.selfmetrics import EngineErrorKind
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.engine import Engine, EngineError
 from watcher.sources.engine import _event as engine_event
-from watcher.sources.swarm.watch import SwarmWatch
 
 ERRORS = "deployment_watcher_docker_errors_total"
 PROPERTY_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "20"))  # a few seconds; more for a long hunt
@@ -67,7 +65,7 @@ def hostile_settings(host: str, *, stats: bool = True) -> Settings:
 
 @dataclasses.dataclass
 class Running:
-    service: Service
+    service: Watcher
     task: asyncio.Task[None]
     http: aiohttp.ClientSession
 
@@ -96,8 +94,8 @@ class Running:
 
 @asynccontextmanager
 async def watching(settings: Settings) -> AsyncIterator[Running]:
-    """A real Service serving on a free port; stopped at the end, and it must stop cleanly."""
-    service = Service(settings)
+    """A real Watcher serving on a free port; stopped at the end, and it must stop cleanly."""
+    service = Watcher(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop=stop))
 
@@ -191,7 +189,7 @@ async def test_an_event_line_beyond_aiohttps_limit_is_read(tmp_path: Path) -> No
     """A container with a 600 KB label, and a `docker exec` of 300 KB of arguments: read, applied,
     no error, no reconnect; a deployment after them is followed as usual."""
     async with hostile(tmp_path) as engine, watching(hostile_settings(f"unix://{engine.path}")) as running:
-        await until("connected", lambda: running.service.docker.connected, running=running)
+        await until("connected", lambda: running.service.ready(), running=running)
         resyncs = running.service.metrics.resyncs._value.get()
         big = engine.run("big", labels=tracked("big", "1", note="x" * 600_000))
         other = engine.run("other", labels={"untracked": "y" * 600_000})
@@ -213,7 +211,7 @@ async def test_a_line_beyond_the_hard_cap_is_a_gap_repaired_by_a_resync(tmp_path
     """An event no reader should hold: counted, the watcher reconnects and resyncs, and what
     happened meanwhile is found."""
     async with hostile(tmp_path) as engine, watching(hostile_settings(f"unix://{engine.path}")) as running:
-        await until("connected", lambda: running.service.docker.connected, running=running)
+        await until("connected", lambda: running.service.ready(), running=running)
         engine.fault("beyond_cap")
         made = engine.run("behind", labels=tracked("behind", "1"))
         await until("counted", lambda: running.errors("oversized_event") == 1, running=running)
@@ -237,7 +235,7 @@ async def test_a_line_beyond_the_hard_cap_is_a_gap_repaired_by_a_resync(tmp_path
 async def test_each_fault_is_counted_by_kind_and_repaired(tmp_path: Path, fault: str, kind: str) -> None:
     """The fault is counted under its kind, the watcher reconnects, and the state is a clean resync's."""
     async with hostile(tmp_path) as engine, watching(hostile_settings(f"unix://{engine.path}", stats=False)) as running:
-        await until("connected", lambda: running.service.docker.connected, running=running)
+        await until("connected", lambda: running.service.ready(), running=running)
         engine.run("before", labels=tracked("before", "1"))
         await until("followed", lambda: len(running.service.core.snapshot().owners) == 1, running=running)
         engine.fault(fault)
@@ -285,7 +283,7 @@ async def test_a_socket_that_appears_later_is_connected_to(tmp_path: Path, caplo
         assert status == 503 and f"no Docker socket at {path}" in body, body
         async with hostile(tmp_path) as engine:
             engine.run("late", labels=tracked("late", "1"))
-            await until("connected", lambda: running.service.docker.connected, running=running)
+            await until("connected", lambda: running.service.ready(), running=running)
             assert (await running.get("/ready"))[0] == 200
             expected = resynced(engine, running.service.settings)
             assert members(running.service.core.snapshot()) == expected
@@ -295,32 +293,49 @@ async def test_a_socket_that_appears_later_is_connected_to(tmp_path: Path, caplo
 async def test_the_swarm_source_takes_garbage_answers_as_engine_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Swarm source's own requests (``/info`` every few seconds, even on no Swarm manager) and
-    event lines: whatever body the engine answers, an EngineError, never another exception (found
-    by the soak: ``\\xff\\xfe`` for ``/info`` ended the watcher with a UnicodeDecodeError)."""
+    """The Swarm source's own requests (``/info`` every few seconds, even on no Swarm manager; its
+    nodes, services, tasks through the engine's one JSON call) and event lines: whatever body the
+    engine answers, an EngineError, never another exception (found by the soak: ``\\xff\\xfe`` for
+    ``/info`` ended the watcher with a UnicodeDecodeError)."""
     settings = hostile_settings("")
-    watch = SwarmWatch(settings, lambda _: None, SelfMetrics(CollectorRegistry()))
     bodies = [b"null", b'"text"', b"[1, {}]", b"<html>proxy error</html>", b"\xff\xfe", b"[[]]"]
     async with hostile(tmp_path) as engine:
         settings = dataclasses.replace(
             settings, docker=dataclasses.replace(settings.docker, host=f"unix://{engine.path}")
         )
-        watch.settings = settings
         async with Engine.open(settings.docker) as opened:
             for body in bodies:
                 monkeypatch.setattr(engine, "_garbage_body", lambda body=body: body)
                 engine._failing[:] = ["garbage_body"]
                 with pytest.raises(EngineError):
-                    await watch._get(opened.docker, "info")
+                    await opened.get("info")
             for path in ("services", "tasks"):
                 monkeypatch.setattr(engine, "_garbage_body", lambda: b'[{"ID": "x"}, 5]')
                 engine._failing[:] = ["garbage_body"]
                 with pytest.raises(EngineError):
-                    await watch._get(opened.docker, path)
+                    await opened.listed(path)
     # Its event lines are read by the shared engine's reader.
     for line in (b"\xff\xfe\n", b"[1, 2]\n", b"{nope\n", b"null\n"):
         with pytest.raises(EngineError):
             await engine_event(line)
+
+
+async def test_the_engines_json_call_answers_objects_lists_and_http_errors(tmp_path: Path) -> None:
+    """``Engine.get``/``listed``, the one call for JSON answers the typed calls do not ask (the
+    Swarm source's): an object, a list of objects, an HTTP error as an ``http_error``; and the
+    daemon's clock read from ``/info``."""
+    async with hostile(tmp_path) as engine, Engine.open(DockerSettings(host=f"unix://{engine.path}")) as opened:
+        assert (await opened.get("version"))["Version"] == "20.10.99-hostile"
+        assert await opened.listed("containers/json") == []
+        with pytest.raises(EngineError) as caught:
+            await opened.get("nodes/nope")
+        assert (caught.value.kind, caught.value.reason) == (
+            "http_error",
+            'nodes/nope: HTTP 404: {"message": "page not found"}',
+        )
+        with pytest.raises(EngineError, match="not a list of JSON objects"):
+            await opened.listed("info")
+        assert await opened.daemon_time() == pytest.approx(engine.now() / 1e6, abs=1)
 
 
 # -- the property: whatever happens, the watcher stays up and ends where a resync would
@@ -381,7 +396,7 @@ async def _scenario(steps: list[tuple[Any, ...]], seed: int) -> None:
                 expected = resynced(engine, settings)
 
                 def settled() -> bool:
-                    return running.service.docker.connected and members(running.service.core.snapshot()) == expected
+                    return running.service.ready() and members(running.service.core.snapshot()) == expected
 
                 await until("the state of a clean resync", settled, running=running, timeout=15)
                 await running.metrics()

@@ -51,7 +51,7 @@ from watcher.domain.observations import (
 )
 from watcher.exposition.families import DeploymentCollector
 from watcher.persistence import codec
-from watcher.runtime.service import Core
+from watcher.runtime.core import Core
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect

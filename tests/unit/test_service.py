@@ -32,11 +32,14 @@ from watcher.domain.model import DeploymentKey, Identity, Instance, Judge, State
 from watcher.domain.observations import InstanceGone, InstanceSeen, Observation, RolloutReported, Tick
 from watcher.persistence.codec import decode
 from watcher.persistence.statefile import StateFile
-from watcher.runtime import service as service_module
-from watcher.runtime.service import Core, Service
+from watcher.runtime import core as core_module
+from watcher.runtime import supervision
+from watcher.runtime.compose import Watcher
+from watcher.runtime.core import Core
+from watcher.runtime.saver import StateSaver
 from watcher.runtime.shutdown import ShutdownIncomplete
 from watcher.selfmetrics import SelfMetrics
-from watcher.sources.docker.watch import Backoff
+from watcher.sources.reconnect import Backoff
 
 
 def test_backoff_grows_with_jitter_and_caps() -> None:
@@ -59,8 +62,8 @@ def quiet_settings(tmp_path: Path, *, directory: str = "", shutdown_timeout: flo
     )
 
 
-class ServiceWith(Service):
-    """A service with extra root tasks."""
+class WatcherWith(Watcher):
+    """A watcher with extra root tasks."""
 
     def __init__(self, settings: Settings, extra: dict[str, Coroutine[Any, Any, NoReturn]]) -> None:
         super().__init__(settings)
@@ -70,7 +73,7 @@ class ServiceWith(Service):
         return super()._root_tasks() | self.extra
 
 
-async def serving(service: Service, stop: asyncio.Event) -> asyncio.Task[None]:
+async def serving(service: Watcher, stop: asyncio.Event) -> asyncio.Task[None]:
     running = asyncio.create_task(service.run(stop=stop))
 
     async def port() -> int | None:
@@ -80,7 +83,7 @@ async def serving(service: Service, stop: asyncio.Event) -> asyncio.Task[None]:
     return running
 
 
-def a_change(service: Service) -> None:
+def a_change(service: Watcher) -> None:
     identity = Identity(
         key=DeploymentKey("new", "production"), version="1", commit="", image="new:1", created_at=time.time(),
         deployed_at=time.time(),
@@ -103,7 +106,7 @@ async def test_a_crashed_root_task_stops_the_service(tmp_path: Path) -> None:
             ended.set()
         raise AssertionError("unreachable")
 
-    service = ServiceWith(quiet_settings(tmp_path), {"crashes": crashes(), "forever": forever()})
+    service = WatcherWith(quiet_settings(tmp_path), {"crashes": crashes(), "forever": forever()})
     with pytest.raises(ExceptionGroup) as caught:
         await service.run()
     assert caught.group_contains(RuntimeError, match="boom")
@@ -115,7 +118,7 @@ async def test_a_root_task_ignoring_cancellation_is_named_and_the_stop_is_bounde
 ) -> None:
     """A task that never ends: the final save still happens, and at the bound the service gives
     up, naming the task and where it waits."""
-    monkeypatch.setattr(service_module, "RECANCEL_SECONDS", 0.05)
+    monkeypatch.setattr(supervision, "RECANCEL_SECONDS", 0.05)
     released = asyncio.Event()
 
     async def stubborn() -> NoReturn:
@@ -125,7 +128,7 @@ async def test_a_root_task_ignoring_cancellation_is_named_and_the_stop_is_bounde
         raise asyncio.CancelledError  # released by the test
 
     stop = asyncio.Event()
-    service = ServiceWith(
+    service = WatcherWith(
         quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.5), {"stubborn": stubborn()}
     )
     running = await serving(service, stop)
@@ -146,19 +149,18 @@ async def test_a_root_task_ignoring_cancellation_is_named_and_the_stop_is_bounde
 
 
 async def test_a_stuck_state_file_writer_is_reported_and_the_stop_is_bounded(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A save that never returns (a hung disk): the service gives up at the bound and shows the writer thread's stack."""
     released = threading.Event()
 
-    class StuckDisk(Service):
-        @staticmethod
-        def _write(state_file: StateFile, state: State) -> bool:
-            released.wait(timeout=30)
-            return False
+    def stuck(state_file: StateFile, state: State) -> bool:
+        released.wait(timeout=30)
+        return False
 
+    monkeypatch.setattr(StateSaver, "_write", staticmethod(stuck))
     stop = asyncio.Event()
-    service = StuckDisk(quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.5))
+    service = Watcher(quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.5))
     running = await serving(service, stop)
     a_change(service)
     try:
@@ -169,7 +171,7 @@ async def test_a_stuck_state_file_writer_is_reported_and_the_stop_is_bounded(
         released.set()
     [report] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "thread 'state-file_0':" in report and "released.wait(timeout=30)" in report
-    assert "task 'shutdown':" in report and "in _save" in report
+    assert "task 'shutdown':" in report and "in save" in report
 
 
 async def test_a_lost_cancellation_is_repeated(
@@ -177,7 +179,7 @@ async def test_a_lost_cancellation_is_repeated(
 ) -> None:
     """A root task that swallows its cancellation once (as asyncio.wait_for does in Python 3.11
     when the result arrives in the same instant) is cancelled again: a clean stop."""
-    monkeypatch.setattr(service_module, "RECANCEL_SECONDS", 0.05)
+    monkeypatch.setattr(supervision, "RECANCEL_SECONDS", 0.05)
 
     async def swallows_once() -> NoReturn:
         with contextlib.suppress(asyncio.CancelledError):
@@ -186,7 +188,7 @@ async def test_a_lost_cancellation_is_repeated(
         raise AssertionError("unreachable")
 
     stop = asyncio.Event()
-    running = await serving(ServiceWith(quiet_settings(tmp_path), {"swallows once": swallows_once()}), stop)
+    running = await serving(WatcherWith(quiet_settings(tmp_path), {"swallows once": swallows_once()}), stop)
     stop.set()
     await running
     assert "root task 'swallows once' still running after its cancellation" in caplog.text
@@ -240,7 +242,7 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
     state_changes counter by kind, its label values there at zero from the start."""
     registry = CollectorRegistry()
     settings = dataclasses.replace(quiet_settings(tmp_path), retention=RetentionSettings(max_deployments=1))
-    service = Service(settings, registry=registry)
+    service = Watcher(settings, registry=registry)
 
     def changes(kind: str) -> float | None:
         return registry.get_sample_value("deployment_watcher_state_changes_total", {"kind": kind})
@@ -262,7 +264,7 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
         ],
         0.0,
     )
-    caplog.set_level(logging.DEBUG, logger="watcher.runtime.service")
+    caplog.set_level(logging.DEBUG, logger="watcher.runtime.compose")
     now = time.time()
     service.core.submit(api_instance("c1", "1.0.0", now))
     service.core.submit(InstanceGone(now - 10, "c1"))  # older than what the state holds
@@ -272,12 +274,12 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
     service.core.submit(InstanceSeen(now, Instance(id="w1", identity=other, running=False)))
     lines = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("deployment ")]
     assert lines == [
-        ("watcher.runtime.service", logging.INFO, "deployment api/production: rollout to 1.0.0 started (revision 1)"),
+        ("watcher.runtime.compose", logging.INFO, "deployment api/production: rollout to 1.0.0 started (revision 1)"),
         (
-            "watcher.runtime.service", logging.DEBUG,
+            "watcher.runtime.compose", logging.DEBUG,
             "deployment api/production: ignored an observation of c1 older than the last one",
         ),
-        ("watcher.runtime.service", logging.WARNING, "deployment web/staging: cap of 1 deployments reached"),
+        ("watcher.runtime.compose", logging.WARNING, "deployment web/staging: cap of 1 deployments reached"),
     ]  # fmt: skip
     assert (changes("rollout_started"), changes("stale"), changes("rejected"), changes("rollout_finished")) == (
         1.0, 1.0, 1.0, 0.0,
@@ -287,13 +289,13 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
 def test_the_service_warns_of_and_counts_each_time_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A time refused for clock skew: a WARNING naming it, counted by source (every source there at zero)."""
     registry = CollectorRegistry()
-    service = Service(quiet_settings(tmp_path), registry=registry)
+    service = Watcher(quiet_settings(tmp_path), registry=registry)
 
     def skewed(source: str) -> float | None:
         return registry.get_sample_value("deployment_watcher_clock_skew_total", {"source": source})
 
     assert [skewed(s) for s in ("started_at", "finished_at", "commit_time", "deployment.timestamp")] == [0.0] * 4
-    caplog.set_level(logging.INFO, logger="watcher.runtime.service")
+    caplog.set_level(logging.INFO, logger="watcher.runtime.compose")
     now = time.time()
     service.core.submit(
         RolloutReported(at=now, key=DeploymentKey("fn", "production"), version="1", commit="", status=Status.SUCCESS,
@@ -321,7 +323,7 @@ class CountingCore(Core):
 async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ticks while the source is disconnected (no stable-time success or deadline on stale
     data); ticks again once it is back."""
-    monkeypatch.setattr(service_module, "TICK_SECONDS", 0.001)
+    monkeypatch.setattr(core_module, "TICK_SECONDS", 0.001)
     connected = asyncio.Event()
     core = CountingCore(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()))
     clock = asyncio.create_task(core.tick_forever(fresh=connected.is_set))
@@ -348,7 +350,7 @@ async def test_service_loads_saves_on_change_and_at_stop(tmp_path: Path) -> None
         stats=StatsSettings(enabled=False),
         storage=StorageSettings(directory=str(tmp_path), debounce_seconds=0.05),
     )
-    service = Service(settings)
+    service = Watcher(settings)
     assert service.core.snapshot() == saved
     assert service.registry.get_sample_value("deployment_watcher_tracked_deployments") == len(saved.deployments)
 
@@ -379,7 +381,7 @@ async def test_loaded_state_is_not_judged_by_the_clock_before_the_first_resync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Docker unreachable after a restart: a saved rollout long past its deadline stays in progress."""
-    monkeypatch.setattr(service_module, "TICK_SECONDS", 0.01)
+    monkeypatch.setattr(core_module, "TICK_SECONDS", 0.01)
     saved = rich_state()
     api = DeploymentKey("api", "production")
     assert saved.deployments[api].rollout.status is Status.IN_PROGRESS
@@ -390,19 +392,19 @@ async def test_loaded_state_is_not_judged_by_the_clock_before_the_first_resync(
         stats=StatsSettings(enabled=False),
         storage=StorageSettings(directory=str(tmp_path)),
     )
-    service = Service(settings)
+    service = Watcher(settings)
     stop = asyncio.Event()
     running = asyncio.create_task(service.run(stop=stop))
     await asyncio.sleep(0.3)
     stop.set()
     await running
-    assert service.core.snapshot() is service._saved
+    assert service.core.snapshot() is service.saver.saved
     assert service.core.snapshot().deployments[api].rollout.status is Status.IN_PROGRESS
 
 
 async def test_tick_counts_asyncio_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The 1 s clock also sets the asyncio task gauge: this test's task, the clock's, and a sleeper."""
-    monkeypatch.setattr("watcher.runtime.service.TICK_SECONDS", 0.01)
+    monkeypatch.setattr(core_module, "TICK_SECONDS", 0.01)
     registry = CollectorRegistry()
     core = Core(settings=Settings(), metrics=SelfMetrics(registry), clock=lambda: 100.0)
     sleeper = asyncio.create_task(asyncio.sleep(3600))

@@ -13,7 +13,7 @@ from tests.unit.test_service import quiet_settings
 from watcher import config
 from watcher.persistence import statefile
 from watcher.persistence.statefile import state_directory
-from watcher.runtime.service import Service
+from watcher.runtime.compose import Watcher
 
 
 def no_home() -> Path:
@@ -103,15 +103,17 @@ def test_service_logs_the_absolute_path(
 ) -> None:
     """At start-up the service says where its state file is, as an absolute path."""
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level(logging.INFO, logger="watcher.runtime.service"):
-        service = Service(quiet_settings(tmp_path, directory="relative"), registry=CollectorRegistry())
-    assert service.state_file is not None and service.state_file.path == tmp_path / "relative" / "state.json"
+    with caplog.at_level(logging.INFO, logger="watcher.runtime.saver"):
+        service = Watcher(quiet_settings(tmp_path, directory="relative"), registry=CollectorRegistry())
+    assert (
+        service.saver.state_file is not None and service.saver.state_file.path == tmp_path / "relative" / "state.json"
+    )
     assert f"state file: {tmp_path / 'relative' / 'state.json'}" in caplog.messages
 
 
 def test_service_says_when_no_state_is_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """With storage.directory empty there is no state file, and the log says so."""
-    with caplog.at_level(logging.INFO, logger="watcher.runtime.service"):
-        service = Service(quiet_settings(tmp_path, directory=""), registry=CollectorRegistry())
-    assert service.state_file is None
+    with caplog.at_level(logging.INFO, logger="watcher.runtime.saver"):
+        service = Watcher(quiet_settings(tmp_path, directory=""), registry=CollectorRegistry())
+    assert service.saver.state_file is None
     assert any("nothing is kept across restarts" in message for message in caplog.messages)

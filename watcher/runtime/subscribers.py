@@ -1,7 +1,7 @@
 """Subscribers to the state machine's events: what the watcher does with each (a log line, a count).
 
 A subscriber is any callable taking one ``DomainEvent`` (the hook protocol ``Subscriber``);
-``Service`` registers them on the ``Core``, one line each, and the core calls every subscriber
+``Watcher`` registers them on the ``Core``, one line each, and the core calls every subscriber
 with every event of a step, in order, once the new state is in place. A subscriber runs on the
 event loop inside that step: it must not block, and it never reaches back into a source or
 submits an observation (``lint-imports`` keeps this module from importing any adapter).

@@ -21,7 +21,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, aclosing, asynccontextmanager, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import Any
 
 import aiodocker
@@ -30,6 +30,7 @@ from yarl import URL
 
 from watcher.config import DockerSettings
 from watcher.selfmetrics import EngineErrorKind
+from watcher.sources import jsonfields
 
 # Longest event line read (Docker's are kilobytes, but labels and exec commands have no limit);
 # past it the event is lost, and the source resyncs.
@@ -47,12 +48,6 @@ class EngineError(Exception):
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
-
-
-# For a source that still calls aiodocker itself for some requests (``Engine.docker``: the Swarm
-# services' inspects and task lists; their events come through ``Engine.events``): what the engine
-# raises there besides EngineError. Anything else is a bug and stops the service.
-ENGINE_ERRORS = (EngineError, aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError)
 
 
 class Engine:
@@ -90,6 +85,37 @@ class Engine:
             async with self.deadline():
                 info = await self.docker.system.info()
         return _mapping(info, "/info")
+
+    async def daemon_time(self) -> float | None:
+        """The daemon's clock (``/info``): event times and resyncs must be on one timeline."""
+        return jsonfields.time((await self.info()).get("SystemTime"))
+
+    async def get(self, path: str, **params: str) -> Mapping[str, Any]:
+        """``GET /path``: a JSON object (what the typed calls above do not ask: Swarm's nodes, version)."""
+        return _mapping(await self._json(path, params), path)
+
+    async def listed(self, path: str, **params: str) -> list[Mapping[str, Any]]:
+        """``GET /path``: a JSON list of objects (Swarm's services, tasks)."""
+        found = await self._json(path, params)
+        if not isinstance(found, list) or not all(isinstance(item, Mapping) for item in found):
+            raise EngineError(
+                EngineErrorKind.PROTOCOL, f"{path} answered {type(found).__name__}, not a list of JSON objects"
+            )
+        return found
+
+    async def _json(self, path: str, params: Mapping[str, str]) -> object:
+        """The one request for JSON answers, through aiodocker's public session (unversioned: the
+        daemon's own API version, as for ``/events``)."""
+        url = URL(f"{self.docker.docker_host}/{path}")
+        with self._failures(path):
+            async with self.deadline(), self.docker.session.get(url, params=params) as response:
+                if response.status != 200:
+                    body = await response.text(errors="replace")
+                    raise EngineError(
+                        EngineErrorKind.HTTP_ERROR, f"{path}: HTTP {response.status}: {body[:200].strip()}"
+                    )
+                found: object = await response.json(content_type=None)
+        return found
 
     async def inspect(self, container_id: str) -> Mapping[str, Any] | None:
         """A container's inspect; None when there is no such container (any more)."""
@@ -169,20 +195,15 @@ class Engine:
             async with self.deadline(), aclosing(listing) as listed:
                 return [event async for event in listed]
 
-    def _failures(self, what: str) -> AbstractContextManager[None]:
-        return failures(what, host=self.host)
-
-
-@contextmanager
-def failures(what: str, *, host: str) -> Iterator[None]:
-    """What the client raises for ``what`` (a request to ``host``), as an EngineError; also for
-    requests made through the aiodocker handle directly (the Swarm source's)."""
-    try:
-        yield
-    except EngineError:
-        raise
-    except Exception as exc:
-        raise _as_engine_error(exc, what=what, host=host) from exc
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """What the client raises for ``what``, as an EngineError."""
+        try:
+            yield
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise _as_engine_error(exc, what=what, host=self.host) from exc
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:

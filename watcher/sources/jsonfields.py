@@ -68,3 +68,11 @@ def time(value: object) -> float | None:
     except (ValueError, OverflowError):
         return None
     return seconds if 0 <= seconds <= times.LATEST else None
+
+
+def event_time(event: Mapping[str, Any]) -> float | None:
+    """Unix seconds of an engine event, from ``timeNano`` (``time`` on very old engines); None if
+    neither is a number, or it lies before 1970 or after 9999 (``times.LATEST``, as ``time``)."""
+    nanos = number(event.get("timeNano"))
+    seconds = nanos / 1e9 if nanos is not None else number(event.get("time"))
+    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None

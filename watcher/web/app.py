@@ -36,8 +36,8 @@ def make_app(
     why_not: Callable[[], str] = lambda: "",
     board: Board | None = None,
 ) -> web.Application:
-    """An aiohttp application serving ``exposition``; ``ready()`` says whether Docker is synced,
-    ``why_not()`` why it is not (the last failure). With ``board``, ``/`` is the board (which
+    """An aiohttp application serving ``exposition``; ``ready()`` says whether every source is
+    synced, ``why_not()`` why not (their last failures). With ``board``, ``/`` is the board (which
     links the same pages), else a plain landing page."""
 
     async def landing(request: web.Request) -> web.Response:

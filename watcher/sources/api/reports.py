@@ -7,6 +7,7 @@ state machine decides what it means, and the answer says what was recorded.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hmac
 import json
@@ -14,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 from aiohttp import hdrs, web
 
@@ -25,6 +26,7 @@ from watcher.domain.machine import Step
 from watcher.domain.model import Deployment, DeploymentKey, State, Status
 from watcher.domain.observations import Observation, RolloutReported
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.source import Given, Source
 from watcher.wire import REPORTS_PATH as PATH
 
 log = logging.getLogger(__name__)
@@ -175,8 +177,12 @@ def _authorized(header: str, token: str) -> bool:
     return hmac.compare_digest(presented.strip().encode("utf-8", "replace"), token.encode())
 
 
-class DeploymentsApi:
-    """The handler of ``POST /api/v1/deployments``; ``step`` applies an observation to the state."""
+class DeploymentsApi(Source):
+    """The handler of ``POST /api/v1/deployments``; ``step`` applies an observation to the state.
+
+    A push source: deploy tooling comes to it, so it has nothing to run and is always fresh."""
+
+    name: ClassVar[str] = "deployments api"
 
     def __init__(
         self,
@@ -194,6 +200,17 @@ class DeploymentsApi:
         self._step = step
         self._clock = clock
         self._metrics = metrics
+
+    @classmethod
+    def given(cls, given: Given) -> DeploymentsApi:
+        return cls(
+            token=given.api_token, settings=given.settings, snapshot=given.snapshot, step=given.step,
+            clock=given.clock, metrics=given.metrics,
+        )  # fmt: skip
+
+    async def run_forever(self) -> NoReturn:
+        await asyncio.Event().wait()  # never set: the requests are served by the HTTP server
+        raise AssertionError("unreachable")
 
     def routes(self) -> list[web.RouteDef]:
         if self._token is None:

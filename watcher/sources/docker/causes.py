@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.config import LabelSettings
-from watcher.domain import labels, text, times
+from watcher.domain import labels, text
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Health, Instance
 from watcher.domain.observations import (
@@ -28,7 +28,7 @@ from watcher.domain.observations import (
     InstanceStarted,
     InstanceStopRequested,
 )
-from watcher.sources.jsonfields import number as _number
+from watcher.sources.jsonfields import event_time
 from watcher.sources.jsonfields import object_ as _object
 from watcher.sources.jsonfields import text as _text
 from watcher.sources.jsonfields import time as _time
@@ -56,14 +56,6 @@ class Inspect:
 
 
 Cause = Inspect | InstanceChange | None
-
-
-def event_time(event: Mapping[str, Any]) -> float | None:
-    """Unix seconds of the event, from ``timeNano`` (``time`` on very old engines); None if neither is a
-    number, or it lies before 1970 or after 9999 (a time no state file may hold: ``times.LATEST``)."""
-    nanos = _number(event.get("timeNano"))
-    seconds = nanos / 1e9 if nanos is not None else _number(event.get("time"))
-    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None
 
 
 def event_id(event: Mapping[str, Any]) -> str:

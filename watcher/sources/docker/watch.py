@@ -1,7 +1,8 @@
 """Docker Engine → observations, forever.
 
-Three levels, as in kopf: ``run_forever`` reconnects with jittered backoff; ``_session`` is
-one connection (subscribe, then relist, then stream); ``_handle`` is one event.
+Three levels, as in kopf: ``run_forever`` reconnects with jittered backoff (the loop every
+engine-backed source shares, ``watcher.sources.reconnect``); ``_session`` is one connection
+(subscribe, then relist, then stream); ``_handle`` is one event.
 
 The stream is read without waiting for inspects: the daemon drops events of a client that
 stops reading, and an inspect of a container being started waits for the start (up to
@@ -15,22 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 from watcher.config import Settings
 from watcher.domain import labels
-from watcher.domain.labels import Parsed
-from watcher.domain.model import Instance, Source, State
+from watcher.domain.model import Instance, State
+from watcher.domain.model import Source as Origin
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
 from watcher.selfmetrics import EngineErrorKind, SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 from watcher.sources.engine import Engine, EngineError
+from watcher.sources.jsonfields import event_time
+from watcher.sources.labelproblems import LabelProblems
+from watcher.sources.reconnect import Reconnect, subscribed
+from watcher.sources.source import Given, Source
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +51,6 @@ class EventFeed(Protocol):
     """Where the reader takes events from: the stream's events in order, then why it ended."""
 
     async def get(self) -> Mapping[str, Any] | EngineError: ...
-
-
-@dataclass
-class Backoff:
-    """Exponential delays with equal jitter: half fixed, half random."""
-
-    initial: float
-    maximum: float
-    rng: Callable[[], float] = random.random
-    attempt: int = 0
-
-    def next(self) -> float:
-        cap = min(self.maximum, self.initial * 2.0**self.attempt)
-        self.attempt += 1
-        return cap / 2 + self.rng() * cap / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _PerContainer:
@@ -98,7 +83,7 @@ class _PerContainer:
 
 
 @dataclass
-class DockerWatch:
+class DockerWatch(Source):
     settings: Settings
     submit: Callable[[Observation], None]
     metrics: SelfMetrics
@@ -106,82 +91,50 @@ class DockerWatch:
     clock: Callable[[], float] = time.time
     # How soon a start that failed with no event at all is seen (``_poll_starts``).
     start_poll_seconds: float = 2.0
-    connected: bool = False  # subscribed and synced: what /ready reports
-    problem: str = "not connected to the Docker Engine yet"  # why not, while not connected
-    _warned: set[str] = field(default_factory=set)  # containers whose label problems were logged
+    name: ClassVar[str] = "docker watch"
+    _connection: Reconnect = field(init=False)  # subscribed and synced: what /ready reports, or why not
+    _problems: LabelProblems = field(init=False)
     # Tracked containers created and never started: a network disconnect of one is a failed start.
     _unstarted: set[str] = field(default_factory=set)
     _inspecting: asyncio.Semaphore = field(init=False)  # bounds inspects of events in flight
 
     def __post_init__(self) -> None:
         self._inspecting = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
+        self._problems = LabelProblems("container", log, self.metrics)
+        self._connection = Reconnect(self.settings.docker, log, failed=self._failed, up=self.metrics.docker_up.set)
+
+    @classmethod
+    def given(cls, given: Given) -> DockerWatch:
+        return cls(settings=given.settings, submit=given.submit, metrics=given.metrics, snapshot=given.snapshot)
+
+    def fresh(self) -> bool:
+        return self._connection.connected
+
+    def problem(self) -> str:
+        return self._connection.problem
 
     # -- level 1: forever
 
     async def run_forever(self) -> NoReturn:
-        """Sessions, one after the other, for ever: whatever the engine does ends a session at
-        most (an ``EngineError``), counted by kind; the next one starts after a backoff and
-        resyncs. A failure is logged once per kind, the same failure again at debug, until a
-        session syncs ("connected again")."""
-        docker = self.settings.docker
-        backoff = Backoff(docker.backoff_initial_seconds, docker.backoff_max_seconds)
-        logged: set[str] = set()  # kinds of failure logged since the last sync
+        """Sessions, one after the other, for ever (``watcher.sources.reconnect``): whatever the
+        engine does ends a session at most (an ``EngineError``), counted by kind."""
+        await self._connection.forever(self._session)
 
-        def on_synced() -> None:
-            backoff.reset()
-            log.info("connected %sto the Docker Engine and synced", "again " if logged else "")
-            logged.clear()
-
-        while True:
-            was_connected = self.connected
-            try:
-                await self._session(on_synced=on_synced)
-            except* EngineError as group:
-                error = _first(group)
-            self.metrics.docker_errors.labels(error.kind).inc()
-            self.problem = error.reason
-            delay = backoff.next()
-            self.metrics.reconnects.inc()
-            what = "lost the Docker Engine" if was_connected else "cannot reach the Docker Engine"
-            level = logging.DEBUG if error.kind in logged else logging.WARNING
-            logged.add(error.kind)
-            log.log(level, "%s (%s); reconnecting in %.1f s", what, error, delay)
-            await asyncio.sleep(delay)
+    def _failed(self, error: EngineError) -> None:
+        self.metrics.docker_errors.labels(error.kind).inc()
+        self.metrics.reconnects.inc()
 
     # -- level 2: one connection
 
-    async def _session(self, *, on_synced: Callable[[], None]) -> NoReturn:
+    async def _session(self) -> NoReturn:
         async with Engine.open(self.settings.docker) as engine:
             since = await self._daemon_time(engine)
-            received: asyncio.Queue[Mapping[str, Any] | EngineError] = asyncio.Queue()
-            opened = asyncio.Event()
             # `since` closes the gap between the daemon flushing the response headers and
             # registering the subscription; the relist below, not `since`, is the truth.
-            stream = asyncio.create_task(self._receive(engine, since=since, into=received, opened=opened))
-            try:
-                await _until_opened(opened, stream, received)
+            async with subscribed(engine, since=since, filters=CONTAINER_EVENTS) as feed:
                 await self._resync(engine, at=since)
-                self._set_connected(True)
-                on_synced()
-                await self._stream(engine, received, since=since)
-            finally:
-                self._set_connected(False)
-                stream.cancel()
-                with suppress(asyncio.CancelledError):
-                    await stream
-
-    @staticmethod
-    async def _receive(
-        engine: Engine, *, since: float, into: asyncio.Queue[Mapping[str, Any] | EngineError], opened: asyncio.Event
-    ) -> None:
-        """The event stream into ``into``, without waiting for anything else: then why it ended."""
-        try:
-            async with aclosing(engine.events(since=since, filters=CONTAINER_EVENTS, opened=opened.set)) as events:
-                async for event in events:
-                    into.put_nowait(event)
-            into.put_nowait(EngineError(EngineErrorKind.CONNECTION, "the daemon ended the event stream"))
-        except EngineError as error:
-            into.put_nowait(error)
+                self._connection.synced()
+                await self._stream(engine, feed, since=since)
 
     async def _stream(self, engine: Engine, feed: EventFeed, *, since: float) -> NoReturn:
         # An inspect failing with a connection error ends the group, hence the session.
@@ -230,7 +183,7 @@ class DockerWatch:
                 continue
             if isinstance(event, EngineError):  # why the stream ended
                 raise event
-            heard = max(heard, docker_causes.event_time(event) or heard)
+            heard = max(heard, event_time(event) or heard)
             self._handle(engine, event, work)
 
     async def _check_silence(self, engine: Engine, *, heard: float) -> None:
@@ -241,7 +194,7 @@ class DockerWatch:
         if until <= heard:
             return
         for event in await engine.events_between(since=heard, until=until, filters=CONTAINER_EVENTS):
-            if (docker_causes.event_time(event) or heard) > heard:
+            if (event_time(event) or heard) > heard:
                 action = docker_causes.event_action(event)[:64]
                 raise EngineError(
                     EngineErrorKind.CONNECTION, f"the event stream did not deliver a {action} event the daemon lists"
@@ -269,9 +222,9 @@ class DockerWatch:
 
         found = await asyncio.gather(*(inspect(i) for i in ids))
         instances = tuple(i for i in found if i is not None)
-        self._warned &= {i.id for i in instances}
+        self._problems.keep_only({i.id for i in instances})
         self._unstarted = {i.id for i in instances if i.unstarted}
-        self.submit(Resync(at, Source.CONTAINER, instances))
+        self.submit(Resync(at, Origin.CONTAINER, instances))
         self.metrics.resyncs.inc()
         log.info("resynced: %d tracked containers", len(instances))
 
@@ -279,7 +232,7 @@ class DockerWatch:
 
     def _handle(self, engine: Engine, event: Mapping[str, Any], work: _PerContainer) -> None:
         if event.get("Type") == "network":  # followed only to hear of failed starts
-            disconnected, at = docker_causes.network_disconnect(event), docker_causes.event_time(event)
+            disconnected, at = docker_causes.network_disconnect(event), event_time(event)
             if disconnected in self._unstarted and at is not None:
                 work.add(disconnected, self._seen(engine, Inspect(at, disconnected)))
             return
@@ -294,7 +247,7 @@ class DockerWatch:
         if isinstance(cause, Inspect) and docker_causes.event_action(event) == "create":
             instance, parsed = docker_causes.from_create_event(event, cause, settings=self.settings.labels)
             if instance is not None:
-                self._report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
+                self._problems.report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
                 self._unstarted.add(instance.id)
                 self._apply(InstanceSeen(cause.at, instance))
                 return
@@ -335,7 +288,7 @@ class DockerWatch:
 
     def _apply(self, observation: InstanceSeen | InstanceChange) -> None:
         if isinstance(observation, InstanceGone):
-            self._warned.discard(observation.instance_id)
+            self._problems.forget(observation.instance_id)
         self.submit(observation)
         self.metrics.event_lag.observe(max(0.0, self.clock() - observation.at))
 
@@ -343,51 +296,9 @@ class DockerWatch:
 
     async def _daemon_time(self, engine: Engine) -> float:
         """The daemon's clock: event times and resyncs must be on one timeline."""
-        info = await engine.info()
-        return docker_causes.parse_time(info.get("SystemTime")) or self.clock()
+        return await engine.daemon_time() or self.clock()
 
     def _instance(self, data: Mapping[str, Any]) -> Instance | None:
         instance, parsed = docker_causes.from_inspect(data, now=self.clock(), settings=self.settings.labels)
-        self._report(str(data.get("Id", "")), str(data.get("Name", "")).lstrip("/"), parsed)
+        self._problems.report(str(data.get("Id", "")), str(data.get("Name", "")).lstrip("/"), parsed)
         return instance
-
-    def _report(self, container_id: str, name: str, parsed: Parsed) -> None:
-        """Label problems: one warning per container and problem, counted once."""
-        if not parsed.problems or container_id in self._warned:
-            return
-        self._warned.add(container_id)
-        name = name or container_id[:12]
-        for problem in parsed.problems:
-            self.metrics.label_errors.labels(problem.label).inc()
-            log.warning("container %s: label %s %s", name, problem.label, problem.message)
-
-    def _set_connected(self, connected: bool) -> None:
-        self.connected = connected
-        self.metrics.docker_up.set(1 if connected else 0)
-        if connected:
-            self.problem = ""
-
-
-async def _until_opened(
-    opened: asyncio.Event, stream: asyncio.Task[None], received: asyncio.Queue[Mapping[str, Any] | EngineError]
-) -> None:
-    """Until the daemon answered the event stream's request (the request has its own bound)."""
-    waiting = asyncio.create_task(opened.wait())
-    try:
-        await asyncio.wait([waiting, stream], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-    if not opened.is_set():
-        error = received.get_nowait() if not received.empty() else None
-        if isinstance(error, EngineError):
-            raise error
-        raise EngineError(EngineErrorKind.CONNECTION, "the event stream ended early")
-
-
-def _first(group: BaseExceptionGroup[EngineError]) -> EngineError:
-    """The first failure of a session (the others, if any, followed from it)."""
-    while True:
-        first = group.exceptions[0]
-        if isinstance(first, EngineError):
-            return first
-        group = first

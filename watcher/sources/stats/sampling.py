@@ -12,13 +12,16 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NoReturn, Protocol
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NoReturn, Protocol
 
 from watcher.config import Settings
 from watcher.domain.model import State, Usage
 from watcher.domain.observations import UsageSampled
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.engine import Engine, EngineError
+from watcher.sources.reconnect import Reconnect
+from watcher.sources.source import Given, Source
 from watcher.sources.stats.cgroups import CgroupStats, detect_hierarchy, layout_problem, working_set
 
 log = logging.getLogger(__name__)
@@ -172,51 +175,57 @@ async def open_source(
     return AutoStats(cgroup=cgroup, api=api, chosen=chosen)
 
 
-async def poll_forever(
-    *,
-    settings: Settings,
-    snapshot: Callable[[], State],
-    submit: Callable[[UsageSampled], None],
-    metrics: SelfMetrics,
-    clock: Callable[[], float] = time.time,
-) -> NoReturn:
-    """Every interval, sample the running tracked containers and report their usage."""
-    while True:
-        try:
-            await _poll(settings=settings, snapshot=snapshot, submit=submit, metrics=metrics, clock=clock)
-        except EngineError as error:  # no engine to open (no socket): the Docker watch says so
-            log.debug("stats: %s", error)
-            await asyncio.sleep(settings.stats.interval_seconds)
+@dataclass
+class StatsPoll(Source):
+    """Every interval, sample the running tracked containers and report their usage (with
+    ``stats.enabled`` off: nothing at all)."""
 
+    settings: Settings
+    snapshot: Callable[[], State]
+    submit: Callable[[UsageSampled], None]
+    metrics: SelfMetrics
+    clock: Callable[[], float] = time.time
+    name: ClassVar[str] = "stats poll"
+    _connection: Reconnect = field(init=False)
 
-async def _poll(
-    *,
-    settings: Settings,
-    snapshot: Callable[[], State],
-    submit: Callable[[UsageSampled], None],
-    metrics: SelfMetrics,
-    clock: Callable[[], float],
-) -> NoReturn:
-    interval = settings.stats.interval_seconds
-    async with Engine.open(settings.docker) as engine:
+    def __post_init__(self) -> None:
+        # Its failures are the Docker watch's to report; a container that cannot be read is counted.
+        self._connection = Reconnect(self.settings.docker, log, prefix="stats: ", speaks=False)
+
+    @classmethod
+    def given(cls, given: Given) -> StatsPoll:
+        return cls(settings=given.settings, snapshot=given.snapshot, submit=given.submit, metrics=given.metrics)
+
+    async def run_forever(self) -> NoReturn:
+        if not self.settings.stats.enabled:
+            await asyncio.Event().wait()  # never set: no requests at all
+        await self._connection.forever(self._session)
+
+    async def _session(self) -> NoReturn:
+        async with Engine.open(self.settings.docker) as engine:
+            self._connection.synced()  # nothing to resync: each poll reads what runs now
+            await self._poll(engine)
+
+    async def _poll(self, engine: Engine) -> NoReturn:
+        interval = self.settings.stats.interval_seconds
         # One API sample takes about a second (the daemon waits for a second reading).
-        timeout = max(interval, settings.docker.request_timeout_seconds)
-        api = ApiStats(engine, concurrency=settings.stats.concurrency, timeout=timeout)
+        timeout = max(interval, self.settings.docker.request_timeout_seconds)
+        api = ApiStats(engine, concurrency=self.settings.stats.concurrency, timeout=timeout)
         source: StatsSource | None = None
         last_errors = 0
         while True:
             started = time.monotonic()
-            ids = snapshot().running_instance_ids()
+            ids = self.snapshot().running_instance_ids()
             if source is None:
                 source = await open_source(
-                    settings=settings, engine=engine, api=api, chosen=metrics.stats_source_in_use
+                    settings=self.settings, engine=engine, api=api, chosen=self.metrics.stats_source_in_use
                 )
             usage, errors = await source.sample(ids) if source else ({}, len(ids))
             if usage:
-                submit(UsageSampled(clock(), usage))
+                self.submit(UsageSampled(self.clock(), usage))
             elapsed = time.monotonic() - started
-            metrics.stats_duration.observe(elapsed)
-            metrics.stats_errors.inc(errors)
+            self.metrics.stats_duration.observe(elapsed)
+            self.metrics.stats_errors.inc(errors)
             if errors != last_errors:  # a line when it changes, not one every poll
                 log.info("stats poll: %d of %d containers could not be read", errors, len(ids))
                 last_errors = errors

@@ -14,12 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.domain import labels, times
+from watcher.domain import labels
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Service, UpdateState
 from watcher.domain.observations import ServiceSeen
 from watcher.domain.settings import LabelSettings
 from watcher.sources.jsonfields import count as _count
+from watcher.sources.jsonfields import event_time
 from watcher.sources.jsonfields import number as _number
 from watcher.sources.jsonfields import object_ as _object
 from watcher.sources.jsonfields import text as _text
@@ -50,13 +51,6 @@ def classify(event: Mapping[str, Any]) -> ServiceEvent | None:
     if not service_id or at is None or action not in ("create", "update", "remove"):
         return None
     return ServiceEvent(at, service_id, removed=action == "remove")
-
-
-def event_time(event: Mapping[str, Any]) -> float | None:
-    """Unix seconds of the event; None when absent, or before 1970 or after 9999 (no state file holds it)."""
-    nanos = _number(event.get("timeNano"))
-    seconds = nanos / 1e9 if nanos is not None else _number(event.get("time"))
-    return seconds if seconds is not None and 0 <= seconds <= times.LATEST else None
 
 
 def from_service(

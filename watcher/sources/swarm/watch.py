@@ -15,29 +15,27 @@ source reports. Leadership is checked at every connect and every ``swarm.leader_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
-
-import aiodocker
-import aiohttp
+from typing import Any, ClassVar, NoReturn
 
 from watcher.config import Settings
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.selfmetrics import EngineErrorKind, SelfMetrics
-from watcher.sources.engine import ENGINE_ERRORS, Engine, EngineError, failures
+from watcher.sources.engine import Engine, EngineError
+from watcher.sources.labelproblems import LabelProblems
+from watcher.sources.reconnect import Reconnect, subscribed
+from watcher.sources.source import Given, Source
 from watcher.sources.swarm import causes
 
 log = logging.getLogger(__name__)
 
 SERVICE_EVENTS = {"type": ["service"]}
 STATUS_API = (1, 41)  # ServiceStatus on GET /services?status=true
+PREFIX = "Swarm services: "  # before its lines: the Docker watch speaks of the same engine
 
 
 class _NotLeader(Exception):
@@ -49,60 +47,72 @@ class _NotLeader(Exception):
 
 
 @dataclass
-class SwarmWatch:
+class SwarmWatch(Source):
     settings: Settings
     submit: Callable[[Observation], None]
     metrics: SelfMetrics
     clock: Callable[[], float] = time.time
     following: bool = False  # this watcher speaks for the orchestrator (the leader's)
+    name: ClassVar[str] = "swarm watch"
+    _connection: Reconnect = field(init=False)
     _rolling: set[str] = field(default_factory=set)  # services whose tasks are read again
-    _warned: set[str] = field(default_factory=set)
-    _logged: set[str] = field(default_factory=set)  # kinds of engine failure logged since the last resync
+    _problems: LabelProblems = field(init=False)
+    _said_no_manager: bool = False  # warned once that swarm.services is on for no manager
+    _with_status: bool = False  # the engine counts replicas (``_status_api``), read at each connect
+
+    def __post_init__(self) -> None:
+        self._problems = LabelProblems("service", log, self.metrics)
+        # No socket at all: the Docker watch says so.
+        self._connection = Reconnect(
+            self.settings.docker, log, prefix=PREFIX, quiet=frozenset({EngineErrorKind.NO_SOCKET})
+        )
+
+    @classmethod
+    def given(cls, given: Given) -> SwarmWatch:
+        return cls(settings=given.settings, submit=given.submit, metrics=given.metrics)
+
+    def fresh(self) -> bool:
+        """What it reported of services is current; nothing to be stale while it follows none."""
+        return not self.following or self._connection.connected
+
+    def problem(self) -> str:
+        return PREFIX + self._connection.problem
 
     async def run_forever(self) -> NoReturn:
-        swarm, docker = self.settings.swarm, self.settings.docker
-        if swarm.services == "off":
+        if self.settings.swarm.services == "off":
             await asyncio.Event().wait()  # never set: no requests at all
-        attempt = 0
-        warned = False
-        while True:
-            try:
-                await self._session()
-            except _NotLeader as exc:
-                if swarm.services == "on" and not exc.manager and not warned:
-                    log.warning("swarm.services is on, but the engine is no Swarm manager: waiting until it is one")
-                    warned = True
-                self._release(str(exc))
-                attempt = 0
-                await asyncio.sleep(swarm.leader_check_seconds)
-                continue
-            except ENGINE_ERRORS as exc:
-                # Once per kind until a session resyncs again: a lasting failure is one line. No
-                # socket at all: the Docker watch says so.
-                kind = exc.kind if isinstance(exc, EngineError) else type(exc).__name__
-                level = logging.DEBUG if kind in self._logged or kind == EngineErrorKind.NO_SOCKET else logging.WARNING
-                self._logged.add(kind)
-                log.log(level, "Swarm services: lost the Docker Engine (%s)", str(exc) or type(exc).__name__)
-            cap = min(docker.backoff_max_seconds, docker.backoff_initial_seconds * 2.0**attempt)
-            attempt += 1
-            await asyncio.sleep(cap / 2 + random.random() * cap / 2)
+        await self._connection.forever(self._session)
 
-    # -- one connection, while this manager is the leader
+    # -- one connection: following the services while this manager is the leader
 
     async def _session(self) -> NoReturn:
-        async with self._engine() as docker:
-            node = await self._leader_node(docker)
-            since = await self._daemon_time(docker)
-            async with self._events(docker, since=since) as events:
-                await self._resync(docker, at=since)
-                self._logged.clear()
-                if not self.following:
-                    log.info("Swarm services: following them as the leader (node %s)", node)
-                self.following = True
-                await self._read(docker, events, node)
+        swarm = self.settings.swarm
+        async with Engine.open(self.settings.docker) as engine:
+            while True:
+                try:
+                    await self._follow(engine)
+                except _NotLeader as exc:
+                    if swarm.services == "on" and not exc.manager and not self._said_no_manager:
+                        log.warning("swarm.services is on, but the engine is no Swarm manager: waiting until it is one")
+                        self._said_no_manager = True
+                    self._release(str(exc))
+                    self._connection.answered()
+                    await asyncio.sleep(swarm.leader_check_seconds)
+
+    async def _follow(self, engine: Engine) -> NoReturn:
+        node = await self._leader_node(engine)
+        self._with_status = await self._status_api(engine)
+        since = await self._daemon_time(engine)
+        async with subscribed(engine, since=since, filters=SERVICE_EVENTS) as events:
+            await self._resync(engine, at=since)
+            if not self.following:
+                log.info("Swarm services: following them as the leader (node %s)", node)
+            self.following = True
+            self._connection.synced()
+            await self._read(engine, events, node)
         raise AssertionError("unreachable")
 
-    async def _read(self, docker: aiodocker.Docker, events: asyncio.Queue[Mapping[str, Any] | None], node: str) -> None:
+    async def _read(self, engine: Engine, events: asyncio.Queue[Mapping[str, Any] | EngineError], node: str) -> None:
         swarm = self.settings.swarm
         now = time.monotonic()
         next_check, next_resync, next_poll = now + swarm.leader_check_seconds, now + swarm.resync_seconds, now
@@ -114,13 +124,13 @@ class SwarmWatch:
             except TimeoutError:
                 now = time.monotonic()
                 if now >= next_check:
-                    await self._leader_node(docker, expected=node)
+                    await self._leader_node(engine, expected=node)
                     next_check = now + swarm.leader_check_seconds
                 if now >= next_resync:
-                    await self._resync(docker, at=await self._daemon_time(docker))
+                    await self._resync(engine, at=await self._daemon_time(engine))
                     next_resync = now + swarm.resync_seconds
                 elif self._rolling and now >= next_poll:
-                    await self._poll(docker)
+                    await self._poll(engine)
                 next_poll = time.monotonic() + swarm.poll_seconds
                 continue
             # Every event waiting is handled at once: a service's inspect says how it is now, so
@@ -128,14 +138,14 @@ class SwarmWatch:
             batch = [event]
             while not events.empty():
                 batch.append(events.get_nowait())
-            await self._handle(docker, batch)
+            await self._handle(engine, batch)
             next_poll = min(next_poll, time.monotonic() + swarm.poll_seconds)
 
-    async def _handle(self, docker: aiodocker.Docker, batch: list[Mapping[str, Any] | None]) -> None:
+    async def _handle(self, engine: Engine, batch: list[Mapping[str, Any] | EngineError]) -> None:
         changed: dict[str, float] = {}  # service id → the time of its newest event
         for event in batch:
-            if event is None:
-                raise aiohttp.ClientError("the event stream ended")
+            if isinstance(event, EngineError):  # why the stream ended
+                raise event
             self.metrics.swarm_event(str(event.get("Action", "")))
             cause = causes.classify(event)
             if cause is None:
@@ -150,106 +160,51 @@ class SwarmWatch:
 
         async def one(service_id: str, at: float) -> None:
             async with limit:
-                await self._inspect(docker, service_id, at=at)
+                await self._inspect(engine, service_id, at=at)
 
         await asyncio.gather(*(one(service_id, at) for service_id, at in changed.items()))
 
     # -- requests
 
-    @asynccontextmanager
-    async def _engine(self) -> AsyncIterator[aiodocker.Docker]:
-        """The shared engine client (``watcher.sources.engine``); its aiodocker handle for what only Swarm asks."""
-        async with Engine.open(self.settings.docker) as engine:
-            yield engine.docker
-
-    @asynccontextmanager
-    async def _events(
-        self, docker: aiodocker.Docker, *, since: float
-    ) -> AsyncIterator[asyncio.Queue[Mapping[str, Any] | None]]:
-        """Service events from ``since`` in a queue (None: the stream ended), read in a task of its own."""
-        queue: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue()
-        opened = asyncio.Event()
-
-        async def read() -> None:
-            # The shared engine's stream reader: lines of any length (to its cap), garbage as an
-            # EngineError of its kind, as for container events.
-            engine = Engine(docker, timeout=self.settings.docker.request_timeout_seconds)
-            try:
-                stream = engine.events(since=since, filters=SERVICE_EVENTS, opened=opened.set)
-                async with contextlib.aclosing(stream) as events:
-                    async for event in events:
-                        queue.put_nowait(event)
-            finally:
-                opened.set()
-                queue.put_nowait(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-                await opened.wait()
-            if reader.done():
-                reader.result()  # raises what ended it
-            yield queue
-        finally:
-            reader.cancel()
-            try:
-                await reader
-            except (asyncio.CancelledError, *ENGINE_ERRORS):
-                pass
-
-    async def _get(self, docker: aiodocker.Docker, path: str, **params: str) -> Any:
-        """``GET path``: a JSON object, or for a list (``services``, ``tasks``) one of objects;
-        anything else the engine answers is an EngineError, as on the Docker source's requests."""
-        with failures(f"Swarm: {path}", host=self.settings.docker.host):
-            async with asyncio.timeout(self.settings.docker.request_timeout_seconds):
-                found = await docker._query_json(path, params=params or None)
-        listed = path in ("services", "tasks")
-        if not (
-            isinstance(found, list) and all(isinstance(f, dict) for f in found) if listed else isinstance(found, dict)
-        ):
-            raise EngineError(
-                EngineErrorKind.PROTOCOL, f"Swarm: {path} answered {type(found).__name__}, not what Docker sends"
-            )
-        return found
-
-    async def _leader_node(self, docker: aiodocker.Docker, *, expected: str = "") -> str:
+    async def _leader_node(self, engine: Engine, *, expected: str = "") -> str:
         """This engine's node id when it is the Swarm leader; _NotLeader when it is not (or another node now)."""
-        info = await self._get(docker, "info")
+        info = await engine.info()
         node_id = causes.node_id(info)
         if not causes.is_manager(info):
             raise _NotLeader("not a Swarm manager", manager=False)
-        node = await self._get(docker, f"nodes/{node_id}")
+        node = await engine.get(f"nodes/{node_id}")
         if not causes.leader(info, node) or (expected and node_id != expected):
             raise _NotLeader("a manager, not the leader", manager=True)
         return node_id
 
-    async def _daemon_time(self, docker: aiodocker.Docker) -> float:
-        info = await self._get(docker, "info")
-        return causes.parse_time(info.get("SystemTime")) or self.clock()
+    async def _daemon_time(self, engine: Engine) -> float:
+        return await engine.daemon_time() or self.clock()
 
-    def _status_api(self, docker: aiodocker.Docker) -> bool:
-        version = docker.api_version.removeprefix("v").split(".")
+    @staticmethod
+    async def _status_api(engine: Engine) -> bool:
+        """Whether the engine counts replicas itself (API ≥ 1.41; unversioned requests get its newest)."""
+        version = str((await engine.get("version")).get("ApiVersion", "")).split(".")
         try:
             return (int(version[0]), int(version[1])) >= STATUS_API
         except (ValueError, IndexError):
             return False
 
-    async def _services(self, docker: aiodocker.Docker, *, service_id: str = "") -> list[Mapping[str, Any]]:
+    async def _services(self, engine: Engine, *, service_id: str = "") -> list[Mapping[str, Any]]:
         """Services with their replicas counted (``ServiceStatus``, or from their tasks on old engines)."""
         params = {"filters": json.dumps({"id": [service_id]})} if service_id else {}
-        if self._status_api(docker):
-            found = await self._get(docker, "services", status="true", **params)
+        found: list[Mapping[str, Any]] = []
+        if self._with_status:
+            found = await engine.listed("services", status="true", **params)
         else:
-            found = await self._get(docker, "services", **params)
-            for service in found:
-                tasks = await self._get(
-                    docker, "tasks", filters=json.dumps({"service": [service["ID"]], "desired-state": ["running"]})
+            for service in await engine.listed("services", **params):
+                tasks = await engine.listed(
+                    "tasks", filters=json.dumps({"service": [service.get("ID")], "desired-state": ["running"]})
                 )
-                service["_replicas"] = causes.replicas_from_tasks(service, tasks)
+                found.append({**service, "_replicas": causes.replicas_from_tasks(service, tasks)})
         return [s for s in found if not service_id or s.get("ID") == service_id]  # the id filter is a prefix
 
-    async def _inspect(self, docker: aiodocker.Docker, service_id: str, *, at: float) -> None:
-        found = await self._services(docker, service_id=service_id)
+    async def _inspect(self, engine: Engine, service_id: str, *, at: float) -> None:
+        found = await self._services(engine, service_id=service_id)
         if not found:
             self._rolling.discard(service_id)
             self.submit(ServiceGone(at, service_id))
@@ -258,20 +213,20 @@ class SwarmWatch:
         if seen is not None:
             self.submit(seen)
 
-    async def _poll(self, docker: aiodocker.Docker) -> None:
+    async def _poll(self, engine: Engine) -> None:
         """The services whose rollout goes on, read again; concurrently: twenty services rolling
         at once must not take twenty round trips."""
-        at = await self._daemon_time(docker)
+        at = await self._daemon_time(engine)
         limit = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
 
         async def one(service_id: str) -> None:
             async with limit:
-                await self._inspect(docker, service_id, at=at)
+                await self._inspect(engine, service_id, at=at)
 
         await asyncio.gather(*(one(service_id) for service_id in sorted(self._rolling)))
 
-    async def _resync(self, docker: aiodocker.Docker, *, at: float) -> None:
-        listed = [seen for s in await self._services(docker) if (seen := self._seen(s, at=at)) is not None]
+    async def _resync(self, engine: Engine, *, at: float) -> None:
+        listed = [seen for s in await self._services(engine) if (seen := self._seen(s, at=at)) is not None]
         self.submit(ServicesListed(at, tuple(listed)))
         self.metrics.resyncs.inc()
         log.info("Swarm services: resynced, %d tracked", len(listed))
@@ -282,12 +237,7 @@ class SwarmWatch:
             data, at=at, replicas=replicas if isinstance(replicas, tuple) else None, settings=self.settings.labels
         )
         service_id = str(data.get("ID", ""))
-        if parsed.problems and service_id not in self._warned:
-            self._warned.add(service_id)
-            name = str(data.get("Spec", {}).get("Name", service_id[:12]))
-            for problem in parsed.problems:
-                self.metrics.label_errors.labels(problem.label).inc()
-                log.warning("service %s: label %s %s", name, problem.label, problem.message)
+        self._problems.report(service_id, str(data.get("Spec", {}).get("Name", "")), parsed)
         if seen is None:
             self._rolling.discard(service_id)
             return None
