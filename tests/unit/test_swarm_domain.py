@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.unit.readside import NOW, read_side
 from tests.unit.test_state import SETTINGS, Run, identity
 from watcher.domain.events import RolloutFinished, RolloutStarted
-from watcher.domain.model import DeploymentKey, Instance, Judge, Service, Status, UpdateState, Usage
+from watcher.domain.model import DeploymentKey, Instance, Judge, Service, Source, Status, UpdateState, Usage
 from watcher.domain.observations import (
     InstanceGone,
     InstanceSeen,
+    Resync,
     ServiceGone,
     ServiceSeen,
     ServicesListed,
@@ -391,3 +392,21 @@ def test_every_rolled_back_update_counts_one_failure_one_change_failure_one_reco
     assert f.recoveries.count == 1
     failed_at = next(e.at for e in run.events if isinstance(e, RolloutFinished) and e.status is Status.FAILED)
     assert 0 < f.recoveries.total <= observations[-1].at - failed_at
+
+
+# -- a restart during an update: the container list and the service list race
+
+
+def test_a_restart_during_an_update_keeps_its_deadline_whichever_list_comes_first() -> None:
+    """A watcher restarted during an update relists containers and services at once: a task of the
+    new template (its deployment.timestamp an hour old) and the service `updating`, 1 of 3 running.
+    In either order the update stays in progress, its deadline counting from now. Before, the task
+    first failed it at once: "1 of 3 replicas running within the progress deadline"."""
+    now = 10_000.0
+    labelled = dataclasses.replace(identity("1.1", at=now - 60, key=SHOP), commit="", deployed_at=now - 3600)
+    tasks = Resync(now, Source.CONTAINER, (Instance(id="c1", identity=labelled, running=True, running_since=now - 50,
+                                                    service_id="svc1"),))  # fmt: skip
+    services = ServicesListed(now, (service(now, "1.1", state=UpdateState.UPDATING, running=1, changed_at=now - 120),))
+    for first, second in ((tasks, services), (services, tasks)):
+        rollout = Run()(first, second).state.deployments[SHOP].rollout
+        assert (rollout.status, rollout.reason, rollout.deadline_at) == (Status.IN_PROGRESS, "", now + 600)

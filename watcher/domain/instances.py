@@ -11,7 +11,7 @@ import dataclasses
 
 from watcher.domain import limits, rollouts, rules, services, times
 from watcher.domain.events import HealthChanged, StaleObservation
-from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
+from watcher.domain.model import Deployment, Health, Instance, Judge, Member, Rollout, Status
 from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
@@ -138,9 +138,6 @@ def add_leftover(txn: Txn, instance: Instance, *, at: float) -> None:
 def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, witnessed: bool) -> Rollout:
     """The rollout ``instance`` starts, judged by its containers."""
     identity = instance.identity
-    deadline = identity.progress_deadline_seconds
-    if deadline is None:
-        deadline = txn.settings.rollout.progress_deadline_seconds
     start = identity.deployed_at
     # A deployment.timestamp (it differs from the creation) after now: skew, the creation time is used.
     if start != identity.created_at and times.refused(
@@ -153,22 +150,12 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         txn, identity.key, "commit_time", commit_time, latest=start, what=times.DEPLOY_BEGAN, instead=times.NO_LEAD_TIME
     ):
         commit_time = None
-    return Rollout(
-        revision=revision,
-        version=identity.version,
-        commit=identity.commit,
-        image=identity.image,
-        started_at=start,
-        rollback=rollback,
-        members=frozenset({instance.id}),
-        trigger_created_at=identity.created_at,
-        # From when the watcher learned of the rollout (its clock, which judges the deadline), never
-        # from the deployment.timestamp label (times.py); a rollout found by a resync may be old.
-        deadline_at=txn.now + deadline,
-        witnessed=witnessed,
-        commit_time=commit_time,
-        hotfix=identity.hotfix,
-    )
+    return rollouts.new(
+        txn, revision=revision, version=identity.version, commit=identity.commit, image=identity.image,
+        started_at=start, judge=Judge.CONTAINERS, witnessed=witnessed,
+        deadline_seconds=identity.progress_deadline_seconds, trigger_created_at=identity.created_at,
+        rollback=rollback, members=frozenset({instance.id}), commit_time=commit_time, hotfix=identity.hotfix,
+    )  # fmt: skip
 
 
 def _arrived(txn: Txn, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:

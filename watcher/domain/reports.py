@@ -107,21 +107,13 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
     final = report.status is not Status.IN_PROGRESS
     end = report.at if report.finished_at is None else report.finished_at
     start = report.started_at if report.started_at is not None else (end if final else report.at)
-    return Rollout(
-        revision=revision,
-        version=report.version,
-        commit=report.commit,
-        image="",
-        started_at=start,
-        rollback=rollback,
-        trigger_created_at=start,
-        # From when the report came, not from its started_at (times.py): a job may report late.
-        deadline_at=report.at + txn.settings.rollout.progress_deadline_seconds,
+    # Its deadline counts from the report's arrival, not from its started_at: a job may report late.
+    return rollouts.new(
+        txn, revision=revision, version=report.version, commit=report.commit, image="", started_at=start,
+        judge=Judge.DEPLOY_TOOLING, rollback=rollback,
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
-        judge=Judge.DEPLOY_TOOLING,
-        commit_time=_commit_time(txn, report, started_at=start),
-        hotfix=report.hotfix,
-    )
+        commit_time=_commit_time(txn, report, started_at=start), hotfix=report.hotfix,
+    )  # fmt: skip
 
 
 def _commit_time(txn: Txn, report: RolloutReported, *, started_at: float) -> float | None:

@@ -135,17 +135,11 @@ def _tasks_only(txn: Txn, key: DeploymentKey, instance: Instance) -> Deployment:
     """A deployment known from a task container alone: judged by nobody here (a worker, or a
     manager whose service list has not said yet), so no rollout event either."""
     identity = instance.identity
-    rollout = Rollout(
-        revision=1,
-        version=identity.version,
-        commit=identity.commit,
-        image=identity.image,
-        started_at=identity.deployed_at,
+    rollout = rollouts.new(
+        txn, revision=1, version=identity.version, commit=identity.commit, image=identity.image,
+        started_at=identity.deployed_at, judge=Judge.ORCHESTRATOR, witnessed=False,
         trigger_created_at=identity.created_at,
-        deadline_at=identity.deployed_at + txn.settings.rollout.progress_deadline_seconds,
-        witnessed=False,
-        judge=Judge.ORCHESTRATOR,
-    )
+    )  # fmt: skip
     return Deployment(
         key=key, rollout=rollout, history=(VersionSeen(rollout.version, rollout.commit, 1, rollout.started_at),)
     )
@@ -236,23 +230,11 @@ def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
 
 
 def _rollout(txn: Txn, seen: ServiceSeen, *, revision: int, rollback: bool) -> Rollout:
-    deadline = seen.progress_deadline_seconds
-    if deadline is None:
-        deadline = txn.settings.rollout.progress_deadline_seconds
-    # A rollout found by a resync may have begun long ago: its deadline runs from now.
-    deadline_from = seen.changed_at if not txn.resyncing else max(seen.changed_at, txn.now)
-    return Rollout(
-        revision=revision,
-        version=seen.version,
-        commit=seen.commit,
-        image=seen.image,
-        started_at=seen.changed_at,
-        rollback=rollback,
-        trigger_created_at=seen.changed_at,
-        deadline_at=deadline_from + deadline,
-        witnessed=not txn.resyncing,
-        judge=Judge.ORCHESTRATOR,
-    )
+    return rollouts.new(
+        txn, revision=revision, version=seen.version, commit=seen.commit, image=seen.image,
+        started_at=seen.changed_at, judge=Judge.ORCHESTRATOR, witnessed=not txn.resyncing,
+        deadline_seconds=seen.progress_deadline_seconds, rollback=rollback,
+    )  # fmt: skip
 
 
 def _judge(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
