@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import limits, rollouts, rules, services, times
+from watcher.domain import rollouts, rules, services, times
 from watcher.domain.events import HealthChanged, StaleObservation
 from watcher.domain.model import Deployment, Health, Instance, Judge, Member, Rollout, Status
 from watcher.domain.observations import (
@@ -21,7 +21,7 @@ from watcher.domain.observations import (
     InstanceStarted,
     InstanceStopRequested,
 )
-from watcher.domain.txn import Txn, with_member
+from watcher.domain.txn import Txn, with_member, without_member
 
 
 def seen(txn: Txn, instance: Instance, *, at: float, witnessed: bool, listed: bool = False) -> None:
@@ -70,7 +70,7 @@ def changed(txn: Txn, change: InstanceChange) -> None:
         txn.emit(StaleObservation(key=key, at=txn.now, instance_id=change.instance_id))
         return
     if isinstance(change, InstanceGone):
-        txn.put(rollouts.evaluate(txn, remove(txn, deployment, change.instance_id)))
+        txn.put(rollouts.evaluate(txn, without_member(txn, deployment, change.instance_id)))
         return
     instance = member.instance
     match change:
@@ -108,19 +108,6 @@ def _health_changed(txn: Txn, deployment: Deployment, *, before: Instance, after
                 before=before.health, after=after.health,
             )
         )  # fmt: skip
-
-
-def remove(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
-    """The instance is gone: its CPU retires, and the deployment is gone with its last one."""
-    members = dict(deployment.members)
-    member = members.pop(instance_id)
-    txn.own(instance_id, None)
-    return dataclasses.replace(
-        deployment,
-        members=members,
-        retired_cpu_nanos=limits.add_nanos(deployment.retired_cpu_nanos, member.cpu_nanos),
-        gone_since=deployment.gone_since if members else (deployment.gone_since or txn.now),
-    )
 
 
 def add_leftover(txn: Txn, instance: Instance, *, at: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from watcher.domain import instances, retention, rollouts, services
 from watcher.domain.model import DeploymentKey, Instance
 from watcher.domain.observations import Resync
-from watcher.domain.txn import Txn
+from watcher.domain.txn import Txn, without_member
 
 
 def resync(txn: Txn, resync: Resync) -> None:
@@ -21,10 +21,10 @@ def resync(txn: Txn, resync: Resync) -> None:
         instance = listed.get(instance_id)
         if instance is None:
             if deployment.members[instance_id].instance.source is resync.source:
-                txn.put(instances.remove(txn, deployment, instance_id))
+                txn.put(without_member(txn, deployment, instance_id))
         elif services.home(txn, instance) != key:
             # Read as another deployment's now: the label settings changed across a restart.
-            txn.put(instances.remove(txn, deployment, instance_id))
+            txn.put(without_member(txn, deployment, instance_id))
     known = [i for i in resync.instances if i.id in txn.owners]
     new = sorted((i for i in resync.instances if i.id not in txn.owners), key=lambda i: i.identity.created_at)
     for instance in known:

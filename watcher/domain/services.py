@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import instances, rollouts, rules
+from watcher.domain import rollouts, rules
 from watcher.domain.model import (
     Deployment,
     DeploymentKey,
@@ -29,7 +29,7 @@ from watcher.domain.model import (
     VersionSeen,
 )
 from watcher.domain.observations import ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
-from watcher.domain.txn import Txn, with_member
+from watcher.domain.txn import Txn, with_member, without_member
 
 MANUAL_ROLLBACK = "manually requested rollback"  # UpdateStatus.Message of `docker service rollback`
 ROLLBACK_STATES = frozenset({UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED})
@@ -167,7 +167,7 @@ def _claim(txn: Txn, seen: ServiceSeen) -> tuple[Deployment | None, list[Member]
         for m in d.members.values() if m.instance.service_id == seen.service.id
     ]  # fmt: skip
     for key, member in strays:
-        other = instances.remove(txn, txn.deployments[key], member.instance.id)
+        other = without_member(txn, txn.deployments[key], member.instance.id)
         if other.members or other.service is not None or other.rollout.judge is not Judge.ORCHESTRATOR:
             txn.put(other)
         else:
