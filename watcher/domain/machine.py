@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from watcher.domain import instances, reports, resync, retention, services, shown, usage
 from watcher.domain.events import DomainEvent
-from watcher.domain.model import State
+from watcher.domain.model import Judge, State
 from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
@@ -74,7 +74,7 @@ def apply(state: State, observation: Observation, *, now: float, settings: RuleS
             services.gone(txn, observation)
         case ServicesListed():
             services.listed(txn, observation)
-            retention.tick(txn)
+            retention.tick(txn, judged_by=(Judge.ORCHESTRATOR,))
         case ServicesReleased():
             services.released(txn, observation)
     if not isinstance(observation, UsageSampled):  # CPU and memory samples change nothing else shown

@@ -281,6 +281,12 @@ class Deployment:
         return self.rollout.judge is Judge.ORCHESTRATOR and self.service is None
 
     @property
+    def begun(self) -> bool:
+        """Whether a rollout of it began here (every one is in the history): not so for Swarm tasks
+        known alone (a worker, a manager that has not read their service yet)."""
+        return bool(self.history)
+
+    @property
     def removed(self) -> bool:
         """No instance of it is left (its containers removed, or its Swarm service): kept for
         retention, shown as removed rather than as broken."""

@@ -68,7 +68,7 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
             return None
         rollback = rules.is_rollback(report.version, current.version, deployment.history)
         rollout = _rollout(txn, report, revision=current.revision + 1, rollback=rollback)
-        return _settle(txn, rollouts.begin(txn, deployment, rollout), report)
+        return _settle(txn, rollouts.begin(txn, deployment, _joined(deployment, rollout)), report)
     deployment = _learn(txn, deployment, report)
     if report.status is Status.IN_PROGRESS:
         if current.status is Status.IN_PROGRESS:
@@ -77,7 +77,8 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
         start = report.at if report.started_at is None else report.started_at
         if current.finished_at is not None and start > current.finished_at:
             # Deploying the same version again: another try, or a redeploy.
-            return rollouts.begin(txn, deployment, _rollout(txn, report, revision=current.revision + 1, rollback=False))
+            redeploy = _rollout(txn, report, revision=current.revision + 1, rollback=False)
+            return rollouts.begin(txn, deployment, _joined(deployment, redeploy))
         return deployment  # late news of the rollout that already finished
     if current.status is Status.IN_PROGRESS:
         return _settle(txn, rollouts.adopt(deployment, Judge.DEPLOY_TOOLING), report)
@@ -114,6 +115,18 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
         commit_time=_commit_time(txn, report, started_at=start), hotfix=report.hotfix,
     )  # fmt: skip
+
+
+def _joined(deployment: Deployment, rollout: Rollout) -> Rollout:
+    """``rollout`` with the instances of its version created since it began: read just before the
+    report (the two race), they are its own, as they would be read just after it."""
+    joined = [
+        m.instance for m in deployment.members.values()
+        if m.instance.identity.version == rollout.version and m.instance.identity.created_at >= rollout.started_at
+    ]  # fmt: skip
+    if not joined:
+        return rollout
+    return dataclasses.replace(rollout, members=frozenset(i.id for i in joined), image=joined[0].identity.image)
 
 
 def _commit_time(txn: Txn, report: RolloutReported, *, started_at: float) -> float | None:

@@ -26,7 +26,6 @@ from watcher.domain.model import (
     Rollout,
     Status,
     UpdateState,
-    VersionSeen,
 )
 from watcher.domain.observations import ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.domain.txn import Txn, with_member, without_member
@@ -38,11 +37,10 @@ ROLLBACK_STATES = frozenset({UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_
 def seen(txn: Txn, seen: ServiceSeen) -> None:
     """The service now: a new deployment, a new rollout, or news of the current one."""
     deployment, moving = _claim(txn, seen)
-    if deployment is None:
-        if not rollouts.has_room(txn, seen.key):
+    if deployment is None or not deployment.begun:
+        if deployment is None and not rollouts.has_room(txn, seen.key):
             return
-        rollout = _rollout(txn, seen, revision=1, rollback=False)
-        deployment = rollouts.create(txn, seen.key, rollout)
+        deployment = _first(txn, seen, tasks=deployment)
     elif _is_new_rollout(deployment, seen):
         deployment = _begin(txn, deployment, seen)
     deployment = _gather(txn, deployment, moving)
@@ -133,16 +131,16 @@ def task_seen(txn: Txn, instance: Instance, *, at: float, listed: bool) -> None:
 
 def _tasks_only(txn: Txn, key: DeploymentKey, instance: Instance) -> Deployment:
     """A deployment known from a task container alone: judged by nobody here (a worker, or a
-    manager whose service list has not said yet), so no rollout event either."""
+    manager whose service list has not said yet), so no rollout event either. When its service is
+    seen, the service's first rollout replaces this one, as if the service had been read first: its
+    rollout only holds what the labels say, and no history (``Deployment.begun``)."""
     identity = instance.identity
     rollout = rollouts.new(
         txn, revision=1, version=identity.version, commit=identity.commit, image=identity.image,
         started_at=identity.deployed_at, judge=Judge.ORCHESTRATOR, witnessed=False,
         trigger_created_at=identity.created_at,
     )  # fmt: skip
-    return Deployment(
-        key=key, rollout=rollout, history=(VersionSeen(rollout.version, rollout.commit, 1, rollout.started_at),)
-    )
+    return Deployment(key=key, rollout=rollout)
 
 
 # -- rollouts
@@ -192,11 +190,20 @@ def _as_of(instance: Instance, key: DeploymentKey) -> Instance:
     return dataclasses.replace(instance, identity=dataclasses.replace(instance.identity, key=key))
 
 
+def _first(txn: Txn, seen: ServiceSeen, *, tasks: Deployment | None) -> Deployment:
+    """The service's first rollout here; ``tasks``: its deployment known from task containers before
+    (which of the container and service lists comes first is chance), whose members it keeps."""
+    deployment = rollouts.create(txn, seen.key, _rollout(txn, seen, revision=1, rollback=False))
+    if tasks is None:
+        return deployment
+    return dataclasses.replace(deployment, members=tasks.members, retired_cpu_nanos=tasks.retired_cpu_nanos)
+
+
 def _is_new_rollout(deployment: Deployment, seen: ServiceSeen) -> bool:
     previous = deployment.service
     if previous is None:
-        # First news of it here (tasks seen first, or this watcher just took over): a new rollout
-        # only when the version differs from what is known.
+        # Followed here before, then by another watcher (leadership moved and came back): a new
+        # rollout only when the version differs from what is known.
         return (deployment.rollout.version, deployment.rollout.commit) != (seen.version, seen.commit)
     return previous.template != seen.service.template
 

@@ -98,13 +98,15 @@ def with_member(deployment: Deployment, member: Member) -> Deployment:
 
 
 def without_member(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
-    """The instance is gone: its CPU retires, and the deployment is gone with its last one."""
+    """The instance is gone: its CPU retires, and the deployment is gone with its last one, unless it
+    is a live service's (whose tasks may all run on other nodes)."""
     members = dict(deployment.members)
     member = members.pop(instance_id)
     txn.own(instance_id, None)
+    live = deployment.service is not None and not deployment.service.removed
     return dataclasses.replace(
         deployment,
         members=members,
         retired_cpu_nanos=limits.add_nanos(deployment.retired_cpu_nanos, member.cpu_nanos),
-        gone_since=deployment.gone_since if members else (deployment.gone_since or txn.now),
+        gone_since=deployment.gone_since if members or live else (deployment.gone_since or txn.now),
     )
