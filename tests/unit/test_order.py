@@ -14,7 +14,17 @@ from hypothesis import strategies as st
 
 from watcher.config import RolloutSettings, Settings
 from watcher.domain.machine import apply
-from watcher.domain.model import DeploymentKey, Identity, Instance, Service, Source, State, Status, UpdateState
+from watcher.domain.model import (
+    DeploymentKey,
+    Identity,
+    Initiator,
+    Instance,
+    OrchestratedService,
+    Source,
+    State,
+    Status,
+    UpdateState,
+)
 from watcher.domain.observations import (
     InstanceSeen,
     Observation,
@@ -76,10 +86,10 @@ def services(draw: st.DrawFn) -> ServiceSeen:
     state = draw(st.sampled_from(UpdateState))
     return ServiceSeen(
         at=NOW, key=SHOP,
-        service=Service(id="svc1", name="shop", template=f"t-{version}", update_state=state,
-                        desired=3, running=draw(st.integers(min_value=0, max_value=3))),
+        service=OrchestratedService(id="svc1", name="shop", template=f"t-{version}", update_state=state,
+                                    desired=3, running=draw(st.integers(min_value=0, max_value=3))),
         version=version, commit="", image=f"shop/shop:{version}", changed_at=NOW - draw(st.sampled_from(AGES)),
-        progress_deadline_seconds=draw(st.sampled_from((None, 300.0))),
+        progress_deadline_seconds=draw(st.sampled_from((None, 300.0))), rollback_by=draw(st.sampled_from(Initiator)),
     )  # fmt: skip
 
 
@@ -95,8 +105,8 @@ def restarts(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observatio
                        running_since=before)  # fmt: skip
         known = ServiceSeen(
             at=before, key=SHOP,
-            service=Service(id="svc1", name="shop", template="t-1.0", update_state=UpdateState.UPDATING, desired=3,
-                            running=draw(st.integers(min_value=0, max_value=3))),
+            service=OrchestratedService(id="svc1", name="shop", template="t-1.0", update_state=UpdateState.UPDATING,
+                                        desired=3, running=draw(st.integers(min_value=0, max_value=3))),
             version="1.0", commit="", image="shop/shop:1.0", changed_at=before,
         )  # fmt: skip
         task = Instance(id="t", identity=identity(SHOP, "1.0", created=before, deployed=before), running=True,

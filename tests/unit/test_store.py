@@ -33,9 +33,9 @@ from watcher.domain.model import (
     Instance,
     Judge,
     Member,
+    OrchestratedService,
     Retired,
     Rollout,
-    Service,
     Source,
     State,
     Status,
@@ -155,7 +155,7 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
         )
         histogram = tuple(draw(st.lists(counts, min_size=len(DURATION_BUCKETS) + 1,
                                      max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
-        service = Service(
+        service = OrchestratedService(
             id=draw(texts), name=draw(texts), template=draw(texts), update_state=draw(st.sampled_from(UpdateState)),
             message=draw(texts), desired=draw(counts), running=draw(counts), removed=draw(st.booleans()),
             rolled_back_failure=draw(st.booleans()),

@@ -151,31 +151,46 @@ class Rollout:
 
 
 class UpdateState(enum.Enum):
-    """A Swarm service's ``UpdateStatus.State``; NONE: no update since it was created, or the last
-    update changed nothing in its task template (Swarm resets the status with every update)."""
+    """Where an orchestrator's update of a service stands; NONE: no update since it was created, or
+    the last one changed nothing in its task template. The values are the state file's (and, being
+    Swarm's words, those of ``deployment_swarm_update_state``); a source translates its own into these."""
 
     NONE = ""
     UPDATING = "updating"
     PAUSED = "paused"
     COMPLETED = "completed"
     ROLLBACK_STARTED = "rollback_started"
-    ROLLBACK_PAUSED = "rollback_paused"  # missing from the Engine API's enum, but sent
+    ROLLBACK_PAUSED = "rollback_paused"
     ROLLBACK_COMPLETED = "rollback_completed"
+
+    @property
+    def rolling_back(self) -> bool:
+        """A rollback: the orchestrator goes back to the previous task template."""
+        return self in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED)
+
+
+class Initiator(enum.Enum):
+    """Who started what the orchestrator does: a person (a command, a click), or the orchestrator
+    itself (a rollback after an update failed)."""
+
+    PERSON = "person"
+    ORCHESTRATOR = "orchestrator"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Service:
-    """What the orchestrator says of the Swarm service behind a deployment, as last seen."""
+class OrchestratedService:
+    """What an orchestrator (Swarm) says of the service behind a deployment, as last seen: replicas it
+    runs across its nodes, and how its update goes."""
 
     id: str
     name: str
-    template: str  # a fingerprint of Spec.TaskTemplate: a new one is a new rollout, a scale is not
+    template: str  # a fingerprint of its task template: a new one is a new rollout, a scale is not
     update_state: UpdateState = UpdateState.NONE
-    message: str = ""  # UpdateStatus.Message
+    message: str = ""  # the orchestrator's words on the update (why it paused, or rolled back)
     desired: int = 0  # replicas (tasks) the orchestrator wants running
     running: int = 0
     removed: bool = False  # the service was removed: the deployment leaves after retention
-    # The current rollout is an automatic rollback (of an update that failed), not a manual one.
+    # The current rollout is the orchestrator's own rollback (of an update that failed), not a person's.
     rolled_back_failure: bool = False
 
 
@@ -272,7 +287,7 @@ class Deployment:
     dora: Dora = field(default_factory=Dora)
     # The Swarm service as this watcher (a manager following services) last saw it; None when it
     # follows none: on a worker, a deployment of Swarm tasks has only their CPU and memory.
-    service: Service | None = None
+    service: OrchestratedService | None = None
 
     @property
     def usage_only(self) -> bool:

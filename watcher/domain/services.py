@@ -20,18 +20,15 @@ from watcher.domain.model import (
     Deployment,
     DeploymentKey,
     Dora,
+    Initiator,
     Instance,
     Judge,
     Member,
     Rollout,
     Status,
-    UpdateState,
 )
 from watcher.domain.observations import ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.domain.txn import Txn, with_member, without_member
-
-MANUAL_ROLLBACK = "manually requested rollback"  # UpdateStatus.Message of `docker service rollback`
-ROLLBACK_STATES = frozenset({UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED})
 
 
 def seen(txn: Txn, seen: ServiceSeen) -> None:
@@ -211,16 +208,15 @@ def _is_new_rollout(deployment: Deployment, seen: ServiceSeen) -> bool:
 def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     """A new template: an update, or a rollback to the previous one."""
     state = seen.service.update_state
-    if state in ROLLBACK_STATES:
+    if state.rolling_back:
         # Swarm's rollback swaps back to the previous spec: the rollback of a rollback (or of an
         # update to an older version) is a step forward again, whatever the versions say.
         rollback = not deployment.rollout.rollback
     else:
         rollback = rules.is_rollback(seen.version, deployment.rollout.version, deployment.history)
-    # Swarm says which: a rollback someone asked for is "manually requested rollback"; the
-    # orchestrator's own names the task that failed. A watcher behind the events (or restarted)
-    # may not have seen the update finish, so its status cannot tell.
-    automatic = state in ROLLBACK_STATES and not seen.service.message.startswith(MANUAL_ROLLBACK)
+    # The source says who started it: a person, or the orchestrator after the update failed. A
+    # watcher behind the events (or restarted) may not have seen the update finish: its status cannot tell.
+    automatic = state.rolling_back and seen.rollback_by is Initiator.ORCHESTRATOR
     if automatic and deployment.rollout.status is Status.IN_PROGRESS:
         # The orchestrator rolls back an update that failed: that update's verdict first.
         deployment = rollouts.change_status(

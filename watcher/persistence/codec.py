@@ -35,9 +35,9 @@ from watcher.domain.model import (
     Instance,
     Judge,
     Member,
+    OrchestratedService,
     Retired,
     Rollout,
-    Service,
     Source,
     State,
     Status,
@@ -127,7 +127,7 @@ def _encode_deployment(d: Deployment) -> Document:
     }
 
 
-def _encode_service(s: Service) -> Document:
+def _encode_service(s: OrchestratedService) -> Document:
     return {
         "id": s.id,
         "name": s.name,
@@ -307,8 +307,8 @@ def _decode_deployment(d: _Object) -> Deployment:
     )
 
 
-def _decode_service(s: _Object) -> Service:
-    return Service(
+def _decode_service(s: _Object) -> OrchestratedService:
+    return OrchestratedService(
         id=s.text("id"),
         name=s.text("name"),
         template=s.text("template"),
