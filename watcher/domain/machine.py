@@ -6,7 +6,7 @@ in_progress → success | failed and then stays so until the next.
 State is immutable: a scrape reads one ``State`` object and never sees a half-applied change.
 
 Where each part lives: ``instances`` (container observations), ``resync``, ``usage``,
-``reports`` (deploy tooling), ``services`` (Swarm services and their tasks), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
+``reports`` (deploy tooling), ``services`` (an orchestrator's services and their tasks), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
 status changes), ``shown`` (what a deployment shows changed: told once per step), ``rules`` (when it succeeds or fails), ``txn`` (copy-on-write over the state),
 ``events`` (what the machine says happened).
 """

@@ -48,7 +48,7 @@ class Judge(enum.Enum):
 
     CONTAINERS = "containers"  # the rollout rules over its containers: health, exits, restarts, stable time
     DEPLOY_TOOLING = "deploy_tooling"  # reports through the CI/CD API; the progress deadline catches a silent job
-    # Swarm: the service's update state and its running replicas say how the rollout went.
+    # An orchestrator (Swarm): the service's update state and its running replicas say how the rollout went.
     ORCHESTRATOR = "orchestrator"
 
 
@@ -107,7 +107,7 @@ class Instance:
     # Why its last start failed, in the engine's words ('': it did not); such a container never ran.
     start_error: str = ""
     source: Source = Source.CONTAINER
-    # The Swarm service whose task this container is ("" for none): it belongs to that service's
+    # The orchestrated service whose task this container is ("" for none): it belongs to that service's
     # deployment, for its CPU and memory only; the orchestrator, not its containers, judges rollouts.
     service_id: str = ""
     # False while known from events alone: whether it has a health check (hence when it is
@@ -285,8 +285,8 @@ class Deployment:
     gone_since: float | None = None
     reported_at: float | None = None  # the last report from deploy tooling (for retention)
     dora: Dora = field(default_factory=Dora)
-    # The Swarm service as this watcher (a manager following services) last saw it; None when it
-    # follows none: on a worker, a deployment of Swarm tasks has only their CPU and memory.
+    # The orchestrated service as this watcher (following the orchestrator) last saw it; None when it
+    # follows none: on a Swarm worker, a deployment of tasks has only their CPU and memory.
     service: OrchestratedService | None = None
 
     @property

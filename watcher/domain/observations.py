@@ -1,7 +1,8 @@
 """What adapters report to the state machine, in words that name no source.
 
 Containers are one source, deploy tooling reporting through the CI/CD API another, and the
-Swarm orchestrator (services, on a manager) a third.
+orchestrator (services: Swarm's, on its leader manager) a third; each source translates its
+engine's words into these.
 Every observation carries ``at``: when it happened, in unix seconds of the source's clock.
 """
 

@@ -27,7 +27,7 @@ def change_status(
     txn: Txn, deployment: Deployment, status: Status, reason: str, *, at: float, by: Judge, recorded: bool = False
 ) -> Deployment:
     """The current rollout with its new verdict ``status`` (never back to in progress), decided by ``by`` at ``at``;
-    ``recorded``: ``at`` is the source's own record of when it happened (Swarm's ``CompletedAt``), known even
+    ``recorded``: ``at`` is the source's own record of when it happened (an orchestrator's record of an update's completion), known even
     when a resync is what finds it."""
     rollout = deployment.rollout
     assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"

@@ -1,4 +1,5 @@
-"""Swarm services: rollouts the orchestrator judges, and the task containers that belong to them.
+"""An orchestrator's services (Swarm's, today): rollouts the orchestrator judges, and the task containers
+that belong to them. The source translates its engine's words; nothing here reads them.
 
 A service's deployment begins a rollout when its task template changes (an update, a rollback);
 a scale or a label change of the service itself is no new revision. Its update state judges the
@@ -8,7 +9,8 @@ forward), or a version that orders below the current.
 
 Task containers join their service's deployment (found by the service id, else by their labels)
 for their CPU and memory only: they never start or judge a rollout, and on a node that follows no
-services (a worker) their deployment has nothing else.
+services (a worker) their deployment has nothing else. Read before their service (the container and
+service lists race after a restart), they change nothing of the rollout the service then begins.
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     """A new template: an update, or a rollback to the previous one."""
     state = seen.service.update_state
     if state.rolling_back:
-        # Swarm's rollback swaps back to the previous spec: the rollback of a rollback (or of an
+        # A rollback swaps back to the previous template: the rollback of a rollback (or of an
         # update to an older version) is a step forward again, whatever the versions say.
         rollback = not deployment.rollout.rollback
     else:
@@ -249,6 +251,6 @@ def _judge(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
         return deployment
     finished = seen.finished_at
     if finished is not None and finished >= deployment.rollout.started_at:
-        # Swarm records when an update completed: a listing that finds it knows when, as an event would.
+        # The orchestrator records when an update completed: a listing that finds it knows when, as an event would.
         return rollouts.change_status(txn, deployment, *verdict, at=finished, by=Judge.ORCHESTRATOR, recorded=True)
     return rollouts.change_status(txn, deployment, *verdict, at=seen.at, by=Judge.ORCHESTRATOR)
