@@ -7,6 +7,7 @@ the same observations at the same moment give the same deployments: rollouts, st
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from hypothesis import given, settings
@@ -139,7 +140,7 @@ def test_a_restart_judges_the_same_whatever_is_read_first(
 def races(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observation]]:
     """A CI job's announcement of a rollout of `api` and the event of the container it started, read
     at one moment in either order; the job's start (the container's deployment.timestamp) given or
-    not; `api` new, or 1.0 deployed before."""
+    not; a deadline label or not; `api` new, or 1.0 deployed before."""
     saved = EMPTY
     if draw(st.booleans()):
         before = NOW - 7200
@@ -148,7 +149,9 @@ def races(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observation]]
         saved = run([InstanceSeen(before, old), Tick(before + 60)], now=before + 60)
     version = draw(st.sampled_from(VERSIONS))
     began = NOW - draw(st.sampled_from(AGES))
-    container = Instance(id="c", identity=identity(API, version, created=NOW, deployed=began, commit="abc"),
+    labelled = identity(API, version, created=NOW, deployed=began, commit="abc")
+    deadline = draw(st.sampled_from((None, 300.0)))  # its deployment.progress_deadline_seconds
+    container = Instance(id="c", identity=dataclasses.replace(labelled, progress_deadline_seconds=deadline),
                          running=True, running_since=NOW)  # fmt: skip
     report = RolloutReported(
         at=NOW, key=API, version=version, commit="abc", status=Status.IN_PROGRESS,

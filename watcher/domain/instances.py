@@ -155,7 +155,9 @@ def _arrived(txn: Txn, deployment: Deployment, instance: Instance, *, witnessed:
         # Another replica (or a recreate) of what is deployed, or the first container of a
         # rollout that deploy tooling announced (which learns its image from it).
         joined = dataclasses.replace(
-            rollout, members=rollout.members | {instance.id}, image=rollout.image or instance.identity.image
+            rollouts.joined_first(rollout, instance),
+            members=rollout.members | {instance.id},
+            image=rollout.image or instance.identity.image,
         )
         return dataclasses.replace(deployment, rollout=joined)
     if instance.identity.created_at < rollout.trigger_created_at:

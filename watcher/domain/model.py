@@ -144,6 +144,8 @@ class Rollout:
     members: frozenset[str] = frozenset()  # instances of this rollout (replicas included)
     trigger_created_at: float = 0.0  # creation time of the instance that started it
     deadline_at: float = 0.0
+    # When the watcher saw it begin, where its deadline counts from (None: a file of an older watcher).
+    seen_at: float | None = None
     witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
     judge: Judge = Judge.CONTAINERS
     commit_time: float | None = None  # when the commit it deploys was made: its lead time starts there

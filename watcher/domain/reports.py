@@ -126,7 +126,8 @@ def _joined(deployment: Deployment, rollout: Rollout) -> Rollout:
     ]  # fmt: skip
     if not joined:
         return rollout
-    return dataclasses.replace(rollout, members=frozenset(i.id for i in joined), image=joined[0].identity.image)
+    first = rollouts.joined_first(rollout, joined[0])
+    return dataclasses.replace(first, members=frozenset(i.id for i in joined), image=joined[0].identity.image)
 
 
 def _commit_time(txn: Txn, report: RolloutReported, *, started_at: float) -> float | None:

@@ -118,8 +118,18 @@ def new(
     return Rollout(
         revision=revision, version=version, commit=commit, image=image, started_at=started_at, rollback=rollback,
         members=members, trigger_created_at=started_at if trigger_created_at is None else trigger_created_at,
-        deadline_at=txn.now + seconds, witnessed=witnessed, judge=judge, commit_time=commit_time, hotfix=hotfix,
+        deadline_at=txn.now + seconds, seen_at=txn.now, witnessed=witnessed, judge=judge, commit_time=commit_time, hotfix=hotfix,
     )  # fmt: skip
+
+
+def joined_first(rollout: Rollout, instance: Instance) -> Rollout:
+    """The rollout deploy tooling announced, as its first instance joins: that instance's deadline
+    label sets the deadline the report could not, from when the rollout was seen, as when the
+    instance is read before the report."""
+    seconds = instance.identity.progress_deadline_seconds
+    if rollout.members or rollout.judge is not Judge.DEPLOY_TOOLING or seconds is None or rollout.seen_at is None:
+        return rollout
+    return dataclasses.replace(rollout, deadline_at=rollout.seen_at + seconds)
 
 
 def create(txn: Txn, key: DeploymentKey, rollout: Rollout) -> Deployment:

@@ -177,6 +177,7 @@ def _encode_rollout(r: Rollout) -> Document:
         "judge": r.judge.value,
         "commit_time": r.commit_time,
         "hotfix": r.hotfix,
+        "seen_at": r.seen_at,
     }
 
 
@@ -364,6 +365,7 @@ def _decode_rollout(r: _Object) -> Rollout:
         judge=r.choice("judge", _member_of(Judge)),
         commit_time=r.optional_time("commit_time") if r.has("commit_time") else None,
         hotfix=r.flag("hotfix", default=False),
+        seen_at=r.optional_time("seen_at") if r.has("seen_at") else None,
     )
 
 
