@@ -40,6 +40,7 @@ SETTINGS = Settings(rollout=RolloutSettings(stable_seconds=10, progress_deadline
 NOW = 1_714_570_000.0
 API = DeploymentKey("api", "production")
 SHOP = DeploymentKey("shop", "production")
+WEB = DeploymentKey("web", "production")  # what tasks of `shop` say when only its service's labels name it
 VERSIONS = ("1.0", "1.1", "2.0")
 # A start long before (an hour-old deployment.timestamp), a minute before, or just now.
 AGES = (3600.0, 60.0, 0.0)
@@ -97,7 +98,7 @@ def services(draw: st.DrawFn) -> ServiceSeen:
 @st.composite
 def restarts(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observation]]:
     """What a restarted watcher reads at once: the container list (plain containers of `api`, tasks of
-    `shop`, whose own labels name `shop`) and the service list; in both orders, the containers too.
+    `shop`, whose own labels name `shop` or another) and the service list; in both orders, the containers too.
     The state file it starts from knew nothing, or two hours ago an `api` container and `shop` updating to 1.0, a task of it running."""
     saved = EMPTY
     if draw(st.booleans()):
@@ -114,7 +115,7 @@ def restarts(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observatio
                         running_since=before, service_id="svc1")  # fmt: skip
         saved = run([Resync(before, Source.CONTAINER, (old, task)), ServicesListed(before, (known,))], now=before)
     plain = draw(containers(API, prefix="c"))
-    tasks = draw(containers(SHOP, prefix="t", service_id="svc1"))
+    tasks = draw(containers(draw(st.sampled_from((SHOP, WEB))), prefix="t", service_id="svc1"))
     listed = ServicesListed(NOW, (draw(services()),))
     if saved is not EMPTY:  # those it knew may be there still
         plain += [m.instance for d in saved.deployments.values() for m in d.members.values() if draw(st.booleans())]
