@@ -150,10 +150,11 @@ def races(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observation]]
         saved = run([InstanceSeen(before, old), Tick(before + 60)], now=before + 60)
     version = draw(st.sampled_from(VERSIONS))
     began = NOW - draw(st.sampled_from(AGES))
-    labelled = identity(API, version, created=NOW, deployed=began, commit="abc")
+    created = NOW - draw(st.sampled_from((0.0, 2.0)))  # `docker run`, then the job's report
+    labelled = identity(API, version, created=created, deployed=min(began, created), commit="abc")
     deadline = draw(st.sampled_from((None, 300.0)))  # its deployment.progress_deadline_seconds
     container = Instance(id="c", identity=dataclasses.replace(labelled, progress_deadline_seconds=deadline),
-                         running=True, running_since=NOW)  # fmt: skip
+                         running=True, running_since=created)  # fmt: skip
     report = RolloutReported(
         at=NOW, key=API, version=version, commit="abc", status=Status.IN_PROGRESS,
         started_at=draw(st.sampled_from((None, began))),

@@ -68,7 +68,7 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
             return None
         rollback = rules.is_rollback(report.version, current.version, deployment.history)
         rollout = _rollout(txn, report, revision=current.revision + 1, rollback=rollback)
-        return _settle(txn, rollouts.begin(txn, deployment, _joined(deployment, rollout)), report)
+        return _settle(txn, rollouts.begin(txn, deployment, rollout), report)
     deployment = _learn(txn, deployment, report)
     if report.status is Status.IN_PROGRESS:
         if current.status is Status.IN_PROGRESS:
@@ -78,7 +78,7 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
         if current.finished_at is not None and start > current.finished_at:
             # Deploying the same version again: another try, or a redeploy.
             redeploy = _rollout(txn, report, revision=current.revision + 1, rollback=False)
-            return rollouts.begin(txn, deployment, _joined(deployment, redeploy))
+            return rollouts.begin(txn, deployment, _joined(deployment, redeploy, since=current.finished_at))
         return deployment  # late news of the rollout that already finished
     if current.status is Status.IN_PROGRESS:
         return _settle(txn, rollouts.adopt(deployment, Judge.DEPLOY_TOOLING), report)
@@ -117,12 +117,13 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
     )  # fmt: skip
 
 
-def _joined(deployment: Deployment, rollout: Rollout) -> Rollout:
-    """``rollout`` with the instances of its version created since it began: read just before the
-    report (the two race), they are its own, as they would be read just after it."""
+def _joined(deployment: Deployment, rollout: Rollout, *, since: float) -> Rollout:
+    """The redeploy ``rollout`` with the instances of its version created after the rollout before it
+    finished (``since``): read just before the report (the two race), they joined that one, and are
+    this one's, as they would be read just after the report."""
     joined = [
         m.instance for m in deployment.members.values()
-        if m.instance.identity.version == rollout.version and m.instance.identity.created_at >= rollout.started_at
+        if m.instance.identity.version == rollout.version and m.instance.identity.created_at > since
     ]  # fmt: skip
     if not joined:
         return rollout
