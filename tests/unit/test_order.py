@@ -98,8 +98,9 @@ def services(draw: st.DrawFn) -> ServiceSeen:
 @st.composite
 def restarts(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observation]]:
     """What a restarted watcher reads at once: the container list (plain containers of `api`, tasks of
-    `shop`, whose own labels name `shop` or another) and the service list; in both orders, the containers too.
-    The state file it starts from knew nothing, or two hours ago an `api` container and `shop` updating to 1.0, a task of it running."""
+    `shop`, whose own labels name `shop` or another) and the service list; in both orders, the
+    containers too. The state file it starts from knew nothing, or, two hours ago, an `api` container
+    and `shop` updating to 1.0, a task of it running (which may still be there)."""
     saved = EMPTY
     if draw(st.booleans()):
         before = NOW - 7200

@@ -27,8 +27,8 @@ def change_status(
     txn: Txn, deployment: Deployment, status: Status, reason: str, *, at: float, by: Judge, recorded: bool = False
 ) -> Deployment:
     """The current rollout with its new verdict ``status`` (never back to in progress), decided by ``by`` at ``at``;
-    ``recorded``: ``at`` is the source's own record of when it happened (an orchestrator's record of an update's completion), known even
-    when a resync is what finds it."""
+    ``recorded``: ``at`` is the source's own record of when it happened (an orchestrator's record of an
+    update's completion), known even when a resync is what finds it."""
     rollout = deployment.rollout
     assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"
     known = recorded or not txn.resyncing  # when it happened
@@ -118,7 +118,8 @@ def new(
     return Rollout(
         revision=revision, version=version, commit=commit, image=image, started_at=started_at, rollback=rollback,
         members=members, trigger_created_at=started_at if trigger_created_at is None else trigger_created_at,
-        deadline_at=txn.now + seconds, seen_at=txn.now, witnessed=witnessed, judge=judge, commit_time=commit_time, hotfix=hotfix,
+        deadline_at=txn.now + seconds, seen_at=txn.now, witnessed=witnessed, judge=judge, commit_time=commit_time,
+        hotfix=hotfix,
     )  # fmt: skip
 
 

@@ -251,6 +251,7 @@ def _judge(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
         return deployment
     finished = seen.finished_at
     if finished is not None and finished >= deployment.rollout.started_at:
-        # The orchestrator records when an update completed: a listing that finds it knows when, as an event would.
+        # The orchestrator records when an update completed: a listing that finds it knows when, as an
+        # event would.
         return rollouts.change_status(txn, deployment, *verdict, at=finished, by=Judge.ORCHESTRATOR, recorded=True)
     return rollouts.change_status(txn, deployment, *verdict, at=seen.at, by=Judge.ORCHESTRATOR)

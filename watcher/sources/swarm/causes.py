@@ -27,7 +27,8 @@ from watcher.sources.jsonfields import time as _time
 
 _STATES = {s.value: s for s in UpdateState if s is not UpdateState.NONE}
 parse_time = _time  # the engine's RFC 3339 times → unix seconds (None: no time a state file may hold)
-# UpdateStatus.Message of `docker service rollback`: a person asked for it (else the orchestrator rolled back a failure).
+# UpdateStatus.Message of `docker service rollback`: a person asked for it (else the orchestrator
+# rolled back a failed update).
 MANUAL_ROLLBACK = "manually requested rollback"
 # The update states of a rollout the orchestrator is still carrying out.
 ROLLING = frozenset({UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED})
