@@ -33,9 +33,9 @@ from watcher.domain.model import (
     Instance,
     Judge,
     Member,
+    OrchestratedService,
     Retired,
     Rollout,
-    Service,
     Source,
     State,
     Status,
@@ -148,6 +148,7 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
             reason=draw(texts), rollback=draw(st.booleans()), members=frozenset(draw(st.lists(texts, max_size=3))),
             trigger_created_at=draw(times), deadline_at=draw(amounts), witnessed=draw(st.booleans()),
             judge=draw(st.sampled_from(Judge)), commit_time=draw(st.none() | times), hotfix=draw(st.booleans()),
+            seen_at=draw(st.none() | times),
         )  # fmt: skip
         history = tuple(
             VersionSeen(draw(texts), draw(texts), draw(numbers.revisions), draw(times))
@@ -155,7 +156,7 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
         )
         histogram = tuple(draw(st.lists(counts, min_size=len(DURATION_BUCKETS) + 1,
                                      max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
-        service = Service(
+        service = OrchestratedService(
             id=draw(texts), name=draw(texts), template=draw(texts), update_state=draw(st.sampled_from(UpdateState)),
             message=draw(texts), desired=draw(counts), running=draw(counts), removed=draw(st.booleans()),
             rolled_back_failure=draw(st.booleans()),
@@ -418,6 +419,7 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
         d["rollout"]["judge"] = "deploy_tooling" if d["rollout"].pop("reported") else "containers"
         # Fields added since schema 2 without a new schema, written with their defaults.
         d["service"] = None
+        d["rollout"]["seen_at"] = None
         for member in d["members"]:
             member["service_id"] = ""
             member["start_error"] = ""
@@ -425,8 +427,11 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
 
 
 def before_dora(state: State) -> State:
-    """``state`` with every DORA figure at zero: what a file written before them holds."""
-    deployments = {key: dataclasses.replace(d, dora=Dora()) for key, d in state.deployments.items()}
+    """``state`` with every DORA figure at zero and no rollout's ``seen_at``: what a file written before them holds."""
+    deployments = {
+        key: dataclasses.replace(d, dora=Dora(), rollout=dataclasses.replace(d.rollout, seen_at=None))
+        for key, d in state.deployments.items()
+    }
     return State(deployments, state.owners)
 
 
@@ -456,6 +461,7 @@ def test_a_file_of_schema_2_before_dora_loads_with_zero_figures() -> None:
     assert all(d.dora == Dora() for d in state.deployments.values()) and not state.retired
     for d in old["deployments"]:
         d["service"] = None  # added since, without a new schema: their defaults
+        d["rollout"]["seen_at"] = None
         for member in d["members"]:
             member["service_id"] = ""
             member["start_error"] = ""

@@ -3,13 +3,18 @@ replicas from ServiceStatus or tasks, events, leadership; odd JSON reads as abse
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from watcher.domain.model import DeploymentKey, UpdateState
+from watcher.config import Settings
+from watcher.domain.model import DeploymentKey, Initiator, UpdateState
+from watcher.domain.observations import ServicesListed
 from watcher.domain.settings import LabelSettings
+from watcher.selfmetrics import SelfMetrics
 from watcher.sources.swarm import causes
+from watcher.sources.swarm.watch import SwarmWatch
 
 LABELS = LabelSettings()
 
@@ -61,6 +66,20 @@ def test_update_status_read() -> None:
     assert seen.finished_at == causes.parse_time("2026-11-30T21:31:09Z")
 
 
+@pytest.mark.parametrize(
+    ("message", "by"),
+    [
+        ("manually requested rollback", Initiator.PERSON),  # `docker service rollback`
+        ("update rolled back due to failure or early termination of task 3x1", Initiator.ORCHESTRATOR),
+    ],
+)
+def test_who_asked_for_the_rollback(message: str, by: Initiator) -> None:
+    """The CLI's words are read here, at the edge: the domain is told who started the rollback."""
+    status = {"State": "rollback_started", "StartedAt": "2026-11-30T21:31:00Z", "Message": message}
+    seen, _ = causes.from_service(service_json(UpdateStatus=status), at=1000.0, replicas=None, settings=LABELS)
+    assert seen is not None and seen.rollback_by is by
+
+
 def test_no_deployment_name_is_not_tracked_unless_asked() -> None:
     """Without deployment.name the service is none of ours; with track_compose its name is used."""
     data = service_json()
@@ -88,6 +107,26 @@ def test_replicas_from_tasks() -> None:
     ]
     assert causes.replicas_from_tasks(service_json(), tasks) == (2, 1)
     assert causes.replicas_from_tasks({"Spec": {"Mode": {"Global": {}}}}, tasks) == (2, 1)
+
+
+async def test_old_engines_count_replicas_beside_the_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine without ServiceStatus (API < 1.41): the replicas counted from its tasks reach the
+    observation beside the service's JSON, which stays the engine's (no field of ours added to it)."""
+    answers = {"services": [service_json(ServiceStatus=None)], "tasks": [{"DesiredState": "running",
+                                                                          "Status": {"State": "running"}}]}  # fmt: skip
+    submitted: list[object] = []
+    watch = SwarmWatch(Settings(), submitted.append, SelfMetrics(CollectorRegistry()))
+
+    async def get(docker: object, path: str, **params: str) -> Any:
+        return answers[path]
+
+    monkeypatch.setattr(watch, "_get", get)
+    monkeypatch.setattr(watch, "_status_api", lambda docker: False)
+    await watch._resync(cast(Any, None), at=1000.0)
+    (listed,) = submitted
+    assert isinstance(listed, ServicesListed)
+    assert [(s.service.desired, s.service.running) for s in listed.services] == [(2, 1)]
+    assert answers["services"] == [service_json(ServiceStatus=None)]
 
 
 def test_events_classified() -> None:

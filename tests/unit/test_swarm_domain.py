@@ -13,10 +13,21 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.unit.readside import NOW, read_side
 from tests.unit.test_state import SETTINGS, Run, identity
 from watcher.domain.events import RolloutFinished, RolloutStarted
-from watcher.domain.model import DeploymentKey, Instance, Judge, Service, Status, UpdateState, Usage
+from watcher.domain.model import (
+    DeploymentKey,
+    Initiator,
+    Instance,
+    Judge,
+    OrchestratedService,
+    Source,
+    Status,
+    UpdateState,
+    Usage,
+)
 from watcher.domain.observations import (
     InstanceGone,
     InstanceSeen,
+    Resync,
     ServiceGone,
     ServiceSeen,
     ServicesListed,
@@ -31,19 +42,21 @@ from watcher.web.readapi import ReadApi
 
 SHOP = DeploymentKey("shop", "production")
 WEB = DeploymentKey("web", "production")  # what the task containers' own labels say
+MANUAL = "manually requested rollback"  # what Swarm says of a rollback a person asked for
 
 
 def service(
     at: float, version: str, *, state: UpdateState = UpdateState.NONE, running: int = 3, desired: int = 3,
     message: str = "", changed_at: float | None = None, finished_at: float | None = None, key: DeploymentKey = SHOP,
+    by: Initiator = Initiator.ORCHESTRATOR,
 ) -> ServiceSeen:  # fmt: skip
     """The service `web` with version ``version`` (its task template follows the version)."""
     return ServiceSeen(
         at=at, key=key,
-        service=Service(id="svc1", name="web", template=f"t-{version}", update_state=state, message=message,
+        service=OrchestratedService(id="svc1", name="web", template=f"t-{version}", update_state=state, message=message,
                         desired=desired, running=running),
         version=version, commit="", image=f"app:{version}", changed_at=at if changed_at is None else changed_at,
-        finished_at=finished_at,
+        finished_at=finished_at, rollback_by=by,
     )  # fmt: skip
 
 
@@ -125,7 +138,7 @@ def test_a_manual_rollback_of_a_manual_rollback_steps_forward() -> None:
     forward again. The second is no rollback: not counted, and no change failure of the first."""
     run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.COMPLETED))
     for at, version in ((300, "1.0"), (400, "1.1")):
-        run(service(at, version, state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+        run(service(at, version, state=UpdateState.ROLLBACK_STARTED, message=MANUAL, by=Initiator.PERSON))
         run(service(at + 5, version, state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed",
                     changed_at=at))  # fmt: skip
     d = run.state.deployments[SHOP]
@@ -139,7 +152,7 @@ def test_a_manual_rollback_of_unordered_versions_steps_forward_too() -> None:
     """The same with versions that have no order (commit SHAs): Swarm's rollback says which way."""
     run = Run()(service(100, "a1f"), service(200, "9c2", state=UpdateState.COMPLETED))
     for at, version in ((300, "a1f"), (400, "9c2"), (500, "a1f")):
-        run(service(at, version, state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+        run(service(at, version, state=UpdateState.ROLLBACK_STARTED, message=MANUAL, by=Initiator.PERSON))
     assert [e.rollback for e in run.events if isinstance(e, RolloutStarted)] == [False, False, True, False, True]
     assert run.state.deployments[SHOP].rollbacks == 2
 
@@ -147,7 +160,7 @@ def test_a_manual_rollback_of_unordered_versions_steps_forward_too() -> None:
 def test_manual_rollback_counts_and_succeeds() -> None:
     """`docker service rollback` of a finished update: a rollback, counted, success once completed."""
     run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.COMPLETED))
-    run(service(300, "1.0", state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+    run(service(300, "1.0", state=UpdateState.ROLLBACK_STARTED, message=MANUAL, by=Initiator.PERSON))
     run(service(305, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=300))
     d = run.state.deployments[SHOP]
     assert (d.rollout.version, d.rollout.status, d.rollout.rollback, d.rollbacks) == ("1.0", Status.SUCCESS, True, 1)
@@ -279,7 +292,7 @@ def test_manual_rollback_during_an_update() -> None:
     """A rollback asked for while the update still runs (or before the watcher saw it finish) is
     manual: counted, and a success once back; the update it replaced is superseded, not failed."""
     run = Run()(service(100, "1.0"), service(200, "1.1", state=UpdateState.UPDATING))
-    run(service(205, "1.0", state=UpdateState.ROLLBACK_STARTED, message="manually requested rollback"))
+    run(service(205, "1.0", state=UpdateState.ROLLBACK_STARTED, message=MANUAL, by=Initiator.PERSON))
     run(service(209, "1.0", state=UpdateState.ROLLBACK_COMPLETED, message="rollback completed", changed_at=205))
     d = run.state.deployments[SHOP]
     assert (d.rollout.status, d.rollout.rollback, d.rollbacks) == (Status.SUCCESS, True, 1)
@@ -316,7 +329,6 @@ def test_task_without_a_name_of_its_own() -> None:
 # -- every path of a failed update rolled back counts one failure, one change failure, one recovery
 
 AUTOMATIC = "update rolled back due to failure: task 3x1 has failed"
-MANUAL = "manually requested rollback"
 
 
 @st.composite
@@ -335,8 +347,9 @@ def rolled_back_updates(draw: st.DrawFn) -> tuple[list[ServiceSeen], list[bool],
 
     def seen(version: str, state: UpdateState, *, changed_at: float, message: str = "", running: int = 3,
              finished_at: float | None = None) -> ServiceSeen:  # fmt: skip
+        by = Initiator.PERSON if message == MANUAL else Initiator.ORCHESTRATOR  # as the source tells
         return service(at, version, state=state, message=message, running=running, changed_at=changed_at,
-                       finished_at=finished_at)  # fmt: skip
+                       finished_at=finished_at, by=by)  # fmt: skip
 
     update_at = at
     path: list[tuple[ServiceSeen, bool]] = []  # an observation, and whether the watcher may miss it
@@ -391,3 +404,21 @@ def test_every_rolled_back_update_counts_one_failure_one_change_failure_one_reco
     assert f.recoveries.count == 1
     failed_at = next(e.at for e in run.events if isinstance(e, RolloutFinished) and e.status is Status.FAILED)
     assert 0 < f.recoveries.total <= observations[-1].at - failed_at
+
+
+# -- a restart during an update: the container list and the service list race
+
+
+def test_a_restart_during_an_update_keeps_its_deadline_whichever_list_comes_first() -> None:
+    """A watcher restarted during an update relists containers and services at once: a task of the
+    new template (its deployment.timestamp an hour old) and the service `updating`, 1 of 3 running.
+    In either order the update stays in progress, its deadline counting from now. Before, the task
+    first failed it at once: "1 of 3 replicas running within the progress deadline"."""
+    now = 10_000.0
+    labelled = dataclasses.replace(identity("1.1", at=now - 60, key=SHOP), commit="", deployed_at=now - 3600)
+    tasks = Resync(now, Source.CONTAINER, (Instance(id="c1", identity=labelled, running=True, running_since=now - 50,
+                                                    service_id="svc1"),))  # fmt: skip
+    services = ServicesListed(now, (service(now, "1.1", state=UpdateState.UPDATING, running=1, changed_at=now - 120),))
+    for first, second in ((tasks, services), (services, tasks)):
+        rollout = Run()(first, second).state.deployments[SHOP].rollout
+        assert (rollout.status, rollout.reason, rollout.deadline_at) == (Status.IN_PROGRESS, "", now + 600)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import limits, rollouts, rules, services, times
+from watcher.domain import rollouts, rules, services, times
 from watcher.domain.events import HealthChanged, StaleObservation
-from watcher.domain.model import Deployment, Health, Instance, Member, Rollout, Status
+from watcher.domain.model import Deployment, Health, Instance, Judge, Member, Rollout, Status
 from watcher.domain.observations import (
     InstanceChange,
     InstanceExited,
@@ -21,7 +21,7 @@ from watcher.domain.observations import (
     InstanceStarted,
     InstanceStopRequested,
 )
-from watcher.domain.txn import Txn, with_member
+from watcher.domain.txn import Txn, with_member, without_member
 
 
 def seen(txn: Txn, instance: Instance, *, at: float, witnessed: bool, listed: bool = False) -> None:
@@ -70,7 +70,7 @@ def changed(txn: Txn, change: InstanceChange) -> None:
         txn.emit(StaleObservation(key=key, at=txn.now, instance_id=change.instance_id))
         return
     if isinstance(change, InstanceGone):
-        txn.put(rollouts.evaluate(txn, remove(txn, deployment, change.instance_id)))
+        txn.put(rollouts.evaluate(txn, without_member(txn, deployment, change.instance_id)))
         return
     instance = member.instance
     match change:
@@ -110,19 +110,6 @@ def _health_changed(txn: Txn, deployment: Deployment, *, before: Instance, after
         )  # fmt: skip
 
 
-def remove(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
-    """The instance is gone: its CPU retires, and the deployment is gone with its last one."""
-    members = dict(deployment.members)
-    member = members.pop(instance_id)
-    txn.own(instance_id, None)
-    return dataclasses.replace(
-        deployment,
-        members=members,
-        retired_cpu_nanos=limits.add_nanos(deployment.retired_cpu_nanos, member.cpu_nanos),
-        gone_since=deployment.gone_since if members else (deployment.gone_since or txn.now),
-    )
-
-
 def add_leftover(txn: Txn, instance: Instance, *, at: float) -> None:
     """An instance older than its deployment's current rollout: a member, of no rollout."""
     if instance.service_id:
@@ -138,9 +125,6 @@ def add_leftover(txn: Txn, instance: Instance, *, at: float) -> None:
 def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, witnessed: bool) -> Rollout:
     """The rollout ``instance`` starts, judged by its containers."""
     identity = instance.identity
-    deadline = identity.progress_deadline_seconds
-    if deadline is None:
-        deadline = txn.settings.rollout.progress_deadline_seconds
     start = identity.deployed_at
     # A deployment.timestamp (it differs from the creation) after now: skew, the creation time is used.
     if start != identity.created_at and times.refused(
@@ -153,22 +137,12 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         txn, identity.key, "commit_time", commit_time, latest=start, what=times.DEPLOY_BEGAN, instead=times.NO_LEAD_TIME
     ):
         commit_time = None
-    return Rollout(
-        revision=revision,
-        version=identity.version,
-        commit=identity.commit,
-        image=identity.image,
-        started_at=start,
-        rollback=rollback,
-        members=frozenset({instance.id}),
-        trigger_created_at=identity.created_at,
-        # From when the watcher learned of the rollout (its clock, which judges the deadline), never
-        # from the deployment.timestamp label (times.py); a rollout found by a resync may be old.
-        deadline_at=txn.now + deadline,
-        witnessed=witnessed,
-        commit_time=commit_time,
-        hotfix=identity.hotfix,
-    )
+    return rollouts.new(
+        txn, revision=revision, version=identity.version, commit=identity.commit, image=identity.image,
+        started_at=start, judge=Judge.CONTAINERS, witnessed=witnessed,
+        deadline_seconds=identity.progress_deadline_seconds, trigger_created_at=identity.created_at,
+        rollback=rollback, members=frozenset({instance.id}), commit_time=commit_time, hotfix=identity.hotfix,
+    )  # fmt: skip
 
 
 def _arrived(txn: Txn, deployment: Deployment, instance: Instance, *, witnessed: bool) -> Deployment:
@@ -181,7 +155,9 @@ def _arrived(txn: Txn, deployment: Deployment, instance: Instance, *, witnessed:
         # Another replica (or a recreate) of what is deployed, or the first container of a
         # rollout that deploy tooling announced (which learns its image from it).
         joined = dataclasses.replace(
-            rollout, members=rollout.members | {instance.id}, image=rollout.image or instance.identity.image
+            rollouts.joined_first(rollout, instance),
+            members=rollout.members | {instance.id},
+            image=rollout.image or instance.identity.image,
         )
         return dataclasses.replace(deployment, rollout=joined)
     if instance.identity.created_at < rollout.trigger_created_at:

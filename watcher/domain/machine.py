@@ -6,7 +6,7 @@ in_progress → success | failed and then stays so until the next.
 State is immutable: a scrape reads one ``State`` object and never sees a half-applied change.
 
 Where each part lives: ``instances`` (container observations), ``resync``, ``usage``,
-``reports`` (deploy tooling), ``services`` (Swarm services and their tasks), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
+``reports`` (deploy tooling), ``services`` (an orchestrator's services and their tasks), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
 status changes), ``shown`` (what a deployment shows changed: told once per step), ``rules`` (when it succeeds or fails), ``txn`` (copy-on-write over the state),
 ``events`` (what the machine says happened).
 """
@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from watcher.domain import instances, reports, resync, retention, services, shown, usage
 from watcher.domain.events import DomainEvent
-from watcher.domain.model import State
+from watcher.domain.model import Judge, State
 from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
@@ -74,7 +74,7 @@ def apply(state: State, observation: Observation, *, now: float, settings: RuleS
             services.gone(txn, observation)
         case ServicesListed():
             services.listed(txn, observation)
-            retention.tick(txn)
+            retention.tick(txn, judged_by=(Judge.ORCHESTRATOR,))
         case ServicesReleased():
             services.released(txn, observation)
     if not isinstance(observation, UsageSampled):  # CPU and memory samples change nothing else shown

@@ -48,7 +48,7 @@ class Judge(enum.Enum):
 
     CONTAINERS = "containers"  # the rollout rules over its containers: health, exits, restarts, stable time
     DEPLOY_TOOLING = "deploy_tooling"  # reports through the CI/CD API; the progress deadline catches a silent job
-    # Swarm: the service's update state and its running replicas say how the rollout went.
+    # An orchestrator (Swarm): the service's update state and its running replicas say how the rollout went.
     ORCHESTRATOR = "orchestrator"
 
 
@@ -107,7 +107,7 @@ class Instance:
     # Why its last start failed, in the engine's words ('': it did not); such a container never ran.
     start_error: str = ""
     source: Source = Source.CONTAINER
-    # The Swarm service whose task this container is ("" for none): it belongs to that service's
+    # The orchestrated service whose task this container is ("" for none): it belongs to that service's
     # deployment, for its CPU and memory only; the orchestrator, not its containers, judges rollouts.
     service_id: str = ""
     # False while known from events alone: whether it has a health check (hence when it is
@@ -144,6 +144,8 @@ class Rollout:
     members: frozenset[str] = frozenset()  # instances of this rollout (replicas included)
     trigger_created_at: float = 0.0  # creation time of the instance that started it
     deadline_at: float = 0.0
+    # When the watcher saw it begin, where its deadline counts from (None: a file of an older watcher).
+    seen_at: float | None = None
     witnessed: bool = True  # seen as it began (not found by a resync): its duration is known
     judge: Judge = Judge.CONTAINERS
     commit_time: float | None = None  # when the commit it deploys was made: its lead time starts there
@@ -151,31 +153,46 @@ class Rollout:
 
 
 class UpdateState(enum.Enum):
-    """A Swarm service's ``UpdateStatus.State``; NONE: no update since it was created, or the last
-    update changed nothing in its task template (Swarm resets the status with every update)."""
+    """Where an orchestrator's update of a service stands; NONE: no update since it was created, or
+    the last one changed nothing in its task template. The values are the state file's (and, being
+    Swarm's words, those of ``deployment_swarm_update_state``); a source translates its own into these."""
 
     NONE = ""
     UPDATING = "updating"
     PAUSED = "paused"
     COMPLETED = "completed"
     ROLLBACK_STARTED = "rollback_started"
-    ROLLBACK_PAUSED = "rollback_paused"  # missing from the Engine API's enum, but sent
+    ROLLBACK_PAUSED = "rollback_paused"
     ROLLBACK_COMPLETED = "rollback_completed"
+
+    @property
+    def rolling_back(self) -> bool:
+        """A rollback: the orchestrator goes back to the previous task template."""
+        return self in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED)
+
+
+class Initiator(enum.Enum):
+    """Who started what the orchestrator does: a person (a command, a click), or the orchestrator
+    itself (a rollback after an update failed)."""
+
+    PERSON = "person"
+    ORCHESTRATOR = "orchestrator"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Service:
-    """What the orchestrator says of the Swarm service behind a deployment, as last seen."""
+class OrchestratedService:
+    """What an orchestrator (Swarm) says of the service behind a deployment, as last seen: replicas it
+    runs across its nodes, and how its update goes."""
 
     id: str
     name: str
-    template: str  # a fingerprint of Spec.TaskTemplate: a new one is a new rollout, a scale is not
+    template: str  # a fingerprint of its task template: a new one is a new rollout, a scale is not
     update_state: UpdateState = UpdateState.NONE
-    message: str = ""  # UpdateStatus.Message
+    message: str = ""  # the orchestrator's words on the update (why it paused, or rolled back)
     desired: int = 0  # replicas (tasks) the orchestrator wants running
     running: int = 0
     removed: bool = False  # the service was removed: the deployment leaves after retention
-    # The current rollout is an automatic rollback (of an update that failed), not a manual one.
+    # The current rollout is the orchestrator's own rollback (of an update that failed), not a person's.
     rolled_back_failure: bool = False
 
 
@@ -270,15 +287,21 @@ class Deployment:
     gone_since: float | None = None
     reported_at: float | None = None  # the last report from deploy tooling (for retention)
     dora: Dora = field(default_factory=Dora)
-    # The Swarm service as this watcher (a manager following services) last saw it; None when it
-    # follows none: on a worker, a deployment of Swarm tasks has only their CPU and memory.
-    service: Service | None = None
+    # The orchestrated service as this watcher (following the orchestrator) last saw it; None when it
+    # follows none: on a Swarm worker, a deployment of tasks has only their CPU and memory.
+    service: OrchestratedService | None = None
 
     @property
     def usage_only(self) -> bool:
         """Swarm tasks on a node whose watcher does not follow their service (a worker, a manager
         that is not the leader): their CPU and memory are all it knows; another watcher judges."""
         return self.rollout.judge is Judge.ORCHESTRATOR and self.service is None
+
+    @property
+    def begun(self) -> bool:
+        """Whether a rollout of it began here (every one is in the history): not so for Swarm tasks
+        known alone (a worker, a manager that has not read their service yet)."""
+        return bool(self.history)
 
     @property
     def removed(self) -> bool:

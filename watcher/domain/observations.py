@@ -1,7 +1,8 @@
 """What adapters report to the state machine, in words that name no source.
 
 Containers are one source, deploy tooling reporting through the CI/CD API another, and the
-Swarm orchestrator (services, on a manager) a third.
+orchestrator (services: Swarm's, on its leader manager) a third; each source translates its
+engine's words into these.
 Every observation carries ``at``: when it happened, in unix seconds of the source's clock.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from watcher.domain.model import DeploymentKey, Health, Instance, Service, Source, Status, Usage
+from watcher.domain.model import DeploymentKey, Health, Initiator, Instance, OrchestratedService, Source, Status, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +106,23 @@ class RolloutReported:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceSeen:
-    """A Swarm service as the orchestrator has it now, with the identity its labels give.
+    """A service as its orchestrator has it now, with the identity its labels give.
 
-    ``changed_at``: when its current task template was deployed (``UpdateStatus.StartedAt``, else
-    the service's ``UpdatedAt``); ``finished_at``: ``UpdateStatus.CompletedAt``, if any.
+    ``changed_at``: when its current task template was deployed (the update's start, else the
+    service's last change); ``finished_at``: when the orchestrator says the update completed, if it
+    does; ``rollback_by``: who started the rollback its update state is in (if it is in one).
     """
 
     at: float
     key: DeploymentKey
-    service: Service
+    service: OrchestratedService
     version: str
     commit: str
     image: str
     changed_at: float
     finished_at: float | None = None
     progress_deadline_seconds: float | None = None
+    rollback_by: Initiator = Initiator.ORCHESTRATOR
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,8 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
         start = report.at if report.started_at is None else report.started_at
         if current.finished_at is not None and start > current.finished_at:
             # Deploying the same version again: another try, or a redeploy.
-            return rollouts.begin(txn, deployment, _rollout(txn, report, revision=current.revision + 1, rollback=False))
+            redeploy = _rollout(txn, report, revision=current.revision + 1, rollback=False)
+            return rollouts.begin(txn, deployment, _joined(deployment, redeploy, since=current.finished_at))
         return deployment  # late news of the rollout that already finished
     if current.status is Status.IN_PROGRESS:
         return _settle(txn, rollouts.adopt(deployment, Judge.DEPLOY_TOOLING), report)
@@ -107,21 +108,27 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
     final = report.status is not Status.IN_PROGRESS
     end = report.at if report.finished_at is None else report.finished_at
     start = report.started_at if report.started_at is not None else (end if final else report.at)
-    return Rollout(
-        revision=revision,
-        version=report.version,
-        commit=report.commit,
-        image="",
-        started_at=start,
-        rollback=rollback,
-        trigger_created_at=start,
-        # From when the report came, not from its started_at (times.py): a job may report late.
-        deadline_at=report.at + txn.settings.rollout.progress_deadline_seconds,
+    # Its deadline counts from the report's arrival, not from its started_at: a job may report late.
+    return rollouts.new(
+        txn, revision=revision, version=report.version, commit=report.commit, image="", started_at=start,
+        judge=Judge.DEPLOY_TOOLING, rollback=rollback,
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
-        judge=Judge.DEPLOY_TOOLING,
-        commit_time=_commit_time(txn, report, started_at=start),
-        hotfix=report.hotfix,
-    )
+        commit_time=_commit_time(txn, report, started_at=start), hotfix=report.hotfix,
+    )  # fmt: skip
+
+
+def _joined(deployment: Deployment, rollout: Rollout, *, since: float) -> Rollout:
+    """The redeploy ``rollout`` with the instances of its version created after the rollout before it
+    finished (``since``): read just before the report (the two race), they joined that one, and are
+    this one's, as they would be read just after the report."""
+    joined = [
+        m.instance for m in deployment.members.values()
+        if m.instance.identity.version == rollout.version and m.instance.identity.created_at > since
+    ]  # fmt: skip
+    if not joined:
+        return rollout
+    first = rollouts.joined_first(rollout, joined[0])
+    return dataclasses.replace(first, members=frozenset(i.id for i in joined), image=joined[0].identity.image)
 
 
 def _commit_time(txn: Txn, report: RolloutReported, *, started_at: float) -> float | None:

@@ -9,15 +9,21 @@ continues its counters, so Prometheus, which still holds the old series, never s
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from watcher.domain import rollouts
 from watcher.domain.events import DeploymentDropped
-from watcher.domain.model import Deployment, Dora, Status
+from watcher.domain.model import Deployment, Dora, Judge, Status
 from watcher.domain.settings import RuleSettings
 from watcher.domain.txn import Txn
 
 
-def tick(txn: Txn) -> None:
+def tick(txn: Txn, *, judged_by: Collection[Judge] = tuple(Judge)) -> None:
+    """Time's rules, now, for the deployments ``judged_by`` decides. A resync judges only those its
+    source speaks of: the others' facts may be stale (a restart, before their own source's list)."""
     for key, deployment in list(txn.deployments.items()):
+        if deployment.rollout.judge not in judged_by:
+            continue
         why = expired(deployment, now=txn.now, settings=txn.settings)
         if why:
             txn.drop(key)

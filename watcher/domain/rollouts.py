@@ -2,7 +2,9 @@
 
 ``change_status`` is the one place a rollout's status changes, and it says so with an event:
 in progress → success | failed is a ``RolloutFinished``, a final verdict changed after the fact
-a ``RolloutRevised``. A new rollout begins in progress (``begin``), superseding the previous one.
+a ``RolloutRevised``. ``new`` is the one constructor of a rollout, whatever source tells of it, and
+the one place its progress deadline is set; it begins in progress (``create``, ``begin``),
+superseding the previous one.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ def change_status(
     txn: Txn, deployment: Deployment, status: Status, reason: str, *, at: float, by: Judge, recorded: bool = False
 ) -> Deployment:
     """The current rollout with its new verdict ``status`` (never back to in progress), decided by ``by`` at ``at``;
-    ``recorded``: ``at`` is the source's own record of when it happened (Swarm's ``CompletedAt``), known even
-    when a resync is what finds it."""
+    ``recorded``: ``at`` is the source's own record of when it happened (an orchestrator's record of an
+    update's completion), known even when a resync is what finds it."""
     rollout = deployment.rollout
     assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"
     known = recorded or not txn.resyncing  # when it happened
@@ -95,6 +97,40 @@ def has_room(txn: Txn, key: DeploymentKey) -> bool:
         return True
     txn.emit(DeploymentRejected(key=key, at=txn.now, cap=cap))
     return False
+
+
+def new(
+    txn: Txn, *, revision: int, version: str, commit: str, image: str, started_at: float, judge: Judge,
+    witnessed: bool, deadline_seconds: float | None = None, trigger_created_at: float | None = None,
+    rollback: bool = False, members: frozenset[str] = frozenset(), commit_time: float | None = None,
+    hotfix: bool = False,
+) -> Rollout:  # fmt: skip
+    """A rollout the watcher sees begin now (``txn.now``), whichever source tells of it first.
+
+    ``started_at`` is when it began by its source's word (a label, a report, the orchestrator), the
+    start of its duration; its progress deadline (``deadline_seconds``, None: the configured one)
+    counts from now, the moment the watcher saw it begin, never from that word (``domain.times``): a
+    rollout found late (a resync after a restart, a task container seen before its service, a CI job
+    reporting long after its start) keeps its full deadline, and the verdict does not depend on which
+    source was read first. ``trigger_created_at``: when what started it was created (default: the start).
+    """
+    seconds = txn.settings.rollout.progress_deadline_seconds if deadline_seconds is None else deadline_seconds
+    return Rollout(
+        revision=revision, version=version, commit=commit, image=image, started_at=started_at, rollback=rollback,
+        members=members, trigger_created_at=started_at if trigger_created_at is None else trigger_created_at,
+        deadline_at=txn.now + seconds, seen_at=txn.now, witnessed=witnessed, judge=judge, commit_time=commit_time,
+        hotfix=hotfix,
+    )  # fmt: skip
+
+
+def joined_first(rollout: Rollout, instance: Instance) -> Rollout:
+    """The rollout deploy tooling announced, as its first instance joins: that instance's deadline
+    label sets the deadline the report could not, from when the rollout was seen, as when the
+    instance is read before the report."""
+    seconds = instance.identity.progress_deadline_seconds
+    if rollout.members or rollout.judge is not Judge.DEPLOY_TOOLING or seconds is None or rollout.seen_at is None:
+        return rollout
+    return dataclasses.replace(rollout, deadline_at=rollout.seen_at + seconds)
 
 
 def create(txn: Txn, key: DeploymentKey, rollout: Rollout) -> Deployment:

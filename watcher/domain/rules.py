@@ -19,7 +19,7 @@ CHECK_HEALTHCHECK = "docker_healthcheck"
 CHECK_RUNNING = "containers_running"
 CHECK_OOM = "no_oom_kill"
 CHECK_RESTARTS = "no_restart_loop"
-CHECK_REPLICAS = "replicas_running"  # a Swarm service: its running tasks reach the desired ones
+CHECK_REPLICAS = "replicas_running"  # an orchestrated service: its running tasks reach the desired ones
 
 # Why a rollout whose containers, or service, were removed before its verdict failed at its deadline.
 REMOVED = "every container of it was removed"
@@ -61,7 +61,7 @@ def verdict(deployment: Deployment, *, now: float, settings: RuleSettings) -> tu
 
 
 def orchestrated(deployment: Deployment, *, now: float) -> tuple[Status, str] | None:
-    """The verdict of a Swarm service's update state on its in-progress rollout; None while undecided.
+    """The verdict of an orchestrated service's update state on its in-progress rollout; None while undecided.
 
     ``completed``, ``rollback_completed``, or no update state (a new service, an update outside the
     task template), is a success once the running replicas reach the desired ones: a rollback is a
@@ -142,7 +142,7 @@ def stable_seconds(instance: Instance, *, settings: RuleSettings) -> float:
 def health_checks(deployment: Deployment, *, settings: RuleSettings) -> dict[str, bool]:
     """Each check of the current rollout's instances: True passes."""
     if deployment.service is not None:
-        # A Swarm service's tasks run across the cluster: the orchestrator's count is the check.
+        # An orchestrated service's tasks run across the cluster: the orchestrator's count is the check.
         return {CHECK_REPLICAS: deployment.service.running >= deployment.service.desired}
     if not deployment.rollout.members:
         return {}  # reported by deploy tooling, no container of it seen: nothing to check

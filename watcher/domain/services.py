@@ -1,4 +1,5 @@
-"""Swarm services: rollouts the orchestrator judges, and the task containers that belong to them.
+"""An orchestrator's services (Swarm's, today): rollouts the orchestrator judges, and the task containers
+that belong to them. The source translates its engine's words; nothing here reads them.
 
 A service's deployment begins a rollout when its task template changes (an update, a rollback);
 a scale or a label change of the service itself is no new revision. Its update state judges the
@@ -8,41 +9,37 @@ forward), or a version that orders below the current.
 
 Task containers join their service's deployment (found by the service id, else by their labels)
 for their CPU and memory only: they never start or judge a rollout, and on a node that follows no
-services (a worker) their deployment has nothing else.
+services (a worker) their deployment has nothing else. Read before their service (the container and
+service lists race after a restart), they change nothing of the rollout the service then begins.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import instances, rollouts, rules
+from watcher.domain import rollouts, rules
 from watcher.domain.model import (
     Deployment,
     DeploymentKey,
     Dora,
+    Initiator,
     Instance,
     Judge,
     Member,
     Rollout,
     Status,
-    UpdateState,
-    VersionSeen,
 )
 from watcher.domain.observations import ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
-from watcher.domain.txn import Txn, with_member
-
-MANUAL_ROLLBACK = "manually requested rollback"  # UpdateStatus.Message of `docker service rollback`
-ROLLBACK_STATES = frozenset({UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED})
+from watcher.domain.txn import Txn, with_member, without_member
 
 
 def seen(txn: Txn, seen: ServiceSeen) -> None:
     """The service now: a new deployment, a new rollout, or news of the current one."""
     deployment, moving = _claim(txn, seen)
-    if deployment is None:
-        if not rollouts.has_room(txn, seen.key):
+    if deployment is None or not deployment.begun:
+        if deployment is None and not rollouts.has_room(txn, seen.key):
             return
-        rollout = _rollout(txn, seen, revision=1, rollback=False)
-        deployment = rollouts.create(txn, seen.key, rollout)
+        deployment = _first(txn, seen, tasks=deployment)
     elif _is_new_rollout(deployment, seen):
         deployment = _begin(txn, deployment, seen)
     deployment = _gather(txn, deployment, moving)
@@ -133,22 +130,16 @@ def task_seen(txn: Txn, instance: Instance, *, at: float, listed: bool) -> None:
 
 def _tasks_only(txn: Txn, key: DeploymentKey, instance: Instance) -> Deployment:
     """A deployment known from a task container alone: judged by nobody here (a worker, or a
-    manager whose service list has not said yet), so no rollout event either."""
+    manager whose service list has not said yet), so no rollout event either. When its service is
+    seen, the service's first rollout replaces this one, as if the service had been read first: its
+    rollout only holds what the labels say, and no history (``Deployment.begun``)."""
     identity = instance.identity
-    rollout = Rollout(
-        revision=1,
-        version=identity.version,
-        commit=identity.commit,
-        image=identity.image,
-        started_at=identity.deployed_at,
+    rollout = rollouts.new(
+        txn, revision=1, version=identity.version, commit=identity.commit, image=identity.image,
+        started_at=identity.deployed_at, judge=Judge.ORCHESTRATOR, witnessed=False,
         trigger_created_at=identity.created_at,
-        deadline_at=identity.deployed_at + txn.settings.rollout.progress_deadline_seconds,
-        witnessed=False,
-        judge=Judge.ORCHESTRATOR,
-    )
-    return Deployment(
-        key=key, rollout=rollout, history=(VersionSeen(rollout.version, rollout.commit, 1, rollout.started_at),)
-    )
+    )  # fmt: skip
+    return Deployment(key=key, rollout=rollout)
 
 
 # -- rollouts
@@ -173,7 +164,7 @@ def _claim(txn: Txn, seen: ServiceSeen) -> tuple[Deployment | None, list[Member]
         for m in d.members.values() if m.instance.service_id == seen.service.id
     ]  # fmt: skip
     for key, member in strays:
-        other = instances.remove(txn, txn.deployments[key], member.instance.id)
+        other = without_member(txn, txn.deployments[key], member.instance.id)
         if other.members or other.service is not None or other.rollout.judge is not Judge.ORCHESTRATOR:
             txn.put(other)
         else:
@@ -198,11 +189,20 @@ def _as_of(instance: Instance, key: DeploymentKey) -> Instance:
     return dataclasses.replace(instance, identity=dataclasses.replace(instance.identity, key=key))
 
 
+def _first(txn: Txn, seen: ServiceSeen, *, tasks: Deployment | None) -> Deployment:
+    """The service's first rollout here; ``tasks``: its deployment known from task containers before
+    (which of the container and service lists comes first is chance), whose members it keeps."""
+    deployment = rollouts.create(txn, seen.key, _rollout(txn, seen, revision=1, rollback=False))
+    if tasks is None:
+        return deployment
+    return dataclasses.replace(deployment, members=tasks.members, retired_cpu_nanos=tasks.retired_cpu_nanos)
+
+
 def _is_new_rollout(deployment: Deployment, seen: ServiceSeen) -> bool:
     previous = deployment.service
     if previous is None:
-        # First news of it here (tasks seen first, or this watcher just took over): a new rollout
-        # only when the version differs from what is known.
+        # Followed here before, then by another watcher (leadership moved and came back): a new
+        # rollout only when the version differs from what is known.
         return (deployment.rollout.version, deployment.rollout.commit) != (seen.version, seen.commit)
     return previous.template != seen.service.template
 
@@ -210,16 +210,15 @@ def _is_new_rollout(deployment: Deployment, seen: ServiceSeen) -> bool:
 def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     """A new template: an update, or a rollback to the previous one."""
     state = seen.service.update_state
-    if state in ROLLBACK_STATES:
-        # Swarm's rollback swaps back to the previous spec: the rollback of a rollback (or of an
+    if state.rolling_back:
+        # A rollback swaps back to the previous template: the rollback of a rollback (or of an
         # update to an older version) is a step forward again, whatever the versions say.
         rollback = not deployment.rollout.rollback
     else:
         rollback = rules.is_rollback(seen.version, deployment.rollout.version, deployment.history)
-    # Swarm says which: a rollback someone asked for is "manually requested rollback"; the
-    # orchestrator's own names the task that failed. A watcher behind the events (or restarted)
-    # may not have seen the update finish, so its status cannot tell.
-    automatic = state in ROLLBACK_STATES and not seen.service.message.startswith(MANUAL_ROLLBACK)
+    # The source says who started it: a person, or the orchestrator after the update failed. A
+    # watcher behind the events (or restarted) may not have seen the update finish: its status cannot tell.
+    automatic = state.rolling_back and seen.rollback_by is Initiator.ORCHESTRATOR
     if automatic and deployment.rollout.status is Status.IN_PROGRESS:
         # The orchestrator rolls back an update that failed: that update's verdict first.
         deployment = rollouts.change_status(
@@ -236,23 +235,11 @@ def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
 
 
 def _rollout(txn: Txn, seen: ServiceSeen, *, revision: int, rollback: bool) -> Rollout:
-    deadline = seen.progress_deadline_seconds
-    if deadline is None:
-        deadline = txn.settings.rollout.progress_deadline_seconds
-    # A rollout found by a resync may have begun long ago: its deadline runs from now.
-    deadline_from = seen.changed_at if not txn.resyncing else max(seen.changed_at, txn.now)
-    return Rollout(
-        revision=revision,
-        version=seen.version,
-        commit=seen.commit,
-        image=seen.image,
-        started_at=seen.changed_at,
-        rollback=rollback,
-        trigger_created_at=seen.changed_at,
-        deadline_at=deadline_from + deadline,
-        witnessed=not txn.resyncing,
-        judge=Judge.ORCHESTRATOR,
-    )
+    return rollouts.new(
+        txn, revision=revision, version=seen.version, commit=seen.commit, image=seen.image,
+        started_at=seen.changed_at, judge=Judge.ORCHESTRATOR, witnessed=not txn.resyncing,
+        deadline_seconds=seen.progress_deadline_seconds, rollback=rollback,
+    )  # fmt: skip
 
 
 def _judge(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
@@ -264,6 +251,7 @@ def _judge(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
         return deployment
     finished = seen.finished_at
     if finished is not None and finished >= deployment.rollout.started_at:
-        # Swarm records when an update completed: a listing that finds it knows when, as an event would.
+        # The orchestrator records when an update completed: a listing that finds it knows when, as an
+        # event would.
         return rollouts.change_status(txn, deployment, *verdict, at=finished, by=Judge.ORCHESTRATOR, recorded=True)
     return rollouts.change_status(txn, deployment, *verdict, at=seen.at, by=Judge.ORCHESTRATOR)

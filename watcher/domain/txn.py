@@ -1,4 +1,5 @@
-"""One ``apply()`` in progress: copy-on-write access to the previous state, and the events it makes.
+"""One ``apply()`` in progress: copy-on-write access to the previous state, and the events it makes;
+a deployment's members added and removed, which containers, resyncs and services share.
 
 The previous state is never modified: the first change copies the mapping it changes, and an
 observation that changes nothing gives back the very same ``State`` (nothing to render or save).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from watcher.domain import dora
+from watcher.domain import dora, limits
 from watcher.domain.events import DomainEvent
 from watcher.domain.model import Deployment, DeploymentKey, Dora, Member, Retired, State
 from watcher.domain.settings import RuleSettings
@@ -94,3 +95,18 @@ def with_member(deployment: Deployment, member: Member) -> Deployment:
     members = dict(deployment.members)
     members[member.instance.id] = member
     return dataclasses.replace(deployment, members=members, gone_since=None)
+
+
+def without_member(txn: Txn, deployment: Deployment, instance_id: str) -> Deployment:
+    """The instance is gone: its CPU retires, and the deployment is gone with its last one, unless it
+    is a live service's (whose tasks may all run on other nodes)."""
+    members = dict(deployment.members)
+    member = members.pop(instance_id)
+    txn.own(instance_id, None)
+    live = deployment.service is not None and not deployment.service.removed
+    return dataclasses.replace(
+        deployment,
+        members=members,
+        retired_cpu_nanos=limits.add_nanos(deployment.retired_cpu_nanos, member.cpu_nanos),
+        gone_since=deployment.gone_since if members or live else (deployment.gone_since or txn.now),
+    )

@@ -31,9 +31,9 @@ from watcher.domain.model import (
     Instance,
     Judge,
     Member,
+    OrchestratedService,
     Retired,
     Rollout,
-    Service,
     Source,
     State,
     Status,
@@ -118,7 +118,7 @@ def _encode_deployment(d: Deployment) -> Document:
     }
 
 
-def _encode_service(s: Service) -> Document:
+def _encode_service(s: OrchestratedService) -> Document:
     return {
         "id": s.id,
         "name": s.name,
@@ -168,6 +168,7 @@ def _encode_rollout(r: Rollout) -> Document:
         "judge": r.judge.value,
         "commit_time": r.commit_time,
         "hotfix": r.hotfix,
+        "seen_at": r.seen_at,
     }
 
 
@@ -282,8 +283,8 @@ def _decode_deployment(d: Object) -> Deployment:
     )
 
 
-def _decode_service(s: Object) -> Service:
-    return Service(
+def _decode_service(s: Object) -> OrchestratedService:
+    return OrchestratedService(
         id=s.text("id"),
         name=s.text("name"),
         template=s.text("template"),
@@ -339,6 +340,7 @@ def _decode_rollout(r: Object) -> Rollout:
         judge=r.choice("judge", member_of(Judge)),
         commit_time=r.optional_time("commit_time") if r.has("commit_time") else None,
         hotfix=r.flag("hotfix", default=False),
+        seen_at=r.optional_time("seen_at") if r.has("seen_at") else None,
     )
 
 

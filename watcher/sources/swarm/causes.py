@@ -16,7 +16,7 @@ from typing import Any
 
 from watcher.domain import labels
 from watcher.domain.labels import Parsed
-from watcher.domain.model import Service, UpdateState
+from watcher.domain.model import Initiator, OrchestratedService, UpdateState
 from watcher.domain.observations import ServiceSeen
 from watcher.domain.settings import LabelSettings
 from watcher.sources.jsonfields import count as _count
@@ -28,6 +28,9 @@ from watcher.sources.jsonfields import time as _time
 
 _STATES = {s.value: s for s in UpdateState if s is not UpdateState.NONE}
 parse_time = _time  # the engine's RFC 3339 times → unix seconds (None: no time a state file may hold)
+# UpdateStatus.Message of `docker service rollback`: a person asked for it (else the orchestrator
+# rolled back a failed update).
+MANUAL_ROLLBACK = "manually requested rollback"
 # The update states of a rollout the orchestrator is still carrying out.
 ROLLING = frozenset({UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED})
 
@@ -85,13 +88,14 @@ def from_service(
         state = UpdateState.UPDATING
     started = parse_time(status.get("StartedAt")) if state is not UpdateState.NONE else None
     desired, running = replicas if replicas is not None else _service_status(data)
+    message = _text(status.get("Message"))
     return (
         ServiceSeen(
             at=at,
             key=identity.key,
-            service=Service(
+            service=OrchestratedService(
                 id=service_id, name=name, template=fingerprint(template), update_state=state,
-                message=_text(status.get("Message")), desired=desired, running=running,
+                message=message, desired=desired, running=running,
             ),
             version=identity.version,
             commit=identity.commit,
@@ -99,6 +103,7 @@ def from_service(
             changed_at=started or parse_time(data.get("UpdatedAt")) or created_at,
             finished_at=parse_time(status.get("CompletedAt")) if state is not UpdateState.NONE else None,
             progress_deadline_seconds=identity.progress_deadline_seconds,
+            rollback_by=Initiator.PERSON if message.startswith(MANUAL_ROLLBACK) else Initiator.ORCHESTRATOR,
         ),
         parsed,
     )  # fmt: skip

@@ -38,6 +38,10 @@ STATUS_API = (1, 41)  # ServiceStatus on GET /services?status=true
 PREFIX = "Swarm services: "  # before its lines: the Docker watch speaks of the same engine
 
 
+# A service's JSON, and its (desired, running) replicas when its tasks had to be counted (API < 1.41).
+_Listed = tuple[Mapping[str, Any], tuple[int, int] | None]
+
+
 class _NotLeader(Exception):
     """This engine is not (or no longer) the leader: another watcher exports the services."""
 
@@ -189,19 +193,21 @@ class SwarmWatch(Source):
         except (ValueError, IndexError):
             return False
 
-    async def _services(self, engine: Engine, *, service_id: str = "") -> list[Mapping[str, Any]]:
-        """Services with their replicas counted (``ServiceStatus``, or from their tasks on old engines)."""
+    async def _services(self, engine: Engine, *, service_id: str = "") -> list[_Listed]:
+        """Services, each with its (desired, running) replicas counted from its tasks on old engines
+        (None: the JSON's ``ServiceStatus`` says)."""
         params = {"filters": json.dumps({"id": [service_id]})} if service_id else {}
-        found: list[Mapping[str, Any]] = []
+        found = await engine.listed("services", **({"status": "true"} if self._with_status else {}), **params)
+        found = [s for s in found if not service_id or s.get("ID") == service_id]  # the id filter is a prefix
         if self._with_status:
-            found = await engine.listed("services", status="true", **params)
-        else:
-            for service in await engine.listed("services", **params):
-                tasks = await engine.listed(
-                    "tasks", filters=json.dumps({"service": [service.get("ID")], "desired-state": ["running"]})
-                )
-                found.append({**service, "_replicas": causes.replicas_from_tasks(service, tasks)})
-        return [s for s in found if not service_id or s.get("ID") == service_id]  # the id filter is a prefix
+            return [(service, None) for service in found]
+        listed: list[_Listed] = []
+        for service in found:
+            tasks = await engine.listed(
+                "tasks", filters=json.dumps({"service": [service.get("ID")], "desired-state": ["running"]})
+            )
+            listed.append((service, causes.replicas_from_tasks(service, tasks)))
+        return listed
 
     async def _inspect(self, engine: Engine, service_id: str, *, at: float) -> None:
         found = await self._services(engine, service_id=service_id)
@@ -209,7 +215,7 @@ class SwarmWatch(Source):
             self._rolling.discard(service_id)
             self.submit(ServiceGone(at, service_id))
             return
-        seen = self._seen(found[0], at=at)
+        seen = self._seen(*found[0], at=at)
         if seen is not None:
             self.submit(seen)
 
@@ -226,16 +232,13 @@ class SwarmWatch(Source):
         await asyncio.gather(*(one(service_id) for service_id in sorted(self._rolling)))
 
     async def _resync(self, engine: Engine, *, at: float) -> None:
-        listed = [seen for s in await self._services(engine) if (seen := self._seen(s, at=at)) is not None]
+        listed = [seen for s in await self._services(engine) if (seen := self._seen(*s, at=at)) is not None]
         self.submit(ServicesListed(at, tuple(listed)))
         self.metrics.resyncs.inc()
         log.info("Swarm services: resynced, %d tracked", len(listed))
 
-    def _seen(self, data: Mapping[str, Any], *, at: float) -> ServiceSeen | None:
-        replicas = data.get("_replicas")
-        seen, parsed = causes.from_service(
-            data, at=at, replicas=replicas if isinstance(replicas, tuple) else None, settings=self.settings.labels
-        )
+    def _seen(self, data: Mapping[str, Any], replicas: tuple[int, int] | None, *, at: float) -> ServiceSeen | None:
+        seen, parsed = causes.from_service(data, at=at, replicas=replicas, settings=self.settings.labels)
         service_id = str(data.get("ID", ""))
         self._problems.report(service_id, str(data.get("Spec", {}).get("Name", "")), parsed)
         if seen is None:
