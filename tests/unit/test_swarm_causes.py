@@ -117,12 +117,12 @@ async def test_old_engines_count_replicas_beside_the_json(monkeypatch: pytest.Mo
     submitted: list[object] = []
     watch = SwarmWatch(Settings(), submitted.append, SelfMetrics(CollectorRegistry()))
 
-    async def get(docker: object, path: str, **params: str) -> Any:
-        return answers[path]
+    class Engine:
+        async def listed(self, path: str, **params: str) -> Any:
+            return answers[path]
 
-    monkeypatch.setattr(watch, "_get", get)
-    monkeypatch.setattr(watch, "_status_api", lambda docker: False)
-    await watch._resync(cast(Any, None), at=1000.0)
+    watch._with_status = False  # as read at the connect, from the engine's API version
+    await watch._resync(cast(Any, Engine()), at=1000.0)
     (listed,) = submitted
     assert isinstance(listed, ServicesListed)
     assert [(s.service.desired, s.service.running) for s in listed.services] == [(2, 1)]
