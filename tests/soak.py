@@ -274,9 +274,9 @@ def rss_bytes(pid: int) -> int:
 async def view(http: aiohttp.ClientSession, watcher: Watcher) -> View:
     """Each deployment that has containers, from the read API: its members' facts (version,
     running, health, exit code, by container id), and where a clean resync can decide them (every
-    member of one version; for the status also all running and none unhealthy or starting) the
-    deployment's version and status. History, durations, counters and times are left out: a clean
-    watcher never saw the rollouts that led here."""
+    member of one version, and its current rollout still has one; for the status also all running
+    and none unhealthy or starting) the deployment's version and status. History, durations,
+    counters and times are left out: a clean watcher never saw the rollouts that led here."""
     async with http.get(f"{watcher.url}/api/v1/deployments", headers=watcher.headers) as response:
         listed = await response.json()
     found: View = {}
@@ -294,7 +294,9 @@ async def view(http: aiohttp.ClientSession, watcher: Watcher) -> View:
             continue
         entry: dict[str, Any] = {"members": members}
         versions = {m[0] for m in members.values()}
-        if len(versions) == 1:
+        # A current rollout whose containers were all removed (a failed version cleaned up, the
+        # older one left running) is a version no list shows any more: a clean resync cannot know it.
+        if len(versions) == 1 and detail["instances"]["current"]:
             entry["version"] = detail["version"]
             if all(m[1] and m[2] in ("none", "healthy") for m in members.values()):
                 entry["status"] = detail["status"]
@@ -306,7 +308,8 @@ def differences(ours: View, clean: View) -> list[str]:
     found = [f"{key} only in the soaked watcher" for key in sorted(ours.keys() - clean.keys())]
     found += [f"{key} only in the clean watcher" for key in sorted(clean.keys() - ours.keys())]
     for key in sorted(ours.keys() & clean.keys()):
-        if ours[key] != clean[key]:
+        decided = ours[key].keys() & clean[key].keys()  # what both could decide (see ``view``)
+        if {k: ours[key][k] for k in decided} != {k: clean[key][k] for k in decided}:
             found.append(f"{key}: soaked {ours[key]} != clean {clean[key]}")
     return found
 
