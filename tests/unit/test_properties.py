@@ -18,8 +18,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.unit.test_events import replay
-from tests.unit.test_state import Run, started
+from tests.unit.builders import Run, replay, started
 from watcher.config import LabelSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.domain import labels
 from watcher.domain.events import DomainEvent

@@ -26,8 +26,8 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import free_port
 from tests.polling import poll_async
+from tests.unit.builders import SETTINGS, reported, started
 from tests.unit.readside import NOW, ReadSide, read_side
-from tests.unit.test_state import SETTINGS, reported, started
 from watcher import cli
 from watcher.clients import answers, reader, rollout, status
 from watcher.clients.answers import Summary

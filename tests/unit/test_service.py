@@ -17,11 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.polling import poll_async
-from tests.unit.test_store import rich_state
+from tests.unit.builders import quiet_settings, rich_state
 from watcher.config import (
     DockerSettings,
     RetentionSettings,
-    ServiceSettings,
     Settings,
     StatsSettings,
     StorageSettings,
@@ -46,17 +45,6 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert [high.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     high.reset()
     assert high.next() == 0.5
-
-
-def quiet_settings(tmp_path: Path, *, directory: str = "", shutdown_timeout: float = 8.0) -> Settings:
-    """A service that serves on a free port and waits for a Docker Engine that is not there."""
-    return Settings(
-        web=WebSettings(listen_address="127.0.0.1:0"),
-        docker=DockerSettings(host=f"unix://{tmp_path}/no-docker.sock", backoff_initial_seconds=5),
-        stats=StatsSettings(enabled=False),
-        storage=StorageSettings(directory=directory, debounce_seconds=60),
-        service=ServiceSettings(shutdown_timeout_seconds=shutdown_timeout),
-    )
 
 
 class ServiceWith(Service):

@@ -9,7 +9,7 @@ import logging
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from tests.unit.test_exposition import app_for, scenario
+from tests.unit.builders import app_for, scenario
 from watcher.web import app as webapp
 from watcher.web.app import make_app
 

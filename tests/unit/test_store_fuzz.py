@@ -13,8 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from tests.unit.test_state import SETTINGS
-from tests.unit.test_store import rich_state
+from tests.unit.builders import SETTINGS, rich_state
 from watcher.domain.machine import apply
 from watcher.domain.observations import Tick
 from watcher.domain.times import LATEST

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.unit.builders import SETTINGS, SHOP, Run, identity, service
 from tests.unit.readside import NOW, read_side
-from tests.unit.test_state import SETTINGS, Run, identity
 from watcher.domain.events import RolloutFinished, RolloutStarted
-from watcher.domain.model import DeploymentKey, Instance, Judge, Service, Status, UpdateState, Usage
+from watcher.domain.model import DeploymentKey, Instance, Judge, Status, UpdateState, Usage
 from watcher.domain.observations import (
     InstanceGone,
     InstanceSeen,
@@ -29,22 +29,7 @@ from watcher.exposition.families import DeploymentCollector
 from watcher.persistence.codec import decode, encode
 from watcher.web.readapi import ReadApi
 
-SHOP = DeploymentKey("shop", "production")
 WEB = DeploymentKey("web", "production")  # what the task containers' own labels say
-
-
-def service(
-    at: float, version: str, *, state: UpdateState = UpdateState.NONE, running: int = 3, desired: int = 3,
-    message: str = "", changed_at: float | None = None, finished_at: float | None = None, key: DeploymentKey = SHOP,
-) -> ServiceSeen:  # fmt: skip
-    """The service `web` with version ``version`` (its task template follows the version)."""
-    return ServiceSeen(
-        at=at, key=key,
-        service=Service(id="svc1", name="web", template=f"t-{version}", update_state=state, message=message,
-                        desired=desired, running=running),
-        version=version, commit="", image=f"app:{version}", changed_at=at if changed_at is None else changed_at,
-        finished_at=finished_at,
-    )  # fmt: skip
 
 
 def task(cid: str, version: str, at: float, *, key: DeploymentKey = WEB) -> InstanceSeen:
