@@ -8,6 +8,7 @@ test command installs and starts everything.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -39,6 +40,14 @@ from tests.polling import poll
 from tests.private_dockerd import PrivateDockerd
 
 BUSYBOX_IMAGE = "deployment-watcher-test/busybox:latest"
+# The CI/CD API token of the watchers that report_service reports to.
+API_TOKEN = "test-token-" + uuid.uuid4().hex
+# A container that turns healthy once /tmp/ok exists (SERVE makes it at once), and one that burns a CPU.
+HEALTHY_WHEN_FILE = (
+    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
+)  # fmt: skip
+SERVE = "touch /tmp/ok; exec sleep 600"
+BURN = "while :; do :; done"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
 
@@ -55,6 +64,26 @@ def docker(*args: str, check: bool = True, timeout: float = 60) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout.strip()
+
+
+def promtool(*args: str) -> None:
+    """Run promtool from the repository root; fail on a non-zero exit or any warning."""
+    binary = require_binary("promtool")
+    result = subprocess.run([binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"promtool {' '.join(args)} exited {result.returncode}:\n{output}"
+    assert "warning" not in output.lower(), f"promtool {' '.join(args)} warned:\n{output}"
+
+
+def notify(url: str, *args: str, token: str) -> subprocess.CompletedProcess[str]:
+    """`deployment-watcher notify` as a deploy script runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", "notify", "--url", url, *args],
+        env={**os.environ, "WATCHER_API_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -253,6 +282,22 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanS
         service.cleanup()
 
 
+def unique(prefix: str) -> str:
+    """A name no other test, or run, uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def labels(name: str, version: str, environment: str = "test", **extra: str) -> dict[str, str]:
+    """The labels of a tracked container of ``name`` at ``version`` (commit ``sha-<version>``)."""
+    return {
+        "deployment.name": name,
+        "deployment.environment": environment,
+        "deployment.version": version,
+        "deployment.commit": f"sha-{version}",
+        **extra,
+    }
+
+
 @dataclass
 class Containers:
     """Starts containers with random names and removes every one of them at the end."""
@@ -374,6 +419,39 @@ class WatcherProcess:
         self.wait_for(what, lambda: self.get("/ready")[0] == 200)
 
 
+def report_service(watcher: WatcherProcess, n: int) -> None:
+    """A rollout of `service-<n>` reported done to the CI/CD API of a watcher started with API_TOKEN."""
+    body = {
+        "deployment": f"service-{n:04d}", "environment": "production", "version": "1.0.0",
+        "commit": f"{n:040x}", "status": "success", "started_at": 1_700_000_000, "finished_at": 1_700_000_042,
+    }  # fmt: skip
+    request = urllib.request.Request(
+        f"{watcher.url}/api/v1/deployments", data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+
+
+def head(client: socket.socket) -> str:
+    """The status line and headers of the answer on ``client``."""
+    received = b""
+    with contextlib.suppress(TimeoutError):
+        while b"\r\n\r\n" not in received:
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received.partition(b"\r\n\r\n")[0].decode(errors="replace")
+
+
+def stream(port: int, source: str) -> tuple[socket.socket, str]:
+    """A GET /api/v1/events from ``source``, left open; with the head of its answer."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    client.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return client, head(client)
+
+
 def _limit_open_files(count: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
@@ -417,6 +495,36 @@ def start_watcher(
 
     watcher.wait_for("/health", healthy, timeout=20)
     return watcher
+
+
+@dataclass(frozen=True)
+class WatcherSetup:
+    """The flags and environment of a module's shared watcher (the ``watcher`` fixture)."""
+
+    flags: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def watcher_setup() -> WatcherSetup:
+    """A module that uses ``watcher`` overrides this fixture with its flags (it may use other fixtures)."""
+    return WatcherSetup()
+
+
+@pytest.fixture(scope="module")
+def watcher(
+    watcher_setup: WatcherSetup, tmp_path_factory: pytest.TempPathFactory, docker_engine: None
+) -> Iterator[WatcherProcess]:
+    """One watcher for the module's tests, ready (connected and synced); it must stop cleanly at the end,
+    and the CI/CD API token it was given must never show in its log."""
+    process = start_watcher(tmp_path_factory.mktemp("watcher"), *watcher_setup.flags, env=watcher_setup.env)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop_cleanly()
+        token = watcher_setup.env.get("WATCHER_API_TOKEN")
+        assert not token or token not in process.log.read_text(), "the token leaked into the log"
 
 
 @dataclass

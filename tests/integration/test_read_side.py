@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 
-from tests.conftest import Containers, WatcherProcess, free_port, start_watcher
+from tests.conftest import Containers, WatcherProcess, WatcherSetup, free_port, labels, start_watcher, unique
 from tests.dockerproxy import SocketProxy
 from tests.streamclients import caps_for, fan_out
 from watcher.clients.reader import Event, Events, Watcher
@@ -36,25 +35,11 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp("read"), f"--rollout.stable-seconds={STABLE}", "--stats.enabled=false",
-        *caps_for(FAN_OUT), env={"WATCHER_API_TOKEN": TOKEN},
-    )  # fmt: skip
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def labels(name: str, version: str) -> dict[str, str]:
-    return {"deployment.name": name, "deployment.environment": "test", "deployment.version": version,
-            "deployment.commit": f"sha-{version}"}  # fmt: skip
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup(
+        (f"--rollout.stable-seconds={STABLE}", "--stats.enabled=false", *caps_for(FAN_OUT)),
+        env={"WATCHER_API_TOKEN": TOKEN},
+    )
 
 
 def stream(watcher: WatcherProcess, *, name: str | None = None, last_event_id: str = "") -> Events:
