@@ -32,12 +32,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.engines import TRIXIE_ROOT, PodmanService, TrixieDockerd
 from tests.polling import poll
 from tests.private_dockerd import PrivateDockerd
+
+# Every property test: modest by default, so a module runs in seconds; derandomised under CI so a
+# run there is repeatable; HYPOTHESIS_PROFILE=thorough to hunt. No example database: no files left
+# behind. Here rather than in a test module, so a module run alone draws as many examples as in the
+# whole suite.
+settings.register_profile("dev", max_examples=150, deadline=None, database=None, print_blob=True)
+settings.register_profile("ci", settings.get_profile("dev"), derandomize=True)
+settings.register_profile("thorough", settings.get_profile("dev"), max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 BUSYBOX_IMAGE = "deployment-watcher-test/busybox:latest"
 # The CI/CD API token of the watchers that report_service reports to.

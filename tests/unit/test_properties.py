@@ -4,7 +4,6 @@ and Docker JSON through the pure modules and checks what must always hold."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -55,12 +54,6 @@ from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 
-# Modest by default, so the module runs in seconds; derandomised under CI so a run there is
-# repeatable; HYPOTHESIS_PROFILE=thorough to hunt. No example database: no files left behind.
-settings.register_profile("dev", max_examples=150, deadline=None, database=None, print_blob=True)
-settings.register_profile("ci", settings.get_profile("dev"), derandomize=True)
-settings.register_profile("thorough", settings.get_profile("dev"), max_examples=5000)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 STATE_MACHINE_EXAMPLES = max(1, settings().max_examples // 2)  # an example is 40 steps
 
 # Small limits, so random sequences reach the cap, the history bound, deadlines and retention.
