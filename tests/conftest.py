@@ -557,6 +557,14 @@ class Prometheus:
         result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [data]
         return result
 
+    def rule_iterations(self) -> dict[str, float]:
+        """How often Prometheus has evaluated each rule group (its own counter), by group."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        families = text_string_to_metric_families(text)
+        name = "prometheus_rule_group_iterations_total"
+        return {s.labels["rule_group"]: s.value for family in families for s in family.samples if s.name == name}
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)

@@ -249,7 +249,7 @@ def test_a_container_created_and_never_started_stays_in_progress(
     label_args = [arg for key, value in labels(name, "1.0.0").items() for arg in ("--label", f"{key}={value}")]
     docker("create", "--name", container, *label_args, containers.image, "sh", "-c", "exec sleep 600")
     watcher.wait_for("in progress", lambda: status(watcher, name) == 2)
-    time.sleep(STABLE + 1)
+    time.sleep(STABLE + 1)  # the point: past the stable time, a container never started is still in progress
     assert status(watcher, name) == 2
     docker("start", container)
     watcher.wait_for("success", lambda: status(watcher, name) == 1)

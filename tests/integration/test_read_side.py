@@ -310,7 +310,7 @@ def test_rollout_status_waits_across_a_watcher_restart(tmp_path: Path, container
         assert gate.stdout.readline() == f"{name}/test: revision 1 (1.0.0) in progress\n"
     finally:
         first.stop_cleanly()
-    time.sleep(1.5)  # the gate finds nobody there for a while
+    time.sleep(1.5)  # the point: the gate finds nobody there for a while
     second = start_watcher(tmp_path, *flags, port=port)
     try:
         code, out, err = finish(gate, timeout=90)
@@ -360,7 +360,7 @@ def test_rollout_status_waits_across_a_restart_that_lost_the_state(tmp_path: Pat
                            env={"DOCKER_HOST": f"unix://{proxy.path}"})  # fmt: skip
     try:
         assert second.get(f"/api/v1/deployments/test/{name}")[0] == 404
-        time.sleep(3)  # the gate reads the 404 of a watcher not synced, and waits
+        time.sleep(3)  # the point: the gate reads the 404 of a watcher not synced, and keeps waiting
         assert gate.poll() is None, finish(gate)
         proxy.restore()
         code, out, err = finish(gate, timeout=90)

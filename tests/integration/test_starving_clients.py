@@ -112,7 +112,8 @@ def test_accept_errors_are_logged_once_and_counted(tmp_path: Path) -> None:
         with closing_all([]) as idle:
             for _ in range(OPEN_FILES + 20):
                 idle.append(socket.create_connection(("127.0.0.1", watcher.port), timeout=5))
-            time.sleep(2.5)  # the accept loop retries every second
+            watcher.wait_for("the first accept error", lambda: "(EMFILE)" in watcher.log.read_text(errors="replace"))
+            time.sleep(1.5)  # the point: the accept loop retries (every second) while still full, logging no more
         watcher.wait_for("the watcher serving again", lambda: timed_get(watcher, "/health")[0] == 200)
         watcher.fresh()
         errors = watcher.value("deployment_watcher_http_accept_errors_total", kind="EMFILE")

@@ -314,7 +314,7 @@ async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.M
     core = CountingCore(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()))
     clock = asyncio.create_task(core.tick_forever(fresh=connected.is_set))
     try:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the point: 50 ticks' time passes, disconnected
         assert core.ticks == 0
         connected.set()
 
@@ -381,7 +381,7 @@ async def test_loaded_state_is_not_judged_by_the_clock_before_the_first_resync(
     service = Service(settings)
     stop = asyncio.Event()
     running = asyncio.create_task(service.run(stop=stop))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the point: 30 ticks' time passes without a resync, and judges nothing
     stop.set()
     await running
     assert service.core.snapshot() is service._saved
