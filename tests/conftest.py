@@ -1,6 +1,7 @@
-"""Fixtures shared by the integration and end-to-end tests: the real Docker Engine, a
+"""Fixtures and helpers shared by the integration and end-to-end tests: the real Docker Engine, a
 busybox image made locally, the project's image built offline (once per session), containers
-with random names removed afterwards, and a real watcher process.
+with random names removed afterwards, a real watcher process (one per module: the ``watcher``
+fixture, configured by ``watcher_setup``), and the Hypothesis profiles of every test.
 
 A test that needs the engine or a binary fails (never skips) when it is missing: the README
 test command installs and starts everything.
@@ -40,14 +41,20 @@ from tests.engines import TRIXIE_ROOT, PodmanService, TrixieDockerd
 from tests.polling import poll
 from tests.private_dockerd import PrivateDockerd
 
-# Every property test: modest by default, so a module runs in seconds; derandomised under CI so a
-# run there is repeatable; HYPOTHESIS_PROFILE=thorough to hunt. No example database: no files left
-# behind. Here rather than in a test module, so a module run alone draws as many examples as in the
-# whole suite.
-settings.register_profile("dev", max_examples=150, deadline=None, database=None, print_blob=True)
-settings.register_profile("ci", settings.get_profile("dev"), derandomize=True)
+# Every property test: few examples by default, a fresh draw each run, so the unit tests are a quick
+# loop; 150 derandomised under CI, so a run there is thorough and repeatable; HYPOTHESIS_PROFILE=thorough
+# to hunt. No example database: no files left behind. Here rather than in a test module, so a module
+# run alone draws as many examples as in the whole suite.
+settings.register_profile("dev", max_examples=30, deadline=None, database=None, print_blob=True)
+settings.register_profile("ci", settings.get_profile("dev"), max_examples=150, derandomize=True)
 settings.register_profile("thorough", settings.get_profile("dev"), max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+def examples(under_ci: int) -> int:
+    """The examples of a property test that draws ``under_ci`` under CI: scaled with the profile loaded."""
+    return max(1, under_ci * settings().max_examples // settings.get_profile("ci").max_examples)
+
 
 BUSYBOX_IMAGE = "deployment-watcher-test/busybox:latest"
 # The CI/CD API token of the watchers that report_service reports to.

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import examples
 from tests.hostile_engine import FAULTS, HostileEngine
 from tests.polling import poll_async
 from watcher.config import (
@@ -46,7 +47,7 @@ from watcher.sources.engine import _event as engine_event
 from watcher.sources.swarm.watch import SwarmWatch
 
 ERRORS = "deployment_watcher_docker_errors_total"
-PROPERTY_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "20"))  # a few seconds; more for a long hunt
+PROPERTY_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES") or examples(20))  # a few seconds; more for a long hunt
 KINDS = ("no_socket", "oversized_event", "invalid_event", "http_error", "connection", "timeout", "protocol")
 
 

@@ -17,6 +17,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from tests.conftest import examples
 from tests.unit.builders import Run, replay, started
 from watcher.config import LabelSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.domain import labels
@@ -54,7 +55,7 @@ from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 
-STATE_MACHINE_EXAMPLES = max(1, settings().max_examples // 2)  # an example is 40 steps
+STATE_MACHINE_EXAMPLES = examples(75)  # an example is 40 steps
 
 # Small limits, so random sequences reach the cap, the history bound, deadlines and retention.
 STATE_SETTINGS = Settings(

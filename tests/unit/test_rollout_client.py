@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import free_port
+from tests.conftest import examples, free_port
 from tests.polling import poll_async
 from tests.unit.builders import SETTINGS, reported, started
 from tests.unit.readside import NOW, ReadSide, read_side
@@ -537,7 +537,7 @@ JSON = st.recursive(
         st.builds(lambda key: {k: v for k, v in ROW.items() if k != key}, st.sampled_from(sorted(ROW))),
     )
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_any_json_is_a_summary_a_row_or_unparseable(value: Any) -> None:
     """Whatever JSON a watcher (or a proxy) answers: a typed value or Unparseable, never another exception."""
     for parse in (lambda v: answers.summary(v, "it"), lambda v: status.parse(answers.an_object(v, "it"), "it"),
@@ -551,7 +551,7 @@ def test_any_answer_to_the_cli_is_a_verdict_or_exit_4(fake: Fake) -> None:
     (or, for a well-formed answer, a verdict or the timeout); never a traceback."""
 
     @given(body=JSON, mutated=st.builds(lambda key, value: {**ROW, key: value}, st.sampled_from(sorted(ROW)), JSON))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=examples(40), deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def answers_cleanly(body: Any, mutated: dict[str, Any]) -> None:
         fake.answers[DETAIL] = Answer(body=as_json(mutated))
         fake.answers[LIST] = Answer(body=as_json(body))

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.conftest import examples
 from tests.unit.builders import SETTINGS, SHOP, Run, identity, service
 from tests.unit.readside import NOW, read_side
 from watcher.domain.events import RolloutFinished, RolloutStarted
@@ -356,7 +357,7 @@ def rolled_back_updates(draw: st.DrawFn) -> tuple[list[ServiceSeen], list[bool],
 
 
 @given(rolled_back_updates())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_every_rolled_back_update_counts_one_failure_one_change_failure_one_recovery(
     path: tuple[list[ServiceSeen], list[bool], list[float]],
 ) -> None:
