@@ -1,6 +1,7 @@
-"""Fixtures shared by the integration and end-to-end tests: the real Docker Engine, a
+"""Fixtures and helpers shared by the integration and end-to-end tests: the real Docker Engine, a
 busybox image made locally, the project's image built offline (once per session), containers
-with random names removed afterwards, and a real watcher process.
+with random names removed afterwards, a real watcher process (one per module: the ``watcher``
+fixture, configured by ``watcher_setup``), and the Hypothesis profiles of every test.
 
 A test that needs the engine or a binary fails (never skips) when it is missing: the README
 test command installs and starts everything.
@@ -8,6 +9,7 @@ test command installs and starts everything.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -38,7 +41,30 @@ from tests.engines import TRIXIE_ROOT, PodmanService, TrixieDockerd
 from tests.polling import poll
 from tests.private_dockerd import PrivateDockerd
 
+# Every property test: few examples by default, a fresh draw each run, so the unit tests are a quick
+# loop; 150 derandomised under CI, so a run there is thorough and repeatable; HYPOTHESIS_PROFILE=thorough
+# to hunt. No example database: no files left behind. Here rather than in a test module, so a module
+# run alone draws as many examples as in the whole suite.
+settings.register_profile("dev", max_examples=30, deadline=None, database=None, print_blob=True)
+settings.register_profile("ci", settings.get_profile("dev"), max_examples=150, derandomize=True)
+settings.register_profile("thorough", settings.get_profile("dev"), max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+def examples(under_ci: int) -> int:
+    """The examples of a property test that draws ``under_ci`` under CI: scaled with the profile loaded."""
+    return max(1, under_ci * settings().max_examples // settings.get_profile("ci").max_examples)
+
+
 BUSYBOX_IMAGE = "deployment-watcher-test/busybox:latest"
+# The CI/CD API token of the watchers that report_service reports to.
+API_TOKEN = "test-token-" + uuid.uuid4().hex
+# A container that turns healthy once /tmp/ok exists (SERVE makes it at once), and one that burns a CPU.
+HEALTHY_WHEN_FILE = (
+    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
+)  # fmt: skip
+SERVE = "touch /tmp/ok; exec sleep 600"
+BURN = "while :; do :; done"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
 
@@ -55,6 +81,26 @@ def docker(*args: str, check: bool = True, timeout: float = 60) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout.strip()
+
+
+def promtool(*args: str) -> None:
+    """Run promtool from the repository root; fail on a non-zero exit or any warning."""
+    binary = require_binary("promtool")
+    result = subprocess.run([binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"promtool {' '.join(args)} exited {result.returncode}:\n{output}"
+    assert "warning" not in output.lower(), f"promtool {' '.join(args)} warned:\n{output}"
+
+
+def notify(url: str, *args: str, token: str) -> subprocess.CompletedProcess[str]:
+    """`deployment-watcher notify` as a deploy script runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", "notify", "--url", url, *args],
+        env={**os.environ, "WATCHER_API_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -253,6 +299,22 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanS
         service.cleanup()
 
 
+def unique(prefix: str) -> str:
+    """A name no other test, or run, uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def labels(name: str, version: str, environment: str = "test", **extra: str) -> dict[str, str]:
+    """The labels of a tracked container of ``name`` at ``version`` (commit ``sha-<version>``)."""
+    return {
+        "deployment.name": name,
+        "deployment.environment": environment,
+        "deployment.version": version,
+        "deployment.commit": f"sha-{version}",
+        **extra,
+    }
+
+
 @dataclass
 class Containers:
     """Starts containers with random names and removes every one of them at the end."""
@@ -374,6 +436,39 @@ class WatcherProcess:
         self.wait_for(what, lambda: self.get("/ready")[0] == 200)
 
 
+def report_service(watcher: WatcherProcess, n: int) -> None:
+    """A rollout of `service-<n>` reported done to the CI/CD API of a watcher started with API_TOKEN."""
+    body = {
+        "deployment": f"service-{n:04d}", "environment": "production", "version": "1.0.0",
+        "commit": f"{n:040x}", "status": "success", "started_at": 1_700_000_000, "finished_at": 1_700_000_042,
+    }  # fmt: skip
+    request = urllib.request.Request(
+        f"{watcher.url}/api/v1/deployments", data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+
+
+def head(client: socket.socket) -> str:
+    """The status line and headers of the answer on ``client``."""
+    received = b""
+    with contextlib.suppress(TimeoutError):
+        while b"\r\n\r\n" not in received:
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received.partition(b"\r\n\r\n")[0].decode(errors="replace")
+
+
+def stream(port: int, source: str) -> tuple[socket.socket, str]:
+    """A GET /api/v1/events from ``source``, left open; with the head of its answer."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    client.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return client, head(client)
+
+
 def _limit_open_files(count: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
@@ -419,6 +514,36 @@ def start_watcher(
     return watcher
 
 
+@dataclass(frozen=True)
+class WatcherSetup:
+    """The flags and environment of a module's shared watcher (the ``watcher`` fixture)."""
+
+    flags: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def watcher_setup() -> WatcherSetup:
+    """A module that uses ``watcher`` overrides this fixture with its flags (it may use other fixtures)."""
+    return WatcherSetup()
+
+
+@pytest.fixture(scope="module")
+def watcher(
+    watcher_setup: WatcherSetup, tmp_path_factory: pytest.TempPathFactory, docker_engine: None
+) -> Iterator[WatcherProcess]:
+    """One watcher for the module's tests, ready (connected and synced); it must stop cleanly at the end,
+    and the CI/CD API token it was given must never show in its log."""
+    process = start_watcher(tmp_path_factory.mktemp("watcher"), *watcher_setup.flags, env=watcher_setup.env)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop_cleanly()
+        token = watcher_setup.env.get("WATCHER_API_TOKEN")
+        assert not token or token not in process.log.read_text(), "the token leaked into the log"
+
+
 @dataclass
 class Prometheus:
     """A real Prometheus server started by a test, and its HTTP API."""
@@ -438,6 +563,14 @@ class Prometheus:
         data = self.api("query", query=expr)
         result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [data]
         return result
+
+    def rule_iterations(self) -> dict[str, float]:
+        """How often Prometheus has evaluated each rule group (its own counter), by group."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        families = text_string_to_metric_families(text)
+        name = "prometheus_rule_group_iterations_total"
+        return {s.labels["rule_group"]: s.value for family in families for s in family.samples if s.name == name}
 
     def stop(self) -> None:
         self.process.terminate()

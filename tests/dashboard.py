@@ -11,6 +11,11 @@ PATH = Path(__file__).parents[1] / "deploy" / "grafana" / "dashboards" / "deploy
 DORA_PATH = PATH.with_name("dora.json")
 # Grafana's interval variables, given values that fit a scrape interval of 15 s or less.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "10m"}
+# The titles of the DORA dashboard's five figures.
+DORA_FIGURES = (
+    "Deployment frequency", "Lead time for changes", "Change failure rate", "Failed deployment recovery time",
+    "Rework rate",
+)  # fmt: skip
 
 
 def load(path: Path = PATH) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The soak: one watcher process against a hostile fake engine and hostile clients, for minutes.
 
-``python -m tests.benchmark soak --minutes 10`` runs it; ``tests/unit/test_soak.py`` runs it for
+``python -m tests.benchmark soak --minutes 10`` runs it; ``tests/integration/test_soak.py`` runs it for
 seconds so it cannot rot. The watcher (``python -m watcher``, a subprocess) follows the fake
 Docker Engine of ``tests/hostile_engine.py`` served by this process, which throws random faults
 for the whole run while containers are rolled out, crash, turn (un)healthy and are removed, and

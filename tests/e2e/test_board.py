@@ -14,47 +14,23 @@ import re
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Page, expect, sync_playwright
 
-from tests.conftest import Containers, WatcherProcess, require_binary, start_watcher
+from tests.conftest import Containers, WatcherProcess, WatcherSetup, require_binary
+from tests.e2e.conftest import CHROMIUM_ARGS
 
 TOKEN = "board-token-" + uuid.uuid4().hex
 HOSTILE = "<img src=x onerror=alert(1)>"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp("board"), "--rollout.stable-seconds=2", "--stats.interval-seconds=1",
-        env={"WATCHER_API_TOKEN": TOKEN},
-    )  # fmt: skip
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[BrowserContext]:
-    """Chromium with a fresh profile; fails (never skips) when it is not installed."""
-    executable = require_binary("chromium")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            tmp_path / "profile", executable_path=executable, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 720},
-        )  # fmt: skip
-        try:
-            yield context
-        finally:
-            context.close()
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup(("--rollout.stable-seconds=2", "--stats.interval-seconds=1"), env={"WATCHER_API_TOKEN": TOKEN})
 
 
 @pytest.fixture

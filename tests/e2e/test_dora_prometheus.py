@@ -28,7 +28,6 @@ from tests import dashboard
 from tests import dora_history as history
 from tests.conftest import Prometheus, require_binary, run_prometheus
 from tests.polling import poll
-from tests.unit.test_dora_dashboard import FIGURES as FIGURE_TITLES
 
 pytestmark = pytest.mark.prometheus
 
@@ -38,14 +37,14 @@ TOLERANCE = 0.03
 COUNTERS = ("deployment_rollouts", "deployment_change_failures", "deployment_rework")
 HISTOGRAMS = ("deployment_lead_time_seconds", "deployment_recovery_seconds")
 # What each figure is in history.Figures, and in the names of the rules.
-ATTRIBUTES = dict(zip(FIGURE_TITLES, ("deployments_per_day", "lead_time_p50", "change_failure_rate", "recovery_p50",
+ATTRIBUTES = dict(zip(dashboard.DORA_FIGURES, ("deployments_per_day", "lead_time_p50", "change_failure_rate", "recovery_p50",
                                       "rework_rate"), strict=True))  # fmt: skip
 RULE_FIGURES = {"deployments_per_day": "deployments_per_day", "lead_time_p50_seconds": "lead_time_p50",
                 "change_failure_rate": "change_failure_rate", "recovery_p50_seconds": "recovery_p50",
                 "rework_rate": "rework_rate"}  # fmt: skip
 RULE_LEVELS = {"deployment_frequency_level": "deployment_frequency", "lead_time_level": "lead_time",
                "change_failure_rate_level": "change_failure_rate", "recovery_level": "recovery"}  # fmt: skip
-LEVEL_OF_TITLE = dict(zip(FIGURE_TITLES[:4], RULE_LEVELS.values(), strict=True))
+LEVEL_OF_TITLE = dict(zip(dashboard.DORA_FIGURES[:4], RULE_LEVELS.values(), strict=True))
 
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # a series: its name and sorted labels
@@ -173,7 +172,7 @@ def substitute(expr: str, deployment: str) -> str:
 
 def panel_expectations(title: str, events: list[history.Event], keys: tuple[tuple[str, str], ...]) -> Any:
     """What a panel shows for the deployments ``keys``, by hand: one value, or one per deployment."""
-    for figure in FIGURE_TITLES:
+    for figure in dashboard.DORA_FIGURES:
         if title == f"{figure} (30 d)":
             return getattr(history.figures(events, days=30, keys=keys), ATTRIBUTES[figure])
         if title == f"{figure} level":

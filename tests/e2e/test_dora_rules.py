@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests import dora_history as history
-from tests.e2e.test_prometheus_files import promtool
+from tests.conftest import promtool
 from watcher.domain.model import LEAD_TIME_BUCKETS
 
 pytestmark = pytest.mark.prometheus

@@ -52,7 +52,6 @@ SKEW_FOR = "10s"  # DeploymentVersionSkew's `for:` here, instead of the shipped 
 GROUP_WAIT = 3  # seconds Alertmanager gathers a new group's alerts (both alerts of a failure arrive within it)
 GROUP_INTERVAL = 2  # seconds between two notifications of a group that changed
 QUIET = 15  # seconds without a second notification that make "once per group"
-EVALUATIONS = 2.5  # seconds for the rules to be evaluated twice (every second)
 TIMEOUT = 60  # seconds for Prometheus and Alertmanager to show what the watchers show
 
 
@@ -189,6 +188,17 @@ class Fleet:
             timeout=TIMEOUT,
         )
 
+    def rules_evaluated(self) -> None:
+        """Wait until the fleet rules have been evaluated twice more: once at least wholly after this call."""
+        before = {group: n for group, n in self.prometheus.rule_iterations().items() if "/fleet.yml;" in group}
+        assert before, "Prometheus evaluates no group of fleet.yml"
+        poll(
+            "the fleet rules evaluated twice more",
+            self.prometheus.rule_iterations,
+            timeout=TIMEOUT,
+            until=lambda now: all(now[group] >= count + 2 for group, count in before.items()),
+        )
+
     def alert_fires(self, name: str, deployment: str) -> dict[str, Any]:
         """Wait until Prometheus says the alert fires for the deployment; the alert."""
 
@@ -312,19 +322,24 @@ def run_scenario(fleet: Fleet) -> None:
         host.deploy("api", "2.0.0")
         host.wait("api", "2.0.0", "success")
         fleet.prometheus_sees("api", host.name, "2.0.0", "success")
-        time.sleep(EVALUATIONS)  # the fleet rules evaluated since that scrape
+        fleet.rules_evaluated()  # since that scrape
         status = fleet.fleet_status("api")
         assert status is not None
         fleet.rolling[host.name] = status
     rolling_from = time.time()  # from here until the last host is done, every recorded value counts
     last.deploy("api", "2.0.0")
     assert last.watcher is not None
-    while True:  # the last moment the last host was not done yet, as its watcher said
+    not_done = rolling_from  # the last moment the last host was not done yet, as its watcher said
+
+    def last_done() -> bool:
+        nonlocal not_done
         before = time.time()
         if last.shows("api", "2.0.0", "success"):
-            break
+            return True
         not_done = before
-        time.sleep(0.1)
+        return False
+
+    poll("the last host to be done", last_done, timeout=TIMEOUT, interval=0.1)
     series = fleet.prometheus.api(
         "query_range", query='deployment:fleet_status{deployment="api"}', start=str(rolling_from),
         end=str(not_done), step="0.5",

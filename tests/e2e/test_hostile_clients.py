@@ -11,12 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, expect, sync_playwright
+from playwright.sync_api import BrowserContext, expect
 
-from tests.conftest import WatcherProcess, require_binary, start_watcher
-from tests.e2e.test_board import CHROMIUM_ARGS
-from tests.integration.test_slow_clients import TOKEN, report
-from tests.integration.test_starving_clients import stream
+from tests.conftest import API_TOKEN, WatcherProcess, report_service, start_watcher, stream
 
 pytestmark = [pytest.mark.browser]
 RULES = "MAP attacker.example 127.0.0.1, MAP watcher.example.com 127.0.0.1"
@@ -26,7 +23,7 @@ RULES = "MAP attacker.example 127.0.0.1, MAP watcher.example.com 127.0.0.1"
 def watcher(tmp_path: Path) -> Iterator[WatcherProcess]:
     process = start_watcher(
         tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false",
-        "--web.allowed-hosts=watcher.example.com", "--web.max-stream-clients=1", env={"WATCHER_API_TOKEN": TOKEN},
+        "--web.allowed-hosts=watcher.example.com", "--web.max-stream-clients=1", env={"WATCHER_API_TOKEN": API_TOKEN},
     )  # fmt: skip
     try:
         yield process
@@ -35,17 +32,9 @@ def watcher(tmp_path: Path) -> Iterator[WatcherProcess]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[BrowserContext]:
-    executable = require_binary("chromium")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            tmp_path / "profile", executable_path=executable, headless=True,
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules={RULES}"],
-        )  # fmt: skip
-        try:
-            yield context
-        finally:
-            context.close()
+def chromium_args() -> list[str]:
+    """The attacker's DNS: its name, and the allowed one, resolve to the watcher's address."""
+    return [f"--host-resolver-rules={RULES}"]
 
 
 def test_a_rebound_name_gets_nothing(watcher: WatcherProcess, browser: BrowserContext) -> None:
@@ -72,6 +61,6 @@ def test_a_full_stream_is_retried(watcher: WatcherProcess, browser: BrowserConte
     page.goto(watcher.url + "/")
     expect(page.locator("#live")).to_have_text("stream full, retrying…")
     held.close()  # the watcher notices within a second
-    report(watcher, 7)  # an event the board has not seen: it gets it from where it left off
+    report_service(watcher, 7)  # an event the board has not seen: it gets it from where it left off
     expect(page.locator("#live")).to_have_text("live", timeout=15000)
     expect(page.locator('tr[data-name="service-0007"]')).to_have_count(1)

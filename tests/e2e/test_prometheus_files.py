@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import require_binary, run_prometheus
+from tests.conftest import promtool, require_binary, run_prometheus
 from tests.polling import poll
 
 pytestmark = pytest.mark.prometheus
@@ -22,15 +22,6 @@ RULE_DIR = Path("deploy/prometheus/rules")
 # Each rule file and its promtool unit tests, next to it as <name>_test.yml.
 RULE_FILES = [RULE_DIR / "deployments.yml", RULE_DIR / "fleet.yml"]
 SWARM_RULES = [*RULE_FILES, RULE_DIR / "dora.yml"]  # every rule file deploy/swarm's Prometheus loads
-
-
-def promtool(*args: str) -> None:
-    """Run promtool from the repository root; fail on a non-zero exit or any warning."""
-    binary = require_binary("promtool")
-    result = subprocess.run([binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"promtool {' '.join(args)} exited {result.returncode}:\n{output}"
-    assert "warning" not in output.lower(), f"promtool {' '.join(args)} warned:\n{output}"
 
 
 def rule_tests(rules: Path) -> Path:

@@ -10,13 +10,21 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import BUSYBOX_IMAGE, Containers, WatcherProcess, free_port, start_watcher
+from tests.conftest import (
+    BUSYBOX_IMAGE,
+    Containers,
+    WatcherProcess,
+    WatcherSetup,
+    free_port,
+    notify,
+    start_watcher,
+    unique,
+)
 
 TOKEN = "integration-token-" + uuid.uuid4().hex
 STABLE = 2  # seconds: the container rules would have finished a rollout by then
@@ -25,30 +33,10 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp("api"),
-        f"--rollout.stable-seconds={STABLE}",
-        "--stats.enabled=false",
-        "--api.max-body-bytes=4096",
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup(
+        (f"--rollout.stable-seconds={STABLE}", "--stats.enabled=false", "--api.max-body-bytes=4096"),
         env={"WATCHER_API_TOKEN": TOKEN},
-    )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
-        assert TOKEN not in process.log.read_text(), "the token leaked into the log"
-
-
-def notify(url: str, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    """`deployment-watcher notify` as a deploy script runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "watcher", "notify", "--url", url, *args],
-        env={**os.environ, "WATCHER_API_TOKEN": token},
-        capture_output=True,
-        text=True,
-        timeout=30,
     )
 
 
@@ -61,23 +49,19 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str,
         return exc.code, dict(exc.headers), exc.read().decode()
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def test_reported_rollouts_show_in_metrics_with_a_rollback(watcher: WatcherProcess) -> None:
     """Reports of a deployment without containers: status, revision, versions, durations, a rollback."""
     name = unique("fn")
     flags = ("--deployment", name, "--environment", "test")
     done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "in_progress",
-                  "--started-at", str(time.time() - 30))  # fmt: skip
+                  "--started-at", str(time.time() - 30), token=TOKEN)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert '"outcome": "started"' in done.stdout
     watcher.expect("deployment_status", 2, deployment=name)
     watcher.expect("deployment_version", 1, deployment=name)
     watcher.expect("deployment_version_info", 1, deployment=name, version="1.0.0", commit_sha="sha-1")
 
-    done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "success")
+    done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "success", token=TOKEN)
     assert done.returncode == 0, done.stderr
     watcher.expect("deployment_status", 1, deployment=name)
     watcher.expect("deployment_duration_seconds_count", 1, deployment=name)
@@ -86,12 +70,14 @@ def test_reported_rollouts_show_in_metrics_with_a_rollback(watcher: WatcherProce
     watcher.expect("deployment_info", 1, deployment=name, status="success", version="1.0.0", image="")
 
     done = notify(watcher.url, *flags, "--version", "2.0.0", "--status", "success", "--started-at",
-                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 10)))  # fmt: skip
+                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 10)), token=TOKEN)  # fmt: skip
     assert done.returncode == 0, done.stderr
     watcher.expect("deployment_version", 2, deployment=name)
     watcher.expect("deployment_duration_seconds_count", 2, deployment=name)
 
-    done = notify(watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "in_progress")
+    done = notify(
+        watcher.url, *flags, "--version", "1.0.0", "--commit", "sha-1", "--status", "in_progress", token=TOKEN
+    )
     assert done.returncode == 0, done.stderr
     watcher.expect("deployment_rollback_count_total", 1, deployment=name)
     watcher.expect("deployment_version", 3, deployment=name)
@@ -102,7 +88,7 @@ def test_containers_join_the_announced_rollout(watcher: WatcherProcess, containe
     """CI announces a version; its container joins that revision; CI's success finishes it."""
     name = unique("svc")
     flags = ("--deployment", name, "--environment", "test", "--version", "3.1.0", "--commit", "sha-31")
-    done = notify(watcher.url, *flags, "--status", "in_progress")
+    done = notify(watcher.url, *flags, "--status", "in_progress", token=TOKEN)
     assert done.returncode == 0, done.stderr
     labels = {"deployment.name": name, "deployment.environment": "test", "deployment.version": "3.1.0"}
     containers.run(labels=labels)
@@ -112,7 +98,7 @@ def test_containers_join_the_announced_rollout(watcher: WatcherProcess, containe
     watcher.expect("deployment_status", 2, deployment=name)
     watcher.expect("deployment_version", 1, deployment=name)
 
-    done = notify(watcher.url, *flags, "--status", "success")
+    done = notify(watcher.url, *flags, "--status", "success", token=TOKEN)
     assert done.returncode == 0, done.stderr
     watcher.expect("deployment_status", 1, deployment=name)
     watcher.expect("deployment_version", 1, deployment=name)
@@ -204,7 +190,9 @@ def test_body_above_the_limit_is_413(watcher: WatcherProcess) -> None:
 
 def test_notify_exit_code_when_nothing_listens() -> None:
     """A watcher that cannot be reached is exit code 1."""
-    done = notify(f"http://127.0.0.1:{free_port()}", "--deployment", "x", "--version", "1", "--status", "success")
+    done = notify(
+        f"http://127.0.0.1:{free_port()}", "--deployment", "x", "--version", "1", "--status", "success", token=TOKEN
+    )
     assert done.returncode == 1
     assert "cannot reach the watcher" in done.stderr
 
@@ -215,7 +203,7 @@ def test_api_is_off_without_a_token(tmp_path: Path, docker_engine: None, monkeyp
     process = start_watcher(tmp_path, "--stats.enabled=false")
     try:
         name = unique("off")
-        done = notify(process.url, "--deployment", name, "--version", "1.0.0", "--status", "success")
+        done = notify(process.url, "--deployment", name, "--version", "1.0.0", "--status", "success", token=TOKEN)
         assert done.returncode == 3, done.stderr
         assert "disabled" in done.stderr
         assert process.value("deployment_status", deployment=name) is None

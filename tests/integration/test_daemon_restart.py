@@ -14,15 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WatcherProcess, start_watcher
+from tests.conftest import HEALTHY_WHEN_FILE, WatcherProcess, start_watcher
 from tests.private_dockerd import PrivateDockerd
 
 pytestmark = pytest.mark.docker
 
 STABLE = 4  # seconds: v2's stable time, which passes while the daemon is down
-HEALTHY_WHEN_FILE = (
-    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
-)  # fmt: skip
 
 
 def labels(name: str, version: str, **extra: str) -> dict[str, str]:

@@ -6,13 +6,12 @@ deployment started afterwards still reaches success."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Containers, WatcherProcess, docker, start_watcher
+from tests.conftest import Containers, WatcherProcess, WatcherSetup, docker, start_watcher, unique
 from tests.dockerproxy import SocketProxy
 
 pytestmark = pytest.mark.docker
@@ -23,19 +22,8 @@ PIECE = 80_000
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp("watcher"), f"--rollout.stable-seconds={STABLE}", "--stats.interval-seconds=1"
-    )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup((f"--rollout.stable-seconds={STABLE}", "--stats.interval-seconds=1"))
 
 
 def tracked(name: str) -> dict[str, str]:

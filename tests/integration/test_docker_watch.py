@@ -6,53 +6,38 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.conftest import OPENMETRICS, Containers, WatcherProcess, docker, require_binary, start_watcher
+from tests.conftest import (
+    BURN,
+    HEALTHY_WHEN_FILE,
+    OPENMETRICS,
+    SERVE,
+    Containers,
+    WatcherProcess,
+    WatcherSetup,
+    docker,
+    labels,
+    require_binary,
+    start_watcher,
+    unique,
+)
 from tests.dockerproxy import ReadOnlyProxy
 
 STABLE = 3  # seconds: short, so tests are quick
-HEALTHY_WHEN_FILE = (
-    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
-)  # fmt: skip
-SERVE = "touch /tmp/ok; exec sleep 600"
-BURN = "while :; do :; done"
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp("watcher"),
-        f"--rollout.stable-seconds={STABLE}",
-        "--stats.interval-seconds=1",
-        "--labels.track-compose=true",
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup(
+        (f"--rollout.stable-seconds={STABLE}", "--stats.interval-seconds=1", "--labels.track-compose=true")
     )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def labels(name: str, version: str, environment: str = "test", **extra: str) -> dict[str, str]:
-    return {
-        "deployment.name": name,
-        "deployment.environment": environment,
-        "deployment.version": version,
-        "deployment.commit": f"sha-{version}",
-        **extra,
-    }
 
 
 def status(watcher: WatcherProcess, name: str) -> float | None:
@@ -264,7 +249,7 @@ def test_a_container_created_and_never_started_stays_in_progress(
     label_args = [arg for key, value in labels(name, "1.0.0").items() for arg in ("--label", f"{key}={value}")]
     docker("create", "--name", container, *label_args, containers.image, "sh", "-c", "exec sleep 600")
     watcher.wait_for("in progress", lambda: status(watcher, name) == 2)
-    time.sleep(STABLE + 1)
+    time.sleep(STABLE + 1)  # the point: past the stable time, a container never started is still in progress
     assert status(watcher, name) == 2
     docker("start", container)
     watcher.wait_for("success", lambda: status(watcher, name) == 1)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Containers, WatcherProcess, start_watcher
-from tests.integration.test_api import notify
+from tests.conftest import Containers, WatcherProcess, notify, start_watcher
 
 pytestmark = pytest.mark.docker
 

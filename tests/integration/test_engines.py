@@ -16,7 +16,16 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from tests.conftest import BUSYBOX_IMAGE, WatcherProcess, start_watcher
+from tests.conftest import (
+    BURN,
+    BUSYBOX_IMAGE,
+    HEALTHY_WHEN_FILE,
+    SERVE,
+    WatcherProcess,
+    WatcherSetup,
+    start_watcher,
+    unique,
+)
 from tests.dockerproxy import SocketProxy
 from tests.engines import SHARED_HOST, ContainerEngine
 from tests.polling import poll_async
@@ -33,11 +42,6 @@ ENGINES = {
     "podman-4.3": ("4.3.", "1.41"),
 }
 STABLE = 1  # seconds: short, so tests are quick
-HEALTHY_WHEN_FILE = (
-    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
-)  # fmt: skip
-SERVE = "touch /tmp/ok; exec sleep 600"
-BURN = "while :; do :; done"
 QUICK_RECONNECT = ("--docker.backoff-initial-seconds=0.2", "--docker.backoff-max-seconds=1")
 
 
@@ -63,22 +67,10 @@ def _remove_containers(engine: ContainerEngine) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def watcher(engine: ContainerEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp(f"watcher-{engine.name}"),
-        f"--docker.host={engine.host}",
-        f"--rollout.stable-seconds={STABLE}",
-        "--stats.interval-seconds=1",
+def watcher_setup(engine: ContainerEngine) -> WatcherSetup:
+    return WatcherSetup(
+        (f"--docker.host={engine.host}", f"--rollout.stable-seconds={STABLE}", "--stats.interval-seconds=1")
     )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def labels(name: str, version: str) -> dict[str, str]:

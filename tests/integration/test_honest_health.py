@@ -10,25 +10,19 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import Containers, WatcherProcess, start_watcher
+from tests.conftest import Containers, WatcherProcess, WatcherSetup
 from watcher.clients.reader import Event, Watcher
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(tmp_path_factory.mktemp("health"), "--rollout.stable-seconds=2", "--stats.enabled=false")
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup(("--rollout.stable-seconds=2", "--stats.enabled=false"))
 
 
 class Following:

@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.schemas import BaseSchema
 
-from tests.conftest import Containers, WatcherProcess, start_watcher
+from tests.conftest import Containers, WatcherProcess, WatcherSetup
 
 TOKEN = "openapi-token-" + uuid.uuid4().hex
 
@@ -22,16 +22,8 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp("openapi"), "--rollout.stable-seconds=1", "--stats.enabled=false",
-        env={"WATCHER_API_TOKEN": TOKEN},
-    )  # fmt: skip
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup(("--rollout.stable-seconds=1", "--stats.enabled=false"), env={"WATCHER_API_TOKEN": TOKEN})
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 
-from tests.conftest import Containers, WatcherProcess, free_port, start_watcher
+from tests.conftest import Containers, WatcherProcess, WatcherSetup, free_port, labels, start_watcher, unique
 from tests.dockerproxy import SocketProxy
 from tests.streamclients import caps_for, fan_out
 from watcher.clients.reader import Event, Events, Watcher
@@ -36,25 +35,11 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def watcher(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[WatcherProcess]:
-    process = start_watcher(
-        tmp_path_factory.mktemp("read"), f"--rollout.stable-seconds={STABLE}", "--stats.enabled=false",
-        *caps_for(FAN_OUT), env={"WATCHER_API_TOKEN": TOKEN},
-    )  # fmt: skip
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop_cleanly()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def labels(name: str, version: str) -> dict[str, str]:
-    return {"deployment.name": name, "deployment.environment": "test", "deployment.version": version,
-            "deployment.commit": f"sha-{version}"}  # fmt: skip
+def watcher_setup() -> WatcherSetup:
+    return WatcherSetup(
+        (f"--rollout.stable-seconds={STABLE}", "--stats.enabled=false", *caps_for(FAN_OUT)),
+        env={"WATCHER_API_TOKEN": TOKEN},
+    )
 
 
 def stream(watcher: WatcherProcess, *, name: str | None = None, last_event_id: str = "") -> Events:
@@ -325,7 +310,7 @@ def test_rollout_status_waits_across_a_watcher_restart(tmp_path: Path, container
         assert gate.stdout.readline() == f"{name}/test: revision 1 (1.0.0) in progress\n"
     finally:
         first.stop_cleanly()
-    time.sleep(1.5)  # the gate finds nobody there for a while
+    time.sleep(1.5)  # the point: the gate finds nobody there for a while
     second = start_watcher(tmp_path, *flags, port=port)
     try:
         code, out, err = finish(gate, timeout=90)
@@ -375,7 +360,7 @@ def test_rollout_status_waits_across_a_restart_that_lost_the_state(tmp_path: Pat
                            env={"DOCKER_HOST": f"unix://{proxy.path}"})  # fmt: skip
     try:
         assert second.get(f"/api/v1/deployments/test/{name}")[0] == 404
-        time.sleep(3)  # the gate reads the 404 of a watcher not synced, and waits
+        time.sleep(3)  # the point: the gate reads the 404 of a watcher not synced, and keeps waiting
         assert gate.poll() is None, finish(gate)
         proxy.restore()
         code, out, err = finish(gate, timeout=90)

@@ -7,22 +7,18 @@ its event stream stalled while it answers everything else.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Containers, WatcherProcess, docker, start_watcher
+from tests.conftest import HEALTHY_WHEN_FILE, Containers, WatcherProcess, docker, start_watcher, unique
 from tests.dockerproxy import ReadOnlyProxy, SocketProxy
 
 pytestmark = pytest.mark.docker
 
 QUICK_RECONNECT = ("--docker.backoff-initial-seconds=0.2", "--docker.backoff-max-seconds=1")
 FRESH_SELF_METRICS = "--exposition.max-staleness-seconds=0.5"  # docker_up and counters, re-read quickly
-HEALTHY_WHEN_FILE = (
-    "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "2s",
-)  # fmt: skip
 
 
 @pytest.fixture
@@ -45,10 +41,6 @@ def watch_through(tmp_path: Path, socket: Path, *flags: str) -> WatcherProcess:
         *flags,
         env={"DOCKER_HOST": f"unix://{socket}"},
     )
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def reconnects(watcher: WatcherProcess) -> float:

@@ -5,16 +5,12 @@ served meanwhile. No Docker Engine needed: deployments come through the CI/CD AP
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 
-from tests.conftest import WatcherProcess, start_watcher
+from tests.conftest import API_TOKEN, report_service, start_watcher
 
-TOKEN = "slow-clients-" + uuid.uuid4().hex
 DEPLOYMENTS = 300  # a plain-text body of about 650 KB
 CLIENTS = 200
 PIPELINED = 1000  # requests each client sends in one go
@@ -32,30 +28,17 @@ def rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def report(watcher: WatcherProcess, n: int) -> None:
-    body = {
-        "deployment": f"service-{n:04d}", "environment": "production", "version": "1.0.0",
-        "commit": f"{n:040x}", "status": "success", "started_at": 1_700_000_000, "finished_at": 1_700_000_042,
-    }  # fmt: skip
-    request = urllib.request.Request(
-        f"{watcher.url}/api/v1/deployments", data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status in (200, 201)
-
-
 def test_pipelining_clients_that_never_read_cost_bounded_memory(tmp_path: Path) -> None:
     """200 clients each pipelining 1,000 GET /metrics (650 KB bodies) without reading: the watcher
     grows by less than 30 MB, and a scraper gets /metrics within 2 s meanwhile."""
     watcher = start_watcher(
         tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", "--log.level=info",
-        env={"WATCHER_API_TOKEN": TOKEN},
+        env={"WATCHER_API_TOKEN": API_TOKEN},
     )  # fmt: skip
     sockets: list[socket.socket] = []
     try:
         for n in range(DEPLOYMENTS):
-            report(watcher, n)
+            report_service(watcher, n)
         watcher.wait_for("the deployments in /metrics", lambda: len(watcher.get("/metrics")[2]) > 500_000)
         before = peak = rss(watcher.process.pid)
         pipeline = b"GET /metrics HTTP/1.1\r\nHost: watcher\r\n\r\n" * PIPELINED

@@ -12,31 +12,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import WatcherProcess, start_watcher
-from tests.integration.test_slow_clients import TOKEN, report
+from tests.conftest import API_TOKEN, WatcherProcess, report_service, start_watcher, stream
 
 OPEN_FILES = 128  # the watcher's descriptor limit: idle, it uses about 20
 MAX_STREAMS, PER_ADDRESS = 40, 16
 ADDRESSES = [f"127.0.0.{n}" for n in range(2, 12)]  # loopback: any 127/8 address is ours
-
-
-def head(client: socket.socket) -> str:
-    """The status line and headers of the answer on ``client``."""
-    received = b""
-    with contextlib.suppress(TimeoutError):
-        while b"\r\n\r\n" not in received:
-            chunk = client.recv(4096)
-            if not chunk:
-                break
-            received += chunk
-    return received.partition(b"\r\n\r\n")[0].decode(errors="replace")
-
-
-def stream(port: int, source: str) -> tuple[socket.socket, str]:
-    """A GET /api/v1/events from ``source``, left open; with the head of its answer."""
-    client = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
-    client.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    return client, head(client)
 
 
 def timed_get(watcher: WatcherProcess, path: str) -> tuple[int, float]:
@@ -61,7 +41,7 @@ def test_streams_up_to_the_descriptor_limit_starve_nothing(tmp_path: Path) -> No
     watcher = start_watcher(
         tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", "--log.level=info",
         f"--web.max-stream-clients={MAX_STREAMS}", f"--web.max-stream-clients-per-address={PER_ADDRESS}",
-        env={"WATCHER_API_TOKEN": TOKEN}, open_files=OPEN_FILES,
+        env={"WATCHER_API_TOKEN": API_TOKEN}, open_files=OPEN_FILES,
     )  # fmt: skip
     heads: list[str] = []
     with closing_all([]) as held:
@@ -72,7 +52,7 @@ def test_streams_up_to_the_descriptor_limit_starve_nothing(tmp_path: Path) -> No
                 heads.append(answer)
             health = timed_get(watcher, "/health")
             scrape = timed_get(watcher, "/metrics")
-            report(watcher, 1)
+            report_service(watcher, 1)
             watcher.fresh()
             served = watcher.value("deployment_watcher_stream_clients")
             by_address = watcher.value("deployment_watcher_stream_refused_clients_total", limit="address")
@@ -132,7 +112,8 @@ def test_accept_errors_are_logged_once_and_counted(tmp_path: Path) -> None:
         with closing_all([]) as idle:
             for _ in range(OPEN_FILES + 20):
                 idle.append(socket.create_connection(("127.0.0.1", watcher.port), timeout=5))
-            time.sleep(2.5)  # the accept loop retries every second
+            watcher.wait_for("the first accept error", lambda: "(EMFILE)" in watcher.log.read_text(errors="replace"))
+            time.sleep(1.5)  # the point: the accept loop retries (every second) while still full, logging no more
         watcher.wait_for("the watcher serving again", lambda: timed_get(watcher, "/health")[0] == 200)
         watcher.fresh()
         errors = watcher.value("deployment_watcher_http_accept_errors_total", kind="EMFILE")
@@ -163,11 +144,11 @@ def test_a_page_rebound_to_the_watcher_reads_nothing(tmp_path: Path) -> None:
     address, localhost or a name in web.allowed_hosts."""
     watcher = start_watcher(
         tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", "--log.level=info",
-        "--web.allowed-hosts=watcher.example.com,board.example.com", env={"WATCHER_API_TOKEN": TOKEN},
+        "--web.allowed-hosts=watcher.example.com,board.example.com", env={"WATCHER_API_TOKEN": API_TOKEN},
     )  # fmt: skip
     browser = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
     try:
-        report(watcher, 1)
+        report_service(watcher, 1)
         rebound = {"Host": f"attacker.example:{watcher.port}", **browser}
         refused = [get_with(watcher, path, rebound) for path in ("/", "/api/v1/deployments", "/api/v1/events",
                                                                  "/metrics", "/deployment?name=x")]  # fmt: skip

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_state import SETTINGS
+from tests.unit.builders import SETTINGS
 from watcher.config import Settings
 from watcher.config.webconfig import WebConfig
 from watcher.domain.observations import Observation

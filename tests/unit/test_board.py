@@ -13,8 +13,8 @@ from html.parser import HTMLParser
 
 from pytest_aiohttp import AiohttpClient
 
+from tests.unit.builders import API, reported, started
 from tests.unit.readside import NOW, ReadSide, read_side
-from tests.unit.test_state import API, reported, started
 from watcher.display import age, age_changes_in
 from watcher.domain.model import DeploymentKey, State
 from watcher.domain.observations import InstanceExited, InstanceGone, Tick

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.unit.builders import UNREADABLE
 from watcher import cli, config
 from watcher.config import ConfigError, Settings, parse_listen_address
 
@@ -306,13 +307,6 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path, text: str) -> None:
     assert len(problems) == 1
     assert "not valid YAML" in problems[0]
     assert "\n" not in problems[0]
-
-
-# Files PyYAML cannot read, each with what its one problem line says.
-UNREADABLE = [
-    pytest.param(b'web:\n  listen_address: "\xff:9102"\n', "not UTF-8 text (line 2: byte 0xff)", id="latin-1"),
-    pytest.param(b"[" * 5000 + b"]" * 5000, "not valid YAML: nested too deeply", id="5000-nested-lists"),
-]
 
 
 @pytest.mark.parametrize(("content", "problem"), UNREADABLE)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import CID, RUNC_ERROR, inspected
 from watcher.config import LabelSettings
 from watcher.domain import labels
 from watcher.domain.labels import Parsed
@@ -31,10 +32,8 @@ from watcher.sources.docker.causes import (
 )
 from watcher.sources.jsonfields import event_time
 
-CID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
 TIME_NANO = 1_700_000_000_123_456_789
 AT = TIME_NANO / 1_000_000_000
-IMAGE_ID = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 SETTINGS = LabelSettings()
 NOW = 1_714_570_000.0
 
@@ -317,61 +316,6 @@ def test_parse_time_none(text: str | None) -> None:
 
 # --- from_inspect ---------------------------------------------------------------------
 
-STARTED_AT = "2024-05-01T12:00:00.5Z"
-CREATED_AT = "2024-05-01T11:59:58.123456789Z"
-
-
-def inspected(
-    *,
-    status: str = "running",
-    running: bool = True,
-    paused: bool = False,
-    restarting: bool = False,
-    oom: bool = False,
-    exit_code: int = 0,
-    test: list[str] | None = None,
-    health: str | None = "healthy",
-    container_labels: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """A container inspect document shaped like Docker's."""
-    state: dict[str, Any] = {
-        "Status": status,
-        "Running": running,
-        "Paused": paused,
-        "Restarting": restarting,
-        "OOMKilled": oom,
-        "Dead": status == "dead",
-        "Pid": 4242 if running else 0,
-        "ExitCode": exit_code,
-        "Error": "",
-        "StartedAt": STARTED_AT,
-        "FinishedAt": "0001-01-01T00:00:00Z" if running else "2024-05-01T12:10:00Z",
-    }
-    if health is not None:
-        state["Health"] = {"Status": health, "FailingStreak": 0, "Log": []}
-    config: dict[str, Any] = {
-        "Hostname": CID[:12],
-        "Image": "registry.example.com/shop/api:1.4.2",
-        "Env": ["PATH=/usr/bin"],
-        "Labels": {"deployment.name": "api", "com.docker.compose.project": "shop"}
-        if container_labels is None
-        else container_labels,
-    }
-    if test is not None:
-        config["Healthcheck"] = {"Test": test, "Interval": 5_000_000_000}
-    return {
-        "Id": CID,
-        "Created": CREATED_AT,
-        "Path": "/app/run",
-        "Args": [],
-        "State": state,
-        "Image": IMAGE_ID,
-        "Name": "/x",
-        "RestartCount": 2,
-        "Config": config,
-        "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}},
-    }
-
 
 def seen(data: dict[str, Any]) -> Instance:
     instance, parsed = from_inspect(data, now=NOW, settings=SETTINGS)
@@ -481,13 +425,6 @@ def test_created_container_is_not_running() -> None:
     assert instance.running is False
     assert instance.exit_code is None
     assert instance.start_error == ""
-
-
-# What Docker 20.10 inspects after `docker run … /nonexistent` (no container event is sent).
-RUNC_ERROR = (
-    "failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: "
-    'exec: "/nonexistent": stat /nonexistent: no such file or directory: unknown'
-)
 
 
 @pytest.mark.parametrize(

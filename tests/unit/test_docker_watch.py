@@ -8,8 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from tests.polling import poll_async
-from tests.unit.test_docker_causes import RUNC_ERROR, inspected
-from tests.unit.test_state import Run
+from tests.unit.builders import RUNC_ERROR, Run, inspected
 from watcher.config import Settings
 from watcher.domain.model import DeploymentKey, State, Status
 from watcher.domain.observations import InstanceSeen, Observation

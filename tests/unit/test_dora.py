@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.test_state import API, SETTINGS, Run, identity, started
+from tests.unit.builders import API, SETTINGS, Run, identity, started
 from watcher.config import RetentionSettings, Settings
 from watcher.domain import dora, labels
 from watcher.domain.events import DomainEvent, RolloutFinished, RolloutRevised, RolloutStarted

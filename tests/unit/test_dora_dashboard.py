@@ -20,8 +20,6 @@ FILTERS = ('deployment=~"$deployment"', 'environment=~"$environment"')
 RULES = dashboard.PATH.parents[2] / "prometheus" / "rules" / "dora.yml"
 # A per-deployment family or a recorded DORA series: every selector of one filters by both variables.
 SELECTOR = re.compile(r"\b(deployment_(?!watcher_)[a-z_]+|dora:[a-z_0-9:]+)(\{[^}]*\})?")
-FIGURES = ("Deployment frequency", "Lead time for changes", "Change failure rate", "Failed deployment recovery time",
-           "Rework rate")  # fmt: skip
 
 
 def _panel(title: str) -> dict[str, Any]:
@@ -74,7 +72,7 @@ def test_no_bare_family_names() -> None:
             assert family.endswith(("_total", "_bucket")), f"{title}: {family}"
 
 
-@pytest.mark.parametrize("figure", FIGURES)
+@pytest.mark.parametrize("figure", dashboard.DORA_FIGURES)
 def test_each_figure_with_its_level_and_trend(figure: str) -> None:
     """A 30-day stat, a level (or, for rework, the hotfix count: the report gives it no levels) and a 7-day trend."""
     assert _panel(f"{figure} (30 d)")["type"] == "stat"

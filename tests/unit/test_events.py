@@ -8,13 +8,12 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.test_state import API, SETTINGS, Run, reported, started
+from tests.unit.builders import API, SETTINGS, Run, replay, reported, started
 from watcher.config import RetentionSettings
 from watcher.domain.events import (
     EVENT_TYPES,
     DeploymentDropped,
     DeploymentRejected,
-    DomainEvent,
     HealthChanged,
     RolloutFinished,
     RolloutRevised,
@@ -22,7 +21,7 @@ from watcher.domain.events import (
     RolloutSuperseded,
     StaleObservation,
 )
-from watcher.domain.model import DeploymentKey, Health, Judge, Source, State, Status
+from watcher.domain.model import DeploymentKey, Health, Judge, Source, Status
 from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
@@ -196,25 +195,6 @@ def test_kinds_are_the_counter_labels_of_before() -> None:
 
 
 # -- every status change of a rollout is told by exactly one event
-
-
-def replay(state: State, events: list[DomainEvent]) -> dict[DeploymentKey, tuple[int, Status]]:
-    """Each deployment's (revision, status) after ``events``, from ``state``'s; asserts each event
-    starts from the status the previous ones left."""
-    now = {key: (d.rollout.revision, d.rollout.status) for key, d in state.deployments.items()}
-    for event in events:
-        match event:
-            case RolloutStarted(key=key, revision=revision):
-                now[key] = (revision, Status.IN_PROGRESS)
-            case RolloutFinished(key=key, revision=revision, status=status):
-                assert now[key] == (revision, Status.IN_PROGRESS), f"{event} finishes a rollout not in progress"
-                now[key] = (revision, status)
-            case RolloutRevised(key=key, revision=revision, before=before, after=after):
-                assert now[key] == (revision, before) and before is not after, f"{event} revises what was not"
-                now[key] = (revision, after)
-            case DeploymentDropped(key=key):
-                del now[key]
-    return now
 
 
 VERSIONS = st.sampled_from(("1.0.0", "2.0.0", "3.0.0"))

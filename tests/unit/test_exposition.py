@@ -9,7 +9,7 @@ import gzip
 import itertools
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import cast
 
 import pytest
@@ -24,10 +24,10 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import require_binary
 from tests.polling import poll_async
-from tests.unit.test_state import SETTINGS, Run, started
+from tests.unit.builders import PROMETHEUS_2, SETTINGS, Run, app_for, exposition_for, scenario, started
 from watcher.config import ExpositionSettings, Settings, StorageSettings
 from watcher.domain.model import Deployment, DeploymentKey, State, Usage
-from watcher.domain.observations import InstanceExited, InstanceGone, Observation, ServiceGone, UsageSampled
+from watcher.domain.observations import InstanceGone, Observation, ServiceGone, UsageSampled
 from watcher.exposition import rendering
 from watcher.exposition.families import DeploymentCollector, deployment_families
 from watcher.exposition.rendering import (
@@ -51,10 +51,6 @@ from watcher.sources.swarm.watch import SwarmWatch
 from watcher.web.app import make_app
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
-PROMETHEUS_2 = (  # what Prometheus 2.42 sends, with Accept-Encoding: gzip
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 OM_FAMILIES = {
     "deployment_status": "gauge", "deployment_version": "gauge", "deployment_timestamp": "gauge",
     "deployment_health_status": "gauge", "deployment_removed": "gauge", "deployment": "info",
@@ -66,15 +62,6 @@ OM_FAMILIES = {
     "deployment_rework": "counter",
 }  # fmt: skip
 FAST = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(min_interval_seconds=0, max_staleness_seconds=3600))
-
-
-def scenario() -> Run:
-    """Two deployments: api rolled 1 → 2 → back to 1 with a failure; web with an odd version."""
-    run = Run()(started("a", "1.0.0", 100)).tick(111)
-    run(started("b", "2.0.0", 200), InstanceExited(201, "b", 1), started("c", "1.0.0", 300)).tick(311)
-    run(started("w", 'x"y\\z\nü', 400, key=DeploymentKey("web", "staging")))
-    run(UsageSampled(410, {"c": Usage(2.5, 1024), "w": Usage(1.0, 2048)}))
-    return run
 
 
 def fleet(deployments: int, revisions: int) -> list[State]:
@@ -115,24 +102,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def exposition_for(
-    snapshot: Callable[[], State],
-    *,
-    registry: CollectorRegistry | None = None,
-    settings: Settings = SETTINGS,
-    clock: Callable[[], float] | None = None,
-) -> tuple[Exposition, SelfMetrics]:
-    """An exposition of ``snapshot()`` and ``registry``; its own counters live in a registry of their own."""
-    metrics = SelfMetrics(CollectorRegistry())
-    extra = {"clock": clock} if clock else {}
-    registry = CollectorRegistry() if registry is None else registry
-    return Exposition(snapshot=snapshot, registry=registry, settings=settings, metrics=metrics, **extra), metrics
-
-
-def app_for(state: State, *, registry: CollectorRegistry | None = None) -> Exposition:
-    return exposition_for(lambda: state, registry=registry)[0]
 
 
 def renders(metrics: SelfMetrics, part: str) -> float:

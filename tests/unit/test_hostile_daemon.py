@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import examples
 from tests.hostile_engine import FAULTS, HostileEngine
 from tests.polling import poll_async
 from watcher.config import (
@@ -44,7 +45,7 @@ from watcher.sources.engine import Engine, EngineError
 from watcher.sources.engine import _event as engine_event
 
 ERRORS = "deployment_watcher_docker_errors_total"
-PROPERTY_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "20"))  # a few seconds; more for a long hunt
+PROPERTY_EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES") or examples(20))  # a few seconds; more for a long hunt
 
 
 def hostile_settings(host: str, *, stats: bool = True) -> Settings:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 import pytest
 
+from tests.unit.builders import IMAGE, IMAGE_ID, problems_on
+from tests.unit.builders import LABEL_DEFAULTS as DEFAULTS
+from tests.unit.builders import LABELS_CREATED as CREATED
+from tests.unit.builders import LABELS_NOW as NOW
+from tests.unit.builders import parse_labels as parse
 from watcher.config import LabelSettings
 from watcher.domain import labels
 from watcher.domain.labels import LabelProblem, Parsed
 from watcher.domain.model import DeploymentKey, Identity, Status
 
-CREATED = 1_700_000_000.0
-NOW = 1_700_000_600.0
-IMAGE = "registry.example.com/shop/api:1.4.2"
-IMAGE_ID = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 SHORT_ID = "0123456789ab"
-DEFAULTS = LabelSettings()
 COMPOSE = LabelSettings(track_compose=True)
 
 # The labels the code reports problems about besides labels.ALL: the OCI image labels
@@ -26,23 +25,9 @@ COMPOSE = LabelSettings(track_compose=True)
 FALLBACK_LABELS = frozenset({labels.OCI_VERSION, labels.OCI_REVISION})
 
 
-def parse(
-    values: Mapping[str, str],
-    *,
-    image: str = IMAGE,
-    image_id: str = IMAGE_ID,
-    settings: LabelSettings = DEFAULTS,
-) -> Parsed:
-    return labels.parse(values, image=image, image_id=image_id, created_at=CREATED, now=NOW, settings=settings)
-
-
 def identity_of(parsed: Parsed) -> Identity:
     assert parsed.identity is not None, parsed.problems
     return parsed.identity
-
-
-def problems_on(parsed: Parsed, label: str) -> list[str]:
-    return [p.message for p in parsed.problems if p.label == label]
 
 
 def field_value(identity: Identity, label: str) -> str:

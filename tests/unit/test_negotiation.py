@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from pytest_aiohttp import AiohttpClient
 
-from tests.unit.test_exposition import PROMETHEUS_2, app_for, scenario
+from tests.unit.builders import PROMETHEUS_2, app_for, scenario
 from watcher.exposition.negotiation import MediaRange, choose_format, gzip_wanted, media_ranges
 from watcher.web.app import make_app
 

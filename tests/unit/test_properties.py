@@ -4,7 +4,6 @@ and Docker JSON through the pure modules and checks what must always hold."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,8 +17,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.unit.test_events import replay
-from tests.unit.test_state import Run, started
+from tests.conftest import examples
+from tests.unit.builders import Run, replay, started
 from watcher.config import LabelSettings, RetentionSettings, RolloutSettings, Settings
 from watcher.domain import labels
 from watcher.domain.events import DomainEvent
@@ -56,13 +55,7 @@ from watcher.selfmetrics import SelfMetrics
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 
-# Modest by default, so the module runs in seconds; derandomised under CI so a run there is
-# repeatable; HYPOTHESIS_PROFILE=thorough to hunt. No example database: no files left behind.
-settings.register_profile("dev", max_examples=150, deadline=None, database=None, print_blob=True)
-settings.register_profile("ci", settings.get_profile("dev"), derandomize=True)
-settings.register_profile("thorough", settings.get_profile("dev"), max_examples=5000)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
-STATE_MACHINE_EXAMPLES = max(1, settings().max_examples // 2)  # an example is 40 steps
+STATE_MACHINE_EXAMPLES = examples(75)  # an example is 40 steps
 
 # Small limits, so random sequences reach the cap, the history bound, deadlines and retention.
 STATE_SETTINGS = Settings(

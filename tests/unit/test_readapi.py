@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 from pytest_aiohttp import AiohttpClient
 
+from tests.unit.builders import API, SETTINGS, reported, started
 from tests.unit.readside import AUTH, NOW, read_side
-from tests.unit.test_state import API, SETTINGS, reported, started
 from watcher.config.webconfig import WebConfig
 from watcher.domain.model import Deployment, DeploymentKey, Health, iter_sorted
 from watcher.domain.observations import InstanceExited, InstanceHealth, Tick

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import free_port
+from tests.conftest import examples, free_port
 from tests.polling import poll_async
+from tests.unit.builders import SETTINGS, reported, started
 from tests.unit.readside import NOW, ReadSide, read_side
-from tests.unit.test_state import SETTINGS, reported, started
 from watcher import cli
 from watcher.clients import answers, reader, rollout, status
 from watcher.clients.answers import Summary
@@ -311,10 +311,10 @@ async def test_keepalives_do_not_extend_the_timeout(aiohttp_client: AiohttpClien
     side.submit(started("a", "1.0.0", NOW))  # in progress until a Tick, which never comes
     began = time.monotonic()
     code, _, err = await asyncio.wait_for(
-        run_cli("rollout", "status", "api", "--version", version, "--url", url, "--timeout", "1"), 20
+        run_cli("rollout", "status", "api", "--version", version, "--url", url, "--timeout", "0.5"), 20
     )
     assert code == 3 and "no verdict within the timeout" in err
-    assert 1 <= time.monotonic() - began < 3
+    assert 0.5 <= time.monotonic() - began < 2.5
 
 
 def test_keepalives_from_a_server_that_closes_the_connection(fake: Fake) -> None:
@@ -323,9 +323,9 @@ def test_keepalives_from_a_server_that_closes_the_connection(fake: Fake) -> None
     fake.keepalives = True
     began = time.monotonic()
     code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
-                               "--timeout", "1")  # fmt: skip
+                               "--timeout", "0.5")  # fmt: skip
     assert code == 3 and "no verdict within the timeout" in err, err
-    assert 1 <= time.monotonic() - began < 3
+    assert 0.5 <= time.monotonic() - began < 2.5
 
 
 def test_an_event_trickling_in_ends_at_the_timeout(fake: Fake) -> None:
@@ -335,9 +335,9 @@ def test_an_event_trickling_in_ends_at_the_timeout(fake: Fake) -> None:
     fake.trickle = True
     began = time.monotonic()
     code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
-                               "--timeout", "1")  # fmt: skip
+                               "--timeout", "0.5")  # fmt: skip
     assert code == 3 and "no verdict within the timeout" in err, err
-    assert 1 <= time.monotonic() - began < 3
+    assert 0.5 <= time.monotonic() - began < 2.5
 
 
 def test_a_full_stream_is_asked_again_after_its_retry_after(fake: Fake) -> None:
@@ -369,12 +369,15 @@ def test_the_help_says_timeout_is_the_longest_wait(capsys: pytest.CaptureFixture
     assert "whatever the watcher sends meanwhile" in out
 
 
-async def test_a_watcher_back_after_a_loss_times_out_as_3(aiohttp_client: AiohttpClient) -> None:
+async def test_a_watcher_back_after_a_loss_times_out_as_3(
+    aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The watcher went away and came back: no verdict at the timeout is exit 3, not "still unreachable" (4)."""
+    monkeypatch.setattr(rollout, "RETRY_SECONDS", 0.2)  # back within the timeout, with time to spare
     url, side = await served(aiohttp_client, queue_events=1)
     side.submit(reported("1.0.0", "in_progress", NOW))
     waiting = asyncio.create_task(
-        run_cli("rollout", "status", "api", "--version", "9.9.9", "--url", url, "--timeout", "3")
+        run_cli("rollout", "status", "api", "--version", "9.9.9", "--url", url, "--timeout", "1.5")
     )
     # Three events at once for a queue of one: the stream drops the client, which reconnects.
     await later(side, *(reported(f"1.0.{i}", "in_progress", NOW + i) for i in range(1, 4)))
@@ -560,7 +563,7 @@ JSON = st.recursive(
         st.builds(lambda key: {k: v for k, v in ROW.items() if k != key}, st.sampled_from(sorted(ROW))),
     )
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_any_json_is_a_summary_a_row_or_unparseable(value: Any) -> None:
     """Whatever JSON a watcher (or a proxy) answers: a typed value or Unparseable, never another exception."""
     for parse in (lambda v: answers.summary(v, "it"), lambda v: status.parse(answers.an_object(v, "it"), "it"),
@@ -574,7 +577,7 @@ def test_any_answer_to_the_cli_is_a_verdict_or_exit_4(fake: Fake) -> None:
     (or, for a well-formed answer, a verdict or the timeout); never a traceback."""
 
     @given(body=JSON, mutated=st.builds(lambda key, value: {**ROW, key: value}, st.sampled_from(sorted(ROW)), JSON))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=examples(40), deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def answers_cleanly(body: Any, mutated: dict[str, Any]) -> None:
         fake.answers[DETAIL] = Answer(body=as_json(mutated))
         fake.answers[LIST] = Answer(body=as_json(body))

@@ -17,11 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.polling import poll_async
-from tests.unit.test_store import rich_state
+from tests.unit.builders import quiet_settings, rich_state
 from watcher.config import (
     DockerSettings,
     RetentionSettings,
-    ServiceSettings,
     Settings,
     StatsSettings,
     StorageSettings,
@@ -49,17 +48,6 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert [high.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     high.reset()
     assert high.next() == 0.5
-
-
-def quiet_settings(tmp_path: Path, *, directory: str = "", shutdown_timeout: float = 8.0) -> Settings:
-    """A service that serves on a free port and waits for a Docker Engine that is not there."""
-    return Settings(
-        web=WebSettings(listen_address="127.0.0.1:0"),
-        docker=DockerSettings(host=f"unix://{tmp_path}/no-docker.sock", backoff_initial_seconds=5),
-        stats=StatsSettings(enabled=False),
-        storage=StorageSettings(directory=directory, debounce_seconds=60),
-        service=ServiceSettings(shutdown_timeout_seconds=shutdown_timeout),
-    )
 
 
 class WatcherWith(Watcher):
@@ -328,7 +316,7 @@ async def test_the_clock_stops_while_the_data_may_be_stale(monkeypatch: pytest.M
     core = CountingCore(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()))
     clock = asyncio.create_task(core.tick_forever(fresh=connected.is_set))
     try:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the point: 50 ticks' time passes, disconnected
         assert core.ticks == 0
         connected.set()
 
@@ -395,7 +383,7 @@ async def test_loaded_state_is_not_judged_by_the_clock_before_the_first_resync(
     service = Watcher(settings)
     stop = asyncio.Event()
     running = asyncio.create_task(service.run(stop=stop))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the point: 30 ticks' time passes without a resync, and judges nothing
     stop.set()
     await running
     assert service.core.snapshot() is service.saver.saved

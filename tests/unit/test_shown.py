@@ -9,8 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.test_state import API, SETTINGS, Run, created, reported, started
-from tests.unit.test_swarm_domain import SHOP, service
+from tests.unit.builders import API, SETTINGS, SHOP, Run, created, reported, service, started
 from watcher.domain.events import (
     DeploymentChanged,
     DeploymentRemoved,

@@ -4,34 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import pytest
 
-from watcher.config import ApiSettings, RetentionSettings, RolloutSettings, Settings
+from tests.unit.builders import API, SETTINGS, Run, created, identity, reported, started
+from watcher.config import ApiSettings, RetentionSettings
 from watcher.domain import labels
 from watcher.domain.events import (
     DeploymentDropped,
     DeploymentRejected,
-    DomainEvent,
     RolloutFinished,
     RolloutRevised,
     RolloutStarted,
     RolloutSuperseded,
     StaleObservation,
 )
-from watcher.domain.machine import apply
 from watcher.domain.model import (
     DURATION_BUCKETS,
-    Deployment,
     DeploymentKey,
     Health,
     Histogram,
-    Identity,
     Instance,
     Judge,
     Source,
-    State,
     Status,
     Usage,
     VersionSeen,
@@ -46,8 +41,6 @@ from watcher.domain.observations import (
     InstanceStopRequested,
     Observation,
     Resync,
-    RolloutReported,
-    Tick,
     UsageSampled,
 )
 from watcher.domain.reports import REPORTED_REASON
@@ -62,83 +55,6 @@ from watcher.domain.rules import (
     is_rollback,
 )
 from watcher.persistence import codec as store
-
-API = DeploymentKey("api", "production")
-SETTINGS = Settings(rollout=RolloutSettings(stable_seconds=10, progress_deadline_seconds=600, restart_limit=3))
-
-
-def identity(version: str, *, at: float, key: DeploymentKey = API, **extra: Any) -> Identity:
-    return Identity(
-        key=key, version=version, commit=f"c-{version}", image=f"shop/api:{version}", created_at=at, deployed_at=at,
-        **extra,
-    )  # fmt: skip
-
-
-def created(cid: str, version: str, at: float, **extra: Any) -> InstanceSeen:
-    """A container as its create event shows it: not running yet, not inspected."""
-    return InstanceSeen(
-        at, Instance(id=cid, identity=identity(version, at=at, **extra), running=False, inspected=False)
-    )
-
-
-def started(cid: str, version: str, at: float, *, created_at: float | None = None, healthcheck: bool = False,
-            restarts: int = 0, **extra: Any) -> InstanceSeen:  # fmt: skip
-    """A container as inspect shows it right after its start event."""
-    ident = identity(version, at=at if created_at is None else created_at, **extra)
-    return InstanceSeen(
-        at,
-        Instance(
-            id=cid, identity=ident, running=True, running_since=at, has_healthcheck=healthcheck,
-            health=Health.STARTING if healthcheck else Health.NONE, restart_count=restarts,
-        ),
-    )  # fmt: skip
-
-
-def reported(
-    version: str,
-    status: str,
-    at: float,
-    *,
-    key: DeploymentKey = API,
-    started_at: float | None = None,
-    finished_at: float | None = None,
-) -> RolloutReported:
-    """A report from deploy tooling, as the CI/CD API makes it."""
-    return RolloutReported(
-        at=at, key=key, version=version, commit=f"c-{version}", status=Status[status.upper()], started_at=started_at,
-        finished_at=finished_at,
-    )  # fmt: skip
-
-
-class Run:
-    """Feeds observations in order, each applied at its own `at` unless `now` says otherwise."""
-
-    def __init__(self, settings: Settings = SETTINGS) -> None:
-        self.settings = settings
-        self.state = State()
-        self.events: list[DomainEvent] = []
-
-    def __call__(self, *observations: Observation, now: float | None = None) -> Run:
-        for observation in observations:
-            step = apply(self.state, observation, now=observation.at if now is None else now, settings=self.settings)
-            self.state = step.state
-            self.events += step.events
-        return self
-
-    def tick(self, at: float) -> Run:
-        return self(Tick(at))
-
-    @property
-    def types(self) -> list[type[DomainEvent]]:
-        """The classes of the events so far, in order."""
-        return [type(e) for e in self.events]
-
-    def d(self, key: DeploymentKey = API) -> Deployment:
-        return self.state.deployments[key]
-
-    @property
-    def status(self) -> Status:
-        return self.d().rollout.status
 
 
 def test_first_sight_starts_revision_one_in_progress() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_service import quiet_settings
+from tests.unit.builders import quiet_settings
 from watcher import config
 from watcher.persistence import statefile
 from watcher.persistence.statefile import state_directory

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_state import Run, created, reported, started
+from tests.unit.builders import Run, reported, rich_state, started
 from watcher.domain.model import (
     DURATION_BUCKETS,
     LEAD_TIME_BUCKETS,
@@ -40,10 +40,9 @@ from watcher.domain.model import (
     State,
     Status,
     UpdateState,
-    Usage,
     VersionSeen,
 )
-from watcher.domain.observations import InstanceExited, InstanceGone, InstanceHealth, InstanceOOMKilled, UsageSampled
+from watcher.domain.observations import InstanceHealth
 from watcher.domain.times import LATEST
 from watcher.persistence import codec as store
 from watcher.persistence import statefile, typedjson
@@ -52,26 +51,7 @@ from watcher.persistence.statefile import StateFile
 from watcher.selfmetrics import SelfMetrics
 
 FORMAT = (Path(__file__).parents[2] / "docs" / "state-file.md").read_text()
-WORKER = DeploymentKey("worker", "staging")
 NOW = 1_717_243_200.0  # 2024-06-01T12:00:00Z
-
-
-def rich_state() -> State:
-    """Every kind of thing the state holds: rollouts of each status, a rollback, history,
-    durations, usage, retired CPU, a gone deployment, replicas, overrides and tuning labels."""
-    run = Run()
-    run(started("a", "1.0.0", 100, healthcheck=True), InstanceHealth(103, "a", Health.HEALTHY))
-    run(started("b", "2.0.0", 200), UsageSampled(205, {"a": Usage(1.5, 2e6), "b": Usage(0.25, 3e6)}))
-    run(InstanceGone(206, "a")).tick(210)
-    run(started("c", "3.0.0", 300, restarts=1), InstanceExited(301, "c", 1))
-    run(started("d", "2.0.0", 400), created("e", "2.0.0", 400.5))  # a rollback, a replica not started yet
-    run(
-        started("w", "abc1234", 500, key=WORKER, status_override=Status.SUCCESS, stable_seconds=2.5,
-                progress_deadline_seconds=60.0),
-        InstanceOOMKilled(501, "w"),
-    )  # fmt: skip
-    run(started("x", "1", 600, key=DeploymentKey("gone", "production")), InstanceGone(601, "x"))
-    return run.state
 
 
 def test_round_trip_of_a_rich_state() -> None:

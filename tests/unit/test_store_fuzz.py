@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from tests.unit.test_state import SETTINGS
-from tests.unit.test_store import rich_state
+from tests.conftest import examples
+from tests.unit.builders import SETTINGS, rich_state
 from watcher.domain.machine import apply
 from watcher.domain.observations import Tick
 from watcher.domain.times import LATEST
@@ -23,7 +23,7 @@ from watcher.persistence.codec import DecodeError, decode, encode
 
 VALID = encode(rich_state())
 DOCUMENT = json.loads(VALID)
-FUZZ = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(deadline=None, max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 
 
 def usable_or_refused(data: bytes) -> None:

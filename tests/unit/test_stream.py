@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
 from tests.polling import poll_async
+from tests.unit.builders import API, reported, started
 from tests.unit.readside import NOW, read_side
-from tests.unit.test_state import API, reported, started
 from watcher.domain.model import DeploymentKey, Health
 from watcher.domain.observations import InstanceGone, InstanceHealth, Tick
 from watcher.web.stream import EventStream

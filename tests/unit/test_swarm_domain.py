@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.conftest import examples
+from tests.unit.builders import SETTINGS, SHOP, Run, identity, service
 from tests.unit.readside import NOW, read_side
-from tests.unit.test_state import SETTINGS, Run, identity
 from watcher.domain.events import RolloutFinished, RolloutStarted
 from watcher.domain.model import (
     DeploymentKey,
     Initiator,
     Instance,
     Judge,
-    OrchestratedService,
     Source,
     Status,
     UpdateState,
@@ -40,24 +40,8 @@ from watcher.exposition.families import DeploymentCollector
 from watcher.persistence.codec import decode, encode
 from watcher.web.readapi import ReadApi
 
-SHOP = DeploymentKey("shop", "production")
 WEB = DeploymentKey("web", "production")  # what the task containers' own labels say
 MANUAL = "manually requested rollback"  # what Swarm says of a rollback a person asked for
-
-
-def service(
-    at: float, version: str, *, state: UpdateState = UpdateState.NONE, running: int = 3, desired: int = 3,
-    message: str = "", changed_at: float | None = None, finished_at: float | None = None, key: DeploymentKey = SHOP,
-    by: Initiator = Initiator.ORCHESTRATOR,
-) -> ServiceSeen:  # fmt: skip
-    """The service `web` with version ``version`` (its task template follows the version)."""
-    return ServiceSeen(
-        at=at, key=key,
-        service=OrchestratedService(id="svc1", name="web", template=f"t-{version}", update_state=state, message=message,
-                        desired=desired, running=running),
-        version=version, commit="", image=f"app:{version}", changed_at=at if changed_at is None else changed_at,
-        finished_at=finished_at, rollback_by=by,
-    )  # fmt: skip
 
 
 def task(cid: str, version: str, at: float, *, key: DeploymentKey = WEB) -> InstanceSeen:
@@ -384,7 +368,7 @@ def rolled_back_updates(draw: st.DrawFn) -> tuple[list[ServiceSeen], list[bool],
 
 
 @given(rolled_back_updates())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_every_rolled_back_update_counts_one_failure_one_change_failure_one_recovery(
     path: tuple[list[ServiceSeen], list[bool], list[float]],
 ) -> None:

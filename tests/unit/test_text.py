@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit import test_labels
+from tests.unit.builders import LABELS_NOW, parse_labels, problems_on
 from watcher.config import Settings
 from watcher.domain import labels, text, times
 from watcher.domain.text import Cleaned
@@ -30,9 +30,9 @@ def test_clean(raw: str, cleaned: Cleaned) -> None:
 )
 def test_label_and_report_agree_on_the_future(ahead: float, refused: bool) -> None:
     """A deploy time up to a day ahead is clock skew for both the label and the report; beyond, a mistake for both."""
-    now = test_labels.NOW
-    parsed = test_labels.parse({labels.NAME: "api", labels.TIMESTAMP: str(now + ahead)})
-    assert bool(test_labels.problems_on(parsed, labels.TIMESTAMP)) is refused
+    now = LABELS_NOW
+    parsed = parse_labels({labels.NAME: "api", labels.TIMESTAMP: str(now + ahead)})
+    assert bool(problems_on(parsed, labels.TIMESTAMP)) is refused
     body = {"deployment": "api", "version": "1", "status": "in_progress", "started_at": now + ahead}
     if refused:
         with pytest.raises(Invalid, match="future"):

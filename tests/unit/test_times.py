@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.test_state import API, SETTINGS, Run, reported, started
+from tests.unit.builders import API, SETTINGS, Run, reported, started
 from watcher.domain import labels
 from watcher.domain.events import RolloutFinished, RolloutStarted, StaleObservation, TimeRefused
 from watcher.domain.model import Health, Instance, Status

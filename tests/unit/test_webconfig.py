@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.pki import Pki, make_pki
-from tests.unit.test_config import UNREADABLE
+from tests.unit.builders import UNREADABLE
 from watcher import cli, config
 from watcher.config import ConfigError, webconfig
 from watcher.config.webconfig import WebConfig, WebConfigError

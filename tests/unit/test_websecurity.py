@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
+from tests.polling import poll_async
 from watcher.config import Settings
 from watcher.config.webconfig import FAILURES, WebConfig
 from watcher.domain.model import State
@@ -219,7 +220,11 @@ async def test_a_flood_of_wrong_passwords_does_not_delay_a_login(aiohttp_client:
                 return r.status
 
         flood = asyncio.gather(*(guess(n) for n in range(24)))
-        await asyncio.sleep(0.3)  # the guesses have arrived and wait for bcrypt
+
+        async def refused() -> float:
+            return failures(counter).get("invalid", 0)
+
+        await poll_async("the flood in front", refused, timeout=10, interval=0.01)  # the others wait for bcrypt
         started = time.perf_counter()
         response = await client.get("/metrics", headers=basic("prometheus", "scrape"))
         took = time.perf_counter() - started
