@@ -317,22 +317,13 @@ async def test_keepalives_do_not_extend_the_timeout(aiohttp_client: AiohttpClien
     assert 0.5 <= time.monotonic() - began < 2.5
 
 
-def test_keepalives_from_a_server_that_closes_the_connection(fake: Fake) -> None:
-    """The same from a plain HTTP/1.0 server (as a proxy may answer): comments only, the wait ends at --timeout."""
-    fake.answers[DETAIL] = Answer(body=as_json(ROW))
-    fake.keepalives = True
-    began = time.monotonic()
-    code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
-                               "--timeout", "0.5")  # fmt: skip
-    assert code == 3 and "no verdict within the timeout" in err, err
-    assert 0.5 <= time.monotonic() - began < 2.5
-
-
-def test_an_event_trickling_in_ends_at_the_timeout(fake: Fake) -> None:
-    """A line that never ends, a byte every 50 ms (each read's timeout bounds a silence, and there is none): the
+@pytest.mark.parametrize("stream", ["keepalives", "trickle"])
+def test_a_stream_with_no_verdict_ends_at_the_timeout(fake: Fake, stream: str) -> None:
+    """A plain HTTP/1.0 server (as a proxy may answer) that sends only comments (keepalives), or a line that
+    never ends, a byte every 50 ms (trickle: each read's timeout bounds a silence, and there is none): the
     requests in flight are cut at the deadline, exit 3."""
     fake.answers[DETAIL] = Answer(body=as_json(ROW))
-    fake.trickle = True
+    setattr(fake, stream, True)
     began = time.monotonic()
     code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
                                "--timeout", "0.5")  # fmt: skip
