@@ -10,7 +10,7 @@ from tests.unit.builders import CID, RUNC_ERROR, inspected
 from watcher.config import LabelSettings
 from watcher.domain import labels
 from watcher.domain.labels import Parsed
-from watcher.domain.model import DeploymentKey, Health, Instance, Source
+from watcher.domain.model import DeploymentKey, Health, Instance, Origin
 from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
@@ -339,7 +339,7 @@ def test_from_inspect_running_container() -> None:
     assert instance.exit_requested is False
     assert instance.oom_killed is False
     assert instance.restart_count == 2
-    assert instance.source is Source.CONTAINER
+    assert instance.source is Origin.CONTAINER
     identity = instance.identity
     assert identity.key == DeploymentKey("api", "production")
     assert identity.version == "1.4.2"

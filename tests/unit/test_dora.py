@@ -25,7 +25,7 @@ from watcher.domain.model import (
     Dora,
     Histogram,
     Instance,
-    Source,
+    Origin,
     State,
     Status,
 )
@@ -172,7 +172,7 @@ def test_rollouts_found_by_a_resync_do_not_count() -> None:
     """A container already running when the watcher starts began at an unknown time: not counted."""
     instance = Instance(id="a", identity=identity("1.0.0", at=T0 - DAY, commit_time=T0 - 2 * DAY), running=True,
                         running_since=T0 - DAY)  # fmt: skip
-    run = Run()(Resync(T0, Source.CONTAINER, (instance,)))
+    run = Run()(Resync(T0, Origin.CONTAINER, (instance,)))
     run.tick(T0 + 30)
     assert run.status is Status.SUCCESS
     assert figures(run) == Dora()
@@ -184,7 +184,7 @@ def test_a_new_version_found_by_a_resync_counts_without_times() -> None:
     run.tick(T0 + 11)
     ident = identity("2.0.0", at=T0 + 100, commit_time=T0 + 50)
     later = Instance(id="b", identity=ident, running=True, running_since=T0 + 100)
-    run(Resync(T0 + 1000, Source.CONTAINER, (later,)))
+    run(Resync(T0 + 1000, Origin.CONTAINER, (later,)))
     run.tick(T0 + 1020)
     assert run.d().rollout.revision == 2 and run.status is Status.SUCCESS
     f = figures(run)

@@ -21,7 +21,7 @@ from watcher.domain.events import (
     RolloutSuperseded,
     StaleObservation,
 )
-from watcher.domain.model import DeploymentKey, Health, Judge, Source, Status
+from watcher.domain.model import DeploymentKey, Health, Judge, Origin, Status
 from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
@@ -135,7 +135,7 @@ def test_a_finish_found_by_a_resync_has_no_duration() -> None:
     crashed = dataclasses.replace(
         run.d().members["a"].instance, running=False, running_since=None, exit_code=1, exited_at=150
     )
-    run(Resync(300, Source.CONTAINER, (crashed,)), now=300)
+    run(Resync(300, Origin.CONTAINER, (crashed,)), now=300)
     finished = run.events[-1]
     assert isinstance(finished, RolloutFinished) and finished.duration is None
     assert finished.message == "revision 1 (1.0.0) failed: container a exited with code 1"
@@ -225,7 +225,7 @@ def test_every_status_change_is_told_by_its_event(data: st.DataObject) -> None:
             observation = Tick(at)
         elif kind == "resync":
             kept = data.draw(st.lists(st.sampled_from(live), unique=True)) if live else []
-            observation = Resync(at, Source.CONTAINER, tuple(run.d().members[i].instance for i in kept))
+            observation = Resync(at, Origin.CONTAINER, tuple(run.d().members[i].instance for i in kept))
         else:
             target = data.draw(st.sampled_from(live))
             changes: dict[str, Observation] = {

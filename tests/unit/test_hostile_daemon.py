@@ -36,7 +36,7 @@ from watcher.config import (
 )
 from watcher.domain import labels
 from watcher.domain.machine import apply
-from watcher.domain.model import DeploymentKey, Instance, Source, State
+from watcher.domain.model import DeploymentKey, Instance, Origin, State
 from watcher.domain.observations import Resync
 from watcher.runtime.compose import Watcher
 from watcher.selfmetrics import EngineErrorKind
@@ -179,7 +179,7 @@ def resynced(engine: HostileEngine, settings: Settings) -> dict[DeploymentKey, d
         instance, _ = docker_causes.from_inspect(made.inspect(), now=now, settings=settings.labels)
         if instance is not None:
             instances.append(instance)
-    step = apply(State(), Resync(now, Source.CONTAINER, tuple(instances)), now=now, settings=settings)
+    step = apply(State(), Resync(now, Origin.CONTAINER, tuple(instances)), now=now, settings=settings)
     return members(step.state)
 
 

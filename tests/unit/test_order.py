@@ -21,7 +21,7 @@ from watcher.domain.model import (
     Initiator,
     Instance,
     OrchestratedService,
-    Source,
+    Origin,
     State,
     Status,
     UpdateState,
@@ -114,14 +114,14 @@ def restarts(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observatio
         )  # fmt: skip
         task = Instance(id="t", identity=identity(SHOP, "1.0", created=before, deployed=before), running=True,
                         running_since=before, service_id="svc1")  # fmt: skip
-        saved = run([Resync(before, Source.CONTAINER, (old, task)), ServicesListed(before, (known,))], now=before)
+        saved = run([Resync(before, Origin.CONTAINER, (old, task)), ServicesListed(before, (known,))], now=before)
     plain = draw(containers(API, prefix="c"))
     tasks = draw(containers(draw(st.sampled_from((SHOP, WEB))), prefix="t", service_id="svc1"))
     listed = ServicesListed(NOW, (draw(services()),))
     if saved is not EMPTY:  # those it knew may be there still
         plain += [m.instance for d in saved.deployments.values() for m in d.members.values() if draw(st.booleans())]
-    one = Resync(NOW, Source.CONTAINER, tuple(plain + tasks))
-    other = Resync(NOW, Source.CONTAINER, tuple(draw(st.permutations(plain + tasks))))
+    one = Resync(NOW, Origin.CONTAINER, tuple(plain + tasks))
+    other = Resync(NOW, Origin.CONTAINER, tuple(draw(st.permutations(plain + tasks))))
     return saved, [one, listed], [listed, other] if draw(st.booleans()) else [other, listed]
 
 

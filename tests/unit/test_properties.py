@@ -29,7 +29,7 @@ from watcher.domain.model import (
     Health,
     Identity,
     Instance,
-    Source,
+    Origin,
     State,
     Status,
     Usage,
@@ -248,7 +248,7 @@ class StateMachine(RuleBasedStateMachine):
             for i in present
             if i in self.identities
         )
-        self.submit(Resync(self.at(skew), Source.CONTAINER, instances))
+        self.submit(Resync(self.at(skew), Origin.CONTAINER, instances))
 
     @rule(data=st.data(), skew=SKEW)
     def usage_sampled(self, data: st.DataObject, skew: float) -> None:
@@ -302,7 +302,7 @@ def test_cpu_counter_never_decreases(data: st.DataObject) -> None:
             run(InstanceGone(at, data.draw(st.sampled_from(live))))
         else:
             kept = data.draw(st.lists(st.sampled_from(live), unique=True))
-            run(Resync(at, Source.CONTAINER, tuple(run.d().members[i].instance for i in kept)))
+            run(Resync(at, Origin.CONTAINER, tuple(run.d().members[i].instance for i in kept)))
         check_step(before, run.state)
 
 

@@ -18,7 +18,7 @@ from watcher.domain.events import (
     RolloutFinished,
     RolloutStarted,
 )
-from watcher.domain.model import Health, Source, State, UpdateState
+from watcher.domain.model import Health, Origin, State, UpdateState
 from watcher.domain.observations import (
     InstanceExited,
     InstanceGone,
@@ -165,7 +165,7 @@ def test_a_board_fed_by_the_stream_shows_what_the_api_says(data: st.DataObject) 
             observation = Tick(at)
         elif kind == "resync":
             kept = data.draw(st.lists(st.sampled_from(live), unique=True)) if live else []
-            observation = Resync(at, Source.CONTAINER, tuple(run.d().members[i].instance for i in kept))
+            observation = Resync(at, Origin.CONTAINER, tuple(run.d().members[i].instance for i in kept))
         else:
             target = data.draw(st.sampled_from(live))
             member = run.d().members[target].instance

@@ -26,7 +26,7 @@ from watcher.domain.model import (
     Histogram,
     Instance,
     Judge,
-    Source,
+    Origin,
     Status,
     Usage,
     VersionSeen,
@@ -613,7 +613,7 @@ def test_resync_rebuilds_from_what_exists() -> None:
     old = dataclasses.replace(old, running=False, running_since=None, exit_code=0, exit_requested=True)
     new = started("b", "2.0.0", 100).instance
     replica = started("c", "2.0.0", 100.5).instance
-    run = Run()(Resync(1000, Source.CONTAINER, (old, new, replica)), now=1000)
+    run = Run()(Resync(1000, Origin.CONTAINER, (old, new, replica)), now=1000)
     rollout = run.d().rollout
     assert (rollout.revision, rollout.version, rollout.members) == (1, "2.0.0", {"b", "c"})
     assert run.status is Status.SUCCESS
@@ -625,7 +625,7 @@ def test_resync_removes_missing_and_detects_changes_while_away() -> None:
     """After a reconnect: containers missing are gone, new ones are a rollout, a crash is a failure."""
     run = Run()(started("a", "1.0.0", 100)).tick(111)
     crashed = dataclasses.replace(started("b", "2.0.0", 200).instance, running=False, exit_code=1)
-    run(Resync(300, Source.CONTAINER, (crashed,)), now=300)
+    run(Resync(300, Origin.CONTAINER, (crashed,)), now=300)
     assert "a" not in run.d().members
     assert (run.d().rollout.revision, run.status) == (2, Status.FAILED)
 
@@ -633,7 +633,7 @@ def test_resync_removes_missing_and_detects_changes_while_away() -> None:
 def test_resync_deadline_runs_from_discovery() -> None:
     """A rollout found by a resync gets its deadline from when it was found, not from creation."""
     stuck = started("a", "1.0.0", 100, healthcheck=True).instance
-    run = Run()(Resync(5000, Source.CONTAINER, (stuck,)), now=5000)
+    run = Run()(Resync(5000, Origin.CONTAINER, (stuck,)), now=5000)
     assert run.status is Status.IN_PROGRESS
     run.tick(5600)
     assert run.status is Status.FAILED
@@ -643,8 +643,8 @@ def test_resync_of_known_container_is_idempotent() -> None:
     """Resyncing the same facts twice changes nothing visible."""
     run = Run()(started("a", "1.0.0", 100)).tick(111)
     instance = run.d().members["a"].instance
-    run(Resync(200, Source.CONTAINER, (instance,)), now=200)
-    run(Resync(300, Source.CONTAINER, (instance,)), now=300)
+    run(Resync(200, Origin.CONTAINER, (instance,)), now=200)
+    run(Resync(300, Origin.CONTAINER, (instance,)), now=300)
     assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (1, Status.SUCCESS, 0)
 
 
@@ -866,7 +866,7 @@ def test_restart_finds_a_rollout_that_finished_meanwhile_without_a_duration() ->
     run(started("b", "2.0.0", 200, healthcheck=True), InstanceGone(201, "a"))
     restart(run)
     healthy = dataclasses.replace(run.d().members["b"].instance, health=Health.HEALTHY)
-    run(Resync(900, Source.CONTAINER, (healthy,)), now=900)
+    run(Resync(900, Origin.CONTAINER, (healthy,)), now=900)
     assert (run.d().rollout.revision, run.status) == (2, Status.SUCCESS)
     assert run.d().durations.count == 1  # v1's only: v2 ended at some unknown time while away
 
@@ -875,7 +875,7 @@ def test_restart_a_rollout_finishing_after_the_resync_keeps_its_duration() -> No
     """A rollout seen beginning before the restart and ending after it is timed from its start."""
     run = Run()(started("b", "2.0.0", 200, healthcheck=True))
     restart(run)
-    run(Resync(250, Source.CONTAINER, (run.d().members["b"].instance,)), now=250)
+    run(Resync(250, Origin.CONTAINER, (run.d().members["b"].instance,)), now=250)
     run(InstanceHealth(260, "b", Health.HEALTHY))
     assert run.status is Status.SUCCESS
     assert (run.d().durations.count, run.d().durations.total) == (1, 60)
@@ -887,7 +887,7 @@ def test_restart_detects_a_crash_while_away() -> None:
     run(started("b", "2.0.0", 200, healthcheck=True))
     restart(run)
     crashed = dataclasses.replace(run.d().members["b"].instance, running=False, running_since=None, exit_code=3)
-    run(Resync(900, Source.CONTAINER, (run.d().members["a"].instance, crashed)), now=900)
+    run(Resync(900, Origin.CONTAINER, (run.d().members["a"].instance, crashed)), now=900)
     assert (run.d().rollout.revision, run.status, run.d().rollbacks) == (2, Status.FAILED, 0)
     assert "exited with code 3" in run.d().rollout.reason
 
@@ -898,7 +898,7 @@ def test_restart_detects_a_rollback_while_away_and_keeps_counters() -> None:
     run(started("b", "2.0.0", 200), UsageSampled(205, {"b": Usage(7.5, 1000)}), InstanceGone(206, "a"))
     restart(run)
     again = started("c", "1.0.0", 500).instance
-    run(Resync(600, Source.CONTAINER, (again,)), now=600)
+    run(Resync(600, Origin.CONTAINER, (again,)), now=600)
     d = run.d()
     assert (d.rollout.revision, d.rollout.version, d.rollout.rollback, d.rollbacks) == (3, "1.0.0", True, 1)
     assert set(d.members) == {"c"} and set(run.state.owners) == {"c"}
@@ -911,7 +911,7 @@ def test_restart_trusts_the_list_over_a_clock_that_went_back() -> None:
     run = Run()(started("a", "1.0.0", 10_000, healthcheck=True))
     restart(run)
     exited = dataclasses.replace(run.d().members["a"].instance, running=False, running_since=None, exit_code=1)
-    run(Resync(500, Source.CONTAINER, (exited,)), now=500)
+    run(Resync(500, Origin.CONTAINER, (exited,)), now=500)
     assert run.status is Status.FAILED
     assert StaleObservation not in run.types
     run(InstanceGone(501, "a"))  # later events are on the daemon's clock again, not stale either
@@ -922,7 +922,7 @@ def test_restart_deployment_gone_meanwhile_is_kept_for_retention() -> None:
     """All containers removed while down: the deployment stays exported (health 0), counters kept."""
     run = Run()(started("a", "1.0.0", 100), UsageSampled(105, {"a": Usage(2.0, 10)})).tick(110)
     restart(run)
-    run(Resync(1000, Source.CONTAINER, ()), now=1000)
+    run(Resync(1000, Origin.CONTAINER, ()), now=1000)
     assert (run.d().gone_since, run.d().cpu_seconds, run.d().rollout.revision) == (1000, 2.0, 1)
     run.tick(1000 + SETTINGS.retention.gone_seconds)
     assert API not in run.state.deployments
@@ -933,7 +933,7 @@ def test_restart_judges_replicas_on_the_whole_list() -> None:
     run = Run()(started("a", "2.0.0", 100, healthcheck=True), started("b", "2.0.0", 100.5, healthcheck=True))
     restart(run)
     now = [dataclasses.replace(run.d().members[i].instance, health=Health.HEALTHY) for i in ("a", "b")]
-    run(Resync(5000, Source.CONTAINER, tuple(now)), now=5000)
+    run(Resync(5000, Origin.CONTAINER, tuple(now)), now=5000)
     assert (run.d().rollout.revision, run.status) == (1, Status.SUCCESS)
 
 
@@ -945,6 +945,6 @@ def test_restart_with_other_label_settings_moves_a_container() -> None:
     moved = dataclasses.replace(
         run.d().members["a"].instance, identity=dataclasses.replace(identity("1.0.0", at=100), key=staging)
     )
-    run(Resync(200, Source.CONTAINER, (moved,)), now=200)
+    run(Resync(200, Origin.CONTAINER, (moved,)), now=200)
     assert run.d().members == {} and run.d().cpu_seconds == 3.0
     assert set(run.d(staging).members) == {"a"} and run.state.owners == {"a": staging}

@@ -34,9 +34,9 @@ from watcher.domain.model import (
     Judge,
     Member,
     OrchestratedService,
+    Origin,
     Retired,
     Rollout,
-    Source,
     State,
     Status,
     UpdateState,
@@ -119,7 +119,7 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
                 exited_at=draw(st.none() | times),
                 exit_requested=draw(st.booleans()),
                 oom_killed=draw(st.booleans()), restart_count=draw(counts), start_error=draw(texts),
-                source=draw(st.sampled_from(Source)), inspected=draw(st.booleans()), service_id=draw(texts),
+                source=draw(st.sampled_from(Origin)), inspected=draw(st.booleans()), service_id=draw(texts),
             )  # fmt: skip
             members[instance_id] = Member(instance, draw(times), draw(nanos), draw(amounts))
         rollout = Rollout(

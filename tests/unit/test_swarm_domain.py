@@ -19,7 +19,7 @@ from watcher.domain.model import (
     Initiator,
     Instance,
     Judge,
-    Source,
+    Origin,
     Status,
     UpdateState,
     Usage,
@@ -400,7 +400,7 @@ def test_a_restart_during_an_update_keeps_its_deadline_whichever_list_comes_firs
     first failed it at once: "1 of 3 replicas running within the progress deadline"."""
     now = 10_000.0
     labelled = dataclasses.replace(identity("1.1", at=now - 60, key=SHOP), commit="", deployed_at=now - 3600)
-    tasks = Resync(now, Source.CONTAINER, (Instance(id="c1", identity=labelled, running=True, running_since=now - 50,
+    tasks = Resync(now, Origin.CONTAINER, (Instance(id="c1", identity=labelled, running=True, running_since=now - 50,
                                                     service_id="svc1"),))  # fmt: skip
     services = ServicesListed(now, (service(now, "1.1", state=UpdateState.UPDATING, running=1, changed_at=now - 120),))
     for first, second in ((tasks, services), (services, tasks)):

@@ -52,7 +52,7 @@ class Judge(enum.Enum):
     ORCHESTRATOR = "orchestrator"
 
 
-class Source(enum.Enum):
+class Origin(enum.Enum):
     """The adapter that reports an instance: a resync of one source removes only its own instances."""
 
     CONTAINER = "container"
@@ -106,7 +106,7 @@ class Instance:
     restart_count: int = 0
     # Why its last start failed, in the engine's words ('': it did not); such a container never ran.
     start_error: str = ""
-    source: Source = Source.CONTAINER
+    source: Origin = Origin.CONTAINER
     # The orchestrated service whose task this container is ("" for none): it belongs to that service's
     # deployment, for its CPU and memory only; the orchestrator, not its containers, judges rollouts.
     service_id: str = ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from watcher.domain.model import DeploymentKey, Health, Initiator, Instance, OrchestratedService, Source, Status, Usage
+from watcher.domain.model import DeploymentKey, Health, Initiator, Instance, OrchestratedService, Origin, Status, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class Resync:
     """Everything a source has now; its instances missing here are gone."""
 
     at: float
-    source: Source
+    source: Origin
     instances: tuple[Instance, ...]
 
 

@@ -23,8 +23,7 @@ from typing import Any, ClassVar, NoReturn, Protocol
 
 from watcher.config import Settings
 from watcher.domain import labels
-from watcher.domain.model import Instance, State
-from watcher.domain.model import Source as Origin
+from watcher.domain.model import Instance, Origin, State
 from watcher.domain.observations import InstanceChange, InstanceGone, InstanceSeen, InstanceStarted, Observation, Resync
 from watcher.selfmetrics import EngineErrorKind, SelfMetrics
 from watcher.sources.docker import causes as docker_causes
