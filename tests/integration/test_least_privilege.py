@@ -65,7 +65,8 @@ def test_the_watcher_only_reads(
     watcher = start_watcher(
         tmp_path,
         f"--docker.host=unix://{proxy.path}",
-        "--rollout.stable-seconds=1",
+        # Longer than v2's second of life: its exit must come before a tick can judge it stable.
+        "--rollout.stable-seconds=3",
         "--stats.interval-seconds=1",
         f"--stats.source={stats_source}",
         "--docker.silence-seconds=1",
