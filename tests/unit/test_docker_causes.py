@@ -28,9 +28,9 @@ from watcher.sources.docker.causes import (
     from_inspect,
     is_tracked,
     network_disconnect,
-    parse_time,
 )
 from watcher.sources.jsonfields import event_time
+from watcher.sources.jsonfields import time as parse_time
 
 TIME_NANO = 1_700_000_000_123_456_789
 AT = TIME_NANO / 1_000_000_000

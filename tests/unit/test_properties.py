@@ -52,6 +52,7 @@ from watcher.exposition.families import DeploymentCollector
 from watcher.persistence import codec
 from watcher.runtime.core import Core
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources import jsonfields
 from watcher.sources.docker import causes as docker_causes
 from watcher.sources.docker.causes import Inspect
 
@@ -616,5 +617,5 @@ def test_from_inspect_never_raises(data: dict[str, Any], label_settings: LabelSe
 @given(text=odd_text)
 def test_parse_time_never_raises(text: str) -> None:
     """Docker times parse to finite seconds or None, whatever the string."""
-    got = docker_causes.parse_time(text)
+    got = jsonfields.time(text)
     assert got is None or math.isfinite(got)

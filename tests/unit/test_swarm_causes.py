@@ -13,6 +13,7 @@ from watcher.domain.model import DeploymentKey, Initiator, UpdateState
 from watcher.domain.observations import ServicesListed
 from watcher.domain.settings import LabelSettings
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources import jsonfields
 from watcher.sources.swarm import causes
 from watcher.sources.swarm.watch import SwarmWatch
 
@@ -43,7 +44,7 @@ def test_identity_from_service_then_container_labels_then_tag() -> None:
     assert seen is not None and not parsed.problems
     assert seen.key == DeploymentKey("shop", "prod") and seen.version == "1.1"
     assert (seen.service.desired, seen.service.running, seen.service.update_state) == (2, 1, UpdateState.NONE)
-    assert seen.changed_at == causes.parse_time("2026-11-30T21:30:46.336012754Z")
+    assert seen.changed_at == jsonfields.time("2026-11-30T21:30:46.336012754Z")
 
 
 def test_service_labels_win() -> None:
@@ -62,8 +63,8 @@ def test_update_status_read() -> None:
     seen, _ = causes.from_service(service_json(UpdateStatus=status), at=1000.0, replicas=None, settings=LABELS)
     assert seen is not None
     assert (seen.service.update_state, seen.service.message) == (UpdateState.ROLLBACK_PAUSED, "rollback paused")
-    assert seen.changed_at == causes.parse_time("2026-11-30T21:31:00Z")
-    assert seen.finished_at == causes.parse_time("2026-11-30T21:31:09Z")
+    assert seen.changed_at == jsonfields.time("2026-11-30T21:31:00Z")
+    assert seen.finished_at == jsonfields.time("2026-11-30T21:31:09Z")
 
 
 @pytest.mark.parametrize(
@@ -175,8 +176,8 @@ def test_times_outside_what_a_state_file_holds_read_as_absent() -> None:
     """A service time before 1970 reads as absent: the creation time stands in."""
     seen, _ = causes.from_service(service_json(UpdatedAt="1900-01-01T00:00:00Z"), at=5.0, replicas=None,
                                   settings=LABELS)  # fmt: skip
-    assert seen is not None and seen.changed_at == causes.parse_time("2026-11-30T21:30:36.336012754Z")
-    assert causes.parse_time("0001-01-01T00:00:00Z") is None and causes.parse_time("junk") is None
+    assert seen is not None and seen.changed_at == jsonfields.time("2026-11-30T21:30:36.336012754Z")
+    assert jsonfields.time("0001-01-01T00:00:00Z") is None and jsonfields.time("junk") is None
 
 
 @pytest.mark.parametrize(
@@ -203,4 +204,4 @@ def test_replica_counts_beyond_what_a_state_file_holds_read_as_zero(
 
 def test_times_after_the_year_9999_read_as_absent() -> None:
     """An offset can carry the last second of 9999 beyond what a state file holds."""
-    assert causes.parse_time("9999-12-31T23:59:59.999999999-23:59") is None
+    assert jsonfields.time("9999-12-31T23:59:59.999999999-23:59") is None

@@ -43,7 +43,6 @@ _STOP_SIGNALS = frozenset(
 # on Podman, which sends none.
 _STOPPED_CODES = frozenset({0, 130, 131, 137, 143})
 _HEALTH = {h.value: h for h in Health}
-parse_time = _time  # Docker's RFC 3339 times → unix seconds (None: no time a state file may hold)
 START_ERROR_LENGTH = 300  # characters of a failed start's error kept
 
 
@@ -123,7 +122,7 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         return None, Parsed(None)
     config = _object(data.get("Config"))
     state = _object(data.get("State"))
-    created_at = parse_time(data.get("Created")) or now
+    created_at = _time(data.get("Created")) or now
     container_labels = {k: v for k, v in _object(config.get("Labels")).items() if isinstance(v, str)}
     parsed = labels.parse(
         container_labels,
@@ -145,11 +144,11 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         id=container_id,
         identity=parsed.identity,
         running=running,
-        running_since=parse_time(state.get("StartedAt")) if running else None,
+        running_since=_time(state.get("StartedAt")) if running else None,
         has_healthcheck=isinstance(healthcheck, list) and bool(healthcheck) and healthcheck[0] != "NONE",
         health=_HEALTH.get(_text(health), Health.NONE),
         exit_code=exit_code,
-        exited_at=parse_time(state.get("FinishedAt")) if exited else None,
+        exited_at=_time(state.get("FinishedAt")) if exited else None,
         exit_requested=exit_code in _STOPPED_CODES and not oom,
         oom_killed=oom,
         restart_count=max(0, _integer(data.get("RestartCount"), default=0)),

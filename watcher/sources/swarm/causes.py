@@ -27,7 +27,6 @@ from watcher.sources.jsonfields import text as _text
 from watcher.sources.jsonfields import time as _time
 
 _STATES = {s.value: s for s in UpdateState if s is not UpdateState.NONE}
-parse_time = _time  # the engine's RFC 3339 times → unix seconds (None: no time a state file may hold)
 # UpdateStatus.Message of `docker service rollback`: a person asked for it (else the orchestrator
 # rolled back a failed update).
 MANUAL_ROLLBACK = "manually requested rollback"
@@ -71,7 +70,7 @@ def from_service(
     merged = {**_labels(container.get("Labels")), **_labels(spec.get("Labels"))}
     if labels.NAME not in merged and settings.track_compose and name:
         merged[labels.NAME] = name  # tracked by its service name, as compose services are
-    created_at = parse_time(data.get("CreatedAt")) or at
+    created_at = _time(data.get("CreatedAt")) or at
     parsed = labels.parse(
         {k: v for k, v in merged.items() if k != labels.TIMESTAMP},
         image=_text(container.get("Image")), image_id="", created_at=created_at, now=at, settings=settings,
@@ -86,7 +85,7 @@ def from_service(
         # A new template whose update has not begun yet: the service event comes a moment before
         # the updater sets ``updating`` (until then the old tasks are the running ones).
         state = UpdateState.UPDATING
-    started = parse_time(status.get("StartedAt")) if state is not UpdateState.NONE else None
+    started = _time(status.get("StartedAt")) if state is not UpdateState.NONE else None
     desired, running = replicas if replicas is not None else _service_status(data)
     message = _text(status.get("Message"))
     return (
@@ -100,8 +99,8 @@ def from_service(
             version=identity.version,
             commit=identity.commit,
             image=identity.image,
-            changed_at=started or parse_time(data.get("UpdatedAt")) or created_at,
-            finished_at=parse_time(status.get("CompletedAt")) if state is not UpdateState.NONE else None,
+            changed_at=started or _time(data.get("UpdatedAt")) or created_at,
+            finished_at=_time(status.get("CompletedAt")) if state is not UpdateState.NONE else None,
             progress_deadline_seconds=identity.progress_deadline_seconds,
             rollback_by=Initiator.PERSON if message.startswith(MANUAL_ROLLBACK) else Initiator.ORCHESTRATOR,
         ),
