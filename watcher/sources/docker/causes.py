@@ -18,6 +18,7 @@ from typing import Any
 from watcher.config import LabelSettings
 from watcher.domain import labels, text
 from watcher.domain.labels import Parsed
+from watcher.domain.limits import MAX_COUNT
 from watcher.domain.model import Health, Instance
 from watcher.domain.observations import (
     InstanceChange,
@@ -221,4 +222,4 @@ def _integer(value: object, *, default: int) -> int:
         except ValueError:
             return default
     # Beyond 64 bits is no exit code or restart count, and no state file may hold it.
-    return number if number is not None and -(2**63) <= number < 2**63 else default
+    return number if number is not None and -MAX_COUNT - 1 <= number <= MAX_COUNT else default
