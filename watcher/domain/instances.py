@@ -132,11 +132,7 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
         instead="using the container's creation time",
     ):  # fmt: skip
         start = identity.created_at
-    commit_time = identity.commit_time
-    if commit_time is not None and times.refused(
-        txn, identity.key, "commit_time", commit_time, latest=start, what=times.DEPLOY_BEGAN, instead=times.NO_LEAD_TIME
-    ):
-        commit_time = None
+    commit_time = times.commit_time(txn, identity.key, identity.commit_time, started_at=start)
     return rollouts.new(
         txn, revision=revision, version=identity.version, commit=identity.commit, image=identity.image,
         started_at=start, judge=Judge.CONTAINERS, witnessed=witnessed,

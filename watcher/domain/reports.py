@@ -96,7 +96,7 @@ def _learn(txn: Txn, deployment: Deployment, report: RolloutReported) -> Deploym
     rollout = deployment.rollout
     commit_time = rollout.commit_time
     if commit_time is None and report.commit_time is not None:
-        commit_time = _commit_time(txn, report, started_at=rollout.started_at)
+        commit_time = times.commit_time(txn, report.key, report.commit_time, started_at=rollout.started_at)
     if commit_time == rollout.commit_time and rollout.hotfix >= report.hotfix:
         return deployment
     learnt = dataclasses.replace(rollout, commit_time=commit_time, hotfix=rollout.hotfix or report.hotfix)
@@ -113,7 +113,7 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
         txn, revision=revision, version=report.version, commit=report.commit, image="", started_at=start,
         judge=Judge.DEPLOY_TOOLING, rollback=rollback,
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
-        commit_time=_commit_time(txn, report, started_at=start), hotfix=report.hotfix,
+        commit_time=times.commit_time(txn, report.key, report.commit_time, started_at=start), hotfix=report.hotfix,
     )  # fmt: skip
 
 
@@ -129,16 +129,6 @@ def _joined(deployment: Deployment, rollout: Rollout, *, since: float) -> Rollou
         return rollout
     first = rollouts.joined_first(rollout, joined[0])
     return dataclasses.replace(first, members=frozenset(i.id for i in joined), image=joined[0].identity.image)
-
-
-def _commit_time(txn: Txn, report: RolloutReported, *, started_at: float) -> float | None:
-    """The report's commit time, unless it lies after its deploy began (a lead time from skew)."""
-    value = report.commit_time
-    if value is None or times.refused(
-        txn, report.key, "commit_time", value, latest=started_at, what=times.DEPLOY_BEGAN, instead=times.NO_LEAD_TIME
-    ):
-        return None
-    return value
 
 
 def _settle(txn: Txn, deployment: Deployment, report: RolloutReported) -> Deployment:

@@ -55,6 +55,16 @@ def refused(txn: Txn, key: DeploymentKey, source: str, value: float, *, latest: 
     return True
 
 
+def commit_time(txn: Txn, key: DeploymentKey, value: float | None, *, started_at: float) -> float | None:
+    """The commit time ``value`` of a deploy begun at ``started_at``; None when it lies after that
+    (a lead time from skew, refused and told) or there is none."""
+    if value is None or refused(
+        txn, key, "commit_time", value, latest=started_at, what=DEPLOY_BEGAN, instead=NO_LEAD_TIME
+    ):  # fmt: skip
+        return None
+    return value
+
+
 def refused_finish(txn: Txn, key: DeploymentKey, value: float, *, started_at: float, instead: str) -> bool:
     """Whether the finish ``value`` lies before its rollout's start ``started_at``: clock skew, refused and told."""
     if value >= started_at:
