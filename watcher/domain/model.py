@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from watcher.domain.analysis import Analysis
+
 
 class Status(enum.Enum):
     """A rollout's status; the value is what ``deployment_status`` exports."""
@@ -150,6 +152,7 @@ class Rollout:
     judge: Judge = Judge.CONTAINERS
     commit_time: float | None = None  # when the commit it deploys was made: its lead time starts there
     hotfix: bool = False  # marked as a hotfix: rework, and the rollout before it needed one
+    analysis: Analysis | None = None  # its checks against Prometheus, when it asked for them
 
 
 class UpdateState(enum.Enum):
