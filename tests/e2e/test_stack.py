@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests import dashboard
+from tests.analysis_exporter import FAILED, PASSED, AnalysisExporter
 from tests.conftest import Containers, Prometheus, WatcherProcess, run_prometheus, start_watcher
 from tests.polling import poll
 
@@ -39,13 +40,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_engine: None, busybox
     watcher = start_watcher(tmp, "--rollout.stable-seconds=2", "--stats.interval-seconds=2")
     containers = Containers(busybox_image)
     prometheus: Prometheus | None = None
+    exporter: AnalysisExporter | None = None
     try:
         scenario = run_scenario(watcher, containers)
-        prometheus = start_prometheus(tmp, watcher_port=watcher.port)
+        # The analysis panels' and alert's series (this watcher runs no analysis): api passed, web failed.
+        exporter = AnalysisExporter({(scenario.api, "production"): PASSED, (scenario.web, "staging"): FAILED})
+        prometheus = start_prometheus(tmp, watcher_port=watcher.port, analysis_port=exporter.port)
         yield prometheus, watcher, scenario
     finally:
         if prometheus is not None:
             prometheus.stop()
+        if exporter is not None:
+            exporter.stop()
         containers.cleanup()
         watcher.stop()
 
@@ -75,8 +81,9 @@ def run_scenario(watcher: WatcherProcess, containers: Containers) -> Scenario:
     return scenario
 
 
-def start_prometheus(tmp: Path, *, watcher_port: int) -> Prometheus:
-    """Prometheus from the project's own files; only the target address is rewritten (its `host` label stays)."""
+def start_prometheus(tmp: Path, *, watcher_port: int, analysis_port: int) -> Prometheus:
+    """Prometheus from the project's own files; only the target address is rewritten (its `host` label stays),
+    and the analysis exporter added to the watcher's job with the same `host`."""
     config_dir = tmp / "prometheus"
     shutil.copytree(DEPLOY, config_dir)
     config_file = config_dir / "prometheus.yml"
@@ -84,6 +91,8 @@ def start_prometheus(tmp: Path, *, watcher_port: int) -> Prometheus:
     for job in config["scrape_configs"]:
         for static in job.get("static_configs", []):
             static["targets"] = [f"127.0.0.1:{watcher_port}"]
+    [job] = config["scrape_configs"]
+    job["static_configs"].append({"targets": [f"127.0.0.1:{analysis_port}"], "labels": {"host": SHIPPED_HOST}})
     config_file.write_text(yaml.safe_dump(config))
     return run_prometheus(tmp, config_file)
 
@@ -133,7 +142,8 @@ def test_filtering_to_one_deployment(stack: tuple[Prometheus, WatcherProcess, Sc
 
 
 def test_failed_and_rollback_alerts_fire(stack: tuple[Prometheus, WatcherProcess, Scenario]) -> None:
-    """The failed-deployment and rollback alerts are pending or firing for the scenario."""
+    """The failed-deployment, rollback and failed-analysis (the exporter's series) alerts are pending or
+    firing for the scenario."""
     prometheus, _, scenario = stack
 
     def alerts() -> set[tuple[str, str | None]]:
@@ -143,5 +153,8 @@ def test_failed_and_rollback_alerts_fire(stack: tuple[Prometheus, WatcherProcess
             if a["state"] in ("pending", "firing")
         }
 
-    wanted = {("DeploymentFailed", scenario.web), ("DeploymentRolledBack", scenario.api)}
+    wanted = {
+        ("DeploymentFailed", scenario.web), ("DeploymentRolledBack", scenario.api),
+        ("DeploymentAnalysisFailed", scenario.web),
+    }  # fmt: skip
     poll("alerts", alerts, timeout=STACK_TIMEOUT, interval=2, until=lambda active: wanted <= active)

@@ -227,3 +227,37 @@ def test_health_shows_removed_not_unhealthy() -> None:
     for mapping in panel["fieldConfig"]["defaults"]["mappings"]:
         texts.update({value: option["text"] for value, option in mapping["options"].items()})
     assert texts == {"0": "Unhealthy", "1": "Healthy", "2": "Removed"}
+
+
+def test_analysis_status_mappings() -> None:
+    """Analysis status is a state timeline of deployment_analysis_status per deployment and host, mapping
+    the outcomes 0, 1, 2 and 3 to Failed, Passed, Running and Inconclusive."""
+    panel = _panel("Analysis status")
+    assert panel["type"] == "state-timeline"
+    [target] = panel["targets"]
+    assert target["expr"].startswith("deployment_analysis_status{")
+    assert all(label in target["legendFormat"] for label in ("{{deployment}}", "{{environment}}", "{{host}}"))
+    texts: dict[str, str] = {}
+    for mapping in panel["fieldConfig"]["defaults"]["mappings"]:
+        texts.update({value: option["text"] for value, option in mapping["options"].items()})
+    assert texts == {"0": "Failed", "1": "Passed", "2": "Running", "3": "Inconclusive"}
+
+
+def test_analysis_values_show_current_against_baseline() -> None:
+    """Each check's current value and its baseline are series of their own (by check and sample), the
+    baseline dashed."""
+    panel = _panel("Analysis: current vs baseline")
+    [target] = panel["targets"]
+    assert target["expr"].startswith("deployment_analysis_value{")
+    assert target["legendFormat"].endswith("{{check}} {{sample}}")
+    [baseline] = panel["fieldConfig"]["overrides"]
+    assert baseline["matcher"] == {"id": "byRegexp", "options": ".* baseline$"}
+    assert baseline["properties"] == [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}]
+
+
+def test_analysis_measurements_by_check_and_result() -> None:
+    """Analysis measurements counts each check's measurements by result, over the selected hosts."""
+    [target] = _panel("Analysis measurements")["targets"]
+    assert target["expr"].startswith(
+        "sum by (deployment, environment, check, result) (deployment_analysis_measurements_total{"
+    )
