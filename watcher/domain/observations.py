@@ -85,14 +85,20 @@ class Tick(Observed):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutReported(Observed):
+class DeploymentObservation(Observed):
+    """What a source says of one deployment, by its key."""
+
+    key: DeploymentKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutReported(DeploymentObservation):
     """Deploy tooling (CI/CD) says where a rollout of ``version`` stands.
 
     ``at`` is when the report was received; ``started_at`` and ``finished_at`` are the
     tooling's own times, None when it did not say.
     """
 
-    key: DeploymentKey
     version: str
     commit: str
     status: Status
@@ -103,7 +109,7 @@ class RolloutReported(Observed):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceSeen(Observed):
+class ServiceSeen(DeploymentObservation):
     """A service as its orchestrator has it now, with the identity its labels give.
 
     ``changed_at``: when its current task template was deployed (the update's start, else the
@@ -111,7 +117,6 @@ class ServiceSeen(Observed):
     does; ``rollback_by``: who started the rollback its update state is in (if it is in one).
     """
 
-    key: DeploymentKey
     service: OrchestratedService
     version: str
     commit: str
