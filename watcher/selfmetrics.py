@@ -83,11 +83,11 @@ class SelfMetrics:
             Counter, "swarm_events", "Docker Swarm service events received (by the leader's watcher), by action.",
             "action", SERVICE_ACTIONS, registry,
         )  # fmt: skip
-        self.docker_up = Gauge(
-            f"{PREFIX}_docker_up", "1 while connected to the Docker Engine and synced, else 0.", registry=registry
+        self.docker_up = _plain(
+            Gauge, "docker_up", "1 while connected to the Docker Engine and synced, else 0.", registry
         )
-        self.reconnects = Counter(
-            f"{PREFIX}_docker_reconnects", "Connections to the Docker Engine lost and retried.", registry=registry
+        self.reconnects = _plain(
+            Counter, "docker_reconnects", "Connections to the Docker Engine lost and retried.", registry
         )
         self.docker_errors = _labelled(
             Counter, "docker_errors",
@@ -95,10 +95,9 @@ class SelfMetrics:
             + ", ".join(f"{kind} ({kind.meaning})" for kind in EngineErrorKind) + ".",
             "kind", EngineErrorKind, registry,
         )  # fmt: skip
-        self.resyncs = Counter(
-            f"{PREFIX}_resyncs", "Full relists of the containers (after each connect, and periodically).",
-            registry=registry,
-        )  # fmt: skip
+        self.resyncs = _plain(
+            Counter, "resyncs", "Full relists of the containers (after each connect, and periodically).", registry
+        )
         self.label_errors = _labelled(
             Counter, "label_errors", "Problems found in deployment labels (each logged once per container), by label.",
             "label", labels.PROBLEM_LABELS, registry,
@@ -130,8 +129,8 @@ class SelfMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=registry,
         )
-        self.stats_errors = Counter(
-            f"{PREFIX}_stats_errors", "Containers whose stats could not be read in a poll.", registry=registry
+        self.stats_errors = _plain(
+            Counter, "stats_errors", "Containers whose stats could not be read in a poll.", registry
         )
         self.stats_source = _labelled(
             Gauge, "stats_source",
@@ -157,20 +156,19 @@ class SelfMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=registry,
         )
-        self.deployments = Gauge(
-            f"{PREFIX}_tracked_deployments", "Deployments currently tracked and exported.", registry=registry
-        )
+        self.deployments = _plain(Gauge, "tracked_deployments", "Deployments currently tracked and exported.", registry)
         self.api_requests = _labelled(
             Counter, "api_requests", "Requests to the CI/CD API (POST /api/v1/deployments), by outcome.", "outcome",
             API_OUTCOMES, registry,
         )  # fmt: skip
-        self.stream_clients = Gauge(
-            f"{PREFIX}_stream_clients", "Clients connected to the event stream (GET /api/v1/events).", registry=registry
+        self.stream_clients = _plain(
+            Gauge, "stream_clients", "Clients connected to the event stream (GET /api/v1/events).", registry
         )
-        self.stream_dropped = Counter(
-            f"{PREFIX}_stream_dropped_clients",
+        self.stream_dropped = _plain(
+            Counter,
+            "stream_dropped_clients",
             "Event stream clients dropped for reading too slowly (their queue of events was full, or a write stalled).",
-            registry=registry,
+            registry,
         )
         self.stream_refused = _labelled(
             Counter, "stream_refused_clients",
@@ -190,33 +188,38 @@ class SelfMetrics:
             "name (not an IP address, localhost or a name in web.allowed_hosts), malformed (missing or unreadable).",
             "kind", HOST_REFUSALS, registry,
         )  # fmt: skip
-        self.board_renders = Counter(
-            f"{PREFIX}_board_renders",
+        self.board_renders = _plain(
+            Counter,
+            "board_renders",
             "Renderings of the board's table (GET /), in a worker thread: one per change of state and environment "
             "filter, and when an age it shows would change; other loads are served from memory.",
-            registry=registry,
+            registry,
         )
-        self.state_saves = Counter(f"{PREFIX}_state_saves", "Successful writes of the state file.", registry=registry)
-        self.state_save_errors = Counter(
-            f"{PREFIX}_state_save_errors",
+        self.state_saves = _plain(Counter, "state_saves", "Successful writes of the state file.", registry)
+        self.state_save_errors = _plain(
+            Counter,
+            "state_save_errors",
             "Writes of the state file that failed (read-only or full disk...); retried every 5 s and at each change.",
-            registry=registry,
+            registry,
         )
-        self.state_last_save = Gauge(
-            f"{PREFIX}_state_last_save_timestamp_seconds",
+        self.state_last_save = _plain(
+            Gauge,
+            "state_last_save_timestamp_seconds",
             "Unix time of the last successful write of the state file (0: none since start-up).",
-            registry=registry,
+            registry,
         )
-        self.state_load_errors = Counter(
-            f"{PREFIX}_state_load_errors",
+        self.state_load_errors = _plain(
+            Counter,
+            "state_load_errors",
             "State files found unreadable, corrupt or of an unknown schema at start-up: moved aside, started fresh.",
-            registry=registry,
+            registry,
         )
 
-        self.asyncio_tasks = Gauge(
-            f"{PREFIX}_asyncio_tasks",
+        self.asyncio_tasks = _plain(
+            Gauge,
+            "asyncio_tasks",
             "asyncio tasks alive, counted every second: back to the same number when idle; growth is a leak.",
-            registry=registry,
+            registry,
         )
 
     def stats_source_in_use(self, source: str) -> None:
@@ -237,6 +240,11 @@ def _action(action: str) -> str:
     details there), or "other" for what is no action's name (the engine's text bounds no series)."""
     base = action.split(":", 1)[0].strip()
     return base if _ACTION.fullmatch(base) else "other"
+
+
+def _plain(kind: type[M], name: str, documentation: str, registry: CollectorRegistry) -> M:
+    """A metric without labels, named under the watcher's prefix."""
+    return kind(f"{PREFIX}_{name}", documentation, registry=registry)
 
 
 def _labelled(

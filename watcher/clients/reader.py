@@ -67,6 +67,10 @@ class UsageError(Exception):
     """A flag that cannot work (unreadable password file, a URL that is not http(s))."""
 
 
+# Exit code 4 in the --help of both clients, which read the watcher with these flags.
+CANNOT_TELL = "4 cannot tell (watcher unreachable, credentials refused, an answer that cannot be read)"
+
+
 def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=DEFAULT_URL, help=f"the watcher's base URL (default {DEFAULT_URL})")
     p.add_argument("--user", help=f"basic auth user, when the watcher's web config has users (or ${USER_ENV})")

@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Commands about one deployment's rollouts.",
         epilog="Exit codes of 'status': 0 succeeded, 1 failed, rolled back or replaced, 2 usage, "
-        "3 timed out, 4 cannot tell (watcher unreachable, credentials refused, an answer that cannot be read).",
+        f"3 timed out, {reader.CANNOT_TELL}.",
     )
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     status = commands.add_parser(

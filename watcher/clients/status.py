@@ -26,8 +26,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Print the deployments a running watcher tracks, one line each.",
-        epilog="Exit codes: 0 printed, 2 usage, 4 cannot tell (watcher unreachable, credentials refused, "
-        "an answer that cannot be read).",
+        epilog=f"Exit codes: 0 printed, 2 usage, {reader.CANNOT_TELL}.",
     )
     p.add_argument("--environment", help="only this environment")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="request timeout (default 10)")

@@ -18,14 +18,26 @@ from watcher.domain.model import DeploymentKey, Health, Judge, Status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutStarted:
+class Event:
+    """What every event carries: its deployment and when it happened."""
+
+    key: DeploymentKey
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevisionEvent(Event):
+    """An event about one rollout of the deployment: its revision and version."""
+
+    revision: int
+    version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutStarted(RevisionEvent):
     """A new current rollout: a new version (or another try of a failed one) appeared."""
 
     kind: ClassVar[str] = "rollout_started"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
     commit: str
     rollback: bool  # to a version older than the one before
     judge: Judge
@@ -36,14 +48,10 @@ class RolloutStarted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutFinished:
+class RolloutFinished(RevisionEvent):
     """An in-progress rollout got its verdict, from ``by``."""
 
     kind: ClassVar[str] = "rollout_finished"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
     status: Status
     reason: str
     by: Judge
@@ -59,15 +67,11 @@ class RolloutFinished:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutRevised:
+class RolloutRevised(RevisionEvent):
     """A finished rollout's verdict changed after the fact: deploy tooling corrected it, or a
     success judged on the stable time proved premature (a container had failed before it was up)."""
 
     kind: ClassVar[str] = "revised"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
     before: Status
     after: Status
     reason: str
@@ -81,14 +85,10 @@ class RolloutRevised:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutSuperseded:
+class RolloutSuperseded(RevisionEvent):
     """A rollout still in progress was replaced by a newer one (a ``RolloutStarted`` follows)."""
 
     kind: ClassVar[str] = "superseded"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
 
     @property
     def message(self) -> str:
@@ -96,14 +96,10 @@ class RolloutSuperseded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HealthChanged:
+class HealthChanged(RevisionEvent):
     """A HEALTHCHECK verdict of an instance of the current rollout changed (a start resets it)."""
 
     kind: ClassVar[str] = "health_changed"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
     instance_id: str
     before: Health
     after: Health
@@ -116,16 +112,12 @@ class HealthChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeploymentChanged:
+class DeploymentChanged(RevisionEvent):
     """What the deployment shows changed (a container started, stopped or was inspected; its
     checks; a replica count; a detail learned from a report) and no other event of the step says
     so: a board or a stream client keeps the row current from its events alone."""
 
     kind: ClassVar[str] = "changed"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
     current: int  # instances of the current rollout that still exist
     running: int  # of them, running
     failing: tuple[str, ...]  # the health checks that fail, in the order they are listed
@@ -139,15 +131,11 @@ class DeploymentChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeploymentRemoved:
+class DeploymentRemoved(RevisionEvent):
     """No instance of it is left: removed, not broken. Kept for ``retention.gone_seconds`` (a
     ``DeploymentDropped`` follows) unless it comes back (``DeploymentReturned``)."""
 
     kind: ClassVar[str] = "removed"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
     why: str
 
     @property
@@ -156,14 +144,10 @@ class DeploymentRemoved:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeploymentReturned:
+class DeploymentReturned(RevisionEvent):
     """A removed deployment has an instance again (a container of it, its Swarm service)."""
 
     kind: ClassVar[str] = "returned"
-    key: DeploymentKey
-    at: float
-    revision: int
-    version: str
 
     @property
     def message(self) -> str:
@@ -171,12 +155,10 @@ class DeploymentReturned:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeploymentRejected:
+class DeploymentRejected(Event):
     """A new deployment not tracked: the cap on deployments is reached (a guard against label explosions)."""
 
     kind: ClassVar[str] = "rejected"
-    key: DeploymentKey
-    at: float
     cap: int
 
     @property
@@ -185,12 +167,10 @@ class DeploymentRejected:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeploymentDropped:
+class DeploymentDropped(Event):
     """A deployment past its retention: no longer tracked nor exported."""
 
     kind: ClassVar[str] = "dropped"
-    key: DeploymentKey
-    at: float
     why: str
 
     @property
@@ -199,12 +179,10 @@ class DeploymentDropped:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StaleObservation:
+class StaleObservation(Event):
     """An observation older than what the state holds, ignored: of an instance, or a report of a version."""
 
     kind: ClassVar[str] = "stale"
-    key: DeploymentKey
-    at: float
     instance_id: str | None = None  # an observation of this instance, older than its last one
     version: str | None = None  # a report of this version, older than the current rollout
 
@@ -216,12 +194,10 @@ class StaleObservation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TimeRefused:
+class TimeRefused(Event):
     """A time written down by another clock that cannot be true (``domain.times``): not used, ``instead`` is."""
 
     kind: ClassVar[str] = "clock_skew"
-    key: DeploymentKey
-    at: float
     source: str  # which time (times.SOURCES)
     value: float
     bound: float  # the moment it may not pass (or, for a finish, precede)

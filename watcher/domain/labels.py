@@ -171,15 +171,17 @@ def _short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
+_USING_CREATION_TIME = "using the creation time"  # a refused deployment.timestamp falls back to it
+
+
 def _timestamp(
     raw: str | None, *, created_at: float, now: float, settings: LabelSettings, problems: list[LabelProblem]
 ) -> float:
     """When the deploy started, for the rollout's duration: the label when plausible, else the creation time."""
     if raw is None:
         return created_at
-    value = _non_negative(raw)
+    value = _seconds(TIMESTAMP, raw, problems, meaning="unix seconds", instead=_USING_CREATION_TIME)
     if value is None:
-        problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} is not unix seconds; using the creation time"))
         return created_at
     problem = times.implausible(value, now=now)
     if not problem and value < created_at - settings.max_timestamp_age_seconds:
@@ -188,7 +190,7 @@ def _timestamp(
             f"labels.max_timestamp_age_seconds ({settings.max_timestamp_age_seconds:g} s)"
         )
     if problem:
-        problems.append(LabelProblem(TIMESTAMP, f"{_quote(raw)} {problem}; using the creation time"))
+        _refused(TIMESTAMP, raw, problem, problems, instead=_USING_CREATION_TIME)
         return created_at
     return value
 
@@ -214,14 +216,14 @@ def _moment(label: str, raw: str, *, now: float, problems: list[LabelProblem]) -
         except ValueError:
             parsed = None
         if parsed is None or parsed.tzinfo is None:
-            problems.append(LabelProblem(label, f"{_quote(raw)} is not unix seconds nor an RFC 3339 time; ignored"))
+            _refused(label, raw, "is not unix seconds nor an RFC 3339 time", problems)
             return None
         value = parsed.timestamp()
     if times.in_the_future(value, now=now):
-        problems.append(LabelProblem(label, f"{_quote(raw)} lies in the future (milliseconds?); ignored"))
+        _refused(label, raw, "lies in the future (milliseconds?)", problems)
         return None
     if value < times.EARLIEST:
-        problems.append(LabelProblem(label, f"{_quote(raw)} lies before the year 2000; ignored"))
+        _refused(label, raw, "lies before the year 2000", problems)
         return None
     return value
 
@@ -231,7 +233,7 @@ def _change_type(raw: str | None, problems: list[LabelProblem]) -> str | None:
         return None
     value = raw.strip().lower()
     if value not in CHANGE_TYPES:
-        problems.append(LabelProblem(CHANGE_TYPE, f"{_quote(raw)} is not {' or '.join(CHANGE_TYPES)}; ignored"))
+        _refused(CHANGE_TYPE, raw, f"is not {' or '.join(CHANGE_TYPES)}", problems)
         return None
     return value
 
@@ -242,16 +244,24 @@ def _status(raw: str | None, problems: list[LabelProblem]) -> Status | None:
     try:
         return Status.from_text(raw.strip().lower().replace("-", "_"))  # in-progress, IN_PROGRESS too
     except ValueError:
-        problems.append(LabelProblem(STATUS, f"{_quote(raw)} is not in_progress, success or failed; ignored"))
+        _refused(STATUS, raw, "is not in_progress, success or failed", problems)
         return None
 
 
-def _seconds(label: str, raw: str | None, problems: list[LabelProblem]) -> float | None:
+def _seconds(
+    label: str,
+    raw: str | None,
+    problems: list[LabelProblem],
+    *,
+    meaning: str = "a number of seconds",
+    instead: str = "using the default",
+) -> float | None:
+    """A non-negative number, or None: the label is absent, or (a problem says so) it is not ``meaning``."""
     if raw is None:
         return None
     value = _non_negative(raw)
     if value is None:
-        problems.append(LabelProblem(label, f"{_quote(raw)} is not a number of seconds; using the default"))
+        _refused(label, raw, f"is not {meaning}", problems, instead=instead)
     return value
 
 
@@ -262,6 +272,11 @@ def _non_negative(raw: str) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) and value >= 0 else None
+
+
+def _refused(label: str, raw: str, why: str, problems: list[LabelProblem], *, instead: str = "ignored") -> None:
+    """A value not used: the problem quotes it, says why, and what is done ``instead``."""
+    problems.append(LabelProblem(label, f"{_quote(raw)} {why}; {instead}"))
 
 
 def _quote(raw: str) -> str:

@@ -15,86 +15,90 @@ from watcher.domain.model import DeploymentKey, Health, Initiator, Instance, Orc
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceSeen:
-    """An instance in full: created, started, or inspected."""
+class Observed:
+    """What every observation carries: when it happened (``at``)."""
 
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSeen(Observed):
+    """An instance in full: created, started, or inspected."""
+
     instance: Instance
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceStarted:
+class InstanceObservation(Observed):
+    """A change of one known instance, by its id."""
+
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStarted(InstanceObservation):
     """Started (or restarted): running from ``at``, as the start event says; the full facts
     (health check, restart count) follow in an ``InstanceSeen``."""
 
-    at: float
-    instance_id: str
+
+@dataclass(frozen=True, slots=True)
+class InstanceStopRequested(InstanceObservation):
+    """A stop was asked for (a stop signal): the exit that follows is no crash."""
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceStopRequested:
-    at: float
-    instance_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceExited:
-    at: float
-    instance_id: str
+class InstanceExited(InstanceObservation):
     exit_code: int
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceOOMKilled:
-    at: float
-    instance_id: str
+class InstanceOOMKilled(InstanceObservation):
+    """The kernel killed a process of it for want of memory."""
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceHealth:
-    at: float
-    instance_id: str
+class InstanceHealth(InstanceObservation):
     health: Health
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceGone:
-    at: float
-    instance_id: str
+class InstanceGone(InstanceObservation):
+    """Removed: it leaves its deployment."""
 
 
 @dataclass(frozen=True, slots=True)
-class Resync:
+class Resync(Observed):
     """Everything a source has now; its instances missing here are gone."""
 
-    at: float
     source: Origin
     instances: tuple[Instance, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class UsageSampled:
-    at: float
+class UsageSampled(Observed):
     usage: Mapping[str, Usage]
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(Observed):
     """Time passed: time-based rules (stable time, deadlines, retention) may fire."""
-
-    at: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutReported:
+class DeploymentObservation(Observed):
+    """What a source says of one deployment, by its key."""
+
+    key: DeploymentKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutReported(DeploymentObservation):
     """Deploy tooling (CI/CD) says where a rollout of ``version`` stands.
 
     ``at`` is when the report was received; ``started_at`` and ``finished_at`` are the
     tooling's own times, None when it did not say.
     """
 
-    at: float
-    key: DeploymentKey
     version: str
     commit: str
     status: Status
@@ -105,7 +109,7 @@ class RolloutReported:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceSeen:
+class ServiceSeen(DeploymentObservation):
     """A service as its orchestrator has it now, with the identity its labels give.
 
     ``changed_at``: when its current task template was deployed (the update's start, else the
@@ -113,8 +117,6 @@ class ServiceSeen:
     does; ``rollback_by``: who started the rollback its update state is in (if it is in one).
     """
 
-    at: float
-    key: DeploymentKey
     service: OrchestratedService
     version: str
     commit: str
@@ -126,27 +128,23 @@ class ServiceSeen:
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceGone:
+class ServiceGone(Observed):
     """The service was removed."""
 
-    at: float
     service_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class ServicesListed:
+class ServicesListed(Observed):
     """Every service the orchestrator has now (a resync); the ones missing here were removed."""
 
-    at: float
     services: tuple[ServiceSeen, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ServicesReleased:
+class ServicesReleased(Observed):
     """This watcher no longer speaks for the orchestrator (not the Swarm leader any more): its
     deployments keep their Swarm tasks' CPU and memory, and another watcher exports the rest."""
-
-    at: float
 
 
 ServiceObservation = ServiceSeen | ServiceGone | ServicesListed | ServicesReleased

@@ -7,6 +7,7 @@ was dropped simply stops appearing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -53,103 +54,120 @@ def deployment_families(deployment: Deployment, *, settings: Settings) -> list[M
     return list(f)
 
 
+_Family = TypeVar("_Family", bound=Metric)
+
+
+def _family(cls: Callable[..., _Family], name: str, documentation: str, *labels: str) -> _Family:
+    """A family of per-deployment series: each is labelled with the deployment's key, then ``labels``."""
+    return cls(name, documentation, labels=[*KEY_LABELS, *labels])
+
+
 class _Families:
     """The empty families of one scrape, each with its HELP text."""
 
     def __init__(self) -> None:
-        key = KEY_LABELS
         cached = "Sampled every stats interval and cached in between."
-        self.status = GaugeMetricFamily(
-            "deployment_status", "Status of the current rollout: 0 failed, 1 success, 2 in progress.", labels=key
+        self.status = _family(
+            GaugeMetricFamily, "deployment_status", "Status of the current rollout: 0 failed, 1 success, 2 in progress."
         )
-        self.version = GaugeMetricFamily(
+        self.version = _family(
+            GaugeMetricFamily,
             "deployment_version",
             "Revision number of the current rollout (1, 2, 3 ...); the version string is on deployment_info.",
-            labels=key,
         )
-        self.timestamp = GaugeMetricFamily(
-            "deployment_timestamp", "Unix seconds when the current rollout started.", labels=[*key, "version"]
+        self.timestamp = _family(
+            GaugeMetricFamily, "deployment_timestamp", "Unix seconds when the current rollout started.", "version"
         )
-        self.health = GaugeMetricFamily(
-            "deployment_health_status", "1 when every health check of the current rollout passes, else 0.", labels=key
+        self.health = _family(
+            GaugeMetricFamily,
+            "deployment_health_status",
+            "1 when every health check of the current rollout passes, else 0.",
         )
         # Its own series, not a value of deployment_health_status: a removed deployment is not
         # unhealthy, and alert rules leave it out with `unless deployment_removed == 1`.
-        self.removed = GaugeMetricFamily(
+        self.removed = _family(
+            GaugeMetricFamily,
             "deployment_removed",
             "1 when no instance of the deployment is left (its containers or its Swarm service removed): kept"
             " until retention drops it; else 0.",
-            labels=key,
         )
-        self.info = InfoMetricFamily(
+        self.info = _family(
+            InfoMetricFamily,
             "deployment",
             "The current rollout: status, version, commit and image; kind: container or swarm_service.",
-            labels=key,
         )
-        self.cpu = CounterMetricFamily(
+        self.cpu = _family(
+            CounterMetricFamily,
             "deployment_cpu_usage_seconds",
             f"CPU seconds used by all containers of the deployment, kept across container replacement. {cached}",
-            labels=key,
         )
-        self.memory = GaugeMetricFamily(
+        self.memory = _family(
+            GaugeMetricFamily,
             "deployment_memory_usage_bytes",
             f"Working set (usage minus inactive file) of the running containers. {cached}",
-            labels=key,
         )
-        self.rollbacks = CounterMetricFamily(
+        self.rollbacks = _family(
+            CounterMetricFamily,
             "deployment_rollback_count",
             "Rollbacks detected: a new rollout to a version older than the current one.",
-            labels=key,
         )
-        self.checks = GaugeMetricFamily(
+        self.checks = _family(
+            GaugeMetricFamily,
             "deployment_health_check",
             "One health check of the current rollout: 1 pass, 0 fail.",
-            labels=[*key, "check_type"],
+            "check_type",
         )
-        self.durations = HistogramMetricFamily(
-            "deployment_duration_seconds", "Rollout time from start to success or failure.", labels=key
+        self.durations = _family(
+            HistogramMetricFamily, "deployment_duration_seconds", "Rollout time from start to success or failure."
         )
         # A gauge, not an info family: in OpenMetrics an info family would be named
         # deployment_version, which is the revision gauge's name.
-        self.versions = GaugeMetricFamily(
+        self.versions = _family(
+            GaugeMetricFamily,
             "deployment_version_info",
             "Versions deployed recently (the last N distinct ones); value 1.",
-            labels=[*key, "version", "commit_sha"],
+            "version",
+            "commit_sha",
         )
         # DORA (docs/dora.md): kept in the state file, so restarts lose nothing.
-        self.rollouts = CounterMetricFamily(
+        self.rollouts = _family(
+            CounterMetricFamily,
             "deployment_rollouts",
             "Finished rollouts by outcome (success, failed), each counted once at its first verdict.",
-            labels=[*key, "outcome"],
+            "outcome",
         )
-        self.change_failures = CounterMetricFamily(
+        self.change_failures = _family(
+            CounterMetricFamily,
             "deployment_change_failures",
             "Changes that needed intervention: a failed rollout, one revised to failed, or a success followed by"
             " a rollback or a hotfix; each revision at most once.",
-            labels=key,
         )
-        self.lead_times = HistogramMetricFamily(
+        self.lead_times = _family(
+            HistogramMetricFamily,
             "deployment_lead_time_seconds",
             "Lead time for changes: success time minus commit time, each commit once.",
-            labels=key,
         )
-        self.recoveries = HistogramMetricFamily(
+        self.recoveries = _family(
+            HistogramMetricFamily,
             "deployment_recovery_seconds",
             "Time from a change failure to the next successful rollout.",
-            labels=key,
         )
-        self.rework = CounterMetricFamily(
-            "deployment_rework", "Rollouts marked as hotfix (deployment.change_type=hotfix): rework.", labels=key
+        self.rework = _family(
+            CounterMetricFamily,
+            "deployment_rework",
+            "Rollouts marked as hotfix (deployment.change_type=hotfix): rework.",
         )
-        self.replicas = GaugeMetricFamily(
+        self.replicas = _family(
+            GaugeMetricFamily,
             "deployment_replicas",
             "A Swarm service's tasks: desired by the orchestrator, and running (exported by the Swarm leader's watcher).",
-            labels=[*key, "state"],
+            "state",
         )
-        self.update_state = GaugeMetricFamily(
+        self.update_state = _family(
+            GaugeMetricFamily,
             "deployment_swarm_update_state",
             "A Swarm service's UpdateStatus.State, one-hot; all 0 when no update ran since it was created or last changed.",
-            labels=[*key, "state"],
+            "state",
         )
 
     def add(self, d: Deployment, *, settings: Settings) -> None:

@@ -16,19 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.config import LabelSettings
-from watcher.domain import labels, text
+from watcher.domain import labels, observations, text
 from watcher.domain.labels import Parsed
 from watcher.domain.limits import MAX_COUNT
 from watcher.domain.model import Health, Instance
-from watcher.domain.observations import (
-    InstanceChange,
-    InstanceExited,
-    InstanceGone,
-    InstanceHealth,
-    InstanceOOMKilled,
-    InstanceStarted,
-    InstanceStopRequested,
-)
 from watcher.sources.jsonfields import event_time
 from watcher.sources.jsonfields import object_ as _object
 from watcher.sources.jsonfields import text as _text
@@ -55,7 +46,7 @@ class Inspect:
     container_id: str
 
 
-Cause = Inspect | InstanceChange | None
+Cause = Inspect | observations.InstanceChange | None
 
 
 def event_id(event: Mapping[str, Any]) -> str:
@@ -85,10 +76,10 @@ def classify(event: Mapping[str, Any]) -> Cause:
         case "create" | "pause" | "unpause":
             return Inspect(at, container_id)
         case "start":
-            return InstanceStarted(at, container_id)
+            return observations.InstanceStarted(at, container_id)
         case "kill":
             if str(attributes.get("signal", "")).upper() in _STOP_SIGNALS:
-                return InstanceStopRequested(at, container_id)
+                return observations.InstanceStopRequested(at, container_id)
             return None
         case "die":
             code = _integer(attributes.get("exitCode", 0), default=-1)
@@ -96,18 +87,18 @@ def classify(event: Mapping[str, Any]) -> Cause:
                 # No kill event told whether the stop was asked for: the container's state
                 # says, as after a reconnect (and a removed container is gone anyway).
                 return Inspect(at, container_id)
-            return InstanceExited(at, container_id, code)
+            return observations.InstanceExited(at, container_id, code)
         case "oom":
-            return InstanceOOMKilled(at, container_id)
+            return observations.InstanceOOMKilled(at, container_id)
         case "health_status" if ":" not in action:
             # Podman's: its HealthStatus field holds the status from before the check that
             # sent the event (Podman 4.3), so the container's state is read instead.
             return Inspect(at, container_id)
         case "health_status":
             health = _HEALTH.get(action.split(":", 1)[1].strip())
-            return InstanceHealth(at, container_id, health) if health else None
+            return observations.InstanceHealth(at, container_id, health) if health else None
         case "destroy" | "remove":  # remove: Podman's word
-            return InstanceGone(at, container_id)
+            return observations.InstanceGone(at, container_id)
     return None
 
 
