@@ -187,10 +187,10 @@ def test_health_of_a_leftover_is_not_told() -> None:
 
 def test_kinds_are_the_counter_labels_of_before() -> None:
     """Each event class has its own stable kind: the state_changes label values stay as they were
-    (health_changed, changed, removed, returned and clock_skew are new)."""
+    (health_changed, changed, removed, returned, clock_skew and the analysis's are new)."""
     assert [e.kind for e in EVENT_TYPES] == [
         "rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale", "health_changed",
-        "changed", "removed", "returned", "clock_skew",
+        "changed", "removed", "returned", "clock_skew", "analysis_measured", "analysis_finished",
     ]  # fmt: skip
 
 

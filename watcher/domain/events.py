@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
+from watcher.domain.analysis import Mode, Outcome, Result
 from watcher.domain.model import DeploymentKey, Health, Judge, Status
 
 
@@ -236,6 +237,56 @@ class TimeRefused:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisMeasured:
+    """A check of the current rollout's analysis measured (``of_baseline``: its value at the rollout's start,
+    where ``result`` is pass for a value, else nodata or error)."""
+
+    kind: ClassVar[str] = "analysis_measured"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    check: str
+    result: Result
+    value: float | None
+    baseline: float | None
+    of_baseline: bool = False
+    reason: str = ""  # a failure's figures, or the query's error
+
+    @property
+    def message(self) -> str:
+        what = "baseline of " if self.of_baseline else ""
+        value = "no data" if self.value is None else f"{self.value:.6g}"
+        said = f" ({self.reason})" if self.reason else ""
+        result = "" if self.of_baseline else f" {self.result.value}"
+        return f"analysis of revision {self.revision}: {what}{self.check} = {value}{result}{said}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisFinished:
+    """The analysis of a rollout ended: passed, failed, or inconclusive (nothing measured, or the rollout
+    failed first)."""
+
+    kind: ClassVar[str] = "analysis_finished"
+    key: DeploymentKey
+    at: float
+    revision: int
+    version: str
+    outcome: Outcome
+    mode: Mode
+    reason: str
+    rollback: bool = False  # the watcher will ask the orchestrator to roll back
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.mode.value} analysis of revision {self.revision} ({self.version}) {self.outcome.text}"
+            + (f": {self.reason}" if self.reason else "")
+            + ("; rolling back" if self.rollback else "")
+        )
+
+
 DomainEvent = (
     RolloutStarted
     | RolloutFinished
@@ -249,5 +300,7 @@ DomainEvent = (
     | DeploymentRemoved
     | DeploymentReturned
     | TimeRefused
+    | AnalysisMeasured
+    | AnalysisFinished
 )
 EVENT_TYPES: tuple[type[DomainEvent], ...] = get_args(DomainEvent)

@@ -238,7 +238,9 @@ class SwarmWatch(Source):
         log.info("Swarm services: resynced, %d tracked", len(listed))
 
     def _seen(self, data: Mapping[str, Any], replicas: tuple[int, int] | None, *, at: float) -> ServiceSeen | None:
-        seen, parsed = causes.from_service(data, at=at, replicas=replicas, settings=self.settings.labels)
+        seen, parsed = causes.from_service(
+            data, at=at, replicas=replicas, settings=self.settings.labels, analysis=self.settings.analysis
+        )
         service_id = str(data.get("ID", ""))
         self._problems.report(service_id, str(data.get("Spec", {}).get("Name", "")), parsed)
         if seen is None:
