@@ -56,6 +56,8 @@ def change_status(
     if timed and times.refused_finish(txn, key, at, started_at=rollout.started_at, instead="no duration"):
         timed = False
     duration = at - rollout.started_at if timed else None
+    # An in-progress rollout has no reason but the one it began with (a rollback the watcher asked for).
+    reason = reason or rollout.reason
     finished = RolloutFinished(
         key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
     )

@@ -228,6 +228,11 @@ def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     rollout = _rollout(
         txn, seen, revision=deployment.rollout.revision + 1, rollback=rollback, previous=deployment.rollout.version
     )
+    asked = deployment.rollout.analysis
+    if state.rolling_back and asked is not None and asked.rollback_done:
+        # The rollback the watcher asked for: its verdict says why it happened (rollouts.change_status keeps it).
+        why = f"rolled back: the analysis of revision {deployment.rollout.revision} asked for it ({asked.reason})"
+        rollout = dataclasses.replace(rollout, reason=why)
     deployment = rollouts.begin(txn, deployment, rollout)
     if deployment.service is not None:
         deployment = dataclasses.replace(
