@@ -4,6 +4,7 @@ once), the labels (unknown checks, a bad mode, a rollback a container cannot hav
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.unit.builders import ANALYSIS, problems_on
 from tests.unit.builders import parse_labels as parse
-from watcher import config
+from watcher import cli, config
 from watcher.config import ConfigError, Settings
 from watcher.domain import labels
 from watcher.domain.analysis import Check, Mode, Request
@@ -182,3 +183,15 @@ def test_a_bad_analysis_field_is_refused(extra: dict[str, object], field: str) -
     with pytest.raises(Invalid) as caught:
         parse_report(report(**extra), at=1_700_000_000, settings=ON)
     assert caught.value.field == field
+
+
+def test_check_config_reports_every_problem_of_the_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("WATCHER_")]:
+        monkeypatch.delenv(name)
+    text = CHECKS.replace("  window_seconds: 120\n", "  ca_file: /nonexistent/ca.pem\n")
+    path = write(tmp_path, text + "    - name: p99\n      query: up\n      max: 1\n")
+    assert cli.main(["--check-config", "--config.file", path]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "'p99' is used by another check" in err and "analysis.ca_file: cannot read /nonexistent/ca.pem" in err

@@ -217,6 +217,10 @@ def _cross_checks(settings: Settings) -> list[str]:
         problems.append(f"analysis.prometheus_url must be an http:// or https:// URL, got {url!r}")
     if settings.analysis.password_file and not settings.analysis.username:
         problems.append("analysis.password_file needs analysis.username (basic auth)")
+    for name in ("password_file", "bearer_token_file", "ca_file"):
+        path = getattr(settings.analysis, name)
+        if path and not os.access(path, os.R_OK):
+            problems.append(f"analysis.{name}: cannot read {path}")
     if settings.analysis.password_file and settings.analysis.bearer_token_file:
         problems.append("analysis.password_file and analysis.bearer_token_file are both set; set one of them")
     if not settings.labels.default_environment:
