@@ -4,11 +4,13 @@ once), the labels (unknown checks, a bad mode, a rollback a container cannot hav
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.unit.builders import ANALYSIS, problems_on
 from tests.unit.builders import parse_labels as parse
@@ -16,7 +18,9 @@ from watcher import cli, config
 from watcher.config import ConfigError, Settings
 from watcher.domain import labels
 from watcher.domain.analysis import Check, Mode, Request
+from watcher.selfmetrics import SelfMetrics
 from watcher.sources.api.reports import Invalid, parse_report
+from watcher.sources.labelproblems import LabelProblems
 
 CHECKS = """
 analysis:
@@ -195,3 +199,16 @@ def test_check_config_reports_every_problem_of_the_section(
     assert cli.main(["--check-config", "--config.file", path]) == cli.EXIT_CONFIG
     err = capsys.readouterr().err
     assert "'p99' is used by another check" in err and "analysis.ca_file: cannot read /nonexistent/ca.pem" in err
+
+
+def test_requests_while_analysis_is_off_are_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.labels")
+    problems = LabelProblems("container", log, SelfMetrics(CollectorRegistry()), analysis_off=True)
+    asked = parse({labels.NAME: "api", labels.ANALYSIS: "error_rate"})
+    with caplog.at_level(logging.INFO, logger="test.labels"):
+        problems.report("c1", "api-1", asked)
+        problems.report("c2", "api-2", asked)
+    assert [r.getMessage() for r in caplog.records] == [
+        "container api-1 asks for rollout analysis (deployment.analysis), which is off "
+        "(analysis.prometheus_url is empty): ignored"
+    ]

@@ -8,6 +8,7 @@ judgement is ``analysis``'s.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from watcher.domain import rollouts
 from watcher.domain.analysis import Mode, Outcome, Result, failed, record
@@ -58,7 +59,7 @@ def measured(txn: Txn, measurement: Measurement) -> None:
 def _baseline_result(measurement: Measurement) -> Result:
     if measurement.error:
         return Result.ERROR
-    return Result.NODATA if measurement.value is None or measurement.value != measurement.value else Result.PASS
+    return Result.NODATA if measurement.value is None or math.isnan(measurement.value) else Result.PASS
 
 
 def rollback_asked(txn: Txn, asked: RollbackAsked) -> None:

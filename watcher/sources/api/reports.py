@@ -226,6 +226,7 @@ class DeploymentsApi(Source):
         self._step = step
         self._clock = clock
         self._metrics = metrics
+        self._analysis_off_said = False
 
     @classmethod
     def given(cls, given: Given) -> DeploymentsApi:
@@ -272,6 +273,9 @@ class DeploymentsApi(Source):
             report = parse_report(body, at=self._clock(), settings=self._settings)
         except Invalid as exc:
             return self._refuse(request, status=400, outcome="invalid", error=str(exc), field=exc.field)
+        if report.analysis is not None and not self._settings.analysis.enabled and not self._analysis_off_said:
+            self._analysis_off_said = True  # once: every report asking would repeat it
+            log.info("a report asks for rollout analysis, which is off (analysis.prometheus_url is empty): ignored")
         return self._record(request, report)
 
     def _record(self, request: web.Request, report: RolloutReported) -> web.Response:

@@ -99,7 +99,7 @@ class DockerWatch(Source):
 
     def __post_init__(self) -> None:
         self._inspecting = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
-        self._problems = LabelProblems("container", log, self.metrics)
+        self._problems = LabelProblems("container", log, self.metrics, analysis_off=not self.settings.analysis.enabled)
         self._connection = Reconnect(self.settings.docker, log, failed=self._failed, up=self.metrics.docker_up.set)
 
     @classmethod

@@ -65,7 +65,7 @@ class SwarmWatch(Source):
     _with_status: bool = False  # the engine counts replicas (``_status_api``), read at each connect
 
     def __post_init__(self) -> None:
-        self._problems = LabelProblems("service", log, self.metrics)
+        self._problems = LabelProblems("service", log, self.metrics, analysis_off=not self.settings.analysis.enabled)
         # No socket at all: the Docker watch says so.
         self._connection = Reconnect(
             self.settings.docker, log, prefix=PREFIX, quiet=frozenset({EngineErrorKind.NO_SOCKET})
