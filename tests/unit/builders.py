@@ -4,6 +4,7 @@ from one another, so a test module can change without breaking another's."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from watcher.config import (
+    AnalysisSettings,
     DockerSettings,
     LabelSettings,
     RolloutSettings,
@@ -22,6 +24,7 @@ from watcher.config import (
     WebSettings,
 )
 from watcher.domain import labels
+from watcher.domain.analysis import Check
 from watcher.domain.events import DeploymentDropped, DomainEvent, RolloutFinished, RolloutRevised, RolloutStarted
 from watcher.domain.labels import Parsed
 from watcher.domain.machine import apply
@@ -39,6 +42,7 @@ from watcher.domain.model import (
     Usage,
 )
 from watcher.domain.observations import (
+    AnalysisMeasured,
     InstanceExited,
     InstanceGone,
     InstanceHealth,
@@ -172,6 +176,26 @@ def service(
     )  # fmt: skip
 
 
+# --- rollout analysis -------------------------------------------------------------------------------
+
+ERROR_RATE = Check(name="error_rate", query='sum(rate(errors{job="{{deployment}}"}[1m]))', max=0.02, max_increase=0.5)
+ANALYSIS = AnalysisSettings(
+    prometheus_url="http://prometheus:9090", interval_seconds=30, window_seconds=300, failure_limit=2, host="h1",
+    checks=(ERROR_RATE, Check(name="p99", query='p99{version="{{version}}"}', max=0.5)),
+)  # fmt: skip
+ANALYSED = dataclasses.replace(SETTINGS, analysis=ANALYSIS)
+
+
+def measured(
+    at: float, value: float | None, *, revision: int = 1, check: str = "error_rate", error: str = "",
+    baseline: bool = False, key: DeploymentKey = API,
+) -> AnalysisMeasured:  # fmt: skip
+    """A measurement of a check, as the analysis source submits it."""
+    return AnalysisMeasured(
+        at=at, key=key, revision=revision, check=check, value=value, error=error, baseline=baseline
+    )  # fmt: skip
+
+
 # --- a state holding every kind of thing -------------------------------------------------------------
 
 WORKER = DeploymentKey("worker", "staging")
@@ -276,10 +300,13 @@ def parse_labels(
     image: str = IMAGE,
     image_id: str = IMAGE_ID,
     settings: LabelSettings = LABEL_DEFAULTS,
+    analysis: AnalysisSettings | None = None,
+    orchestrated: bool = False,
 ) -> Parsed:
     return labels.parse(
-        values, image=image, image_id=image_id, created_at=LABELS_CREATED, now=LABELS_NOW, settings=settings
-    )
+        values, image=image, image_id=image_id, created_at=LABELS_CREATED, now=LABELS_NOW, settings=settings,
+        analysis=analysis, orchestrated=orchestrated,
+    )  # fmt: skip
 
 
 def problems_on(parsed: Parsed, label: str) -> list[str]:

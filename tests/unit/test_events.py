@@ -8,8 +8,9 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.builders import API, SETTINGS, Run, replay, reported, started
+from tests.unit.builders import ANALYSED, API, SETTINGS, Run, measured, replay, reported, started
 from watcher.config import RetentionSettings
+from watcher.domain.analysis import Mode, Outcome, Request
 from watcher.domain.events import (
     EVENT_TYPES,
     DeploymentDropped,
@@ -187,10 +188,10 @@ def test_health_of_a_leftover_is_not_told() -> None:
 
 def test_kinds_are_the_counter_labels_of_before() -> None:
     """Each event class has its own stable kind: the state_changes label values stay as they were
-    (health_changed, changed, removed, returned and clock_skew are new)."""
+    (health_changed, changed, removed, returned, clock_skew and the analysis's are new)."""
     assert [e.kind for e in EVENT_TYPES] == [
         "rollout_started", "rollout_finished", "superseded", "revised", "rejected", "dropped", "stale", "health_changed",
-        "changed", "removed", "returned", "clock_skew",
+        "changed", "removed", "returned", "clock_skew", "analysis_measured", "analysis_finished",
     ]  # fmt: skip
 
 
@@ -199,23 +200,31 @@ def test_kinds_are_the_counter_labels_of_before() -> None:
 
 VERSIONS = st.sampled_from(("1.0.0", "2.0.0", "3.0.0"))
 REPORTED = st.sampled_from(("in_progress", "success", "failed"))
+OBSERVED = Request(checks=("error_rate",), mode=Mode.OBSERVE)
 
 
 @given(st.data())
 def test_every_status_change_is_told_by_its_event(data: st.DataObject) -> None:
     """Containers, reports, ticks and resyncs in any order: replaying the events of each step on
-    the statuses before it gives the statuses after it, so no status changes untold."""
-    run = Run()
+    the statuses before it gives the statuses after it, so no status changes untold; analysed rollouts
+    and their measurements among them, and no failed rollout left with an analysis running."""
+    run = Run(ANALYSED)
     at, born = 100.0, 0
     for _ in range(data.draw(st.integers(1, 30))):
         at += 1
         live = sorted(run.state.owners)
         of_live = ("exit", "restart", "healthy", "gone") if live else ()
-        kind = data.draw(st.sampled_from(("start", "report", "late report", "tick", "resync", *of_live)))
+        measure = ("measure",) if run.state.deployments else ()
+        kind = data.draw(st.sampled_from(("start", "report", "late report", "tick", "resync", *of_live, *measure)))
         observation: Observation
         if kind == "start":
             healthcheck = data.draw(st.booleans())
-            observation, born = started(f"c{born}", data.draw(VERSIONS), at, healthcheck=healthcheck), born + 1
+            asked = data.draw(st.sampled_from((None, Request(checks=("error_rate",)), OBSERVED)))
+            observation = started(f"c{born}", data.draw(VERSIONS), at, healthcheck=healthcheck, analysis=asked)
+            born += 1
+        elif kind == "measure":
+            value = data.draw(st.sampled_from((0.001, 0.5, None)))
+            observation = measured(at, value, revision=run.d().rollout.revision, baseline=data.draw(st.booleans()))
         elif kind == "report":
             observation = reported(data.draw(VERSIONS), data.draw(REPORTED), at)
         elif kind == "late report":
@@ -239,3 +248,6 @@ def test_every_status_change_is_told_by_its_event(data: st.DataObject) -> None:
         run(observation)
         after = {key: (d.rollout.revision, d.rollout.status) for key, d in run.state.deployments.items()}
         assert replay(before, run.events[done:]) == after
+        for d in run.state.deployments.values():
+            analysis = d.rollout.analysis
+            assert d.rollout.status is not Status.FAILED or analysis is None or analysis.outcome is not Outcome.RUNNING

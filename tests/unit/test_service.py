@@ -249,6 +249,8 @@ def test_the_service_logs_and_counts_each_event(tmp_path: Path, caplog: pytest.L
             "removed",
             "returned",
             "clock_skew",
+            "analysis_measured",
+            "analysis_finished",
         ],
         0.0,
     )

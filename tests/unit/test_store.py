@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from tests.unit.builders import Run, reported, rich_state, started
+from watcher.domain.analysis import Analysis, Check, Measured, Mode, Outcome, Request, Result
 from watcher.domain.model import (
     DURATION_BUCKETS,
     LEAD_TIME_BUCKETS,
@@ -93,6 +94,32 @@ WILD = Numbers(
     nanos=_any_integer,
 )  # fmt: skip
 texts = st.text(max_size=12)
+# What a query may measure: any sign, infinities (a ratio over nothing); a NaN is never kept (no data).
+values = st.none() | st.floats(allow_nan=False)
+requests = st.builds(
+    Request, checks=st.lists(texts, max_size=3).map(tuple), mode=st.sampled_from(Mode), rollback=st.booleans()
+)
+
+
+@st.composite
+def analyses(draw: st.DrawFn, numbers: Numbers) -> Analysis:
+    """A rollout's analysis at any point: checks with baselines, counts, the last result."""
+    times, counts = numbers.times, numbers.counts
+    checks = tuple(
+        Measured(
+            check=Check(name=draw(texts), query=draw(texts), min=draw(values), max=draw(values),
+                        max_increase=draw(values)),
+            baseline=draw(values), baseline_taken=draw(st.booleans()), current=draw(values),
+            measured_at=draw(st.none() | times), passes=draw(counts), failures=draw(counts), nodata=draw(counts),
+            errors=draw(counts), last=draw(st.none() | st.sampled_from(Result)),
+        )
+        for _ in range(draw(st.integers(1, 3)))
+    )  # fmt: skip
+    return Analysis(
+        mode=draw(st.sampled_from(Mode)), checks=checks, rollback=draw(st.booleans()),
+        outcome=draw(st.sampled_from(Outcome)), measuring_since=draw(st.none() | times),
+        ends_at=draw(st.none() | times), reason=draw(texts), rollback_done=draw(st.booleans()),
+    )  # fmt: skip
 
 
 @st.composite
@@ -110,7 +137,7 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
                 key=key, version=draw(texts), commit=draw(texts), image=draw(texts), created_at=draw(times),
                 deployed_at=draw(times), status_override=draw(st.none() | st.sampled_from(Status)),
                 stable_seconds=draw(st.none() | amounts), progress_deadline_seconds=draw(st.none() | amounts),
-                commit_time=draw(st.none() | times), hotfix=draw(st.booleans()),
+                commit_time=draw(st.none() | times), hotfix=draw(st.booleans()), analysis=draw(st.none() | requests),
             )  # fmt: skip
             instance = Instance(
                 id=instance_id, identity=identity, running=draw(st.booleans()), running_since=draw(st.none() | times),
@@ -128,7 +155,7 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
             reason=draw(texts), rollback=draw(st.booleans()), members=frozenset(draw(st.lists(texts, max_size=3))),
             trigger_created_at=draw(times), deadline_at=draw(amounts), witnessed=draw(st.booleans()),
             judge=draw(st.sampled_from(Judge)), commit_time=draw(st.none() | times), hotfix=draw(st.booleans()),
-            seen_at=draw(st.none() | times),
+            seen_at=draw(st.none() | times), analysis=draw(st.none() | analyses(numbers)),
         )  # fmt: skip
         history = tuple(
             VersionSeen(draw(texts), draw(texts), draw(numbers.revisions), draw(times))
@@ -208,7 +235,7 @@ def test_every_field_of_the_file_is_documented() -> None:
 def test_the_file_says_its_schema() -> None:
     """The top level carries the schema number and no field of a generic dataclass dump."""
     document = json.loads(encode(rich_state()))
-    assert document["schema"] == store.SCHEMA == 2
+    assert document["schema"] == store.SCHEMA == 3
     assert "key" not in document["deployments"][0] and "instance" not in document["deployments"][0]["members"][0]
 
 
@@ -218,29 +245,29 @@ def test_migration_table_reaches_the_current_schema() -> None:
 
 
 def test_an_older_schema_is_migrated(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file of schema 2 is read through MIGRATIONS[2] once the current schema is 3, and written as 3."""
+    """A file of schema 3 is read through MIGRATIONS[3] once the current schema is 4, and written as 4."""
     state = rich_state()
     old = json.loads(encode(state))
     for d in old["deployments"]:  # pretend schema 2 called it so
         d["rollback_total"] = d.pop("rollbacks")
 
-    def to_3(document: store.Document) -> store.Document:
+    def to_4(document: store.Document) -> store.Document:
         for d in document["deployments"]:
             d["rollbacks"] = d.pop("rollback_total")
         return document
 
-    monkeypatch.setattr(store, "SCHEMA", 3)
-    monkeypatch.setitem(store.MIGRATIONS, 2, to_3)
+    monkeypatch.setattr(store, "SCHEMA", 4)
+    monkeypatch.setitem(store.MIGRATIONS, 3, to_4)
     assert decode(json.dumps(old).encode()) == state
-    assert json.loads(encode(state))["schema"] == 3
-    assert decode(encode(state)) == state  # a file already at schema 3 is not migrated again
+    assert json.loads(encode(state))["schema"] == 4
+    assert decode(encode(state)) == state  # a file already at schema 4 is not migrated again
 
 
 def test_a_missing_migration_is_an_unreadable_file(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no step from the file's schema, the file cannot be read."""
     data = encode(rich_state())
-    monkeypatch.setattr(store, "SCHEMA", 3)
-    with pytest.raises(DecodeError, match="no migration from schema 2"):
+    monkeypatch.setattr(store, "SCHEMA", 4)
+    with pytest.raises(DecodeError, match="no migration from schema 3"):
         decode(data)
 
 
@@ -261,7 +288,7 @@ def _corrupt(document: dict[str, Any], path: str, value: object) -> bytes:
         (b"[1, 2]", "top level is not an object"),
         (b'{"deployments": []}', "no valid schema"),
         (b'{"schema": "1", "deployments": []}', "no valid schema"),
-        (b'{"schema": 3, "deployments": []}', "schema 3 is newer"),
+        (b'{"schema": 4, "deployments": []}', "schema 4 is newer"),
         (b'{"schema": 1, "deployments": [], "x": NaN}', "not JSON"),
         (b"[" * 100_000, "not JSON"),
         (b'{"schema": 2}', "state.deployments: missing"),
@@ -394,15 +421,17 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
         "final": Judge.DEPLOY_TOOLING, "gone": Judge.CONTAINERS, "worker": Judge.CONTAINERS,
     }  # fmt: skip
     new = json.loads(encode(state))
-    assert new["schema"] == 2
+    assert new["schema"] == 3
     for d in old["deployments"]:
         d["rollout"]["judge"] = "deploy_tooling" if d["rollout"].pop("reported") else "containers"
-        # Fields added since schema 2 without a new schema, written with their defaults.
+        # Fields added since schema 2 without a new schema, written with their defaults; schema 3's analysis.
         d["service"] = None
         d["rollout"]["seen_at"] = None
+        d["rollout"]["analysis"] = None
         for member in d["members"]:
             member["service_id"] = ""
             member["start_error"] = ""
+            member["identity"]["analysis"] = None
     assert without_dora_fields(new)["deployments"] == old["deployments"]
 
 
@@ -440,11 +469,13 @@ def test_a_file_of_schema_2_before_dora_loads_with_zero_figures() -> None:
     assert state == before_dora(schema_1_state())
     assert all(d.dora == Dora() for d in state.deployments.values()) and not state.retired
     for d in old["deployments"]:
-        d["service"] = None  # added since, without a new schema: their defaults
+        d["service"] = None  # added since, without a new schema: their defaults; schema 3's analysis
         d["rollout"]["seen_at"] = None
+        d["rollout"]["analysis"] = None
         for member in d["members"]:
             member["service_id"] = ""
             member["start_error"] = ""
+            member["identity"]["analysis"] = None
     assert without_dora_fields(json.loads(encode(state)))["deployments"] == old["deployments"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from watcher.config import webconfig, yamlfile
+from watcher.config import checks, webconfig, yamlfile
 from watcher.config.problems import ConfigError
 from watcher.config.settings import API_TOKEN_ENV, CONFIG_FILE_ENV, ENV_PREFIX, Settings
 
@@ -53,6 +54,8 @@ def options() -> Iterator[Option]:
         section_cls = hints[section.name]
         section_hints = typing.get_type_hints(section_cls)
         for f in dataclasses.fields(section_cls):
+            if f.metadata["yaml_only"]:
+                continue  # no flag nor variable: read by its own reader (analysis.checks)
             yield Option(
                 section=section.name,
                 name=f.name,
@@ -136,7 +139,7 @@ def load(
             problems.append(f"config file: section {section!r} must be a mapping")
             continue
         for name in body:
-            if f"{section}.{name}" not in known:
+            if f"{section}.{name}" not in known and f"{section}.{name}" != checks.PATH:
                 problems.append(f"config file: unknown setting {section}.{name}")
     for name in environ:
         if name.startswith(ENV_PREFIX) and name not in {CONFIG_FILE_ENV, API_TOKEN_ENV} | {
@@ -166,6 +169,9 @@ def load(
         else:
             values.setdefault(option.section, {})[option.name] = value
 
+    analysis_body = document.get("analysis")
+    if isinstance(analysis_body, Mapping) and "checks" in analysis_body:
+        values.setdefault("analysis", {})["checks"] = checks.read(analysis_body["checks"], problems)
     try:
         settings = _build(values)
     except (TypeError, ValueError) as exc:  # pragma: no cover - _coerce guards types
@@ -174,6 +180,10 @@ def load(
     problems.extend(_cross_checks(settings))
     if problems:
         raise ConfigError(problems)
+    if settings.analysis.enabled and not settings.analysis.host:  # {{host}}: this machine's
+        settings = dataclasses.replace(
+            settings, analysis=dataclasses.replace(settings.analysis, host=socket.gethostname())
+        )
     return settings
 
 
@@ -202,6 +212,17 @@ def _cross_checks(settings: Settings) -> list[str]:
         if not re.fullmatch(r"\s*([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)?\s*", name):
             problems.append(f"web.allowed_hosts: {name.strip()!r} is not a host name (no scheme, port or path: "
                             "the port does not matter)")  # fmt: skip
+    url = settings.analysis.prometheus_url
+    if url and not re.match(r"https?://[^/?#\s]+", url):
+        problems.append(f"analysis.prometheus_url must be an http:// or https:// URL, got {url!r}")
+    if settings.analysis.password_file and not settings.analysis.username:
+        problems.append("analysis.password_file needs analysis.username (basic auth)")
+    for name in ("password_file", "bearer_token_file", "ca_file"):
+        path = getattr(settings.analysis, name)
+        if path and not os.access(path, os.R_OK):
+            problems.append(f"analysis.{name}: cannot read {path}")
+    if settings.analysis.password_file and settings.analysis.bearer_token_file:
+        problems.append("analysis.password_file and analysis.bearer_token_file are both set; set one of them")
     if not settings.labels.default_environment:
         problems.append("labels.default_environment must not be empty")
     return problems
@@ -224,4 +245,6 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 
 def as_yaml(settings: Settings) -> str:
     """The effective settings as a YAML document (for ``--print-config`` and docs)."""
-    return yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False)
+    document = dataclasses.asdict(settings)
+    document["analysis"]["checks"] = [dict(c) for c in document["analysis"]["checks"]]  # YAML has no tuples
+    return yaml.safe_dump(document, sort_keys=False)

@@ -14,10 +14,11 @@ the Prometheus queries are ``watcher.sources.analysis``'s.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # What a check's query may name, filled with the rollout's values as PromQL string contents.
@@ -218,6 +219,61 @@ def outcome_at_end(analysis: Analysis) -> tuple[Outcome, str]:
     if analysis.measured:
         return Outcome.PASSED, ""
     return Outcome.INCONCLUSIVE, "no check measured any data within the window (only no data or errors)"
+
+
+def build(request: Request, configured: Sequence[Check], values: Mapping[str, str]) -> Analysis | None:
+    """The analysis a rollout asks for: the configured checks it names, their queries filled with
+    ``values`` (the placeholders'); None when it names none of them."""
+    by_name = {c.name: c for c in configured}
+    checks = tuple(
+        Measured(check=dataclasses.replace(by_name[name], query=fill(by_name[name].query, values)))
+        for name in dict.fromkeys(request.checks)
+        if name in by_name
+    )
+    return Analysis(mode=request.mode, checks=checks, rollback=request.rollback) if checks else None
+
+
+def measuring(analysis: Analysis, *, now: float, window: float) -> Analysis:
+    """The analysis once its rollout's own verdict is success: its window begins now."""
+    return dataclasses.replace(analysis, measuring_since=now, ends_at=now + window)
+
+
+def ended(analysis: Analysis, outcome: Outcome, reason: str) -> Analysis:
+    return dataclasses.replace(analysis, outcome=outcome, reason=reason)
+
+
+def record(
+    analysis: Analysis, name: str, value: float | None, *, error: str, baseline: bool, at: float
+) -> tuple[Analysis, Result | None, str]:
+    """The analysis after check ``name`` measured ``value`` (``error``: the query failed): the
+    measurement's result (None for a baseline) and a failure's figures."""
+    index = next(i for i, m in enumerate(analysis.checks) if m.check.name == name)
+    measured = analysis.checks[index]
+    if baseline:
+        # An error asks again (until measuring begins); no data is a baseline taken: absent.
+        value = None if error or value is None or math.isnan(value) else value
+        measured = dataclasses.replace(measured, baseline=value, baseline_taken=not error)
+        result: Result | None = None
+        figures = ""
+    else:
+        result, figures = (Result.ERROR, "") if error else judge(measured.check, value, baseline=measured.baseline)
+        measured = dataclasses.replace(
+            measured,
+            current=value if result in (Result.PASS, Result.FAIL) else measured.current,
+            measured_at=at,
+            last=result,
+            passes=measured.passes + (result is Result.PASS),
+            failures=measured.failures + (result is Result.FAIL),
+            nodata=measured.nodata + (result is Result.NODATA),
+            errors=measured.errors + (result is Result.ERROR),
+        )
+    checks = (*analysis.checks[:index], measured, *analysis.checks[index + 1 :])
+    return dataclasses.replace(analysis, checks=checks), result, figures
+
+
+def failed(analysis: Analysis, result: Result | None, *, failure_limit: int) -> bool:
+    """Whether a measurement that came out ``result`` fails the analysis: its failures reached the limit."""
+    return result is Result.FAIL and analysis.failures >= failure_limit
 
 
 def _figure(value: float) -> str:

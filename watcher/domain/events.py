@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
+from watcher.domain.analysis import Mode, Outcome, Result
 from watcher.domain.model import DeploymentKey, Health, Judge, Status
 
 
@@ -212,6 +213,48 @@ class TimeRefused(Event):
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisMeasured(RevisionEvent):
+    """A check of the current rollout's analysis measured (``of_baseline``: its value at the rollout's start,
+    where ``result`` is pass for a value, else nodata or error)."""
+
+    kind: ClassVar[str] = "analysis_measured"
+    check: str
+    result: Result
+    value: float | None
+    baseline: float | None
+    of_baseline: bool = False
+    reason: str = ""  # a failure's figures, or the query's error
+
+    @property
+    def message(self) -> str:
+        what = "baseline of " if self.of_baseline else ""
+        value = "no data" if self.value is None else f"{self.value:.6g}"
+        said = f" ({self.reason})" if self.reason else ""
+        result = "" if self.of_baseline else f" {self.result.value}"
+        return f"analysis of revision {self.revision}: {what}{self.check} = {value}{result}{said}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisFinished(RevisionEvent):
+    """The analysis of a rollout ended: passed, failed, or inconclusive (nothing measured, or the rollout
+    failed first)."""
+
+    kind: ClassVar[str] = "analysis_finished"
+    outcome: Outcome
+    mode: Mode
+    reason: str
+    rollback: bool = False  # the watcher will ask the orchestrator to roll back
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.mode.value} analysis of revision {self.revision} ({self.version}) {self.outcome.text}"
+            + (f": {self.reason}" if self.reason else "")
+            + ("; rolling back" if self.rollback else "")
+        )
+
+
 DomainEvent = (
     RolloutStarted
     | RolloutFinished
@@ -225,5 +268,7 @@ DomainEvent = (
     | DeploymentRemoved
     | DeploymentReturned
     | TimeRefused
+    | AnalysisMeasured
+    | AnalysisFinished
 )
 EVENT_TYPES: tuple[type[DomainEvent], ...] = get_args(DomainEvent)

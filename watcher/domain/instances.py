@@ -35,7 +35,7 @@ def seen(txn: Txn, instance: Instance, *, at: float, witnessed: bool, listed: bo
     if deployment is None:
         if not rollouts.has_room(txn, key):
             return
-        rollout = new_rollout(txn, instance, revision=1, rollback=False, witnessed=witnessed)
+        rollout = new_rollout(txn, instance, revision=1, rollback=False, witnessed=witnessed, previous_version="")
         deployment = rollouts.create(txn, key, rollout)
     member = deployment.members.get(instance.id)
     # A container list is newer than anything applied before it, even when the clock went
@@ -122,8 +122,10 @@ def add_leftover(txn: Txn, instance: Instance, *, at: float) -> None:
     txn.put(with_member(deployment, Member(instance, at)))
 
 
-def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, witnessed: bool) -> Rollout:
-    """The rollout ``instance`` starts, judged by its containers."""
+def new_rollout(
+    txn: Txn, instance: Instance, *, revision: int, rollback: bool, witnessed: bool, previous_version: str
+) -> Rollout:
+    """The rollout ``instance`` starts, judged by its containers; ``previous_version``: the one before it."""
     identity = instance.identity
     start = identity.deployed_at
     # A deployment.timestamp (it differs from the creation) after now: skew, the creation time is used.
@@ -135,9 +137,10 @@ def new_rollout(txn: Txn, instance: Instance, *, revision: int, rollback: bool, 
     commit_time = times.commit_time(txn, identity.key, identity.commit_time, started_at=start)
     return rollouts.new(
         txn, revision=revision, version=identity.version, commit=identity.commit, image=identity.image,
-        started_at=start, judge=Judge.CONTAINERS, witnessed=witnessed,
+        started_at=start, judge=Judge.CONTAINERS, witnessed=witnessed, key=identity.key,
         deadline_seconds=identity.progress_deadline_seconds, trigger_created_at=identity.created_at,
         rollback=rollback, members=frozenset({instance.id}), commit_time=commit_time, hotfix=identity.hotfix,
+        analysis=identity.analysis, previous_version=previous_version,
     )  # fmt: skip
 
 
@@ -160,5 +163,8 @@ def _arrived(txn: Txn, deployment: Deployment, instance: Instance, *, witnessed:
         return deployment  # older than the current rollout: arrived late, changes nothing
     # A new version, or another try of a failed one.
     rollback = rules.is_rollback(instance.identity.version, rollout.version, deployment.history)
-    started = new_rollout(txn, instance, revision=rollout.revision + 1, rollback=rollback, witnessed=witnessed)
+    started = new_rollout(
+        txn, instance, revision=rollout.revision + 1, rollback=rollback, witnessed=witnessed,
+        previous_version=rollout.version,
+    )  # fmt: skip
     return rollouts.begin(txn, deployment, started)

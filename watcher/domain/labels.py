@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from watcher.domain import text, times
+from watcher.domain.analysis import Mode, Request
 from watcher.domain.model import DeploymentKey, Identity, Status
-from watcher.domain.settings import LabelSettings
+from watcher.domain.settings import AnalysisSettings, LabelSettings
 
 NAME = "deployment.name"
 ENVIRONMENT = "deployment.environment"
@@ -25,6 +26,9 @@ STABLE_SECONDS = "deployment.stable_seconds"
 PROGRESS_DEADLINE = "deployment.progress_deadline_seconds"
 COMMIT_TIME = "deployment.commit_time"
 CHANGE_TYPE = "deployment.change_type"
+ANALYSIS = "deployment.analysis"  # check names, comma-separated (the config's analysis.checks)
+ANALYSIS_MODE = "deployment.analysis.mode"
+ANALYSIS_ON_FAILURE = "deployment.analysis.on_failure"
 OCI_VERSION = "org.opencontainers.image.version"
 OCI_REVISION = "org.opencontainers.image.revision"
 OCI_CREATED = "org.opencontainers.image.created"
@@ -37,13 +41,15 @@ SWARM_SERVICE_NAME = "com.docker.swarm.service.name"
 # The labels of the convention (README has a row for each).
 ALL = (
     NAME, ENVIRONMENT, VERSION, COMMIT, TIMESTAMP, STATUS, STABLE_SECONDS, PROGRESS_DEADLINE, COMMIT_TIME,
-    CHANGE_TYPE,
+    CHANGE_TYPE, ANALYSIS, ANALYSIS_MODE, ANALYSIS_ON_FAILURE,
 )  # fmt: skip
 # The labels a problem can be about: the label-error counter is pre-created for each.
 UNKNOWN_VERSION = "unknown"  # no label, no image tag, no image id
 PROBLEM_LABELS = (*ALL, OCI_VERSION, OCI_REVISION, OCI_CREATED)
 # The values of deployment.change_type; a hotfix fixes a change that failed (DORA's rework).
 CHANGE_TYPES = ("change", "hotfix")
+ON_FAILURE = ("fail", "rollback")  # what a failed gate analysis does besides failing the rollout
+NOT_A_SERVICE = "only a Swarm service can be rolled back by the watcher; the analysis only fails the rollout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +79,12 @@ def parse(
     created_at: float,
     now: float,
     settings: LabelSettings,
+    analysis: AnalysisSettings | None = None,
+    orchestrated: bool = False,
 ) -> Parsed:
-    """Read the convention from a container's labels (its image's labels included)."""
+    """Read the convention from a container's labels (its image's labels included), or a Swarm
+    service's (``orchestrated``: it can be rolled back). ``analysis``: the checks deployment.analysis may
+    name (None: names are not checked here; a rollout only ever runs configured ones)."""
     problems: list[LabelProblem] = []
 
     def clean(label: str) -> str | None:
@@ -135,6 +145,7 @@ def parse(
             progress_deadline_seconds=_seconds(PROGRESS_DEADLINE, labels.get(PROGRESS_DEADLINE), problems),
             commit_time=_commit_time(labels, now=now, settings=settings, problems=problems),
             hotfix=_change_type(labels.get(CHANGE_TYPE), problems) == "hotfix",
+            analysis=_analysis(labels, settings, analysis, orchestrated=orchestrated, problems=problems),
         ),
         tuple(problems),
     )
@@ -236,6 +247,47 @@ def _change_type(raw: str | None, problems: list[LabelProblem]) -> str | None:
         _refused(CHANGE_TYPE, raw, f"is not {' or '.join(CHANGE_TYPES)}", problems)
         return None
     return value
+
+
+def _analysis(
+    labels: Mapping[str, str], settings: LabelSettings, configured: AnalysisSettings | None, *, orchestrated: bool,
+    problems: list[LabelProblem],
+) -> Request | None:  # fmt: skip
+    """The checks deployment.analysis asks for, its mode and what a failure does; None for none."""
+    if ANALYSIS not in labels:
+        return None
+    written = _clean(ANALYSIS, labels[ANALYSIS], settings.max_value_length, problems)
+    names = tuple(dict.fromkeys(n.strip() for n in written.split(",") if n.strip()))
+    if configured is not None and configured.enabled:
+        known = [c.name for c in configured.checks]
+        for name in names:
+            if name not in known:
+                problem = (
+                    f"names the unknown check {_quote(name)} (analysis.checks: {', '.join(known) or 'none'}); dropped"
+                )
+                problems.append(LabelProblem(ANALYSIS, problem))
+        names = tuple(n for n in names if n in known)
+    mode = Mode.GATE
+    if ANALYSIS_MODE in labels:
+        raw = labels[ANALYSIS_MODE]
+        try:
+            mode = Mode(raw.strip().lower())
+        except ValueError:
+            modes = " or ".join(m.value for m in Mode)
+            problems.append(LabelProblem(ANALYSIS_MODE, f"{_quote(raw)} is not {modes}; using gate"))
+    rollback = False
+    if ANALYSIS_ON_FAILURE in labels:
+        raw = labels[ANALYSIS_ON_FAILURE]
+        value = raw.strip().lower()
+        if value not in ON_FAILURE:
+            problems.append(
+                LabelProblem(ANALYSIS_ON_FAILURE, f"{_quote(raw)} is not {' or '.join(ON_FAILURE)}; ignored")
+            )
+        elif value == "rollback" and not orchestrated:
+            problems.append(LabelProblem(ANALYSIS_ON_FAILURE, f"rollback refused: {NOT_A_SERVICE}"))
+        else:
+            rollback = value == "rollback"
+    return Request(checks=names, mode=mode, rollback=rollback) if names else None
 
 
 def _status(raw: str | None, problems: list[LabelProblem]) -> Status | None:

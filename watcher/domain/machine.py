@@ -8,17 +8,18 @@ State is immutable: a scrape reads one ``State`` object and never sees a half-ap
 Where each part lives: ``instances`` (container observations), ``resync``, ``usage``,
 ``reports`` (deploy tooling), ``services`` (an orchestrator's services and their tasks), ``retention`` (time passing), ``rollouts`` (a rollout begins, its
 status changes), ``shown`` (what a deployment shows changed: told once per step), ``rules`` (when it succeeds or fails), ``txn`` (copy-on-write over the state),
-``events`` (what the machine says happened).
+``analyses`` (a rollout's checks measured), ``events`` (what the machine says happened).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from watcher.domain import instances, reports, resync, retention, services, shown, usage
+from watcher.domain import analyses, instances, reports, resync, retention, services, shown, usage
 from watcher.domain.events import DomainEvent
 from watcher.domain.model import Judge, State
 from watcher.domain.observations import (
+    AnalysisMeasured,
     InstanceExited,
     InstanceGone,
     InstanceHealth,
@@ -28,6 +29,7 @@ from watcher.domain.observations import (
     InstanceStopRequested,
     Observation,
     Resync,
+    RollbackAsked,
     RolloutReported,
     ServiceGone,
     ServiceSeen,
@@ -77,6 +79,10 @@ def apply(state: State, observation: Observation, *, now: float, settings: RuleS
             retention.tick(txn, judged_by=(Judge.ORCHESTRATOR,))
         case ServicesReleased():
             services.released(txn, observation)
+        case AnalysisMeasured():
+            analyses.measured(txn, observation)
+        case RollbackAsked():
+            analyses.rollback_asked(txn, observation)
     if not isinstance(observation, UsageSampled):  # CPU and memory samples change nothing else shown
         shown.tell(txn)
     return Step(txn.state(), tuple(txn.events))

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from watcher.domain.analysis import Analysis
+from watcher.domain.analysis import Analysis, Request
 
 
 class Status(enum.Enum):
@@ -89,6 +89,7 @@ class Identity:
     progress_deadline_seconds: float | None = None
     commit_time: float | None = None  # when the deployed commit was made (deployment.commit_time)
     hotfix: bool = False  # deployment.change_type=hotfix: a fix of a change that failed
+    analysis: Request | None = None  # deployment.analysis: the checks it asks for
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

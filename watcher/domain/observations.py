@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from watcher.domain.analysis import Request
 from watcher.domain.model import DeploymentKey, Health, Initiator, Instance, OrchestratedService, Origin, Status, Usage
 
 
@@ -106,6 +107,7 @@ class RolloutReported(DeploymentObservation):
     finished_at: float | None = None
     commit_time: float | None = None  # when the commit was made
     hotfix: bool = False  # the tooling marks the change as a hotfix
+    analysis: Request | None = None  # the checks it asks for (``analysis``)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +127,7 @@ class ServiceSeen(DeploymentObservation):
     finished_at: float | None = None
     progress_deadline_seconds: float | None = None
     rollback_by: Initiator = Initiator.ORCHESTRATOR
+    analysis: Request | None = None  # the checks its labels ask for
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +150,41 @@ class ServicesReleased(Observed):
     deployments keep their Swarm tasks' CPU and memory, and another watcher exports the rest."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisMeasured(DeploymentObservation):
+    """The analysis source measured a check of rollout ``revision`` of ``key``: ``value`` (None: no
+    data) or ``error`` (the query failed); ``baseline``: the value at the rollout's start."""
+
+    revision: int
+    check: str
+    value: float | None
+    error: str = ""
+    baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackAsked(DeploymentObservation):
+    """The orchestrator was asked to roll back rollout ``revision`` of ``key`` (its analysis failed);
+    ``error``: the request failed (it is not asked again)."""
+
+    revision: int
+    error: str = ""
+
+
+AnalysisObservation = AnalysisMeasured | RollbackAsked
+
 ServiceObservation = ServiceSeen | ServiceGone | ServicesListed | ServicesReleased
 
 InstanceChange = (
     InstanceStarted | InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone
 )
-Observation = InstanceSeen | InstanceChange | Resync | UsageSampled | Tick | RolloutReported | ServiceObservation
+Observation = (
+    InstanceSeen
+    | InstanceChange
+    | Resync
+    | UsageSampled
+    | Tick
+    | RolloutReported
+    | ServiceObservation
+    | AnalysisObservation
+)

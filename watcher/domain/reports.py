@@ -27,7 +27,7 @@ def reported(txn: Txn, report: RolloutReported) -> None:
     if deployment is None:
         if not rollouts.has_room(txn, report.key):
             return
-        rollout = _rollout(txn, report, revision=1, rollback=False)
+        rollout = _rollout(txn, report, revision=1, rollback=False, previous="")
         deployment = _settle(txn, rollouts.create(txn, report.key, rollout), report)
     else:
         updated = _report_on(txn, deployment, report)
@@ -67,7 +67,7 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
             txn.emit(StaleObservation(key=deployment.key, at=txn.now, version=report.version))
             return None
         rollback = rules.is_rollback(report.version, current.version, deployment.history)
-        rollout = _rollout(txn, report, revision=current.revision + 1, rollback=rollback)
+        rollout = _rollout(txn, report, revision=current.revision + 1, rollback=rollback, previous=current.version)
         return _settle(txn, rollouts.begin(txn, deployment, rollout), report)
     deployment = _learn(txn, deployment, report)
     if report.status is Status.IN_PROGRESS:
@@ -77,7 +77,7 @@ def _report_on(txn: Txn, deployment: Deployment, report: RolloutReported) -> Dep
         start = report.at if report.started_at is None else report.started_at
         if current.finished_at is not None and start > current.finished_at:
             # Deploying the same version again: another try, or a redeploy.
-            redeploy = _rollout(txn, report, revision=current.revision + 1, rollback=False)
+            redeploy = _rollout(txn, report, revision=current.revision + 1, rollback=False, previous=current.version)
             return rollouts.begin(txn, deployment, _joined(deployment, redeploy, since=current.finished_at))
         return deployment  # late news of the rollout that already finished
     if current.status is Status.IN_PROGRESS:
@@ -103,7 +103,7 @@ def _learn(txn: Txn, deployment: Deployment, report: RolloutReported) -> Deploym
     return dataclasses.replace(deployment, rollout=learnt)
 
 
-def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool) -> Rollout:
+def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool, previous: str) -> Rollout:
     """The rollout a report of a new version (or a redeploy) starts, judged by the tooling."""
     final = report.status is not Status.IN_PROGRESS
     end = report.at if report.finished_at is None else report.finished_at
@@ -111,9 +111,10 @@ def _rollout(txn: Txn, report: RolloutReported, *, revision: int, rollback: bool
     # Its deadline counts from the report's arrival, not from its started_at: a job may report late.
     return rollouts.new(
         txn, revision=revision, version=report.version, commit=report.commit, image="", started_at=start,
-        judge=Judge.DEPLOY_TOOLING, rollback=rollback,
+        judge=Judge.DEPLOY_TOOLING, rollback=rollback, key=report.key,
         witnessed=report.started_at is not None or not final,  # a final report alone has no duration
         commit_time=times.commit_time(txn, report.key, report.commit_time, started_at=start), hotfix=report.hotfix,
+        analysis=report.analysis, previous_version=previous,
     )  # fmt: skip
 
 

@@ -30,7 +30,8 @@ def tick(txn: Txn, *, judged_by: Collection[Judge] = tuple(Judge)) -> None:
             if deployment.dora != Dora():  # nothing to continue otherwise
                 txn.retire(key, deployment.dora)
             txn.emit(DeploymentDropped(key=key, at=txn.now, why=why))
-        elif deployment.rollout.status is Status.IN_PROGRESS:
+        else:
+            # evaluate() ends an analysis whose window passed (an observe one runs past its rollout's verdict).
             evaluated = rollouts.evaluate(txn, deployment)
             if evaluated is not deployment:
                 txn.put(evaluated)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 from watcher.domain import dora, rules, times
+from watcher.domain.analysis import Mode, Outcome, Request, build, ended, measuring, outcome_at_end
 from watcher.domain.events import (
+    AnalysisFinished,
     DeploymentRejected,
     RolloutFinished,
     RolloutRevised,
@@ -20,6 +22,7 @@ from watcher.domain.events import (
     RolloutSuperseded,
 )
 from watcher.domain.model import Deployment, DeploymentKey, Instance, Judge, Rollout, Status, VersionSeen
+from watcher.domain.settings import RuleSettings
 from watcher.domain.txn import Txn
 
 
@@ -29,8 +32,11 @@ def change_status(
     """The current rollout with its new verdict ``status`` (never back to in progress), decided by ``by`` at ``at``;
     ``recorded``: ``at`` is the source's own record of when it happened (an orchestrator's record of an
     update's completion), known even when a resync is what finds it."""
-    rollout = deployment.rollout
     assert status is not Status.IN_PROGRESS, "a rollout goes back to in progress only as a new rollout"
+    deployment, gated = _analysed(txn, deployment, status)
+    if gated:
+        return deployment
+    rollout = deployment.rollout
     known = recorded or not txn.resyncing  # when it happened
     key, revision, version = deployment.key, rollout.revision, rollout.version
     if rollout.status is not Status.IN_PROGRESS:
@@ -50,6 +56,8 @@ def change_status(
     if timed and times.refused_finish(txn, key, at, started_at=rollout.started_at, instead="no duration"):
         timed = False
     duration = at - rollout.started_at if timed else None
+    # An in-progress rollout has no reason but the one it began with (a rollback the watcher asked for).
+    reason = reason or rollout.reason
     finished = RolloutFinished(
         key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
     )
@@ -62,8 +70,77 @@ def change_status(
     )
 
 
+def _analysed(txn: Txn, deployment: Deployment, status: Status) -> tuple[Deployment, bool]:
+    """The one hook of a rollout's analysis in its verdicts, and whether a gate analysis holds the
+    rollout in progress. The first success of a rollout under analysis begins the measurements;
+    a failure of its own ends an analysis still running (so none stays running for a finished rollout)."""
+    rollout, under = deployment.rollout, deployment.rollout.analysis
+    if under is None or under.outcome is not Outcome.RUNNING:
+        return deployment, False
+    if status is Status.FAILED:
+        return end_analysis(
+            txn, deployment, Outcome.INCONCLUSIVE, "the rollout failed before its analysis ended"
+        ), False
+    if rollout.status is not Status.IN_PROGRESS:
+        return deployment, False
+    if under.measuring_since is None:
+        under = measuring(under, now=txn.now, window=txn.settings.analysis.window_seconds)
+        assert under.ends_at is not None
+        # The progress deadline cannot fail a rollout its gate analysis holds in progress.
+        deadline = max(rollout.deadline_at, under.ends_at) if under.mode is Mode.GATE else rollout.deadline_at
+        rollout = dataclasses.replace(rollout, analysis=under, deadline_at=deadline)
+        deployment = dataclasses.replace(deployment, rollout=rollout)
+    return deployment, under.mode is Mode.GATE
+
+
+def end_analysis(txn: Txn, deployment: Deployment, outcome: Outcome, reason: str) -> Deployment:
+    """The current rollout's analysis ended with ``outcome`` (said with an ``AnalysisFinished``)."""
+    rollout, under = deployment.rollout, deployment.rollout.analysis
+    assert under is not None
+    under = ended(under, outcome, reason)
+    deployment = dataclasses.replace(deployment, rollout=dataclasses.replace(rollout, analysis=under))
+    txn.emit(
+        AnalysisFinished(
+            key=deployment.key, at=txn.now, revision=rollout.revision, version=rollout.version, outcome=outcome,
+            mode=under.mode, reason=reason, rollback=rollback_wanted(deployment, txn.settings),
+        )
+    )  # fmt: skip
+    return deployment
+
+
+def rollback_wanted(deployment: Deployment, settings: RuleSettings) -> bool:
+    """Whether the watcher is to ask the orchestrator to roll the current rollout back: its gate
+    analysis failed, asking for it (``deployment.analysis.on_failure=rollback``), the configuration
+    allows it, and the deployment is an orchestrated service (a container cannot be rolled back)."""
+    under = deployment.rollout.analysis
+    return (
+        under is not None
+        and under.outcome is Outcome.FAILED
+        and under.mode is Mode.GATE
+        and under.rollback
+        and not under.rollback_done
+        and settings.analysis.allow_rollback
+        and deployment.service is not None
+    )
+
+
+def conclude(txn: Txn, deployment: Deployment) -> Deployment:
+    """The current rollout's analysis ends when its window has passed: a gate analysis's rollout succeeds
+    (its analysis passed, or was inconclusive: judged as if unanalysed)."""
+    under = deployment.rollout.analysis
+    if under is None or under.outcome is not Outcome.RUNNING or under.ends_at is None or txn.now < under.ends_at:
+        return deployment
+    outcome, reason = outcome_at_end(under)
+    deployment = end_analysis(txn, deployment, outcome, reason)
+    if under.mode is not Mode.GATE or deployment.rollout.status is not Status.IN_PROGRESS:
+        return deployment
+    said = f"analysis inconclusive: {reason}" if outcome is Outcome.INCONCLUSIVE else ""
+    return change_status(txn, deployment, Status.SUCCESS, said, at=txn.now, by=deployment.rollout.judge)
+
+
 def evaluate(txn: Txn, deployment: Deployment) -> Deployment:
     """The rules applied to the current rollout, now."""
+    deployment = conclude(txn, deployment)
     rollout = deployment.rollout
     if rollout.status is not Status.IN_PROGRESS:
         return deployment  # the rules never change a finished rollout
@@ -101,9 +178,10 @@ def has_room(txn: Txn, key: DeploymentKey) -> bool:
 
 def new(
     txn: Txn, *, revision: int, version: str, commit: str, image: str, started_at: float, judge: Judge,
-    witnessed: bool, deadline_seconds: float | None = None, trigger_created_at: float | None = None,
-    rollback: bool = False, members: frozenset[str] = frozenset(), commit_time: float | None = None,
-    hotfix: bool = False,
+    witnessed: bool, key: DeploymentKey, deadline_seconds: float | None = None,
+    trigger_created_at: float | None = None, rollback: bool = False, members: frozenset[str] = frozenset(),
+    commit_time: float | None = None, hotfix: bool = False, analysis: Request | None = None,
+    previous_version: str = "",
 ) -> Rollout:  # fmt: skip
     """A rollout the watcher sees begin now (``txn.now``), whichever source tells of it first.
 
@@ -113,13 +191,23 @@ def new(
     rollout found late (a resync after a restart, a task container seen before its service, a CI job
     reporting long after its start) keeps its full deadline, and the verdict does not depend on which
     source was read first. ``trigger_created_at``: when what started it was created (default: the start).
+    ``analysis``: the checks it asks for, run when analysis is on; ``previous_version``: the version
+    before it (for the checks' ``{{previous_version}}``).
     """
     seconds = txn.settings.rollout.progress_deadline_seconds if deadline_seconds is None else deadline_seconds
+    configured = txn.settings.analysis
+    analysed = None
+    if analysis is not None and configured.enabled:
+        values = {
+            "deployment": key.name, "environment": key.environment, "version": version,
+            "previous_version": previous_version, "host": configured.host,
+        }  # fmt: skip
+        analysed = build(analysis, configured.checks, values)
     return Rollout(
         revision=revision, version=version, commit=commit, image=image, started_at=started_at, rollback=rollback,
         members=members, trigger_created_at=started_at if trigger_created_at is None else trigger_created_at,
         deadline_at=txn.now + seconds, seen_at=txn.now, witnessed=witnessed, judge=judge, commit_time=commit_time,
-        hotfix=hotfix,
+        hotfix=hotfix, analysis=analysed,
     )  # fmt: skip
 
 

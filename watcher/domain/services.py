@@ -136,7 +136,7 @@ def _tasks_only(txn: Txn, key: DeploymentKey, instance: Instance) -> Deployment:
     identity = instance.identity
     rollout = rollouts.new(
         txn, revision=1, version=identity.version, commit=identity.commit, image=identity.image,
-        started_at=identity.deployed_at, judge=Judge.ORCHESTRATOR, witnessed=False,
+        started_at=identity.deployed_at, judge=Judge.ORCHESTRATOR, witnessed=False, key=key,
         trigger_created_at=identity.created_at,
     )  # fmt: skip
     return Deployment(key=key, rollout=rollout)
@@ -192,7 +192,7 @@ def _as_of(instance: Instance, key: DeploymentKey) -> Instance:
 def _first(txn: Txn, seen: ServiceSeen, *, tasks: Deployment | None) -> Deployment:
     """The service's first rollout here; ``tasks``: its deployment known from task containers before
     (which of the container and service lists comes first is chance), whose members it keeps."""
-    deployment = rollouts.create(txn, seen.key, _rollout(txn, seen, revision=1, rollback=False))
+    deployment = rollouts.create(txn, seen.key, _rollout(txn, seen, revision=1, rollback=False, previous=""))
     if tasks is None:
         return deployment
     return dataclasses.replace(deployment, members=tasks.members, retired_cpu_nanos=tasks.retired_cpu_nanos)
@@ -225,7 +225,14 @@ def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
             txn, deployment, Status.FAILED, seen.service.message or "rolled back by the orchestrator",
             at=seen.changed_at, by=Judge.ORCHESTRATOR,
         )  # fmt: skip
-    rollout = _rollout(txn, seen, revision=deployment.rollout.revision + 1, rollback=rollback)
+    rollout = _rollout(
+        txn, seen, revision=deployment.rollout.revision + 1, rollback=rollback, previous=deployment.rollout.version
+    )
+    asked = deployment.rollout.analysis
+    if state.rolling_back and asked is not None and asked.rollback_done:
+        # The rollback the watcher asked for: its verdict says why it happened (rollouts.change_status keeps it).
+        why = f"rolled back: the analysis of revision {deployment.rollout.revision} asked for it ({asked.reason})"
+        rollout = dataclasses.replace(rollout, reason=why)
     deployment = rollouts.begin(txn, deployment, rollout)
     if deployment.service is not None:
         deployment = dataclasses.replace(
@@ -234,11 +241,12 @@ def _begin(txn: Txn, deployment: Deployment, seen: ServiceSeen) -> Deployment:
     return deployment
 
 
-def _rollout(txn: Txn, seen: ServiceSeen, *, revision: int, rollback: bool) -> Rollout:
+def _rollout(txn: Txn, seen: ServiceSeen, *, revision: int, rollback: bool, previous: str) -> Rollout:
     return rollouts.new(
         txn, revision=revision, version=seen.version, commit=seen.commit, image=seen.image,
-        started_at=seen.changed_at, judge=Judge.ORCHESTRATOR, witnessed=not txn.resyncing,
-        deadline_seconds=seen.progress_deadline_seconds, rollback=rollback,
+        started_at=seen.changed_at, judge=Judge.ORCHESTRATOR, witnessed=not txn.resyncing, key=seen.key,
+        deadline_seconds=seen.progress_deadline_seconds, rollback=rollback, analysis=seen.analysis,
+        previous_version=previous,
     )  # fmt: skip
 
 

@@ -41,6 +41,7 @@ from watcher.domain.model import (
     VersionSeen,
     iter_sorted,
 )
+from watcher.persistence import analyses
 from watcher.persistence.typedjson import (
     MAX_COUNT,
     DecodeError,
@@ -53,7 +54,7 @@ from watcher.persistence.typedjson import (
     text,
 )
 
-SCHEMA = 2
+SCHEMA = 3
 FILE_NAME = "state.json"
 
 Document = dict[str, Any]
@@ -72,8 +73,15 @@ def _judge_of_schema_1(document: Document) -> Document:
     return document
 
 
+def _analysis_of_schema_2(document: Document) -> Document:
+    """Schema 3 holds rollouts' analyses (and containers' requests for one): a schema 2 file has none,
+    which is what their absence reads as. The schema went up so that an older watcher refuses a file
+    whose analyses under way it would silently drop."""
+    return document
+
+
 # Schema N → a function turning a schema N document into a schema N + 1 one; applied in order.
-MIGRATIONS: dict[int, Callable[[Document], Document]] = {1: _judge_of_schema_1}
+MIGRATIONS: dict[int, Callable[[Document], Document]] = {1: _judge_of_schema_1, 2: _analysis_of_schema_2}
 
 
 # The ranges the numbers of a file lie in, beyond typedjson's counts and amounts (watcher.domain.limits).
@@ -169,6 +177,7 @@ def _encode_rollout(r: Rollout) -> Document:
         "commit_time": r.commit_time,
         "hotfix": r.hotfix,
         "seen_at": r.seen_at,
+        "analysis": None if r.analysis is None else analyses.encode(r.analysis),
     }
 
 
@@ -203,6 +212,7 @@ def _encode_member(m: Member) -> Document:
             "progress_deadline_seconds": identity.progress_deadline_seconds,
             "commit_time": identity.commit_time,
             "hotfix": identity.hotfix,
+            "analysis": None if identity.analysis is None else analyses.encode_request(identity.analysis),
         },
     }
 
@@ -341,6 +351,7 @@ def _decode_rollout(r: Object) -> Rollout:
         commit_time=r.optional_time("commit_time") if r.has("commit_time") else None,
         hotfix=r.flag("hotfix", default=False),
         seen_at=r.optional_time("seen_at") if r.has("seen_at") else None,
+        analysis=analyses.decode(r.child("analysis")) if r.present("analysis") else None,
     )
 
 
@@ -358,6 +369,7 @@ def _decode_member(m: Object, *, key: DeploymentKey) -> Member:
         progress_deadline_seconds=i.optional_amount("progress_deadline_seconds"),
         commit_time=i.optional_time("commit_time") if i.has("commit_time") else None,
         hotfix=i.flag("hotfix", default=False),
+        analysis=analyses.decode_request(i.child("analysis")) if i.present("analysis") else None,
     )
     instance = Instance(
         id=m.text("id"),

@@ -130,6 +130,9 @@ class Object:
     def optional_amount(self, name: str) -> float | None:
         return self._optional(name, amount)
 
+    def optional_measurement(self, name: str) -> float | None:
+        return self._optional(name, measurement)
+
     def flag(self, name: str, *, default: bool | None = None) -> bool:
         value = self._get(name, default)
         if not isinstance(value, bool):
@@ -189,6 +192,19 @@ def integer(value: object, where: str, *, minimum: int = 0, maximum: int = MAX_C
 def amount(value: object, where: str) -> float:
     """Seconds or bytes: finite and not negative."""
     return _number(value, where, maximum=MAX_AMOUNT)
+
+
+# A measured value may be infinite (a ratio over no requests), which JSON cannot write as a number.
+INFINITIES = {"+Inf": math.inf, "-Inf": -math.inf}
+
+
+def measurement(value: object, where: str) -> float:
+    """A value a query measured: a number of any sign, or ``+Inf`` / ``-Inf``."""
+    if isinstance(value, str) and value in INFINITIES:
+        return INFINITIES[value]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DecodeError(f"{where}: expected a number, +Inf or -Inf, got {_shown(value)}")
+    return float(value)
 
 
 def _time(value: object, where: str) -> float:

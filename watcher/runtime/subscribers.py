@@ -15,7 +15,8 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from watcher.domain.events import DeploymentRejected, DomainEvent, StaleObservation, TimeRefused
+from watcher.domain.analysis import Outcome
+from watcher.domain.events import AnalysisFinished, DeploymentRejected, DomainEvent, StaleObservation, TimeRefused
 
 
 class Subscriber(Protocol):
@@ -34,6 +35,9 @@ def logging_to(log: logging.Logger) -> Subscriber:
 
     def log_line(event: DomainEvent) -> None:
         level = _LEVELS.get(type(event), logging.INFO)
+        if isinstance(event, AnalysisFinished) and event.outcome in (Outcome.FAILED, Outcome.INCONCLUSIVE):
+            # A rollout analysed for nothing (Prometheus down, no traffic) or failed by it: someone must look.
+            level = logging.WARNING
         log.log(level, "deployment %s/%s: %s", event.key.name, event.key.environment, event.message)
 
     return log_line

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Set
 from dataclasses import dataclass, field
 
+from watcher.domain import labels
 from watcher.domain.labels import Parsed
 from watcher.selfmetrics import SelfMetrics
 
@@ -19,9 +20,18 @@ class LabelProblems:
     kind: str  # what the objects are ("container", "service"), first word of the warning
     log: logging.Logger  # the source's own logger
     metrics: SelfMetrics
+    analysis_off: bool = False  # analysis.prometheus_url is empty: requests for it are ignored
     _warned: set[str] = field(default_factory=set)  # objects whose problems were logged
+    _off_said: bool = False
 
     def report(self, object_id: str, name: str, parsed: Parsed) -> None:
+        asked = parsed.identity is not None and parsed.identity.analysis is not None
+        if asked and self.analysis_off and not self._off_said:
+            self._off_said = True  # once: every deployment asking would repeat it
+            self.log.info(
+                "%s %s asks for rollout analysis (%s), which is off (analysis.prometheus_url is empty): ignored",
+                self.kind, name or object_id[:12], labels.ANALYSIS,
+            )  # fmt: skip
         if not parsed.problems or object_id in self._warned:
             return
         self._warned.add(object_id)

@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 
 from watcher.config import API_TOKEN_ENV, ApiSettings, ConfigError, Settings
 from watcher.domain import labels, text, times
+from watcher.domain.analysis import Mode, Request
 from watcher.domain.events import DeploymentRejected, RolloutStarted, StaleObservation
 from watcher.domain.machine import Step
 from watcher.domain.model import Deployment, DeploymentKey, State, Status
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 FIELDS = (
     "deployment", "environment", "version", "commit", "status", "started_at", "finished_at", "commit_time",
-    "change_type",
+    "change_type", "analysis", "analysis_mode",
 )  # fmt: skip
 MIN_TOKEN_LENGTH = 16
 _CHALLENGE = 'Bearer realm="deployment-watcher"'
@@ -104,7 +105,32 @@ def parse_report(body: object, *, at: float, settings: Settings) -> RolloutRepor
         finished_at=finished_at,
         commit_time=_time(body, "commit_time", at=at),
         hotfix=_change_type(body.get("change_type")) == "hotfix",
+        analysis=_analysis(body, settings=settings),
     )
+
+
+def _analysis(body: Mapping[str, Any], *, settings: Settings) -> Request | None:
+    """``analysis``: check names, a list or a comma-separated string; ``analysis_mode``: gate (default) or observe."""
+    raw, mode_raw = body.get("analysis"), body.get("analysis_mode")
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if raw is not None and not (isinstance(raw, list) and all(isinstance(n, str) for n in raw)):
+        raise Invalid("analysis", "must be a list of check names or a comma-separated string")
+    mode = Mode.GATE
+    if mode_raw is not None:
+        if not isinstance(mode_raw, str) or mode_raw not in {m.value for m in Mode}:
+            raise Invalid("analysis_mode", f"must be one of {', '.join(m.value for m in Mode)}")
+        mode = Mode(mode_raw)
+    names = tuple(dict.fromkeys(n.strip() for n in raw or () if n.strip()))
+    configured = settings.analysis
+    if configured.enabled:
+        known = [c.name for c in configured.checks]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise Invalid(
+                "analysis", f"unknown check {unknown[0]!r:.60} (analysis.checks: {', '.join(known) or 'none'})"
+            )
+    return Request(checks=names, mode=mode) if names else None
 
 
 def _text(body: Mapping[str, Any], field: str, *, limit: int, required: bool = False) -> str:
@@ -200,6 +226,7 @@ class DeploymentsApi(Source):
         self._step = step
         self._clock = clock
         self._metrics = metrics
+        self._analysis_off_said = False
 
     @classmethod
     def given(cls, given: Given) -> DeploymentsApi:
@@ -246,6 +273,9 @@ class DeploymentsApi(Source):
             report = parse_report(body, at=self._clock(), settings=self._settings)
         except Invalid as exc:
             return self._refuse(request, status=400, outcome="invalid", error=str(exc), field=exc.field)
+        if report.analysis is not None and not self._settings.analysis.enabled and not self._analysis_off_said:
+            self._analysis_off_said = True  # once: every report asking would repeat it
+            log.info("a report asks for rollout analysis, which is off (analysis.prometheus_url is empty): ignored")
         return self._record(request, report)
 
     def _record(self, request: web.Request, report: RolloutReported) -> web.Response:

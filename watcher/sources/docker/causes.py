@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.config import LabelSettings
+from watcher.config import AnalysisSettings, LabelSettings
 from watcher.domain import labels, observations, text
 from watcher.domain.labels import Parsed
 from watcher.domain.limits import MAX_COUNT
@@ -107,7 +107,9 @@ def _from_podman(attributes: Mapping[str, Any]) -> bool:
     return "podId" in attributes
 
 
-def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings) -> tuple[Instance | None, Parsed]:
+def from_inspect(
+    data: Mapping[str, Any], *, now: float, settings: LabelSettings, analysis: AnalysisSettings | None = None
+) -> tuple[Instance | None, Parsed]:
     """A container's inspect JSON → its Instance (None when it is not a deployment)."""
     container_id = _text(data.get("Id"))
     if not container_id:
@@ -123,6 +125,7 @@ def from_inspect(data: Mapping[str, Any], *, now: float, settings: LabelSettings
         created_at=created_at,
         now=now,
         settings=settings,
+        analysis=analysis,
     )
     if parsed.identity is None:
         return None, parsed
@@ -173,7 +176,7 @@ def network_disconnect(event: Mapping[str, Any]) -> str:
 
 
 def from_create_event(
-    event: Mapping[str, Any], cause: Inspect, *, settings: LabelSettings
+    event: Mapping[str, Any], cause: Inspect, *, settings: LabelSettings, analysis: AnalysisSettings | None = None
 ) -> tuple[Instance | None, Parsed]:
     """The container a create event (classified as ``cause``) made, from the event alone;
     None when the event does not say enough.
@@ -190,6 +193,7 @@ def from_create_event(
         created_at=cause.at,
         now=cause.at,
         settings=settings,
+        analysis=analysis,
     )
     if parsed.identity is None or parsed.identity.version == labels.UNKNOWN_VERSION:
         return None, parsed

@@ -99,7 +99,7 @@ class DockerWatch(Source):
 
     def __post_init__(self) -> None:
         self._inspecting = asyncio.Semaphore(self.settings.docker.inspect_concurrency)
-        self._problems = LabelProblems("container", log, self.metrics)
+        self._problems = LabelProblems("container", log, self.metrics, analysis_off=not self.settings.analysis.enabled)
         self._connection = Reconnect(self.settings.docker, log, failed=self._failed, up=self.metrics.docker_up.set)
 
     @classmethod
@@ -244,7 +244,9 @@ class DockerWatch(Source):
         if isinstance(cause, InstanceChange):
             self._unstarted.discard(cause.instance_id)  # started, exited or gone
         if isinstance(cause, Inspect) and docker_causes.event_action(event) == "create":
-            instance, parsed = docker_causes.from_create_event(event, cause, settings=self.settings.labels)
+            instance, parsed = docker_causes.from_create_event(
+                event, cause, settings=self.settings.labels, analysis=self.settings.analysis
+            )
             if instance is not None:
                 self._problems.report(instance.id, docker_causes.event_attributes(event).get("name", ""), parsed)
                 self._unstarted.add(instance.id)
@@ -298,6 +300,8 @@ class DockerWatch(Source):
         return await engine.daemon_time() or self.clock()
 
     def _instance(self, data: Mapping[str, Any]) -> Instance | None:
-        instance, parsed = docker_causes.from_inspect(data, now=self.clock(), settings=self.settings.labels)
+        instance, parsed = docker_causes.from_inspect(
+            data, now=self.clock(), settings=self.settings.labels, analysis=self.settings.analysis
+        )
         self._problems.report(str(data.get("Id", "")), str(data.get("Name", "")).lstrip("/"), parsed)
         return instance

@@ -18,7 +18,7 @@ from watcher.domain import labels
 from watcher.domain.labels import Parsed
 from watcher.domain.model import Initiator, OrchestratedService, UpdateState
 from watcher.domain.observations import ServiceSeen
-from watcher.domain.settings import LabelSettings
+from watcher.domain.settings import AnalysisSettings, LabelSettings
 from watcher.sources.jsonfields import count as _count
 from watcher.sources.jsonfields import event_time
 from watcher.sources.jsonfields import number as _number
@@ -56,8 +56,9 @@ def classify(event: Mapping[str, Any]) -> ServiceEvent | None:
 
 
 def from_service(
-    data: Mapping[str, Any], *, at: float, replicas: tuple[int, int] | None, settings: LabelSettings
-) -> tuple[ServiceSeen | None, Parsed]:
+    data: Mapping[str, Any], *, at: float, replicas: tuple[int, int] | None, settings: LabelSettings,
+    analysis: AnalysisSettings | None = None,
+) -> tuple[ServiceSeen | None, Parsed]:  # fmt: skip
     """A service's JSON (``GET /services``) → what it is now; None when it is no deployment.
 
     ``replicas``: (desired, running) from its tasks; None to read ``ServiceStatus`` (API ≥ 1.41).
@@ -74,6 +75,7 @@ def from_service(
     parsed = labels.parse(
         {k: v for k, v in merged.items() if k != labels.TIMESTAMP},
         image=_text(container.get("Image")), image_id="", created_at=created_at, now=at, settings=settings,
+        analysis=analysis, orchestrated=True,
     )  # fmt: skip
     identity = parsed.identity
     if not service_id or identity is None:
@@ -103,6 +105,7 @@ def from_service(
             finished_at=_time(status.get("CompletedAt")) if state is not UpdateState.NONE else None,
             progress_deadline_seconds=identity.progress_deadline_seconds,
             rollback_by=Initiator.PERSON if message.startswith(MANUAL_ROLLBACK) else Initiator.ORCHESTRATOR,
+            analysis=identity.analysis,
         ),
         parsed,
     )  # fmt: skip

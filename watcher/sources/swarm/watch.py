@@ -65,7 +65,7 @@ class SwarmWatch(Source):
     _with_status: bool = False  # the engine counts replicas (``_status_api``), read at each connect
 
     def __post_init__(self) -> None:
-        self._problems = LabelProblems("service", log, self.metrics)
+        self._problems = LabelProblems("service", log, self.metrics, analysis_off=not self.settings.analysis.enabled)
         # No socket at all: the Docker watch says so.
         self._connection = Reconnect(
             self.settings.docker, log, prefix=PREFIX, quiet=frozenset({EngineErrorKind.NO_SOCKET})
@@ -238,7 +238,9 @@ class SwarmWatch(Source):
         log.info("Swarm services: resynced, %d tracked", len(listed))
 
     def _seen(self, data: Mapping[str, Any], replicas: tuple[int, int] | None, *, at: float) -> ServiceSeen | None:
-        seen, parsed = causes.from_service(data, at=at, replicas=replicas, settings=self.settings.labels)
+        seen, parsed = causes.from_service(
+            data, at=at, replicas=replicas, settings=self.settings.labels, analysis=self.settings.analysis
+        )
         service_id = str(data.get("ID", ""))
         self._problems.report(service_id, str(data.get("Spec", {}).get("Name", "")), parsed)
         if seen is None:
