@@ -17,12 +17,13 @@ from watcher.config.settings import (
     SwarmSettings,
     WebSettings,
 )
-from watcher.domain.settings import LabelSettings, RetentionSettings, RolloutSettings
+from watcher.domain.settings import AnalysisSettings, LabelSettings, RetentionSettings, RolloutSettings
 
 __all__ = [
     "API_TOKEN_ENV",
     "CONFIG_FILE_ENV",
     "ENV_PREFIX",
+    "AnalysisSettings",
     "ApiSettings",
     "ConfigError",
     "DockerSettings",

@@ -53,6 +53,8 @@ def options() -> Iterator[Option]:
         section_cls = hints[section.name]
         section_hints = typing.get_type_hints(section_cls)
         for f in dataclasses.fields(section_cls):
+            if f.metadata["yaml_only"]:
+                continue  # no flag nor variable: read by its own reader (analysis.checks)
             yield Option(
                 section=section.name,
                 name=f.name,
@@ -224,4 +226,6 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 
 def as_yaml(settings: Settings) -> str:
     """The effective settings as a YAML document (for ``--print-config`` and docs)."""
-    return yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False)
+    document = dataclasses.asdict(settings)
+    del document["analysis"]["checks"]  # not read from the config file yet: printed, it would not load
+    return yaml.safe_dump(document, sort_keys=False)

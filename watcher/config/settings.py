@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from watcher.domain.settings import LabelSettings, RetentionSettings, RolloutSettings, setting
+from watcher.domain.settings import AnalysisSettings, LabelSettings, RetentionSettings, RolloutSettings, setting
 
 ENV_PREFIX = "WATCHER_"
 CONFIG_FILE_ENV = "WATCHER_CONFIG_FILE"
@@ -183,3 +183,4 @@ class Settings:
     exposition: ExpositionSettings = field(default_factory=ExpositionSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)

@@ -149,9 +149,26 @@ class ServicesReleased:
     at: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisMeasured:
+    """The analysis source measured a check of rollout ``revision`` of ``key``: ``value`` (None: no
+    data) or ``error`` (the query failed); ``baseline``: the value at the rollout's start."""
+
+    at: float
+    key: DeploymentKey
+    revision: int
+    check: str
+    value: float | None
+    error: str = ""
+    baseline: bool = False
+
+
 ServiceObservation = ServiceSeen | ServiceGone | ServicesListed | ServicesReleased
 
 InstanceChange = (
     InstanceStarted | InstanceStopRequested | InstanceExited | InstanceOOMKilled | InstanceHealth | InstanceGone
 )
-Observation = InstanceSeen | InstanceChange | Resync | UsageSampled | Tick | RolloutReported | ServiceObservation
+Observation = (
+    InstanceSeen | InstanceChange | Resync | UsageSampled | Tick | RolloutReported | ServiceObservation
+    | AnalysisMeasured
+)  # fmt: skip

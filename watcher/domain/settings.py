@@ -10,10 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from watcher.domain.analysis import Check
 
-def setting(default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> Any:
-    """A settings field with its help text, lower bound and allowed values."""
-    return field(default=default, metadata={"help": help, "min": minimum, "choices": choices})
+
+def setting(
+    default: Any, help: str, *, minimum: float | None = None, choices: tuple[str, ...] = (), yaml_only: bool = False
+) -> Any:
+    """A settings field with its help text, lower bound and allowed values; ``yaml_only``: a structure
+    the config file alone can hold (no flag, no environment variable)."""
+    return field(default=default, metadata={"help": help, "min": minimum, "choices": choices, "yaml_only": yaml_only})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +70,42 @@ class RetentionSettings:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class AnalysisSettings:
+    prometheus_url: str = setting(
+        "", "Prometheus to query for rollout analysis, e.g. http://prometheus:9090; empty: analysis off"
+    )
+    interval_seconds: float = setting(30.0, "seconds between two measurements of a check", minimum=1)
+    window_seconds: float = setting(
+        300.0, "seconds the checks run after the rollout's own verdict is success", minimum=1
+    )
+    failure_limit: int = setting(2, "failed measurements (of any check) that fail the analysis", minimum=1)
+    allow_rollback: bool = setting(
+        False,
+        "roll back a Swarm service labelled deployment.analysis.on_failure=rollback when its gate analysis fails "
+        "(needs POST access to /services)",
+    )
+    timeout_seconds: float = setting(10.0, "timeout of one Prometheus query, in seconds", minimum=0.1)
+    host: str = setting("", "the value of {{host}} in queries; empty: this machine's host name")
+    username: str = setting("", "user name for basic auth to Prometheus (with password_file)")
+    password_file: str = setting("", "file holding the basic auth password for Prometheus")
+    bearer_token_file: str = setting("", "file holding a bearer token for Prometheus")
+    ca_file: str = setting("", "CA certificate file (PEM) to verify Prometheus's TLS certificate")
+    checks: tuple[Check, ...] = setting(
+        (),
+        "the checks a deployment may name in deployment.analysis, each with name, query and min, max and/or "
+        "max_increase (config file only)",
+        yaml_only=True,
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.prometheus_url)
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
 class ReportRetention(Protocol):
     @property
     def retention_seconds(self) -> float: ...
@@ -84,3 +125,6 @@ class RuleSettings(Protocol):
 
     @property
     def api(self) -> ReportRetention: ...
+
+    @property
+    def analysis(self) -> AnalysisSettings: ...
