@@ -22,6 +22,7 @@ from watcher.clients import notify, rollout, status
 from watcher.persistence.statefile import DirectoryInUse
 from watcher.runtime.compose import Watcher
 from watcher.runtime.shutdown import ShutdownIncomplete
+from watcher.sources.analysis import trial
 from watcher.sources.api import reports as api
 
 log = logging.getLogger("watcher")
@@ -90,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args["check_config"]:
-        print(config.as_yaml(settings), end="")
-        return EXIT_OK
+        return _check_config(settings)
     logging.basicConfig(
         level=settings.log.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -112,6 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if errors:
         log.error("the watcher stopped: %s", "; ".join(str(e) or type(e).__name__ for e in errors))
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _check_config(settings: config.Settings) -> int:
+    """The settings are valid: with analysis on, each check's query is tried on Prometheus too."""
+    tried = asyncio.run(trial.try_checks(settings))
+    if tried.problems:
+        print("deployment-watcher: invalid configuration:", file=sys.stderr)
+        for problem in tried.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if tried.unreachable:
+        print(f"deployment-watcher: note: {tried.unreachable}; the checks' queries were not tried", file=sys.stderr)
+    print(config.as_yaml(settings), end="")
     return EXIT_OK
 
 

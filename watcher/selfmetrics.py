@@ -39,6 +39,7 @@ ACCEPT_ERRORS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
 HOST_REFUSALS = ("name", "malformed")  # why a browser's request was refused for its Host header
 # The Swarm service events' actions (``type=service``).
 SERVICE_ACTIONS = ("create", "update", "remove")
+ANALYSIS_QUERY_RESULTS = ("ok", "nodata", "error")  # a value, an empty answer, a failure (watcher.sources.analysis)
 
 
 class EngineErrorKind(enum.StrEnum):
@@ -214,6 +215,12 @@ class SelfMetrics:
             "State files found unreadable, corrupt or of an unknown schema at start-up: moved aside, started fresh.",
             registry,
         )
+        self.analysis_queries = _labelled(
+            Counter, "analysis_queries",
+            "Queries to Prometheus for rollout analysis, by result: ok (a value), nodata (an empty answer or NaN), "
+            "error (unreachable, a timeout, an error status, an answer that is not one series).",
+            "result", ANALYSIS_QUERY_RESULTS, registry,
+        )  # fmt: skip
 
         self.asyncio_tasks = _plain(
             Gauge,

@@ -85,7 +85,7 @@ async def test_a_fake_source_in_the_list_is_run_served_and_stopped_beside_the_re
     stop ends its root task."""
     watcher = Watcher(settings(tmp_path), sources=(*SOURCES, FakeSource))
     assert [source.name for source in watcher.sources] == [
-        "docker watch", "swarm watch", "stats poll", "deployments api", "fake source",
+        "docker watch", "swarm watch", "stats poll", "deployments api", "analysis", "fake source",
     ]  # fmt: skip
     fake = watcher.sources[-1]
     assert isinstance(fake, FakeSource)

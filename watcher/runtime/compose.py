@@ -22,6 +22,7 @@ from watcher.runtime import shutdown, subscribers, supervision
 from watcher.runtime.core import Core
 from watcher.runtime.saver import StateSaver
 from watcher.selfmetrics import SelfMetrics
+from watcher.sources.analysis.source import AnalysisSource
 from watcher.sources.api.reports import DeploymentsApi
 from watcher.sources.docker.watch import DockerWatch
 from watcher.sources.source import Given, Source
@@ -42,6 +43,7 @@ SOURCES: tuple[Callable[[Given], Source], ...] = (
     SwarmWatch.given,
     StatsPoll.given,
     DeploymentsApi.given,
+    AnalysisSource.given,  # does nothing while analysis.prometheus_url is empty
 )
 # At shutdown, for requests in flight: ours take milliseconds, and a client that stalls midway
 # (a body never finished, a response never read) must not hold the stop (aiohttp waits 60 s).
