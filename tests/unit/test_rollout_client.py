@@ -331,18 +331,20 @@ def test_a_stream_with_no_verdict_ends_at_the_timeout(fake: Fake, stream: str) -
     assert 0.5 <= time.monotonic() - began < 2.5
 
 
-def test_a_full_stream_is_asked_again_after_its_retry_after(fake: Fake) -> None:
-    """The stream answers 503 with Retry-After: 4 (its caps are reached): the gate asks again after 4 s, not
-    every second, and still ends at --timeout (exit 3: the watcher answers, with no verdict)."""
+def test_a_full_stream_is_asked_again_after_its_retry_after(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream answers 503 with Retry-After: 1 (its caps are reached): the gate asks again after 1 s, not
+    at its own retry interval (here 0.2 s, 1 s by default), and still ends at --timeout (exit 3: the watcher
+    answers, with no verdict)."""
+    monkeypatch.setattr(rollout, "RETRY_SECONDS", 0.2)  # shorter than the Retry-After, as the default is than 10 s
     fake.answers[DETAIL] = Answer(body=as_json(ROW))
-    fake.stream_answer = Answer(503, b'{"error": "full"}', {"Retry-After": "4"})
+    fake.stream_answer = Answer(503, b'{"error": "full"}', {"Retry-After": "1"})
     began = time.monotonic()
     code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
-                               "--timeout", "5")  # fmt: skip
-    assert 5 <= time.monotonic() - began < 7
+                               "--timeout", "1.5")  # fmt: skip
+    assert 1.5 <= time.monotonic() - began < 3.5
     assert code == 3 and "no verdict within the timeout" in err, err
-    assert err.count("event stream answered 503; asking again in 4 s") == 1 and "lost the watcher" not in err, err
-    assert fake.stream_requests <= 3  # at 0 s, 4 s (and the deadline); every second would be 6
+    assert err.count("event stream answered 503; asking again in 1 s") == 1 and "lost the watcher" not in err, err
+    assert fake.stream_requests <= 3  # at 0 s, 1 s (and the deadline); every 0.2 s would be 9
 
 
 @pytest.mark.parametrize(("value", "seconds"), [(None, 0.0), ("", 0.0), ("10", 10.0), ("0.5", 0.5), ("-3", 0.0),
