@@ -204,7 +204,7 @@ async def test_timeout_exits_3(aiohttp_client: AiohttpClient) -> None:
     """No verdict within --timeout: exit 3."""
     url, side = await served(aiohttp_client)
     side.submit(started("a", "1.0.0", NOW))
-    code, _, err = await run_cli("rollout", "status", "api", "--url", url, "--timeout", "0.5")
+    code, _, err = await run_cli("rollout", "status", "api", "--url", url, "--timeout", "0.3")
     assert code == 3 and "no verdict within the timeout" in err
 
 
@@ -311,10 +311,10 @@ async def test_keepalives_do_not_extend_the_timeout(aiohttp_client: AiohttpClien
     side.submit(started("a", "1.0.0", NOW))  # in progress until a Tick, which never comes
     began = time.monotonic()
     code, _, err = await asyncio.wait_for(
-        run_cli("rollout", "status", "api", "--version", version, "--url", url, "--timeout", "0.5"), 20
+        run_cli("rollout", "status", "api", "--version", version, "--url", url, "--timeout", "0.3"), 20
     )
     assert code == 3 and "no verdict within the timeout" in err
-    assert 0.5 <= time.monotonic() - began < 2.5
+    assert 0.3 <= time.monotonic() - began < 2.3
 
 
 @pytest.mark.parametrize("stream", ["keepalives", "trickle"])
@@ -326,9 +326,9 @@ def test_a_stream_with_no_verdict_ends_at_the_timeout(fake: Fake, stream: str) -
     setattr(fake, stream, True)
     began = time.monotonic()
     code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
-                               "--timeout", "0.5")  # fmt: skip
+                               "--timeout", "0.3")  # fmt: skip
     assert code == 3 and "no verdict within the timeout" in err, err
-    assert 0.5 <= time.monotonic() - began < 2.5
+    assert 0.3 <= time.monotonic() - began < 2.3
 
 
 def test_a_full_stream_is_asked_again_after_its_retry_after(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
