@@ -433,7 +433,7 @@ class Fake:
                 pass  # a client cut at its deadline breaks the pipe: no traceback in the stderr a test reads
 
         self.server = Quiet(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
