@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from watcher.config import RolloutSettings, Settings
 from watcher.domain.machine import apply
 from watcher.domain.model import (
@@ -126,7 +127,7 @@ def restarts(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observatio
 
 
 @given(restarts())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_a_restart_judges_the_same_whatever_is_read_first(
     restart: tuple[State, list[Observation], list[Observation]],
 ) -> None:
@@ -164,7 +165,7 @@ def races(draw: st.DrawFn) -> tuple[State, list[Observation], list[Observation]]
 
 
 @given(races())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_a_report_racing_its_container_judges_the_same(
     race: tuple[State, list[Observation], list[Observation]],
 ) -> None:

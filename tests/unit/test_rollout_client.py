@@ -204,7 +204,7 @@ async def test_timeout_exits_3(aiohttp_client: AiohttpClient) -> None:
     """No verdict within --timeout: exit 3."""
     url, side = await served(aiohttp_client)
     side.submit(started("a", "1.0.0", NOW))
-    code, _, err = await run_cli("rollout", "status", "api", "--url", url, "--timeout", "0.5")
+    code, _, err = await run_cli("rollout", "status", "api", "--url", url, "--timeout", "0.3")
     assert code == 3 and "no verdict within the timeout" in err
 
 
@@ -311,10 +311,10 @@ async def test_keepalives_do_not_extend_the_timeout(aiohttp_client: AiohttpClien
     side.submit(started("a", "1.0.0", NOW))  # in progress until a Tick, which never comes
     began = time.monotonic()
     code, _, err = await asyncio.wait_for(
-        run_cli("rollout", "status", "api", "--version", version, "--url", url, "--timeout", "0.5"), 20
+        run_cli("rollout", "status", "api", "--version", version, "--url", url, "--timeout", "0.3"), 20
     )
     assert code == 3 and "no verdict within the timeout" in err
-    assert 0.5 <= time.monotonic() - began < 2.5
+    assert 0.3 <= time.monotonic() - began < 2.3
 
 
 @pytest.mark.parametrize("stream", ["keepalives", "trickle"])
@@ -326,23 +326,25 @@ def test_a_stream_with_no_verdict_ends_at_the_timeout(fake: Fake, stream: str) -
     setattr(fake, stream, True)
     began = time.monotonic()
     code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
-                               "--timeout", "0.5")  # fmt: skip
+                               "--timeout", "0.3")  # fmt: skip
     assert code == 3 and "no verdict within the timeout" in err, err
-    assert 0.5 <= time.monotonic() - began < 2.5
+    assert 0.3 <= time.monotonic() - began < 2.3
 
 
-def test_a_full_stream_is_asked_again_after_its_retry_after(fake: Fake) -> None:
-    """The stream answers 503 with Retry-After: 4 (its caps are reached): the gate asks again after 4 s, not
-    every second, and still ends at --timeout (exit 3: the watcher answers, with no verdict)."""
+def test_a_full_stream_is_asked_again_after_its_retry_after(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream answers 503 with Retry-After: 1 (its caps are reached): the gate asks again after 1 s, not
+    at its own retry interval (here 0.2 s, 1 s by default), and still ends at --timeout (exit 3: the watcher
+    answers, with no verdict)."""
+    monkeypatch.setattr(rollout, "RETRY_SECONDS", 0.2)  # shorter than the Retry-After, as the default is than 10 s
     fake.answers[DETAIL] = Answer(body=as_json(ROW))
-    fake.stream_answer = Answer(503, b'{"error": "full"}', {"Retry-After": "4"})
+    fake.stream_answer = Answer(503, b'{"error": "full"}', {"Retry-After": "1"})
     began = time.monotonic()
     code, _, err = cli_quietly("rollout", "status", "api", "--environment", "production", "--url", fake.url,
-                               "--timeout", "5")  # fmt: skip
-    assert 5 <= time.monotonic() - began < 7
+                               "--timeout", "1.5")  # fmt: skip
+    assert 1.5 <= time.monotonic() - began < 3.5
     assert code == 3 and "no verdict within the timeout" in err, err
-    assert err.count("event stream answered 503; asking again in 4 s") == 1 and "lost the watcher" not in err, err
-    assert fake.stream_requests <= 3  # at 0 s, 4 s (and the deadline); every second would be 6
+    assert err.count("event stream answered 503; asking again in 1 s") == 1 and "lost the watcher" not in err, err
+    assert fake.stream_requests <= 3  # at 0 s, 1 s (and the deadline); every 0.2 s would be 9
 
 
 @pytest.mark.parametrize(("value", "seconds"), [(None, 0.0), ("", 0.0), ("10", 10.0), ("0.5", 0.5), ("-3", 0.0),
@@ -364,11 +366,11 @@ async def test_a_watcher_back_after_a_loss_times_out_as_3(
     aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The watcher went away and came back: no verdict at the timeout is exit 3, not "still unreachable" (4)."""
-    monkeypatch.setattr(rollout, "RETRY_SECONDS", 0.2)  # back within the timeout, with time to spare
+    monkeypatch.setattr(rollout, "RETRY_SECONDS", 0.1)  # back within the timeout, with time to spare
     url, side = await served(aiohttp_client, queue_events=1)
     side.submit(reported("1.0.0", "in_progress", NOW))
     waiting = asyncio.create_task(
-        run_cli("rollout", "status", "api", "--version", "9.9.9", "--url", url, "--timeout", "1.5")
+        run_cli("rollout", "status", "api", "--version", "9.9.9", "--url", url, "--timeout", "1")
     )
     # Three events at once for a queue of one: the stream drops the client, which reconnects.
     await later(side, *(reported(f"1.0.{i}", "in_progress", NOW + i) for i in range(1, 4)))
@@ -431,7 +433,7 @@ class Fake:
                 pass  # a client cut at its deadline breaks the pipe: no traceback in the stderr a test reads
 
         self.server = Quiet(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 

@@ -117,14 +117,14 @@ async def test_a_root_task_ignoring_cancellation_is_named_and_the_stop_is_bounde
 
     stop = asyncio.Event()
     service = WatcherWith(
-        quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.5), {"stubborn": stubborn()}
+        quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.25), {"stubborn": stubborn()}
     )
     running = await serving(service, stop)
     a_change(service)
     try:
         stop.set()
         started = time.monotonic()
-        with pytest.raises(ShutdownIncomplete, match=r"did not finish within 0\.5 s"):
+        with pytest.raises(ShutdownIncomplete, match=r"did not finish within 0\.25 s"):
             await running
         assert time.monotonic() - started < 3
     finally:
@@ -148,7 +148,7 @@ async def test_a_stuck_state_file_writer_is_reported_and_the_stop_is_bounded(
 
     monkeypatch.setattr(StateSaver, "_write", staticmethod(stuck))
     stop = asyncio.Event()
-    service = Watcher(quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.5))
+    service = Watcher(quiet_settings(tmp_path, directory=str(tmp_path), shutdown_timeout=0.25))
     running = await serving(service, stop)
     a_change(service)
     try:

@@ -9,6 +9,7 @@ import logging
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from tests.polling import poll_async
 from tests.unit.builders import app_for, scenario
 from watcher.web import app as webapp
 from watcher.web.app import make_app
@@ -51,7 +52,11 @@ async def test_a_client_that_stops_reading_is_dropped(
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     requests = 5000  # megabytes of answers: more than the sockets' buffers hold
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: watcher\r\n\r\n" * requests)
-    await asyncio.sleep(1)  # the point: the client reads nothing for longer than STALL_SECONDS
+
+    async def dropped() -> bool:  # the point: the client reads nothing, until the server gives up on it
+        return not server.handler.connections  # its handler has returned (an error would be logged by then)
+
+    await poll_async("the server dropping the client", dropped, timeout=10, interval=0.02)
     received = b""
     with pytest.raises((ConnectionResetError, EOFError)):
         while True:
