@@ -406,7 +406,9 @@ class Fake:
                 path = self.path.partition("?")[0]
                 if path == "/api/v1/events":
                     fake.stream_requests += 1
-                    answer = fake.stream_answer or Answer(body=fake.stream, headers={"Content-Type": "text/event-stream"})
+                    answer = fake.stream_answer or Answer(
+                        body=fake.stream, headers={"Content-Type": "text/event-stream"}
+                    )
                 else:
                     answer = fake.answers.get(path, Answer(404, b'{"error":"no"}'))
                 self.send_response(answer.status)
