@@ -110,3 +110,27 @@ async def test_a_source_that_does_not_speak_for_the_engine_logs_at_debug(caplog:
     await run(reconnect, [(False, "connection"), (True, "timeout")])
     assert [r.levelno for r in caplog.records] == [logging.DEBUG] * 3
     assert "stats: connected again to the Docker Engine and synced" in caplog.text
+
+
+async def test_a_stop_that_meets_a_failure_stops_the_loop() -> None:
+    """The engine closing as the watcher stops: Python 3.11's TaskGroup raises the child's failure and
+    drops the cancellation, which must still end the loop, not start the next session after a backoff."""
+    closing = asyncio.Event()
+
+    async def closed() -> None:
+        await closing.wait()
+        raise EngineError(EngineErrorKind.CONNECTION, "closed")
+
+    async def session() -> NoReturn:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(closed())
+            await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    slow = DockerSettings(backoff_initial_seconds=30, backoff_max_seconds=30)
+    task = asyncio.create_task(Reconnect(slow, log).forever(session))
+    await asyncio.sleep(0.01)
+    closing.set()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done and task.cancelled()

@@ -89,6 +89,10 @@ class Reconnect:
                 error = _first(group)
             finally:
                 self._set(False)
+            # Python 3.11's TaskGroup reports a child's failure and drops a cancellation of ours that
+            # came at the same moment (the engine closed as we were stopped): stop as asked, not retry.
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise asyncio.CancelledError
             self.failed(error)
             self.problem = error.reason
             delay = self.backoff.next()
