@@ -42,7 +42,7 @@ from watcher.domain.analysis import fill
 pytestmark = [pytest.mark.docker, pytest.mark.prometheus]
 
 INTERVAL, WINDOW, FAILURE_LIMIT = 1, 5, 2
-RESTART_WINDOW = 8  # room for a watcher's stop and start within the window
+RESTART_WINDOW = 10  # room for a watcher's stop and start within the window
 ERROR_RATE = (
     'sum(rate(http_requests_total{job="{{deployment}}",code=~"5.."}[5s])) '
     '/ sum(rate(http_requests_total{job="{{deployment}}"}[5s]))'
@@ -372,6 +372,8 @@ def hostile_name(watcher: WatcherProcess, prometheus: Prometheus, lanes: Lanes, 
     the watcher stays up and its /metrics stays valid."""
     environment, state = Names.hostile_environment, state_file(watcher)
     deploy(containers, HOSTILE, "v1", environment)
+    seen(watcher, HOSTILE, "v1", environment)
+    gate = lanes.gate(watcher, HOSTILE, "v1", environment)
     rollout = finished(watcher, HOSTILE, "v1", environment)
     assert rollout["status"] == "success", rollout
     assert rollout["reason"].startswith("analysis inconclusive: "), rollout
@@ -383,6 +385,8 @@ def hostile_name(watcher: WatcherProcess, prometheus: Prometheus, lanes: Lanes, 
     sent = analysis["checks"]["error_rate"]["query"]
     assert 'job="a\\"} or vector(1) #"' in sent, sent
     assert prometheus.query(sent) == []  # no data, not 1
+    code, out, err = gate.finish()
+    assert code == 0 and out.splitlines()[-1].endswith("succeeded"), (out, err)
     # /metrics parses (WatcherProcess.value does) and holds the name as a label value.
     assert watcher.value("deployment_status", deployment=HOSTILE, environment=environment) == 1
     assert watcher.value("deployment_watcher_analysis_queries_total", result="error") == 0
@@ -455,7 +459,8 @@ def prometheus_stopped(apps: AppServer, tmp: Path, containers: Containers) -> No
         analysis = ended(state, name, "v1")
         assert analysis["outcome"] == "inconclusive", analysis
         checks = analysis["checks"].values()
-        assert sum(c["errors"] for c in checks) >= 1 and sum(c["passes"] + c["failures"] for c in checks) == 0
+        assert sum(c["nodata"] for c in checks) >= 1 and sum(c["errors"] for c in checks) >= 1
+        assert sum(c["passes"] + c["failures"] for c in checks) == 0
         watcher.expect("deployment_status", 1, deployment=name)
         errors = watcher.value("deployment_watcher_analysis_queries_total", result="error")
         assert errors is not None and errors >= 1
