@@ -147,9 +147,11 @@ async def test_a_name_is_looked_up_as_labels_make_it(aiohttp_client: AiohttpClie
     assert [d["name"] for d in listed["deployments"]] == [whole[:limit]]
 
 
-@pytest.mark.parametrize("name", ["a/b", "<img src=x onerror=alert(1)>", "ünï cödé", "50%"])
+@pytest.mark.parametrize(
+    "name", ["a/b", "<img src=x onerror=alert(1)>", "ünï cödé", "50%", 'a"} or vector(1) #', "{x}"]
+)
 async def test_any_label_value_is_addressable(aiohttp_client: AiohttpClient, name: str) -> None:
-    """Names with slashes, markup, non-ASCII or percent signs are found percent-encoded in the path."""
+    """Names with slashes, markup, non-ASCII, percent signs or braces are found percent-encoded in the path."""
     app, side = read_side()
     client = await aiohttp_client(app)
     key = DeploymentKey(name, "env/1")

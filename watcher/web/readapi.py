@@ -59,7 +59,8 @@ class ReadApi:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get(DEPLOYMENTS_PATH, self.deployments, allow_head=False),
-            web.get(DEPLOYMENTS_PATH + "/{environment}/{name}", self.deployment, allow_head=False),
+            # Any segment: aiohttp's default pattern ([^{}/]+) refuses braces, which label values may hold.
+            web.get(DEPLOYMENTS_PATH + "/{environment:[^/]+}/{name:[^/]+}", self.deployment, allow_head=False),
             web.get(event_stream.PATH, self._stream.handle, allow_head=False),
             web.get(OPENAPI_PATH, self.openapi, allow_head=False),
         ]
