@@ -52,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="wait until the rollout finishes; exit 0 when it succeeded, 1 when not",
-        description="Wait for the verdict on a rollout, printing each change. Exit codes: 0 succeeded; 1 failed, "
+        description="Wait for the verdict on a rollout, printing each change (a gate analysis is waited through: "
+        "its measurements printed, its failure the rollout's). Exit codes: 0 succeeded; 1 failed, "
         "rolled back or replaced by a later deploy; 2 usage; 3 no verdict within --timeout; 4 cannot tell: the "
         "watcher cannot be reached, refuses the credentials or gives an answer that cannot be read.",
     )
