@@ -10,6 +10,7 @@ are ``watcher.config.options()``. tests/unit/test_docs.py fails when a file is o
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from watcher import config
+from watcher.domain.analysis import Analysis, Check, Measured, Mode
 from watcher.domain.machine import apply
 from watcher.domain.model import DeploymentKey, Health, Identity, Instance, State
 from watcher.domain.observations import InstanceSeen
@@ -34,7 +36,8 @@ TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def deployment_families() -> list[Metric]:
-    """The per-deployment families, collected from one synthetic deployment with a health-checked container."""
+    """The per-deployment families, collected from one synthetic deployment with a health-checked container
+    and an analysis measured once."""
     settings = config.Settings()
     at = 1_700_000_000.0
     identity = Identity(
@@ -45,6 +48,11 @@ def deployment_families() -> list[Metric]:
         id="c1", identity=identity, running=True, running_since=at, has_healthcheck=True, health=Health.HEALTHY
     )
     state = apply(State(), InstanceSeen(at, instance), now=at, settings=settings).state
+    check = Check(name="error_rate", query='errors{job="web"}', max=0.02)
+    analysis = Analysis(mode=Mode.GATE, checks=(Measured(check=check, baseline=0.004, current=0.005, passes=1),))
+    deployment = state.deployments[identity.key]
+    deployment = dataclasses.replace(deployment, rollout=dataclasses.replace(deployment.rollout, analysis=analysis))
+    state = dataclasses.replace(state, deployments={identity.key: deployment})
     return list(DeploymentCollector(snapshot=lambda: state, settings=settings).collect())
 
 

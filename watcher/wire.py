@@ -20,6 +20,8 @@ class StreamEvent(enum.StrEnum):
     ROLLOUT_STARTED = "rollout_started"
     ROLLBACK_STARTED = "rollback_started"
     HEALTH_CHANGED = "health_changed"
+    ANALYSIS_MEASURED = "analysis_measured"
+    ANALYSIS_FINISHED = "analysis_finished"
     ROLLOUT_FINISHED = "rollout_finished"
     ROLLOUT_REVISED = "rollout_revised"
     ROLLOUT_SUPERSEDED = "rollout_superseded"

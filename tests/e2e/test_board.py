@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Page, expect, sync_playwright
@@ -28,9 +32,65 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
 
+class Prometheus:
+    """Answers every instant query with one sample of ``value`` (what the test sets): a stand-in for the
+    Prometheus a check queries (the real one is in tests/integration/)."""
+
+    def __init__(self) -> None:
+        self.value = 0.004
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.do_POST()
+
+            def do_POST(self) -> None:
+                body = {"status": "success", "data": {"resultType": "vector",
+                        "result": [{"metric": {}, "value": [0, repr(fake.value)]}]}}  # fmt: skip
+                encoded = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(encoded)))
+                self.end_headers()
+                self.wfile.write(encoded)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
 @pytest.fixture(scope="module")
-def watcher_setup() -> WatcherSetup:
-    return WatcherSetup(("--rollout.stable-seconds=2", "--stats.interval-seconds=1"), env={"WATCHER_API_TOKEN": TOKEN})
+def prometheus() -> Iterator[Prometheus]:
+    fake = Prometheus()
+    try:
+        yield fake
+    finally:
+        fake.server.shutdown()
+        fake.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def watcher_setup(prometheus: Prometheus, tmp_path_factory: pytest.TempPathFactory) -> WatcherSetup:
+    # A check the deployments of test_an_analysis_is_live ask for: measured every second for a minute.
+    config = tmp_path_factory.mktemp("config") / "watcher.yml"
+    config.write_text(f"""
+analysis:
+  prometheus_url: {prometheus.url}
+  interval_seconds: 1
+  window_seconds: 60
+  failure_limit: 2
+  checks:
+    - name: error_rate
+      query: sum(rate(errors{{job="{{{{deployment}}}}"}}[1m]))
+      max: 0.02
+""")
+    return WatcherSetup(
+        ("--rollout.stable-seconds=2", "--stats.interval-seconds=1"),
+        env={"WATCHER_API_TOKEN": TOKEN, "WATCHER_CONFIG_FILE": str(config)},
+    )
 
 
 @pytest.fixture
@@ -40,8 +100,9 @@ def screenshots(tmp_path: Path) -> Path:
     return directory
 
 
-def report(watcher: WatcherProcess, name: str, version: str, status: str, environment: str = "production") -> None:
-    body = json.dumps({"deployment": name, "environment": environment, "version": version, "status": status})
+def report(watcher: WatcherProcess, name: str, version: str, status: str, environment: str = "production",
+           **extra: Any) -> None:  # fmt: skip
+    body = json.dumps({"deployment": name, "environment": environment, "version": version, "status": status, **extra})
     request = urllib.request.Request(watcher.url + "/api/v1/deployments", data=body.encode(), method="POST",
                                      headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
     urllib.request.urlopen(request, timeout=10).close()
@@ -116,6 +177,52 @@ def test_the_board_is_live(watcher: WatcherProcess, containers: Containers, brow
     expect(page.locator("#members tbody tr")).to_have_count(1)  # the container, running, current
     expect(page.locator("#checks li")).to_have_count(3)
     page.screenshot(path=screenshots / "board-containers.png", full_page=True, animations="disabled")
+    assert watched.errors == [] and watched.dialogs == []
+
+
+def test_an_analysis_is_live(watcher: WatcherProcess, prometheus: Prometheus, browser: BrowserContext,
+                             screenshots: Path) -> None:  # fmt: skip
+    """A rollout under a gate analysis shows "analysing" with the time left and its check's baseline → current
+    in the row and on the detail page, counts going up live; when its error rate goes past the limit it fails,
+    the reason naming the check and the figures, without a reload."""
+    name = f"analysed-{uuid.uuid4().hex[:6]}"
+    prometheus.value = 0.004
+    report(watcher, name, "1.0.0", "in_progress", analysis=["error_rate"])
+
+    def baseline_taken() -> bool:
+        answer = json.loads(watcher.get(f"/api/v1/deployments/production/{name}")[2])
+        return bool(answer["analysis"]["checks"][0]["baseline"] == 0.004)
+
+    watcher.wait_for("the check's baseline", baseline_taken)
+    report(watcher, name, "1.0.0", "success", analysis=["error_rate"])  # the analysis' window begins
+    page = browser.new_page()
+    watched = Watched(page)
+    page.goto(watcher.url + "/")
+    status = page.locator(row(page, name) + " td.status")
+    expect(status).to_contain_text("in progress")
+    expect(status.locator("span.analysis-running")).to_have_text(re.compile(r"analysing, \d+s left"))
+    expect(status.locator(".check-brief")).to_have_text(re.compile(r"error_rate 0\.004 → 0\.004 \(pass [2-9]"))
+    page.screenshot(path=screenshots / "board-analysis.png", full_page=True, animations="disabled")
+
+    page.locator(row(page, name) + " a").click()
+    expect(page.locator("#facts dd[data-field=status]")).to_have_text("in progress")
+    expect(page.locator("#analysis .analysis-running")).to_contain_text("left")
+    cells = page.locator("#analysis-checks tbody tr[data-check=error_rate] td")
+    expect(cells.nth(2)).to_have_text("0.004")  # the baseline
+    expect(cells.nth(4)).to_have_text("max 0.02")
+    passes = int(cells.nth(5).inner_text())
+    expect(cells.nth(5)).not_to_have_text(str(passes))  # counted live
+    prometheus.value = 0.041
+    reason = "analysis error_rate: 0.041 > max 0.02 (baseline 0.004)"
+    expect(page.locator("#facts dd[data-field=status]")).to_have_text("failed")
+    expect(page.locator("#facts dd[data-field=reason]")).to_have_text(reason)
+    expect(page.locator("#analysis .analysis-failed")).to_have_text("analysis failed")
+    expect(page.locator("#analysis .reason")).to_have_text(" — " + reason)
+    expect(cells.nth(3)).to_have_text("0.041")
+    expect(cells.nth(6)).to_have_text("2")  # the failure limit
+    expect(page.locator("#events li").filter(has_text="analysis finished")).to_contain_text(f"failed: {reason}")
+    page.screenshot(path=screenshots / "board-analysis-failed.png", full_page=True, animations="disabled")
+    assert watched.navigations == 2, "the page reloaded"  # the board, then the detail page
     assert watched.errors == [] and watched.dialogs == []
 
 

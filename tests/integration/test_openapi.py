@@ -21,9 +21,29 @@ TOKEN = "openapi-token-" + uuid.uuid4().hex
 pytestmark = pytest.mark.docker
 
 
+# Analysis on, against a Prometheus that is not there: every query an error, never a crash; the
+# deployments that ask for it show an analysis in their answers.
+ANALYSIS_CONFIG = """
+analysis:
+  prometheus_url: http://127.0.0.1:9
+  interval_seconds: 1
+  window_seconds: 3600
+  checks:
+    - name: error_rate
+      query: sum(rate(errors{job="{{deployment}}"}[1m]))
+      max: 0.02
+      max_increase: 0.5
+"""
+
+
 @pytest.fixture(scope="module")
-def watcher_setup() -> WatcherSetup:
-    return WatcherSetup(("--rollout.stable-seconds=1", "--stats.enabled=false"), env={"WATCHER_API_TOKEN": TOKEN})
+def watcher_setup(tmp_path_factory: pytest.TempPathFactory) -> WatcherSetup:
+    config = tmp_path_factory.mktemp("config") / "watcher.yml"
+    config.write_text(ANALYSIS_CONFIG)
+    return WatcherSetup(
+        ("--rollout.stable-seconds=1", "--stats.enabled=false"),
+        env={"WATCHER_API_TOKEN": TOKEN, "WATCHER_CONFIG_FILE": str(config)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +54,8 @@ def api_schema(watcher: WatcherProcess, busybox_image: str) -> Iterator[BaseSche
         containers.run(labels={"deployment.name": "shop", "deployment.environment": "test",
                                "deployment.version": "1.0.0"})  # fmt: skip
         for name, status in (("api", "success"), ("web", "failed"), ("a b <c>", "in_progress")):
-            body = json.dumps({"deployment": name, "environment": "production", "version": "2.0", "status": status})
+            body = json.dumps({"deployment": name, "environment": "production", "version": "2.0", "status": status,
+                               "analysis": ["error_rate"]})  # fmt: skip
             request = urllib.request.Request(watcher.url + "/api/v1/deployments", data=body.encode(), method="POST",
                                              headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
             urllib.request.urlopen(request, timeout=10).close()
@@ -75,3 +96,5 @@ def test_known_deployments_validate(watcher: WatcherProcess, api_schema: BaseSch
     response = listed.call()
     listed.validate_response(response)
     assert len(response.json()["deployments"]) == 3
+    analysed = {d["name"]: d["analysis"] for d in response.json()["deployments"]}
+    assert analysed["api"]["mode"] == "gate" and analysed["api"]["checks"][0]["name"] == "error_rate"

@@ -13,9 +13,10 @@ from html.parser import HTMLParser
 
 from pytest_aiohttp import AiohttpClient
 
-from tests.unit.builders import API, reported, started
+from tests.unit.builders import ANALYSED, API, measured, reported, started
 from tests.unit.readside import NOW, ReadSide, read_side
 from watcher.display import age, age_changes_in
+from watcher.domain.analysis import Request
 from watcher.domain.model import DeploymentKey, State
 from watcher.domain.observations import InstanceExited, InstanceGone, Tick
 from watcher.web.board import PAGES_KEPT
@@ -138,6 +139,41 @@ async def test_the_detail_view(aiohttp_client: AiohttpClient) -> None:
     assert 'data-view="detail"' in page and 'data-name="api"' in page
     missing = await client.get("/deployment", params={"environment": "production", "name": "nope"})
     assert missing.status == 404 and "nope" in await missing.text()
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+async def test_a_rollout_under_analysis_shows_it_and_each_checks_before_and_after(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """The row says "analysing" with the time left, and each check's baseline → current with its counts; the
+    detail page has a table of the checks (query, limits, every count); once failed, the reason."""
+    app, side = read_side(settings=ANALYSED)
+    client = await aiohttp_client(app)
+    side.submit(
+        started("a", "1.0.0", NOW, analysis=Request(checks=("error_rate", "p99"))),
+        measured(NOW + 1, 0.004, baseline=True), Tick(NOW + 20), measured(NOW + 30, 0.005),
+    )  # fmt: skip
+    side.clock.now = NOW + 80  # 240 s of the window left
+    row = re.findall(r"<tr[^>]*data-name=.*?</tr>", await (await client.get("/")).text())[0]
+    status = text_of(re.findall(r'<td class="status.*?</td>', row)[0])
+    assert status == "in progressanalysing, 4m lefterror_rate 0.004 → 0.005 (pass 1, fail 0)p99 — → — (pass 0, fail 0)"
+    assert f'data-until="{NOW + 320}"' in row
+    page = await (await client.get("/deployment", params={"environment": "production", "name": "api"})).text()
+    checks = page.split('id="analysis-checks"')[1]
+    cells = [text_of(c) for c in re.findall(r"<td>.*?</td>", checks.split("</tr>")[1])]
+    assert cells == [
+        "error_rate", 'sum(rate(errors{job="api"}[1m]))', "0.004", "0.005", "max 0.02, +50% over baseline",
+        "1", "0", "0", "0", "pass",
+    ]  # fmt: skip
+    side.submit(measured(NOW + 90, 0.041), measured(NOW + 120, 0.041))
+    row = re.findall(r"<tr[^>]*data-name=.*?</tr>", await (await client.get("/")).text())[0]
+    assert "analysis failed" in text_of(row) and "status-failed" in row
+    page = await (await client.get("/deployment", params={"environment": "production", "name": "api"})).text()
+    section = text_of(page.split('id="analysis"')[1])
+    assert "analysis failed" in section and "analysis error_rate: 0.041 > max 0.02 (baseline 0.004)" in section
 
 
 async def test_the_script_and_style_ship_in_the_package(aiohttp_client: AiohttpClient) -> None:

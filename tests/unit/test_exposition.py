@@ -7,9 +7,10 @@ import contextlib
 import dataclasses
 import gzip
 import itertools
+import math
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import cast
 
 import pytest
@@ -24,8 +25,19 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import require_binary
 from tests.polling import poll_async
-from tests.unit.builders import PROMETHEUS_2, SETTINGS, Run, app_for, exposition_for, scenario, started
+from tests.unit.builders import (
+    ANALYSED,
+    PROMETHEUS_2,
+    SETTINGS,
+    Run,
+    app_for,
+    exposition_for,
+    measured,
+    scenario,
+    started,
+)
 from watcher.config import ExpositionSettings, Settings, StorageSettings
+from watcher.domain.analysis import Request, Result
 from watcher.domain.model import Deployment, DeploymentKey, State, Usage
 from watcher.domain.observations import InstanceGone, Observation, ServiceGone, UsageSampled
 from watcher.exposition import rendering
@@ -59,7 +71,8 @@ OM_FAMILIES = {
     "deployment_replicas": "gauge", "deployment_swarm_update_state": "gauge",
     "deployment_rollouts": "counter", "deployment_change_failures": "counter",
     "deployment_lead_time_seconds": "histogram", "deployment_recovery_seconds": "histogram",
-    "deployment_rework": "counter",
+    "deployment_rework": "counter", "deployment_analysis_status": "gauge", "deployment_analysis_value": "gauge",
+    "deployment_analysis_measurements": "counter",
 }  # fmt: skip
 FAST = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(min_interval_seconds=0, max_staleness_seconds=3600))
 
@@ -110,8 +123,10 @@ def renders(metrics: SelfMetrics, part: str) -> float:
     return float(next(s.value for s in family.samples if s.name.endswith("_total") and s.labels == {"part": part}))
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    found: list[Sample] = [s for f in parse_text(text) for s in f.samples]
+def samples(
+    text: str, parse: Callable[[str], Iterable[Metric]] = parse_text
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found: list[Sample] = [s for f in parse(text) for s in f.samples]
     return {(s.name, frozenset(s.labels.items())): s.value for s in found}
 
 
@@ -216,10 +231,44 @@ def test_engine_error_kinds_precreated_and_explained() -> None:
 
 
 @pytest.mark.prometheus
+def analysed_state() -> State:
+    """api: an analysis of error_rate (a baseline of +Inf, two measurements) and p99 (nothing measured yet);
+    web: a rollout without analysis."""
+    run = Run(ANALYSED)(
+        started("a", "1.0.0", 100, analysis=Request(checks=("error_rate", "p99"))),
+        measured(101, math.inf, baseline=True),
+        started("w", "1.0.0", 100, key=DeploymentKey("web", "staging")),
+    )
+    return run.tick(110)(measured(140, 0.004), measured(170, None, error="timeout")).state
+
+
+async def test_analysis_families_in_both_formats() -> None:
+    """An analysis' status, values (+Inf as Prometheus writes it; absent while None) and every result's count;
+    nothing of it for a rollout without analysis."""
+    state = analysed_state()
+    exposition, _ = exposition_for(lambda: state, settings=ANALYSED)
+    api = frozenset({("deployment", "api"), ("environment", "production")})
+    error_rate, p99 = api | {("check", "error_rate")}, api | {("check", "p99")}
+    om = (await exposition.page(accept=OPENMETRICS, accept_encoding="")).body.decode()
+    for got in (samples(await text_of(exposition)), samples(om, parse_openmetrics)):
+        assert got[("deployment_analysis_status", api)] == 2
+        assert got[("deployment_analysis_value", error_rate | {("sample", "baseline")})] == math.inf
+        assert got[("deployment_analysis_value", error_rate | {("sample", "current")})] == 0.004
+        assert not any(name == "deployment_analysis_value" and labels >= p99 for name, labels in got)
+        counts = {
+            r.value: got[("deployment_analysis_measurements_total", error_rate | {("result", r.value)})] for r in Result
+        }
+        assert counts == {"pass": 1, "fail": 0, "nodata": 0, "error": 1}
+        assert got[("deployment_analysis_measurements_total", p99 | {("result", "fail")})] == 0
+        assert not any(dict(labels).get("deployment") == "web" for name, labels in got if "analysis" in name)
+    assert 'sample="baseline"} +Inf' in om
+
+
 async def test_promtool_finds_nothing_to_say() -> None:
     """The text body, deployments and own metrics together, passes `promtool check metrics`."""
     registry = CollectorRegistry()
     state = scenario().state
+    state = dataclasses.replace(state, deployments={**state.deployments, **analysed_state().deployments})
     exposition = Exposition(snapshot=lambda: state, registry=registry, settings=SETTINGS, metrics=SelfMetrics(registry))
     body = (await exposition.page(accept="", accept_encoding="")).body
     checked = subprocess.run([require_binary("promtool"), "check", "metrics"], input=body, capture_output=True)

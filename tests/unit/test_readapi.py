@@ -14,9 +14,10 @@ import jsonschema
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from tests.unit.builders import API, SETTINGS, reported, started
+from tests.unit.builders import ANALYSED, API, SETTINGS, Run, measured, reported, started
 from tests.unit.readside import AUTH, NOW, read_side
 from watcher.config.webconfig import WebConfig
+from watcher.domain.analysis import Request
 from watcher.domain.model import Deployment, DeploymentKey, Health, iter_sorted
 from watcher.domain.observations import InstanceExited, InstanceHealth, Tick
 from watcher.domain.settings import RuleSettings
@@ -94,6 +95,55 @@ async def test_one_deployment_in_full(aiohttp_client: AiohttpClient) -> None:
         (2, "2.0.0", "c-2.0.0"), (1, "1.0.0", "c-1.0.0"),
     ]  # fmt: skip
     assert detail["durations"] == {"count": 2, "sum_seconds": 4.0}
+
+
+async def test_an_analysis_in_the_summary_and_the_detail(aiohttp_client: AiohttpClient) -> None:
+    """A rollout's analysis in both answers: its state, each check's query as sent, limits, figures (an infinity
+    as "+Inf", NaN as null: JSON has neither) and counts; null for a rollout without one."""
+    app, side = read_side(settings=ANALYSED)
+    client = await aiohttp_client(app)
+    side.submit(
+        started("a", "1.0.0", NOW, analysis=Request(checks=("error_rate", "p99"))),
+        measured(NOW + 1, float("inf"), baseline=True), measured(NOW + 1, float("nan"), check="p99", baseline=True),
+        Tick(NOW + 20), measured(NOW + 30, 0.041), measured(NOW + 31, None, check="p99", error="timeout"),
+    )  # fmt: skip
+    listed = (await (await client.get("/api/v1/deployments")).json())["deployments"]
+    check({"deployments": listed}, response_schema("/api/v1/deployments"))
+    detail = await (await client.get("/api/v1/deployments/production/api")).json()
+    check(detail, response_schema("/api/v1/deployments/{environment}/{name}"))
+    analysis = detail["analysis"]
+    assert listed[0]["analysis"] == analysis
+    assert {k: v for k, v in analysis.items() if k != "checks"} == {
+        "mode": "gate", "status": "running", "measuring_since": NOW + 20, "ends_at": NOW + 320, "reason": "",
+        "failures": 1, "failure_limit": 2, "rollback": False, "rollback_done": False,
+    }  # fmt: skip
+    assert analysis["checks"] == [
+        {"name": "error_rate", "query": 'sum(rate(errors{job="api"}[1m]))', "min": None, "max": 0.02,
+         "max_increase": 0.5, "baseline": "+Inf", "current": 0.041,
+         "measurements": {"pass": 0, "fail": 1, "nodata": 0, "error": 0}, "last": "fail"},
+        {"name": "p99", "query": 'p99{version="1.0.0"}', "min": None, "max": 0.5, "max_increase": None,
+         "baseline": None, "current": None, "measurements": {"pass": 0, "fail": 0, "nodata": 0, "error": 1},
+         "last": "error"},
+    ]  # fmt: skip
+    side.submit(started("b", "2.0.0", NOW + 40))
+    assert (await (await client.get("/api/v1/deployments/production/api")).json())["analysis"] is None
+
+
+def test_the_analysis_events_are_shaped_as_described() -> None:
+    """analysis_measured (a baseline of -Inf, a failure with its figures) and analysis_finished, as the Event schema says."""
+    run = Run(ANALYSED)(started("a", "1.0.0", 100, analysis=Request(checks=("error_rate",))))
+    run(measured(101, float("-inf"), baseline=True)).tick(120)(measured(130, 0.041), measured(160, 0.041))
+    shown = [view[1] for view in map(views.event_view, run.events) if view is not None]
+    for fields in shown:
+        check({**fields, "deployment": None}, SPEC["components"]["schemas"]["Event"])
+    said = [f for f in shown if f["event"].startswith("analysis_")]
+    assert [(f["event"], f.get("value"), f.get("result"), f.get("outcome")) for f in said] == [
+        ("analysis_measured", "-Inf", "pass", None),
+        ("analysis_measured", 0.041, "fail", None),
+        ("analysis_measured", 0.041, "fail", None),
+        ("analysis_finished", None, None, "failed"),
+    ]
+    assert said[-1]["reason"] == "analysis error_rate: 0.041 > max 0.02 (baseline -inf)" and said[-1]["mode"] == "gate"
 
 
 async def test_unknown_deployment_is_404_json(aiohttp_client: AiohttpClient) -> None:

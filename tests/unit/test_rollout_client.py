@@ -26,7 +26,7 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import examples, free_port
 from tests.polling import poll_async
-from tests.unit.builders import SETTINGS, reported, started
+from tests.unit.builders import ANALYSED, SETTINGS, measured, reported, started
 from tests.unit.readside import NOW, ReadSide, read_side
 from watcher import cli
 from watcher.clients import answers, reader, rollout, status
@@ -34,6 +34,7 @@ from watcher.clients.answers import Summary
 from watcher.config import Settings
 from watcher.config.webconfig import WebConfig
 from watcher.domain import labels
+from watcher.domain.analysis import Request
 from watcher.domain.model import DeploymentKey, Instance
 from watcher.domain.observations import InstanceExited, InstanceGone, InstanceSeen, Tick
 from watcher.wire import StreamEvent
@@ -157,6 +158,74 @@ async def test_success_exits_0(aiohttp_client: AiohttpClient) -> None:
     ]
 
 
+def analysed(status: str, reason: str = "", *, mode: str = "gate") -> answers.AnalysisSeen:
+    return answers.AnalysisSeen(mode=mode, status=status, measuring=True, reason=reason, checks=[])
+
+
+def test_a_success_says_how_its_analysis_ended() -> None:
+    """Passed, inconclusive (with why), or only observed: the verdict's line says which."""
+    cases = [
+        (analysed("passed"), "revision 3 (1.0) succeeded (analysis passed)"),
+        (analysed("inconclusive", "no data"), "revision 3 (1.0) succeeded (analysis inconclusive: no data)"),
+        (analysed("running", mode="observe"), "revision 3 (1.0) succeeded (analysis running, observe mode)"),
+    ]
+    for analysis, line in cases:
+        gate = rollout.Gate(None)
+        assert judge(gate, summary(3, "1.0", "in_progress")) is None
+        assert judge(gate, dataclasses.replace(summary(3, "1.0", "success"), analysis=analysis)) == rollout.Verdict(
+            0, line
+        )
+
+
+GATED = Request(checks=("error_rate",))
+
+
+async def test_a_gate_analysis_is_waited_through_and_its_failure_exits_1(aiohttp_client: AiohttpClient) -> None:
+    """The containers' verdict is no verdict while a gate analysis runs: each measurement is a line naming
+    the check, its baseline, its value and its count; the analysis' failure fails the rollout: exit 1 with
+    the reason (the check and its figures), on the measurement that reached the failure limit."""
+    url, side = await served(aiohttp_client, settings=ANALYSED)
+    side.submit(started("a", "1.0.0", NOW, analysis=GATED), measured(NOW + 1, 0.004, baseline=True))
+    waiting = asyncio.create_task(run_cli("rollout", "status", "api", "--url", url, "--timeout", "10"))
+    await later(side, Tick(NOW + 11), measured(NOW + 41, 0.005), measured(NOW + 71, 0.041), measured(NOW + 101, 0.041))
+    code, out, err = await waiting
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0] == "api/production: revision 1 (1.0.0) in progress"
+    analysing = [line for line in lines if "analysing" in line or "analysis" in line]
+    reason = "analysis error_rate: 0.041 > max 0.02 (baseline 0.004)"
+    assert analysing == [
+        "api/production: analysing: error_rate 0.004 → 0.005 (pass 1)",
+        "api/production: analysing: error_rate 0.004 → 0.041 (fail 1: 0.041 > max 0.02 (baseline 0.004))",
+        f"api/production: revision 1 (1.0.0) failed: {reason}",  # the verdict's line, for the failure limit's
+    ]
+    assert lines[-1] == f"api/production: revision 1 (1.0.0) failed: {reason}"
+
+
+async def test_a_gate_analysis_that_passes_exits_0_saying_so(aiohttp_client: AiohttpClient) -> None:
+    url, side = await served(aiohttp_client, settings=ANALYSED)
+    side.submit(started("a", "1.0.0", NOW, analysis=GATED), measured(NOW + 1, 0.004, baseline=True), Tick(NOW + 11))
+    waiting = asyncio.create_task(run_cli("rollout", "status", "api", "--url", url, "--timeout", "10"))
+    await later(side, measured(NOW + 41, 0.005), Tick(NOW + 311))
+    code, out, err = await waiting
+    assert code == 0, err
+    assert out.splitlines()[-1] == "api/production: revision 1 (1.0.0) succeeded (analysis passed)"
+
+
+async def test_an_inconclusive_analysis_exits_0_saying_why(aiohttp_client: AiohttpClient) -> None:
+    url, side = await served(aiohttp_client, settings=ANALYSED)
+    side.submit(started("a", "1.0.0", NOW, analysis=GATED), Tick(NOW + 11))
+    waiting = asyncio.create_task(run_cli("rollout", "status", "api", "--url", url, "--timeout", "10"))
+    await later(side, measured(NOW + 41, None, error="connection refused"), Tick(NOW + 311))
+    code, out, err = await waiting
+    assert code == 0, err
+    assert "api/production: analysing: error_rate - → - (error 1: connection refused)" in out.splitlines()
+    assert out.splitlines()[-1] == (
+        "api/production: revision 1 (1.0.0) succeeded (analysis inconclusive: no check measured any data within"
+        " the window (only no data or errors))"
+    )
+
+
 async def test_failure_exits_1(aiohttp_client: AiohttpClient) -> None:
     """A crash: exit 1 with the reason, the final line printed once (the event that is the verdict was printed
     too, the same line twice)."""
@@ -249,6 +318,15 @@ async def test_status_prints_a_table(aiohttp_client: AiohttpClient) -> None:
     assert len(out.splitlines()) == 2
 
 
+async def test_status_shows_the_analysis_in_the_status_column(aiohttp_client: AiohttpClient) -> None:
+    """A rollout under analysis: analysing while it measures, then how it ended."""
+    url, side = await served(aiohttp_client, settings=ANALYSED)
+    side.submit(started("a", "1.0.0", NOW, analysis=GATED), Tick(NOW + 11))
+    assert (await run_cli("status", "--url", url))[1].splitlines()[1].split()[2:4] == ["in_progress", "(analysing)"]
+    side.submit(measured(NOW + 41, 0.05), measured(NOW + 71, 0.05))
+    assert "failed (analysis failed)" in (await run_cli("status", "--url", url))[1]
+
+
 async def test_status_shows_a_removed_deployment_as_removed(aiohttp_client: AiohttpClient) -> None:
     """`status`: a deployment with no container left is removed, not failing."""
     url, side = await served(aiohttp_client)
@@ -272,6 +350,12 @@ def test_the_gate_describes_every_event() -> None:
     removed = {"revision": 2, "version": "2.0", "reason": "no container of it is left"}
     assert rollout.describe("deployment_removed", removed) == "removed: no container of it is left"
     assert rollout.describe("deployment_returned", removed) == "revision 2 (2.0): back after its removal"
+    finished = {**changed, "outcome": "failed", "mode": "gate", "reason": "analysis p99: 2 > max 1", "rollback": True}
+    assert rollout.describe("analysis_finished", finished) == (
+        "revision 2 (2.0): gate analysis failed: analysis p99: 2 > max 1; rolling back"
+    )
+    baseline = {"check": "p99", "result": "pass", "value": "+Inf", "baseline": "+Inf", "of_baseline": True}
+    assert rollout.describe("analysis_measured", baseline) == "analysing: p99 baseline +Inf"
     for name in StreamEvent:
         assert rollout.describe(name, changed) != name
 
@@ -460,6 +544,10 @@ ROW = {
     "instances": {"current": 1, "running": 1}, "cpu_seconds": 0.5, "memory_bytes": 1024.0, "rollbacks": 0,
     "gone_since": None, "last_versions": ["1.0.0"], "removed": False,
 }  # fmt: skip
+CHECK = {"name": "error_rate", "query": "q", "min": None, "max": 0.02, "max_increase": None, "baseline": "+Inf",
+         "current": 0.5, "measurements": {"pass": 0, "fail": 1, "nodata": 0, "error": 0}, "last": "fail"}  # fmt: skip
+ANALYSIS = {"mode": "gate", "status": "running", "measuring_since": NOW, "ends_at": NOW + 300, "reason": "",
+            "failures": 1, "failure_limit": 2, "rollback": False, "rollback_done": False, "checks": [CHECK]}  # fmt: skip
 DETAIL = "/api/v1/deployments/production/api"
 LIST = "/api/v1/deployments"
 
@@ -489,6 +577,8 @@ def cli_quietly(*argv: str) -> tuple[int, str, str]:
         (DETAIL, Answer(body=b"<html>a proxy's page</html>")),
         (DETAIL, Answer(body=as_json({**ROW, "revision": "1"}))),
         (DETAIL, Answer(body=as_json({**ROW, "rollback": None}))),
+        (DETAIL, Answer(body=as_json({**ROW, "analysis": {"mode": "gate", "status": "running"}}))),
+        (DETAIL, Answer(body=as_json({**ROW, "analysis": {**ANALYSIS, "checks": [{**CHECK, "current": "lots"}]}}))),
         (DETAIL, Answer(body=as_json([ROW]))),
         (DETAIL, Answer(404, b"<html>Not Found</html>")),
         (DETAIL, Answer(body=as_json(ROW), headers={"Deployment-Watcher-Max-Value-Length": "many"})),

@@ -4,12 +4,15 @@ fed by the stream alone shows what the JSON API says at every moment."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.builders import API, SETTINGS, SHOP, Run, created, reported, service, started
+from tests.unit.builders import ANALYSED, API, SETTINGS, SHOP, Run, created, measured, reported, service, started
+from watcher.domain.analysis import Mode, Request
 from watcher.domain.events import (
     DeploymentChanged,
     DeploymentRemoved,
@@ -125,39 +128,55 @@ def _board(board: dict[Any, dict[str, Any]], state: State, events: tuple[DomainE
         if deployment is None:
             board.pop(event.key, None)
         else:
-            board[event.key] = _shown(views.summary(deployment, settings=SETTINGS))
+            board[event.key] = _shown(views.summary(deployment, settings=ANALYSED))
 
 
 VERSIONS = st.sampled_from(("1.0.0", "2.0.0"))
+ANALYSES = st.sampled_from(
+    (None, Request(checks=("error_rate", "p99")), Request(checks=("error_rate",), mode=Mode.OBSERVE, rollback=True))
+)
+VALUES = st.sampled_from((None, 0.001, 0.004, 0.041, math.inf, math.nan))
 
 
 @given(st.data())
 def test_a_board_fed_by_the_stream_shows_what_the_api_says(data: st.DataObject) -> None:
     """Containers created, started, inspected, exiting, unhealthy, gone; reports, ticks, resyncs, a
-    Swarm service updated, scaled, removed, in any order: after every step, the rows a board built from the stream's events alone are the
-    JSON API's rows (CPU and memory aside)."""
-    run = Run()
+    Swarm service updated, scaled, removed, rollouts analysed (baselines, measurements, errors, the window's end),
+    in any order: after every step, the rows a board built from the stream's events alone are the JSON API's rows
+    (CPU and memory aside)."""
+    run = Run(ANALYSED)
     board: dict[Any, dict[str, Any]] = {}
     at, born = 100.0, 0
     for _ in range(data.draw(st.integers(1, 30))):
         at += 1
         live = sorted(run.state.owners)
         of_live = ("start", "exit", "unhealthy", "healthy", "gone", "inspect") if live else ()
-        kinds = ("create", "run", "report", "tick", "resync", "service", "service gone", *of_live)
+        measurable = ("measure",) if run.state.deployments else ()
+        kinds = ("create", "run", "report", "tick", "resync", "service", "service gone", *of_live, *measurable)
         kind = data.draw(st.sampled_from(kinds))
         observation: Observation
         if kind == "create":
             observation, born = created(f"c{born}", data.draw(VERSIONS), at), born + 1
         elif kind == "run":
             healthcheck = data.draw(st.booleans())
-            observation, born = started(f"c{born}", data.draw(VERSIONS), at, healthcheck=healthcheck), born + 1
+            analysis = data.draw(ANALYSES)
+            observation = started(f"c{born}", data.draw(VERSIONS), at, healthcheck=healthcheck, analysis=analysis)
+            born += 1
         elif kind == "report":
             status = data.draw(st.sampled_from(("in_progress", "success", "failed")))
-            observation = reported(data.draw(VERSIONS), status, at)
+            observation = dataclasses.replace(reported(data.draw(VERSIONS), status, at), analysis=data.draw(ANALYSES))
         elif kind == "service":
             state = data.draw(st.sampled_from(UpdateState))
             running = data.draw(st.integers(0, 3))
-            observation = service(at, data.draw(VERSIONS), state=state, running=running, changed_at=at - 1)
+            seen = service(at, data.draw(VERSIONS), state=state, running=running, changed_at=at - 1)
+            observation = dataclasses.replace(seen, analysis=data.draw(ANALYSES))
+        elif kind == "measure":
+            key = data.draw(st.sampled_from(sorted(run.state.deployments)))
+            observation = measured(
+                at, data.draw(VALUES), key=key, revision=run.d(key).rollout.revision,
+                check=data.draw(st.sampled_from(("error_rate", "p99"))),
+                error=data.draw(st.sampled_from(("", "timeout"))), baseline=data.draw(st.booleans()),
+            )  # fmt: skip
         elif kind == "service gone":
             observation = ServiceGone(at, "svc1")
         elif kind == "tick":
@@ -182,5 +201,5 @@ def test_a_board_fed_by_the_stream_shows_what_the_api_says(data: st.DataObject) 
         done = len(run.events)
         run(observation)
         _board(board, run.state, run.events[done:])
-        api = {key: _shown(views.summary(d, settings=SETTINGS)) for key, d in run.state.deployments.items()}
+        api = {key: _shown(views.summary(d, settings=ANALYSED)) for key, d in run.state.deployments.items()}
         assert board == api, f"after {observation}"

@@ -53,6 +53,27 @@ def rows(answer: Any, where: str) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckSeen:
+    """One check of an analysis, as the clients print it: its figures as text."""
+
+    name: str
+    baseline: str
+    current: str
+    measurements: dict[str, int]  # by result: pass, fail, nodata, error
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSeen:
+    """What the clients read of a rollout's analysis."""
+
+    mode: str  # gate, observe
+    status: str  # running, passed, failed, inconclusive
+    measuring: bool  # its window began (the containers' verdict was success)
+    reason: str
+    checks: list[CheckSeen]
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     """What the gate reads of a deployment's row: its current rollout."""
 
@@ -63,10 +84,12 @@ class Summary:
     status: str  # in_progress, success, failed (another: not a verdict)
     rollback: bool
     reason: str
+    analysis: AnalysisSeen | None = None  # none, or a watcher before analyses existed
 
 
 def summary(value: Any, where: str) -> Summary:
     row = an_object(value, where)
+    analysis = row.get("analysis")
     return Summary(
         name=field(row, "name", str, where),
         environment=field(row, "environment", str, where),
@@ -75,7 +98,40 @@ def summary(value: Any, where: str) -> Summary:
         status=field(row, "status", str, where),
         rollback=field(row, "rollback", bool, where),
         reason=field(row, "reason", str, where),
+        analysis=None if analysis is None else _analysis(analysis, f"{where}: 'analysis'"),
     )
+
+
+def _analysis(value: Any, where: str) -> AnalysisSeen:
+    analysis = an_object(value, where)
+    checks = field(analysis, "checks", list, where)
+    return AnalysisSeen(
+        mode=field(analysis, "mode", str, where),
+        status=field(analysis, "status", str, where),
+        measuring=analysis.get("measuring_since") is not None,
+        reason=field(analysis, "reason", str, where),
+        checks=[_check(check, f"{where}: checks[{i}]") for i, check in enumerate(checks)],
+    )
+
+
+def _check(value: Any, where: str) -> CheckSeen:
+    check = an_object(value, where)
+    counts = field(check, "measurements", dict, where)
+    return CheckSeen(
+        name=field(check, "name", str, where),
+        baseline=figure(check.get("baseline"), f"{where}: 'baseline'"),
+        current=figure(check.get("current"), f"{where}: 'current'"),
+        measurements={result: of(n, int, f"{where}: {result!r}") for result, n in counts.items()},
+    )
+
+
+def figure(value: Any, where: str) -> str:
+    """A check's value as printed: 6 significant digits, "+Inf"/"-Inf" as sent, "-" for none."""
+    if value is None:
+        return "-"
+    if value in ("+Inf", "-Inf"):
+        return str(value)
+    return f"{of(value, float, where):.6g}"
 
 
 def _shown(value: Any) -> str:

@@ -8,6 +8,11 @@ the Docker Engine yet is waited for: a deployment it does not show then is one i
 know yet, not one that is gone; after a restart the rollout is found again by its version
 (a watcher that lost its state numbers revisions anew).
 
+A rollout under a gate analysis (docs/analysis.md) stays in progress until its analysis ends: the
+wait goes on through it, printing each measurement; a failed analysis fails the rollout (its
+reason names the check and the figures), a passed or inconclusive one lets it succeed, and the
+verdict's line says which.
+
 Exit codes: 0 the rollout succeeded; 1 it failed, or it was rolled back or replaced (by the
 orchestrator, or by a later deploy) before it succeeded, or the deployment is gone (no
 longer tracked by the watcher that showed it); 2 bad usage; 3 no verdict within
@@ -47,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="wait until the rollout finishes; exit 0 when it succeeded, 1 when not",
-        description="Wait for the verdict on a rollout, printing each change. Exit codes: 0 succeeded; 1 failed, "
+        description="Wait for the verdict on a rollout, printing each change (a gate analysis is waited through: "
+        "its measurements printed, its failure the rollout's). Exit codes: 0 succeeded; 1 failed, "
         "rolled back or replaced by a later deploy; 2 usage; 3 no verdict within --timeout; 4 cannot tell: the "
         "watcher cannot be reached, refuses the credentials or gives an answer that cannot be read.",
     )
@@ -108,7 +114,7 @@ class Gate:
             self.revision, self.run, self.version = revision, run, version
         if revision == self.revision:
             if status == "success":
-                return Verdict(EXIT_OK, f"revision {revision} ({version}) succeeded")
+                return Verdict(EXIT_OK, f"revision {revision} ({version}) succeeded" + _analysed(deployment))
             if status == "failed":
                 reason = deployment.reason
                 return Verdict(
@@ -122,8 +128,39 @@ class Gate:
         return Verdict(EXIT_FAILED, f"replaced by {version} (revision {revision}) before it succeeded")
 
 
-def describe(name: str, data: dict[str, Any]) -> str:
-    """One line for an event of the stream."""
+def _analysed(deployment: Summary) -> str:
+    """What a success's line adds of its analysis: `` (analysis passed)``, `` (analysis inconclusive: …)``."""
+    analysis = deployment.analysis
+    if analysis is None:
+        return ""
+    said = f"analysis {analysis.status}" + (f": {analysis.reason}" if analysis.reason else "")
+    if analysis.mode == "observe":
+        said += ", observe mode"  # it did not decide the verdict: the containers did
+    return f" ({said})"
+
+
+def analysing(data: dict[str, Any], deployment: Summary | None = None) -> str:
+    """An analysis_measured event's line: ``analysing: error_rate 0.004 → 0.005 (pass 2)``, the count of its
+    result from the deployment after it."""
+    check, result = str(data.get("check")), str(data.get("result"))
+    value, reason = _figure(data.get("value")), f": {data['reason']}" if data.get("reason") else ""
+    if data.get("of_baseline"):
+        return f"analysing: {check} baseline {value}" + ("" if result == "pass" else f" ({result}{reason})")
+    checks = deployment.analysis.checks if deployment is not None and deployment.analysis is not None else []
+    counts = next((c.measurements for c in checks if c.name == check), {})
+    count = f" {counts[result]}" if result in counts else ""
+    return f"analysing: {check} {_figure(data.get('baseline'))} → {value} ({result}{count}{reason})"
+
+
+def _figure(value: Any) -> str:
+    try:
+        return answers.figure(value, "a figure")
+    except reader.Unparseable:
+        return "?"  # a line printed, not a verdict: never a reason to stop waiting
+
+
+def describe(name: str, data: dict[str, Any], deployment: Summary | None = None) -> str:
+    """One line for an event of the stream (``deployment``: as it shows the deployment after it)."""
     revision = f"revision {data.get('revision')} ({data.get('version')})"
     match name:
         case StreamEvent.ROLLOUT_STARTED:
@@ -144,6 +181,12 @@ def describe(name: str, data: dict[str, Any]) -> str:
             failing = data.get("failing") or []
             health = "failing: " + ", ".join(map(str, failing)) if failing else "healthy"
             return f"{revision}: {data.get('running')} of {data.get('current')} containers running, {health}"
+        case StreamEvent.ANALYSIS_MEASURED:
+            return analysing(data, deployment)
+        case StreamEvent.ANALYSIS_FINISHED:
+            reason = f": {data['reason']}" if data.get("reason") else ""
+            rollback = "; rolling back" if data.get("rollback") else ""
+            return f"{revision}: {data.get('mode')} analysis {data.get('outcome')}{reason}{rollback}"
         case StreamEvent.DEPLOYMENT_REMOVED:
             return f"removed: {data.get('reason')}"
         case StreamEvent.DEPLOYMENT_RETURNED:
@@ -337,7 +380,7 @@ class Waiter:
         run = event.id.partition(".")[0] if event.id else self.run
         verdict = self.gate.judge(deployment, run=run, settled=True)
         if verdict is None:  # else the verdict's line says it: the final line is printed once
-            print(f"{self._who()}: {describe(event.name, event.data)}", flush=True)
+            print(f"{self._who()}: {describe(event.name, event.data, deployment)}", flush=True)
             self.shown = "absent" if deployment is None else f"{deployment.revision} {deployment.status}"
         return verdict
 

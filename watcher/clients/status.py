@@ -70,11 +70,20 @@ def row(d: Row, *, now: float) -> tuple[str, ...]:
     if d.removed:
         health = "removed"
     r = d.rollout
-    status = r.status + (" (rollback)" if r.rollback else "")
+    status = r.status + (" (rollback)" if r.rollback else "") + _analysis(r.analysis)
     return (
         r.name, r.environment, status, r.version, str(r.revision), age(now - d.started_at), health,
         f"{d.cpu_seconds:.1f}s", size(d.memory_bytes), ",".join(d.last_versions),
     )  # fmt: skip
+
+
+def _analysis(analysis: answers.AnalysisSeen | None) -> str:
+    """`` (analysing)`` while measuring, `` (analysis failed)`` once ended: the rollout's analysis, if any."""
+    if analysis is None:
+        return ""
+    if analysis.status == "running":
+        return " (analysing)" if analysis.measuring else " (analysis waits)"
+    return f" (analysis {analysis.status})"
 
 
 def table(deployments: list[Row], *, now: float) -> str:

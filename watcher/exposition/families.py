@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
+from watcher.domain.analysis import Result
 from watcher.domain.model import Deployment, Histogram, State, UpdateState, iter_sorted
 from watcher.domain.rules import health_checks
 
@@ -169,6 +170,27 @@ class _Families:
             "A Swarm service's UpdateStatus.State, one-hot; all 0 when no update ran since it was created or last changed.",
             "state",
         )
+        # docs/analysis.md: present while the current rollout has an analysis.
+        self.analysis_status = _family(
+            GaugeMetricFamily,
+            "deployment_analysis_status",
+            "The current rollout's analysis: 0 failed, 1 passed, 2 running, 3 inconclusive; absent when it has none.",
+        )
+        self.analysis_values = _family(
+            GaugeMetricFamily,
+            "deployment_analysis_value",
+            "A check's value: sample current (the last measurement) or baseline (at the rollout's start);"
+            " absent until measured.",
+            "check",
+            "sample",
+        )
+        self.analysis_measurements = _family(
+            CounterMetricFamily,
+            "deployment_analysis_measurements",
+            "A check's measurements of the current rollout by result: pass, fail, nodata, error.",
+            "check",
+            "result",
+        )
 
     def add(self, d: Deployment, *, settings: Settings) -> None:
         """The series of one deployment."""
@@ -210,6 +232,15 @@ class _Families:
             self.replicas.add_metric([*key, "running"], d.service.running)
             for state in SWARM_UPDATE_STATES:
                 self.update_state.add_metric([*key, state], 1 if d.service.update_state.value == state else 0)
+        if r.analysis is not None:
+            self.analysis_status.add_metric(key, r.analysis.outcome.value)
+            for m in r.analysis.checks:
+                named = [*key, m.check.name]
+                for sample, value in (("current", m.current), ("baseline", m.baseline)):
+                    if value is not None:
+                        self.analysis_values.add_metric([*named, sample], value)
+                for result in Result:
+                    self.analysis_measurements.add_metric([*named, result.value], m.count(result))
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(vars(self).values())

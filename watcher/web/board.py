@@ -31,7 +31,7 @@ from watcher.display import age, age_changes_in, size
 from watcher.domain.model import DeploymentKey, State, iter_sorted
 from watcher.domain.settings import RuleSettings
 from watcher.selfmetrics import SelfMetrics
-from watcher.web import views
+from watcher.web import boardanalysis, views
 from watcher.web.stream import EventStream
 
 CSP = (
@@ -84,6 +84,7 @@ def row_html(row: dict[str, Any], *, now: float) -> str:
         f"<td>{_e(key.environment)}</td>",
         f'<td class="status status-{_e(row["status"])}">{_e(row["status"].replace("_", " "))}'
         + (' <span class="tag">rollback</span>' if row["rollback"] else "")
+        + boardanalysis.row_cell(row["analysis"], now=now)
         + "</td>",
         f'<td title="{_e(row["commit"])}">{_e(row["version"])}</td>',
         f"<td>{row['revision']}</td>",
@@ -128,7 +129,13 @@ def board_html(
         if (not environment or d.key.environment == environment) and not d.usage_only
     ]
     rows = [row_html(row, now=now) for row in summaries]
-    current_for = min((age_changes_in(now - row["started_at"]) for row in summaries), default=math.inf)
+    current_for = min(
+        (
+            min(age_changes_in(now - row["started_at"]), boardanalysis.changes_in(row["analysis"], now=now))
+            for row in summaries
+        ),
+        default=math.inf,
+    )
     heads = "".join(f"<th>{name}</th>" for name in COLUMNS)
     body = f"""<form method="get" action="./" class="filter"><label>Environment
 <select name="environment"><option value="">all</option>{options}</select></label>
@@ -187,6 +194,7 @@ def detail_html(detail: dict[str, Any], *, last_id: str, now: float) -> str:
 <h2 id="title">{_e(key.name)} <small>{_e(key.environment)}</small></h2>
 <section><h3>Current rollout</h3><dl id="facts" class="facts">{dl}</dl>
 <h4>Health checks</h4><ul id="checks">{checks or "<li>none (no container of it seen)</li>"}</ul></section>
+{boardanalysis.section(detail["analysis"], now=now)}
 <section><h3>Containers</h3><table id="members"><thead><tr><th>Id</th><th>Version</th><th>Current</th>
 <th>State</th><th>Health</th><th>Exit code</th><th>Restarts</th><th>CPU</th><th>Memory</th></tr></thead>
 <tbody>{members}</tbody></table></section>

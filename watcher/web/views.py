@@ -7,16 +7,21 @@ The shapes are the schemas of ``openapi.json`` (a unit test checks them against 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from watcher.domain import rules
+from watcher.domain.analysis import Analysis, Result
 from watcher.domain.events import (
+    AnalysisFinished,
+    AnalysisMeasured,
     DeploymentChanged,
     DeploymentDropped,
     DeploymentRemoved,
     DeploymentReturned,
     DomainEvent,
     HealthChanged,
+    RevisionEvent,
     RolloutFinished,
     RolloutRevised,
     RolloutStarted,
@@ -59,6 +64,7 @@ def summary(deployment: Deployment, *, settings: RuleSettings) -> Json:
         "removed": deployment.removed,
         "gone_since": deployment.gone_since,
         "last_versions": [seen.version for seen in deployment.history[:LAST_VERSIONS]],
+        "analysis": None if rollout.analysis is None else analysis_view(rollout.analysis, settings=settings),
     }
 
 
@@ -78,6 +84,45 @@ def detail(deployment: Deployment, *, settings: RuleSettings) -> Json:
             for seen in deployment.history
         ],
     }
+
+
+def analysis_view(analysis: Analysis, *, settings: RuleSettings) -> Json:
+    """The current rollout's analysis: where it stands, and each check's query, limits and figures."""
+    return {
+        "mode": analysis.mode.value,
+        "status": analysis.outcome.text,
+        "measuring_since": analysis.measuring_since,
+        "ends_at": analysis.ends_at,
+        "reason": analysis.reason,
+        "failures": analysis.failures,
+        "failure_limit": settings.analysis.failure_limit,
+        "rollback": analysis.rollback,
+        "rollback_done": analysis.rollback_done,
+        "checks": [
+            {
+                "name": m.check.name,
+                "query": m.check.query,
+                "min": figure(m.check.min),
+                "max": figure(m.check.max),
+                "max_increase": figure(m.check.max_increase),
+                "baseline": figure(m.baseline),
+                "current": figure(m.current),
+                "measurements": {result.value: m.count(result) for result in Result},
+                "last": None if m.last is None else m.last.value,
+            }
+            for m in analysis.checks
+        ],
+    }
+
+
+def figure(value: float | None) -> float | str | None:
+    """A value as JSON has it: ±Inf (a query may answer it) as the strings "+Inf" and "-Inf", as
+    Prometheus writes them, NaN as null (JSON has neither)."""
+    if value is None or math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return value
 
 
 def member_view(member: Member, *, current: bool) -> Json:
@@ -110,40 +155,47 @@ def duration(rollout: Rollout) -> float | None:
 def event_view(event: DomainEvent) -> tuple[StreamEvent, Json] | None:
     """The stream's name and fields for ``event``; None for events the stream does not carry
     (a rejected deployment, a stale observation: nothing changed)."""
+    shown = _event_fields(event)
+    if shown is None:
+        return None
+    name, fields = shown
+    if isinstance(event, RevisionEvent):  # of one rollout: which
+        fields = {"revision": event.revision, "version": event.version, **fields}
+    return name, {"event": name, "name": event.key.name, "environment": event.key.environment, "at": event.at,
+                  **fields}  # fmt: skip
+
+
+def _event_fields(event: DomainEvent) -> tuple[StreamEvent, Json] | None:
+    """The stream's name for ``event``, and its fields but the rollout's revision and version."""
     match event:
         case RolloutStarted():
             name = StreamEvent.ROLLBACK_STARTED if event.rollback else StreamEvent.ROLLOUT_STARTED
-            fields: Json = {"revision": event.revision, "version": event.version, "commit": event.commit,
-                            "rollback": event.rollback, "judge": event.judge.value}  # fmt: skip
+            return name, {"commit": event.commit, "rollback": event.rollback, "judge": event.judge.value}
         case RolloutFinished():
-            name = StreamEvent.ROLLOUT_FINISHED
-            fields = {"revision": event.revision, "version": event.version, "status": event.status.text,
-                      "reason": event.reason, "judge": event.by.value, "duration_seconds": event.duration}  # fmt: skip
+            return StreamEvent.ROLLOUT_FINISHED, {"status": event.status.text, "reason": event.reason,
+                                                  "judge": event.by.value, "duration_seconds": event.duration}  # fmt: skip
         case RolloutRevised():
-            name = StreamEvent.ROLLOUT_REVISED
-            fields = {"revision": event.revision, "version": event.version, "before": event.before.text,
-                      "status": event.after.text, "reason": event.reason, "judge": event.by.value}  # fmt: skip
+            return StreamEvent.ROLLOUT_REVISED, {"before": event.before.text, "status": event.after.text,
+                                                 "reason": event.reason, "judge": event.by.value}  # fmt: skip
         case RolloutSuperseded():
-            name = StreamEvent.ROLLOUT_SUPERSEDED
-            fields = {"revision": event.revision, "version": event.version}
+            return StreamEvent.ROLLOUT_SUPERSEDED, {}
         case HealthChanged():
-            name = StreamEvent.HEALTH_CHANGED
-            fields = {"revision": event.revision, "version": event.version, "instance": event.instance_id,
-                      "before": event.before.value, "health": event.after.value}  # fmt: skip
+            return StreamEvent.HEALTH_CHANGED, {"instance": event.instance_id, "before": event.before.value,
+                                                "health": event.after.value}  # fmt: skip
         case DeploymentChanged():
-            name = StreamEvent.DEPLOYMENT_CHANGED
-            fields = {"revision": event.revision, "version": event.version, "current": event.current,
-                      "running": event.running, "failing": list(event.failing)}  # fmt: skip
+            return StreamEvent.DEPLOYMENT_CHANGED, {"current": event.current, "running": event.running,
+                                                    "failing": list(event.failing)}  # fmt: skip
         case DeploymentRemoved():
-            name = StreamEvent.DEPLOYMENT_REMOVED
-            fields = {"revision": event.revision, "version": event.version, "reason": event.why}
+            return StreamEvent.DEPLOYMENT_REMOVED, {"reason": event.why}
         case DeploymentReturned():
-            name = StreamEvent.DEPLOYMENT_RETURNED
-            fields = {"revision": event.revision, "version": event.version}
+            return StreamEvent.DEPLOYMENT_RETURNED, {}
+        case AnalysisMeasured():
+            return StreamEvent.ANALYSIS_MEASURED, {"check": event.check, "result": event.result.value,
+                "value": figure(event.value), "baseline": figure(event.baseline), "of_baseline": event.of_baseline,
+                "reason": event.reason}  # fmt: skip
+        case AnalysisFinished():
+            return StreamEvent.ANALYSIS_FINISHED, {"outcome": event.outcome.text, "mode": event.mode.value,
+                                                   "reason": event.reason, "rollback": event.rollback}  # fmt: skip
         case DeploymentDropped():
-            name = StreamEvent.DEPLOYMENT_GONE
-            fields = {"reason": event.why}
-        case _:
-            return None
-    return name, {"event": name, "name": event.key.name, "environment": event.key.environment, "at": event.at,
-                  **fields}  # fmt: skip
+            return StreamEvent.DEPLOYMENT_GONE, {"reason": event.why}
+    return None

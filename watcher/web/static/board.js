@@ -10,7 +10,7 @@
     return; // the server-rendered page stands on its own
   }
   const EVENTS = [
-    "rollout_started", "rollback_started", "health_changed", "rollout_finished",
+    "rollout_started", "rollback_started", "health_changed", "analysis_measured", "analysis_finished", "rollout_finished",
     "rollout_revised", "rollout_superseded", "deployment_changed", "deployment_removed", "deployment_returned",
     "deployment_gone",
   ];
@@ -53,6 +53,64 @@
     return failing.length === 0 ? "healthy" : "failing: " + failing.join(", ");
   }
 
+  // -- a rollout's analysis (as boardanalysis.py renders it)
+
+  function figure(value) {
+    if (value === null || value === undefined) return "—";
+    return typeof value === "string" ? value : String(Number(value.toPrecision(6)));
+  }
+
+  function limits(check) {
+    const said = ["min", "max"].filter((k) => check[k] !== null).map((k) => `${k} ${figure(check[k])}`);
+    if (typeof check.max_increase === "number") said.push(`+${Math.round(check.max_increase * 100)}% over baseline`);
+    return said.join(", ") || "—";
+  }
+
+  function analysisState(a) {
+    if (a.status !== "running") return "analysis " + a.status;
+    if (a.ends_at === null) return "analysis waits for the containers";
+    return "analysing, " + age(a.ends_at - Date.now() / 1000) + " left";
+  }
+
+  function analysisSpan(a) {
+    const span = el("span", analysisState(a), "analysis analysis-" + a.status);
+    if (a.status === "running" && a.ends_at) span.dataset.until = String(a.ends_at);
+    return span;
+  }
+
+  function brief(check) {
+    const m = check.measurements;
+    return `${check.name} ${figure(check.baseline)} → ${figure(check.current)} (pass ${m.pass}, fail ${m.fail})`;
+  }
+
+  function fillAnalysis(a) {
+    const section = document.getElementById("analysis");
+    if (!section) return;
+    const heading = el("h3", "Analysis");
+    if (!a) return section.replaceChildren(heading, el("p", "none for this rollout", "quiet"));
+    const head = el("p");
+    head.append(analysisSpan(a), " ", el("small", `${a.mode} mode, failures ${a.failures} of ${a.failure_limit}` +
+      (a.rollback_done ? ", rollback asked" : "")), el("span", a.reason ? " — " + a.reason : "", "reason"));
+    const table = el("table");
+    table.id = "analysis-checks";
+    const heads = el("tr");
+    for (const title of ["Check", "Query", "Baseline", "Current", "Limits", "Pass", "Fail", "No data", "Error",
+      "Last"]) heads.append(el("th", title));
+    table.append(el("thead"), el("tbody"));
+    table.tHead.append(heads);
+    for (const c of a.checks) {
+      const row = el("tr");
+      row.dataset.check = c.name;
+      const query = el("td");
+      query.append(el("code", c.query));
+      row.append(el("td", c.name), query, el("td", figure(c.baseline)), el("td", figure(c.current)),
+        el("td", limits(c)), ...["pass", "fail", "nodata", "error"].map((r) => el("td", c.measurements[r])),
+        el("td", c.last || "—"));
+      table.tBodies[0].append(row);
+    }
+    section.replaceChildren(heading, head, table);
+  }
+
   function detailHref(d) {
     return "deployment?" + new URLSearchParams({ environment: d.environment, name: d.name });
   }
@@ -82,6 +140,11 @@
     first.append(link);
     const status = el("td", d.status.replace("_", " "), "status status-" + d.status);
     if (d.rollback) status.append(" ", el("span", "rollback", "tag"));
+    if (d.analysis) {
+      const state = el("div");
+      state.append(analysisSpan(d.analysis));
+      status.append(state, ...d.analysis.checks.map((check) => el("div", brief(check), "check-brief")));
+    }
     const version = el("td", d.version);
     version.title = d.commit;
     const started = el("td", age(Date.now() / 1000 - d.started_at));
@@ -163,6 +226,13 @@
           (payload.reason ? ": " + payload.reason : "");
       case "rollout_superseded": return `revision ${payload.revision} (${payload.version}) superseded`;
       case "health_changed": return `container ${payload.instance.slice(0, 12)} ${payload.health}`;
+      case "analysis_measured":
+        return (payload.of_baseline ? `baseline of ${payload.check}: ` : `${payload.check}: `) +
+          (payload.value === null ? "no data" : figure(payload.value)) +
+          (payload.of_baseline ? "" : " " + payload.result) + (payload.reason ? ` (${payload.reason})` : "");
+      case "analysis_finished":
+        return `${payload.mode} analysis of revision ${payload.revision} (${payload.version}) ${payload.outcome}` +
+          (payload.reason ? ": " + payload.reason : "") + (payload.rollback ? "; rolling back" : "");
       case "deployment_changed":
         return `revision ${payload.revision} (${payload.version}): ${payload.running} of ${payload.current} ` +
           "containers running, " + (payload.failing.length ? "failing: " + payload.failing.join(", ") : "healthy");
@@ -229,6 +299,7 @@
     const detail = await answer.json();
     fillFacts(detail);
     fillTables(detail);
+    fillAnalysis(detail.analysis);
   }
 
   function onDetailEvent(payload) {
@@ -241,6 +312,7 @@
     events.prepend(item);
     if (payload.deployment) {
       fillFacts(payload.deployment);
+      fillAnalysis(payload.deployment.analysis);
       reloadDetail();
     }
   }
@@ -277,6 +349,9 @@
   setInterval(() => {
     for (const cell of document.querySelectorAll("td[data-since]")) {
       cell.textContent = age(Date.now() / 1000 - Number(cell.dataset.since));
+    }
+    for (const span of document.querySelectorAll("span[data-until]")) {
+      span.textContent = "analysing, " + age(Number(span.dataset.until) - Date.now() / 1000) + " left";
     }
   }, 5000);
   // CPU and memory change with every stats poll, which is no event: re-read them now and then.
