@@ -149,13 +149,18 @@ def test_a_newer_rollout_supersedes_the_analysis_and_stale_measurements_are_igno
     assert run.state is before
 
 
-def test_a_baseline_after_measuring_began_is_ignored_and_an_error_asks_again() -> None:
+def test_a_baseline_that_failed_is_asked_again_and_counts_once_known() -> None:
+    """A baseline is the value at the rollout's start, the same whenever it is asked: one that failed
+    and answers after measuring began judges the measurements from then on; before it, absolute limits."""
     run = Run(ANALYSED)(started("a", "1.0.0", 100, analysis=GATE), measured(101, None, baseline=True, error="down"))
     assert not analysis_of(run).checks[0].baseline_taken
-    run.tick(110)(measured(111, 0.004, baseline=True))
-    assert analysis_of(run).checks[0].baseline is None  # absolute limits only
-    run(measured(140, 0.019), measured(170, 0.019)).tick(410)
-    assert run.status is Status.SUCCESS  # 0.019 is under max without a baseline
+    run.tick(110)(measured(140, 0.019))  # no baseline yet: under max, a pass
+    assert analysis_of(run).checks[0].passes == 1
+    run(measured(141, 0.004, baseline=True), measured(142, 0.001, baseline=True))
+    assert analysis_of(run).checks[0].baseline == 0.004  # taken once, the second answer ignored
+    run(measured(170, 0.019), measured(200, 0.019))  # now more than 50% above the baseline
+    assert run.status is Status.FAILED
+    assert run.d().rollout.reason == "analysis error_rate: 0.019 > 0.006, more than 50% above baseline 0.004"
 
 
 def test_an_analysis_under_way_survives_a_restart() -> None:

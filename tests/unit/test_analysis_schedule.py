@@ -30,7 +30,9 @@ T0 = 1_700_000_000.0
 
 
 def analysis(**changes: Any) -> Analysis:
-    checks = (Measured(check=ERRORS), Measured(check=LATENCY))
+    """An analysis of two checks; one measuring has its baselines taken (asking them is another test's)."""
+    taken = changes.get("measuring_since") is not None
+    checks = (Measured(check=ERRORS, baseline_taken=taken), Measured(check=LATENCY, baseline_taken=taken))
     return dataclasses.replace(Analysis(mode=Mode.GATE, checks=checks), **changes)
 
 
@@ -68,11 +70,18 @@ def test_baselines_first_at_the_rollouts_start_then_once_an_interval_until_taken
     assert schedule.due(state((A, taken)), T0 + 100) == []
 
 
-def test_a_baseline_is_not_asked_once_measuring_began() -> None:
+def test_a_baseline_not_taken_is_still_asked_once_measuring_began() -> None:
+    """A success reported at once measures at once: the baseline, a query at the start's time, is
+    asked beside the measurements until it is taken, and not after the window."""
     schedule = Schedule(interval=30)
-    measuring = analysis(measuring_since=T0 + 60, ends_at=T0 + 360)
-    assert names(schedule.due(state((A, measuring)), T0 + 60)) == [("a", "errors", False, None),
-                                                                   ("a", "latency", False, None)]  # fmt: skip
+    measuring = measured(analysis(measuring_since=T0 + 60, ends_at=T0 + 360), baseline_taken=False)
+    assert names(schedule.due(state((A, measuring)), T0 + 60)) == [
+        ("a", "errors", False, None), ("a", "errors", True, T0), ("a", "latency", False, None),
+        ("a", "latency", True, T0),
+    ]  # fmt: skip
+    taken = measured(measuring, baseline_taken=True, baseline=0.01)
+    assert all(not q.baseline for q in Schedule(interval=30).due(state((A, taken)), T0 + 60))
+    assert Schedule(interval=30).due(state((A, measuring)), T0 + 360) == []  # the window is over
 
 
 def test_exactly_one_measurement_per_check_per_interval_over_a_window() -> None:

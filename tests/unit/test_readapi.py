@@ -143,7 +143,7 @@ def test_the_analysis_events_are_shaped_as_described() -> None:
         ("analysis_measured", 0.041, "fail", None),
         ("analysis_finished", None, None, "failed"),
     ]
-    assert said[-1]["reason"] == "analysis error_rate: 0.041 > max 0.02 (baseline -inf)" and said[-1]["mode"] == "gate"
+    assert said[-1]["reason"] == "analysis error_rate: 0.041 > max 0.02 (baseline -Inf)" and said[-1]["mode"] == "gate"
 
 
 async def test_unknown_deployment_is_404_json(aiohttp_client: AiohttpClient) -> None:

@@ -15,8 +15,16 @@ from watcher.domain.analysis import Mode, Outcome, Result, failed, record
 from watcher.domain.events import AnalysisMeasured
 from watcher.domain.model import Status
 from watcher.domain.observations import AnalysisMeasured as Measurement
-from watcher.domain.observations import RollbackAsked
+from watcher.domain.observations import AnalysisObservation, RollbackAsked
 from watcher.domain.txn import Txn
+
+
+def observed(txn: Txn, observation: AnalysisObservation) -> None:
+    """What the analysis source measured, or what the orchestrator's source asked for."""
+    if isinstance(observation, RollbackAsked):
+        rollback_asked(txn, observation)
+    else:
+        measured(txn, observation)
 
 
 def measured(txn: Txn, measurement: Measurement) -> None:
@@ -29,8 +37,8 @@ def measured(txn: Txn, measurement: Measurement) -> None:
     if under is None or under.outcome is not Outcome.RUNNING:
         return
     check = next((m for m in under.checks if m.check.name == measurement.check), None)
-    if check is None or (measurement.baseline and under.measuring_since is not None):
-        return  # a baseline answered after measuring began: absolute limits only, as for none
+    if check is None or (measurement.baseline and check.baseline_taken):
+        return
     if not measurement.baseline and under.measuring_since is None:
         return
     after, result, figures = record(

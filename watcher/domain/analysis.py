@@ -250,7 +250,7 @@ def record(
     index = next(i for i, m in enumerate(analysis.checks) if m.check.name == name)
     measured = analysis.checks[index]
     if baseline:
-        # An error asks again (until measuring begins); no data is a baseline taken: absent.
+        # An error asks again (an interval later); no data is a baseline taken: absent.
         value = None if error or value is None or math.isnan(value) else value
         measured = dataclasses.replace(measured, baseline=value, baseline_taken=not error)
         result: Result | None = None
@@ -277,4 +277,6 @@ def failed(analysis: Analysis, result: Result | None, *, failure_limit: int) -> 
 
 
 def _figure(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"  # as Prometheus writes it (and the API and /metrics)
     return f"{value:.6g}"

@@ -79,10 +79,8 @@ def apply(state: State, observation: Observation, *, now: float, settings: RuleS
             retention.tick(txn, judged_by=(Judge.ORCHESTRATOR,))
         case ServicesReleased():
             services.released(txn, observation)
-        case AnalysisMeasured():
-            analyses.measured(txn, observation)
-        case RollbackAsked():
-            analyses.rollback_asked(txn, observation)
+        case AnalysisMeasured() | RollbackAsked():
+            analyses.observed(txn, observation)
     if not isinstance(observation, UsageSampled):  # CPU and memory samples change nothing else shown
         shown.tell(txn)
     return Step(txn.state(), tuple(txn.events))

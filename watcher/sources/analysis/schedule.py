@@ -1,8 +1,7 @@
 """What to ask Prometheus now: the due measurements of the analyses under way, each once.
 
 From a state snapshot: for the current rollout of each deployment whose analysis is running,
-each check whose baseline is not taken yet (until measuring begins) is asked at the rollout's
-start, and once measuring began, each check is asked now when its last measurement is an interval
+each check whose baseline is not taken yet is asked at the rollout's start, and once measuring began, each check is asked now when its last measurement is an interval
 old, until the window ends. The schedule remembers what is in flight and when each query was last
 sent, so a query is never asked twice at once nor more than once an interval, even when its answer
 changes nothing in the state (a stale revision, an error the core drops).
@@ -10,6 +9,7 @@ changes nothing in the state (a stale revision, an error the core drops).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from watcher.domain.analysis import Analysis, Measured, Outcome
@@ -51,9 +51,7 @@ class Schedule:
             if analysis is None or analysis.outcome is not Outcome.RUNNING:
                 continue
             for measured in analysis.checks:
-                query = _next(deployment.key, rollout, analysis, measured, now=now, interval=self.interval)
-                if query is not None:
-                    wanted.append(query)
+                wanted += _wanted(deployment.key, rollout, analysis, measured, now=now, interval=self.interval)
         # What no analysis under way asks for any more is forgotten: the memory follows the state.
         asked = {query.id for query in wanted}
         self.sent = {i: at for i, at in self.sent.items() if i in asked}
@@ -71,18 +69,19 @@ class Schedule:
         self.sent[query.id] = sent_at
 
 
-def _next(
+def _wanted(
     key: DeploymentKey, rollout: Rollout, analysis: Analysis, measured: Measured, *, now: float, interval: float
-) -> Query | None:
-    """The query this check of this rollout wants now, if any (ignoring what is in flight)."""
+) -> Iterator[Query]:
+    """The queries this check of this rollout wants now (ignoring what is in flight)."""
     name, promql = measured.check.name, measured.check.query
-    if analysis.measuring_since is None:
-        # A baseline that failed (an error) is asked again, an interval later, until measuring begins.
-        if measured.baseline_taken:
-            return None
-        return Query(key, rollout.revision, name, promql, baseline=True, at=rollout.started_at)
     if analysis.ends_at is not None and now >= analysis.ends_at:
-        return None  # the window is over: the core ends the analysis at its next tick
+        return  # the window is over: the core ends the analysis at its next tick
+    # Asked at the rollout's start, a baseline means the same whenever it is asked: one that failed
+    # (an error) is asked again an interval later, even once measuring began (a success reported at once).
+    if not measured.baseline_taken:
+        yield Query(key, rollout.revision, name, promql, baseline=True, at=rollout.started_at)
+    if analysis.measuring_since is None:
+        return
     if measured.measured_at is not None and now < measured.measured_at + interval:
-        return None
-    return Query(key, rollout.revision, name, promql, baseline=False, at=None)
+        return
+    yield Query(key, rollout.revision, name, promql, baseline=False, at=None)
