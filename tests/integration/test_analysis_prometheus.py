@@ -10,11 +10,9 @@ import asyncio
 import base64
 import dataclasses
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import bcrypt
@@ -24,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import Prometheus, free_port, require_binary, run_prometheus
 from tests.polling import poll, poll_async
+from tests.scraped_app import App, AppServer, scrape_config
 from watcher.config import Settings
 from watcher.domain.analysis import Analysis, Check, Measured, Mode, fill
 from watcher.domain.model import Deployment, DeploymentKey, Rollout, State
@@ -46,66 +45,12 @@ ERROR_RATE = Check(
 HOSTILE = 'a"} or vector(1) #'
 
 
-class App:
-    """``http_requests_total{code}`` growing at the rates the test sets (requests a second)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._since = time.time()
-        self._totals = {"200": 0.0, "500": 0.0}
-        self._rates = {"200": 99.0, "500": 1.0}
-
-    def set(self, *, ok: float, errors: float) -> None:
-        with self._lock:
-            self._totals = self._now()
-            self._since = time.time()
-            self._rates = {"200": ok, "500": errors}
-
-    def _now(self) -> dict[str, float]:
-        elapsed = time.time() - self._since
-        return {code: self._totals[code] + rate * elapsed for code, rate in self._rates.items()}
-
-    def exposition(self) -> bytes:
-        with self._lock:
-            totals = self._now()
-        lines = ["# TYPE http_requests_total counter"]
-        lines += [f'http_requests_total{{code="{code}"}} {value:.3f}' for code, value in totals.items()]
-        return ("\n".join(lines) + "\n").encode()
-
-
 @pytest.fixture(scope="module")
 def app() -> Iterator[tuple[App, int]]:
     served = App()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = served.exposition()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def scrape_config(directory: Path, app_port: int) -> Path:
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "web", "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}]}],
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    server = AppServer(served)
+    yield served, server.port
+    server.stop()
 
 
 @pytest.fixture(scope="module")
