@@ -8,8 +8,7 @@ restarted between the failure and the request still asks; a ``RollbackAsked`` cl
 answer, and what is in flight, or submitted and not yet applied, is not asked again meanwhile. The
 service is read before each request: one whose task template is no longer the failed rollout's
 (updated since, or already rolled back) is left alone, so a request repeated after a reconnect
-cannot roll back the rollback. Nor is a rollout that is itself a rollback rolled back: Swarm's
-previous spec is then the newer version it went back from.
+cannot roll back the rollback.
 """
 
 from __future__ import annotations
@@ -91,13 +90,6 @@ class Rollbacks:
         self, engine: Engine, deployment: Deployment, service: OrchestratedService, *, attempts: int
     ) -> str:
         """Asks Swarm to roll ``service`` back; the reason it was not asked, or ""."""
-        if deployment.rollout.rollback:
-            # Swarm's previous spec is then the newer version rolled back from: never back and forth.
-            log.warning(
-                "Swarm services: the analysis of service %s failed, but its version %s is a rollback: not rolled back",
-                service.name, deployment.rollout.version,
-            )  # fmt: skip
-            return "a rollback is not rolled back by the watcher"
         data = await engine.get(f"services/{service.id}")
         spec = data.get("Spec")
         if not isinstance(spec, Mapping) or causes.fingerprint(object_(spec.get("TaskTemplate"))) != service.template:
