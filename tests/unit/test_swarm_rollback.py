@@ -75,7 +75,12 @@ class FakeEngine:
         return {"Warnings": None}
 
 
-CONFLICT = EngineError(EngineErrorKind.HTTP_ERROR, "services/sid/update: HTTP 500: update out of sequence", status=500)
+# As Docker 26.1 answers an update of a stale version (checked against a real swarm).
+CONFLICT = EngineError(
+    EngineErrorKind.HTTP_ERROR,
+    "services/sid/update: HTTP 500: rpc error: code = Unknown desc = update out of sequence",
+    status=500,
+)
 FORBIDDEN = EngineError(EngineErrorKind.HTTP_ERROR, "services/sid/update: HTTP 403: Forbidden", status=403)
 
 
