@@ -40,6 +40,7 @@ HOST_REFUSALS = ("name", "malformed")  # why a browser's request was refused for
 # The Swarm service events' actions (``type=service``).
 SERVICE_ACTIONS = ("create", "update", "remove")
 ANALYSIS_QUERY_RESULTS = ("ok", "nodata", "error")  # a value, an empty answer, a failure (watcher.sources.analysis)
+SWARM_ROLLBACK_RESULTS = ("ok", "error")  # asked of Swarm, or the request failed (watcher.sources.swarm.rollback)
 
 
 class EngineErrorKind(enum.StrEnum):
@@ -220,6 +221,14 @@ class SelfMetrics:
             "Queries to Prometheus for rollout analysis, by result: ok (a value), nodata (an empty answer or NaN), "
             "error (unreachable, a timeout, an error status, an answer that is not one series).",
             "result", ANALYSIS_QUERY_RESULTS, registry,
+        )  # fmt: skip
+        self.swarm_rollbacks = _labelled(
+            Counter, "swarm_rollbacks",
+            "Rollbacks of Swarm services the watcher asked for (their gate analysis failed, "
+            "deployment.analysis.on_failure=rollback, analysis.allow_rollback on), by result: ok (Swarm rolls back), "
+            "error (not rolled back, never asked again: refused, as by a read-only socket proxy, failed, or the "
+            "service changed since).",
+            "result", SWARM_ROLLBACK_RESULTS, registry,
         )  # fmt: skip
 
         self.asyncio_tasks = _plain(

@@ -66,9 +66,12 @@ def rollout_state(name: str, analysis: Analysis, *, started_at: float) -> State:
 
 
 def analysed(name: str, *checks: Check, measuring: bool) -> Analysis:
-    """An analysis of ``checks`` for deployment ``name``, their queries filled as the core fills them."""
+    """An analysis of ``checks`` for deployment ``name``, their queries filled as the core fills them;
+    ``measuring``: past its baselines, measuring."""
     values = {"deployment": name, "environment": "production", "version": "v2", "previous_version": "v1", "host": "h"}
-    filled = tuple(Measured(check=dataclasses.replace(c, query=fill(c.query, values))) for c in checks)
+    filled = tuple(
+        Measured(check=dataclasses.replace(c, query=fill(c.query, values)), baseline_taken=measuring) for c in checks
+    )
     now = time.time()
     return Analysis(
         mode=Mode.GATE, checks=filled, measuring_since=now if measuring else None,

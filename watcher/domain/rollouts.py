@@ -111,10 +111,13 @@ def end_analysis(txn: Txn, deployment: Deployment, outcome: Outcome, reason: str
 def rollback_wanted(deployment: Deployment, settings: RuleSettings) -> bool:
     """Whether the watcher is to ask the orchestrator to roll the current rollout back: its gate
     analysis failed, asking for it (``deployment.analysis.on_failure=rollback``), the configuration
-    allows it, and the deployment is an orchestrated service (a container cannot be rolled back)."""
+    allows it, and the deployment is an orchestrated service (a container cannot be rolled back). Not
+    a rollout that is itself a rollback: Swarm's previous spec is then the newer version it went back
+    from, and the watcher never goes back and forth."""
     under = deployment.rollout.analysis
     return (
         under is not None
+        and not deployment.rollout.rollback
         and under.outcome is Outcome.FAILED
         and under.mode is Mode.GATE
         and under.rollback

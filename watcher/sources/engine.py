@@ -44,10 +44,11 @@ _DEFAULT_SOCKET = "/var/run/docker.sock"
 class EngineError(Exception):
     """The Docker Engine failed; ``kind`` is what of, ``reason`` says how."""
 
-    def __init__(self, kind: EngineErrorKind, reason: str) -> None:
+    def __init__(self, kind: EngineErrorKind, reason: str, *, status: int = 0) -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
+        self.status = status  # the HTTP status of an HTTP_ERROR (a refusal is told apart by it: 403)
 
 
 class Engine:
@@ -103,17 +104,23 @@ class Engine:
             )
         return found
 
-    async def _json(self, path: str, params: Mapping[str, str]) -> object:
-        """The one request for JSON answers, through aiodocker's public session (unversioned: the
-        daemon's own API version, as for ``/events``)."""
+    async def post(self, path: str, body: Mapping[str, Any], **params: str) -> Mapping[str, Any]:
+        """``POST /path`` of a JSON body, answered with a JSON object: the one write, Swarm's rollback."""
+        return _mapping(await self._json(path, params, body=body), path)
+
+    async def _json(self, path: str, params: Mapping[str, str], *, body: Mapping[str, Any] | None = None) -> object:
+        """The one request for JSON answers (a POST when it has a ``body``), through aiodocker's public
+        session (unversioned: the daemon's own API version, as for ``/events``)."""
         url = URL(f"{self.docker.docker_host}/{path}")
+        method = "GET" if body is None else "POST"
         with self._failures(path):
-            async with self.deadline(), self.docker.session.get(url, params=params) as response:
+            async with self.deadline(), self.docker.session.request(method, url, params=params, json=body) as response:
                 if response.status != 200:
-                    body = await response.text(errors="replace")
+                    said = await response.text(errors="replace")
                     raise EngineError(
-                        EngineErrorKind.HTTP_ERROR, f"{path}: HTTP {response.status}: {body[:200].strip()}"
-                    )
+                        EngineErrorKind.HTTP_ERROR, f"{path}: HTTP {response.status}: {said[:200].strip()}",
+                        status=response.status,
+                    )  # fmt: skip
                 found: object = await response.json(content_type=None)
         return found
 

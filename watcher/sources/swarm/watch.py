@@ -10,11 +10,13 @@ labels, so every one is inspected), relists every service at each (re)connect an
 Only the leader's watcher follows services, so several managers never export a service twice;
 the others (and workers) keep their task containers' CPU and memory, which the container
 source reports. Leadership is checked at every connect and every ``swarm.leader_check_seconds``.
+The leader's watcher alone asks Swarm for the rollbacks that failed analyses want (``rollback``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
 from watcher.config import Settings
+from watcher.domain.model import State
 from watcher.domain.observations import Observation, ServiceGone, ServiceSeen, ServicesListed, ServicesReleased
 from watcher.selfmetrics import EngineErrorKind, SelfMetrics
 from watcher.sources.engine import Engine, EngineError
@@ -30,6 +33,7 @@ from watcher.sources.labelproblems import LabelProblems
 from watcher.sources.reconnect import Reconnect, subscribed
 from watcher.sources.source import Given, Source
 from watcher.sources.swarm import causes
+from watcher.sources.swarm.rollback import Rollbacks
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +61,14 @@ class SwarmWatch(Source):
     metrics: SelfMetrics
     clock: Callable[[], float] = time.time
     following: bool = False  # this watcher speaks for the orchestrator (the leader's)
+    snapshot: Callable[[], State] | None = None  # the state, read for the rollbacks wanted (None: none asked)
     name: ClassVar[str] = "swarm watch"
     _connection: Reconnect = field(init=False)
     _rolling: set[str] = field(default_factory=set)  # services whose tasks are read again
     _problems: LabelProblems = field(init=False)
     _said_no_manager: bool = False  # warned once that swarm.services is on for no manager
     _with_status: bool = False  # the engine counts replicas (``_status_api``), read at each connect
+    _rollbacks: Rollbacks | None = None  # asks the rollbacks that failed analyses want, when allowed
 
     def __post_init__(self) -> None:
         self._problems = LabelProblems("service", log, self.metrics, analysis_off=not self.settings.analysis.enabled)
@@ -70,10 +76,13 @@ class SwarmWatch(Source):
         self._connection = Reconnect(
             self.settings.docker, log, prefix=PREFIX, quiet=frozenset({EngineErrorKind.NO_SOCKET})
         )
+        analysis = self.settings.analysis
+        if self.snapshot is not None and analysis.enabled and analysis.allow_rollback:
+            self._rollbacks = Rollbacks(self.settings, self.submit, self.metrics, self.snapshot, self.clock)
 
     @classmethod
     def given(cls, given: Given) -> SwarmWatch:
-        return cls(settings=given.settings, submit=given.submit, metrics=given.metrics)
+        return cls(settings=given.settings, submit=given.submit, metrics=given.metrics, snapshot=given.snapshot)
 
     def fresh(self) -> bool:
         """What it reported of services is current; nothing to be stale while it follows none."""
@@ -113,7 +122,8 @@ class SwarmWatch(Source):
                 log.info("Swarm services: following them as the leader (node %s)", node)
             self.following = True
             self._connection.synced()
-            await self._read(engine, events, node)
+            async with self._rollbacks.beside(engine) if self._rollbacks else contextlib.nullcontext():
+                await self._read(engine, events, node)
         raise AssertionError("unreachable")
 
     async def _read(self, engine: Engine, events: asyncio.Queue[Mapping[str, Any] | EngineError], node: str) -> None:
