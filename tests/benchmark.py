@@ -2,6 +2,7 @@
 
     python -m tests.benchmark              # all figures (as root, with a Docker Engine running)
     python -m tests.benchmark metrics lag  # some of them: stats, metrics, lag, memory, state, readapi, fanout, board
+    python -m tests.benchmark analysis --minutes 10  # rollout analysis: a real Prometheus (tests/bench_analysis.py)
     python -m tests.benchmark soak --minutes 10  # the chaos soak (tests/soak.py); no Docker needed, not in "all"
 
 Each figure prints what the watcher did and a baseline measured just before or after on
@@ -40,7 +41,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from tests import soak
+from tests import bench_analysis, soak
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
 from tests.streamclients import caps_for, fan_out
 from tests.swarm_cluster import SwarmCluster
@@ -1018,23 +1019,31 @@ def describe_machine() -> str:
 
 FIGURES = ("stats", "metrics", "lag", "memory", "state", "readapi", "fanout", "board", "swarm")
 SOAK = "soak"  # a pass/fail run rather than a figure, so not among the defaults
+ANALYSIS = "analysis"  # minutes long and needs Prometheus, so not among the defaults
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # [] among the choices: argparse checks the empty default of nargs="*" against them.
     parser.add_argument(
-        "figures", nargs="*", choices=[*FIGURES, SOAK, []], help="figures to run (default: all but soak)"
+        "figures",
+        nargs="*",
+        choices=[*FIGURES, SOAK, ANALYSIS, []],
+        help="figures to run (default: all but soak and analysis)",
     )
     parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
-    parser.add_argument("--deployments", type=int, default=1000, help="deployments for /metrics and memory")
+    parser.add_argument(
+        "--deployments", type=int, default=1000, help="deployments for /metrics and memory (analysis: 100 unless given)"
+    )
     parser.add_argument("--rollouts", type=int, default=50, help="simultaneous rollouts for the event lag")
     parser.add_argument("--stream-clients", type=int, default=500, help="event stream clients for the fan-out")
     parser.add_argument("--bursts", type=int, default=3, help="bursts of rollouts for the event lag")
     parser.add_argument("--services", type=int, default=100, help="Swarm services for the swarm figure")
     parser.add_argument("--replicas", type=int, default=3, help="replicas of each Swarm service")
     parser.add_argument("--updates", type=int, default=20, help="service updates timed for the swarm figure")
-    parser.add_argument("--minutes", type=float, default=10.0, help="duration of the soak's faults")
+    parser.add_argument(
+        "--minutes", type=float, default=10.0, help="duration of the soak's faults, of analysis's measurement"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the soak's faults, changes and clients")
     parser.add_argument(
         "--burst-worker", nargs=4, metavar=("PREFIX", "COUNT", "VERSION", "AT_ONCE"), help=argparse.SUPPRESS
@@ -1055,6 +1064,9 @@ def main() -> None:
         sys.exit(soak.run(args.minutes, seed=args.seed))
     wanted = args.figures or FIGURES
     print(describe_machine())
+    if ANALYSIS in wanted:
+        deployments = 100 if args.deployments == parser.get_default("deployments") else args.deployments
+        Figure(*bench_analysis.run(minutes=args.minutes, deployments=deployments)).print()
     if not docker("images", "-q", BUSYBOX_IMAGE):  # the image the tests make, made the same way
         subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=busybox_tarball(), check=True)
     if "stats" in wanted:
