@@ -38,8 +38,8 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.analysis_app import scrape_config
 from tests.conftest import Prometheus, WatcherProcess, run_prometheus, start_watcher
-from tests.integration.test_analysis_prometheus import scrape_config
 from watcher.domain.analysis import fill
 
 INTERVAL = 30.0  # analysis.interval_seconds
