@@ -16,6 +16,7 @@ from prometheus_client.process_collector import ProcessCollector
 from watcher import __version__
 from watcher.config import webconfig
 from watcher.domain import events, labels, times
+from watcher.domain.analysis import Outcome
 
 PREFIX = "deployment_watcher"
 M = TypeVar("M", Counter, Gauge)
@@ -39,6 +40,7 @@ ACCEPT_ERRORS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
 HOST_REFUSALS = ("name", "malformed")  # why a browser's request was refused for its Host header
 # The Swarm service events' actions (``type=service``).
 SERVICE_ACTIONS = ("create", "update", "remove")
+ANALYSIS_OUTCOMES = tuple(o.text for o in Outcome if o is not Outcome.RUNNING)  # how an analysis can end
 ANALYSIS_QUERY_RESULTS = ("ok", "nodata", "error")  # a value, an empty answer, a failure (watcher.sources.analysis)
 SWARM_ROLLBACK_RESULTS = ("ok", "error")  # asked of Swarm, or the request failed (watcher.sources.swarm.rollback)
 
@@ -221,6 +223,12 @@ class SelfMetrics:
             "Queries to Prometheus for rollout analysis, by result: ok (a value), nodata (an empty answer or NaN), "
             "error (unreachable, a timeout, an error status, an answer that is not one series).",
             "result", ANALYSIS_QUERY_RESULTS, registry,
+        )  # fmt: skip
+        self.analyses = _labelled(
+            Counter, "analyses",
+            "Rollout analyses ended, by outcome: passed, failed, or inconclusive (no check measured any data "
+            "within the window: the rollout was judged as if unanalysed, and a warning logged).",
+            "outcome", ANALYSIS_OUTCOMES, registry,
         )  # fmt: skip
         self.swarm_rollbacks = _labelled(
             Counter, "swarm_rollbacks",

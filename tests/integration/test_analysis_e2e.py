@@ -654,6 +654,7 @@ def prometheus_stopped(apps: AppServer, tmp: Path, lanes: Lanes, containers: Con
         assert sum(shown.measurements[(check, "error")] for check in CHECKS) >= 1, shown
         errors = watcher.value("deployment_watcher_analysis_queries_total", result="error")
         assert errors is not None and errors >= 1
+        assert watcher.value("deployment_watcher_analyses_total", outcome="inconclusive") == 1  # its own watcher
         assert watcher.value("deployment_rollouts_total", deployment=name, outcome="failed") in (None, 0)
         assert watcher.value("deployment_change_failures_total", deployment=name) in (None, 0)
     finally:

@@ -11,6 +11,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from tests.unit.builders import (
     ANALYSED,
@@ -29,6 +30,7 @@ from watcher.domain.observations import InstanceExited, RollbackAsked
 from watcher.domain.rollouts import rollback_wanted
 from watcher.persistence.codec import decode, encode
 from watcher.runtime import subscribers
+from watcher.selfmetrics import SelfMetrics
 
 GATE = Request(checks=("error_rate",))
 OBSERVE = Request(checks=("error_rate",), mode=Mode.OBSERVE)
@@ -249,3 +251,20 @@ def test_an_inconclusive_or_failed_analysis_is_logged_as_a_warning(caplog: pytes
         (logging.WARNING, "deployment api/production: gate analysis of revision 1 (1) inconclusive: no data"),
         (logging.INFO, "deployment api/production: gate analysis of revision 1 (1) passed"),
     ]
+
+
+def test_an_ended_analysis_is_counted_by_its_outcome() -> None:
+    registry = CollectorRegistry()
+    metrics = SelfMetrics(registry)
+    count = subscribers.counting_each(metrics.analyses, AnalysisFinished, lambda e: e.outcome.text)
+    finished = AnalysisFinished(
+        key=API, at=1.0, revision=1, version="1", outcome=Outcome.INCONCLUSIVE, mode=Mode.GATE, reason="no data"
+    )
+    count(finished)
+    count(dataclasses.replace(finished, outcome=Outcome.FAILED))
+    count(dataclasses.replace(finished, outcome=Outcome.INCONCLUSIVE))
+
+    def total(outcome: str) -> float | None:
+        return registry.get_sample_value("deployment_watcher_analyses_total", {"outcome": outcome})
+
+    assert (total("passed"), total("failed"), total("inconclusive")) == (0, 1, 2)  # every outcome pre-created

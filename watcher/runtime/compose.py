@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from watcher import heap
 from watcher.config import Settings, parse_listen_address, webconfig
+from watcher.domain.events import AnalysisFinished, TimeRefused
 from watcher.exposition.rendering import Exposition
 from watcher.runtime import shutdown, subscribers, supervision
 from watcher.runtime.core import Core
@@ -69,7 +70,10 @@ class Watcher:
         # What the state machine says happened, to each subscriber: one line each.
         self.core.subscribe(subscribers.logging_to(log))
         self.core.subscribe(subscribers.counting(self.metrics.state_changes))
-        self.core.subscribe(subscribers.counting_skew(self.metrics.clock_skew))
+        self.core.subscribe(subscribers.counting_each(self.metrics.clock_skew, TimeRefused, lambda e: e.source))
+        self.core.subscribe(
+            subscribers.counting_each(self.metrics.analyses, AnalysisFinished, lambda e: e.outcome.text)
+        )
         self.stream = EventStream(
             snapshot=self.core.snapshot, settings=settings, metrics=self.metrics,
             max_clients=settings.web.max_stream_clients,

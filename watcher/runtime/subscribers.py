@@ -10,13 +10,15 @@ submits an observation (``lint-imports`` keeps this module from importing any ad
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 from prometheus_client import Counter
 
 from watcher.domain.analysis import Outcome
 from watcher.domain.events import AnalysisFinished, DeploymentRejected, DomainEvent, StaleObservation, TimeRefused
+
+E = TypeVar("E", bound=DomainEvent)
 
 
 class Subscriber(Protocol):
@@ -52,11 +54,12 @@ def counting(counter: Counter) -> Subscriber:
     return count
 
 
-def counting_skew(counter: Counter) -> Subscriber:
-    """Each time refused for clock skew counted in ``counter`` under its ``source``."""
+def counting_each(counter: Counter, kind: type[E], label: Callable[[E], str]) -> Subscriber:
+    """Each event of ``kind`` counted in ``counter`` under ``label(event)`` (a time refused for clock
+    skew under its source, an analysis ended under its outcome)."""
 
     def count(event: DomainEvent) -> None:
-        if isinstance(event, TimeRefused):
-            counter.labels(event.source).inc()
+        if isinstance(event, kind):
+            counter.labels(label(event)).inc()
 
     return count
