@@ -3,8 +3,8 @@
 Exit codes: 0 stopped cleanly or config valid; 1 the watcher failed, or did not stop within
 ``service.shutdown_timeout_seconds`` (or a SIGINT while stopping forced it); 2 bad configuration;
 3 another watcher uses the state directory.
-``deployment-watcher notify …`` is the CI/CD client, ``rollout status NAME`` the CI gate and
-``status`` the table of deployments, each with its own flags and exit codes (watcher.clients);
+``deployment-watcher notify …`` is the CI/CD client, ``rollout status NAME`` the CI gate, ``rollout
+history NAME`` a deployment's rollouts and ``status [--watch]`` the table of deployments, each with its own flags and exit codes (watcher.clients);
 ``--help`` lists them under the commands.
 """
 
@@ -33,8 +33,12 @@ PROG = "deployment-watcher"
 # Subcommand → its entry point and one line for --help. Each parses its own flags: it must come first.
 COMMANDS = {
     "notify": (notify.main, "report a rollout from CI/CD to a running watcher (see 'notify --help')"),
-    "rollout": (rollout.main, "'rollout status NAME': wait for a rollout's verdict, exit 0 when it succeeded"),
-    "status": (status.main, "print the deployments a running watcher tracks, like docker ps"),
+    "rollout": (
+        rollout.main,
+        "'rollout status NAME': wait for a rollout's verdict, exit 0 when it succeeded; "
+        "'rollout history NAME': list its rollouts",
+    ),
+    "status": (status.main, "print the deployments a running watcher tracks, like docker ps (--watch: live)"),
 }
 
 

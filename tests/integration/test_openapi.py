@@ -73,6 +73,7 @@ def test_the_api_answers_as_described(api_schema: BaseSchema) -> None:
     # Schemathesis leaves out the operation that serves the description it was loaded from.
     assert {(op.method.upper(), op.path) for op in operations} >= {
         ("GET", "/api/v1/deployments"), ("GET", "/api/v1/deployments/{environment}/{name}"),
+        ("GET", "/api/v1/rollouts"),
     }  # fmt: skip
     for operation in operations:
 
@@ -97,4 +98,12 @@ def test_known_deployments_validate(watcher: WatcherProcess, api_schema: BaseSch
     listed.validate_response(response)
     assert len(response.json()["deployments"]) == 3
     analysed = {d["name"]: d["analysis"] for d in response.json()["deployments"]}
+    feed = api_schema["/api/v1/rollouts"]["GET"].Case(query={"since": 0, "limit": 5000})
+    response = feed.call()
+    feed.validate_response(response)
+    assert {r["deployment"] for r in response.json()["rollouts"]} >= {"shop", "api", "web", "a b <c>"}
+    bad = api_schema["/api/v1/rollouts"]["GET"].Case(query={"limit": 0})
+    response = bad.call()
+    assert response.status_code == 400
+    bad.validate_response(response)
     assert analysed["api"]["mode"] == "gate" and analysed["api"]["checks"][0]["name"] == "error_rate"

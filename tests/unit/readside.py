@@ -73,7 +73,7 @@ def read_side(
         token=TOKEN, settings=settings, snapshot=core.snapshot, step=core.step, clock=clock, metrics=metrics
     )
     app.add_routes(api.routes())
-    app.add_routes(ReadApi(snapshot=core.snapshot, settings=settings, stream=stream, ready=ready).routes())
+    app.add_routes(ReadApi(snapshot=core.snapshot, settings=settings, stream=stream, ready=ready, clock=clock).routes())
     app.on_shutdown.append(stream.close)
     if web_config is not None:
         security.install(app, config=web_config, failures=metrics.basic_auth_failures)

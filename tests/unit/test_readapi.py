@@ -45,7 +45,8 @@ def test_the_description_is_valid() -> None:
     for schema in SPEC["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
     assert set(SPEC["paths"]) == {
-        "/api/v1/deployments", "/api/v1/deployments/{environment}/{name}", "/api/v1/events", "/api/v1/openapi.json",
+        "/api/v1/deployments", "/api/v1/deployments/{environment}/{name}", "/api/v1/rollouts", "/api/v1/events",
+        "/api/v1/openapi.json",
     }  # fmt: skip
 
 

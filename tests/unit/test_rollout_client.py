@@ -483,6 +483,7 @@ class Fake:
         self.trickle = False  # the stream: then an event that never ends, a byte every 50 ms
         self.stream_answer: Answer | None = None  # the stream's answer instead (a 503 of a full stream)
         self.stream_requests = 0
+        self.last_event_ids: list[str | None] = []  # each stream request's Last-Event-ID
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -490,6 +491,7 @@ class Fake:
                 path = self.path.partition("?")[0]
                 if path == "/api/v1/events":
                     fake.stream_requests += 1
+                    fake.last_event_ids.append(self.headers.get("Last-Event-ID"))
                     answer = fake.stream_answer or Answer(
                         body=fake.stream, headers={"Content-Type": "text/event-stream"}
                     )

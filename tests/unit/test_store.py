@@ -37,6 +37,7 @@ from watcher.domain.model import (
     OrchestratedService,
     Origin,
     Retired,
+    RevisionRecord,
     Rollout,
     State,
     Status,
@@ -161,6 +162,16 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
             VersionSeen(draw(texts), draw(texts), draw(numbers.revisions), draw(times))
             for _ in range(draw(st.integers(0, 3)))
         )
+        kept = tuple(
+            RevisionRecord(
+                revision=draw(numbers.revisions), version=draw(texts), previous_version=draw(texts),
+                commit=draw(texts), status=draw(st.sampled_from(Status)), reason=draw(texts),
+                judge=draw(st.sampled_from(Judge)), started_at=draw(times), finished_at=draw(st.none() | times),
+                duration=draw(st.none() | amounts), rollback=draw(st.booleans()),
+                analysis=draw(st.none() | st.sampled_from([outcome.text for outcome in Outcome])),
+            )
+            for _ in range(draw(st.integers(0, 3)))
+        )  # fmt: skip
         histogram = tuple(draw(st.lists(counts, min_size=len(DURATION_BUCKETS) + 1,
                                      max_size=len(DURATION_BUCKETS) + 1)))  # fmt: skip
         service = OrchestratedService(
@@ -169,7 +180,7 @@ def states(draw: st.DrawFn, numbers: Numbers = IN_RANGE) -> State:
             rolled_back_failure=draw(st.booleans()),
         )  # fmt: skip
         deployments[key] = Deployment(
-            key=key, rollout=rollout, history=history, rollbacks=draw(counts),
+            key=key, rollout=rollout, history=history, revisions=kept, rollbacks=draw(counts),
             durations=Histogram(DURATION_BUCKETS, histogram, draw(amounts)), members=members, retired_cpu_nanos=draw(nanos),
             gone_since=draw(st.none() | times),
             reported_at=draw(st.none() | times), dora=draw(dora_figures(numbers)),
@@ -426,6 +437,7 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
         d["rollout"]["judge"] = "deploy_tooling" if d["rollout"].pop("reported") else "containers"
         # Fields added since schema 2 without a new schema, written with their defaults; schema 3's analysis.
         d["service"] = None
+        d["revisions"] = []
         d["rollout"]["seen_at"] = None
         d["rollout"]["analysis"] = None
         for member in d["members"]:
@@ -436,9 +448,10 @@ def test_a_file_of_schema_1_loads_with_every_field() -> None:
 
 
 def before_dora(state: State) -> State:
-    """``state`` with every DORA figure at zero and no rollout's ``seen_at``: what a file written before them holds."""
+    """``state`` with every DORA figure at zero, no rollout's ``seen_at`` and no revisions kept: what a file
+    written before them holds."""
     deployments = {
-        key: dataclasses.replace(d, dora=Dora(), rollout=dataclasses.replace(d.rollout, seen_at=None))
+        key: dataclasses.replace(d, dora=Dora(), rollout=dataclasses.replace(d.rollout, seen_at=None), revisions=())
         for key, d in state.deployments.items()
     }
     return State(deployments, state.owners)
@@ -470,6 +483,7 @@ def test_a_file_of_schema_2_before_dora_loads_with_zero_figures() -> None:
     assert all(d.dora == Dora() for d in state.deployments.values()) and not state.retired
     for d in old["deployments"]:
         d["service"] = None  # added since, without a new schema: their defaults; schema 3's analysis
+        d["revisions"] = []
         d["rollout"]["seen_at"] = None
         d["rollout"]["analysis"] = None
         for member in d["members"]:

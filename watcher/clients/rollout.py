@@ -1,4 +1,5 @@
-"""``deployment-watcher rollout status NAME``: wait for a rollout's verdict, a gate for CI.
+"""``deployment-watcher rollout status NAME``: wait for a rollout's verdict, a gate for CI (``rollout history
+NAME``, a deployment's rollouts listed, is ``watcher.clients.history``'s).
 
 It reads the deployment, then follows the watcher's event stream from that state on, printing
 one line per change, until the rollout of the version asked for (default: the current
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.clients import answers, reader
+from watcher.clients import answers, history, reader
 from watcher.clients.answers import Summary
 from watcher.domain import text
 from watcher.wire import REPORTS_PATH, RESYNC_EVENT, StreamEvent
@@ -46,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Commands about one deployment's rollouts.",
         epilog="Exit codes of 'status': 0 succeeded, 1 failed, rolled back or replaced, 2 usage, "
-        f"3 timed out, {reader.CANNOT_TELL}.",
+        f"3 timed out, {reader.CANNOT_TELL}. Of 'history': 0 printed, 1 no such deployment, 2 usage, 4 cannot tell.",
     )
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     status = commands.add_parser(
@@ -64,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
                         help="the longest wait (default 600): exit 3 at the latest this many seconds after the "
                              "start, whatever the watcher sends meanwhile (4 when it is unreachable then)")  # fmt: skip
     reader.add_flags(status)
+    history.add_parser(commands)
     return p
 
 
@@ -198,6 +200,8 @@ def describe(name: str, data: dict[str, Any], deployment: Summary | None = None)
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
+    if args.command == "history":
+        return history.run(args, _say)
     if not args.timeout > 0:
         return _say(EXIT_USAGE, f"--timeout must be a positive number of seconds, got {args.timeout}")
     deadline = time.monotonic() + args.timeout  # from the start: nothing later extends it

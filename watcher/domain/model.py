@@ -200,6 +200,25 @@ class OrchestratedService:
     rolled_back_failure: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevisionRecord:
+    """One rollout of a deployment as it ended (its verdict, or superseded before one): what
+    ``watcher.domain.revisions`` keeps of the last ``retention.revisions`` of them."""
+
+    revision: int
+    version: str
+    previous_version: str  # the version deployed before it ("" for the first)
+    commit: str
+    status: Status  # in progress: superseded before its verdict
+    reason: str
+    judge: Judge
+    started_at: float
+    finished_at: float | None
+    duration: float | None  # seconds from start to verdict; None: unknown
+    rollback: bool
+    analysis: str | None  # its analysis's outcome text (passed, failed, …); None: it had none
+
+
 @dataclass(frozen=True, slots=True)
 class VersionSeen:
     version: str
@@ -281,6 +300,8 @@ class Deployment:
     key: DeploymentKey
     rollout: Rollout
     history: tuple[VersionSeen, ...] = ()  # newest first, one entry per (version, commit)
+    # The last rollouts with a verdict (or superseded), newest first, at most retention.revisions.
+    revisions: tuple[RevisionRecord, ...] = ()
     rollbacks: int = 0
     durations: Histogram = field(default_factory=lambda: Histogram.empty(DURATION_BUCKETS))
     members: Mapping[str, Member] = field(default_factory=dict)

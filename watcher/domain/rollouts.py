@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from watcher.domain import dora, rules, times
+from watcher.domain import dora, revisions, rules, times
 from watcher.domain.analysis import Mode, Outcome, Request, build, ended, measuring, outcome_at_end
 from watcher.domain.events import (
     AnalysisFinished,
@@ -45,10 +45,13 @@ def change_status(
             reason=reason, by=by,
         )  # fmt: skip
         txn.emit(revised)
-        return dataclasses.replace(
-            deployment,
-            rollout=dataclasses.replace(rollout, status=status, reason=reason),
-            dora=dora.record(deployment.dora, revised, rollout=rollout, timed=known),
+        return _kept(
+            txn,
+            dataclasses.replace(
+                deployment,
+                rollout=dataclasses.replace(rollout, status=status, reason=reason),
+                dora=dora.record(deployment.dora, revised, rollout=rollout, timed=known),
+            ),
         )
     # A finish found by a resync (after a restart or reconnect) happened at an unknown time; one
     # before the start (the engine's clock ahead of ours) has no duration either, never 0 s.
@@ -62,12 +65,21 @@ def change_status(
         key=key, at=at, revision=revision, version=version, status=status, reason=reason, by=by, duration=duration
     )
     txn.emit(finished)
-    return dataclasses.replace(
-        deployment,
-        rollout=dataclasses.replace(rollout, status=status, finished_at=at, reason=reason),
-        durations=deployment.durations if duration is None else deployment.durations.observe(duration),
-        dora=dora.record(deployment.dora, finished, rollout=rollout, timed=known),
+    return _kept(
+        txn,
+        dataclasses.replace(
+            deployment,
+            rollout=dataclasses.replace(rollout, status=status, finished_at=at, reason=reason),
+            durations=deployment.durations if duration is None else deployment.durations.observe(duration),
+            dora=dora.record(deployment.dora, finished, rollout=rollout, timed=known),
+        ),
     )
+
+
+def _kept(txn: Txn, deployment: Deployment, *, superseded_by: int | None = None) -> Deployment:
+    """The one place a rollout is recorded among the deployment's revisions (``watcher.domain.revisions``):
+    at its verdicts, its analysis's end, and when a new rollout supersedes it."""
+    return revisions.kept(deployment, limit=txn.settings.retention.revisions, superseded_by=superseded_by)
 
 
 def _analysed(txn: Txn, deployment: Deployment, status: Status) -> tuple[Deployment, bool]:
@@ -99,6 +111,8 @@ def end_analysis(txn: Txn, deployment: Deployment, outcome: Outcome, reason: str
     assert under is not None
     under = ended(under, outcome, reason)
     deployment = dataclasses.replace(deployment, rollout=dataclasses.replace(rollout, analysis=under))
+    if rollout.status is not Status.IN_PROGRESS:  # an observed analysis ends after the verdict: recorded again
+        deployment = _kept(txn, deployment)
     txn.emit(
         AnalysisFinished(
             key=deployment.key, at=txn.now, revision=rollout.revision, version=rollout.version, outcome=outcome,
@@ -237,6 +251,7 @@ def create(txn: Txn, key: DeploymentKey, rollout: Rollout) -> Deployment:
 
 def begin(txn: Txn, deployment: Deployment, rollout: Rollout) -> Deployment:
     """``rollout`` becomes the current one: history, rollback count and events follow."""
+    deployment = _kept(txn, deployment, superseded_by=rollout.revision)
     previous = deployment.rollout
     if previous.status is Status.IN_PROGRESS:
         txn.emit(

@@ -41,7 +41,7 @@ from watcher.domain.model import (
     VersionSeen,
     iter_sorted,
 )
-from watcher.persistence import analyses
+from watcher.persistence import analyses, revisions
 from watcher.persistence.typedjson import (
     MAX_COUNT,
     DecodeError,
@@ -115,6 +115,7 @@ def _encode_deployment(d: Deployment) -> Document:
             {"version": h.version, "commit": h.commit, "revision": h.revision, "started_at": h.started_at}
             for h in d.history
         ],
+        "revisions": revisions.encode(d.revisions),
         "rollbacks": d.rollbacks,
         "durations": _encode_histogram(d.durations),
         "retired_cpu_nanos": d.retired_cpu_nanos,
@@ -282,6 +283,7 @@ def _decode_deployment(d: Object) -> Deployment:
         key=key,
         rollout=_decode_rollout(d.child("rollout")),
         history=tuple(history),
+        revisions=revisions.decode(d),  # none in a file of a watcher before they were kept
         rollbacks=d.integer("rollbacks"),
         durations=_decode_histogram(d.child("durations"), DURATION_BUCKETS),
         members=members,

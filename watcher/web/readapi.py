@@ -1,5 +1,5 @@
 """The read API: ``GET /api/v1/deployments[?environment=]``, ``GET /api/v1/deployments/{environment}/{name}``,
-the event stream ``GET /api/v1/events`` and its description ``GET /api/v1/openapi.json``.
+the rollouts of all of them ``GET /api/v1/rollouts[?since=&limit=]`` (``watcher.web.rollouts``), the event stream ``GET /api/v1/events`` and its description ``GET /api/v1/openapi.json``.
 
 Behind the same web config as ``/metrics`` (TLS, basic auth). ``POST /api/v1/deployments``
 on the same path is the CI/CD API, a source (``watcher.sources.api.reports``): the router
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -28,8 +29,8 @@ from aiohttp import web
 from watcher.domain import text
 from watcher.domain.model import Deployment, DeploymentKey, State, iter_sorted
 from watcher.domain.settings import RuleSettings
+from watcher.web import rollouts, views
 from watcher.web import stream as event_stream
-from watcher.web import views
 from watcher.wire import EVENT_ID_HEADER, MAX_LENGTH_HEADER, READY_HEADER, REPORTS_PATH
 
 DEPLOYMENTS_PATH = REPORTS_PATH  # GET here; POST is the CI/CD API
@@ -47,7 +48,9 @@ class ReadApi:
         settings: RuleSettings,
         stream: event_stream.EventStream,
         ready: Callable[[], bool],
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock  # for the rollouts' default ``since``
         self._snapshot = snapshot
         self._settings = settings
         self._stream = stream
@@ -61,6 +64,7 @@ class ReadApi:
             web.get(DEPLOYMENTS_PATH, self.deployments, allow_head=False),
             # Any segment: aiohttp's default pattern ([^{}/]+) refuses braces, which label values may hold.
             web.get(DEPLOYMENTS_PATH + "/{environment:[^/]+}/{name:[^/]+}", self.deployment, allow_head=False),
+            web.get(rollouts.PATH, self.rollouts, allow_head=False),
             web.get(event_stream.PATH, self._stream.handle, allow_head=False),
             web.get(OPENAPI_PATH, self.openapi, allow_head=False),
         ]
@@ -121,6 +125,17 @@ class ReadApi:
                 error += " (not synced with the Docker Engine yet: it may not be known yet)"
             return web.Response(body=_encode({"error": error}), status=404, content_type=JSON_TYPE, headers=headers)
         body = _encode(views.detail(found, settings=self._settings))
+        return web.Response(body=body, content_type=JSON_TYPE, headers=headers)
+
+    async def rollouts(self, request: web.Request) -> web.Response:
+        """The rollouts of every deployment, newest first: ``since`` (unix seconds) and ``limit`` bound them."""
+        state, headers = self._snapshot(), self._headers()
+        try:
+            since, limit = rollouts.parse(request.query, now=self._clock())
+        except rollouts.BadQuery as exc:
+            return web.Response(body=_encode({"error": str(exc)}), status=400, content_type=JSON_TYPE, headers=headers)
+        # Up to 5,000 items made JSON: in a worker thread (the state is immutable), not on the loop.
+        body = await asyncio.to_thread(rollouts.body, state, since=since, limit=limit)
         return web.Response(body=body, content_type=JSON_TYPE, headers=headers)
 
     def _headers(self) -> dict[str, str]:

@@ -27,7 +27,8 @@ from watcher.domain.events import (
     RolloutStarted,
     RolloutSuperseded,
 )
-from watcher.domain.model import Deployment, Member, Rollout
+from watcher.domain.model import Deployment, Member, RevisionRecord, Rollout
+from watcher.domain.revisions import newest_first
 from watcher.domain.settings import RuleSettings
 from watcher.wire import StreamEvent
 
@@ -83,6 +84,26 @@ def detail(deployment: Deployment, *, settings: RuleSettings) -> Json:
             {"version": seen.version, "commit": seen.commit, "revision": seen.revision, "started_at": seen.started_at}
             for seen in deployment.history
         ],
+        "revisions": [revision_view(record) for record in newest_first(deployment)],
+    }
+
+
+def revision_view(record: RevisionRecord) -> Json:
+    """One rollout kept (or the current one): an item of the detail's ``revisions``, and of the rollouts feed
+    with its deployment and environment."""
+    return {
+        "revision": record.revision,
+        "version": record.version,
+        "previous_version": record.previous_version,
+        "commit": record.commit,
+        "status": record.status.text,
+        "reason": record.reason,
+        "judge": record.judge.value,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "duration_seconds": record.duration,
+        "rollback": record.rollback,
+        "analysis": record.analysis,
     }
 
 
