@@ -60,8 +60,9 @@ class RolloutSettings:
 class RetentionSettings:
     gone_seconds: float = setting(3600.0, "seconds a deployment with no containers left stays exported", minimum=0)
     history_versions: int = setting(10, "distinct versions kept per deployment for deployment_version_info", minimum=1)
+    # Enough for a day of frequent deploys; each costs ~250 bytes of state file and memory per deployment.
     revisions: int = setting(
-        50, "rollouts (revisions) kept per deployment for GET /api/v1/rollouts and rollout history", minimum=1
+        20, "rollouts (revisions) kept per deployment for GET /api/v1/rollouts and rollout history", minimum=1
     )
     dora_seconds: float = setting(
         40 * 86400.0,
