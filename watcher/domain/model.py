@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from watcher.domain.analysis import Analysis, Request
+from watcher.domain.pmap import PMap
 
 
 class Status(enum.Enum):
@@ -328,9 +329,19 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class State:
+    """Persistent mappings (``PMap``, whatever mapping it is given): the next state shares all but what changed."""
+
     deployments: Mapping[DeploymentKey, Deployment] = field(default_factory=dict)
     owners: Mapping[str, DeploymentKey] = field(default_factory=dict)  # instance id → deployment
     retired: Mapping[DeploymentKey, Retired] = field(default_factory=dict)  # DORA figures of dropped deployments
+    # The machine's cache of what it would otherwise walk every deployment for (``watcher.domain.index``):
+    # no part of the facts, not compared; the machine alone reads it (and may set it on a state). An
+    # ``Index`` (typed ``object`` here: the index module knows the model, not the reverse).
+    index: object = field(default=None, compare=False, repr=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        for name in ("deployments", "owners", "retired"):
+            object.__setattr__(self, name, PMap.of(getattr(self, name)))
 
     def running_instance_ids(self) -> list[str]:
         return [m.instance.id for d in self.deployments.values() for m in d.members.values() if m.instance.running]
