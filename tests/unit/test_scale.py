@@ -7,19 +7,25 @@ and the bytes a save encodes anew."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.unit.builders import SETTINGS, reported, started
 from watcher.domain.machine import apply
 from watcher.domain.model import DeploymentKey, State
 from watcher.domain.observations import InstanceExited, Observation, Tick
 from watcher.domain.settings import RetentionSettings
+from watcher.persistence.codec import encode
+from watcher.persistence.statefile import StateFile
+from watcher.selfmetrics import SelfMetrics
 
 T0 = 1_700_000_000.0
 SIZES = (50, 1_000, 5_000)
@@ -27,6 +33,7 @@ SIZES = (50, 1_000, 5_000)
 ROOMY = dataclasses.replace(SETTINGS, retention=RetentionSettings(max_deployments=6_000))
 
 
+@functools.cache
 def _fleet(size: int) -> State:
     """``size`` deployments reported done through the CI/CD API, one with a running container."""
     state = State()
@@ -80,7 +87,8 @@ def work() -> dict[int, dict[str, Work]]:
     """The work each step does, applied in turn, at each size."""
     counts: dict[int, dict[str, Work]] = {}
     for size in SIZES:
-        state, counts[size] = _fleet(size), {}
+        # A tick on the state makes it the head of its index's lineage (another test may have used it).
+        state, counts[size] = apply(_fleet(size), Tick(T0 + 3), now=T0 + 3, settings=ROOMY).state, {}
         for n, (name, step) in enumerate(STEPS.items()):
             state, counts[size][name] = _work(state, step(T0 + 10 + n))
     return counts
@@ -97,3 +105,18 @@ def test_an_observation_does_the_same_work_at_5000_deployments_as_at_50(
         assert large.calls <= small.calls + 20, f"{step}: {large.calls} calls at {size}, {small.calls} at 50"
         # A copy of 5,000 entries is 150 kB and more; a HAMT path a level deeper is a few hundred bytes.
         assert large.allocated <= small.allocated + 8_000, f"{step}: {large} at {size}, {small} at 50"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_save_encodes_only_what_changed(tmp_path: Path, size: int) -> None:
+    """The state file after a report: one deployment's piece encoded anew, whatever the fleet's size;
+    the file is what a load reads back."""
+    state = _fleet(size)
+    state_file = StateFile(tmp_path, metrics=SelfMetrics(CollectorRegistry()))
+    assert state_file.save(state) and state_file.encoder.fresh > size * 100  # the first save: all of it
+    state = apply(state, STEPS["a report of a new version"](T0 + 10), now=T0 + 10, settings=ROOMY).state
+    assert state_file.save(state)
+    assert 0 < state_file.encoder.fresh < 3_000  # one deployment's piece
+    assert state_file.path.read_bytes() == encode(state)
+    if size == SIZES[0]:
+        assert state_file.load() == state

@@ -123,7 +123,7 @@ class Index:
 
     def stale(self, live: int) -> bool:
         """Whether dead entries outnumber the live ones enough to rebuild."""
-        return len(self._wakes) + len(self._ages) > 4 * live + 256
+        return len(self._wakes) + len(self._ages) > 2 * live + 256
 
     def _follow(self, deployment: Deployment, before: Deployment | None) -> None:
         if before is not None:
