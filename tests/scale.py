@@ -27,7 +27,9 @@ from pathlib import Path
 
 from tests.benchmark import TOKEN, Scraper, _report_deployments, rss_bytes
 from tests.conftest import free_port
+from watcher.config import Settings
 
+T0 = 1_700_000_000.0
 SETTLE_SECONDS = 4.0  # the last save (debounced 1 s) and rendering after the reports
 # Run inside the watcher with --trace: SIGUSR1 writes a snapshot after a full collection.
 TRACED = """
@@ -47,8 +49,8 @@ def measure(*, deployments: int, versions: int, trace: bool, top: int) -> None:
     port, data = free_port(), tempfile.mkdtemp(prefix="watcher-scale-")
     snapshot_path = Path(data) / "snapshot"
     env = {**os.environ, "WATCHER_API_TOKEN": TOKEN, "SCALE_SNAPSHOT": str(snapshot_path)}
-    if "SCALE_SOURCE" in os.environ:
-        env["PYTHONPATH"] = os.environ["SCALE_SOURCE"]
+    # Run from that directory: its ``watcher`` comes first on the path, before the installed one.
+    source = os.environ.get("SCALE_SOURCE", os.getcwd())
     code = ["-c", TRACED] if trace else ["-m", "watcher"]
     args = [
         f"--web.listen-address=127.0.0.1:{port}",
@@ -56,9 +58,9 @@ def measure(*, deployments: int, versions: int, trace: bool, top: int) -> None:
         f"--storage.directory={data}/state",
         "--retention.max-deployments=6000",
     ]  # containers of other runs on the host add deployments
-    watcher = subprocess.Popen([sys.executable, *code, *args], env=env)
+    watcher = subprocess.Popen([sys.executable, *code, *args], env=env, cwd=source)
     try:
-        for _ in range(100):
+        for _ in range(600):  # a traced watcher on a busy machine takes a while
             with suppress(OSError):
                 Scraper(port).scrape("/health")
                 break
@@ -116,13 +118,51 @@ def _breakdown(snapshot: tracemalloc.Snapshot, *, top: int) -> None:
         print(f"  {stat.size / mib:7.2f} MiB {stat.count:8,} blocks  {where}:{frame.lineno}")
 
 
+def cost(sizes: tuple[int, ...] = (50, 1_000, 5_000), *, reports: int = 400) -> None:
+    """In this process: the CPU of one report applied, and of the state file's encoding after it, at
+    each size (what the report path costs beyond HTTP and rendering). The ``watcher`` on the path
+    decides what is measured: ``cd`` to an older checkout with this repository on PYTHONPATH for a before."""
+    from watcher.domain.machine import apply
+    from watcher.domain.model import DeploymentKey, State, Status
+    from watcher.domain.observations import RolloutReported, Tick
+    from watcher.persistence import codec
+
+    settings = Settings()
+    for size in sizes:
+        state = State()
+        for n in range(size):
+            key = DeploymentKey(f"service-{n:04d}", ("production", "staging")[n % 2])
+            report = RolloutReported(at=T0, key=key, version="1.0.0", commit="c", status=Status.SUCCESS)
+            state = apply(state, report, now=T0, settings=settings).state
+        state = apply(state, Tick(T0 + 1), now=T0 + 1, settings=settings).state
+        encoder = getattr(codec, "Encoder", None)
+        encode = encoder().encode if encoder else codec.encode
+        encode(state)
+        applied = encoded = 0.0
+        for r in range(reports):
+            key = DeploymentKey(f"service-{r % size:04d}", ("production", "staging")[r % size % 2])
+            report = RolloutReported(at=T0 + 2 + r, key=key, version=f"2.{r}.0", commit="d", status=Status.SUCCESS)
+            started = time.process_time()
+            state = apply(state, report, now=T0 + 2 + r, settings=settings).state
+            applied += time.process_time() - started
+            started = time.process_time()
+            encode(state)
+            encoded += time.process_time() - started
+        print(f"{size:6,} deployments: apply {applied / reports * 1e6:8.0f} µs per report, "
+              f"state file encoding after it {encoded / reports * 1e3:7.2f} ms")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--versions", type=int, default=3)
     parser.add_argument("--trace", action="store_true", help="a tracemalloc breakdown (a slower run)")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--cost", action="store_true", help="in process: CPU per report and per save, by size")
     arguments = parser.parse_args()
+    if arguments.cost:
+        cost()
+        return
     measure(deployments=arguments.deployments, versions=arguments.versions, trace=arguments.trace, top=arguments.top)
 
 
