@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from watcher.domain.analysis import Analysis, Request
+from watcher.domain.pmap import PMap
 
 
 class Status(enum.Enum):
@@ -249,17 +250,38 @@ class Histogram:
 
     @classmethod
     def empty(cls, bounds: tuple[float, ...]) -> Histogram:
-        return cls(bounds, (0,) * (len(bounds) + 1))
+        """The empty histogram of ``bounds``: one object, shared by every deployment that has observed nothing."""
+        empty = _EMPTY.get(bounds)
+        if empty is None:
+            empty = _EMPTY[bounds] = cls(bounds, (0,) * (len(bounds) + 1))
+        return empty
 
     def observe(self, seconds: float) -> Histogram:
         index = next((i for i, le in enumerate(self.bounds) if seconds <= le), len(self.bounds))
         counts = list(self.counts)
         counts[index] += 1
-        return Histogram(self.bounds, tuple(counts), self.total + seconds)
+        return Histogram(self.bounds, shared_counts(tuple(counts)), self.total + seconds)
 
     @property
     def count(self) -> int:
         return sum(self.counts)
+
+
+_EMPTY: dict[tuple[float, ...], Histogram] = {}
+# Counts tuples are alike across deployments (one rollout of 40 s: the same 11 numbers): one of each is
+# kept, up to this many (then the cache starts over), so 5,000 deployments share a handful (issue #21).
+_COUNTS: dict[tuple[int, ...], tuple[int, ...]] = {}
+_COUNTS_KEPT = 4096
+
+
+def shared_counts(counts: tuple[int, ...]) -> tuple[int, ...]:
+    """``counts``, or an equal tuple already in use."""
+    found = _COUNTS.get(counts)
+    if found is None:
+        if len(_COUNTS) >= _COUNTS_KEPT:
+            _COUNTS.clear()
+        found = _COUNTS[counts] = counts
+    return found
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,6 +297,9 @@ class Dora:
     failing_since: float | None = None  # the first change failure not yet followed by a success
     failed_revision: int = 0  # the last revision counted as a change failure (revisions only grow)
     commits: tuple[str, ...] = ()  # commits whose lead time is counted, newest first (a bounded memory)
+
+
+NO_DORA = Dora()  # a deployment's figures before its first verdict: one object shared by all
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +336,7 @@ class Deployment:
     retired_cpu_nanos: int = 0
     gone_since: float | None = None
     reported_at: float | None = None  # the last report from deploy tooling (for retention)
-    dora: Dora = field(default_factory=Dora)
+    dora: Dora = NO_DORA
     # The orchestrated service as this watcher (following the orchestrator) last saw it; None when it
     # follows none: on a Swarm worker, a deployment of tasks has only their CPU and memory.
     service: OrchestratedService | None = None
@@ -349,9 +374,19 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class State:
+    """Persistent mappings (``PMap``, whatever mapping it is given): the next state shares all but what changed."""
+
     deployments: Mapping[DeploymentKey, Deployment] = field(default_factory=dict)
     owners: Mapping[str, DeploymentKey] = field(default_factory=dict)  # instance id → deployment
     retired: Mapping[DeploymentKey, Retired] = field(default_factory=dict)  # DORA figures of dropped deployments
+    # The machine's cache of what it would otherwise walk every deployment for (``watcher.domain.index``):
+    # no part of the facts, not compared; the machine alone reads it (and may set it on a state). An
+    # ``Index`` (typed ``object`` here: the index module knows the model, not the reverse).
+    index: object = field(default=None, compare=False, repr=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        for name in ("deployments", "owners", "retired"):
+            object.__setattr__(self, name, PMap.of(getattr(self, name)))
 
     def running_instance_ids(self) -> list[str]:
         return [m.instance.id for d in self.deployments.values() for m in d.members.values() if m.instance.running]

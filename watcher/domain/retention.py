@@ -20,9 +20,14 @@ from watcher.domain.txn import Txn
 
 def tick(txn: Txn, *, judged_by: Collection[Judge] = tuple(Judge)) -> None:
     """Time's rules, now, for the deployments ``judged_by`` decides. A resync judges only those its
-    source speaks of: the others' facts may be stale (a restart, before their own source's list)."""
-    for key, deployment in list(txn.deployments.items()):
+    source speaks of: the others' facts may be stale (a restart, before their own source's list).
+    Only the deployments whose wake time has come are looked at (``watcher.domain.index``): those
+    with a rollout or analysis under way, and those whose retention may have run out."""
+    index = txn.index
+    for deployment in index.due(txn.deployments, txn.now):
+        key = deployment.key
         if deployment.rollout.judge not in judged_by:
+            index.keep(deployment)
             continue
         why = expired(deployment, now=txn.now, settings=txn.settings)
         if why:
@@ -35,15 +40,17 @@ def tick(txn: Txn, *, judged_by: Collection[Judge] = tuple(Judge)) -> None:
             evaluated = rollouts.evaluate(txn, deployment)
             if evaluated is not deployment:
                 txn.put(evaluated)
+            else:
+                index.keep(deployment)
     _forget_retired(txn)
 
 
 def _forget_retired(txn: Txn) -> None:
-    """Retired DORA figures past ``retention.dora_seconds``, and the oldest beyond the deployment cap."""
+    """Retired DORA figures past ``retention.dora_seconds``, and the oldest beyond the deployment cap:
+    oldest first, until one is kept (every younger one is kept too)."""
     kept, cap = txn.settings.retention.dora_seconds, txn.settings.retention.max_deployments
-    by_age = sorted(txn.retired.items(), key=lambda item: (item[1].dropped_at, item[0]))
-    for n, (key, retired) in enumerate(by_age):
-        if txn.now - retired.dropped_at >= kept or len(by_age) - n > cap:
+    for key, retired in txn.index.oldest(txn.retired):
+        if txn.now - retired.dropped_at >= kept or len(txn.retired) > cap:
             txn.retire(key, None)
 
 

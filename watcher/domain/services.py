@@ -91,10 +91,8 @@ def released(txn: Txn, released: ServicesReleased) -> None:
 
 def find(txn: Txn, service_id: str) -> Deployment | None:
     """The deployment of the service ``service_id``, if known."""
-    for deployment in txn.deployments.values():
-        if deployment.service is not None and deployment.service.id == service_id:
-            return deployment
-    return None
+    key = txn.index.services.get(service_id)
+    return None if key is None else txn.deployments.get(key)
 
 
 # -- task containers

@@ -10,7 +10,13 @@ repaired and reported (nothing a compose file says may stop the watcher), a repo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+
+# Cleaned values up to this long are interned: a label value repeated across deployments (an
+# environment, a version, a check's name) is then one string, not one per deployment (issue #21).
+# sys.intern's strings are freed with their last reference.
+_INTERNED_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,4 +38,6 @@ def clean(raw: str, *, limit: int) -> Cleaned:
     length = len(value)
     if length > limit:
         value = value[:limit].rstrip()
+    if len(value) <= _INTERNED_LENGTH:
+        value = sys.intern(value)  # environments, versions, check names: one string for every deployment
     return Cleaned(value, unencodable=unencodable, unprintable=unprintable, length=length)

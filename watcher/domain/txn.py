@@ -1,8 +1,8 @@
 """One ``apply()`` in progress: copy-on-write access to the previous state, and the events it makes;
 a deployment's members added and removed, which containers, resyncs and services share.
 
-The previous state is never modified: the first change copies the mapping it changes, and an
-observation that changes nothing gives back the very same ``State`` (nothing to render or save).
+The previous state is never modified: a change makes a new version of the mapping it changes, sharing
+the rest (``PMap``); an observation that changes nothing gives back the very same ``State`` (nothing to render or save).
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from collections.abc import Mapping
 
 from watcher.domain import dora, limits
 from watcher.domain.events import DomainEvent
+from watcher.domain.index import Index
 from watcher.domain.model import Deployment, DeploymentKey, Dora, Member, Retired, State
+from watcher.domain.pmap import PMap
 from watcher.domain.settings import RuleSettings
 
 
 class Txn:
-    """One apply(): the state it started from, the changes so far, and the events they made."""
+    """One apply(): the state it started from, the changes so far, and the events they made.
+
+    Each change makes a new version of the mapping it changes (``PMap``: O(log n), the rest shared),
+    and tells the state's ``Index``, so nothing here walks or copies every deployment."""
 
     def __init__(self, base: State, *, now: float, settings: RuleSettings) -> None:
         self.base = base
@@ -26,9 +31,14 @@ class Txn:
         self.events: list[DomainEvent] = []
         self.resyncing = False  # what a resync reveals happened at some unknown time before it
         self.touched: dict[DeploymentKey, None] = {}  # deployments put, in order (a set that keeps it)
-        self._deployments: dict[DeploymentKey, Deployment] | None = None
-        self._owners: dict[str, DeploymentKey] | None = None
-        self._retired: dict[DeploymentKey, Retired] | None = None
+        self._deployments: PMap[DeploymentKey, Deployment] | None = None
+        self._owners: PMap[str, DeploymentKey] | None = None
+        self._retired: PMap[DeploymentKey, Retired] | None = None
+        self._index: Index | None = None
+        index = base.index
+        if isinstance(index, Index) and index.head is base and index.settings == settings:
+            index.head = None  # claimed: a failure midway leaves it to no state
+            self._index = index
 
     @property
     def deployments(self) -> Mapping[DeploymentKey, Deployment]:
@@ -44,14 +54,23 @@ class Txn:
         """The DORA figures of dropped deployments, kept for ``retention.dora_seconds``."""
         return self.base.retired if self._retired is None else self._retired
 
+    @property
+    def index(self) -> Index:
+        """What finds deployments without walking them all; built (O(n)) when the base state has none."""
+        if self._index is None:
+            self._index = Index.build(self.deployments, self.retired, self.settings)
+        return self._index
+
     def retire(self, key: DeploymentKey, figures: Dora | None) -> None:
         """Keep (``figures``) or forget (None) the DORA figures of a deployment no longer tracked."""
-        if self._retired is None:
-            self._retired = dict(self.base.retired)
+        retired = PMap.of(self.retired)
         if figures is None:
-            del self._retired[key]
+            self._retired = retired.delete(key)
         else:
-            self._retired[key] = Retired(figures, self.now)
+            kept = Retired(figures, self.now)
+            self._retired = retired.set(key, kept)
+            if self._index is not None:
+                self._index.retire(key, kept)
 
     def revive(self, key: DeploymentKey) -> Dora:
         """The DORA figures a new deployment starts from: those it had when it was dropped, if kept."""
@@ -62,32 +81,43 @@ class Txn:
         return dora.revived(retired.dora)
 
     def put(self, deployment: Deployment) -> None:
-        if self._deployments is None:
-            self._deployments = dict(self.base.deployments)
-        self._deployments[deployment.key] = deployment
+        deployments = PMap.of(self.deployments)
+        if self._index is not None:
+            self._index.put(deployment, deployments.get(deployment.key))
+        self._deployments = deployments.set(deployment.key, deployment)
         self.touched[deployment.key] = None
 
     def drop(self, key: DeploymentKey) -> None:
-        if self._deployments is None:
-            self._deployments = dict(self.base.deployments)
-        del self._deployments[key]
+        deployments = PMap.of(self.deployments)
+        if self._index is not None:
+            self._index.drop(deployments[key])
+        self._deployments = deployments.delete(key)
 
     def own(self, instance_id: str, key: DeploymentKey | None) -> None:
-        if self._owners is None:
-            self._owners = dict(self.base.owners)
+        owners = PMap.of(self.owners)
         if key is None:
-            self._owners.pop(instance_id, None)
+            if instance_id in owners:
+                self._owners = owners.delete(instance_id)
         else:
-            self._owners[instance_id] = key
+            self._owners = owners.set(instance_id, key)
 
     def emit(self, event: DomainEvent) -> None:
         self.events.append(event)
 
     def state(self) -> State:
         """The state after the changes: the previous one itself when there were none."""
+        index = self._index
         if self._deployments is None and self._owners is None and self._retired is None:
+            if index is not None:
+                object.__setattr__(self.base, "index", index)  # a cache, not a fact: see State.index
+                index.head = self.base
             return self.base
-        return State(self.deployments, self.owners, self.retired)
+        if index is not None and index.stale(len(self.deployments) + len(self.retired)):
+            index = Index.build(self.deployments, self.retired, self.settings)
+        state = State(self.deployments, self.owners, self.retired, index=index)
+        if index is not None:
+            index.head = state
+        return state
 
 
 def with_member(deployment: Deployment, member: Member) -> Deployment:

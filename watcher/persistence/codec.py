@@ -40,6 +40,7 @@ from watcher.domain.model import (
     UpdateState,
     VersionSeen,
     iter_sorted,
+    shared_counts,
 )
 from watcher.persistence import analyses, revisions
 from watcher.persistence.typedjson import (
@@ -94,16 +95,43 @@ MAX_NANOS = limits.MAX_NANOS
 
 def encode(state: State) -> bytes:
     """The state file's bytes for ``state``, in the current schema."""
-    document = {
-        "schema": SCHEMA,
-        "written_by": f"deployment-watcher {__version__}",
-        "deployments": [_encode_deployment(d) for d in iter_sorted(state)],
-        "retired": [
+    return Encoder().encode(state)
+
+
+class Encoder:
+    """``encode`` that keeps each deployment's encoded piece for the next call: a deployment still the
+    same object (the domain's are immutable: an unchanged one is the very same) is not encoded again,
+    so a save encodes what changed since the last (issue #21). The bytes are ``encode``'s exactly:
+    the document's pieces, joined as ``json.dumps`` of the whole writes them. Not thread-safe: one
+    per writer."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[DeploymentKey, tuple[Deployment, bytes]] = {}
+        self.fresh = 0  # bytes of pieces encoded anew by the last ``encode``
+
+    def encode(self, state: State) -> bytes:
+        pieces: dict[DeploymentKey, tuple[Deployment, bytes]] = {}
+        self.fresh = 0
+        for deployment in iter_sorted(state):
+            cached = self._pieces.get(deployment.key)
+            if cached is None or cached[0] is not deployment:
+                cached = (deployment, _dumps(_encode_deployment(deployment)))
+                self.fresh += len(cached[1])
+            pieces[deployment.key] = cached
+        self._pieces = pieces
+        retired = [
             {"name": key.name, "environment": key.environment, "dropped_at": r.dropped_at, "dora": _encode_dora(r.dora)}
             for key, r in sorted(state.retired.items())
-        ],
-    }
-    return json.dumps(document, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+        ]
+        head = _dumps({"schema": SCHEMA, "written_by": f"deployment-watcher {__version__}"})[:-1]
+        return b"".join((
+            head, b',"deployments":[', b",".join(piece for _, piece in pieces.values()), b'],"retired":',
+            _dumps(retired), b"}\n",
+        ))  # fmt: skip
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _encode_deployment(d: Deployment) -> Document:
@@ -331,7 +359,7 @@ def _decode_histogram(h: Object, bounds: tuple[float, ...]) -> Histogram:
     counts = [integer(c, f"{h.where}.counts") for c in h.array("counts")]
     if len(counts) != len(bounds) + 1:
         raise DecodeError(f"{h.where}.counts: expected {len(bounds) + 1} counts (the last for +Inf)")
-    return Histogram(bounds, tuple(counts), h.amount("sum"))
+    return Histogram(bounds, shared_counts(tuple(counts)), h.amount("sum"))
 
 
 def _decode_rollout(r: Object) -> Rollout:

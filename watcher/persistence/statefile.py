@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from watcher.config.settings import StorageSettings
 from watcher.domain.model import State
-from watcher.persistence.codec import DecodeError, decode, encode
+from watcher.persistence.codec import DecodeError, Encoder, decode
 from watcher.selfmetrics import SelfMetrics
 
 FILE_NAME = "state.json"
@@ -104,6 +104,8 @@ class StateFile:
         self._max_bytes = max_bytes
         self._failing = ""  # the last save error, so a lasting one is logged once, not at every change
         self._lock: BinaryIO | None = None  # the open lock file while this process holds the directory
+        # Each deployment's piece of the file, kept from one save to the next: a save encodes what changed.
+        self.encoder = Encoder()
 
     def lock(self) -> None:
         """Hold the directory for this process (until ``unlock``, or its end): DirectoryInUse while
@@ -199,9 +201,10 @@ class StateFile:
         return data
 
     def save(self, state: State) -> bool:
-        """Write ``state`` atomically (temp file, fsync, rename, fsync of the directory); False on failure."""
+        """Write ``state`` atomically (temp file, fsync, rename, fsync of the directory); False on failure.
+        Only the deployments changed since the last save are encoded; the file is written whole."""
         try:
-            self._write(encode(state))
+            self._write(self.encoder.encode(state))
         except (OSError, ValueError) as exc:  # ValueError: a number JSON cannot hold (a bug; never crash on it)
             self._metrics.state_save_errors.inc()
             problem = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
