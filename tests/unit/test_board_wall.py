@@ -8,11 +8,20 @@ import html
 import re
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
 from tests.unit.builders import API, reported
 from tests.unit.readside import NOW, ReadSide, read_side
+from watcher.config import Settings
+from watcher.config.settings import StorageSettings
 from watcher.domain.model import DeploymentKey, State
+from watcher.domain.settings import AnalysisSettings
+from watcher.exposition.rendering import Exposition
+from watcher.runtime.compose import Watcher
+from watcher.selfmetrics import SelfMetrics
+from watcher.web.app import make_app
+from watcher.web.board import Board
 from watcher.web.boardparts import KIOSK_ROWS, PAGE_ROWS, Query, WatcherHealth
 from watcher.web.boardtimeline import grafana_link
 
@@ -94,7 +103,9 @@ async def test_timeline_and_revisions_escape_every_name(aiohttp_client: AiohttpC
     """The timeline: newest first, version from → to, verdicts; the detail: every revision."""
     app, _ = scripted()
     client = await aiohttp_client(app)
-    page = await (await client.get("/timeline")).text()
+    answer = await client.get("/timeline")
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'self';")
+    page = await answer.text()
     rows = re.findall(r'<tr data-name="([^"]*)" data-environment="[^"]*" data-revision="(\d+)">', page)
     assert [(html.unescape(n), int(r)) for n, r in rows] == [
         (HOSTILE, 1),
@@ -122,3 +133,30 @@ def test_grafana_link_is_a_filled_in_template() -> None:
     )
     assert grafana_link("javascript:alert(1)//{deployment}", name="x", environment="y") is None
     assert WatcherHealth() == WatcherHealth(docker=True, swarm=False, analysis=False)
+
+
+def test_the_watchers_health_as_the_summary_shows_it() -> None:
+    """Docker connected is the Docker source's freshness (what /ready reads); Swarm followed only for the
+    leader's watcher; analysis on with a Prometheus configured."""
+    service = Watcher(Settings(storage=StorageSettings(directory="")))
+    health = service.own_health()
+    assert health.docker is service.ready() is False  # not connected yet
+    assert health.swarm is False and health.analysis is False
+    analysed = Watcher(Settings(storage=StorageSettings(directory=""),
+                                analysis=AnalysisSettings(prometheus_url="http://prometheus:9090")))  # fmt: skip
+    assert analysed.own_health().analysis is True
+
+
+async def test_a_change_of_the_watchers_health_renders_the_board_again(aiohttp_client: AiohttpClient) -> None:
+    _, side = scripted()
+    now = [WatcherHealth(docker=True)]
+    metrics = SelfMetrics(CollectorRegistry())
+    board = Board(snapshot=side.core.snapshot, settings=side.core.settings, stream=side.stream, clock=side.clock,
+                  metrics=metrics, health=lambda: now[0])  # fmt: skip
+    exposition = Exposition(snapshot=side.core.snapshot, registry=CollectorRegistry(), settings=side.core.settings,
+                            metrics=metrics)  # fmt: skip
+    client = await aiohttp_client(make_app(exposition=exposition, ready=lambda: True, board=board))
+    assert "Docker connected" in await (await client.get("/")).text()
+    now[0] = WatcherHealth(docker=False, swarm=True, analysis=True)
+    page = await (await client.get("/")).text()
+    assert "Docker not connected" in page and "Swarm followed" in page and "Analysis on" in page
