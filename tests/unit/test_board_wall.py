@@ -7,12 +7,14 @@ import dataclasses
 import html
 import re
 
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
 from tests.unit.builders import API, reported
 from tests.unit.readside import NOW, ReadSide, read_side
+from watcher import config
 from watcher.config import Settings
 from watcher.config.settings import StorageSettings
 from watcher.domain.model import DeploymentKey, State
@@ -160,3 +162,11 @@ async def test_a_change_of_the_watchers_health_renders_the_board_again(aiohttp_c
     now[0] = WatcherHealth(docker=False, swarm=True, analysis=True)
     page = await (await client.get("/")).text()
     assert "Docker not connected" in page and "Swarm followed" in page and "Analysis on" in page
+
+
+def test_a_grafana_url_is_an_http_url() -> None:
+    """web.grafana_url: a template of an http(s) URL, checked when the settings load."""
+    template = "https://g.example.com/d/x?var-app={deployment}"
+    assert config.load(environ={}, flags={"web.grafana_url": template}).web.grafana_url == template
+    with pytest.raises(config.ConfigError, match=r"web\.grafana_url must be an http"):
+        config.load(environ={}, flags={"web.grafana_url": "javascript:alert(1)"})
