@@ -122,6 +122,20 @@ install_python_deps() {
     "$VENV/bin/pip" install -q -e '.[test]'
 }
 
+# axe-core, injected into Chromium by the board's accessibility checks (tests/e2e/package.json, its
+# lock file pinning the version). Under CI=true a failure here fails the run: the check never skips.
+install_node_deps() {
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    if [[ -f tests/e2e/node_modules/axe-core/axe.min.js ]] && [[ tests/e2e/node_modules/.package-lock.json -nt tests/e2e/package-lock.json ]]; then
+        echo "axe-core: already installed"
+        return 0
+    fi
+    if ! npm ci --prefix tests/e2e --no-audit --no-fund; then
+        [[ -z ${CI:-} ]] || die "npm ci in tests/e2e failed (axe-core for the board's accessibility checks)"
+        echo "npm ci in tests/e2e failed: the accessibility checks will skip (they fail under CI=true)"
+    fi
+}
+
 # --- Docker Engine ----------------------------------------------------------
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
@@ -229,6 +243,8 @@ main() {
     install_system_packages
     header "Python environment ($VENV)"
     install_python_deps
+    header "Node packages for the browser tests (tests/e2e)"
+    install_node_deps
     header "Docker Engine"
     ensure_docker
     header "Docker Engine 26.1 root ($TRIXIE_ROOT)"

@@ -159,7 +159,8 @@ def test_the_board_is_live(watcher: WatcherProcess, containers: Containers, brow
     page.screenshot(path=screenshots / "board.png", full_page=True, animations="disabled")
 
     report(watcher, api, "2.1.0", "failed")
-    expect(page.locator(row(page, api) + " td.status")).to_have_text("failed")
+    expect(page.locator(row(page, api) + " td.status")).to_contain_text("failed")
+    expect(page.locator(row(page, api) + " td.status .reason")).to_have_text("reported by deploy tooling")
     report(watcher, f"new-{tag}", "0.1.0", "in_progress")  # a new row, in its sorted place
     expect(page.locator(row(page, f"new-{tag}"))).to_have_count(1)
     assert watched.navigations == 1, "the page reloaded"
@@ -171,7 +172,7 @@ def test_the_board_is_live(watcher: WatcherProcess, containers: Containers, brow
     report(watcher, api, "2.2.0", "in_progress")
     expect(page.locator("#facts dd[data-field=version]")).to_have_text("2.2.0")
     expect(page.locator("#events li").first).to_contain_text("revision 3 (2.2.0) started")
-    expect(page.locator("#history tbody tr")).to_have_count(3)  # refetched from the API
+    expect(page.locator("#revisions tbody tr")).to_have_count(3)  # every revision, refetched
     page.screenshot(path=screenshots / "board-detail.png", full_page=True, animations="disabled")
     page.goto(watcher.url + "/deployment?" + urllib.parse.urlencode({"environment": "staging", "name": shop}))
     expect(page.locator("#members tbody tr")).to_have_count(1)  # the container, running, current

@@ -20,6 +20,7 @@ from watcher.domain.analysis import Request
 from watcher.domain.model import DeploymentKey, State
 from watcher.domain.observations import InstanceExited, InstanceGone, Tick
 from watcher.web.board import PAGES_KEPT
+from watcher.web.boardparts import PAGE_ROWS
 
 HOSTILE = "<img src=x onerror=alert(1)>\"'&"
 
@@ -70,7 +71,7 @@ async def test_a_removed_deployment_shows_as_removed_not_broken(aiohttp_client: 
     side.submit(started("a", "1.0.0", NOW), Tick(NOW + 11), InstanceGone(NOW + 20, "a"))
     web = DeploymentKey("web", "production")
     side.submit(started("w", "1.0.0", NOW, key=web), Tick(NOW + 11), InstanceExited(NOW + 20, "w", 1))
-    page = await (await client.get("/")).text()
+    page = await (await client.get("/?order=name")).text()
     removed, stopped = re.findall(r"<tr[^>]*data-name=.*?</tr>", page)
     assert removed.startswith('<tr class="removed" data-name="api"')
     assert '<td class="health health-removed">removed</td>' in removed
@@ -134,8 +135,9 @@ async def test_the_detail_view(aiohttp_client: AiohttpClient) -> None:
     assert '<dd data-field="status" class="status status-in_progress">in progress</dd>' in page
     assert '<dd data-field="revision">2</dd>' in page
     assert re.findall(r"<td><code>(\w+)</code></td><td>([\d.]+)</td>", page) == [("a", "1.0.0"), ("b", "2.0.0")]
-    history = page.split('id="history"')[1]
-    assert re.findall(r"<tr><td>(\d)</td><td>([\d.]+)</td>", history) == [("2", "2.0.0"), ("1", "1.0.0")]
+    history = page.split('id="revisions"')[1]
+    found = re.findall(r'<tr data-revision="\d"><td>(\d)</td><td>([^<]+)</td>', history)
+    assert found == [("2", "1.0.0 → 2.0.0"), ("1", "1.0.0")]
     assert 'data-view="detail"' in page and 'data-name="api"' in page
     missing = await client.get("/deployment", params={"environment": "production", "name": "nope"})
     assert missing.status == 404 and "nope" in await missing.text()
@@ -260,7 +262,7 @@ async def test_health_answers_while_5000_rows_load(aiohttp_client: AiohttpClient
     while not all(task.done() for task in loads):
         probes.append(await health())
         await asyncio.sleep(0.05)
-    assert [await task for task in loads] == [5000] * 20
+    assert [await task for task in loads] == [PAGE_ROWS] * 20  # a page of them; the counts are over all
     assert max(probes) < 1.0, probes
     assert renders(side) == 1
 

@@ -212,6 +212,9 @@ def _cross_checks(settings: Settings) -> list[str]:
         if not re.fullmatch(r"\s*([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)?\s*", name):
             problems.append(f"web.allowed_hosts: {name.strip()!r} is not a host name (no scheme, port or path: "
                             "the port does not matter)")  # fmt: skip
+    grafana = settings.web.grafana_url
+    if grafana and not re.match(r"https?://[^/?#\s]+", grafana):
+        problems.append(f"web.grafana_url must be an http:// or https:// URL, got {grafana!r}")
     url = settings.analysis.prometheus_url
     if url and not re.match(r"https?://[^/?#\s]+", url):
         problems.append(f"analysis.prometheus_url must be an http:// or https:// URL, got {url!r}")

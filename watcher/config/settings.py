@@ -42,6 +42,12 @@ class WebSettings:
         "Sec-Fetch-*, Origin, Referer) naming another Host is refused with 403, against DNS rebinding. Other "
         "clients (Prometheus, curl, the CLI) are never refused for their Host",
     )
+    grafana_url: str = setting(
+        "",
+        "a Grafana dashboard to link from each deployment's page on the board, {deployment} and {environment} "
+        "filled in, e.g. https://grafana.example.com/d/abc/app?var-app={deployment}&var-env={environment}; "
+        "empty: no link",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ from watcher.web import limits
 from watcher.web import security as websecurity
 from watcher.web.app import make_app
 from watcher.web.board import Board
+from watcher.web.boardparts import WatcherHealth
 from watcher.web.readapi import ReadApi
 from watcher.web.stream import EventStream
 
@@ -98,6 +99,17 @@ class Watcher:
         """Every source is fresh: what the state shows is current."""
         return all(source.fresh() for source in self.sources)
 
+    def own_health(self) -> WatcherHealth:
+        """What the board's summary says of the watcher: its Docker source fresh (as ``/ready``), Swarm
+        services followed, analysis configured."""
+        by_name = {source.name: source for source in self.sources}
+        docker, swarm = by_name.get("docker watch"), by_name.get("swarm watch")
+        return WatcherHealth(
+            docker=docker is not None and docker.fresh(),
+            swarm=bool(getattr(swarm, "following", False)) and swarm is not None and swarm.fresh(),
+            analysis=bool(self.settings.analysis.prometheus_url),
+        )
+
     def why_not(self) -> str:
         return "; ".join(source.problem() for source in self.sources if not source.fresh())
 
@@ -141,7 +153,7 @@ class Watcher:
     def _app(self) -> web.Application:
         board = Board(
             snapshot=self.core.snapshot, settings=self.settings, stream=self.stream, clock=self.core.clock,
-            metrics=self.metrics,
+            metrics=self.metrics, health=self.own_health, grafana_url=self.settings.web.grafana_url,
         )  # fmt: skip
         app = make_app(exposition=self.exposition, ready=self.ready, why_not=self.why_not, board=board)
         for source in self.sources:

@@ -28,10 +28,11 @@ from typing import Any
 from aiohttp import web
 
 from watcher.display import age, age_changes_in, size
-from watcher.domain.model import DeploymentKey, State, iter_sorted
+from watcher.domain.model import DeploymentKey, State
 from watcher.domain.settings import RuleSettings
 from watcher.selfmetrics import SelfMetrics
-from watcher.web import boardanalysis, views
+from watcher.web import boardanalysis, boardfeed, boardparts, boardtimeline, views
+from watcher.web.boardparts import Query, WatcherHealth
 from watcher.web.stream import EventStream
 
 CSP = (
@@ -44,7 +45,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 STATIC = {"board.js": "text/javascript", "board.css": "text/css", "favicon.svg": "image/svg+xml"}
-PAGES_KEPT = 16  # rendered tables kept, one per environment filter asked for (any text: bounded)
+PAGES_KEPT = 16  # rendered tables kept, one per query asked for (any text: bounded)
+UNKNOWN_HEALTH = WatcherHealth()
 COLUMNS = ("Deployment", "Environment", "Status", "Version", "Revision", "Age", "Health", "CPU", "Memory",
            "Last versions")  # fmt: skip
 
@@ -79,11 +81,13 @@ def health_class(row: dict[str, Any]) -> str:
 
 def row_html(row: dict[str, Any], *, now: float) -> str:
     key = DeploymentKey(row["name"], row["environment"])
+    failed = row["status"] == "failed" and row["reason"]  # the failure's reason, in the row
     cells = [
-        f'<td><a href="{_e(detail_href(key))}">{_e(key.name)}</a></td>',
-        f"<td>{_e(key.environment)}</td>",
+        f'<td class="name"><a href="{_e(detail_href(key))}" title="{_e(key.name)}">{_e(key.name)}</a></td>',
+        f'<td title="{_e(key.environment)}">{_e(key.environment)}</td>',
         f'<td class="status status-{_e(row["status"])}">{_e(row["status"].replace("_", " "))}'
         + (' <span class="tag">rollback</span>' if row["rollback"] else "")
+        + (f'<div class="reason" title="{_e(row["reason"])}">{_e(row["reason"])}</div>' if failed else "")
         + boardanalysis.row_cell(row["analysis"], now=now)
         + "</td>",
         f'<td title="{_e(row["commit"])}">{_e(row["version"])}</td>',
@@ -96,18 +100,22 @@ def row_html(row: dict[str, Any], *, now: float) -> str:
         f"<td>{_e(', '.join(row['last_versions']))}</td>",
     ]
     removed = ' class="removed"' if row["removed"] else ""
-    return f'<tr{removed} data-name="{_e(key.name)}" data-environment="{_e(key.environment)}">{"".join(cells)}</tr>'
+    status = "removed" if row["removed"] else row["status"]
+    return (
+        f'<tr{removed} data-name="{_e(key.name)}" data-environment="{_e(key.environment)}" data-status="{_e(status)}"'
+        f' data-started="{row["started_at"]}">{"".join(cells)}</tr>'
+    )
 
 
-def _page(title: str, body: str, *, last_id: str, extra: Iterable[tuple[str, str]] = ()) -> str:
+def _page(title: str, body: str, *, last_id: str, extra: Iterable[tuple[str, str]] = (), kiosk: bool = False) -> str:
     """A whole page; ``last_id`` is the stream's newest event when its state was read: the script follows on from it."""
     data = " ".join(f'data-{name}="{_e(value)}"' for name, value in (("last-event-id", last_id), *extra))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)}</title><link rel="icon" href="static/favicon.svg"><link rel="stylesheet" href="static/board.css"><script src="static/board.js" defer></script>
-</head><body {data}>
+</head><body {data}{' class="kiosk"' if kiosk else ""}>
 <header><h1><a href="./">deployment-watcher</a></h1>
-<nav><a href="metrics">/metrics</a> <a href="health">/health</a> <a href="ready">/ready</a>
+<nav aria-label="Pages of the watcher"><a href="timeline">timeline</a> <a href="metrics">/metrics</a> <a href="health">/health</a> <a href="ready">/ready</a>
 <a href="api/v1/deployments">JSON API</a> <a href="api/v1/openapi.json">OpenAPI</a>
 <a href="api/v1/events">event stream</a> <span id="live" class="live">static page</span></nav></header>
 <main>{body}</main></body></html>
@@ -115,20 +123,17 @@ def _page(title: str, body: str, *, last_id: str, extra: Iterable[tuple[str, str
 
 
 def board_html(
-    state: State, *, settings: RuleSettings, last_id: str, environment: str, now: float
-) -> tuple[str, float]:
+    state: State, *, settings: RuleSettings, last_id: str, query: Query, now: float,
+    health: WatcherHealth = UNKNOWN_HEALTH,
+) -> tuple[str, float]:  # fmt: skip
     """The board's page, and the seconds it stays current (until an age in it reads differently)."""
     environments = sorted({key.environment for key in state.deployments})
-    options = "".join(
-        f'<option value="{_e(env)}"{" selected" if env == environment else ""}>{_e(env)}</option>'
-        for env in environments
-    )
-    summaries = [
-        views.summary(d, settings=settings)
-        for d in iter_sorted(state)
-        if (not environment or d.key.environment == environment) and not d.usage_only
-    ]
+    listed = boardparts.shown(state, query)
+    chosen = boardparts.ordered(listed, query)
+    first = (query.page - 1) * query.rows
+    summaries = [views.summary(d, settings=settings) for d in chosen[first : first + query.rows]]
     rows = [row_html(row, now=now) for row in summaries]
+    day = boardfeed.started_since(state, since=now - boardfeed.DAY, environment=query.environment)
     current_for = min(
         (
             min(age_changes_in(now - row["started_at"]), boardanalysis.changes_in(row["analysis"], now=now))
@@ -136,18 +141,20 @@ def board_html(
         ),
         default=math.inf,
     )
+    current_for = min(current_for, *(at + boardfeed.DAY - now for at in day), math.inf)
     heads = "".join(f"<th>{name}</th>" for name in COLUMNS)
-    body = f"""<form method="get" action="./" class="filter"><label>Environment
-<select name="environment"><option value="">all</option>{options}</select></label>
-<button type="submit">Filter</button></form>
-<table id="deployments"><thead><tr>{heads}</tr></thead>
+    bar = boardparts.summary_bar(boardparts.counts(listed), rollouts_24h=len(day), health=health, query=query)
+    body = f"""{bar}{boardparts.controls(query, environments)}
+<table id="deployments"><caption class="visually-hidden">Deployments</caption><thead><tr>{heads}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
-<p id="empty" class="empty"{" hidden" if rows else ""}>No deployments yet.</p>"""
-    extra = [("view", "board"), ("environment", environment)]
-    return _page("deployment-watcher", body, last_id=last_id, extra=extra), current_for
+<p id="empty" class="empty"{" hidden" if rows else ""}>No deployments yet.</p>{boardparts.pager(query, len(chosen))}"""
+    extra = [("view", "board"), ("environment", query.environment), ("status", query.status),
+             ("order", query.order), ("rows", str(query.rows)), ("page", str(query.page))]  # fmt: skip
+    title = "deployment-watcher"
+    return _page(title, body, last_id=last_id, extra=extra, kiosk=query.kiosk), current_for
 
 
-def detail_html(detail: dict[str, Any], *, last_id: str, now: float) -> str:
+def detail_html(detail: dict[str, Any], *, last_id: str, now: float, grafana_url: str = "") -> str:
     key = DeploymentKey(detail["name"], detail["environment"])
     facts = [
         ("Status", detail["status"].replace("_", " ") + (" (rollback)" if detail["rollback"] else "")),
@@ -185,21 +192,16 @@ def detail_html(detail: dict[str, Any], *, last_id: str, now: float) -> str:
         "</tr>"
         for m in detail["members"]
     )
-    history = "".join(
-        f"<tr><td>{h['revision']}</td><td>{_e(h['version'])}</td><td><code>{_e(h['commit'] or '—')}</code></td>"
-        f"<td>{_e(when(h['started_at']))}</td></tr>"
-        for h in detail["history"]
-    )
     body = f"""<p><a href="./">← all deployments</a></p>
 <h2 id="title">{_e(key.name)} <small>{_e(key.environment)}</small></h2>
+{boardtimeline.incident_links(detail, grafana_url=grafana_url)}
 <section><h3>Current rollout</h3><dl id="facts" class="facts">{dl}</dl>
 <h4>Health checks</h4><ul id="checks">{checks or "<li>none (no container of it seen)</li>"}</ul></section>
 {boardanalysis.section(detail["analysis"], now=now)}
 <section><h3>Containers</h3><table id="members"><thead><tr><th>Id</th><th>Version</th><th>Current</th>
 <th>State</th><th>Health</th><th>Exit code</th><th>Restarts</th><th>CPU</th><th>Memory</th></tr></thead>
 <tbody>{members}</tbody></table></section>
-<section><h3>History</h3><table id="history"><thead><tr><th>Revision</th><th>Version</th><th>Commit</th>
-<th>Started</th></tr></thead><tbody>{history}</tbody></table></section>
+{boardtimeline.revisions(detail["revisions"])}
 <section><h3>Events</h3><ol id="events" class="events"><li class="quiet">live events of this deployment appear here
 </li></ol></section>"""
     extra = [("view", "detail"), ("environment", key.environment), ("name", key.name)]
@@ -212,16 +214,19 @@ class Rendered:
 
     state: State
     last_id: str
+    health: WatcherHealth
     until: float  # the clock's time when an age shown reads differently
     body: bytes
     etag: str
 
 
-def render_board(state: State, *, settings: RuleSettings, last_id: str, environment: str, now: float) -> Rendered:
+def render_board(
+    state: State, *, settings: RuleSettings, last_id: str, query: Query, now: float, health: WatcherHealth
+) -> Rendered:
     """The page as bytes with its ETag (in a worker thread: the state is immutable)."""
-    page, current_for = board_html(state, settings=settings, last_id=last_id, environment=environment, now=now)
+    page, current_for = board_html(state, settings=settings, last_id=last_id, query=query, now=now, health=health)
     body = page.encode()
-    return Rendered(state, last_id, now + current_for, body, hashlib.blake2b(body, digest_size=16).hexdigest())
+    return Rendered(state, last_id, health, now + current_for, body, hashlib.blake2b(body, digest_size=16).hexdigest())
 
 
 class Board:
@@ -229,14 +234,12 @@ class Board:
 
     def __init__(
         self, *, snapshot: Callable[[], State], settings: RuleSettings, stream: EventStream,
-        clock: Callable[[], float], metrics: SelfMetrics,
+        clock: Callable[[], float], metrics: SelfMetrics, health: Callable[[], WatcherHealth] = WatcherHealth,
+        grafana_url: str = "",
     ) -> None:  # fmt: skip
-        self._snapshot = snapshot
-        self._settings = settings
-        self._stream = stream
-        self._clock = clock
-        self._metrics = metrics
-        self._pages: collections.OrderedDict[str, Rendered] = collections.OrderedDict()  # by environment filter
+        self._snapshot, self._settings, self._stream, self._clock = snapshot, settings, stream, clock
+        self._metrics, self._health, self._grafana_url = metrics, health, grafana_url
+        self._pages: collections.OrderedDict[Query, Rendered] = collections.OrderedDict()  # by query
         self._rendering = asyncio.Lock()
         files = importlib.resources.files("watcher.web") / "static"
         self._static = {name: (files / name).read_bytes() for name in STATIC}
@@ -245,12 +248,13 @@ class Board:
         return [
             web.get("/", self.board),
             web.get("/deployment", self.detail),
+            web.get("/timeline", self.timeline),
             web.get("/static/{file}", self.static),
         ]
 
     async def board(self, request: web.Request) -> web.Response:
-        environment = request.query.get("environment", "")
-        page = self._current(environment) or await self._render(environment)
+        query = Query.of(request.query)
+        page = self._current(query) or await self._render(query)
         # no-cache, not no-store: a browser may keep the page and ask whether it changed (ETag).
         headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
         if any(tag.value == page.etag for tag in request.if_none_match or ()):
@@ -260,32 +264,46 @@ class Board:
         response.etag = page.etag
         return response
 
-    def _current(self, environment: str) -> Rendered | None:
-        """The page kept for ``environment``, when it still shows the state and the ages as they are."""
-        page = self._pages.get(environment)
+    def _current(self, query: Query) -> Rendered | None:
+        """The page kept for ``query``, when it still shows the state, the health and the ages as they are."""
+        page = self._pages.get(query)
         if page is None or page.state is not self._snapshot() or page.last_id != self._stream.last_id:
             return None
-        if self._clock() >= page.until:
+        if self._clock() >= page.until or page.health != self._health():
             return None
-        self._pages.move_to_end(environment)
+        self._pages.move_to_end(query)
         return page
 
-    async def _render(self, environment: str) -> Rendered:
+    async def _render(self, query: Query) -> Rendered:
         # One rendering at a time: loads that arrive meanwhile find its page when they get the lock.
         async with self._rendering:
-            page = self._current(environment)
+            page = self._current(query)
             if page is not None:
                 return page
             # Read together, on the loop: the page's last event id is the one its state includes.
-            state, last_id, now = self._snapshot(), self._stream.last_id, self._clock()
+            state, last_id, now, health = self._snapshot(), self._stream.last_id, self._clock(), self._health()
             page = await asyncio.to_thread(
-                render_board, state, settings=self._settings, last_id=last_id, environment=environment, now=now
+                render_board, state, settings=self._settings, last_id=last_id, query=query, now=now, health=health
             )
             self._metrics.board_renders.inc()
             # Pages of an older state are never served again: dropped, they keep no old state alive.
-            kept = [(env, kept) for env, kept in self._pages.items() if kept.state is state and env != environment]
-            self._pages = collections.OrderedDict([*kept[-(PAGES_KEPT - 1) :], (environment, page)])
+            kept = [(q, kept) for q, kept in self._pages.items() if kept.state is state and q != query]
+            self._pages = collections.OrderedDict([*kept[-(PAGES_KEPT - 1) :], (query, page)])
             return page
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        """Rollouts across deployments, newest first: the last 24 h, or ``?hours=`` (up to 30 days)."""
+        try:
+            hours = min(max(float(request.query.get("hours", "24")), 1 / 60), boardtimeline.MAX_HOURS)
+        except ValueError:
+            hours = 24.0
+        if not math.isfinite(hours):
+            hours = 24.0
+        state, last_id, now = self._snapshot(), self._stream.last_id, self._clock()
+        items = await asyncio.to_thread(boardfeed.rollouts, state, settings=self._settings, since=now - hours * 3600)
+        body = boardtimeline.timeline(items, hours=hours)
+        extra = [("view", "timeline"), ("since", str(now - hours * 3600))]
+        return _html(_page("timeline · deployment-watcher", body, last_id=last_id, extra=extra))
 
     async def detail(self, request: web.Request) -> web.Response:
         key = DeploymentKey(request.query.get("name", ""), request.query.get("environment", ""))
@@ -294,7 +312,9 @@ class Board:
             body = f'<p>No deployment {_e(key.name)} in {_e(key.environment)}. <a href="./">All deployments</a></p>'
             return _html(_page("not found · deployment-watcher", body, last_id=self._stream.last_id), status=404)
         detail = views.detail(deployment, settings=self._settings)
-        return _html(detail_html(detail, last_id=self._stream.last_id, now=self._clock()))
+        detail.setdefault("revisions", boardfeed.revisions(deployment, settings=self._settings))
+        page = detail_html(detail, last_id=self._stream.last_id, now=self._clock(), grafana_url=self._grafana_url)
+        return _html(page)
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["file"]

@@ -134,12 +134,22 @@
     const row = el("tr", undefined, d.removed ? "removed" : undefined);
     row.dataset.name = d.name;
     row.dataset.environment = d.environment;
+    row.dataset.status = statusOf(d);
+    row.dataset.started = String(d.started_at);
     const link = el("a", d.name);
     link.href = detailHref(d);
-    const first = el("td");
+    link.title = d.name;
+    const first = el("td", undefined, "name");
     first.append(link);
+    const env = el("td", d.environment);
+    env.title = d.environment;
     const status = el("td", d.status.replace("_", " "), "status status-" + d.status);
     if (d.rollback) status.append(" ", el("span", "rollback", "tag"));
+    if (d.status === "failed" && d.reason) {
+      const reason = el("div", d.reason, "reason");
+      reason.title = d.reason;
+      status.append(reason);
+    }
     if (d.analysis) {
       const state = el("div");
       state.append(analysisSpan(d.analysis));
@@ -151,7 +161,7 @@
     started.dataset.since = String(d.started_at);
     started.title = when(d.started_at);
     row.append(
-      first, el("td", d.environment), status, version, el("td", d.revision), started,
+      first, env, status, version, el("td", d.revision), started,
       el("td", healthText(d), healthClass(d)),
       el("td", d.cpu_seconds.toFixed(1) + " s"), el("td", size(d.memory_bytes)),
       el("td", d.last_versions.join(", ")),
@@ -159,23 +169,43 @@
     return row;
   }
 
+  const STATUSES = ["failed", "in_progress", "success", "removed"]; // what needs attention first
+  const wanted = body.dataset.status || "";
+  const byName = body.dataset.order === "name";
+  const pageRows = Number(body.dataset.rows || "100");
+  const firstPage = (body.dataset.page || "1") === "1";
+
+  function statusOf(d) {
+    return d.removed ? "removed" : d.status;
+  }
+
   function before(a, b) {
-    // The server's order: by name, then environment (code points, like Python's sort).
+    // The server's order (boardparts.ordered): by name then environment (code points, like Python's
+    // sort), or by status (failed first), the most recent first within one.
+    if (!byName && a.status !== b.status) return STATUSES.indexOf(a.status) < STATUSES.indexOf(b.status);
+    if (!byName && a.started !== b.started) return a.started > b.started;
     if (a.name !== b.name) return a.name < b.name;
     return a.environment < b.environment;
+  }
+
+  function sortKey(row) {
+    const data = row.dataset;
+    return { name: data.name, environment: data.environment, status: data.status, started: Number(data.started) };
   }
 
   function upsert(tbody, d) {
     const rows = Array.from(tbody.rows);
     const old = rows.find((row) => sameKey(row, d));
+    if (old) old.remove();
+    if (wanted && statusOf(d) !== wanted) return; // filtered out (now)
+    const key = { name: d.name, environment: d.environment, status: statusOf(d), started: d.started_at };
+    const next = rows.find((r) => r !== old && before(key, sortKey(r)));
+    if (!next && rows.length >= pageRows && !old) return; // on a later page
+    if (!next && !firstPage && !old) return;
     const row = renderRow(d);
     row.classList.add("changed");
-    if (old) {
-      old.replaceWith(row);
-    } else {
-      const next = rows.find((r) => before(d, { name: r.dataset.name, environment: r.dataset.environment }));
-      tbody.insertBefore(row, next || null);
-    }
+    tbody.insertBefore(row, next || null);
+    while (tbody.rows.length > pageRows) tbody.rows[tbody.rows.length - 1].remove();
   }
 
   function remove(tbody, key) {
@@ -194,6 +224,7 @@
     else remove(tbody, payload);
     showEmpty(tbody);
     addEnvironment(payload.environment);
+    refreshSoon();
   }
 
   function addEnvironment(env) {
@@ -202,15 +233,41 @@
     select.append(new Option(env, env));
   }
 
-  async function reloadBoard() {
-    const query = environment ? "?" + new URLSearchParams({ environment: environment }) : "";
-    const answer = await fetch("api/v1/deployments" + query, { headers: { Accept: "application/json" } });
-    if (!answer.ok) return;
-    const list = await answer.json();
-    const tbody = document.querySelector("#deployments tbody");
-    tbody.replaceChildren(...list.deployments.map(renderRow));
-    showEmpty(tbody);
+  // The counts, the order over all pages and the watcher's health come from the server: the page itself
+  // is fetched again (a second after the last event, at most every 5 s) and its parts swapped in. The
+  // server escaped every value; DOMParser runs no script.
+  let refreshTimer = null;
+  let refreshDue = 0;
+
+  function refreshSoon() {
+    const now = Date.now();
+    if (refreshTimer === null) refreshDue = now + 5000;
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      reloadPage();
+    }, Math.max(0, Math.min(1000, refreshDue - now)));
   }
+
+  async function reloadPage() {
+    let answer;
+    try {
+      answer = await fetch(location.href, { headers: { Accept: "text/html" } });
+    } catch (error) {
+      return; // the next event or tick tries again
+    }
+    if (!answer.ok) return;
+    const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+    for (const selector of ["#summary", "#deployments tbody", "#timeline tbody", "#revisions tbody", ".pager"]) {
+      const mine = document.querySelector(selector);
+      const theirs = fresh.querySelector(selector);
+      if (mine && theirs) mine.replaceWith(document.adoptNode(theirs));
+    }
+    const tbody = document.querySelector("#deployments tbody, #timeline tbody");
+    if (tbody) showEmpty(tbody);
+  }
+
+  const reloadBoard = reloadPage;
 
   // -- one deployment in detail
 
@@ -283,13 +340,118 @@
         el("td", m.cpu_seconds.toFixed(1) + " s"), el("td", size(m.memory_bytes)));
       return row;
     }));
-    document.querySelector("#history tbody").replaceChildren(...detail.history.map((h) => {
-      const row = el("tr");
-      const commit = el("td");
-      commit.append(el("code", h.commit || "—"));
-      row.append(el("td", h.revision), el("td", h.version), commit, el("td", when(h.started_at)));
-      return row;
-    }));
+    if (detail.revisions) {
+      document.querySelector("#revisions tbody").replaceChildren(...detail.revisions.map(revisionRow));
+    } else {
+      reloadPage(); // a watcher whose JSON has no revisions: its page has them
+    }
+  }
+
+  // -- rollouts: a deployment's revisions, the timeline across deployments (boardtimeline.py's rows)
+
+  const VERDICTS = { in_progress: "in progress", success: "success", failed: "failed", unknown: "—" };
+
+  function duration(seconds) {
+    return seconds === null || seconds === undefined ? "—" : seconds.toFixed(1) + " s";
+  }
+
+  function verdictCell(item) {
+    const cell = el("td", VERDICTS[item.status] || item.status, "status status-" + item.status);
+    if (item.rollback) cell.append(" ", el("span", "rollback", "tag"));
+    return cell;
+  }
+
+  function change(item) {
+    return item.previous_version ? `${item.previous_version} → ${item.version}` : item.version;
+  }
+
+  function revisionRow(item) {
+    const row = el("tr");
+    row.dataset.revision = String(item.revision);
+    const commit = el("td");
+    commit.append(el("code", item.commit || "—"));
+    const analysis = item.analysis ? item.analysis.status + (item.analysis.reason ? ": " + item.analysis.reason : "")
+      : "—";
+    row.append(el("td", item.revision), el("td", change(item)), commit, verdictCell(item), el("td", item.reason || "—"),
+      el("td", String(item.judge).replace("_", " ")), el("td", when(item.started_at)),
+      el("td", duration(item.duration_seconds)), el("td", analysis));
+    return row;
+  }
+
+  const TIMELINE_ROWS = 500; // as many as the server lists: the page keeps no more, however long it runs
+
+  function timelineRow(item) {
+    const row = el("tr");
+    row.dataset.name = item.deployment;
+    row.dataset.environment = item.environment;
+    row.dataset.revision = String(item.revision);
+    const time = el("td");
+    time.append(el("time", when(item.started_at)));
+    const link = el("a", item.deployment);
+    link.href = detailHref({ name: item.deployment, environment: item.environment });
+    link.title = item.deployment;
+    const name = el("td");
+    name.append(link);
+    row.append(time, name, el("td", item.environment), el("td", change(item)), verdictCell(item),
+      el("td", item.reason, "reason"), el("td", duration(item.duration_seconds)));
+    return row;
+  }
+
+  const timelineItems = new Map(); // what the script drew: key → item (bounded like the rows)
+
+  function itemKey(item) {
+    return JSON.stringify([item.deployment, item.environment, item.revision]);
+  }
+
+  function onTimelineEvent(payload) {
+    const tbody = document.querySelector("#timeline tbody");
+    const d = payload.deployment;
+    const key = itemKey({ deployment: payload.name, environment: payload.environment, revision: payload.revision });
+    let item = timelineItems.get(key);
+    if (payload.event === "rollout_started" || payload.event === "rollback_started") {
+      const versions = d ? d.last_versions.filter((v) => v !== payload.version) : [];
+      item = { deployment: payload.name, environment: payload.environment, revision: payload.revision,
+        version: payload.version, previous_version: versions.length ? versions[0] : null, commit: payload.commit,
+        status: "in_progress", reason: "", judge: payload.judge, started_at: d ? d.started_at : payload.at,
+        finished_at: null, duration_seconds: null, rollback: payload.rollback, analysis: null };
+    } else if (["rollout_finished", "rollout_revised"].includes(payload.event)) {
+      const old = Array.from(tbody.rows).find((row) => row.dataset.name === payload.name &&
+        row.dataset.environment === payload.environment && row.dataset.revision === String(payload.revision));
+      if (!item && !old) return; // older than the span shown
+      if (!item) { // a row the server drew: its verdict, reason and duration change in place
+        old.querySelector("td.status").replaceWith(verdictCell({ status: payload.status, rollback: !!old.querySelector("td.status .tag") }));
+        old.querySelector("td.reason").textContent = payload.reason || "";
+        if (payload.duration_seconds !== undefined) old.cells[6].textContent = duration(payload.duration_seconds);
+        return;
+      }
+      item = { ...item, status: payload.status, reason: payload.reason || "",
+        duration_seconds: payload.duration_seconds === undefined ? item.duration_seconds : payload.duration_seconds };
+    } else {
+      return;
+    }
+    timelineItems.delete(key);
+    timelineItems.set(key, item);
+    const old = Array.from(tbody.rows).find((row) => row.dataset.name === item.deployment &&
+      row.dataset.environment === item.environment && row.dataset.revision === String(item.revision));
+    const row = timelineRow(item);
+    row.classList.add("changed");
+    if (old) old.replaceWith(row);
+    else tbody.prepend(row);
+    while (tbody.rows.length > TIMELINE_ROWS) tbody.rows[tbody.rows.length - 1].remove();
+    while (timelineItems.size > TIMELINE_ROWS) timelineItems.delete(timelineItems.keys().next().value);
+    document.getElementById("empty").hidden = true;
+  }
+
+  async function reloadTimeline() {
+    // The feed of the JSON API when the watcher has it, else the page as the server renders it.
+    const query = new URLSearchParams({ since: body.dataset.since || "0", limit: String(TIMELINE_ROWS) });
+    const answer = await fetch("api/v1/rollouts?" + query, { headers: { Accept: "application/json" } })
+      .catch(() => null);
+    if (!answer || !answer.ok) return reloadPage();
+    const feed = await answer.json();
+    timelineItems.clear();
+    document.querySelector("#timeline tbody").replaceChildren(...feed.rollouts.map(timelineRow));
+    document.getElementById("empty").hidden = feed.rollouts.length > 0;
   }
 
   async function reloadDetail() {
@@ -336,14 +498,15 @@
       setLive("stream full, retrying…", false);
       setTimeout(connect, STREAM_RETRY_MS);
     };
-    const handle = view === "detail" ? onDetailEvent : onBoardEvent;
+    const handle = { detail: onDetailEvent, timeline: onTimelineEvent }[view] || onBoardEvent;
+    const reload = { detail: reloadDetail, timeline: reloadTimeline }[view] || reloadBoard;
     for (const kind of EVENTS) {
       source.addEventListener(kind, (message) => {
         body.dataset.lastEventId = message.lastEventId; // where a new connection goes on from
         handle(JSON.parse(message.data));
       });
     }
-    source.addEventListener("resync", () => (view === "detail" ? reloadDetail() : reloadBoard()));
+    source.addEventListener("resync", () => reload());
   }
 
   setInterval(() => {
@@ -356,7 +519,9 @@
   }, 5000);
   // CPU and memory change with every stats poll, which is no event: re-read them now and then.
   setInterval(() => {
-    if (document.visibilityState === "visible") (view === "detail" ? reloadDetail() : reloadBoard());
+    if (document.visibilityState !== "visible") return;
+    if (view === "detail") reloadDetail();
+    else if (view === "board") reloadBoard();
   }, 30000);
   connect();
 })();
