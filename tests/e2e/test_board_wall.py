@@ -297,8 +297,10 @@ def test_kiosk_memory_stays_flat(scripted: WatcherProcess, browser: BrowserConte
     def median(of: list[tuple[float, float, int, int]], index: int) -> float:
         return float(statistics.median(s[index] for s in of))
 
-    # No trend: the later half's medians within 10 % (+512 KiB, +100 nodes of noise) of the earlier half's.
+    # No trend: the later half's median heap within 10 % (+512 KiB of noise) of the earlier half's. Detached
+    # DOM nodes (each re-read page's) wait for Blink's own collector, which runs when it likes: their count
+    # swings by thousands between samples, so its floor is compared, which a leak would raise.
     assert median(late, 1) <= median(early, 1) * 1.10 + 512 * 1024, samples
-    assert median(late, 2) <= median(early, 2) * 1.10 + 100, samples
+    assert min(s[2] for s in late) <= min(s[2] for s in early) * 1.5 + 500, samples
     assert max(s[3] for s in late) <= max(s[3] for s in early) + 60, samples  # the page's elements: bounded
     assert watched.errors == [] and watched.dialogs == []

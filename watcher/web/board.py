@@ -300,7 +300,7 @@ class Board:
         if not math.isfinite(hours):
             hours = 24.0
         state, last_id, now = self._snapshot(), self._stream.last_id, self._clock()
-        items = await asyncio.to_thread(boardfeed.rollouts, state, settings=self._settings, since=now - hours * 3600)
+        items = await asyncio.to_thread(boardfeed.timeline, state, since=now - hours * 3600)
         body = boardtimeline.timeline(items, hours=hours)
         extra = [("view", "timeline"), ("since", str(now - hours * 3600))]
         return _html(_page("timeline · deployment-watcher", body, last_id=last_id, extra=extra))
@@ -312,7 +312,6 @@ class Board:
             body = f'<p>No deployment {_e(key.name)} in {_e(key.environment)}. <a href="./">All deployments</a></p>'
             return _html(_page("not found · deployment-watcher", body, last_id=self._stream.last_id), status=404)
         detail = views.detail(deployment, settings=self._settings)
-        detail.setdefault("revisions", boardfeed.revisions(deployment, settings=self._settings))
         page = detail_html(detail, last_id=self._stream.last_id, now=self._clock(), grafana_url=self._grafana_url)
         return _html(page)
 

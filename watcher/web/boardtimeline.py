@@ -10,7 +10,7 @@ import urllib.parse
 from typing import Any
 
 MAX_HOURS = 30 * 24.0
-VERDICTS = {"in_progress": "in progress", "success": "success", "failed": "failed", "unknown": "—"}
+VERDICTS = {"in_progress": "in progress", "success": "success", "failed": "failed"}
 
 
 def _e(value: object) -> str:
@@ -69,15 +69,9 @@ def revision_rows(items: list[dict[str, Any]]) -> str:
         f"<td><code>{_e(i['commit'] or '—')}</code></td>{_verdict(i)}<td>{_e(i['reason'] or '—')}</td>"
         f"<td>{_e(str(i['judge']).replace('_', ' '))}</td><td>{_e(_when(i['started_at']))}</td>"
         f"<td>{_duration(i['duration_seconds'])}</td>"
-        f"<td>{_e(_analysis(i['analysis']))}</td></tr>"
+        f"<td>{_e(i['analysis'] or '—')}</td></tr>"  # the analysis's outcome; its figures are in the reason
         for i in items
     )
-
-
-def _analysis(analysis: dict[str, Any] | None) -> str:
-    if analysis is None:
-        return "—"
-    return f"{analysis['status']}" + (f": {analysis['reason']}" if analysis["reason"] else "")
 
 
 def revisions(items: list[dict[str, Any]]) -> str:

@@ -340,11 +340,7 @@
         el("td", m.cpu_seconds.toFixed(1) + " s"), el("td", size(m.memory_bytes)));
       return row;
     }));
-    if (detail.revisions) {
-      document.querySelector("#revisions tbody").replaceChildren(...detail.revisions.map(revisionRow));
-    } else {
-      reloadPage(); // a watcher whose JSON has no revisions: its page has them
-    }
+    document.querySelector("#revisions tbody").replaceChildren(...detail.revisions.map(revisionRow));
   }
 
   // -- rollouts: a deployment's revisions, the timeline across deployments (boardtimeline.py's rows)
@@ -370,8 +366,7 @@
     row.dataset.revision = String(item.revision);
     const commit = el("td");
     commit.append(el("code", item.commit || "—"));
-    const analysis = item.analysis ? item.analysis.status + (item.analysis.reason ? ": " + item.analysis.reason : "")
-      : "—";
+    const analysis = item.analysis || "—"; // the analysis's outcome; its figures are in the reason
     row.append(el("td", item.revision), el("td", change(item)), commit, verdictCell(item), el("td", item.reason || "—"),
       el("td", String(item.judge).replace("_", " ")), el("td", when(item.started_at)),
       el("td", duration(item.duration_seconds)), el("td", analysis));
@@ -443,7 +438,7 @@
   }
 
   async function reloadTimeline() {
-    // The feed of the JSON API when the watcher has it, else the page as the server renders it.
+    // The feed of the JSON API; should it fail, the page as the server renders it.
     const query = new URLSearchParams({ since: body.dataset.since || "0", limit: String(TIMELINE_ROWS) });
     const answer = await fetch("api/v1/rollouts?" + query, { headers: { Accept: "application/json" } })
       .catch(() => null);
