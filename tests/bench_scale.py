@@ -89,12 +89,12 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
-def report_body(d: int, v: int, *, status: str = "success") -> dict[str, object]:
-    started = BASE_TIME + v * 600
+def report_body(d: int, v: int, *, status: str = "success", patch: int = 0) -> dict[str, object]:
+    started = BASE_TIME + v * 600 + patch * 300
     return {
         "deployment": f"service-{d:04d}",
         "environment": ("production", "staging")[d % 2],
-        "version": f"1.{v}.0",
+        "version": f"1.{v}.{patch}",
         "commit": f"{(d * 7919 + v):040x}",
         "status": status,
         "started_at": started,
@@ -109,15 +109,16 @@ async def fill(port: int, *, first: int, last: int) -> None:
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as session:
         limit = asyncio.Semaphore(8)
 
-        async def report(d: int, v: int, status: str = "success") -> None:
-            async with limit, session.post("/api/v1/deployments", json=report_body(d, v, status=status)) as response:
+        async def report(d: int, v: int, status: str = "success", patch: int = 0) -> None:
+            body = report_body(d, v, status=status, patch=patch)
+            async with limit, session.post("/api/v1/deployments", json=body) as response:
                 assert response.status in (200, 201), await response.text()
 
         for v in range(VERSIONS):
             await asyncio.gather(*(report(d, v, "failed" if v == 1 and d % 10 == 0 else "success")
                                    for d in range(first, last)))  # fmt: skip
             if v == 1:
-                await asyncio.gather(*(report(d, 100 + v) for d in range(first, last, 10)))  # the recovery
+                await asyncio.gather(*(report(d, v, patch=1) for d in range(first, last, 10)))  # the recovery
 
 
 async def steady(port: int, *, deployments: int, rate: float, seconds: float, seed: int) -> int:
@@ -129,14 +130,16 @@ async def steady(port: int, *, deployments: int, rate: float, seconds: float, se
         start = time.monotonic()
         pending: set[asyncio.Task[None]] = set()
 
-        async def report(d: int, v: int) -> None:
-            async with session.post("/api/v1/deployments", json=report_body(d, v)) as response:
+        async def report(d: int, n: int) -> None:
+            body = report_body(d, VERSIONS) | {"version": f"2.{seed}.{n}", "started_at": BASE_TIME + 86400 + seed * 1000 + n,
+                                                "finished_at": BASE_TIME + 86400 + seed * 1000 + n + 42}  # fmt: skip
+            async with session.post("/api/v1/deployments", json=body) as response:
                 assert response.status in (200, 201), await response.text()
 
         while (elapsed := time.monotonic() - start) < seconds:
             due = int(elapsed * rate) + 1
             while sent < due:
-                task = asyncio.create_task(report(rng.randrange(deployments), 1000 + seed * 100_000 + sent))
+                task = asyncio.create_task(report(rng.randrange(deployments), sent))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 sent += 1
@@ -211,9 +214,12 @@ def fanout(watcher: WatcherProcess, clients: int) -> tuple[list[float], list[flo
 
     def change() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", watcher.port, timeout=30)
-        body = json.dumps({"deployment": "fanout", "version": f"1.{next(versions)}.0", "status": "success"})
+        # A deployment already there: at the cap (retention.max_deployments, 5,000) a new one is refused.
+        body = json.dumps({"deployment": "service-0000", "environment": "production",
+                           "version": f"3.{next(versions)}.0", "status": "success"})  # fmt: skip
         connection.request("POST", "/api/v1/deployments", body=body, headers={"Authorization": f"Bearer {TOKEN}"})
-        assert connection.getresponse().status in (200, 201)
+        response = connection.getresponse()
+        assert response.status in (200, 201), response.read()
         connection.close()
 
     changes: list[Callable[[], object]] = [change] * FANOUT_CHANGES
@@ -245,7 +251,7 @@ def run(*, deployments: int, clients: int) -> list[tuple[str, list[Row]]]:
             filled = n
             costs[n] = cost_per_report(watcher, n, seed=n)
             loads.append(load_average())
-            if n >= 1000:
+            if n >= 1000 or n == deployments:
                 rss[f"{n:,}"] = rss_bytes(watcher.process.pid)
         per_deployment, per_environment, labelled = series_per_deployment(watcher.port, deployments)
         served = scrapes(watcher.port)

@@ -403,8 +403,11 @@ class Exposition:
 
     async def _refresh(self) -> _Rendering:
         self._changed.clear()  # a change after this snapshot wakes the renderer again
-        rendering = await asyncio.to_thread(self._render, self._snapshot(), self._current, self._live_variants())
+        live = self._live_variants()
+        rendering = await asyncio.to_thread(self._render, self._snapshot(), self._current, live)
         self._current = rendering
+        for fmt in self._by_format.keys() - {v.format for v in live}:  # pieces of formats nobody asks for lately
+            del self._by_format[fmt]
         return rendering
 
     def _live_variants(self) -> list[Variant]:
