@@ -7,13 +7,14 @@ import dataclasses
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.builders import API, SETTINGS, Run, started
+from tests.unit.builders import API, SETTINGS, Run, exposition_for, started
 from watcher.config import ExpositionSettings, Settings
-from watcher.domain.model import Health
+from watcher.domain.model import DeploymentKey, Health, State
 from watcher.domain.observations import InstanceExited, InstanceHealth
 from watcher.exposition.families import DORA_BOUNDS, DURATION_BOUNDS, DeploymentCollector
 
 BUDGET = 25
+WEB = DeploymentKey("web", "staging")
 HISTOGRAM = 3  # a histogram's series beyond its finite buckets: +Inf, _sum and _count
 
 
@@ -64,3 +65,24 @@ def test_per_deployment_dora_histograms_add_their_buckets() -> None:
     settings = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(dora_histograms="deployment"))
     default, per_deployment = series_of(run, SETTINGS), series_of(run, settings)
     assert sum(per_deployment.values()) - sum(default.values()) == 2 * (len(DORA_BOUNDS) + HISTOGRAM)
+
+
+async def test_environment_histograms_follow_their_deployments() -> None:
+    """The per-environment histograms as rendered are the sums of the state shown: a new lead time counts, a
+    dropped environment's series go; byte for byte what the collector gives for the same state."""
+    run = busy()
+    states = [run.state]
+    run(started("w1", "1.0.0", 9000, key=WEB, commit_time=9000 - 600)).tick(9030)
+    states.append(run.state)
+    states.append(State({key: d for key, d in run.state.deployments.items() if key != WEB}, run.state.owners))
+    shown = {"state": states[0]}
+    exposition, _ = exposition_for(lambda: shown["state"])
+    for state in states:
+        shown["state"] = state
+        await exposition.refresh()
+        text = (await exposition.page(accept="", accept_encoding="")).body.decode()
+        registry = CollectorRegistry()
+        registry.register(DeploymentCollector(snapshot=lambda state=state: state, settings=SETTINGS))  # type: ignore[misc]
+        expected = [line for line in generate_latest(registry).decode().splitlines() if "lead_time" in line]
+        assert [line for line in text.splitlines() if "lead_time" in line] == expected
+        assert ('environment="staging"' in "\n".join(expected)) == (WEB in state.deployments)
