@@ -3,6 +3,7 @@
     python -m tests.benchmark              # all figures (as root, with a Docker Engine running)
     python -m tests.benchmark metrics lag  # some of them: stats, metrics, lag, memory, state, readapi, fanout, board
     python -m tests.benchmark analysis --minutes 10  # rollout analysis: a real Prometheus (tests/bench_analysis.py)
+    python -m tests.benchmark scale --deployments 5000 --stream-clients 1000  # #21's table (tests/bench_scale.py)
     python -m tests.benchmark soak --minutes 10  # the chaos soak (tests/soak.py); no Docker needed, not in "all"
 
 Each figure prints what the watcher did and a baseline measured just before or after on
@@ -41,7 +42,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from tests import bench_analysis, bench_board, soak
+from tests import bench_analysis, bench_board, bench_scale, soak
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
 from tests.streamclients import caps_for, fan_out
 from tests.swarm_cluster import SwarmCluster
@@ -1021,6 +1022,7 @@ def describe_machine() -> str:
 FIGURES = ("stats", "metrics", "lag", "memory", "state", "readapi", "fanout", "board", "swarm")
 SOAK = "soak"  # a pass/fail run rather than a figure, so not among the defaults
 ANALYSIS = "analysis"  # minutes long and needs Prometheus, so not among the defaults
+SCALE = "scale"  # minutes long, at 5,000 deployments unless told: not among the defaults
 
 
 def main() -> None:
@@ -1029,8 +1031,8 @@ def main() -> None:
     parser.add_argument(
         "figures",
         nargs="*",
-        choices=[*FIGURES, SOAK, ANALYSIS, []],
-        help="figures to run (default: all but soak and analysis)",
+        choices=[*FIGURES, SOAK, ANALYSIS, SCALE, []],
+        help="figures to run (default: all but soak, analysis and scale)",
     )
     parser.add_argument("--containers", type=int, default=100, help="running containers for the stats round")
     parser.add_argument(
@@ -1064,6 +1066,14 @@ def main() -> None:
         print(describe_host())
         sys.exit(soak.run(args.minutes, seed=args.seed))
     wanted = args.figures or FIGURES
+    if SCALE in wanted:
+        print(describe_host())
+        deployments = 5000 if args.deployments == parser.get_default("deployments") else args.deployments
+        clients = 1000 if args.stream_clients == parser.get_default("stream_clients") else args.stream_clients
+        for figure in bench_scale.run(deployments=deployments, clients=clients):
+            Figure(*figure).print()
+        if len(wanted) == 1:
+            return
     print(describe_machine())
     if ANALYSIS in wanted:
         deployments = 100 if args.deployments == parser.get_default("deployments") else args.deployments

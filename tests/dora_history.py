@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
 
-from watcher.domain.model import LEAD_TIME_BUCKETS, RECOVERY_BUCKETS
+from watcher.exposition.families import DORA_BOUNDS
 
 DAY = 86400
 DAYS = 30  # the history's length; it ends at offset DAYS * DAY ("now")
@@ -86,9 +86,19 @@ def events() -> list[Event]:
 # -- the series the watcher exports, at any time
 
 
-def samples_at(t: int, history: list[Event]) -> Iterator[tuple[str, dict[str, str], float]]:
-    """Every sample of the five DORA families at offset ``t``: (name, labels, value)."""
-    for name, environment in KEYS:
+# exposition.dora_histograms: the modes, and whether lead times and recoveries are per environment.
+MODES = {"environment": True, "deployment": False}
+
+
+def samples_at(
+    t: int, history: list[Event], *, keys: tuple[tuple[str, str], ...] = KEYS, per_environment: bool = False
+) -> Iterator[tuple[str, dict[str, str], float]]:
+    """Every sample of the five DORA families at offset ``t`` for the deployments ``keys``: (name, labels, value)."""
+    if per_environment:
+        for environment in sorted({e for _, e in keys}):
+            mine = [e for e in history if e.key in keys and e.key[1] == environment and e.at <= t]
+            yield from _histograms(mine, {"environment": environment})
+    for name, environment in keys:
         key = (name, environment)
         mine = [e for e in history if e.key == key and e.at <= t]
         labels = {"deployment": name, "environment": environment}
@@ -100,15 +110,18 @@ def samples_at(t: int, history: list[Event]) -> Iterator[tuple[str, dict[str, st
         yield "deployment_rollouts_total", {**labels, "outcome": "failed"}, count("failed")
         yield "deployment_change_failures_total", labels, count("change_failure")
         yield "deployment_rework_total", labels, count("rework")
-        for family, kind, bounds in (
-            ("deployment_lead_time_seconds", "lead", LEAD_TIME_BUCKETS),
-            ("deployment_recovery_seconds", "recovery", RECOVERY_BUCKETS),
-        ):
-            values = [e.value for e in mine if e.kind == kind]
-            for le in (*bounds, math.inf):
-                yield f"{family}_bucket", {**labels, "le": _le(le)}, float(sum(v <= le for v in values))
-            yield f"{family}_count", labels, float(len(values))
-            yield f"{family}_sum", labels, float(sum(values))
+        if not per_environment:
+            yield from _histograms(mine, labels)
+
+
+def _histograms(mine: list[Event], labels: dict[str, str]) -> Iterator[tuple[str, dict[str, str], float]]:
+    """The lead-time and recovery histograms of the events ``mine``, at the exported bounds."""
+    for family, kind in (("deployment_lead_time_seconds", "lead"), ("deployment_recovery_seconds", "recovery")):
+        values = [e.value for e in mine if e.kind == kind]
+        for le in (*DORA_BOUNDS, math.inf):
+            yield f"{family}_bucket", {**labels, "le": _le(le)}, float(sum(v <= le for v in values))
+        yield f"{family}_count", labels, float(len(values))
+        yield f"{family}_sum", labels, float(sum(values))
 
 
 def _le(bound: float) -> str:
@@ -116,11 +129,14 @@ def _le(bound: float) -> str:
     return str(floatToGoString(bound))
 
 
-def scraped_at(t: int, history: list[Event]) -> Iterator[tuple[str, dict[str, str], float]]:
+def scraped_at(
+    t: int, history: list[Event], *, per_environment: bool = False
+) -> Iterator[tuple[str, dict[str, str], float]]:
     """The samples at ``t`` as Prometheus stores them: from the watcher of each host, with its target labels."""
-    for name, labels, value in samples_at(t, history):
-        for host in HOSTS[(labels["deployment"], labels["environment"])]:
-            target = {"job": "deployment-watcher", "instance": f"{host}:9102", "host": host}
+    for host in sorted({h for hosts in HOSTS.values() for h in hosts}):
+        target = {"job": "deployment-watcher", "instance": f"{host}:9102", "host": host}
+        mine = tuple(key for key in KEYS if host in HOSTS[key])
+        for name, labels, value in samples_at(t, history, keys=mine, per_environment=per_environment):
             yield name, {**labels, **target}, value
 
 
@@ -158,9 +174,9 @@ def figures(history: list[Event], *, days: int, keys: tuple[tuple[str, str], ...
     rollouts = n("success") + n("failed")
     return Figures(
         deployments_per_day=n("success") / days,
-        lead_time_p50=median_of_buckets([e.value for e in inside if e.kind == "lead"], LEAD_TIME_BUCKETS),
+        lead_time_p50=median_of_buckets([e.value for e in inside if e.kind == "lead"], DORA_BOUNDS),
         change_failure_rate=min(1.0, n("change_failure") / rollouts) if rollouts else None,
-        recovery_p50=median_of_buckets([e.value for e in inside if e.kind == "recovery"], RECOVERY_BUCKETS),
+        recovery_p50=median_of_buckets([e.value for e in inside if e.kind == "recovery"], DORA_BOUNDS),
         rework_rate=n("rework") / rollouts if rollouts else None,
     )
 

@@ -12,7 +12,6 @@ import yaml
 
 from tests import dora_history as history
 from tests.conftest import promtool
-from watcher.domain.model import LEAD_TIME_BUCKETS
 
 pytestmark = pytest.mark.prometheus
 
@@ -41,11 +40,11 @@ def recorded_names() -> set[str]:
     return {rule["record"] for group in document["groups"] for rule in group["rules"]}
 
 
-def input_series(events: list[history.Event]) -> list[dict[str, str]]:
+def input_series(events: list[history.Event], *, per_environment: bool = False) -> list[dict[str, str]]:
     """The history as promtool input series: one value per hour from 0 to 30 days, run-length coded."""
     columns: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
     for t in range(0, history.DAYS * history.DAY + 1, STEP):
-        for name, labels, value in history.scraped_at(t, events):
+        for name, labels, value in history.scraped_at(t, events, per_environment=per_environment):
             columns.setdefault((name, tuple(sorted(labels.items()))), []).append(value)
     result = []
     for (name, pairs), values in columns.items():
@@ -60,8 +59,12 @@ def input_series(events: list[history.Event]) -> list[dict[str, str]]:
     return result
 
 
-def expected_samples(record: str, events: list[history.Event]) -> list[dict[str, Any]]:
-    """What ``record`` holds at the end of the history, by hand: per deployment, and overall."""
+def expected_samples(
+    record: str, events: list[history.Event], *, per_environment: bool = False
+) -> list[dict[str, Any]]:
+    """What ``record`` holds at the end of the history, by hand: per deployment, and overall. Per environment
+    (``exposition.dora_histograms: environment``), the lead-time and recovery figures have no deployment label:
+    each environment of the history has one deployment, so their values are the same."""
     _, what, window = record.split(":")
     days = history.WINDOWS[window]
     samples = []
@@ -72,7 +75,9 @@ def expected_samples(record: str, events: list[history.Event]) -> list[dict[str,
             continue  # no series: nothing to measure in the window
         labels = {"scope": scope}
         if scope == "deployment":
-            labels |= {"deployment": keys[0][0], "environment": keys[0][1]}
+            labels |= {"environment": keys[0][1]}
+            if not (per_environment and what.startswith(("lead_time", "recovery"))):
+                labels["deployment"] = keys[0][0]
         samples.append({"labels": "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}",
                         "value": rounded(float(value))})  # fmt: skip
     return samples
@@ -93,9 +98,9 @@ def test_the_history_is_what_its_docstring_says() -> None:
     assert api_30.change_failure_rate == (4 + 1) / (35 + 4)  # 4 failures and the hotfixed success
     assert api_30.rework_rate == 1 / 39
     web_7 = history.figures(events, days=7, keys=(history.WEB,))
-    assert web_7.deployments_per_day == 2 / 7 and web_7.recovery_p50 == 57600.0  # 21 h: 14400 … 86400 bucket
-    # Two lead times, 4 days (day 24) and 4 days 8 h (day 28): the median, rank 1, ends the 3 … 4 days bucket.
-    assert web_7.lead_time_p50 == 345600.0 == LEAD_TIME_BUCKETS[9]
+    assert web_7.deployments_per_day == 2 / 7 and web_7.recovery_p50 == 45000.0  # 21 h: halfway in 1 h … 1 d
+    # Two lead times, 4 days (day 24) and 4 days 8 h (day 28): the median, rank 1, halfway in the 1 d … 1 week bucket.
+    assert web_7.lead_time_p50 == 345600.0
 
 
 def test_rules_are_valid_and_loaded() -> None:
@@ -117,8 +122,11 @@ def test_every_figure_has_every_window_and_level() -> None:
     assert recorded_names() == {f"dora:{what}:{w}" for what in (*FIGURES, *LEVELS) for w in history.WINDOWS}
 
 
-def test_recording_rules_over_30_days(tmp_path: Path) -> None:
-    """promtool evaluates every dora:* rule at the end of the history: each series is the value computed by hand."""
+@pytest.mark.parametrize("mode", history.MODES)
+def test_recording_rules_over_30_days(tmp_path: Path, mode: str) -> None:
+    """promtool evaluates every dora:* rule at the end of the history: each series is the value computed by hand,
+    with the lead-time and recovery histograms per environment and per deployment (exposition.dora_histograms)."""
+    per_environment = history.MODES[mode]
     events = history.events()
     rules = yaml.safe_load(RULES.read_text())
     end = f"{history.DAYS * 24}h"
@@ -126,14 +134,24 @@ def test_recording_rules_over_30_days(tmp_path: Path) -> None:
         group["interval"] = end  # evaluated at the start and the end only: 30 days of 30-day windows take long
     (tmp_path / "dora.yml").write_text(yaml.safe_dump(rules))
     tests = [
-        {"expr": f"round({name}, {ROUNDING})", "eval_time": end, "exp_samples": expected_samples(name, events)}
+        {
+            "expr": f"round({name}, {ROUNDING})",
+            "eval_time": end,
+            "exp_samples": expected_samples(name, events, per_environment=per_environment),
+        }
         for name in sorted(recorded_names())
     ]
     assert len(tests) == 27
     document = {
         "rule_files": ["dora.yml"],
         "evaluation_interval": end,
-        "tests": [{"interval": f"{STEP}s", "input_series": input_series(events), "promql_expr_test": tests}],
+        "tests": [
+            {
+                "interval": f"{STEP}s",
+                "input_series": input_series(events, per_environment=per_environment),
+                "promql_expr_test": tests,
+            }
+        ],
     }
     (tmp_path / "dora_test.yml").write_text(yaml.safe_dump(document, width=math.inf))
     promtool("test", "rules", str(tmp_path / "dora_test.yml"))

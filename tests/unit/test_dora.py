@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.builders import API, SETTINGS, Run, identity, started
-from watcher.config import RetentionSettings, Settings
+from watcher.config import ExpositionSettings, RetentionSettings, Settings
 from watcher.domain import dora, labels
 from watcher.domain.events import DomainEvent, RolloutFinished, RolloutRevised, RolloutStarted
 from watcher.domain.machine import apply
@@ -31,7 +31,7 @@ from watcher.domain.model import (
 )
 from watcher.domain.observations import InstanceExited, InstanceGone, Resync, RolloutReported
 from watcher.domain.settings import LabelSettings
-from watcher.exposition.families import DeploymentCollector
+from watcher.exposition.families import DORA_BOUNDS, DeploymentCollector
 from watcher.persistence.codec import decode, encode
 from watcher.sources.api.reports import Invalid, parse_report
 
@@ -254,7 +254,8 @@ def test_exposition_shows_the_figures() -> None:
     run = deploy(Run(), "1.0.0", T0, commit_time=T0 - 100)
     run = deploy(run, "0.9.0", T0 + 1000)  # a rollback
     registry = CollectorRegistry()
-    registry.register(DeploymentCollector(snapshot=lambda: run.state, settings=SETTINGS))
+    per_deployment = dataclasses.replace(SETTINGS, exposition=ExpositionSettings(dora_histograms="deployment"))
+    registry.register(DeploymentCollector(snapshot=lambda: run.state, settings=per_deployment))
     samples = {
         (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("deployment", "environment")))): s.value
         for family in text_string_to_metric_families(generate_latest(registry).decode())
@@ -266,10 +267,32 @@ def test_exposition_shows_the_figures() -> None:
     assert samples[("deployment_change_failures_total", ())] == 1
     assert samples[("deployment_rework_total", ())] == 0
     assert samples[("deployment_lead_time_seconds_count", ())] == 1
-    assert samples[("deployment_lead_time_seconds_bucket", (("le", "300.0"),))] == 1
-    assert samples[("deployment_lead_time_seconds_bucket", (("le", "1.5552e+07"),))] == 1
+    assert samples[("deployment_lead_time_seconds_bucket", (("le", "3600.0"),))] == 1  # the DORA bands' bounds
+    assert samples[("deployment_lead_time_seconds_bucket", (("le", "2.592e+06"),))] == 1
     assert samples[("deployment_recovery_seconds_count", ())] == 1
     assert samples[("deployment_recovery_seconds_sum", ())] == 60
+
+
+def test_dora_histograms_per_environment_by_default() -> None:
+    """By default, lead times and recoveries are one histogram per environment: its deployments' summed."""
+    run = deploy(Run(), "1.0.0", T0, commit_time=T0 - 100)
+    run = deploy(run, "0.9.0", T0 + 1000)
+    run = deploy(run, "1.0.0", T0 + 2000, key=DeploymentKey("web", "production"), commit_time=T0 + 2000 - 7200)
+    registry = CollectorRegistry()
+    registry.register(DeploymentCollector(snapshot=lambda: run.state, settings=SETTINGS))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+        if s.name.startswith(("deployment_lead_time", "deployment_recovery"))
+    }
+    production = (("environment", "production"),)
+    assert samples[("deployment_lead_time_seconds_count", production)] == 2
+    assert samples[("deployment_lead_time_seconds_bucket", (*production, ("le", "3600.0")))] == 1
+    assert samples[("deployment_lead_time_seconds_bucket", (*production, ("le", "86400.0")))] == 2
+    assert samples[("deployment_lead_time_seconds_sum", production)] == 160 + 7260
+    assert samples[("deployment_recovery_seconds_count", production)] == 1
+    assert len(samples) == 2 * (len(DORA_BOUNDS) + 3)  # one environment, no deployment label
 
 
 # -- random sequences, against the definitions read off the event stream

@@ -504,6 +504,7 @@ async def test_idle_variants_are_no_longer_rendered() -> None:
     clock.now += VARIANT_IDLE_SECONDS / 2 + 1
     await exposition.refresh()
     assert renders(metrics, "deployments") == 1
+    assert len(exposition._by_format) == 1  # its format's pieces are let go too: caches only for what is asked
     await exposition.page(accept="", accept_encoding="")  # plain text was dropped: rendered again
     assert renders(metrics, "deployments") == 2
 

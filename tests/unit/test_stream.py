@@ -4,7 +4,6 @@ filters, slow clients dropped, streams ended at shutdown."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.resources
 import json
 import re
@@ -12,7 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiohttp import ClientPayloadError, ClientResponse
+from aiohttp import ClientResponse
 from hypothesis import given
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
@@ -189,21 +188,29 @@ async def test_filters_by_environment_and_name(aiohttp_client: AiohttpClient) ->
 
 
 async def test_a_client_too_far_behind_is_dropped(aiohttp_client: AiohttpClient) -> None:
-    """More events at once than a client's queue holds: it is dropped (counted), the others are not."""
-    app, side = read_side(queue_events=2)
+    """More frames waiting in a client's buffer than its queue bound (its socket full): it is dropped (counted)
+    before any write timeout, the client that reads is not."""
+    app, side = read_side(queue_events=2, write_timeout=60)
     client = await aiohttp_client(app)
-    response = await client.get("/api/v1/events")
-    await connected(side.stream, 1)
-    for i in range(5):  # no await in between: the handler cannot take any off the queue
-        side.core.submit(reported(f"1.0.{i}", "in_progress", NOW + i))
-    assert side.stream.clients == 0
-    assert side.registry.get_sample_value("deployment_watcher_stream_dropped_clients_total") == 1
-    rest = b""
-    with contextlib.suppress(ClientPayloadError):  # the connection was aborted mid-stream
-        async with asyncio.timeout(5):
-            async for chunk in response.content.iter_any():
-                rest += chunk
-    assert rest.count(b"event: ") <= 2
+    reading = await client.get("/api/v1/events")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
+    sock.send(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        await connected(side.stream, 2)
+        for i in range(20000):
+            side.core.submit(reported(f"1.{i}.0", "in_progress", NOW + i))
+            assert all(c.waiting <= 2 for c in side.stream._clients)
+            if side.stream.clients == 1:
+                break
+            await asyncio.sleep(0)
+        assert side.stream.clients == 1
+        assert side.registry.get_sample_value("deployment_watcher_stream_dropped_clients_total") == 1
+        assert (await reading.content.readuntil(b"event: ")).endswith(b"event: ")
+    finally:
+        sock.close()
 
 
 async def test_a_client_that_stops_reading_is_dropped(aiohttp_client: AiohttpClient) -> None:
@@ -221,7 +228,7 @@ async def test_a_client_that_stops_reading_is_dropped(aiohttp_client: AiohttpCli
         queued: list[int] = []
         for i in range(20000):
             side.core.submit(reported(f"1.{i}.0", "in_progress", NOW + i))
-            queued.extend(c.queue.qsize() for c in side.stream._clients)
+            queued.extend(c.waiting for c in side.stream._clients)
             if side.stream.clients == 0:
                 break
             await asyncio.sleep(0)

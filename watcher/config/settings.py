@@ -157,6 +157,17 @@ class ExpositionSettings:
         "in seconds; deployment series follow every change of state",
         minimum=0.1,
     )
+    dora_histograms: str = setting(
+        "environment",
+        "deployment_lead_time_seconds and deployment_recovery_seconds: one histogram per environment (summed over "
+        "its deployments; no deployment label) or one per deployment (10 more series each); docs/metrics.md",
+        choices=("environment", "deployment"),
+    )
+    version_info_versions: int = setting(
+        2,
+        "deployment_version_info shows this many of the newest versions of retention.history_versions",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,8 +6,8 @@ was dropped simply stops appearing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import NamedTuple, TypeVar
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -25,6 +25,13 @@ from watcher.domain.model import Deployment, Histogram, State, UpdateState, iter
 from watcher.domain.rules import health_checks
 
 KEY_LABELS = ["deployment", "environment"]
+# The series budget (docs/metrics.md): the histograms are exported with fewer buckets than the
+# domain counts, each bound one of the domain's, so every exported bucket is exact. Rollout
+# durations: a minute, five, half an hour. Lead time and recovery: the bounds of the DORA levels
+# (1 h, 1 d, 1 week, 1 month), so a level read from a median is never off by a bucket.
+DURATION_BOUNDS = (60.0, 300.0, 1800.0)
+DORA_BOUNDS = (3600.0, 86400.0, 604800.0, 2592000.0)
+PER_ENVIRONMENT = "environment"  # exposition.dora_histograms: one lead-time and recovery histogram per environment
 # deployment_info's ``kind``: what the deployment is.
 KIND_CONTAINER = "container"
 KIND_SWARM_SERVICE = "swarm_service"
@@ -43,9 +50,69 @@ class DeploymentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = _Families()
-        for d in iter_sorted(self._snapshot()):
+        deployments = list(iter_sorted(self._snapshot()))
+        for d in deployments:
             f.add(d, settings=self._settings)
+        if self._settings.exposition.dora_histograms == PER_ENVIRONMENT:
+            f.lead_times, f.recoveries = environment_families(dora_sums(deployments))
         yield from f
+
+
+class Coarse(NamedTuple):
+    """A histogram as exported: cumulative counts at ``bounds`` then +Inf, and the sum."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[float, ...]
+    total: float
+
+    def plus(self, other: Coarse) -> Coarse:
+        assert other.bounds == self.bounds
+        return Coarse(
+            self.bounds, tuple(x + y for x, y in zip(self.counts, other.counts, strict=True)), self.total + other.total
+        )
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
+        les = [*map(floatToGoString, self.bounds), "+Inf"]
+        family.add_metric(labels, list(zip(les, self.counts, strict=True)), self.total)
+
+
+def coarse(h: Histogram, bounds: tuple[float, ...]) -> Coarse:
+    """``h``'s cumulative counts at ``bounds`` and +Inf, and its sum. Exact when each of ``bounds`` is one of
+    ``h``'s (the domain's buckets); else the fine buckets up to the bound (a state file from another version)."""
+    fine = list(zip(h.bounds, h.counts, strict=False))
+    counts = [float(sum(count for le, count in fine if le <= upper)) for upper in bounds]
+    return Coarse(bounds, (*counts, float(sum(h.counts))), h.total)
+
+
+def dora_coarse(d: Deployment) -> tuple[Coarse, Coarse]:
+    """One deployment's lead times and recoveries at the exported bounds."""
+    return coarse(d.dora.lead_times, DORA_BOUNDS), coarse(d.dora.recoveries, DORA_BOUNDS)
+
+
+def dora_sums(deployments: Iterable[Deployment]) -> dict[str, tuple[Coarse, Coarse]]:
+    """Lead times and recoveries summed per environment, over the deployments that export DORA figures."""
+    sums: dict[str, tuple[Coarse, Coarse]] = {}
+    for d in deployments:
+        if d.usage_only:
+            continue
+        mine = dora_coarse(d)
+        found = sums.get(d.key.environment)
+        sums[d.key.environment] = mine if found is None else (found[0].plus(mine[0]), found[1].plus(mine[1]))
+    return sums
+
+
+def environment_families(
+    sums: Mapping[str, tuple[Coarse, Coarse]],
+) -> tuple[HistogramMetricFamily, HistogramMetricFamily]:
+    """deployment_lead_time_seconds and deployment_recovery_seconds per environment (no deployment label)."""
+    empty = _Families()
+    families = []
+    for i, like in enumerate((empty.lead_times, empty.recoveries)):
+        family = HistogramMetricFamily(like.name, like.documentation, labels=["environment"])
+        for environment in sorted(sums):
+            sums[environment][i].add_to(family, [environment])
+        families.append(family)
+    return families[0], families[1]
 
 
 def deployment_families(deployment: Deployment, *, settings: Settings) -> list[Metric]:
@@ -217,15 +284,17 @@ class _Families:
         self.rollbacks.add_metric(key, d.rollbacks)
         for check, ok in sorted(passed.items()):
             self.checks.add_metric([*key, check], 1 if ok else 0)
-        self.durations.add_metric(key, *_histogram(d.durations))
-        for seen in d.history:
+        coarse(d.durations, DURATION_BOUNDS).add_to(self.durations, key)
+        for seen in d.history[: settings.exposition.version_info_versions]:
             self.versions.add_metric([*key, seen.version, seen.commit], 1)
         dora = d.dora
         self.rollouts.add_metric([*key, "success"], dora.successes)
         self.rollouts.add_metric([*key, "failed"], dora.failures)
         self.change_failures.add_metric(key, dora.change_failures)
-        self.lead_times.add_metric(key, *_histogram(dora.lead_times))
-        self.recoveries.add_metric(key, *_histogram(dora.recoveries))
+        if settings.exposition.dora_histograms != PER_ENVIRONMENT:
+            lead_times, recoveries = dora_coarse(d)
+            lead_times.add_to(self.lead_times, key)
+            recoveries.add_to(self.recoveries, key)
         self.rework.add_metric(key, dora.rework)
         if d.service is not None and not d.service.removed:  # a removed service has neither: no stale values
             self.replicas.add_metric([*key, "desired"], d.service.desired)
@@ -244,16 +313,3 @@ class _Families:
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(vars(self).values())
-
-
-def _buckets(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:
-    """Cumulative (le, count) pairs of per-bucket ``counts``, +Inf last."""
-    cumulative, buckets = 0, []
-    for le, count in zip([*map(floatToGoString, bounds), "+Inf"], counts, strict=True):
-        cumulative += count
-        buckets.append((le, float(cumulative)))
-    return buckets
-
-
-def _histogram(h: Histogram) -> tuple[list[tuple[str, float]], float]:
-    return _buckets(h.bounds, h.counts), h.total

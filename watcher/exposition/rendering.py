@@ -69,7 +69,8 @@ from prometheus_client.registry import Collector
 from watcher import heap
 from watcher.config import ExpositionSettings, Settings
 from watcher.domain.model import Deployment, DeploymentKey, Member, State, iter_sorted
-from watcher.exposition.families import DeploymentCollector, deployment_families
+from watcher.exposition.environments import Dora, EnvironmentPieces
+from watcher.exposition.families import PER_ENVIRONMENT, DeploymentCollector, deployment_families, dora_coarse
 from watcher.exposition.negotiation import choose_format, gzip_wanted
 from watcher.selfmetrics import SelfMetrics
 
@@ -172,6 +173,7 @@ def next_rendering_at(*, own_read_at: float, finished_at: float, changed: bool, 
 
 # The families a stats poll changes; every other family changes only with the rollout.
 USAGE_FAMILIES = frozenset({"deployment_cpu_usage_seconds", "deployment_memory_usage_bytes"})
+DORA_HISTOGRAMS = ("deployment_lead_time_seconds", "deployment_recovery_seconds")
 # The fields only a stats poll changes, and only the usage families read (a test checks both).
 # Everything else in a deployment is compared, whatever its fields (``same_but_usage``): a
 # field added to the model re-encodes the families when it changes, and a usage field missing
@@ -185,6 +187,7 @@ USAGE_FIELDS: Mapping[type, frozenset[str]] = {
 class _Encoded(NamedTuple):
     deployment: Deployment
     pieces: list[bytes]  # the sample lines of each family
+    dora: Dora | None  # the DORA histograms at the exported bounds; None: it exports none (usage only)
 
 
 def _compared(cls: type) -> tuple[str, ...] | None:
@@ -240,27 +243,43 @@ class _Pieces:
         self._headers = self._split(fmt.encode(_Families(empty)))  # families without series: headers alone
         self._usage = [i for i, family in enumerate(empty) if family.name in USAGE_FAMILIES]
         self._kept: Mapping[DeploymentKey, _Encoded] = {}
+        self._per_environment = settings.exposition.dora_histograms == PER_ENVIRONMENT
+        self._dora = [i for i, family in enumerate(empty) if family.name in DORA_HISTOGRAMS]
+        self._environments = EnvironmentPieces(lambda families: self._encode(families, range(2), into=[b"", b""]))
 
     def encode(self, state: State) -> bytes:
         kept: dict[DeploymentKey, _Encoded] = {}
         previous = self._kept  # replaced whole below: a concurrent rendering never sees it half-built
+        dirty: set[str] = set()  # environments whose DORA histograms changed
         for deployment in iter_sorted(state):
             hit = previous.get(deployment.key)
-            kept[deployment.key] = (
-                hit if hit is not None and hit.deployment is deployment else self._one(deployment, hit)
-            )
+            if hit is None or hit.deployment is not deployment:
+                encoded = kept[deployment.key] = self._one(deployment, hit)
+                if hit is None or hit.dora != encoded.dora:
+                    dirty.add(deployment.key.environment)
+            else:
+                kept[deployment.key] = hit
+        dirty.update(key.environment for key in previous.keys() - kept.keys())  # deployments dropped
         self._kept = kept
         samples = [encoded.pieces for encoded in kept.values()]
+        if self._per_environment:
+            extra = dict(
+                zip(self._dora, self._environments.pieces({k: e.dora for k, e in kept.items()}, dirty), strict=True)
+            )
+        else:
+            extra = {}
         return b"".join(
-            header + b"".join(pieces[family] for pieces in samples) for family, header in enumerate(self._headers)
+            header + b"".join(pieces[family] for pieces in samples) + extra.get(family, b"")
+            for family, header in enumerate(self._headers)
         )
 
     def _one(self, deployment: Deployment, hit: _Encoded | None) -> _Encoded:
         """Encode the families whose inputs changed: the usage families alone after a stats poll."""
         families = deployment_families(deployment, settings=self._settings)
         if hit is None or not same_but_usage(hit.deployment, deployment):
-            return _Encoded(deployment, self._encode(families, range(len(families)), into=[b""] * len(families)))
-        return _Encoded(deployment, self._encode(families, self._usage, into=list(hit.pieces)))
+            dora = None if deployment.usage_only else dora_coarse(deployment)
+            return _Encoded(deployment, self._encode(families, range(len(families)), into=[b""] * len(families)), dora)
+        return _Encoded(deployment, self._encode(families, self._usage, into=list(hit.pieces)), hit.dora)
 
     def _encode(self, families: list[Metric], which: Sequence[int], *, into: list[bytes]) -> list[bytes]:
         blocks = self._blocks(self._format.encode(_Families([families[i] for i in which])))
@@ -384,8 +403,11 @@ class Exposition:
 
     async def _refresh(self) -> _Rendering:
         self._changed.clear()  # a change after this snapshot wakes the renderer again
-        rendering = await asyncio.to_thread(self._render, self._snapshot(), self._current, self._live_variants())
+        live = self._live_variants()
+        rendering = await asyncio.to_thread(self._render, self._snapshot(), self._current, live)
         self._current = rendering
+        for fmt in self._by_format.keys() - {v.format for v in live}:  # pieces of formats nobody asks for lately
+            del self._by_format[fmt]
         return rendering
 
     def _live_variants(self) -> list[Variant]:

@@ -1,12 +1,21 @@
 """``GET /api/v1/events``: the domain's events as Server-Sent Events, to every client at once.
 
-``publish`` (a subscriber of the core, on the event loop) encodes each event once, keeps it
-in a bounded buffer and puts it on each client's bounded queue; it never waits. A client
-whose queue is full, or whose socket takes no data for WRITE_TIMEOUT_SECONDS, is dropped: its
-queue emptied and its connection aborted, so it holds neither memory nor the loop. It may
-reconnect with ``Last-Event-ID`` and gets what it missed from the buffer, or, when that is
-gone (or the id is from before a restart of the watcher), a ``resync`` event telling it to
-read ``/api/v1/deployments`` again.
+``publish`` (a subscriber of the core, on the event loop) encodes each event once, as an SSE
+frame and as the HTTP/1.1 chunk that carries it, keeps it in a bounded buffer and writes those
+same bytes to the transport of every client that wants it; it never waits. Clients are grouped
+by their filter (``environment``, ``name``, either or none), so an event reaches its four
+groups by four dictionary lookups and each client costs one ``transport.write`` of shared
+bytes: no task woken, no queue, no copy per client (1,000 clients: ``python -m
+tests.benchmark scale``). A client's handler only waits for its end, sending a heartbeat and
+looking at its socket every GONE_CHECK_SECONDS.
+
+A client with more than ``queue_events`` frames waiting in its transport's buffer (written
+while the buffer was not empty: the kernel's socket buffer is full, the client reads slower
+than events come), or whose buffer has not emptied for WRITE_TIMEOUT_SECONDS, is dropped: its
+connection aborted, so it holds neither memory nor the loop. It may reconnect with
+``Last-Event-ID`` and gets what it missed from the buffer, or, when that is gone (or the id is
+from before a restart of the watcher), a ``resync`` event telling it to read
+``/api/v1/deployments`` again.
 
 Event ids are ``<run>.<sequence>``: ``run`` is new with every start of the watcher, so an id
 of an earlier run is never taken for one of this run.
@@ -29,7 +38,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 
 from watcher.config import WebSettings
 from watcher.domain.events import DomainEvent
@@ -56,26 +65,49 @@ _HEARTBEAT = b": keepalive\n\n"
 _EVENT_ID = re.compile(r"([0-9a-f]{1,16})\.([0-9]{1,18})")
 
 
+Filter = tuple[str | None, str | None]  # a client's environment and name; None: any
+
+
+def _chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of HTTP/1.1 chunked transfer coding, as aiohttp frames a streamed body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     sequence: int
     key: DeploymentKey
     data: bytes  # the whole SSE frame, encoded once for every client
+    chunk: bytes  # the same as an HTTP/1.1 chunk, encoded once too
+
+    @classmethod
+    def of(cls, sequence: int, key: DeploymentKey, data: bytes) -> Frame:
+        return cls(sequence, key, data, _chunk(data))
 
 
 @dataclass(eq=False, slots=True)
 class _Client:
-    queue: asyncio.Queue[Frame | None]
     environment: str | None
     name: str | None
-    transport: asyncio.Transport | None
     address: str
-    dropped: bool = field(default=False)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # dropped, or the watcher stops
+    transport: asyncio.Transport | None = None  # set once its response is prepared and it joins its group
+    chunked: bool = True
+    waiting: int = 0  # frames written while its transport's buffer was not empty, since it last was
+    dropped: bool = False
+
+    @property
+    def filter(self) -> Filter:
+        return (self.environment, self.name)
 
     def wants(self, frame: Frame) -> bool:
         return (self.environment is None or frame.key.environment == self.environment) and (
             self.name is None or frame.key.name == self.name
         )
+
+    def send(self, frame: Frame) -> None:
+        assert self.transport is not None
+        self.transport.write(frame.chunk if self.chunked else frame.data)
 
 
 class EventStream:
@@ -101,7 +133,8 @@ class EventStream:
         self._queue_events = queue_events
         self._write_timeout = write_timeout
         self._heartbeat = heartbeat
-        self._clients: set[_Client] = set()
+        self._clients: set[_Client] = set()  # every client under the caps, from its first byte to its end
+        self._groups: dict[Filter, dict[_Client, None]] = {}  # the clients that take events, by filter
         self._max_clients = max_clients
         self._max_per_address = max_clients_per_address
         self._per_address: collections.Counter[str] = collections.Counter()
@@ -130,15 +163,29 @@ class EventStream:
         payload["deployment"] = None if deployment is None else views.summary(deployment, settings=self._settings)
         self._sequence += 1
         data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-        frame = Frame(self._sequence, event.key, f"id: {self.last_id}\nevent: {name}\ndata: {data}\n\n".encode())
+        frame = Frame.of(self._sequence, event.key, f"id: {self.last_id}\nevent: {name}\ndata: {data}\n\n".encode())
         self._buffer.append(frame)
-        for client in list(self._clients):
-            if not client.wants(frame):
-                continue
-            try:
-                client.queue.put_nowait(frame)
-            except asyncio.QueueFull:
+        environment, named_as = event.key.environment, event.key.name
+        for wanted in ((None, None), (environment, None), (None, named_as), (environment, named_as)):
+            group = self._groups.get(wanted)
+            if group:
+                self._fan_out(frame, group)
+
+    def _fan_out(self, frame: Frame, group: dict[_Client, None]) -> None:
+        """``frame`` to every client of ``group``: one write of the same bytes each, then a look at its buffer."""
+        limit = self._queue_events
+        for client in tuple(group):  # a drop leaves the group
+            transport = client.transport
+            assert transport is not None
+            if transport.is_closing():
+                continue  # it hung up: its handler notices within GONE_CHECK_SECONDS and it leaves
+            transport.write(frame.chunk if client.chunked else frame.data)
+            if not transport.get_write_buffer_size():
+                client.waiting = 0
+            elif (waiting := client.waiting + 1) > limit:
                 self._drop(client, "its queue of events is full")
+            else:
+                client.waiting = waiting
 
     def missed(self, last_event_id: str) -> list[Frame] | None:
         """The frames after ``last_event_id``; None when they are no longer all there (or the id is not ours).
@@ -159,16 +206,8 @@ class EventStream:
         if refused is not None:
             return refused
         since = request.headers.get("Last-Event-ID") or request.query.get("last_event_id", "")
-        client = _Client(
-            queue=asyncio.Queue(maxsize=self._queue_events),
-            environment=request.query.get("environment"),
-            name=request.query.get("name"),
-            transport=request.transport,
-            address=address,
-        )
-        # No await between reading the buffer and joining: no event falls in between.
-        backlog = self.missed(since) if since else []
-        self._join(client)
+        client = _Client(environment=request.query.get("environment"), name=request.query.get("name"), address=address)
+        self._join(client)  # counted under the caps from now on
         response = web.StreamResponse(
             headers={
                 hdrs.CONTENT_TYPE: "text/event-stream; charset=utf-8",
@@ -177,40 +216,56 @@ class EventStream:
             }
         )
         try:
-            await response.prepare(request)
-            await self._write(response, f"retry: {RETRY_MILLISECONDS}\n\n".encode())
-            if backlog is None:
-                resync = json.dumps({"event": RESYNC_EVENT, "reason": "events since Last-Event-ID are no longer kept"})
-                await self._write(response, f"id: {self.last_id}\nevent: {RESYNC_EVENT}\ndata: {resync}\n\n".encode())
-            else:
-                for frame in backlog:
-                    if client.wants(frame):
-                        await self._write(response, frame.data)
-            quiet = 0.0  # seconds since the last write
-            while not self._closed:
-                wait = min(self._heartbeat, GONE_CHECK_SECONDS)
-                try:
-                    async with asyncio.timeout(wait):
-                        queued = await client.queue.get()
-                except TimeoutError:
-                    if request.transport is None:
-                        break  # the client hung up: its place under the caps is free now, not at the next write
-                    quiet += wait
-                    if quiet >= self._heartbeat:
-                        await self._write(response, _HEARTBEAT)
-                        quiet = 0.0
-                    continue
-                quiet = 0.0
-                if queued is None:
-                    break  # dropped, or the watcher stops
-                await self._write(response, queued.data)
-        except TimeoutError:
-            self._drop(client, f"it took no data for {self._write_timeout:g} s")
+            await response.prepare(request)  # no Content-Length: aiohttp chunks an HTTP/1.1 body
+            transport = request.transport
+            if transport is None or client.done.is_set():
+                return response
+            # No await from reading the buffer to joining the group: no event falls in between.
+            client.transport, client.chunked = transport, request.version >= HttpVersion11
+            self._start(client, self.missed(since) if since else [])
+            await self._follow(client, transport)
         except ConnectionError:
             pass  # the client went away (aiohttp raises ClientConnectionResetError, a ConnectionResetError)
         finally:
             self._leave(client)
         return response
+
+    def _start(self, client: _Client, backlog: list[Frame] | None) -> None:
+        """The stream's first bytes (its retry, then what it missed or ``resync``), and the client joins its group."""
+        client.send(Frame.of(0, DeploymentKey("", ""), f"retry: {RETRY_MILLISECONDS}\n\n".encode()))
+        if backlog is None:
+            resync = json.dumps({"event": RESYNC_EVENT, "reason": "events since Last-Event-ID are no longer kept"})
+            data = f"id: {self.last_id}\nevent: {RESYNC_EVENT}\ndata: {resync}\n\n".encode()
+            client.send(Frame.of(0, DeploymentKey("", ""), data))
+        else:
+            for frame in backlog:
+                if client.wants(frame):
+                    client.send(frame)
+        self._groups.setdefault(client.filter, {})[client] = None
+
+    async def _follow(self, client: _Client, transport: asyncio.Transport) -> None:
+        """Until the client ends: a heartbeat when due, and a look at its socket every GONE_CHECK_SECONDS."""
+        wait = min(self._heartbeat, GONE_CHECK_SECONDS)
+        loop = asyncio.get_running_loop()
+        heartbeat_at = loop.time() + self._heartbeat
+        stuck_since: float | None = None  # when its buffer was last seen not empty after being empty
+        while not self._closed and not client.done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await client.done.wait()
+            now = loop.time()
+            if client.done.is_set() or transport.is_closing():
+                break  # dropped or stopped; or the client hung up: its place under the caps is free now
+            if not transport.get_write_buffer_size():
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = now
+            elif now - stuck_since >= self._write_timeout:
+                self._drop(client, f"it took no data for {self._write_timeout:g} s")
+                break
+            if now >= heartbeat_at:
+                client.send(_HEARTBEAT_FRAME)
+                heartbeat_at = now + self._heartbeat
 
     def _refusal(self, address: str) -> web.Response | None:
         """A 503 when the caps are reached (the connection closed after it), else None."""
@@ -241,14 +296,15 @@ class EventStream:
         if client not in self._clients:
             return
         self._clients.remove(client)
+        group = self._groups.get(client.filter)
+        if group is not None:
+            group.pop(client, None)
+            if not group:
+                del self._groups[client.filter]
         self._per_address[client.address] -= 1
         if not self._per_address[client.address]:
             del self._per_address[client.address]
         self._metrics.stream_clients.set(len(self._clients))
-
-    async def _write(self, response: web.StreamResponse, data: bytes) -> None:
-        async with asyncio.timeout(self._write_timeout):
-            await response.write(data)
 
     def _drop(self, client: _Client, why: str) -> None:
         if client.dropped:
@@ -257,7 +313,7 @@ class EventStream:
         self._leave(client)
         self._metrics.stream_dropped.inc()
         log.info("dropped an event stream client: %s", why)
-        _end(client)
+        client.done.set()
         if client.transport is not None:
             client.transport.abort()  # what it did not read is freed now, not when it reads
 
@@ -265,12 +321,7 @@ class EventStream:
         """End every stream (the watcher stops): clients reconnect to the next run."""
         self._closed = True
         for client in list(self._clients):
-            _end(client)
+            client.done.set()
 
 
-def _end(client: _Client) -> None:
-    """Empty the client's queue and wake its handler with the end marker."""
-    while not client.queue.empty():
-        client.queue.get_nowait()
-    with contextlib.suppress(asyncio.QueueFull):
-        client.queue.put_nowait(None)
+_HEARTBEAT_FRAME = Frame.of(0, DeploymentKey("", ""), _HEARTBEAT)
