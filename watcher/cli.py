@@ -17,9 +17,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from watcher import __version__, config
+from watcher import __version__, arguments, config
 from watcher.clients import notify, rollout, status
-from watcher.persistence.statefile import DirectoryInUse
+from watcher.persistence.statefile import FILE_NAME, DirectoryInUse, state_directory
 from watcher.runtime.compose import Watcher
 from watcher.runtime.shutdown import ShutdownIncomplete
 from watcher.sources.analysis import trial
@@ -43,7 +43,7 @@ COMMANDS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = arguments.Parser(
         prog=PROG,
         usage=f"{PROG} [FLAGS]\n" + "".join(f"       {PROG} {name} [FLAGS]\n" for name in COMMANDS),
         description="Watch Docker deployments and serve them as Prometheus metrics. Without a command, "
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args["command"]:  # after the watcher's flags, which would not apply to it
         p.error(f"the command comes first: {PROG} {args['command']} [FLAGS]")
     if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+        p.error(arguments.UNRECOGNIZED + " ".join(unknown))  # with hints: Parser.error
     flags = {path: value for path, value in args.items() if "." in path and value is not None}
     try:
         settings = config.load(file=args["config_file"], flags=flags)
@@ -104,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     errors: tuple[Exception, ...] = ()
     in_use = ""
+    watcher = None
     try:
-        asyncio.run(_serve(Watcher(settings, api_token=api_token)))
+        watcher = Watcher(settings, api_token=api_token)
+        asyncio.run(_serve(watcher))
     except* DirectoryInUse as group:
         in_use = str(group.exceptions[0])
     except* Exception as group:
@@ -115,8 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_IN_USE
     if errors:
         log.error("the watcher stopped: %s", "; ".join(str(e) or type(e).__name__ for e in errors))
-        return EXIT_FAILED
-    return EXIT_OK
+    code = EXIT_FAILED if errors else EXIT_OK
+    if watcher:
+        _stopped(watcher, code)
+    return code
 
 
 def _check_config(settings: config.Settings) -> int:
@@ -130,7 +134,16 @@ def _check_config(settings: config.Settings) -> int:
     if tried.unreachable:
         print(f"deployment-watcher: note: {tried.unreachable}; the checks' queries were not tried", file=sys.stderr)
     print(config.as_yaml(settings), end="")
+    print(state_file_line(settings.storage.directory))
     return EXIT_OK
+
+
+def state_file_line(setting: str) -> str:
+    """Where the state would be kept, resolved as at start-up (nothing created): a YAML comment,
+    so that the output stays a configuration file."""
+    directory = state_directory(setting)
+    where = f"{directory / FILE_NAME}" if directory else "none, nothing is kept across restarts"
+    return f"# state file: {where} (storage.directory: {setting})"
 
 
 async def _serve(watcher: Watcher) -> None:
@@ -139,5 +152,12 @@ async def _serve(watcher: Watcher) -> None:
     except ShutdownIncomplete:
         # What did not end (a task, a thread) would also hang asyncio.run's cleanup and the
         # interpreter's exit, which wait for every task and thread: only leaving now ends it.
+        _stopped(watcher, EXIT_FAILED)
         logging.shutdown()
         os._exit(EXIT_FAILED)
+
+
+def _stopped(watcher: Watcher, code: int) -> None:
+    """The last line: whether the state was saved, and the exit code."""
+    level = logging.INFO if code == EXIT_OK and watcher.saver.all_saved() else logging.ERROR
+    log.log(level, "stopped: %s; exit %d", watcher.saver.outcome(), code)

@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.unit.builders import quiet_settings
+from tests.unit.builders import quiet_settings, rich_state
 from watcher import config
+from watcher.config import StorageSettings
+from watcher.domain.model import State
 from watcher.persistence import statefile
-from watcher.persistence.statefile import state_directory
+from watcher.persistence.statefile import StateFile, state_directory
 from watcher.runtime.compose import Watcher
+from watcher.runtime.saver import StateSaver
+from watcher.selfmetrics import SelfMetrics
 
 
 def no_home() -> Path:
@@ -117,3 +121,34 @@ def test_service_says_when_no_state_is_kept(tmp_path: Path, caplog: pytest.LogCa
         service = Watcher(quiet_settings(tmp_path, directory=""), registry=CollectorRegistry())
     assert service.saver.state_file is None
     assert any("nothing is kept across restarts" in message for message in caplog.messages)
+
+
+async def test_the_last_line_says_what_the_saves_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher's last log line: the state saved (path, deployments), nothing to save yet, or a failed save."""
+    saver = StateSaver(StorageSettings(directory=str(tmp_path)), metrics=SelfMetrics(CollectorRegistry()))
+    current = State()
+    saver.follow(lambda: current)
+    path = tmp_path / statefile.FILE_NAME
+    try:
+        assert saver.all_saved() and saver.outcome() == f"nothing to save (0 deployments): {path} not written"
+        current = rich_state()
+        await saver.save()
+        count = len(current.deployments)
+        assert saver.all_saved() and saver.outcome() == f"state saved to {path} ({count} deployments)"
+
+        def fails(state_file: StateFile, state: State) -> bool:
+            return False
+
+        monkeypatch.setattr(StateSaver, "_write", staticmethod(fails))
+        current = State()
+        await saver.save()
+        assert not saver.all_saved()
+        assert saver.outcome() == f"the final save to {path} failed or did not finish: the state was NOT saved"
+    finally:
+        saver.close()
+        saver.release()
+
+
+def test_the_last_line_says_when_no_state_is_kept() -> None:
+    saver = StateSaver(StorageSettings(directory="none"), metrics=SelfMetrics(CollectorRegistry()))
+    assert saver.all_saved() and saver.outcome() == "no state kept (storage.directory: none)"

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from watcher import __version__
+from watcher.arguments import Parser
 from watcher.config import API_TOKEN_ENV
 from watcher.domain.labels import CHANGE_TYPES
 from watcher.domain.model import Status
@@ -32,7 +33,7 @@ PROG = "deployment-watcher notify"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=PROG,
         description=f"Report a rollout to a running deployment-watcher (POST {PATH}).",
         epilog=f"The token is read from ${API_TOKEN_ENV} unless --token-file is given. Exit codes: 0 recorded, "

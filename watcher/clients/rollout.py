@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from watcher.arguments import Parser
 from watcher.clients import answers, history, reader
 from watcher.clients.answers import Summary
 from watcher.domain import text
@@ -43,7 +44,7 @@ RETRY_SECONDS = 1.0  # between attempts to reach a watcher that went away
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=PROG,
         description="Commands about one deployment's rollouts.",
         epilog="Exit codes of 'status': 0 succeeded, 1 failed, rolled back or replaced, 2 usage, "

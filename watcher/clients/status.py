@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from watcher.arguments import Parser
 from watcher.clients import answers, columns, reader
 from watcher.display import age, size
 from watcher.wire import REPORTS_PATH, RESYNC_EVENT
@@ -30,7 +31,7 @@ HEADINGS = ("NAME", "ENVIRONMENT", "STATUS", "VERSION", "REVISION", "AGE", "HEAL
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=PROG,
         description="Print the deployments a running watcher tracks, one line each.",
         epilog=f"Exit codes: 0 printed, 2 usage, {reader.CANNOT_TELL}.",

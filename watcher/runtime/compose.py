@@ -8,7 +8,9 @@ serves its routes, and says whether it is fresh: ``/ready`` and the rule clock w
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
@@ -16,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from watcher import heap
-from watcher.config import Settings, parse_listen_address, webconfig
+from watcher.config import ENV_PREFIX, Settings, parse_listen_address, webconfig
 from watcher.domain.events import AnalysisFinished, TimeRefused
 from watcher.exposition.rendering import Exposition
 from watcher.runtime import shutdown, subscribers, supervision
@@ -50,6 +52,19 @@ SOURCES: tuple[Callable[[Given], Source], ...] = (
 # At shutdown, for requests in flight: ours take milliseconds, and a client that stalls midway
 # (a body never finished, a response never read) must not hold the stop (aiohttp waits 60 s).
 HTTP_GRACE_SECONDS = 1.0
+
+
+class CannotListen(Exception):
+    """The listen address is taken, or forbidden: one line naming the setting to change."""
+
+    def __init__(self, address: str, error: OSError) -> None:
+        why = os.strerror(error.errno).lower() if error.errno else str(error)
+        if error.errno == errno.EACCES:
+            why += " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+        super().__init__(
+            f"cannot listen on {address}: {why}; choose another address with --web.listen-address "
+            f"(or {ENV_PREFIX}WEB_LISTEN_ADDRESS, web.listen_address in the config file)"
+        )
 
 
 class Watcher:
@@ -131,7 +146,10 @@ class Watcher:
             try:
                 host, port = parse_listen_address(self.settings.web.listen_address)
                 site = web.TCPSite(runner, host, port, ssl_context=self.web_config.tls)
-                await site.start()
+                try:
+                    await site.start()
+                except OSError as exc:
+                    raise CannotListen(self.settings.web.listen_address, exc) from None
                 self.port = runner.addresses[0][1]
                 scheme = "https" if self.web_config.tls else "http"
                 log.info("serving metrics on %s://%s:%d", scheme, host, self.port)

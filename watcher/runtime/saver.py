@@ -78,6 +78,23 @@ class StateSaver:
         if await asyncio.wrap_future(self._writing):
             self.saved = state
 
+    def all_saved(self) -> bool:
+        """The file holds the current state (or no state is kept)."""
+        return self.state_file is None or self._snapshot() is self.saved
+
+    def outcome(self) -> str:
+        """What the saves left on disk, for the watcher's last log line."""
+        if self.state_file is None:
+            return f"no state kept (storage.directory: {self._storage.directory})"
+        state = self._snapshot()
+        if not self.all_saved():
+            return f"the final save to {self.state_file.path} failed or did not finish: the state was NOT saved"
+        count = len(state.deployments)
+        deployments = f"{count} deployment{'' if count == 1 else 's'}"
+        if not self.state_file.path.exists():  # nothing ever changed: no save was needed
+            return f"nothing to save ({deployments}): {self.state_file.path} not written"
+        return f"state saved to {self.state_file.path} ({deployments})"
+
     def close(self) -> None:
         """After the last save: nothing left for the writer to wait for."""
         self._writer.shutdown(wait=False)
