@@ -35,7 +35,13 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def watcher_setup() -> WatcherSetup:
     return WatcherSetup(
-        (f"--rollout.stable-seconds={STABLE}", "--stats.enabled=false", "--api.max-body-bytes=4096"),
+        # Each deployment's own lead-time histogram (by default it is per environment).
+        (
+            f"--rollout.stable-seconds={STABLE}",
+            "--stats.enabled=false",
+            "--api.max-body-bytes=4096",
+            "--exposition.dora-histograms=deployment",
+        ),  # fmt: skip
         env={"WATCHER_API_TOKEN": TOKEN},
     )
 

@@ -32,7 +32,11 @@ def test_containers_and_reports_with_commit_times(tmp_path: Path, containers: Co
     """A success, a failure and a rollback from containers, a hotfix from reports; a bad commit time
     refused and counted; after a restart every figure is the same."""
     data = tmp_path / "data"
-    flags = (f"--storage.directory={data}", "--rollout.stable-seconds=1", "--stats.enabled=false")
+    # Each deployment's own lead-time and recovery histograms (by default they are per environment).
+    flags = (
+        f"--storage.directory={data}", "--rollout.stable-seconds=1", "--stats.enabled=false",
+        "--exposition.dora-histograms=deployment",
+    )  # fmt: skip
     env = {"WATCHER_API_TOKEN": TOKEN}
     watcher = start_watcher(tmp_path, *flags, env=env)
     name, reported = f"dora-{uuid.uuid4().hex[:8]}", f"dora-cd-{uuid.uuid4().hex[:8]}"

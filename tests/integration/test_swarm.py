@@ -55,7 +55,8 @@ def watcher(tmp_path: Path, swarm: SwarmCluster) -> Iterator[WatcherProcess]:
 def watch(tmp_path: Path, swarm: SwarmCluster, *extra: str) -> WatcherProcess:
     return start_watcher(
         tmp_path, f"--docker.host={swarm.manager.host}", "--swarm.poll-seconds=0.5", "--stats.interval-seconds=1",
-        f"--retention.gone-seconds={GONE_SECONDS}", "--exposition.min-interval-seconds=0.1", *extra,
+        f"--retention.gone-seconds={GONE_SECONDS}", "--exposition.min-interval-seconds=0.1",
+        "--exposition.dora-histograms=deployment", *extra,  # each deployment's own recovery histogram
     )  # fmt: skip
 
 
@@ -300,7 +301,8 @@ def test_update_and_rollback_on_docker_26(tmp_path: Path) -> None:
             run([*docker, "tag", BUSYBOX_IMAGE, tag])
         assert run([*docker, "version", "--format", "{{.Server.Version}}"]).stdout.startswith("26.")
         watcher = start_watcher(tmp_path, f"--docker.host={daemon.host}", "--swarm.poll-seconds=0.5",
-                                "--exposition.min-interval-seconds=0.1")  # fmt: skip
+                                "--exposition.min-interval-seconds=0.1",
+                                "--exposition.dora-histograms=deployment")  # fmt: skip
         name = f"svc-{uuid.uuid4().hex[:6]}"
         run([*docker, "service", "create", "-d", "--name", name, "--replicas", "2", "--label",
              f"deployment.name={name}", *FAST, "app:1.0", "sleep", "600"])  # fmt: skip
