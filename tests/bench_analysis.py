@@ -19,7 +19,6 @@ with two checks every 30 s, its window longer than the run. Figures:
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.analysis_app import scrape_config
 from tests.conftest import Prometheus, WatcherProcess, run_prometheus, start_watcher
+from tests.procstats import cpu_seconds, rss_bytes
 from watcher.domain.analysis import fill
 
 INTERVAL = 30.0  # analysis.interval_seconds
@@ -140,20 +140,6 @@ class Growth:
 
 def mib(value: float) -> str:
     return f"{value / 1024 / 1024:.1f} MiB"
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def load_average() -> str:

@@ -50,6 +50,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import OPENMETRICS, WatcherProcess, start_watcher
+from tests.procstats import cpu_seconds, rss_bytes
 from tests.streamclients import caps_for
 
 TOKEN = "bench-scale-" + uuid.uuid4().hex
@@ -69,18 +70,6 @@ Row = tuple[str, str, str, str]
 
 def load_average() -> str:
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def percentile(values: list[float], q: float) -> float:

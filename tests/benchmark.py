@@ -44,6 +44,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tests import bench_analysis, bench_board, bench_scale, soak
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
+from tests.procstats import cpu_seconds, rss_bytes
 from tests.streamclients import caps_for, fan_out
 from tests.swarm_cluster import SwarmCluster
 from watcher.config import Settings, load
@@ -78,21 +79,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def dockerd_pid() -> int:

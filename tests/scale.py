@@ -25,8 +25,9 @@ from collections import defaultdict
 from contextlib import suppress
 from pathlib import Path
 
-from tests.benchmark import TOKEN, Scraper, _report_deployments, rss_bytes
+from tests.benchmark import TOKEN, Scraper, _report_deployments
 from tests.conftest import free_port
+from tests.procstats import rss_bytes
 from watcher.config import Settings
 
 T0 = 1_700_000_000.0

@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 from tests.hostile_engine import FAULTS, HostileEngine
+from tests.procstats import rss_bytes
 from watcher.domain.model import DeploymentKey
 from watcher.persistence import codec, statefile
 from watcher.wire import REPORTS_PATH
@@ -258,14 +259,6 @@ async def scrape(http: aiohttp.ClientSession, watcher: Watcher) -> dict[str, flo
         for family in text_string_to_metric_families(body)
         for sample in family.samples
     }
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 # -- what "equals a clean resync" compares

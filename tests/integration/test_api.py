@@ -41,7 +41,7 @@ def watcher_setup() -> WatcherSetup:
             "--stats.enabled=false",
             "--api.max-body-bytes=4096",
             "--exposition.dora-histograms=deployment",
-        ),  # fmt: skip
+        ),
         env={"WATCHER_API_TOKEN": TOKEN},
     )
 
