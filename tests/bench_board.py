@@ -15,8 +15,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -24,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import require_binary
+from tests.served import serving
 from watcher.config import Settings
 from watcher.domain.machine import apply
 from watcher.domain.model import Deployment, DeploymentKey, State, Status
@@ -61,25 +61,6 @@ def app_of(snapshot: Callable[[], State], settings: Settings) -> web.Application
     stream = EventStream(snapshot=snapshot, settings=settings, metrics=metrics)
     board = Board(snapshot=snapshot, settings=settings, stream=stream, clock=time.time, metrics=metrics)
     return make_app(exposition=exposition, ready=lambda: True, board=board)
-
-
-@contextmanager
-def serving(app: web.Application) -> Iterator[int]:
-    """``app`` on a free port, from a thread with its own event loop."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
 
 
 def p99(values: list[float]) -> float:

@@ -45,6 +45,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from tests import bench_analysis, bench_board, bench_scale, soak
 from tests.conftest import BUSYBOX_IMAGE, OPENMETRICS, busybox_tarball, docker, free_port, require_binary, start_watcher
 from tests.procstats import cpu_seconds, rss_bytes
+from tests.served import serving
 from tests.streamclients import caps_for, fan_out
 from tests.swarm_cluster import SwarmCluster
 from watcher.config import Settings, load
@@ -467,26 +468,6 @@ class Scraper:
         elapsed = time.perf_counter() - started
         assert response.status == 200, response.status
         return elapsed, len(body)
-
-
-@contextmanager
-def serving(app: web.Application) -> Iterator[int]:
-    """Serve ``app`` on a free port from a thread with its own event loop."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield port
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
 
 
 def measure_scrapes(port: int, *, count: int) -> tuple[list[float], int]:
