@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from tests.unit.builders import SETTINGS
 from watcher.config import Settings
 from watcher.config.webconfig import WebConfig
+from watcher.domain.model import DeploymentKey, State
 from watcher.domain.observations import Observation
 from watcher.exposition.rendering import Exposition
 from watcher.runtime.core import Core
@@ -47,6 +49,15 @@ class ReadSide:
         for observation in observations:
             self.clock.now = max(self.clock.now, observation.at)
             self.core.submit(observation)
+
+    def copies(self, key: DeploymentKey, count: int) -> None:
+        """The state becomes ``count`` copies of deployment ``key``, named service-0000 and on (for the
+        board at scale)."""
+        one = self.core.state.deployments[key]
+        self.core.state = State({
+            name: dataclasses.replace(one, key=name)
+            for name in (DeploymentKey(f"service-{n:04d}", key.environment) for n in range(count))
+        })  # fmt: skip
 
 
 def read_side(

@@ -4,7 +4,6 @@ script, the landing links, the filter, and the shipped script and style."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import html
 import importlib.resources
 import re
@@ -17,7 +16,7 @@ from tests.unit.builders import ANALYSED, API, measured, reported, started
 from tests.unit.readside import NOW, ReadSide, read_side
 from watcher.display import age, age_changes_in
 from watcher.domain.analysis import Request
-from watcher.domain.model import DeploymentKey, State
+from watcher.domain.model import DeploymentKey
 from watcher.domain.observations import InstanceExited, InstanceGone, Tick
 from watcher.web.board import PAGES_KEPT
 from watcher.web.boardparts import PAGE_ROWS
@@ -243,9 +242,7 @@ async def test_health_answers_while_5000_rows_load(aiohttp_client: AiohttpClient
     (rendered on the loop, one after the other, they held it for seconds)."""
     app, side = read_side()
     side.submit(reported("1.0.0", "success", NOW))
-    one = side.core.state.deployments[API]
-    side.core.state = State({key: dataclasses.replace(one, key=key) for key in (
-        DeploymentKey(f"service-{n:04d}", "production") for n in range(5000))})  # fmt: skip
+    side.copies(API, 5000)
     client = await aiohttp_client(app)
 
     async def load() -> int:

@@ -3,7 +3,6 @@ over all deployments, what needs attention first, every value escaped, the query
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
 
@@ -17,7 +16,7 @@ from tests.unit.readside import NOW, ReadSide, read_side
 from watcher import config
 from watcher.config import Settings
 from watcher.config.settings import StorageSettings
-from watcher.domain.model import DeploymentKey, State
+from watcher.domain.model import DeploymentKey
 from watcher.domain.settings import AnalysisSettings
 from watcher.exposition.rendering import Exposition
 from watcher.runtime.compose import Watcher
@@ -87,9 +86,7 @@ async def test_pages_and_kiosk(aiohttp_client: AiohttpClient) -> None:
     """5,000 deployments: a page of rows, links to the next, the counts over all; the kiosk shows the 30 first."""
     app, side = read_side()
     side.submit(reported("1.0.0", "success", NOW))
-    one = side.core.state.deployments[API]
-    side.core.state = State({key: dataclasses.replace(one, key=key) for key in (
-        DeploymentKey(f"service-{n:04d}", "production") for n in range(5000))})  # fmt: skip
+    side.copies(API, 5000)
     client = await aiohttp_client(app)
     page = await (await client.get("/")).text()
     assert len(names(page)) == PAGE_ROWS and count(page, "success") == 5000
