@@ -442,12 +442,17 @@ def report_service(watcher: WatcherProcess, n: int) -> None:
         "deployment": f"service-{n:04d}", "environment": "production", "version": "1.0.0",
         "commit": f"{n:040x}", "status": "success", "started_at": 1_700_000_000, "finished_at": 1_700_000_042,
     }  # fmt: skip
+    assert post_report(watcher, body, token=API_TOKEN) in (200, 201)
+
+
+def post_report(watcher: WatcherProcess, body: dict[str, object], *, token: str) -> int:
+    """A report POSTed to the CI/CD API of ``watcher`` (started with ``token``): the answer's status."""
     request = urllib.request.Request(
-        f"{watcher.url}/api/v1/deployments", data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+        f"{watcher.url}/api/v1/deployments", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status in (200, 201)
+        return int(response.status)
 
 
 def head(client: socket.socket) -> str:

@@ -4,15 +4,13 @@ change it, no traceback. No Docker Engine needed: the watchers look for one that
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import urllib.request
 import uuid
 from pathlib import Path
 
-from tests.conftest import start_watcher
+from tests.conftest import post_report, start_watcher
 from watcher.persistence import statefile
 
 TOKEN = "last-words-" + uuid.uuid4().hex
@@ -28,13 +26,8 @@ def test_sigterm_ends_with_where_the_state_was_saved(tmp_path: Path) -> None:
         tmp_path, *no_docker(tmp_path), f"--storage.directory={data}", env={"WATCHER_API_TOKEN": TOKEN}
     )
     try:
-        body = json.dumps({"deployment": "web", "version": "1.2.3", "status": "in_progress"}).encode()
-        request = urllib.request.Request(
-            f"{watcher.url}/api/v1/deployments", data=body, method="POST",
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status in (200, 201, 202)
+        body: dict[str, object] = {"deployment": "web", "version": "1.2.3", "status": "in_progress"}
+        assert post_report(watcher, body, token=TOKEN) in (200, 201, 202)
         watcher.process.send_signal(signal.SIGTERM)
         code = watcher.process.wait(timeout=30)
     finally:

@@ -4,20 +4,18 @@ with the final save. No Docker Engine needed: the watcher looks for one that is 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from tests.conftest import WatcherProcess, free_port, start_watcher
+from tests.conftest import WatcherProcess, free_port, post_report, start_watcher
 from tests.polling import poll
 from watcher.domain.model import DeploymentKey
 from watcher.persistence import codec, statefile
@@ -136,14 +134,10 @@ def test_sighup_stops_cleanly_with_the_final_save(tmp_path: Path) -> None:
     watcher = watcher_without_docker(tmp_path, f"--storage.directory={data}", "--storage.debounce-seconds=600")
     key = DeploymentKey(f"hup-{uuid.uuid4().hex[:8]}", "production")
     try:
-        body = json.dumps({"deployment": key.name, "environment": key.environment, "version": "1.2.3",
-                           "status": "in_progress"}).encode()  # fmt: skip
-        request = urllib.request.Request(
-            f"{watcher.url}/api/v1/deployments", data=body, method="POST",
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status in (200, 201, 202)
+        body: dict[str, object] = {
+            "deployment": key.name, "environment": key.environment, "version": "1.2.3", "status": "in_progress"
+        }  # fmt: skip
+        assert post_report(watcher, body, token=TOKEN) in (200, 201, 202)
         watcher.process.send_signal(signal.SIGHUP)
         code = watcher.process.wait(timeout=30)
     finally:
