@@ -9,13 +9,17 @@
 #
 # Usage: bash tests/run-all.sh [pytest arguments...]
 # Environment: VENV (default .venv, relative to the repository root), CI,
-# DEBIAN_MIRROR (default: the first deb.debian.org-style URI in apt's sources).
+# DEBIAN_MIRROR (default: the first deb.debian.org-style URI in apt's sources),
+# TEST_WORKERS (pytest-xdist processes; default: one more than the CPUs).
 set -euo pipefail
 
 # Work from the repository root so relative paths (.venv, pyproject) hold.
 cd "$(dirname "$0")/.."
 
 VENV="${VENV:-.venv}"
+# Test files run in parallel, a file to a worker (module fixtures stay whole): most of the time
+# goes to waiting on daemons, stable times and Prometheus, so one worker more than the CPUs.
+TEST_WORKERS="${TEST_WORKERS:-$(($(nproc) + 1))}"
 DOCKERD_LOG="${TMPDIR:-/tmp}/deployment-watcher-dockerd.log"
 # dockerd's default pidfile: using it (rather than a private one) makes a
 # second dockerd refuse to start while another one is still alive.
@@ -213,8 +217,10 @@ ensure_docker() {
 run_checks() {
     local failed=()
 
-    header "pytest $*"
-    CI="${CI:-}" "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || failed+=(pytest)
+    header "pytest $* ($TEST_WORKERS workers)"
+    # --durations: the slowest tests in the log, to keep the run within its time budget.
+    CI="${CI:-}" "$VENV/bin/python" -m pytest -p no:cacheprovider -n "$TEST_WORKERS" --dist loadfile \
+        --durations=20 "$@" || failed+=(pytest)
 
     header "mypy"
     "$VENV/bin/mypy" || failed+=(mypy)

@@ -96,7 +96,8 @@ def test_known_deployments_validate(watcher: WatcherProcess, api_schema: BaseSch
     listed = api_schema["/api/v1/deployments"]["GET"].Case(query={"environment": "production"})
     response = listed.call()
     listed.validate_response(response)
-    assert len(response.json()["deployments"]) == 3
+    # Other tests may run beside this one on the same daemon (pytest-xdist): count only this module's.
+    assert {d["name"] for d in response.json()["deployments"]} >= {"api", "web", "a b <c>"}
     analysed = {d["name"]: d["analysis"] for d in response.json()["deployments"]}
     feed = api_schema["/api/v1/rollouts"]["GET"].Case(query={"since": 0, "limit": 5000})
     response = feed.call()

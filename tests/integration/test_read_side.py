@@ -330,7 +330,8 @@ def test_rollout_status_a_version_that_never_appears_ends_at_the_timeout(watcher
     code, _, err = finish(rollout_status(watcher.url, name, "--version", "9.9.9", "--timeout", "17"), timeout=60)
     took = time.monotonic() - began
     assert code == 3 and "no verdict within the timeout" in err, err
-    assert 17 <= took < 20, f"ended after {took:.1f} s"
+    # Before the fix it never ended; the slack is the CLI's own start on a loaded machine.
+    assert 17 <= took < 28, f"ended after {took:.1f} s"
 
 
 def test_rollout_status_waits_across_a_restart_that_lost_the_state(tmp_path: Path, containers: Containers) -> None:
