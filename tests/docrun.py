@@ -53,7 +53,7 @@ def expected_pattern(expected: str) -> re.Pattern[str]:
     """A text block as a regular expression: ``...`` in a line stands for any characters, a line of only
     ``...`` for any lines (none too), as doctest's ELLIPSIS."""
     parts = []
-    for line in expected.rstrip("\n").split("\n"):
+    for line in normalised(expected).rstrip("\n").split("\n"):
         if line == "...":
             parts.append(r"(?:[^\n]*\n)*?")
         else:
@@ -91,11 +91,13 @@ def commands(block: str) -> list[str]:
 
 @dataclass
 class Ran:
-    """An sh block that ran: where it starts in its file, what its last command printed, and how to ask again."""
+    """An sh block that ran: where it starts in its file, its last command's exit code and output, and how to
+    run that command again."""
 
     start: int
+    code: int
     output: str
-    again: Callable[[], str]
+    again: Callable[[], tuple[int, str]]
 
 
 class Session:
@@ -202,6 +204,7 @@ class DocRun:
         self.last: Ran | None = None
         self.last_only: str | None = None
         self.sh_starts: list[int] = []
+        self.shown: set[int | None] = set()  # the sh blocks a text block shows the output of
 
     def directive(self, example: Example) -> None:
         action, _, reason = str(example.parsed).partition(" ")
@@ -222,29 +225,33 @@ class DocRun:
             code, output = self.session.run(command)
             assert code == 0, f"{where(example)}: exit {code}:\n{command}\n{output}"
         if STARTS_WATCHER.match(last):
-            output = self.session.start_watcher(last)
-            self.last = Ran(example.start, output, self.session.watcher_output)
+            self.session.start_watcher(last)
+            self.last = Ran(example.start, 0, self.session.watcher_output(), lambda: (0, self.session.watcher_output()))
             return
 
-        def again() -> str:
-            code, output = self.session.run(last)
-            assert code == 0, f"{where(example)}: exit {code}:\n{last}\n{output}\n{self.session.tail()}"
-            return output
+        def again() -> tuple[int, str]:
+            return self.session.run(last)
 
-        self.last = Ran(example.start, again(), again)
+        self.last = Ran(example.start, *again(), again)
+        # A query shown with its output may fail until there is something to show (grep finding nothing yet):
+        # text() waits for it. Any other command must succeed at once.
+        if example.start not in self.shown:
+            code, output = self.last.code, self.last.output
+            assert code == 0, f"{where(example)}: exit {code}:\n{last}\n{output}\n{self.session.tail()}"
 
     def text(self, example: Example) -> None:
-        before = [start for start in self.sh_starts if start < example.start]
-        if not before:
+        shown = preceding(self.sh_starts, example.start)
+        if shown is None:
             return  # not the output of a command of this file (a header, a log line quoted)
-        if self.last is None or self.last.start != before[-1]:
+        if self.last is None or self.last.start != shown:
             raise AssertionError(f"{where(example)}: the output of a block that did not run: mark it too")
         expected = str(example.parsed)
-        output = self.last.output
+        code, output = self.last.code, self.last.output
         deadline = time.monotonic() + self.deadline
-        while not matches(expected, output) and time.monotonic() < deadline:
+        while not (code == 0 and matches(expected, output)) and time.monotonic() < deadline:
             time.sleep(0.5)
-            output = self.last.again()
+            code, output = self.last.again()
+        assert code == 0, f"{where(example)}: the command shown exits {code}:\n{output}\n{self.session.tail()}"
         if not matches(expected, output):
             diff = "".join(
                 difflib.unified_diff(
@@ -255,6 +262,12 @@ class DocRun:
                 f"{where(example)}: the output differs from the docs after {self.deadline:g} s "
                 f"(`...` matches anything):\n{diff}\n{self.session.tail()}"
             )
+
+
+def preceding(starts: list[int], position: int) -> int | None:
+    """The last of the sh blocks starting at ``starts`` before ``position``: the one a text block there shows."""
+    before = [start for start in starts if start < position]
+    return before[-1] if before else None
 
 
 def where(example: Example) -> str:
@@ -326,6 +339,7 @@ def run_document(path: Path, workdir: Path, deadline: float = OUTPUT_DEADLINE) -
         run = DocRun(session, deadline)
         examples = list(parse(path, run.sh, run.text, run.directive).examples())
         run.sh_starts = [example.start for example in examples if example.region.evaluator == run.sh]
+        run.shown = {preceding(run.sh_starts, e.start) for e in examples if e.region.evaluator == run.text} - {None}
         for example in examples:
             with contextlib.suppress(SkipTest):  # a block marked not to run here
                 example.evaluate()
