@@ -131,8 +131,14 @@ class Session:
             )
         # A watcher's own token and state on this machine stay out of sight: the docs start afresh.
         setup += [f"if [ -d {hidden} ]; then mount -t tmpfs tmpfs {hidden}; fi" for hidden in HIDDEN]
-        code, output = self.run("\n".join(f"{line} || exit 1" for line in setup))
-        assert code == 0, f"could not make the session's namespaces (root, unshare, overlayfs needed): {output}"
+        try:
+            self.run("\n".join(f"{line} || exit 1" for line in setup))
+        except (AssertionError, OSError) as error:  # OSError: the session ended before its first command
+            self.close()
+            raise AssertionError(
+                f"could not make the session's namespaces (root, unshare, overlayfs needed): {error}\n"
+                f"{self.log.read_text()}"
+            ) from error
 
     def run(self, script: str, timeout: float = BLOCK_TIMEOUT) -> tuple[int, str]:
         """Source ``script`` in the session; its exit code and what it printed (stdout and stderr, interleaved)."""
@@ -147,8 +153,9 @@ class Session:
         deadline = time.monotonic() + timeout
         while not done.exists():
             if self.process.poll() is not None:
+                printed = out.read_text() if out.exists() else ""
                 raise AssertionError(
-                    f"the shell session ended ({self.process.returncode}) running:\n{script}\n{self.tail()}"
+                    f"the shell session ended ({self.process.returncode}) running:\n{script}\n{printed}\n{self.tail()}"
                 )
             if time.monotonic() > deadline:
                 raise AssertionError(f"still running after {timeout:g} s:\n{script}\n{out.read_text()}")
@@ -205,6 +212,7 @@ class DocRun:
         self.last_only: str | None = None
         self.sh_starts: list[int] = []
         self.shown: set[int | None] = set()  # the sh blocks a text block shows the output of
+        self.containers: set[str] = set()  # the names the blocks give their containers: removed at the end
 
     def directive(self, example: Example) -> None:
         action, _, reason = str(example.parsed).partition(" ")
@@ -214,6 +222,10 @@ class DocRun:
 
     def sh(self, example: Example) -> None:
         block = str(example.parsed)
+        for name in set(CONTAINER_NAME.findall(block)) - self.containers:
+            exists = subprocess.run(["docker", "container", "inspect", name], capture_output=True).returncode == 0
+            assert not exists, f"{where(example)}: a container named {name} exists already: the docs make their own"
+            self.containers.add(name)
         found = commands(block)
         if self.last_only is not None:
             self.last_only = None
@@ -330,13 +342,9 @@ def exclusive(image: str) -> Iterator[None]:
 
 def run_document(path: Path, workdir: Path, deadline: float = OUTPUT_DEADLINE) -> None:
     """Run the file's blocks in order in a fresh session, but those marked not to run."""
-    names = set(CONTAINER_NAME.findall(path.read_text()))
-    for name in sorted(names):
-        exists = subprocess.run(["docker", "container", "inspect", name], capture_output=True).returncode == 0
-        assert not exists, f"a container named {name} exists already: the docs of {path.name} make their own"
     session = Session(workdir)
+    run = DocRun(session, deadline)
     try:
-        run = DocRun(session, deadline)
         examples = list(parse(path, run.sh, run.text, run.directive).examples())
         run.sh_starts = [example.start for example in examples if example.region.evaluator == run.sh]
         run.shown = {preceding(run.sh_starts, e.start) for e in examples if e.region.evaluator == run.text} - {None}
@@ -347,5 +355,5 @@ def run_document(path: Path, workdir: Path, deadline: float = OUTPUT_DEADLINE) -
         try:
             session.close()
         finally:
-            for name in names:
+            for name in run.containers:
                 subprocess.run(["docker", "rm", "-f", name], capture_output=True)
