@@ -150,3 +150,11 @@ def test_the_blocks_not_run_are_listed_with_their_reasons() -> None:
         if reason is not None
     }
     assert listed == marked, f"only listed: {sorted(listed - marked)}; only marked: {sorted(marked - listed)}"
+
+
+@pytest.mark.parametrize("page", docrun.DOCS, ids=lambda page: page.name)
+def test_shell_examples_are_sh_blocks(page: Path) -> None:
+    """The executable docs run the `sh` blocks: a shell example as `bash` or `console` would be neither run nor
+    marked not to run."""
+    languages = {info for info, _ in fenced_blocks(page.read_text())}
+    assert languages <= {"sh", "text", "json", "yaml", "python", ""}, languages
