@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import reference
+from tests import docrun, reference
 from watcher import config
 from watcher.domain import labels
 
@@ -137,3 +137,24 @@ def test_every_page_is_in_the_index() -> None:
         if page.name != "index.md" and f"]({page.relative_to(DOCS)})" not in index
     ]
     assert not missing, f"not linked from docs/index.md: {missing}"
+
+
+def test_the_blocks_not_run_are_listed_with_their_reasons() -> None:
+    """docs/testing.md lists every skip mark of the executable docs (tests/docrun.py): file and reason."""
+    section = (DOCS / "testing.md").read_text().split("## Executable docs", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| (\S+\.md) \| (.+) \|$", section, re.MULTILINE))
+    marked = {
+        (str(path.relative_to(ROOT)), reason)
+        for path in docrun.DOCS
+        for reason in docrun.blocks(path)
+        if reason is not None
+    }
+    assert listed == marked, f"only listed: {sorted(listed - marked)}; only marked: {sorted(marked - listed)}"
+
+
+@pytest.mark.parametrize("page", docrun.DOCS, ids=lambda page: page.name)
+def test_shell_examples_are_sh_blocks(page: Path) -> None:
+    """The executable docs run the `sh` blocks: a shell example as `bash` or `console` would be neither run nor
+    marked not to run."""
+    languages = {info for info, _ in fenced_blocks(page.read_text())}
+    assert languages <= {"sh", "text", "json", "yaml", "python", ""}, languages
