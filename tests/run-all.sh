@@ -2,9 +2,9 @@
 # Run the whole test suite (pytest, then mypy, the import layers and ruff) with one command.
 #
 # Meant for a fresh Debian 12 machine as root: installs what the tests need
-# (Docker Engine, Podman, a static busybox, Prometheus, a Python venv), makes
-# the Debian 13 root the Docker Engine 26.1 tests run from, starts a Docker
-# daemon if none answers, and stops the daemon it started on exit. The Docker
+# (Docker Engine, Debian's docker-compose, Podman, a static busybox, Prometheus,
+# a Python venv), makes the Debian 13 root the Docker Engine 26.1 tests run from,
+# starts a Docker daemon if none answers, and stops the daemon it started on exit. The Docker
 # 26.1 daemon and the Podman service are started and stopped by the tests.
 #
 # Usage: bash tests/run-all.sh [pytest arguments...]
@@ -56,7 +56,7 @@ have_static_busybox() {
 
 install_system_packages() {
     local missing=() cmd
-    for cmd in dockerd docker podman prometheus promtool prometheus-alertmanager amtool debootstrap chromium; do
+    for cmd in dockerd docker docker-compose podman prometheus promtool prometheus-alertmanager amtool debootstrap chromium; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     have_static_busybox || missing+=("static /bin/busybox")
@@ -66,12 +66,14 @@ install_system_packages() {
         # disturb the tests, so it is left alone.
         # debootstrap makes the local Debian base the image test builds on, and
         # the Debian 13 root of Docker Engine 26.1.
+        # docker-compose: Debian 12's Compose (1.29), which docs/getting-started.md offers and
+        # tests/e2e/test_compose_files.py checks the compose files with.
         # prometheus-alertmanager brings amtool too (the fleet e2e test and config checks);
         # chromium: the board's browser tests drive Debian's build through Playwright (from
         # the test extra), which never downloads a browser.
-        apt_install docker.io podman busybox-static prometheus prometheus-alertmanager debootstrap chromium
+        apt_install docker.io docker-compose podman busybox-static prometheus prometheus-alertmanager debootstrap chromium
     else
-        echo "docker, podman, busybox, prometheus, alertmanager, debootstrap, chromium: already installed"
+        echo "docker, docker-compose, podman, busybox, prometheus, alertmanager, debootstrap, chromium: already installed"
     fi
 }
 
