@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from aiohttp import hdrs, web
 
@@ -48,9 +48,11 @@ def make_app(
             accept=",".join(request.headers.getall(hdrs.ACCEPT, [])),
             accept_encoding=",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])),
         )
-        if len(page.body) <= WRITE_SLICE or request.method == hdrs.METH_HEAD:
+        size = sum(map(len, page.parts))
+        if size <= WRITE_SLICE:
             return web.Response(body=page.body, headers=page.headers)
-        return await _sliced(request, page.body, page.headers)
+        parts = () if request.method == hdrs.METH_HEAD else page.parts  # the headers alone
+        return await _sliced(request, parts, size, page.headers)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -71,18 +73,37 @@ def make_app(
     return app
 
 
-async def _sliced(request: web.Request, body: bytes, headers: Mapping[str, str]) -> web.StreamResponse:
-    """``body`` written a slice at a time, each once the transport's buffer is below a slice."""
+def _slices(parts: Sequence[bytes]) -> Iterator[bytes | memoryview]:
+    """``parts`` (a few bytes to megabytes each) as slices of WRITE_SLICE bytes at most; small parts joined."""
+    pending: list[bytes | memoryview] = []
+    size = 0
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            taken = view[: WRITE_SLICE - size]
+            pending.append(taken)
+            size += len(taken)
+            view = view[len(taken) :]
+            if size == WRITE_SLICE:
+                yield pending[0] if len(pending) == 1 else b"".join(pending)
+                pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+async def _sliced(
+    request: web.Request, parts: Sequence[bytes], size: int, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    """The body of ``parts`` written a slice at a time, each once the transport's buffer is below a slice."""
     response = web.StreamResponse(headers=headers)
-    response.content_length = len(body)
+    response.content_length = size
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=WRITE_SLICE)
     writer = await response.prepare(request)
     assert writer is not None, "a new response always gets a writer"
-    view = memoryview(body)
     try:
-        for start in range(0, len(view), WRITE_SLICE):
-            await response.write(view[start : start + WRITE_SLICE])
+        for piece in _slices(parts):
+            await response.write(piece)
             async with asyncio.timeout(STALL_SECONDS):
                 await writer.drain()
     except TimeoutError:
