@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from watcher.config import Settings
 from watcher.domain.model import Deployment, DeploymentKey, Member, State
+from watcher.domain.pmap import PMap
 from watcher.exposition.deflate import EMPTY, Deflater, Segment, inflate, joined
 from watcher.exposition.environments import Dora, EnvironmentPieces
 from watcher.exposition.families import PER_ENVIRONMENT, DeploymentCollector, deployment_families, dora_coarse
@@ -191,7 +192,8 @@ class DeploymentsPart:
             return worked
         self.state = state
         deployments, kept = state.deployments, self._kept
-        changed = [(key, d) for key in deployments if (d := deployments[key]) is not kept.get(key)]
+        pairs = deployments.pairs() if isinstance(deployments, PMap) else deployments.items()
+        changed = [(key, d) for key, d in pairs if d is not kept.get(key)]  # microseconds per thousand
         added = sum(1 for key, _ in changed if key not in kept)
         gone = [key for key in kept if key not in deployments] if len(kept) + added != len(deployments) else []
         edits: dict[int, list[tuple[DeploymentKey, dict[int, bytes] | None]]] = {}
