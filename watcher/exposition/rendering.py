@@ -251,7 +251,7 @@ class Exposition:
                 if keep:
                     self._by_format[fmt] = part
             parts[fmt] = part
-        if [part.update(state, plain=fmt in plain) for fmt, part in parts.items()].count(True):
+        if [self._update(fmt, part, state, plain=fmt in plain) for fmt, part in parts.items()].count(True):
             self._metrics.exposition_renders.labels("deployments").inc()
             heap.release_free_memory()  # the encoding's temporaries
         self._metrics.exposition_renders.labels("own").inc()
@@ -262,6 +262,13 @@ class Exposition:
         finished = self._clock()
         self._metrics.exposition_duration.observe(finished - started)
         return _Rendering(state=state, bodies=bodies, own_read_at=own_read_at, finished_at=finished)
+
+    def _update(self, fmt: Format, part: DeploymentsPart, state: State, *, plain: bool) -> bool:
+        try:
+            return part.update(state, plain=plain)
+        except BaseException:
+            self._by_format.pop(fmt, None)  # left half-changed: the next rendering makes it afresh
+            raise
 
     @staticmethod
     def _body(part: DeploymentsPart, own: bytes, *, gzip: bool) -> tuple[bytes, ...]:

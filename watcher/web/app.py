@@ -76,21 +76,26 @@ def make_app(
 
 
 def _slices(parts: Sequence[bytes], limit: list[int]) -> Iterator[bytes | memoryview]:
-    """``parts`` (a few bytes to megabytes each) cut and joined into slices of ``limit[0]`` bytes (read at each)."""
-    pending: list[memoryview] = []
+    """``parts`` (thousands of a few kilobytes, or a few of megabytes) as slices of about ``limit[0]`` bytes
+    (read at each): small parts joined (a part at a time, not a byte at a time), large ones cut."""
+    batch: list[bytes] = []
     size = 0
     for part in parts:
-        view = memoryview(part)
-        while view:
-            taken = view[: limit[0] - size]
-            pending.append(taken)
-            size += len(taken)
-            view = view[len(taken) :]
-            if size >= limit[0]:
-                yield pending[0] if len(pending) == 1 else b"".join(pending)
-                pending, size = [], 0
-    if pending:
-        yield b"".join(pending)
+        if len(part) > limit[0]:
+            if batch:
+                yield b"".join(batch)
+                batch, size = [], 0
+            view = memoryview(part)
+            for start in range(0, len(view), limit[0]):
+                yield view[start : start + limit[0]]
+            continue
+        batch.append(part)
+        size += len(part)
+        if size >= limit[0]:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 async def _sliced(
