@@ -86,8 +86,10 @@ def _slices(parts: Sequence[bytes], limit: list[int]) -> Iterator[bytes | memory
                 yield b"".join(batch)
                 batch, size = [], 0
             view = memoryview(part)
-            for start in range(0, len(view), limit[0]):
-                yield view[start : start + limit[0]]
+            while view:
+                cut = limit[0]  # read once: it changes while the slice is written
+                yield view[:cut]
+                view = view[cut:]
             continue
         batch.append(part)
         size += len(part)
