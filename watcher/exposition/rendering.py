@@ -253,7 +253,9 @@ class Exposition:
             parts[fmt] = part
         if [self._update(fmt, part, state, plain=fmt in plain) for fmt, part in parts.items()].count(True):
             self._metrics.exposition_renders.labels("deployments").inc()
-            heap.release_free_memory()  # the encoding's temporaries
+        # The temporaries of the encoding, and of the scrapes since (megabyte slices of plain bodies):
+        # freed pages go back to the OS within a staleness bound (a fraction of a millisecond).
+        heap.release_free_memory()
         self._metrics.exposition_renders.labels("own").inc()
         own_read_at = self._clock()
         own_families = Families(self._registry.collect())
