@@ -79,16 +79,14 @@ def test_chunks_stay_the_whole_encoding_as_deployments_come_change_and_go(
     fmt = Format.negotiate(accept)[0]
     ones, twos = _fleets(60)
     rng = random.Random(21)
-    part = DeploymentsPart(fmt.encode, settings=SETTINGS, plain=False)
+    part = DeploymentsPart(fmt.encode, settings=SETTINGS)
     for step in range(40):
         keys = rng.sample(sorted(ones), rng.choice([0, 1, 5, 30, 59, 60]) if step % 5 else 60)
         state = State({key: (ones, twos)[rng.random() < 0.5][key] for key in keys})
-        plain = step % 3 != 0
-        assert part.update(state, plain=plain)
+        assert part.update(state)
         expected = whole(fmt, state)
         assert gzip.decompress(gzip_member(part.segments())) == expected
-        if plain:
-            assert b"".join(part.parts()) == expected
+        assert b"".join(inflate(segment) for segment in part.segments()) == expected
         assert len(part._groups) <= len(keys) // 2 + 1  # merged as they shrink: no trail of tiny groups
 
 
@@ -96,12 +94,12 @@ def test_a_usage_change_recompresses_the_usage_chunks_of_its_group_alone() -> No
     """A stats poll of one deployment compresses two chunks (CPU, memory) of a few deployments again."""
     ones, _ = _fleets(200)
     state = State(ones)
-    part = DeploymentsPart(Format.negotiate(OPENMETRICS)[0].encode, settings=SETTINGS, plain=False)
-    part.update(state, plain=False)
+    part = DeploymentsPart(Format.negotiate(OPENMETRICS)[0].encode, settings=SETTINGS)
+    part.update(state)
     key = DeploymentKey("svc-007", "production")
     before, encoded = part.deflater.compressed, part.encoded
-    assert not part.update(state, plain=False)  # the same state: nothing to do
+    assert not part.update(state)  # the same state: nothing to do
     polled = dataclasses.replace(ones[key], retired_cpu_nanos=ones[key].retired_cpu_nanos + 10**9)
-    part.update(State({**ones, key: polled}), plain=False)
+    part.update(State({**ones, key: polled}))
     assert part.encoded - encoded == 1
     assert 0 < part.deflater.compressed - before < 2 * pieces.CHUNK * 200  # two families' chunks

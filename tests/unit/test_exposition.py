@@ -41,7 +41,7 @@ from watcher.domain.analysis import Request, Result
 from watcher.domain.model import Deployment, DeploymentKey, State, Usage
 from watcher.domain.observations import InstanceGone, Observation, ServiceGone, UsageSampled
 from watcher.exposition import pieces
-from watcher.exposition.deflate import gzip_member
+from watcher.exposition.deflate import gzip_member, inflate
 from watcher.exposition.families import DeploymentCollector, deployment_families
 from watcher.exposition.pieces import (
     USAGE_FAMILIES,
@@ -353,10 +353,10 @@ async def test_gzip_copy_is_the_body_after_an_own_refresh() -> None:
         plain = (await exposition.page(accept=accept, accept_encoding="")).body
         assert gzip.decompress((await exposition.page(accept=accept, accept_encoding="gzip")).body) == plain
         assert b"events_total 7.0\n" in plain
-    # Renderings: plain text (new; OpenMetrics kept for gzip only, as it starts), gzipped text,
-    # plain OpenMetrics (its deployments part again, now kept plain too), the refresh.
+    # Renderings: plain text (new, and OpenMetrics as it starts), gzipped text, plain OpenMetrics
+    # (the same part inflated: no rendering of the deployments), the refresh.
     assert renders(metrics, "own") == 4
-    assert renders(metrics, "deployments") == 2
+    assert renders(metrics, "deployments") == 1
 
 
 async def test_change_rendered_in_the_background(aiohttp_client: AiohttpClient) -> None:
@@ -542,8 +542,8 @@ async def test_health_ready_and_landing(aiohttp_client: AiohttpClient) -> None:
 
 def shown(part: DeploymentsPart, state: State) -> bytes:
     """The part brought to ``state``, as its plain and its gzip bodies both show it (they must agree)."""
-    part.update(state, plain=True)
-    plain = b"".join(part.parts())
+    part.update(state)
+    plain = b"".join(inflate(segment) for segment in part.segments())
     assert gzip.decompress(gzip_member(part.segments())) == plain
     return plain
 
@@ -558,7 +558,7 @@ def test_only_changed_deployments_are_encoded_again(accept: str, monkeypatch: py
         return bytes(without_eof(body))
 
     run = scenario()
-    part = DeploymentsPart(fmt.encode, settings=SETTINGS, plain=True)
+    part = DeploymentsPart(fmt.encode, settings=SETTINGS)
     assert shown(part, run.state) == whole(run.state)
     encoded: list[tuple[str, set[str]]] = []
     real = deployment_families
@@ -620,9 +620,9 @@ def test_a_new_field_read_by_a_family_never_goes_stale(accept: str, monkeypatch:
     fmt = Format.negotiate(accept)[0]
     web = scenario().state.deployments[DeploymentKey("web", "staging")]
     ours = extended(**{f.name: getattr(web, f.name) for f in dataclasses.fields(Deployment)}, team="blue")
-    part = DeploymentsPart(fmt.encode, settings=SETTINGS, plain=True)
+    part = DeploymentsPart(fmt.encode, settings=SETTINGS)
     assert b'commit_sha="blue"' in shown(part, State({web.key: ours}))
     theirs = State({web.key: dataclasses.replace(ours, team="green")})
     body = shown(part, theirs)
     assert b'commit_sha="green"' in body and b'commit_sha="blue"' not in body
-    assert body == shown(DeploymentsPart(fmt.encode, settings=SETTINGS, plain=False), theirs)  # a fresh encoding
+    assert body == shown(DeploymentsPart(fmt.encode, settings=SETTINGS), theirs)  # a fresh encoding

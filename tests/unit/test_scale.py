@@ -131,12 +131,12 @@ def renderings() -> dict[int, tuple[int, int]]:
     found = {}
     for size in SIZES:
         state = _fleet(size)
-        part = DeploymentsPart(Format.negotiate("application/openmetrics-text")[0].encode, settings=ROOMY, plain=False)
-        part.update(state, plain=False)
+        part = DeploymentsPart(Format.negotiate("application/openmetrics-text")[0].encode, settings=ROOMY)
+        part.update(state)
         assert part.encoded == size and part.deflater.compressed > size * 1_000  # the first rendering: all of it
         encoded, compressed = part.encoded, part.deflater.compressed
         state = apply(state, STEPS["a report of a new version"](T0 + 10), now=T0 + 10, settings=ROOMY).state
-        part.update(state, plain=False)
+        part.update(state)
         assert gzip_member(part.segments())  # the body is made of them
         found[size] = (part.encoded - encoded, part.deflater.compressed - compressed)
     return found

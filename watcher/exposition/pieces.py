@@ -16,8 +16,8 @@ key order, into groups of about ``CHUNK``; a *chunk* is one family's lines for o
 
 So a rendering compresses what changed and not the part (megabytes at 5,000 deployments), and
 the gzip body is the segments joined (``deflate.gzip_member``), byte for byte what encoding all
-deployments at once decodes to. The uncompressed chunks are kept only while someone asks for the
-format plain (``plain``); they are then served as they are, never joined into one body.
+deployments at once decodes to. Only the compressed chunks are kept (a tenth of the bytes, and
+few objects): a plain body is inflated as it is written.
 """
 
 from __future__ import annotations
@@ -121,10 +121,9 @@ def blocks(body: bytes) -> list[list[bytes]]:
 
 
 class _Chunk(NamedTuple):
-    """One family's lines for one group: compressed, uncompressed while served plain, each deployment's length."""
+    """One family's lines for one group: compressed, and each deployment's length in them."""
 
     segment: Segment
-    plain: bytes | None
     sizes: array[int]
 
 
@@ -147,7 +146,7 @@ class _Opened:
         found = self.lines.get(family)
         if found is None:
             chunk = self.group.chunks[family]
-            plain = chunk.plain if chunk.plain is not None else inflate(chunk.segment)
+            plain = inflate(chunk.segment)
             found, start = [], 0
             for size in chunk.sizes:
                 found.append(plain[start : start + size])
@@ -159,7 +158,7 @@ class _Opened:
 class DeploymentsPart:
     """The deployments part in one format; ``update`` brings it to a state, by the deployments that changed."""
 
-    def __init__(self, encode: Callable[[Collector], bytes], *, settings: Settings, plain: bool) -> None:
+    def __init__(self, encode: Callable[[Collector], bytes], *, settings: Settings) -> None:
         self._format = encode
         self._settings = settings
         empty = DeploymentCollector(snapshot=State, settings=settings).describe()
@@ -179,15 +178,10 @@ class DeploymentsPart:
         self._firsts: list[DeploymentKey] = []  # each group's first key, to find a key's group
         self._sections: list[Segment | None] = [None] * self._families  # each family's chunks joined
         self.state: State | None = None
-        self.plain = plain
 
-    def update(self, state: State, *, plain: bool) -> bool:
-        """Show ``state``, keeping the uncompressed chunks if ``plain``; whether there was anything to do."""
-        worked = plain != self.plain or self.state is None  # a new part: its headers were encoded
-        if plain != self.plain:
-            self.plain = plain
-            for group in self._groups:
-                group.chunks = [c._replace(plain=inflate(c.segment) if plain else None) for c in group.chunks]
+    def update(self, state: State) -> bool:
+        """Show ``state``; whether there was anything to do."""
+        worked = self.state is None  # a new part: its headers were encoded
         if state is self.state:
             return worked
         self.state = state
@@ -212,27 +206,13 @@ class DeploymentsPart:
         return worked or bool(edits)
 
     def segments(self) -> list[Segment]:
-        """The part compressed, in order (``deflate.gzip_member`` makes a body of it)."""
+        """The part compressed, in order: ``deflate.gzip_member`` makes a body of it, ``deflate.inflate`` the text."""
         found = []
         for family, header in enumerate(self._header_segments):
             section = self._sections[family]
             if section is None:
                 section = self._sections[family] = joined(group.chunks[family].segment for group in self._groups)
             found += [header, section, self._extra_segments.get(family, EMPTY)]
-        return found
-
-    def parts(self) -> list[bytes]:
-        """The part uncompressed, in pieces (only while ``plain``)."""
-        found = []
-        for family, header in enumerate(self._headers):
-            found.append(header)
-            for group in self._groups:
-                plain = group.chunks[family].plain
-                assert plain is not None, "plain pieces of a part kept compressed only"
-                if plain:
-                    found.append(plain)
-            if extra := self._extra.get(family):
-                found.append(extra)
         return found
 
     def _dora_of(self, deployment: Deployment | None) -> Dora | None:
@@ -256,7 +236,7 @@ class DeploymentsPart:
 
     def _group_of(self, key: DeploymentKey) -> int:
         if not self._groups:
-            self._groups.append(_Group([], [_Chunk(EMPTY, b"" if self.plain else None, array("I"))
+            self._groups.append(_Group([], [_Chunk(EMPTY, array("I"))
                                             for _ in range(self._families)]))  # fmt: skip
             self._firsts.append(key)
         return max(0, bisect.bisect_right(self._firsts, key) - 1)
@@ -311,5 +291,4 @@ class DeploymentsPart:
         self._sections = [None] * self._families
 
     def _chunk(self, lines: list[bytes]) -> _Chunk:
-        plain = b"".join(lines)
-        return _Chunk(self.deflater.segment(plain), plain if self.plain else None, array("I", map(len, lines)))
+        return _Chunk(self.deflater.segment(b"".join(lines)), array("I", map(len, lines)))

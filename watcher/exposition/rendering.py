@@ -23,9 +23,9 @@ rendering of one snapshot, never a half-applied change, and never a torn body.
 The own part comes last: OpenMetrics' ``# EOF`` ends it, and the deployments part is kept
 without it. A gzip body is the deployments part's compressed chunks and the own part
 compressed apart, joined into a single gzip member that every client reads (``deflate``): a
-refresh of the own part compresses the own part alone. A plain body is the part's uncompressed
-chunks and the own part, kept only for a format someone asks for plain, and written out as they
-are: no body of megabytes is joined, per rendering or per scrape.
+refresh of the own part compresses the own part alone. A plain body is the same compressed
+pieces, inflated one family at a time as the scrape writes them: a plain format costs no
+megabytes kept, and no body of megabytes is joined, per rendering or per scrape.
 
 **When.** After a change the renderer waits until ``exposition.min_interval_seconds`` after the
 end of the previous rendering, then renders the newest snapshot: a burst of events costs one
@@ -57,7 +57,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
@@ -67,7 +67,7 @@ from prometheus_client.registry import Collector
 from watcher import heap
 from watcher.config import ExpositionSettings, Settings
 from watcher.domain.model import State
-from watcher.exposition.deflate import Deflater, gzip_member
+from watcher.exposition.deflate import Deflater, Segment, gzip_member, inflate
 from watcher.exposition.negotiation import choose_format, gzip_wanted
 from watcher.exposition.pieces import DeploymentsPart, Families
 from watcher.selfmetrics import SelfMetrics
@@ -99,15 +99,27 @@ class Format:
         return cls.of(encoder), content_type
 
 
+Piece = bytes | Segment  # of a body: as it is, or inflated as it is written
+
+
 class Page(NamedTuple):
     """What one scrape gets: the body, in pieces (a plain body of megabytes is never joined), and its headers."""
 
-    parts: tuple[bytes, ...]
+    parts: tuple[Piece, ...]
     headers: Mapping[str, str]
 
     @property
+    def size(self) -> int:
+        return sum(part.size if isinstance(part, Segment) else len(part) for part in self.parts)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body, a piece at a time: hundreds of kilobytes at most (a family's lines)."""
+        for part in self.parts:
+            yield inflate(part) if isinstance(part, Segment) else part
+
+    @property
     def body(self) -> bytes:
-        return b"".join(self.parts)
+        return b"".join(self.chunks())
 
 
 class Variant(NamedTuple):
@@ -120,7 +132,7 @@ class Variant(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class _Rendering:
     state: State
-    bodies: Mapping[Variant, tuple[bytes, ...]]
+    bodies: Mapping[Variant, tuple[Piece, ...]]
     own_read_at: float  # clock when the own part was collected
     finished_at: float
 
@@ -205,7 +217,7 @@ class Exposition:
             await asyncio.sleep(max(0.0, due - self._clock()))
             await self.refresh()
 
-    async def _render_for(self, variant: Variant) -> tuple[bytes, ...]:
+    async def _render_for(self, variant: Variant) -> tuple[Piece, ...]:
         async with self._lock:
             rendering = self._current
             if rendering is not None and variant in rendering.bodies:
@@ -242,16 +254,15 @@ class Exposition:
         started = self._clock()
         if not variants:  # nobody scrapes: nothing to keep fresh
             return _Rendering(state=state, bodies={}, own_read_at=started, finished_at=started)
-        plain = {v.format for v in variants if not v.gzip}
         parts = {}
         for fmt in dict.fromkeys(v.format for v in variants):
             part = self._by_format.get(fmt) if keep else None
             if part is None:
-                part = DeploymentsPart(fmt.encode, settings=self._settings, plain=fmt in plain)
+                part = DeploymentsPart(fmt.encode, settings=self._settings)
                 if keep:
                     self._by_format[fmt] = part
             parts[fmt] = part
-        if [self._update(fmt, part, state, plain=fmt in plain) for fmt, part in parts.items()].count(True):
+        if [self._update(fmt, part, state) for fmt, part in parts.items()].count(True):
             self._metrics.exposition_renders.labels("deployments").inc()
         # The temporaries of the encoding, and of the scrapes since (megabyte slices of plain bodies):
         # freed pages go back to the OS within a staleness bound (a fraction of a millisecond).
@@ -265,16 +276,16 @@ class Exposition:
         self._metrics.exposition_duration.observe(finished - started)
         return _Rendering(state=state, bodies=bodies, own_read_at=own_read_at, finished_at=finished)
 
-    def _update(self, fmt: Format, part: DeploymentsPart, state: State, *, plain: bool) -> bool:
+    def _update(self, fmt: Format, part: DeploymentsPart, state: State) -> bool:
         try:
-            return part.update(state, plain=plain)
+            return part.update(state)
         except BaseException:
             self._by_format.pop(fmt, None)  # left half-changed: the next rendering makes it afresh
             raise
 
     @staticmethod
-    def _body(part: DeploymentsPart, own: bytes, *, gzip: bool) -> tuple[bytes, ...]:
+    def _body(part: DeploymentsPart, own: bytes, *, gzip: bool) -> tuple[Piece, ...]:
         """The deployments part, then the own part (which ends with ``# EOF`` in OpenMetrics)."""
         if gzip:
             return (gzip_member([*part.segments(), Deflater().segment(own)]),)
-        return (*part.parts(), own)
+        return (*(segment for segment in part.segments() if segment.size), own)

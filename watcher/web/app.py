@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from aiohttp import hdrs, web
 
@@ -50,11 +50,11 @@ def make_app(
             accept=",".join(request.headers.getall(hdrs.ACCEPT, [])),
             accept_encoding=",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])),
         )
-        size = sum(map(len, page.parts))
+        size = page.size
         if size <= WRITE_SLICE:
             return web.Response(body=page.body, headers=page.headers)
-        parts = () if request.method == hdrs.METH_HEAD else page.parts  # the headers alone
-        return await _sliced(request, parts, size, page.headers)
+        chunks = iter(()) if request.method == hdrs.METH_HEAD else page.chunks()  # the headers alone
+        return await _sliced(request, chunks, size, page.headers)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -75,9 +75,9 @@ def make_app(
     return app
 
 
-def _slices(parts: Sequence[bytes], limit: list[int]) -> Iterator[bytes | memoryview]:
-    """``parts`` (thousands of a few kilobytes, or a few of megabytes) as slices of about ``limit[0]`` bytes
-    (read at each): small parts joined (a part at a time, not a byte at a time), large ones cut."""
+def _slices(parts: Iterable[bytes], limit: list[int]) -> Iterator[bytes | memoryview]:
+    """``parts`` (of a few bytes to megabytes) as slices of about ``limit[0]`` bytes (read at each): small
+    parts joined (a part at a time, not a byte at a time), large ones cut."""
     batch: list[bytes] = []
     size = 0
     for part in parts:
@@ -101,7 +101,7 @@ def _slices(parts: Sequence[bytes], limit: list[int]) -> Iterator[bytes | memory
 
 
 async def _sliced(
-    request: web.Request, parts: Sequence[bytes], size: int, headers: Mapping[str, str]
+    request: web.Request, parts: Iterable[bytes], size: int, headers: Mapping[str, str]
 ) -> web.StreamResponse:
     """The body of ``parts`` written a slice at a time, each once the transport's buffer is below WRITE_SLICE."""
     response = web.StreamResponse(headers=headers)
