@@ -18,7 +18,9 @@ At the last step, from the same process:
   ``deployment`` label over the deployments (the per-environment DORA histograms counted apart);
   against kube-state-metrics' 10-15 per Deployment (the issue's figure; nothing to run here);
 - **scrapes**: ``/metrics`` as Prometheus text 0.0.4 plain and gzipped, and OpenMetrics gzipped,
-  p50 and p99 of REQUESTS keep-alive GETs each (the whole body read), against ``/health`` the same way;
+  p50 and p99 of REQUESTS keep-alive GETs each (the whole body read), against ``/health`` the same way,
+  and the plain text also against a static aiohttp response of the same size from a server of its own
+  (what those bytes cost to cross loopback into this client at the least);
 - **SSE fan-out**: ``--stream-clients`` clients on ``/api/v1/events``; a report changes a deployment,
   FANOUT_CHANGES times; p50/p99 over every client and change of the time until it has the event;
   against one client alone.
@@ -49,7 +51,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import OPENMETRICS, WatcherProcess, start_watcher
+from tests.conftest import OPENMETRICS, WatcherProcess, free_port, start_watcher
 from tests.procstats import cpu_seconds, rss_bytes
 from tests.streamclients import caps_for
 
@@ -186,6 +188,40 @@ def scrapes(port: int) -> dict[str, tuple[list[float], int]]:
     return {name: Client(port, path, headers).times(REQUESTS) for name, (path, headers) in ENDPOINTS.items()}
 
 
+STATIC = "static aiohttp body, as large as /metrics text"
+# The same bytes as a static aiohttp response (one write, no exposition): what crossing loopback into
+# this client costs at the least, whatever the watcher does.
+STATIC_SERVER = """
+import sys
+from aiohttp import web
+body = b"x" * int(sys.argv[2])
+app = web.Application()
+app.router.add_get("/static", lambda request: _static())
+async def _static():
+    return web.Response(body=body)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def static_times(size: int) -> tuple[list[float], int]:
+    """REQUESTS keep-alive GETs of a static body of ``size`` bytes from an aiohttp server of its own."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", STATIC_SERVER, str(port), str(size)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the static server did not start"
+                time.sleep(0.05)
+        return Client(port, "/static", {}).times(REQUESTS)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def series_per_deployment(port: int, deployments: int) -> tuple[float, int, int]:
     """Series with a deployment label per deployment, series without one (per environment), total deployment series."""
     _, body, headers = Client(port, "/metrics", {"Accept": TEXT}).get()
@@ -314,6 +350,7 @@ def run(*, deployments: int, clients: int) -> list[tuple[str, list[Row]]]:
                 rss[f"{n:,}"] = rss_bytes(watcher.process.pid)
         per_deployment, per_environment, labelled = series_per_deployment(watcher.port, deployments)
         served = scrapes(watcher.port)
+        served[STATIC] = static_times(served["/metrics text"][1])
         loads.append(load_average())
         time.sleep(SETTLE_SECONDS)
         rss["served"] = rss_bytes(watcher.process.pid)
@@ -350,10 +387,14 @@ def run(*, deployments: int, clients: int) -> list[tuple[str, list[Row]]]:
         ),
     ]
     rows_scrape: list[Row] = []
+    static = statistics.median(served[STATIC][0])
     for name, (times, size) in served.items():
         p50 = statistics.median(times)
+        ratio = f"{p50 / statistics.median(health):.1f}× /health"
+        if name == "/metrics text":  # its bytes alone cost more than 10× /health: beside the same bytes served static
+            ratio += f", {p50 / static:.2f}× static"
         rows_scrape.append((f"{name}: p50 / p99 ({size:,} bytes)", f"{ms(p50)} / {ms(percentile(times, 99))}",
-                            ms(statistics.median(health)), f"{p50 / statistics.median(health):.1f}× /health"))  # fmt: skip
+                            ms(statistics.median(health)), ratio))  # fmt: skip
     rows_fanout = [*fanout_fresh(tmp, clients), fanout_row(f"{clients:,} clients, {last} deployments", many, one)]
     where = (
         f"real watcher, {VERSIONS} versions each, reports through the CI/CD API; load average (1/5/15 min) "

@@ -10,7 +10,7 @@ import itertools
 import math
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import cast
 
 import pytest
@@ -40,20 +40,23 @@ from watcher.config import ExpositionSettings, Settings, StorageSettings
 from watcher.domain.analysis import Request, Result
 from watcher.domain.model import Deployment, DeploymentKey, State, Usage
 from watcher.domain.observations import InstanceGone, Observation, ServiceGone, UsageSampled
-from watcher.exposition import rendering
+from watcher.exposition import pieces
+from watcher.exposition.deflate import gzip_member, inflate
 from watcher.exposition.families import DeploymentCollector, deployment_families
-from watcher.exposition.rendering import (
-    MAX_VARIANTS,
+from watcher.exposition.pieces import (
     USAGE_FAMILIES,
     USAGE_FIELDS,
+    DeploymentsPart,
+    Families,
+    same_but_usage,
+    without_eof,
+)
+from watcher.exposition.rendering import (
+    MAX_VARIANTS,
     VARIANT_IDLE_SECONDS,
     Exposition,
     Format,
-    _Families,
-    _Pieces,
-    _without_eof,
     next_rendering_at,
-    same_but_usage,
 )
 from watcher.runtime.compose import Watcher
 from watcher.selfmetrics import SERVICE_ACTIONS, EngineErrorKind, SelfMetrics
@@ -350,10 +353,10 @@ async def test_gzip_copy_is_the_body_after_an_own_refresh() -> None:
         plain = (await exposition.page(accept=accept, accept_encoding="")).body
         assert gzip.decompress((await exposition.page(accept=accept, accept_encoding="gzip")).body) == plain
         assert b"events_total 7.0\n" in plain
-    # Renderings: plain text (new; OpenMetrics kept for gzip only, as it starts), gzipped text,
-    # plain OpenMetrics (its deployments part again, now kept plain too), the refresh.
+    # Renderings: plain text (new, and OpenMetrics as it starts), gzipped text, plain OpenMetrics
+    # (the same part inflated: no rendering of the deployments), the refresh.
     assert renders(metrics, "own") == 4
-    assert renders(metrics, "deployments") == 2
+    assert renders(metrics, "deployments") == 1
 
 
 async def test_change_rendered_in_the_background(aiohttp_client: AiohttpClient) -> None:
@@ -537,28 +540,48 @@ async def test_health_ready_and_landing(aiohttp_client: AiohttpClient) -> None:
     assert landing.status == 200 and 'href="metrics"' in await landing.text()
 
 
+def shown(part: DeploymentsPart, state: State) -> bytes:
+    """The part brought to ``state``, as its plain and its gzip bodies both show it (they must agree)."""
+    part.update(state)
+    plain = b"".join(inflate(segment) for segment in part.segments())
+    assert gzip.decompress(gzip_member(part.segments())) == plain
+    return plain
+
+
 @pytest.mark.parametrize("accept", ["", OPENMETRICS])
-def test_only_changed_deployments_are_encoded_again(accept: str) -> None:
+def test_only_changed_deployments_are_encoded_again(accept: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A change re-encodes the deployments it touched; the part stays what encoding all at once gives."""
     fmt = Format.negotiate(accept)[0]
 
     def whole(state: State) -> bytes:
-        body = fmt.encode(_Families(DeploymentCollector(snapshot=lambda: state, settings=SETTINGS).collect()))
-        return bytes(_without_eof(body))
+        body = fmt.encode(Families(DeploymentCollector(snapshot=lambda: state, settings=SETTINGS).collect()))
+        return bytes(without_eof(body))
 
     run = scenario()
-    pieces = _Pieces(fmt, settings=SETTINGS)
-    assert pieces.encode(run.state) == whole(run.state)
-    before = {key: encoded.pieces for key, encoded in pieces._kept.items()}
+    part = DeploymentsPart(fmt.encode, settings=SETTINGS)
+    assert shown(part, run.state) == whole(run.state)
+    encoded: list[tuple[str, set[str]]] = []
+    real = deployment_families
+
+    def spy(deployment: Deployment, *, settings: Settings) -> list[Metric]:
+        families = real(deployment, settings=settings)
+        encoded.append((deployment.key.name, {f.name for f in families}))
+        return families
+
+    monkeypatch.setattr(pieces, "deployment_families", spy)
+    encode = part._encode
+    families_encoded: list[set[str]] = []
+
+    def encode_spy(families: list[Metric], which: Sequence[int]) -> list[bytes]:
+        families_encoded.append({families[i].name for i in which})
+        return encode(families, which)
+
+    monkeypatch.setattr(part, "_encode", encode_spy)
     run(UsageSampled(500, {"w": Usage(9.0, 4096)}))  # only web/staging changes, and only its usage
-    assert pieces.encode(run.state) == whole(run.state)
-    web = DeploymentKey("web", "staging")
-    assert [key for key, encoded in pieces._kept.items() if encoded.pieces is not before[key]] == [web]
-    families = DeploymentCollector(snapshot=State, settings=SETTINGS).describe()
-    encoded_again = {f.name for f, new, old in zip(families, pieces._kept[web].pieces, before[web], strict=True)
-                     if new is not old}  # fmt: skip
-    assert encoded_again == {"deployment_cpu_usage_seconds", "deployment_memory_usage_bytes"}
-    assert pieces.encode(State()) == whole(State())  # no deployments: the headers alone
+    assert shown(part, run.state) == whole(run.state)
+    assert [name for name, _ in encoded] == ["web"]
+    assert families_encoded == [USAGE_FAMILIES]
+    assert shown(part, State()) == whole(State())  # no deployments: the headers alone
 
 
 def test_usage_fields_are_fields_only_the_usage_families_read() -> None:
@@ -593,13 +616,13 @@ def test_a_new_field_read_by_a_family_never_goes_stale(accept: str, monkeypatch:
         info.add_metric([*deployment.key, "team", getattr(deployment, "team", "")], 1)
         return families
 
-    monkeypatch.setattr(rendering, "deployment_families", families_with_team)
+    monkeypatch.setattr(pieces, "deployment_families", families_with_team)
     fmt = Format.negotiate(accept)[0]
     web = scenario().state.deployments[DeploymentKey("web", "staging")]
     ours = extended(**{f.name: getattr(web, f.name) for f in dataclasses.fields(Deployment)}, team="blue")
-    pieces = _Pieces(fmt, settings=SETTINGS)
-    assert b'commit_sha="blue"' in pieces.encode(State({web.key: ours}))
+    part = DeploymentsPart(fmt.encode, settings=SETTINGS)
+    assert b'commit_sha="blue"' in shown(part, State({web.key: ours}))
     theirs = State({web.key: dataclasses.replace(ours, team="green")})
-    body = pieces.encode(theirs)
+    body = shown(part, theirs)
     assert b'commit_sha="green"' in body and b'commit_sha="blue"' not in body
-    assert body == _Pieces(fmt, settings=SETTINGS).encode(theirs)  # what a fresh encoding gives
+    assert body == shown(DeploymentsPart(fmt.encode, settings=SETTINGS), theirs)  # a fresh encoding

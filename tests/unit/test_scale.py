@@ -2,7 +2,7 @@
 Python calls one ``apply`` makes (a walk over the deployments, a copy of a mapping through its
 Python methods, a sort with a key function all add calls per deployment), the deployments a tick
 visits, the memory one ``apply`` allocates (a copy of a mapping in C makes no call, but allocates),
-and the bytes a save encodes anew."""
+the bytes a save encodes anew, and the deployments and bytes a rendering of ``/metrics`` encodes and compresses anew."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from watcher.domain.machine import apply
 from watcher.domain.model import DeploymentKey, State
 from watcher.domain.observations import InstanceExited, Observation, Tick
 from watcher.domain.settings import RetentionSettings
+from watcher.exposition.deflate import gzip_member
+from watcher.exposition.pieces import DeploymentsPart
+from watcher.exposition.rendering import Format
 from watcher.persistence.codec import encode
 from watcher.persistence.statefile import StateFile
 from watcher.selfmetrics import SelfMetrics
@@ -120,3 +123,31 @@ def test_a_save_encodes_only_what_changed(tmp_path: Path, size: int) -> None:
     assert state_file.path.read_bytes() == encode(state)
     if size == SIZES[0]:
         assert state_file.load() == state
+
+
+@pytest.fixture(scope="module")
+def renderings() -> dict[int, tuple[int, int]]:
+    """At each size: the deployments encoded and the bytes compressed by a rendering after one report."""
+    found = {}
+    for size in SIZES:
+        state = _fleet(size)
+        part = DeploymentsPart(Format.negotiate("application/openmetrics-text")[0].encode, settings=ROOMY)
+        part.update(state)
+        assert part.encoded == size and part.deflater.compressed > size * 1_000  # the first rendering: all of it
+        encoded, compressed = part.encoded, part.deflater.compressed
+        state = apply(state, STEPS["a report of a new version"](T0 + 10), now=T0 + 10, settings=ROOMY).state
+        part.update(state)
+        assert gzip_member(part.segments())  # the body is made of them
+        found[size] = (part.encoded - encoded, part.deflater.compressed - compressed)
+    return found
+
+
+@pytest.mark.parametrize("size", SIZES[1:])
+def test_a_rendering_compresses_only_what_changed(renderings: dict[int, tuple[int, int]], size: int) -> None:
+    """After a report, /metrics encodes one deployment and compresses a few chunks of a few deployments (and
+    the DORA lines of its environment), whatever the fleet's size: not the megabytes of the whole part."""
+    small, large = renderings[SIZES[0]], renderings[size]
+    assert small[0] == large[0] == 1
+    assert large[1] <= small[1] * 1.5 and large[1] < 40_000, (
+        f"{large[1]:,} bytes compressed at {size}, {small[1]:,} at 50"
+    )

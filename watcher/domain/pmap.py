@@ -58,6 +58,10 @@ class PMap(Mapping[K, V]):
     def __len__(self) -> int:
         return len(self._map)
 
+    def pairs(self) -> Iterator[tuple[K, V]]:
+        """The items, iterated in C: ``items()`` (from ``Mapping``) calls ``__getitem__`` for each key."""
+        return iter(self._map.items())
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PMap):
             return self._map == other._map

@@ -6,6 +6,7 @@ was dropped simply stops appearing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple, TypeVar
 
@@ -65,12 +66,6 @@ class Coarse(NamedTuple):
     counts: tuple[float, ...]
     total: float
 
-    def plus(self, other: Coarse) -> Coarse:
-        assert other.bounds == self.bounds
-        return Coarse(
-            self.bounds, tuple(x + y for x, y in zip(self.counts, other.counts, strict=True)), self.total + other.total
-        )
-
     def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
         les = [*map(floatToGoString, self.bounds), "+Inf"]
         family.add_metric(labels, list(zip(les, self.counts, strict=True)), self.total)
@@ -90,15 +85,19 @@ def dora_coarse(d: Deployment) -> tuple[Coarse, Coarse]:
 
 
 def dora_sums(deployments: Iterable[Deployment]) -> dict[str, tuple[Coarse, Coarse]]:
-    """Lead times and recoveries summed per environment, over the deployments that export DORA figures."""
-    sums: dict[str, tuple[Coarse, Coarse]] = {}
+    """Lead times and recoveries summed per environment, over the deployments that export DORA figures: exactly,
+    rounded once (``math.fsum``), so in any order (the exposition keeps them by moving one deployment at a time)."""
+    figures: dict[str, list[tuple[Coarse, Coarse]]] = {}
     for d in deployments:
-        if d.usage_only:
-            continue
-        mine = dora_coarse(d)
-        found = sums.get(d.key.environment)
-        sums[d.key.environment] = mine if found is None else (found[0].plus(mine[0]), found[1].plus(mine[1]))
-    return sums
+        if not d.usage_only:
+            figures.setdefault(d.key.environment, []).append(dora_coarse(d))
+    return {environment: (_summed([f[0] for f in found]), _summed([f[1] for f in found]))
+            for environment, found in figures.items()}  # fmt: skip
+
+
+def _summed(histograms: list[Coarse]) -> Coarse:
+    counts = tuple(math.fsum(column) for column in zip(*(h.counts for h in histograms), strict=True))
+    return Coarse(histograms[0].bounds, counts, math.fsum(h.total for h in histograms))
 
 
 def environment_families(

@@ -7,11 +7,12 @@ rendering of one snapshot, never a half-applied change, and never a torn body.
 
 **Two parts, because they change at different rates and cost very different amounts.**
 
-- The *deployments part* (the collector's families over one snapshot): ~40 series per
-  deployment, hundreds of milliseconds per format at 1,000 deployments when encoded whole. It is
-  rendered only when the state changed: ``Core.on_change`` wakes the renderer, and the
-  snapshot's identity tells whether it did (the state is immutable, so an unchanged state is the
-  same object); and then only the deployments that changed are encoded again (``_Pieces``).
+- The *deployments part* (the collector's families over one snapshot): ~20 series per
+  deployment, seconds per format at 5,000 deployments when encoded whole. It is brought up to
+  date only when the state changed: ``Core.on_change`` wakes the renderer, and the snapshot's
+  identity tells whether it did (the state is immutable, so an unchanged state is the same
+  object); and then only the deployments that changed are encoded and compressed again, in
+  chunks of a few deployments (``pieces.DeploymentsPart``).
 - The *own part* (the registry: the watcher's counters, process, runtime and gc metrics): ~150
   series, about a millisecond. Its values change by themselves (CPU, memory) or with each Docker
   event, and most events change no deployment (the health-check execs of every container on
@@ -20,11 +21,11 @@ rendering of one snapshot, never a half-applied change, and never a torn body.
   ``exposition.max_staleness_seconds`` after the last reading.
 
 The own part comes last: OpenMetrics' ``# EOF`` ends it, and the deployments part is kept
-without it. Refreshing the own part reuses the deployments bytes and the gzip stream as it stood
-after them (the ``zlib`` compressor, sync-flushed and copied), so the big part is compressed
-once per change and the body stays a single gzip member that every client reads.
-Only the bodies someone asks for are assembled: Prometheus asks for gzip, and copying an
-uncompressed body of megabytes at every refresh would cost more than the refresh itself.
+without it. A gzip body is the deployments part's compressed chunks and the own part
+compressed apart, joined into a single gzip member that every client reads (``deflate``): a
+refresh of the own part compresses the own part alone. A plain body is the same compressed
+pieces, inflated one family at a time as the scrape writes them: a plain format costs no
+megabytes kept, and no body of megabytes is joined, per rendering or per scrape.
 
 **When.** After a change the renderer waits until ``exposition.min_interval_seconds`` after the
 end of the previous rendering, then renders the newest snapshot: a burst of events costs one
@@ -54,24 +55,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import time
-import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from watcher import heap
 from watcher.config import ExpositionSettings, Settings
-from watcher.domain.model import Deployment, DeploymentKey, Member, State, iter_sorted
-from watcher.exposition.environments import Dora, EnvironmentPieces
-from watcher.exposition.families import PER_ENVIRONMENT, DeploymentCollector, deployment_families, dora_coarse
+from watcher.domain.model import State
+from watcher.exposition.deflate import Deflater, Segment, gzip_member, inflate
 from watcher.exposition.negotiation import choose_format, gzip_wanted
+from watcher.exposition.pieces import DeploymentsPart, Families
 from watcher.selfmetrics import SelfMetrics
 
 # Rendered from the start: what Prometheus asks for. Others (curl's plain text) are added at
@@ -79,10 +77,6 @@ from watcher.selfmetrics import SelfMetrics
 START_VARIANTS = (("application/openmetrics-text;version=1.0.0", True),)
 VARIANT_IDLE_SECONDS = 600.0  # a variant nobody asked for in this long is no longer rendered
 MAX_VARIANTS = 6
-# Compressed once per change, not per scrape; level 1 costs a third of the default for ~20% more bytes.
-GZIP_LEVEL = 1
-GZIP_WBITS = 31  # zlib's gzip container
-EOF = b"# EOF\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +99,27 @@ class Format:
         return cls.of(encoder), content_type
 
 
-class Page(NamedTuple):
-    """What one scrape gets: the bytes and the headers that describe them."""
+Piece = bytes | Segment  # of a body: as it is, or inflated as it is written
 
-    body: bytes
+
+class Page(NamedTuple):
+    """What one scrape gets: the body, in pieces (a plain body of megabytes is never joined), and its headers."""
+
+    parts: tuple[Piece, ...]
     headers: Mapping[str, str]
 
+    @property
+    def size(self) -> int:
+        return sum(part.size if isinstance(part, Segment) else len(part) for part in self.parts)
 
-class _Families(Collector):
-    """Metric families collected once, encoded in every format (encoders want a collector)."""
+    def chunks(self) -> Iterator[bytes]:
+        """The body, a piece at a time: hundreds of kilobytes at most (a family's lines)."""
+        for part in self.parts:
+            yield inflate(part) if isinstance(part, Segment) else part
 
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self._families = list(families)
-
-    def collect(self) -> list[Metric]:
-        return self._families
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks())
 
 
 class Variant(NamedTuple):
@@ -130,35 +130,9 @@ class Variant(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class _Head:
-    """The deployments part in one format, and the gzip stream as it stands after it."""
-
-    identity: bytes | memoryview | None  # None: only gzip bodies are served in this format
-    gzip: bytes
-    compressor: zlib._Compress  # only ever copied, never fed again
-
-    @classmethod
-    def of(cls, deployments: bytes | memoryview, *, plain: bool) -> _Head:
-        """``plain``: keep the uncompressed part too (megabytes at 1,000 deployments), for plain bodies."""
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-        # A sync flush ends the part on a byte boundary without ending the stream.
-        gzip = compressor.compress(deployments) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        return cls(deployments if plain else None, gzip, compressor)
-
-    def body(self, own: bytes, *, gzip: bool) -> bytes:
-        """The whole body: this part, then the own part (which ends with ``# EOF`` in OpenMetrics)."""
-        if not gzip:
-            assert self.identity is not None, "a plain body from a head kept for gzip only"
-            return b"".join((self.identity, own))
-        tail = self.compressor.copy()
-        return b"".join((self.gzip, tail.compress(own), tail.flush()))
-
-
-@dataclass(frozen=True, slots=True)
 class _Rendering:
     state: State
-    heads: Mapping[Format, _Head]
-    bodies: Mapping[Variant, bytes]
+    bodies: Mapping[Variant, tuple[Piece, ...]]
     own_read_at: float  # clock when the own part was collected
     finished_at: float
 
@@ -169,147 +143,6 @@ def next_rendering_at(*, own_read_at: float, finished_at: float, changed: bool, 
     if not changed:
         return stale_at
     return min(stale_at, finished_at + settings.min_interval_seconds)
-
-
-# The families a stats poll changes; every other family changes only with the rollout.
-USAGE_FAMILIES = frozenset({"deployment_cpu_usage_seconds", "deployment_memory_usage_bytes"})
-DORA_HISTOGRAMS = ("deployment_lead_time_seconds", "deployment_recovery_seconds")
-# The fields only a stats poll changes, and only the usage families read (a test checks both).
-# Everything else in a deployment is compared, whatever its fields (``same_but_usage``): a
-# field added to the model re-encodes the families when it changes, and a usage field missing
-# here costs a needless re-encoding, never a stale series.
-USAGE_FIELDS: Mapping[type, frozenset[str]] = {
-    Deployment: frozenset({"retired_cpu_nanos"}),
-    Member: frozenset({"cpu_nanos", "memory_bytes"}),
-}
-
-
-class _Encoded(NamedTuple):
-    deployment: Deployment
-    pieces: list[bytes]  # the sample lines of each family
-    dora: Dora | None  # the DORA histograms at the exported bounds; None: it exports none (usage only)
-
-
-def _compared(cls: type) -> tuple[str, ...] | None:
-    """The fields of a ``cls`` value to compare: all but the usage ones; None: compare values whole."""
-    usage = frozenset[str]().union(*(USAGE_FIELDS.get(base, frozenset()) for base in cls.__mro__))
-    if not usage or not dataclasses.is_dataclass(cls):
-        return None
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in usage)
-
-
-_COMPARED: dict[type, tuple[str, ...] | None] = {}  # _compared of each class met
-
-
-def same_but_usage(old: object, new: object) -> bool:
-    """Whether ``old`` and ``new`` differ in usage fields at most: the other families show the same.
-
-    Every field of the model counts, found by ``dataclasses.fields``, but those of
-    ``USAGE_FIELDS``. Copy-on-write makes it cheap: most values are the same object as before.
-    """
-    if type(old) is not type(new):
-        return False
-    if isinstance(new, dict):  # the members: opened for their usage fields
-        assert isinstance(old, dict)
-        if old.keys() != new.keys():
-            return False
-        pairs: Iterable[tuple[object, object]] = ((old[key], value) for key, value in new.items())
-    else:
-        try:
-            names = _COMPARED[type(new)]
-        except KeyError:
-            names = _COMPARED[type(new)] = _compared(type(new))
-        if names is None:
-            return old == new
-        pairs = ((getattr(old, name), getattr(new, name)) for name in names)
-    return all(before is after or same_but_usage(before, after) for before, after in pairs)
-
-
-class _Pieces:
-    """The deployments part in one format, kept per deployment and family.
-
-    Rendering 1,000 deployments whole costs about half a second of CPU, and most changes touch
-    one deployment (an event) or those with running containers (a stats poll). The state is
-    copy-on-write, so an unchanged deployment is the same object as before: only the others
-    are encoded again, one at a time, by prometheus-client. Its output is then cut at each
-    family's ``# HELP``: header lines (``#``) once, then the sample lines of every deployment in
-    order, so the part is byte for byte what encoding all deployments at once gives.
-    """
-
-    def __init__(self, fmt: Format, *, settings: Settings) -> None:
-        self._format = fmt
-        self._settings = settings
-        empty = DeploymentCollector(snapshot=State, settings=settings).describe()
-        self._headers = self._split(fmt.encode(_Families(empty)))  # families without series: headers alone
-        self._usage = [i for i, family in enumerate(empty) if family.name in USAGE_FAMILIES]
-        self._kept: Mapping[DeploymentKey, _Encoded] = {}
-        self._per_environment = settings.exposition.dora_histograms == PER_ENVIRONMENT
-        self._dora = [i for i, family in enumerate(empty) if family.name in DORA_HISTOGRAMS]
-        self._environments = EnvironmentPieces(lambda families: self._encode(families, range(2), into=[b"", b""]))
-
-    def encode(self, state: State) -> bytes:
-        kept: dict[DeploymentKey, _Encoded] = {}
-        previous = self._kept  # replaced whole below: a concurrent rendering never sees it half-built
-        dirty: set[str] = set()  # environments whose DORA histograms changed
-        for deployment in iter_sorted(state):
-            hit = previous.get(deployment.key)
-            if hit is None or hit.deployment is not deployment:
-                encoded = kept[deployment.key] = self._one(deployment, hit)
-                if hit is None or hit.dora != encoded.dora:
-                    dirty.add(deployment.key.environment)
-            else:
-                kept[deployment.key] = hit
-        dirty.update(key.environment for key in previous.keys() - kept.keys())  # deployments dropped
-        self._kept = kept
-        samples = [encoded.pieces for encoded in kept.values()]
-        if self._per_environment:
-            extra = dict(
-                zip(self._dora, self._environments.pieces({k: e.dora for k, e in kept.items()}, dirty), strict=True)
-            )
-        else:
-            extra = {}
-        return b"".join(
-            header + b"".join(pieces[family] for pieces in samples) + extra.get(family, b"")
-            for family, header in enumerate(self._headers)
-        )
-
-    def _one(self, deployment: Deployment, hit: _Encoded | None) -> _Encoded:
-        """Encode the families whose inputs changed: the usage families alone after a stats poll."""
-        families = deployment_families(deployment, settings=self._settings)
-        if hit is None or not same_but_usage(hit.deployment, deployment):
-            dora = None if deployment.usage_only else dora_coarse(deployment)
-            return _Encoded(deployment, self._encode(families, range(len(families)), into=[b""] * len(families)), dora)
-        return _Encoded(deployment, self._encode(families, self._usage, into=list(hit.pieces)), hit.dora)
-
-    def _encode(self, families: list[Metric], which: Sequence[int], *, into: list[bytes]) -> list[bytes]:
-        blocks = self._blocks(self._format.encode(_Families([families[i] for i in which])))
-        for i, lines in zip(which, blocks, strict=True):
-            into[i] = b"".join(lines[1:])
-        return into
-
-    @classmethod
-    def _split(cls, body: bytes) -> list[bytes]:
-        return [lines[0] for lines in cls._blocks(body)]
-
-    @staticmethod
-    def _blocks(body: bytes) -> list[list[bytes]]:
-        """Per family: its header lines joined, then each sample line."""
-        blocks: list[list[bytes]] = []
-        for line in bytes(_without_eof(body)).splitlines(keepends=True):
-            if line.startswith(b"# HELP "):
-                blocks.append([line])
-            elif line.startswith(b"#"):
-                blocks[-1][0] += line
-            else:
-                blocks[-1].append(line)
-        return blocks
-
-
-def _without_eof(body: bytes) -> bytes | memoryview:
-    """The body without OpenMetrics' closing line (the text formats have none)."""
-    if body == EOF or body.endswith(b"\n" + EOF):
-        return memoryview(body)[: -len(EOF)]
-    return body
 
 
 class Exposition:
@@ -334,13 +167,7 @@ class Exposition:
         self._lock = asyncio.Lock()  # one rendering at a time, each starting from the last
         now = clock()
         self._asked = {Variant(Format.negotiate(accept)[0], gzip): now for accept, gzip in START_VARIANTS}
-        self._by_format: dict[Format, _Pieces] = {}
-
-    def _pieces(self, fmt: Format) -> _Pieces:
-        pieces = self._by_format.get(fmt)
-        if pieces is None:
-            pieces = self._by_format[fmt] = _Pieces(fmt, settings=self._settings)
-        return pieces
+        self._by_format: dict[Format, DeploymentsPart] = {}
 
     def changed(self) -> None:
         """The state changed: render it soon (a ``Core.on_change`` listener; never blocks)."""
@@ -351,15 +178,15 @@ class Exposition:
         fmt, content_type = Format.negotiate(accept)
         variant = Variant(fmt, gzip_wanted(accept_encoding))
         rendering = self._current
-        body = rendering.bodies.get(variant) if rendering is not None else None
-        if body is None:
-            body = await self._render_for(variant)
+        parts = rendering.bodies.get(variant) if rendering is not None else None
+        if parts is None:
+            parts = await self._render_for(variant)
         else:
             self._asked[variant] = self._clock()
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
         if variant.gzip:
             headers["Content-Encoding"] = "gzip"
-        return Page(body, headers)
+        return Page(parts, headers)
 
     async def refresh(self) -> None:
         """Render now: the deployments part if the state changed, the own part always."""
@@ -390,13 +217,13 @@ class Exposition:
             await asyncio.sleep(max(0.0, due - self._clock()))
             await self.refresh()
 
-    async def _render_for(self, variant: Variant) -> bytes:
+    async def _render_for(self, variant: Variant) -> tuple[Piece, ...]:
         async with self._lock:
             rendering = self._current
             if rendering is not None and variant in rendering.bodies:
                 return rendering.bodies[variant]  # rendered while this scrape waited
             if variant not in self._live_variants() and len(self._asked) >= MAX_VARIANTS:
-                alone = await asyncio.to_thread(self._render, self._snapshot(), None, [variant])
+                alone = await asyncio.to_thread(self._render, self._snapshot(), [variant], keep=False)
                 return alone.bodies[variant]
             self._asked[variant] = self._clock()
             return (await self._refresh()).bodies[variant]
@@ -404,7 +231,7 @@ class Exposition:
     async def _refresh(self) -> _Rendering:
         self._changed.clear()  # a change after this snapshot wakes the renderer again
         live = self._live_variants()
-        rendering = await asyncio.to_thread(self._render, self._snapshot(), self._current, live)
+        rendering = await asyncio.to_thread(self._render, self._snapshot(), live)
         self._current = rendering
         for fmt in self._by_format.keys() - {v.format for v in live}:  # pieces of formats nobody asks for lately
             del self._by_format[fmt]
@@ -416,28 +243,49 @@ class Exposition:
             del self._asked[variant]
         return list(self._asked)
 
-    def _render(self, state: State, previous: _Rendering | None, variants: list[Variant]) -> _Rendering:
-        """``state`` and the registry as ``variants``, reusing the deployments part of ``previous`` if it shows ``state``.
+    def _render(self, state: State, variants: list[Variant], *, keep: bool = True) -> _Rendering:
+        """``state`` and the registry as ``variants``: each format's part brought to ``state`` by what changed.
 
-        Runs in a worker thread: it reads only the immutable ``state`` and ``previous`` and the
-        registry, whose metrics lock their values.
+        Runs in a worker thread, one at a time (the lock): it reads only the immutable ``state``
+        and the registry, whose metrics lock their values, and changes only the parts, which no
+        scrape reads (a rendering's bodies are bytes of their own). Without ``keep``, the parts are
+        made for this rendering alone.
         """
         started = self._clock()
         if not variants:  # nobody scrapes: nothing to keep fresh
-            return _Rendering(state=state, heads={}, bodies={}, own_read_at=started, finished_at=started)
-        formats = list(dict.fromkeys(v.format for v in variants))
-        plain = {v.format for v in variants if not v.gzip}
-        kept = previous.heads if previous is not None and previous.state is state else {}
-        heads = {f: kept[f] for f in formats if f in kept and (f not in plain or kept[f].identity is not None)}
-        if missing := [f for f in formats if f not in heads]:
-            heads |= {f: _Head.of(self._pieces(f).encode(state), plain=f in plain) for f in missing}
+            return _Rendering(state=state, bodies={}, own_read_at=started, finished_at=started)
+        parts = {}
+        for fmt in dict.fromkeys(v.format for v in variants):
+            part = self._by_format.get(fmt) if keep else None
+            if part is None:
+                part = DeploymentsPart(fmt.encode, settings=self._settings)
+                if keep:
+                    self._by_format[fmt] = part
+            parts[fmt] = part
+        if [self._update(fmt, part, state) for fmt, part in parts.items()].count(True):
             self._metrics.exposition_renders.labels("deployments").inc()
-            heap.release_free_memory()  # the encoding's temporaries, megabytes at 1,000 deployments
+        # The temporaries of the encoding, and of the scrapes since (megabyte slices of plain bodies):
+        # freed pages go back to the OS within a staleness bound (a fraction of a millisecond).
+        heap.release_free_memory()
         self._metrics.exposition_renders.labels("own").inc()
         own_read_at = self._clock()
-        own_families = _Families(self._registry.collect())
-        own = {f: f.encode(own_families) for f in formats}
-        bodies = {v: heads[v.format].body(own[v.format], gzip=v.gzip) for v in variants}
+        own_families = Families(self._registry.collect())
+        own = {fmt: fmt.encode(own_families) for fmt in parts}
+        bodies = {v: self._body(parts[v.format], own[v.format], gzip=v.gzip) for v in variants}
         finished = self._clock()
         self._metrics.exposition_duration.observe(finished - started)
-        return _Rendering(state=state, heads=heads, bodies=bodies, own_read_at=own_read_at, finished_at=finished)
+        return _Rendering(state=state, bodies=bodies, own_read_at=own_read_at, finished_at=finished)
+
+    def _update(self, fmt: Format, part: DeploymentsPart, state: State) -> bool:
+        try:
+            return part.update(state)
+        except BaseException:
+            self._by_format.pop(fmt, None)  # left half-changed: the next rendering makes it afresh
+            raise
+
+    @staticmethod
+    def _body(part: DeploymentsPart, own: bytes, *, gzip: bool) -> tuple[Piece, ...]:
+        """The deployments part, then the own part (which ends with ``# EOF`` in OpenMetrics)."""
+        if gzip:
+            return (gzip_member([*part.segments(), Deflater().segment(own)]),)
+        return (*(segment for segment in part.segments() if segment.size), own)
