@@ -30,8 +30,8 @@ from watcher.domain.events import EVENT_TYPES, DomainEvent, RolloutStarted, Roll
 from watcher.domain.machine import Changes
 from watcher.domain.model import DeploymentKey, Identity, Instance, Judge, State, Status
 from watcher.domain.observations import InstanceGone, InstanceSeen, Observation, RolloutReported, Tick
-from watcher.persistence.codec import decode
-from watcher.persistence.statefile import StateFile
+from watcher.persistence.codec import decode, decode_document
+from watcher.persistence.statefile import StateFile, saved_document
 from watcher.runtime import core as core_module
 from watcher.runtime import supervision
 from watcher.runtime.compose import Watcher
@@ -346,7 +346,7 @@ async def test_service_loads_saves_on_change_and_at_stop(tmp_path: Path) -> None
     assert service.registry.get_sample_value("deployment_watcher_tracked_deployments") == len(saved.deployments)
 
     def on_disk() -> State:
-        return decode((tmp_path / "state.json").read_bytes())
+        return decode_document(saved_document(tmp_path))
 
     stop = asyncio.Event()
     running = asyncio.create_task(service.run(stop=stop))

@@ -67,6 +67,16 @@ def state_directory(
     return base.absolute() / XDG_NAME
 
 
+def saved_document(directory: Path) -> Document:
+    """What ``directory``'s state file and journal hold, as one JSON document (the journal's saves
+    replayed, a torn end dropped), for whatever reads a running watcher's state without loading it
+    (tests, tools): nothing is checked beyond JSON, moved or removed. OSError, DecodeError."""
+    document = load((directory / FILE_NAME).read_bytes())
+    with suppress(FileNotFoundError):
+        document = journal.replay(document, (directory / journal.FILE_NAME).read_bytes()).document
+    return document
+
+
 class DirectoryInUse(Exception):
     """Another watcher holds the state directory: two would overwrite each other's state."""
 
