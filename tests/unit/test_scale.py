@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.unit.builders import SETTINGS, reported, started
+from tests.unit.builders import SETTINGS, reported, service, started
 from watcher.domain.machine import apply
-from watcher.domain.model import DeploymentKey, State
+from watcher.domain.model import DeploymentKey, State, UpdateState
 from watcher.domain.observations import InstanceExited, Observation, Tick
 from watcher.domain.settings import RetentionSettings
 from watcher.persistence.statefile import StateFile
@@ -78,6 +78,9 @@ STEPS: dict[str, Callable[[float], Observation]] = {
     "a container": lambda at: started("c-2", "1.0.0", at, key=DeploymentKey("svc-00000", "production")),
     "a container exits": lambda at: InstanceExited(at, "c-2", exit_code=0),
     "a tick": Tick,
+    # A Swarm service seen: the deployments holding its tasks come from the index, not a walk of all members.
+    "a Swarm service": lambda at: service(at, "1.0", key=DeploymentKey("swarm", "production")),
+    "its update": lambda at: service(at, "1.1", state=UpdateState.UPDATING, key=DeploymentKey("swarm", "production")),
 }
 
 
