@@ -28,6 +28,7 @@ from watcher.domain.model import (
 from watcher.domain.observations import (
     InstanceGone,
     InstanceSeen,
+    Observation,
     Resync,
     ServiceGone,
     ServiceSeen,
@@ -241,15 +242,15 @@ def test_the_index_of_task_holders_follows_the_state() -> None:
     """Which deployments hold a service's tasks, kept by each step as a walk of every member would find it:
     tasks under two keys of their own, claimed by the service, one gone, the service moved."""
     run = Run()(task("c1", "1.0", 90), task("c2", "1.0", 91, key=DeploymentKey("web", "staging")))
-    steps = [service(100, "1.0"), task("c3", "1.0", 101), InstanceGone(102, "c1"),
-             dataclasses.replace(service(200, "1.0"), key=DeploymentKey("shop", "staging"))]  # fmt: skip
-    for observation in [None, *steps]:
-        if observation is not None:
-            run(observation)
-        index = run.state.index
+    steps: list[Observation] = [
+        service(100, "1.0"), task("c3", "1.0", 101), InstanceGone(102, "c1"),
+        dataclasses.replace(service(200, "1.0"), key=DeploymentKey("shop", "staging")),
+    ]  # fmt: skip
+    for observation in [Tick(95), *steps]:
+        index = run(observation).state.index
         assert isinstance(index, Index) and index.head is run.state
         assert index.tasks == Index.build(run.state.deployments, run.state.retired, SETTINGS).tasks
-    assert set(index.tasks["svc1"]) == {DeploymentKey("shop", "staging")}
+    assert isinstance(index, Index) and set(index.tasks["svc1"]) == {DeploymentKey("shop", "staging")}
 
 
 def test_worker_keeps_only_usage_and_judges_nothing() -> None:
