@@ -202,6 +202,14 @@ def test_a_failed_append_makes_the_next_save_a_compaction(tmp_path: Path, monkey
     assert saving.loaded(tmp_path)[0] == saving.state
 
 
+def test_a_journal_removed_by_hand_makes_the_next_save_a_compaction(tmp_path: Path) -> None:
+    """Appends to a journal no longer in the directory would be lost at the next start."""
+    saving = Saving(tmp_path, rich_state())
+    (tmp_path / "state.journal").unlink()
+    saving(reported("9.0.0", "success", 700.0)).save()
+    assert saving.file.compactions == 2 and saving.loaded(tmp_path)[0] == saving.state
+
+
 async def test_the_final_save_folds_the_journal_into_the_file(tmp_path: Path) -> None:
     """At the stop, an older watcher (which reads state.json alone) may start next."""
     saver = StateSaver(

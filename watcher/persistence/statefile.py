@@ -254,8 +254,10 @@ class StateFile:
         journal the same way) at the first save, when the journal would outgrow it, and when ``compact``."""
         try:
             line = None if changes is None or compact or self._journal is None else journal.record(state, changes)
-            if line is None or self._journal_bytes + len(line) > min(
-                max(self._base_bytes, MIN_JOURNAL_BYTES), self._max_bytes
+            if (
+                line is None
+                or self._journal_bytes + len(line) > min(max(self._base_bytes, MIN_JOURNAL_BYTES), self._max_bytes)
+                or self._journal_removed()
             ):
                 self._compact(state)
             else:
@@ -280,6 +282,14 @@ class StateFile:
     def journal_saves(self) -> bool:
         """Whether the journal holds saves of this process not yet compacted."""
         return self._journal is not None and self._journal_bytes > self._journal_head
+
+    def _journal_removed(self) -> bool:
+        """The open journal is no longer state.journal (removed or replaced by hand): appends would be lost."""
+        assert self._journal is not None
+        try:
+            return os.fstat(self._journal.fileno()).st_ino != os.stat(self.journal_path).st_ino
+        except FileNotFoundError:
+            return True
 
     def _append(self, line: bytes) -> None:
         assert self._journal is not None
