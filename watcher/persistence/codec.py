@@ -13,7 +13,7 @@ when it is missing, and list the default in docs/state-file.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from watcher import __version__
@@ -62,7 +62,7 @@ Document = dict[str, Any]
 # The interface: what a state file holds, and the error of one that cannot be read (typedjson's).
 __all__ = [
     "FILE_NAME", "MAX_COUNT", "MAX_NANOS", "MIGRATIONS", "SCHEMA", "DecodeError", "Document", "decode",
-    "decode_document", "encode", "encode_deployment", "encode_retired", "load",
+    "decode_document", "encode", "encode_deployment", "encode_pieces", "encode_retired", "load",
 ]  # fmt: skip
 
 
@@ -99,14 +99,21 @@ MAX_NANOS = limits.MAX_NANOS
 def encode(state: State, *, journal: str = "") -> bytes:
     """The state file's bytes for ``state``, in the current schema; ``journal``: the id of the journal
     that continues this file (``watcher.persistence.journal``), written as its ``journal`` field."""
-    retired = b",".join(encode_retired(key, r) for key, r in sorted(state.retired.items()))
+    return b"".join(encode_pieces(state, journal=journal))
+
+
+def encode_pieces(state: State, *, journal: str = "") -> Iterator[bytes]:
+    """``encode``'s bytes, a deployment at a time: written as they come, the file is never whole in
+    memory (8 MB at 5,000 deployments, and as much again to join it)."""
     head = {"schema": SCHEMA, "written_by": f"deployment-watcher {__version__}"} | (
         {"journal": journal} if journal else {}
     )
-    return b"".join((
-        _dumps(head)[:-1], b',"deployments":[', b",".join(encode_deployment(d) for d in iter_sorted(state)),
-        b'],"retired":[', retired, b"]}\n",
-    ))  # fmt: skip
+    yield _dumps(head)[:-1] + b',"deployments":['
+    for n, deployment in enumerate(iter_sorted(state)):
+        yield encode_deployment(deployment) if not n else b"," + encode_deployment(deployment)
+    yield b'],"retired":['
+    yield b",".join(encode_retired(key, r) for key, r in sorted(state.retired.items()))
+    yield b"]}\n"
 
 
 def encode_deployment(d: Deployment) -> bytes:

@@ -12,7 +12,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -21,7 +21,7 @@ from watcher.config.settings import StorageSettings
 from watcher.domain.machine import Changes
 from watcher.domain.model import State
 from watcher.persistence import journal
-from watcher.persistence.codec import DecodeError, Document, decode_document, encode, load
+from watcher.persistence.codec import DecodeError, Document, decode_document, encode_pieces, load
 from watcher.selfmetrics import SelfMetrics
 
 FILE_NAME = "state.json"
@@ -305,21 +305,21 @@ class StateFile:
         the old journal, which the load then ignores."""
         self._close_journal()
         journal_id = secrets.token_hex(8)
-        data = encode(state, journal=journal_id)
-        self._replace(self.path, data).close()
+        with self._replace(self.path, encode_pieces(state, journal=journal_id)) as base:
+            size = base.tell()
         head = journal.header(journal_id)
-        self._journal = self._replace(self.journal_path, head)  # kept open: the next saves append to it
-        self._base_bytes, self._journal_bytes, self._journal_head = len(data), len(head), len(head)
-        self.written = len(data) + len(head)
+        self._journal = self._replace(self.journal_path, [head])  # kept open: the next saves append to it
+        self._base_bytes, self._journal_bytes, self._journal_head = size, len(head), len(head)
+        self.written = size + len(head)
         self.compactions += 1
 
-    def _replace(self, path: Path, data: bytes) -> BinaryIO:
-        """``path`` replaced by ``data`` atomically and durably; the new file, open for appending."""
+    def _replace(self, path: Path, pieces: Iterable[bytes]) -> BinaryIO:
+        """``path`` replaced by ``pieces`` atomically and durably; the new file, open for appending."""
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
         fh = os.fdopen(fd, "wb")
         try:
-            fh.write(data)
+            fh.writelines(pieces)
             fh.flush()
             os.fsync(fh.fileno())
             os.replace(temp, path)
