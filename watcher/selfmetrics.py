@@ -218,6 +218,13 @@ class SelfMetrics:
             "State files found unreadable, corrupt or of an unknown schema at start-up: moved aside, started fresh.",
             registry,
         )
+        self.state_journal_dropped = _plain(
+            Counter,
+            "state_journal_dropped",
+            "Lines of the state file's journal dropped at start-up: the first torn or garbled one (a save cut short "
+            "by a crash or a full disk) and those after it; the rest of the state is loaded.",
+            registry,
+        )
         self.analysis_queries = _labelled(
             Counter, "analysis_queries",
             "Queries to Prometheus for rollout analysis, by result: ok (a value), nodata (an empty answer or NaN), "

@@ -45,6 +45,7 @@ from tests.conftest import (
 from tests.polling import poll
 from watcher.clients.reader import Event, Events, Watcher
 from watcher.domain.analysis import fill
+from watcher.persistence.statefile import saved_document
 
 pytestmark = [pytest.mark.docker, pytest.mark.prometheus]
 
@@ -161,10 +162,10 @@ def watcher(
 
 
 def saved(path: Path, name: str, environment: str = ENVIRONMENT) -> dict[str, Any]:
-    """The deployment as the state file holds it (an empty dict before it is saved)."""
+    """The deployment as the state file and its journal hold it (an empty dict before it is saved)."""
     if not path.exists():
         return {}
-    for deployment in json.loads(path.read_text())["deployments"]:
+    for deployment in saved_document(path.parent)["deployments"]:
         if (deployment["name"], deployment["environment"]) == (name, environment):
             found: dict[str, Any] = deployment
             return found

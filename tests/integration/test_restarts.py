@@ -63,7 +63,7 @@ def assert_not_backwards(before: dict[str, float], after: dict[str, float]) -> N
 def saved(data: Path, name: str) -> Deployment | None:
     """The deployment as the state file on disk has it."""
     try:
-        state = store.decode((data / statefile.FILE_NAME).read_bytes())
+        state = store.decode_document(statefile.saved_document(data))
     except (OSError, store.DecodeError):
         return None
     return state.deployments.get(DeploymentKey(name, ENVIRONMENT))

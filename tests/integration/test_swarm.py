@@ -123,7 +123,9 @@ def test_create_with_labels(watcher: WatcherProcess, service: Service) -> None:
     ).items()
     assert v(watcher, service.deployment, "deployment_replicas", state="desired") == 2
     assert v(watcher, service.deployment, "deployment_replicas", state="running") == 2
-    assert v(watcher, service.deployment, "deployment_swarm_update_state", state="completed") == 0
+    # One series, the current state: none yet, as no update ran.
+    assert v(watcher, service.deployment, "deployment_swarm_update_state", state="none") == 1
+    assert v(watcher, service.deployment, "deployment_swarm_update_state", state="completed") is None
     deployments = {s.labels["deployment"] for s in watcher.samples() if s.name == "deployment_status"}
     assert deployments == {service.deployment}  # its containers made none of their own
     # Its task containers name no deployment themselves (the name is on the service): they are

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,3 +145,18 @@ def test_a_busy_or_forbidden_address_names_the_flag() -> None:
     )
     forbidden = str(CannotListen(":80", PermissionError(errno.EACCES, "error while attempting to bind")))
     assert forbidden.startswith("cannot listen on :80: permission denied (a port below 1024 needs root or ")
+
+
+def test_the_watcher_serves_with_a_short_switch_interval(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Worker threads (renderings, saves) hand the GIL back to the event loop within 1 ms, not CPython's 5."""
+    intervals: list[float] = []
+    served: list[object] = []
+
+    async def serve(watcher: object) -> None:
+        served.append(watcher)
+
+    monkeypatch.setattr(sys, "setswitchinterval", intervals.append)
+    monkeypatch.setattr(cli, "_serve", serve)
+    monkeypatch.setattr(cli, "_stopped", lambda watcher, code: None)
+    assert cli.main([f"--storage.directory={tmp_path}", "--web.listen-address=127.0.0.1:0"]) == cli.EXIT_OK
+    assert intervals == [cli.SWITCH_INTERVAL_SECONDS] == [0.001] and len(served) == 1

@@ -7,9 +7,9 @@ import dataclasses
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.builders import API, SETTINGS, Run, exposition_for, started
+from tests.unit.builders import API, SETTINGS, SHOP, Run, exposition_for, service, started
 from watcher.config import ExpositionSettings, Settings
-from watcher.domain.model import DeploymentKey, Health, State
+from watcher.domain.model import DeploymentKey, Health, State, UpdateState
 from watcher.domain.observations import InstanceExited, InstanceHealth
 from watcher.exposition.families import DORA_BOUNDS, DURATION_BOUNDS, DeploymentCollector
 
@@ -33,14 +33,14 @@ def busy() -> Run:
     return run
 
 
-def series_of(run: Run, settings: Settings) -> dict[str, int]:
-    """Series per family name (samples by sample name) with deployment="api"."""
+def series_of(run: Run, settings: Settings, key: DeploymentKey = API) -> dict[str, int]:
+    """Series per family name (samples by sample name) of the deployment ``key``."""
     registry = CollectorRegistry()
     registry.register(DeploymentCollector(snapshot=lambda: run.state, settings=settings))
     counts: dict[str, int] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
-            if sample.labels.get("deployment") == API.name:
+            if sample.labels.get("deployment") == key.name:
                 counts[family.name] = counts.get(family.name, 0) + 1
     return counts
 
@@ -57,6 +57,25 @@ def test_the_default_budget_holds() -> None:
     formula = 9 + 4 + 4 + (len(DURATION_BOUNDS) + HISTOGRAM) + SETTINGS.exposition.version_info_versions
     assert sum(counts.values()) == formula
     assert "deployment_lead_time_seconds" not in counts and "deployment_recovery_seconds" not in counts
+
+
+def test_a_swarm_service_keeps_the_budget() -> None:
+    """A Swarm service with history, updates, a rollback and DORA figures: one health check, its replicas and
+    one series of its update state (the current one, not one-hot), within the 25."""
+    run = Run()(service(100, "1.0"))
+    for n, (version, state) in enumerate(
+        [("1.1", UpdateState.UPDATING), ("1.1", UpdateState.COMPLETED), ("1.2", UpdateState.UPDATING),
+         ("1.1", UpdateState.ROLLBACK_STARTED), ("1.1", UpdateState.ROLLBACK_COMPLETED)]
+    ):  # fmt: skip
+        run(service(200.0 + 100 * n, version, state=state, running=3 if "COMPLETED" in state.name else 1))
+        run.tick(230.0 + 100 * n)
+    d = run.d(SHOP)
+    assert d.service is not None and d.rollbacks and len(d.history) >= 3 and d.dora.successes
+    counts = series_of(run, SETTINGS, SHOP)
+    assert counts["deployment_swarm_update_state"] == 1 and counts["deployment_replicas"] == 2
+    # docs/metrics.md: 9 one-series families, C = 1 check, 4 DORA counters, the duration histogram, V versions, S = 3.
+    formula = 9 + 1 + 4 + (len(DURATION_BOUNDS) + HISTOGRAM) + SETTINGS.exposition.version_info_versions + 3
+    assert sum(counts.values()) == formula <= BUDGET, counts
 
 
 def test_per_deployment_dora_histograms_add_their_buckets() -> None:

@@ -27,10 +27,11 @@ from watcher.config import (
     WebSettings,
 )
 from watcher.domain.events import EVENT_TYPES, DomainEvent, RolloutStarted, RolloutSuperseded
+from watcher.domain.machine import Changes
 from watcher.domain.model import DeploymentKey, Identity, Instance, Judge, State, Status
 from watcher.domain.observations import InstanceGone, InstanceSeen, Observation, RolloutReported, Tick
-from watcher.persistence.codec import decode
-from watcher.persistence.statefile import StateFile
+from watcher.persistence.codec import decode, decode_document
+from watcher.persistence.statefile import StateFile, saved_document
 from watcher.runtime import core as core_module
 from watcher.runtime import supervision
 from watcher.runtime.compose import Watcher
@@ -142,7 +143,7 @@ async def test_a_stuck_state_file_writer_is_reported_and_the_stop_is_bounded(
     """A save that never returns (a hung disk): the service gives up at the bound and shows the writer thread's stack."""
     released = threading.Event()
 
-    def stuck(state_file: StateFile, state: State) -> bool:
+    def stuck(state_file: StateFile, state: State, changes: Changes, compact: bool) -> bool:
         released.wait(timeout=30)
         return False
 
@@ -187,7 +188,7 @@ def test_core_tells_listeners_only_when_the_state_changed() -> None:
     """on_change listeners run after a change, not after an observation that changed nothing."""
     core = Core(settings=Settings(), metrics=SelfMetrics(CollectorRegistry()), clock=lambda: 100.0)
     calls: list[int] = []
-    core.on_change(lambda: calls.append(1))
+    core.on_change(lambda _: calls.append(1))
     core.submit(Tick(100.0))
     assert calls == []
     identity = Identity(
@@ -345,7 +346,7 @@ async def test_service_loads_saves_on_change_and_at_stop(tmp_path: Path) -> None
     assert service.registry.get_sample_value("deployment_watcher_tracked_deployments") == len(saved.deployments)
 
     def on_disk() -> State:
-        return decode((tmp_path / "state.json").read_bytes())
+        return decode_document(saved_document(tmp_path))
 
     stop = asyncio.Event()
     running = asyncio.create_task(service.run(stop=stop))

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from tests.unit.builders import quiet_settings, rich_state
 from watcher import config
 from watcher.config import StorageSettings
+from watcher.domain.machine import Changes
 from watcher.domain.model import State
 from watcher.persistence import statefile
 from watcher.persistence.statefile import StateFile, state_directory
@@ -136,7 +137,7 @@ async def test_the_last_line_says_what_the_saves_left(tmp_path: Path, monkeypatc
         count = len(current.deployments)
         assert saver.all_saved() and saver.outcome() == f"state saved to {path} ({count} deployments)"
 
-        def fails(state_file: StateFile, state: State) -> bool:
+        def fails(state_file: StateFile, state: State, changes: Changes, compact: bool) -> bool:
             return False
 
         monkeypatch.setattr(StateSaver, "_write", staticmethod(fails))

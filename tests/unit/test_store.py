@@ -540,12 +540,13 @@ def test_save_then_load(tmp_path: Path) -> None:
 
 
 def test_save_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    """Each save replaces the whole file; only state.json remains in the directory."""
+    """A save of an unknown change replaces the whole file; only state.json and its (empty) journal
+    remain in the directory."""
     file, _ = state_file(tmp_path)
     file.save(State())
     first_inode = os.stat(file.path).st_ino
     file.save(rich_state())
-    assert os.listdir(tmp_path) == ["state.json"]
+    assert sorted(os.listdir(tmp_path)) == ["state.journal", "state.json"]
     assert os.stat(file.path).st_ino != first_inode  # renamed over, never rewritten in place
     assert decode(file.path.read_bytes()) == rich_state()
 
@@ -645,7 +646,7 @@ def test_only_a_regular_file_is_read(
 
 def test_an_oversized_file_is_not_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A file beyond storage.max_file_bytes is moved aside unread: loading it could exhaust memory."""
-    data = encode(rich_state())
+    data = encode(rich_state(), journal="0" * 16)  # as long as a save writes it (a journal id of 16 digits)
     (tmp_path / "state.json").write_bytes(data)
     file = StateFile(tmp_path, metrics=SelfMetrics(CollectorRegistry()), clock=lambda: NOW, max_bytes=len(data) - 1)
     assert file.load() == State()
@@ -660,8 +661,9 @@ def test_temp_files_of_an_interrupted_save_are_removed_at_load(tmp_path: Path) -
     file, _ = state_file(tmp_path)
     file.save(rich_state())
     (tmp_path / ".state.json.x1y2z3.tmp").write_bytes(b'{"schema": 1, "depl')
+    (tmp_path / ".state.journal.x1y2z3.tmp").write_bytes(b'{"journal": "')
     assert file.load() == rich_state()
-    assert os.listdir(tmp_path) == ["state.json"]
+    assert sorted(os.listdir(tmp_path)) == ["state.journal", "state.json"]
 
 
 def test_failed_save_is_logged_counted_and_cleaned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

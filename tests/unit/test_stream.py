@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from tests.unit.builders import API, reported, started
 from tests.unit.readside import NOW, read_side
 from watcher.domain.model import DeploymentKey, Health
 from watcher.domain.observations import InstanceGone, InstanceHealth, Tick
-from watcher.web.stream import EventStream
+from watcher.web.stream import SWEEP_SLICE, EventStream, _Client
 from watcher.wire import StreamEvent
 
 WEB = DeploymentKey("web", "staging")
@@ -248,6 +249,54 @@ async def test_a_heartbeat_keeps_a_quiet_stream_alive(aiohttp_client: AiohttpCli
     async with asyncio.timeout(5):
         lines = [await response.content.readline() for _ in range(4)]
     assert b": keepalive\n" in lines
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+async def test_one_sweep_looks_at_every_client_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No task per client woken every second: one sweep sends the heartbeats and ends the clients that hung
+    up, handing the loop back between slices, so an event never waits behind a look at them all."""
+    _, side = read_side()
+    stream = side.stream
+    stream._heartbeat = 0.01
+    turns: list[float] = []
+    sleep = asyncio.sleep
+
+    async def counted(delay: float) -> None:
+        turns.append(delay)
+        await sleep(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", counted)
+    clients = [_Client(environment=None, name=None, address="a") for _ in range(2 * SWEEP_SLICE + 50)]
+    transports = [FakeTransport() for _ in clients]
+    for client, transport in zip(clients, transports, strict=True):
+        stream._join(client)
+        client.transport = transport  # type: ignore[assignment]
+        stream._start(client, [])
+    transports[7].closing = True  # hung up
+    sweep = asyncio.create_task(stream._sweep_forever())
+    await until("a heartbeat to each", lambda: all(b"keepalive" in b"".join(t.written) for t in transports[8:]))
+    assert clients[7].done.is_set() and not any(c.done.is_set() for c in clients[8:])
+    assert turns.count(0) >= 2  # a turn of the loop after each slice of SWEEP_SLICE (none elsewhere sleeps 0)
+    await stream.close()
+    await asyncio.wait([sweep], timeout=5)
+    assert sweep.done()  # it ends with the stream
 
 
 async def test_close_ends_every_stream(aiohttp_client: AiohttpClient) -> None:

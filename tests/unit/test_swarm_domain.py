@@ -14,6 +14,7 @@ from tests.conftest import examples
 from tests.unit.builders import SETTINGS, SHOP, Run, identity, service
 from tests.unit.readside import NOW, read_side
 from watcher.domain.events import RolloutFinished, RolloutStarted
+from watcher.domain.index import Index
 from watcher.domain.model import (
     DeploymentKey,
     Initiator,
@@ -27,6 +28,7 @@ from watcher.domain.model import (
 from watcher.domain.observations import (
     InstanceGone,
     InstanceSeen,
+    Observation,
     Resync,
     ServiceGone,
     ServiceSeen,
@@ -234,6 +236,21 @@ def test_tasks_join_the_service_deployment_for_usage_only() -> None:
     assert d.cpu_seconds == 2.0 and run.state.owners["c2"] == SHOP
     run(InstanceGone(120, "c1"))
     assert run.state.deployments[SHOP].cpu_seconds == 2.0  # retired, kept
+
+
+def test_the_index_of_task_holders_follows_the_state() -> None:
+    """Which deployments hold a service's tasks, kept by each step as a walk of every member would find it:
+    tasks under two keys of their own, claimed by the service, one gone, the service moved."""
+    run = Run()(task("c1", "1.0", 90), task("c2", "1.0", 91, key=DeploymentKey("web", "staging")))
+    steps: list[Observation] = [
+        service(100, "1.0"), task("c3", "1.0", 101), InstanceGone(102, "c1"),
+        dataclasses.replace(service(200, "1.0"), key=DeploymentKey("shop", "staging")),
+    ]  # fmt: skip
+    for observation in [Tick(95), *steps]:
+        index = run(observation).state.index
+        assert isinstance(index, Index) and index.head is run.state
+        assert index.tasks == Index.build(run.state.deployments, run.state.retired, SETTINGS).tasks
+    assert isinstance(index, Index) and set(index.tasks["svc1"]) == {DeploymentKey("shop", "staging")}
 
 
 def test_worker_keeps_only_usage_and_judges_nothing() -> None:

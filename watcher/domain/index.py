@@ -1,6 +1,7 @@
 """What the machine would otherwise find by walking every deployment: when each one's time rules
 can next do something (retention, deadlines, stable times, analysis windows), which retired DORA
-figures are oldest, and which deployment follows an orchestrated service. Kept up to date by
+figures are oldest, which deployment follows an orchestrated service, and which deployments hold
+that service's task containers. Kept up to date by
 ``Txn`` as it changes the state, so an observation or a tick costs the same at 5,000 deployments
 as at 50 (issue #21).
 
@@ -62,6 +63,9 @@ class Index:
         self._wakes: list[_Wake] = []
         self._ages: list[_Age] = []
         self.services: dict[str, DeploymentKey] = {}  # service id → the deployment following it
+        # Service id → the deployments holding task containers of it (a service seen after its tasks
+        # claims them from there, ``domain.services``), as a dict used as an ordered set.
+        self.tasks: dict[str, dict[DeploymentKey, None]] = {}
         self.visited = 0  # entries popped so far: what the unit test counts (tests/unit/test_scale.py)
 
     @classmethod
@@ -130,10 +134,30 @@ class Index:
             self._unfollow(before, unless=deployment)
         if deployment.service is not None:
             self.services[deployment.service.id] = deployment.key
+        if before is None or before.members is not deployment.members:  # the same members: the same tasks
+            if before is not None:
+                self._untask(before)
+            for service_id in _task_services(deployment):
+                self.tasks.setdefault(service_id, {})[deployment.key] = None
+
+    def _untask(self, deployment: Deployment) -> None:
+        for service_id in _task_services(deployment):
+            holders = self.tasks.get(service_id)
+            if holders is not None:
+                holders.pop(deployment.key, None)
+                if not holders:
+                    del self.tasks[service_id]
 
     def _unfollow(self, deployment: Deployment, *, unless: Deployment | None = None) -> None:
+        if unless is None:
+            self._untask(deployment)
         service = deployment.service
         if service is None or (unless is not None and unless.service is not None and unless.service.id == service.id):
             return
         if self.services.get(service.id) == deployment.key:
             del self.services[service.id]
+
+
+def _task_services(deployment: Deployment) -> set[str]:
+    """The services whose task containers ``deployment`` holds."""
+    return {m.instance.service_id for m in deployment.members.values() if m.instance.service_id}

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from watcher.domain import analyses, instances, reports, resync, retention, services, shown, usage
 from watcher.domain.events import DomainEvent
-from watcher.domain.model import Judge, State
+from watcher.domain.model import DeploymentKey, Judge, State
 from watcher.domain.observations import (
     AnalysisMeasured,
     InstanceExited,
@@ -42,9 +42,26 @@ from watcher.domain.settings import RuleSettings
 from watcher.domain.txn import Txn
 
 
+class Changes(NamedTuple):
+    """The keys whose entries a step may have changed (put, replaced or removed): what the state file's
+    journal writes, so a save costs what changed rather than a walk of every deployment (issue #21)."""
+
+    deployments: frozenset[DeploymentKey] = frozenset()
+    retired: frozenset[DeploymentKey] = frozenset()
+
+    def __or__(self, other: object) -> Changes:
+        if not isinstance(other, Changes):
+            return NotImplemented
+        return Changes(self.deployments | other.deployments, self.retired | other.retired)
+
+
+NO_CHANGES = Changes()
+
+
 class Step(NamedTuple):
     state: State  # the previous state itself when nothing changed
     events: tuple[DomainEvent, ...]  # in the order they happened
+    changes: Changes = NO_CHANGES  # empty when nothing changed
 
 
 def apply(state: State, observation: Observation, *, now: float, settings: RuleSettings) -> Step:
@@ -83,4 +100,7 @@ def apply(state: State, observation: Observation, *, now: float, settings: RuleS
             analyses.observed(txn, observation)
     if not isinstance(observation, UsageSampled):  # CPU and memory samples change nothing else shown
         shown.tell(txn)
-    return Step(txn.state(), tuple(txn.events))
+    state = txn.state()
+    if state is txn.base:
+        return Step(state, tuple(txn.events))
+    return Step(state, tuple(txn.events), Changes(frozenset(txn.changed), frozenset(txn.changed_retired)))

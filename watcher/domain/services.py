@@ -157,8 +157,10 @@ def _claim(txn: Txn, seen: ServiceSeen) -> tuple[Deployment | None, list[Member]
         for instance_id in deployment.members:
             txn.own(instance_id, None)
         deployment = None
+    # The deployments holding its tasks, from the index: no walk of every deployment's members.
+    holders = [txn.deployments.get(key) for key in sorted(txn.index.tasks.get(seen.service.id, ())) if key != seen.key]
     strays = [
-        (d.key, m) for d in txn.deployments.values() if d.key != seen.key
+        (d.key, m) for d in holders if d is not None
         for m in d.members.values() if m.instance.service_id == seen.service.id
     ]  # fmt: skip
     for key, member in strays:

@@ -31,6 +31,9 @@ class Txn:
         self.events: list[DomainEvent] = []
         self.resyncing = False  # what a resync reveals happened at some unknown time before it
         self.touched: dict[DeploymentKey, None] = {}  # deployments put, in order (a set that keeps it)
+        # Deployments put or dropped, and retired figures kept or forgotten: what a save writes (``Changes``).
+        self.changed: set[DeploymentKey] = set()
+        self.changed_retired: set[DeploymentKey] = set()
         self._deployments: PMap[DeploymentKey, Deployment] | None = None
         self._owners: PMap[str, DeploymentKey] | None = None
         self._retired: PMap[DeploymentKey, Retired] | None = None
@@ -64,6 +67,7 @@ class Txn:
     def retire(self, key: DeploymentKey, figures: Dora | None) -> None:
         """Keep (``figures``) or forget (None) the DORA figures of a deployment no longer tracked."""
         retired = PMap.of(self.retired)
+        self.changed_retired.add(key)
         if figures is None:
             self._retired = retired.delete(key)
         else:
@@ -86,12 +90,14 @@ class Txn:
             self._index.put(deployment, deployments.get(deployment.key))
         self._deployments = deployments.set(deployment.key, deployment)
         self.touched[deployment.key] = None
+        self.changed.add(deployment.key)
 
     def drop(self, key: DeploymentKey) -> None:
         deployments = PMap.of(self.deployments)
         if self._index is not None:
             self._index.drop(deployments[key])
         self._deployments = deployments.delete(key)
+        self.changed.add(key)
 
     def own(self, instance_id: str, key: DeploymentKey | None) -> None:
         owners = PMap.of(self.owners)

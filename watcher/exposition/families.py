@@ -22,7 +22,7 @@ from prometheus_client.utils import floatToGoString
 
 from watcher.config import Settings
 from watcher.domain.analysis import Result
-from watcher.domain.model import Deployment, Histogram, State, UpdateState, iter_sorted
+from watcher.domain.model import Deployment, Histogram, State, iter_sorted
 from watcher.domain.rules import health_checks
 
 KEY_LABELS = ["deployment", "environment"]
@@ -36,7 +36,8 @@ PER_ENVIRONMENT = "environment"  # exposition.dora_histograms: one lead-time and
 # deployment_info's ``kind``: what the deployment is.
 KIND_CONTAINER = "container"
 KIND_SWARM_SERVICE = "swarm_service"
-SWARM_UPDATE_STATES = [s.value for s in UpdateState if s is not UpdateState.NONE]
+# deployment_swarm_update_state's ``state`` while no update ran (Swarm's own word is an empty one).
+NO_UPDATE = "none"
 
 
 class DeploymentCollector(Collector):
@@ -233,7 +234,8 @@ class _Families:
         self.update_state = _family(
             GaugeMetricFamily,
             "deployment_swarm_update_state",
-            "A Swarm service's UpdateStatus.State, one-hot; all 0 when no update ran since it was created or last changed.",
+            "A Swarm service's UpdateStatus.State, as its state label (none: no update ran since it was created or last"
+            " changed); always 1, one series per service.",
             "state",
         )
         # docs/analysis.md: present while the current rollout has an analysis.
@@ -298,8 +300,9 @@ class _Families:
         if d.service is not None and not d.service.removed:  # a removed service has neither: no stale values
             self.replicas.add_metric([*key, "desired"], d.service.desired)
             self.replicas.add_metric([*key, "running"], d.service.running)
-            for state in SWARM_UPDATE_STATES:
-                self.update_state.add_metric([*key, state], 1 if d.service.update_state.value == state else 0)
+            # One series, the current state (info-style): six one-hot series cost a service its series budget
+            # (docs/metrics.md), and `{state="paused"} == 1` or `{state=~"rollback_.*"}` select as before.
+            self.update_state.add_metric([*key, d.service.update_state.value or NO_UPDATE], 1)
         if r.analysis is not None:
             self.analysis_status.add_metric(key, r.analysis.outcome.value)
             for m in r.analysis.checks:

@@ -13,7 +13,7 @@ when it is missing, and list the default in docs/state-file.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from watcher import __version__
@@ -60,7 +60,10 @@ FILE_NAME = "state.json"
 
 Document = dict[str, Any]
 # The interface: what a state file holds, and the error of one that cannot be read (typedjson's).
-__all__ = ["FILE_NAME", "MAX_COUNT", "MAX_NANOS", "MIGRATIONS", "SCHEMA", "DecodeError", "Document", "decode", "encode"]
+__all__ = [
+    "FILE_NAME", "MAX_COUNT", "MAX_NANOS", "MIGRATIONS", "SCHEMA", "DecodeError", "Document", "decode",
+    "decode_document", "encode", "encode_deployment", "encode_pieces", "encode_retired", "load",
+]  # fmt: skip
 
 
 def _judge_of_schema_1(document: Document) -> Document:
@@ -93,41 +96,35 @@ MAX_NANOS = limits.MAX_NANOS
 # -- encode
 
 
-def encode(state: State) -> bytes:
-    """The state file's bytes for ``state``, in the current schema."""
-    return Encoder().encode(state)
+def encode(state: State, *, journal: str = "") -> bytes:
+    """The state file's bytes for ``state``, in the current schema; ``journal``: the id of the journal
+    that continues this file (``watcher.persistence.journal``), written as its ``journal`` field."""
+    return b"".join(encode_pieces(state, journal=journal))
 
 
-class Encoder:
-    """``encode`` that keeps each deployment's encoded piece for the next call: a deployment still the
-    same object (the domain's are immutable: an unchanged one is the very same) is not encoded again,
-    so a save encodes what changed since the last (issue #21). The bytes are ``encode``'s exactly:
-    the document's pieces, joined as ``json.dumps`` of the whole writes them. Not thread-safe: one
-    per writer."""
+def encode_pieces(state: State, *, journal: str = "") -> Iterator[bytes]:
+    """``encode``'s bytes, a deployment at a time: written as they come, the file is never whole in
+    memory (8 MB at 5,000 deployments, and as much again to join it)."""
+    head = {"schema": SCHEMA, "written_by": f"deployment-watcher {__version__}"} | (
+        {"journal": journal} if journal else {}
+    )
+    yield _dumps(head)[:-1] + b',"deployments":['
+    for n, deployment in enumerate(iter_sorted(state)):
+        yield encode_deployment(deployment) if not n else b"," + encode_deployment(deployment)
+    yield b'],"retired":['
+    yield b",".join(encode_retired(key, r) for key, r in sorted(state.retired.items()))
+    yield b"]}\n"
 
-    def __init__(self) -> None:
-        self._pieces: dict[DeploymentKey, tuple[Deployment, bytes]] = {}
-        self.fresh = 0  # bytes of pieces encoded anew by the last ``encode``
 
-    def encode(self, state: State) -> bytes:
-        pieces: dict[DeploymentKey, tuple[Deployment, bytes]] = {}
-        self.fresh = 0
-        for deployment in iter_sorted(state):
-            cached = self._pieces.get(deployment.key)
-            if cached is None or cached[0] is not deployment:
-                cached = (deployment, _dumps(_encode_deployment(deployment)))
-                self.fresh += len(cached[1])
-            pieces[deployment.key] = cached
-        self._pieces = pieces
-        retired = [
-            {"name": key.name, "environment": key.environment, "dropped_at": r.dropped_at, "dora": _encode_dora(r.dora)}
-            for key, r in sorted(state.retired.items())
-        ]
-        head = _dumps({"schema": SCHEMA, "written_by": f"deployment-watcher {__version__}"})[:-1]
-        return b"".join((
-            head, b',"deployments":[', b",".join(piece for _, piece in pieces.values()), b'],"retired":',
-            _dumps(retired), b"}\n",
-        ))  # fmt: skip
+def encode_deployment(d: Deployment) -> bytes:
+    """One deployment's object of ``deployments``: the file's piece, and a journal record's."""
+    return _dumps(_encode_deployment(d))
+
+
+def encode_retired(key: DeploymentKey, r: Retired) -> bytes:
+    """One object of ``retired``."""
+    return _dumps({"name": key.name, "environment": key.environment, "dropped_at": r.dropped_at,
+                   "dora": _encode_dora(r.dora)})  # fmt: skip
 
 
 def _dumps(value: object) -> bytes:
@@ -254,7 +251,11 @@ def decode(data: bytes, *, clamped: list[str] | None = None) -> State:
 
     ``clamped``: where a number out of its range was read as its nearest bound, and what it was.
     """
-    document = load(data)
+    return decode_document(load(data), clamped=clamped)
+
+
+def decode_document(document: Document, *, clamped: list[str] | None = None) -> State:
+    """``decode`` of a file's JSON object (its journal replayed onto it: ``watcher.persistence.journal``)."""
     schema = document.get("schema")
     if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
         raise DecodeError(f"no valid schema number (got {schema!r})")

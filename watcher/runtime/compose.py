@@ -100,7 +100,7 @@ class Watcher:
         self.exposition = Exposition(
             snapshot=self.core.snapshot, registry=self.registry, settings=settings, metrics=self.metrics
         )
-        self.core.on_change(self.exposition.changed)
+        self.core.on_change(lambda _: self.exposition.changed())
         given = Given(
             settings=settings, metrics=self.metrics, submit=self.core.submit, step=self.core.step,
             snapshot=self.core.snapshot, clock=self.core.clock, api_token=api_token,
@@ -197,7 +197,7 @@ class Watcher:
             asyncio.create_task(supervision.ended(roots), name="root tasks ending"),
             asyncio.create_task(runner.cleanup(), name="HTTP server closing"),
         )
-        await self.saver.save()
+        await self.saver.save(final=True)
         self.saver.close()  # the saves above have ended: nothing to wait for
 
     def _root_tasks(self) -> dict[str, Coroutine[Any, Any, NoReturn]]:

@@ -37,12 +37,12 @@ class Core:
         self.metrics = metrics
         self.clock = clock
         self.state = state or State()
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[Step], None]] = []
         self._subscribers: list[Subscriber] = []
         self.metrics.deployments.set(len(self.state.deployments))
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` after every observation that changed the state (it must not block)."""
+    def on_change(self, listener: Callable[[Step], None]) -> None:
+        """Call ``listener(step)`` after every observation that changed the state (it must not block)."""
         self._listeners.append(listener)
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -66,7 +66,7 @@ class Core:
         self.metrics.deployments.set(len(self.state.deployments))
         if changed:
             for listener in self._listeners:
-                listener()
+                listener(step)
         return step
 
     async def tick_forever(self, *, fresh: Callable[[], bool] = lambda: True) -> NoReturn:

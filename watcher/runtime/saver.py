@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from watcher import heap
 from watcher.config import StorageSettings
+from watcher.domain.machine import NO_CHANGES, Changes, Step
 from watcher.domain.model import State
 from watcher.persistence.statefile import StateFile, state_directory
 from watcher.selfmetrics import SelfMetrics
@@ -39,6 +40,7 @@ class StateSaver:
         else:
             log.info("no state file (storage.directory %r): nothing is kept across restarts", storage.directory)
         self.saved: State | None = None  # the state the file holds
+        self._changes = NO_CHANGES  # what changed since ``saved``: the keys the next save writes
         self._snapshot: Callable[[], State] = State
         self._changed = asyncio.Event()
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
@@ -48,11 +50,17 @@ class StateSaver:
         """The saved state, loaded before any source starts: the first resyncs reconcile it."""
         return self.state_file.load() if self.state_file else None
 
-    def follow(self, snapshot: Callable[[], State]) -> Callable[[], None]:
-        """Save what ``snapshot()`` says from now on; the listener to call on each change."""
+    def follow(self, snapshot: Callable[[], State]) -> Callable[[Step], None]:
+        """Save what ``snapshot()`` says from now on; the listener to call with each step that changed it."""
         self._snapshot = snapshot
         self.saved = snapshot()
-        return self._changed.set
+        return self._note
+
+    def _note(self, step: Step) -> None:
+        # The steps say which keys changed: no walk of 5,000 deployments against the saved state to find
+        # the few a save writes. (immutables' maps offer no diff, and a walk of identities costs O(n).)
+        self._changes |= step.changes
+        self._changed.set()
 
     async def save_forever(self) -> NoReturn:
         """Save after a change, at most once per debounce period: changes meanwhile ride along.
@@ -69,14 +77,19 @@ class StateSaver:
             await asyncio.sleep(self._storage.debounce_seconds)
             await self.save()
 
-    async def save(self) -> None:
+    async def save(self, *, final: bool = False) -> None:
+        """Save the current state, if it changed; ``final``: and fold the journal into the file (a
+        watcher of an older version, which reads the file alone, may start next)."""
         self._changed.clear()
         state = self._snapshot()
-        if self.state_file is None or state is self.saved:
+        if self.state_file is None or (state is self.saved and not (final and self.state_file.journal_saves)):
             return
-        self._writing = self._writer.submit(self._write, self.state_file, state)
+        changes, self._changes = self._changes, NO_CHANGES
+        self._writing = self._writer.submit(self._write, self.state_file, state, changes, final)
         if await asyncio.wrap_future(self._writing):
             self.saved = state
+        else:
+            self._changes |= changes  # the next save writes them (it compacts: the journal was closed)
 
     def all_saved(self) -> bool:
         """The file holds the current state (or no state is kept)."""
@@ -111,10 +124,12 @@ class StateSaver:
         return [thread for thread in threading.enumerate() if thread.name.startswith(WRITER_THREAD)]
 
     @staticmethod
-    def _write(state_file: StateFile, state: State) -> bool:
-        """In the writer thread: the save, then its encoding's temporaries (megabytes at 1,000
+    def _write(state_file: StateFile, state: State, changes: Changes, compact: bool) -> bool:
+        """In the writer thread: the save, then a compaction's temporaries (megabytes at 1,000
         deployments) handed back to the OS, neither on the event loop."""
+        compactions = state_file.compactions
         try:
-            return state_file.save(state)
+            return state_file.save(state, changes, compact=compact)
         finally:
-            heap.release_free_memory()
+            if state_file.compactions != compactions:
+                heap.release_free_memory()

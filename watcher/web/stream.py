@@ -6,8 +6,10 @@ same bytes to the transport of every client that wants it; it never waits. Clien
 by their filter (``environment``, ``name``, either or none), so an event reaches its four
 groups by four dictionary lookups and each client costs one ``transport.write`` of shared
 bytes: no task woken, no queue, no copy per client (1,000 clients: ``python -m
-tests.benchmark scale``). A client's handler only waits for its end, sending a heartbeat and
-looking at its socket every GONE_CHECK_SECONDS.
+tests.benchmark scale``). A client's handler only waits for its end; one task for all of them
+sends the heartbeats and looks at every socket each GONE_CHECK_SECONDS, a slice of clients at a
+time: a task per client, each woken every second, cost the loop a burst of a thousand wake-ups,
+and an event that came during one waited for it.
 
 A client with more than ``queue_events`` frames waiting in its transport's buffer (written
 while the buffer was not empty: the kernel's socket buffer is full, the client reads slower
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import re
@@ -59,6 +60,7 @@ HEARTBEAT_SECONDS = 15.0  # a comment line, so proxies keep the connection and d
 RETRY_MILLISECONDS = 2000  # how long a browser's EventSource waits before reconnecting
 RETRY_AFTER_SECONDS = 10  # a client refused for the caps
 GONE_CHECK_SECONDS = 1.0  # how often a quiet stream looks whether its client hung up (aiohttp tells no handler)
+SWEEP_SLICE = 100  # clients looked at between two turns of the event loop
 _HEARTBEAT = b": keepalive\n\n"
 # An id this stream sent: ASCII digits only (str.isdigit also takes "²", which int() refuses), and
 # few enough of them that int() never meets its limit on digits.
@@ -95,6 +97,8 @@ class _Client:
     chunked: bool = True
     waiting: int = 0  # frames written while its transport's buffer was not empty, since it last was
     dropped: bool = False
+    heartbeat_at: float = 0.0  # the loop's time its next heartbeat is due
+    stuck_since: float | None = None  # when its buffer was last seen not empty after being empty
 
     @property
     def filter(self) -> Filter:
@@ -141,6 +145,7 @@ class EventStream:
         self._refusals = OncePerKind(log, logging.WARNING)
         self._sequence = 0
         self._closed = False
+        self._sweeper: asyncio.Task[None] | None = None  # looks at every client; runs while there are some
         self.run = secrets.token_hex(4)
 
     @property
@@ -218,12 +223,14 @@ class EventStream:
         try:
             await response.prepare(request)  # no Content-Length: aiohttp chunks an HTTP/1.1 body
             transport = request.transport
-            if transport is None or client.done.is_set():
+            if transport is None or client.done.is_set() or self._closed:
                 return response
             # No await from reading the buffer to joining the group: no event falls in between.
             client.transport, client.chunked = transport, request.version >= HttpVersion11
             self._start(client, self.missed(since) if since else [])
-            await self._follow(client, transport)
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.create_task(self._sweep_forever(), name="event stream sweep")
+            await client.done.wait()  # dropped, hung up (the sweep sees it), or the watcher stops
         except ConnectionError:
             pass  # the client went away (aiohttp raises ClientConnectionResetError, a ConnectionResetError)
         finally:
@@ -241,31 +248,38 @@ class EventStream:
             for frame in backlog:
                 if client.wants(frame):
                     client.send(frame)
+        client.heartbeat_at = asyncio.get_running_loop().time() + self._heartbeat
         self._groups.setdefault(client.filter, {})[client] = None
 
-    async def _follow(self, client: _Client, transport: asyncio.Transport) -> None:
-        """Until the client ends: a heartbeat when due, and a look at its socket every GONE_CHECK_SECONDS."""
-        wait = min(self._heartbeat, GONE_CHECK_SECONDS)
+    async def _sweep_forever(self) -> None:
+        """While there are clients: every GONE_CHECK_SECONDS (or heartbeat period, if shorter), a look at
+        each, SWEEP_SLICE at a time with a turn of the loop between, so events are not held up behind it."""
         loop = asyncio.get_running_loop()
-        heartbeat_at = loop.time() + self._heartbeat
-        stuck_since: float | None = None  # when its buffer was last seen not empty after being empty
-        while not self._closed and not client.done.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await client.done.wait()
-            now = loop.time()
-            if client.done.is_set() or transport.is_closing():
-                break  # dropped or stopped; or the client hung up: its place under the caps is free now
-            if not transport.get_write_buffer_size():
-                stuck_since = None
-            elif stuck_since is None:
-                stuck_since = now
-            elif now - stuck_since >= self._write_timeout:
-                self._drop(client, f"it took no data for {self._write_timeout:g} s")
-                break
-            if now >= heartbeat_at:
-                client.send(_HEARTBEAT_FRAME)
-                heartbeat_at = now + self._heartbeat
+        while self._clients and not self._closed:
+            await asyncio.sleep(min(self._heartbeat, GONE_CHECK_SECONDS))
+            for n, client in enumerate(tuple(self._clients)):
+                if n and not n % SWEEP_SLICE:
+                    await asyncio.sleep(0)
+                self._look(client, loop.time())
+
+    def _look(self, client: _Client, now: float) -> None:
+        """End a client that hung up or takes no data; send it a heartbeat when due."""
+        transport = client.transport
+        if transport is None or client.done.is_set():
+            return  # not streaming yet, or ending
+        if transport.is_closing():
+            client.done.set()  # it hung up: its handler ends, and its place under the caps is free
+            return
+        if not transport.get_write_buffer_size():
+            client.stuck_since = None
+        elif client.stuck_since is None:
+            client.stuck_since = now
+        elif now - client.stuck_since >= self._write_timeout:
+            self._drop(client, f"it took no data for {self._write_timeout:g} s")
+            return
+        if now >= client.heartbeat_at:
+            client.send(_HEARTBEAT_FRAME)
+            client.heartbeat_at = now + self._heartbeat
 
     def _refusal(self, address: str) -> web.Response | None:
         """A 503 when the caps are reached (the connection closed after it), else None."""
@@ -320,6 +334,8 @@ class EventStream:
     async def close(self, app: web.Application | None = None) -> None:
         """End every stream (the watcher stops): clients reconnect to the next run."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for client in list(self._clients):
             client.done.set()
 
