@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import platform
+import weakref
 
 from watcher import heap
 
@@ -26,3 +29,38 @@ def test_freeze_keeps_what_lives_now_out_of_full_collections() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+class Cycle:
+    """An object in a reference cycle: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_keep_frozen_freezes_what_came_and_frees_frozen_cycles_at_the_recollection() -> None:
+    """What came since is frozen at each round (after a collection of it alone); a cycle frozen while alive and
+    dropped afterwards is freed by the round that unfreezes everything and walks it once."""
+    now = [0.0]
+    cycle = Cycle()
+    alive = weakref.ref(cycle)
+    task = asyncio.create_task(heap.keep_frozen(every=0.01, recollect=10.0, clock=lambda: now[0]))
+    try:
+        await _rounds(2)
+        assert id(cycle) not in {id(o) for o in gc.get_objects()}  # frozen
+        del cycle
+        await _rounds(2)
+        assert alive() is not None  # frozen garbage: no round walks it
+        now[0] = 10.0
+        await _rounds(2)
+        assert alive() is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gc.unfreeze()
+
+
+async def _rounds(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0.02)

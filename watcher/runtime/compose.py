@@ -207,6 +207,7 @@ class Watcher:
         # Judged by the clock, a rollout would pass its stable time or deadline on them.
         tasks["rule clock"] = self.core.tick_forever(fresh=self.ready)
         tasks["exposition"] = self.exposition.run_forever()
+        tasks["heap"] = heap.keep_frozen()
         if self.saver.state_file:
             tasks["state file"] = self.saver.save_forever()
         return tasks
