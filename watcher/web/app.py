@@ -14,11 +14,9 @@ from watcher.web.board import Board
 # before has left the process: a client that does not read holds a slice and the transport's
 # buffer, not a copy of the body (the transport copies what the socket does not take, and a
 # body in one write is joined with its headers). 200 pipelining clients that never read cost a
-# copy each, 150 MB, before. A slice doubles while the socket takes each whole (a client reading
-# as fast as it comes: 10 MB in ~15 writes, not 640), up to MAX_WRITE_SLICE, and is back to
-# WRITE_SLICE once one is left waiting: a client that stops reading holds one slice at most.
+# copy each, 150 MB, before; with slices growing to 1 MiB while the socket took them, 160 MB:
+# the kernel takes megabytes from a client that has stopped before the socket says so.
 WRITE_SLICE = 16 * 1024
-MAX_WRITE_SLICE = 1024 * 1024
 # A client that takes no slice for this long is not reading: the connection is dropped, and what
 # it held freed. Prometheus gives up on a scrape long before (scrape_timeout, 10 s by default).
 STALL_SECONDS = 60.0
@@ -75,25 +73,23 @@ def make_app(
     return app
 
 
-def _slices(parts: Iterable[bytes], limit: list[int]) -> Iterator[bytes | memoryview]:
-    """``parts`` (of a few bytes to megabytes) as slices of about ``limit[0]`` bytes (read at each): small
-    parts joined (a part at a time, not a byte at a time), large ones cut."""
+def _slices(parts: Iterable[bytes]) -> Iterator[bytes | memoryview]:
+    """``parts`` (of a few bytes to megabytes) as slices of about WRITE_SLICE bytes: small parts joined (a
+    part at a time, not a byte at a time), large ones cut into views of the same bytes."""
     batch: list[bytes] = []
     size = 0
     for part in parts:
-        if len(part) > limit[0]:
+        if len(part) > WRITE_SLICE:
             if batch:
                 yield b"".join(batch)
                 batch, size = [], 0
             view = memoryview(part)
-            while view:
-                cut = limit[0]  # read once: it changes while the slice is written
-                yield view[:cut]
-                view = view[cut:]
+            for start in range(0, len(part), WRITE_SLICE):
+                yield view[start : start + WRITE_SLICE]
             continue
         batch.append(part)
         size += len(part)
-        if size >= limit[0]:
+        if size >= WRITE_SLICE:
             yield b"".join(batch)
             batch, size = [], 0
     if batch:
@@ -111,12 +107,9 @@ async def _sliced(
         transport.set_write_buffer_limits(high=WRITE_SLICE)
     writer = await response.prepare(request)
     assert writer is not None, "a new response always gets a writer"
-    limit = [WRITE_SLICE]
     try:
-        for piece in _slices(parts, limit):
+        for piece in _slices(parts):
             await response.write(piece)
-            taken = transport is not None and not transport.get_write_buffer_size()
-            limit[0] = min(limit[0] * 2, MAX_WRITE_SLICE) if taken else WRITE_SLICE
             async with asyncio.timeout(STALL_SECONDS):
                 await writer.drain()
     except TimeoutError:
