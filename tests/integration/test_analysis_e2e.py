@@ -531,7 +531,8 @@ def observe_mode(watcher: WatcherProcess, prometheus: Prometheus, lanes: Lanes, 
     assert error_rate["baseline"] == pytest.approx(0.1, abs=5e-3)  # the rate all along
     assert error_rate["current"] == pytest.approx(0.1, abs=5e-3)
     assert analysis["measuring_since"] <= rollout["finished_at"] + 0.5  # measured after the rollout succeeded
-    assert detail(watcher, name)["status"] == "success" and status_metric(watcher, name) == 1
+    assert detail(watcher, name)["status"] == "success"
+    watcher.wait_for("the success on /metrics", lambda: status_metric(watcher, name) == 1)  # shown after a rendering
     shown = expect_status(watcher, name, FAILED)
     assert shown.values[("error_rate", "current")] == pytest.approx(0.1, abs=5e-3)
     assert shown.values[("error_rate", "baseline")] == pytest.approx(0.1, abs=5e-3)
@@ -566,7 +567,9 @@ def hostile_name(watcher: WatcherProcess, prometheus: Prometheus, lanes: Lanes, 
     code, out, err = gate.finish()
     assert code == 0 and last_line(out).endswith(f"revision 1 (v1) succeeded ({rollout['reason']})"), (out, err)
     # /metrics parses (series does) and holds the name as a label value.
-    assert watcher.value("deployment_status", deployment=HOSTILE, environment=environment) == 1
+    # /metrics shows a change within exposition.min_interval_seconds and a rendering, the API at once.
+    watcher.wait_for("the success on /metrics",
+                     lambda: watcher.value("deployment_status", deployment=HOSTILE, environment=environment) == 1)  # fmt: skip
     shown = expect_status(watcher, HOSTILE, INCONCLUSIVE, environment)
     assert shown.values == {}  # nothing measured
     assert shown.measurements == shown.of(analysis)
