@@ -19,6 +19,8 @@ MB = 1024 * 1024
 # watcher holds one 16 KB slice of a body in the transport's buffer: ~70 KB, 14 MB for 200
 # clients, and allocator slack. Each used to hold a copy of the whole body: 150 MB here.
 GROWTH_BOUND = 30 * MB
+# Half Prometheus' default scrape_timeout (10 s): ~20 ms alone, 2.2 s once beside the parallel suite.
+SCRAPE_BOUND = 5.0
 
 
 def rss(pid: int) -> int:
@@ -30,7 +32,7 @@ def rss(pid: int) -> int:
 
 def test_pipelining_clients_that_never_read_cost_bounded_memory(tmp_path: Path) -> None:
     """200 clients each pipelining 1,000 GET /metrics (650 KB bodies) without reading: the watcher
-    grows by less than 30 MB, and a scraper gets /metrics within 2 s meanwhile."""
+    grows by less than 30 MB, and a scraper gets /metrics within SCRAPE_BOUND meanwhile."""
     watcher = start_watcher(
         tmp_path, f"--docker.host=unix://{tmp_path}/no-docker.sock", "--stats.enabled=false", "--log.level=info",
         env={"WATCHER_API_TOKEN": API_TOKEN},
@@ -65,6 +67,6 @@ def test_pipelining_clients_that_never_read_cost_bounded_memory(tmp_path: Path) 
             client.close()
         code = watcher.stop()
     assert status == 200 and "service-0299" in body
-    assert took < 2, f"the scrape took {took:.2f} s"
+    assert took < SCRAPE_BOUND, f"the scrape took {took:.2f} s"
     assert peak - before < GROWTH_BOUND, f"RSS grew by {(peak - before) / MB:.0f} MB\n{watcher.tail()}"
     assert code == 0, watcher.tail()
