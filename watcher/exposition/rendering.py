@@ -107,7 +107,6 @@ class Page(NamedTuple):
 
     parts: tuple[Piece, ...]
     headers: Mapping[str, str]
-    inflate: Callable[[Segment], bytes] = inflate
 
     @property
     def size(self) -> int:
@@ -116,7 +115,7 @@ class Page(NamedTuple):
     def chunks(self) -> Iterator[bytes]:
         """The body, a piece at a time: hundreds of kilobytes at most (a family's lines)."""
         for part in self.parts:
-            yield self.inflate(part) if isinstance(part, Segment) else part
+            yield inflate(part) if isinstance(part, Segment) else part
 
     @property
     def body(self) -> bytes:
@@ -169,10 +168,11 @@ class Exposition:
         now = clock()
         self._asked = {Variant(Format.negotiate(accept)[0], gzip): now for accept, gzip in START_VARIANTS}
         self._by_format: dict[Format, DeploymentsPart] = {}
-        # The current rendering's compressed parts as plain scrapes read them (by id, the part kept beside):
-        # inflated once for all of them, so clients that stop reading hold views of the same bytes, not a
-        # copy each (200 such clients held 160 MB). Let go with the rendering.
-        self._inflated: dict[int, tuple[Segment, bytes]] = {}
+        # The current rendering's plain bodies as scrapes read them (by the parts' id, the parts kept beside):
+        # inflated and joined once for all of them, so clients that stop reading hold views of the same
+        # bytes, not a copy each (200 such clients held 160 MB), and a scrape costs the loop one slicing of
+        # one body, not of its families' dozens of parts. Let go with the rendering.
+        self._plain: dict[int, tuple[tuple[Piece, ...], bytes]] = {}
 
     def changed(self) -> None:
         """The state changed: render it soon (a ``Core.on_change`` listener; never blocks)."""
@@ -191,12 +191,16 @@ class Exposition:
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
         if variant.gzip:
             headers["Content-Encoding"] = "gzip"
-        return Page(parts, headers, self._inflate_shared)
+        if variant.gzip:
+            return Page(parts, headers)
+        current = self._current  # a body rendered for one scrape alone (beyond MAX_VARIANTS) is not kept
+        shared = current is not None and current.bodies.get(variant) is parts
+        return Page((self._plain_body(parts) if shared else Page(parts, {}).body,), headers)
 
-    def _inflate_shared(self, segment: Segment) -> bytes:
-        known = self._inflated.get(id(segment))
-        if known is None or known[0] is not segment:
-            known = self._inflated[id(segment)] = (segment, inflate(segment))
+    def _plain_body(self, parts: tuple[Piece, ...]) -> bytes:
+        known = self._plain.get(id(parts))
+        if known is None or known[0] is not parts:
+            known = self._plain[id(parts)] = (parts, Page(parts, {}).body)
         return known[1]
 
     async def refresh(self) -> None:
@@ -244,7 +248,7 @@ class Exposition:
         live = self._live_variants()
         rendering = await asyncio.to_thread(self._render, self._snapshot(), live)
         self._current = rendering
-        self._inflated = {}
+        self._plain = {}
         for fmt in self._by_format.keys() - {v.format for v in live}:  # pieces of formats nobody asks for lately
             del self._by_format[fmt]
         return rendering
