@@ -17,7 +17,7 @@ key order, into groups of about ``CHUNK``; a *chunk* is one family's lines for o
 So a rendering compresses what changed and not the part (megabytes at 5,000 deployments), and
 the gzip body is the segments joined (``deflate.gzip_member``), byte for byte what encoding all
 deployments at once decodes to. Only the compressed chunks are kept (a tenth of the bytes, and
-few objects): a plain body is inflated as it is written.
+few objects): a plain body is inflated once per rendering (``rendering``).
 """
 
 from __future__ import annotations

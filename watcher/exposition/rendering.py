@@ -24,8 +24,9 @@ The own part comes last: OpenMetrics' ``# EOF`` ends it, and the deployments par
 without it. A gzip body is the deployments part's compressed chunks and the own part
 compressed apart, joined into a single gzip member that every client reads (``deflate``): a
 refresh of the own part compresses the own part alone. A plain body is the same compressed
-pieces, inflated one family at a time as the scrape writes them: a plain format costs no
-megabytes kept, and no body of megabytes is joined, per rendering or per scrape.
+pieces, inflated and joined at the first scrape of a rendering and shared by every scrape of it
+(200 clients that stop reading hold views of one body, not a copy each), let go with the
+rendering: a plain format keeps no megabytes between renderings.
 
 **When.** After a change the renderer waits until ``exposition.min_interval_seconds`` after the
 end of the previous rendering, then renders the newest snapshot: a burst of events costs one
@@ -57,7 +58,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
@@ -99,27 +100,19 @@ class Format:
         return cls.of(encoder), content_type
 
 
-Piece = bytes | Segment  # of a body: as it is, or inflated as it is written
+Piece = bytes | Segment  # of a body: as it is, or compressed (a plain body inflates it)
 
 
 class Page(NamedTuple):
-    """What one scrape gets: the body, in pieces (a plain body of megabytes is never joined), and its headers."""
+    """What one scrape gets: the body and the headers that describe it."""
 
-    parts: tuple[Piece, ...]
+    body: bytes
     headers: Mapping[str, str]
 
-    @property
-    def size(self) -> int:
-        return sum(part.size if isinstance(part, Segment) else len(part) for part in self.parts)
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body, a piece at a time: hundreds of kilobytes at most (a family's lines)."""
-        for part in self.parts:
-            yield inflate(part) if isinstance(part, Segment) else part
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.chunks())
+def _joined(parts: tuple[Piece, ...]) -> bytes:
+    """A body of its parts, the compressed ones inflated (a gzip body is one part: itself)."""
+    return b"".join(inflate(part) if isinstance(part, Segment) else part for part in parts)
 
 
 class Variant(NamedTuple):
@@ -191,16 +184,14 @@ class Exposition:
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
         if variant.gzip:
             headers["Content-Encoding"] = "gzip"
-        if variant.gzip:
-            return Page(parts, headers)
         current = self._current  # a body rendered for one scrape alone (beyond MAX_VARIANTS) is not kept
         shared = current is not None and current.bodies.get(variant) is parts
-        return Page((self._plain_body(parts) if shared else Page(parts, {}).body,), headers)
+        return Page(self._shared_body(parts) if shared else _joined(parts), headers)
 
-    def _plain_body(self, parts: tuple[Piece, ...]) -> bytes:
+    def _shared_body(self, parts: tuple[Piece, ...]) -> bytes:
         known = self._plain.get(id(parts))
         if known is None or known[0] is not parts:
-            known = self._plain[id(parts)] = (parts, Page(parts, {}).body)
+            known = self._plain[id(parts)] = (parts, _joined(parts))
         return known[1]
 
     async def refresh(self) -> None:
